@@ -1,0 +1,180 @@
+//! Event-time parsing and formatting: RFC 3339 and epoch seconds, milliseconds or microseconds.
+//!
+//! ```
+//! use weir_operators::time::{format_rfc3339, TimeFormat};
+//!
+//! let t = TimeFormat::Rfc3339.parse_str("2026-01-01T00:00:01.5Z").unwrap();
+//! assert_eq!(t, 1_767_225_601_500_000);
+//! assert_eq!(format_rfc3339(t), "2026-01-01T00:00:01.500Z");
+//! assert_eq!(TimeFormat::EpochMs.parse_str("1000").unwrap(), 1_000_000);
+//! ```
+
+use crate::value::Micros;
+use serde::{Deserialize, Serialize};
+
+/// How a source's timestamp fields are written in its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeFormat {
+    /// RFC 3339 strings, such as `2026-01-01T12:00:00Z` or `2026-01-01T13:00:00.250+01:00`.
+    Rfc3339,
+    /// Seconds since the epoch (a number; fractions allowed).
+    EpochS,
+    /// Milliseconds since the epoch (a number).
+    EpochMs,
+    /// Microseconds since the epoch (a number).
+    EpochUs,
+}
+
+impl TimeFormat {
+    /// Every format, in documentation order.
+    pub const ALL: [TimeFormat; 4] = [
+        TimeFormat::Rfc3339,
+        TimeFormat::EpochS,
+        TimeFormat::EpochMs,
+        TimeFormat::EpochUs,
+    ];
+
+    /// The name used in pipeline files.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeFormat::Rfc3339 => "rfc3339",
+            TimeFormat::EpochS => "epoch_s",
+            TimeFormat::EpochMs => "epoch_ms",
+            TimeFormat::EpochUs => "epoch_us",
+        }
+    }
+
+    /// Parses a format name.
+    pub fn parse_name(name: &str) -> Option<TimeFormat> {
+        TimeFormat::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Micro-seconds per unit, for the epoch formats.
+    fn unit(self) -> f64 {
+        match self {
+            TimeFormat::Rfc3339 | TimeFormat::EpochUs => 1.0,
+            TimeFormat::EpochS => 1e6,
+            TimeFormat::EpochMs => 1e3,
+        }
+    }
+
+    /// Parses a timestamp written as text (an RFC 3339 string, or an epoch number in a CSV cell).
+    pub fn parse_str(self, text: &str) -> Result<Micros, String> {
+        match self {
+            TimeFormat::Rfc3339 => parse_rfc3339(text),
+            _ => {
+                if let Ok(i) = text.parse::<i64>() {
+                    self.from_i64(i)
+                } else if let Ok(f) = text.parse::<f64>() {
+                    self.from_f64(f)
+                } else {
+                    Err(format!("`{text}` is not a number of {}", self.unit_name()))
+                }
+            }
+        }
+    }
+
+    /// Converts an integer epoch value.
+    pub fn from_i64(self, v: i64) -> Result<Micros, String> {
+        let m = match self {
+            TimeFormat::Rfc3339 => {
+                return Err("expected an RFC 3339 string, found a number".to_string())
+            }
+            TimeFormat::EpochS => v.checked_mul(1_000_000),
+            TimeFormat::EpochMs => v.checked_mul(1_000),
+            TimeFormat::EpochUs => Some(v),
+        };
+        m.filter(|m| (0..=MAX_MICROS).contains(m))
+            .ok_or_else(|| format!("{v} {} is out of range", self.unit_name()))
+    }
+
+    /// Converts a fractional epoch value.
+    pub fn from_f64(self, v: f64) -> Result<Micros, String> {
+        if self == TimeFormat::Rfc3339 {
+            return Err("expected an RFC 3339 string, found a number".to_string());
+        }
+        let m = (v * self.unit()).round();
+        if m.is_finite() && (0.0..=MAX_MICROS as f64).contains(&m) {
+            Ok(m as i64)
+        } else {
+            Err(format!("{v} {} is out of range", self.unit_name()))
+        }
+    }
+
+    fn unit_name(self) -> &'static str {
+        match self {
+            TimeFormat::Rfc3339 => "RFC 3339",
+            TimeFormat::EpochS => "seconds",
+            TimeFormat::EpochMs => "milliseconds",
+            TimeFormat::EpochUs => "microseconds",
+        }
+    }
+}
+
+/// The latest supported timestamp: the year 9999.
+pub const MAX_MICROS: Micros = 253_402_300_799_999_999;
+
+/// Parses an RFC 3339 timestamp into microseconds since the epoch. Timestamps before 1970 are
+/// rejected: Weir's event time is unsigned.
+pub fn parse_rfc3339(text: &str) -> Result<Micros, String> {
+    let t = chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map_err(|e| format!("`{text}` is not an RFC 3339 timestamp ({e})"))?;
+    let m = t.timestamp_micros();
+    if m < 0 {
+        return Err(format!("`{text}` is before 1970, which Weir does not support"));
+    }
+    Ok(m)
+}
+
+/// Formats microseconds since the epoch as RFC 3339 in UTC, with milliseconds (or microseconds
+/// when they are not whole).
+pub fn format_rfc3339(t: Micros) -> String {
+    match chrono::DateTime::from_timestamp_micros(t) {
+        Some(d) => {
+            let precision = if t % 1000 == 0 {
+                chrono::SecondsFormat::Millis
+            } else {
+                chrono::SecondsFormat::Micros
+            };
+            d.to_rfc3339_opts(precision, true)
+        }
+        None => t.to_string(),
+    }
+}
+
+/// The current wall-clock time in microseconds since the epoch.
+pub fn now_micros() -> Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_with_offset() {
+        let a = parse_rfc3339("2026-01-01T01:00:00+01:00").unwrap();
+        let b = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(b, 1_767_225_600_000_000);
+    }
+
+    #[test]
+    fn rejects_bad_text() {
+        assert!(parse_rfc3339("yesterday").is_err());
+        assert!(parse_rfc3339("1960-01-01T00:00:00Z").is_err());
+        assert!(TimeFormat::EpochMs.parse_str("12a").is_err());
+        assert!(TimeFormat::EpochS.from_i64(i64::MAX).is_err());
+        assert!(TimeFormat::EpochMs.from_f64(f64::NAN).is_err());
+    }
+
+    #[test]
+    fn epoch_units() {
+        assert_eq!(TimeFormat::EpochS.parse_str("1.5").unwrap(), 1_500_000);
+        assert_eq!(TimeFormat::EpochUs.from_i64(7).unwrap(), 7);
+        assert_eq!(format_rfc3339(1_000_001), "1970-01-01T00:00:01.000001Z");
+    }
+}
