@@ -12,3 +12,22 @@ pub mod schema;
 pub mod suggest;
 pub mod time;
 pub mod value;
+
+pub mod control;
+pub mod decode;
+pub mod encode;
+pub mod file_source;
+pub mod filter;
+pub mod generator;
+pub mod map;
+pub mod metrics;
+pub mod reading;
+pub mod sink;
+pub mod stdin_source;
+
+/// The timely timestamp of Weir's dataflows: event time in microseconds since the epoch. A
+/// source's capability is a lower bound on the event time of what it will still send.
+pub type Time = u64;
+
+/// A stream of records.
+pub type Records<'s> = timely::dataflow::Stream<'s, Time, Vec<schema::Record>>;

@@ -1,0 +1,56 @@
+//! Run control shared by every worker of a process: the stop request (Ctrl-C, a closed stdout)
+//! and the first fatal error (an `on_error = "fail"` record, a failed write).
+//!
+//! Sources poll [`RunControl::stopped`] and release their capabilities when it is set, so the
+//! dataflow drains and finishes cleanly instead of being torn down.
+//!
+//! ```
+//! use weir_operators::control::RunControl;
+//!
+//! let ctl = RunControl::default();
+//! assert!(!ctl.stopped());
+//! ctl.fail("readings.jsonl:3: missing timestamp".into());
+//! assert!(ctl.stopped());
+//! assert_eq!(ctl.failure().as_deref(), Some("readings.jsonl:3: missing timestamp"));
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Shared stop flag and failure slot.
+#[derive(Clone, Default)]
+pub struct RunControl {
+    stop: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl RunControl {
+    /// Asks every source to stop; the run then drains and ends normally.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stop was asked for.
+    #[inline]
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Records a fatal error (the first one wins) and stops the run.
+    pub fn fail(&self, message: String) {
+        if let Ok(mut slot) = self.failure.lock() {
+            slot.get_or_insert(message);
+        }
+        self.stop();
+    }
+
+    /// The fatal error, if the run failed.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// The flag itself, for a signal handler.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+}

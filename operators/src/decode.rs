@@ -1,0 +1,491 @@
+//! Decoding input lines (JSON objects, CSV rows) into records by schema, and routing bad records.
+//!
+//! A JSON object's keys are matched to schema positions while it is parsed: no intermediate map
+//! is built, unknown keys are skipped, and missing keys are NULL. A CSV row's columns are matched
+//! to positions once per file, from its header. A record whose event time is missing or
+//! unreadable, whose id is missing, or whose field has the wrong type is *bad*: it is never
+//! dropped silently but counted and handled by the source's [`OnError`] policy.
+//!
+//! ```
+//! use weir_operators::decode::{DecodeSpec, OnError};
+//! use weir_operators::schema::{Field, Schema};
+//! use weir_operators::time::TimeFormat;
+//! use weir_operators::value::{FieldType, Value};
+//!
+//! let schema = Schema::new(vec![
+//!     Field::new("id", FieldType::String),
+//!     Field::new("ts", FieldType::Timestamp),
+//!     Field::new("temp", FieldType::F64),
+//! ]).with_time("ts").with_id("id");
+//! let spec = DecodeSpec::new("sensors", schema, TimeFormat::EpochMs, true, OnError::DeadLetter);
+//! let r = spec.decode_json(r#"{"ts": 1000, "temp": 21.5}"#, "a.jsonl", 7).unwrap();
+//! assert_eq!(r.values, vec![Value::Str("sensors:a.jsonl:7".into()), Value::Ts(1_000_000), Value::F64(21.5)]);
+//! let bad = spec.decode_json(r#"{"ts": 1000, "temp": "hot"}"#, "a.jsonl", 8).unwrap_err();
+//! assert_eq!(bad, "field `temp`: expected f64, found string \"hot\"");
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use smol_str::{format_smolstr, SmolStr};
+
+use crate::schema::{Field, Record, Schema};
+use crate::time::TimeFormat;
+use crate::value::{FieldType, Value};
+
+/// What a source does with a bad record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// Count it and send it, with its location and the reason, to the source's dead-letter
+    /// output (the default).
+    DeadLetter,
+    /// Count it and go on.
+    Skip,
+    /// Stop the run, naming the record's location and the reason.
+    Fail,
+}
+
+impl OnError {
+    /// Every policy, in documentation order.
+    pub const ALL: [OnError; 3] = [OnError::DeadLetter, OnError::Skip, OnError::Fail];
+
+    /// The policy's name in pipeline files.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnError::DeadLetter => "dead-letter",
+            OnError::Skip => "skip",
+            OnError::Fail => "fail",
+        }
+    }
+}
+
+/// The schema of dead-letter records: where the bad record was, why it was rejected, and its text.
+pub fn dead_letter_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("source", FieldType::String),
+        Field::new("file", FieldType::String),
+        Field::new("line", FieldType::U64),
+        Field::new("reason", FieldType::String),
+        Field::new("record", FieldType::String),
+    ])
+}
+
+/// How one source turns its input into records.
+#[derive(Clone, Debug)]
+pub struct DecodeSpec {
+    /// The source's id, used in assigned ids and dead letters.
+    pub source: SmolStr,
+    /// The records' schema; its `time` must be set, its `id` too.
+    pub schema: Schema,
+    /// How timestamp fields are written.
+    pub time_format: TimeFormat,
+    /// Whether Weir assigns the id (`source:file:line`) instead of reading it.
+    pub assign_id: bool,
+    /// The bad-record policy.
+    pub on_error: OnError,
+    positions: HashMap<String, usize>,
+}
+
+impl DecodeSpec {
+    /// Builds a decoder. `schema.time` and `schema.id` must be set.
+    pub fn new(
+        source: &str,
+        schema: Schema,
+        time_format: TimeFormat,
+        assign_id: bool,
+        on_error: OnError,
+    ) -> DecodeSpec {
+        let positions = schema
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !(assign_id && Some(*i) == schema.id))
+            .map(|(i, f)| (f.name.to_string(), i))
+            .collect();
+        DecodeSpec {
+            source: SmolStr::new(source),
+            schema,
+            time_format,
+            assign_id,
+            on_error,
+            positions,
+        }
+    }
+
+    /// The fields read from the input (all but an assigned id).
+    pub fn input_fields(&self) -> impl Iterator<Item = (usize, &Field)> {
+        self.schema
+            .fields
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| !(self.assign_id && Some(*i) == self.schema.id))
+    }
+
+    /// Decodes one JSON object.
+    pub fn decode_json(&self, line: &str, file: &str, line_no: u64) -> Result<Record, String> {
+        let mut values = vec![Value::Null; self.schema.len()];
+        let mut de = serde_json::Deserializer::from_str(line);
+        let field_err = RowSeed {
+            spec: self,
+            out: &mut values,
+        }
+        .deserialize(&mut de)
+        .map_err(|e| format!("malformed JSON: {e}"))?;
+        de.end().map_err(|e| format!("malformed JSON: {e}"))?;
+        if let Some(e) = field_err {
+            return Err(e);
+        }
+        self.finish(values, file, line_no)
+    }
+
+    /// Maps a CSV header to schema positions: `columns[c]` is the position of column `c`.
+    /// Fails when a schema field has no column.
+    pub fn csv_columns(&self, header: &csv::StringRecord) -> Result<Vec<Option<usize>>, String> {
+        let columns: Vec<Option<usize>> = header
+            .iter()
+            .map(|h| self.positions.get(h.trim()).copied())
+            .collect();
+        let missing: Vec<&str> = self
+            .input_fields()
+            .filter(|(i, _)| !columns.contains(&Some(*i)))
+            .map(|(_, f)| f.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            Ok(columns)
+        } else {
+            Err(format!(
+                "the CSV header has no column for {} declared in the schema of source `{}`; \
+                 add the column or remove it from the schema",
+                missing
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.source
+            ))
+        }
+    }
+
+    /// Decodes one CSV row, given the file's column map.
+    pub fn decode_csv(
+        &self,
+        row: &csv::StringRecord,
+        columns: &[Option<usize>],
+        file: &str,
+        line_no: u64,
+    ) -> Result<Record, String> {
+        if row.len() != columns.len() {
+            return Err(format!(
+                "expected {} columns, found {}",
+                columns.len(),
+                row.len()
+            ));
+        }
+        let mut values = vec![Value::Null; self.schema.len()];
+        for (cell, col) in row.iter().zip(columns) {
+            let Some(i) = *col else { continue };
+            let field = &self.schema.fields[i];
+            values[i] = parse_cell(cell, field.ty, self.time_format)
+                .map_err(|e| format!("field `{}`: {e}", field.name))?;
+        }
+        self.finish(values, file, line_no)
+    }
+
+    fn finish(&self, mut values: Vec<Value>, file: &str, line_no: u64) -> Result<Record, String> {
+        if let Some(t) = self.schema.time {
+            if values[t].is_null() {
+                return Err(format!(
+                    "missing timestamp field `{}`",
+                    self.schema.fields[t].name
+                ));
+            }
+        }
+        if let Some(id) = self.schema.id {
+            if self.assign_id {
+                values[id] = Value::Str(format_smolstr!("{}:{}:{}", self.source, file, line_no));
+            } else if values[id].is_null() {
+                return Err(format!("missing id field `{}`", self.schema.fields[id].name));
+            }
+        }
+        Ok(Record::new(values))
+    }
+
+    /// The dead-letter record for a bad input record.
+    pub fn dead_letter(&self, file: &str, line_no: u64, reason: String, raw: &str) -> Record {
+        Record::new(vec![
+            Value::Str(self.source.clone()),
+            Value::Str(SmolStr::new(file)),
+            Value::U64(line_no),
+            Value::Str(SmolStr::new(reason)),
+            Value::Str(SmolStr::new(raw)),
+        ])
+    }
+}
+
+/// Parses one CSV cell; an empty cell is NULL.
+pub fn parse_cell(text: &str, ty: FieldType, fmt: TimeFormat) -> Result<Value, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(Value::Null);
+    }
+    let bad = || format!("expected {ty}, found `{t}`");
+    Ok(match ty {
+        FieldType::I64 => Value::I64(t.parse().map_err(|_| bad())?),
+        FieldType::U64 => Value::U64(t.parse().map_err(|_| bad())?),
+        FieldType::F64 => Value::F64(t.parse().map_err(|_| bad())?),
+        FieldType::Bool => match t {
+            "true" | "TRUE" | "True" => Value::Bool(true),
+            "false" | "FALSE" | "False" => Value::Bool(false),
+            _ => return Err(bad()),
+        },
+        FieldType::String => Value::Str(SmolStr::new(text)),
+        FieldType::Timestamp => Value::Ts(fmt.parse_str(t)?),
+    })
+}
+
+// ---- JSON ----------------------------------------------------------------------------------
+
+/// Fills `out` from a JSON object; returns the first field-level error, if any.
+struct RowSeed<'a> {
+    spec: &'a DecodeSpec,
+    out: &'a mut Vec<Value>,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = Option<String>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut first_err = None;
+        while let Some(pos) = map.next_key_seed(KeySeed(&self.spec.positions))? {
+            match pos {
+                Some(i) => {
+                    let field = &self.spec.schema.fields[i];
+                    let cell = map.next_value_seed(CellSeed {
+                        ty: field.ty,
+                        fmt: self.spec.time_format,
+                    })?;
+                    match cell {
+                        Ok(v) => self.out[i] = v,
+                        Err(e) => {
+                            first_err.get_or_insert_with(|| format!("field `{}`: {e}", field.name));
+                        }
+                    }
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(first_err)
+    }
+}
+
+/// Resolves a key to its schema position (`None`: not in the schema).
+struct KeySeed<'a>(&'a HashMap<String, usize>);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.get(v).copied())
+    }
+}
+
+/// Reads one JSON value as a field of type `ty`; a wrong type is an inner `Err`.
+struct CellSeed {
+    ty: FieldType,
+    fmt: TimeFormat,
+}
+
+type Cell = Result<Value, String>;
+
+impl<'de> DeserializeSeed<'de> for CellSeed {
+    type Value = Cell;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl CellSeed {
+    fn mismatch(&self, found: impl fmt::Display) -> Cell {
+        Err(format!("expected {}, found {found}", self.ty))
+    }
+}
+
+impl<'de> Visitor<'de> for CellSeed {
+    type Value = Cell;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a value of type {}", self.ty)
+    }
+
+    fn visit_unit<E>(self) -> Result<Cell, E> {
+        Ok(Ok(Value::Null))
+    }
+
+    fn visit_none<E>(self) -> Result<Cell, E> {
+        Ok(Ok(Value::Null))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Cell, E> {
+        Ok(match self.ty {
+            FieldType::Bool => Ok(Value::Bool(v)),
+            _ => self.mismatch(format_args!("boolean {v}")),
+        })
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Cell, E> {
+        Ok(match self.ty {
+            FieldType::I64 => Ok(Value::I64(v)),
+            FieldType::U64 => u64::try_from(v)
+                .map(Value::U64)
+                .map_err(|_| format!("expected u64, found negative number {v}")),
+            FieldType::F64 => Ok(Value::F64(v as f64)),
+            FieldType::Timestamp => self.fmt.from_i64(v).map(Value::Ts),
+            _ => self.mismatch(format_args!("number {v}")),
+        })
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Cell, E> {
+        Ok(match self.ty {
+            FieldType::U64 => Ok(Value::U64(v)),
+            FieldType::I64 => i64::try_from(v)
+                .map(Value::I64)
+                .map_err(|_| format!("expected i64, found {v}, which is too large")),
+            FieldType::F64 => Ok(Value::F64(v as f64)),
+            FieldType::Timestamp => match i64::try_from(v) {
+                Ok(i) => self.fmt.from_i64(i).map(Value::Ts),
+                Err(_) => Err(format!("timestamp {v} is out of range")),
+            },
+            _ => self.mismatch(format_args!("number {v}")),
+        })
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Cell, E> {
+        Ok(match self.ty {
+            FieldType::F64 => Ok(Value::F64(v)),
+            FieldType::I64 if v.fract() == 0.0 && v.abs() < 9.0e15 => Ok(Value::I64(v as i64)),
+            FieldType::U64 if v.fract() == 0.0 && (0.0..9.0e15).contains(&v) => {
+                Ok(Value::U64(v as u64))
+            }
+            FieldType::Timestamp => self.fmt.from_f64(v).map(Value::Ts),
+            _ => self.mismatch(format_args!("number {v}")),
+        })
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Cell, E> {
+        Ok(match self.ty {
+            FieldType::String => Ok(Value::Str(SmolStr::new(v))),
+            FieldType::Timestamp => self.fmt.parse_str(v).map(Value::Ts),
+            _ => self.mismatch(format_args!("string {v:?}")),
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Cell, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(self.mismatch("an object"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Cell, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(self.mismatch("an array"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(assign: bool) -> DecodeSpec {
+        let schema = Schema::new(vec![
+            Field::new("id", FieldType::U64),
+            Field::new("ts", FieldType::Timestamp),
+            Field::new("device", FieldType::String),
+            Field::new("temp", FieldType::F64),
+            Field::new("ok", FieldType::Bool),
+            Field::new("n", FieldType::I64),
+        ])
+        .with_time("ts")
+        .with_id("id");
+        DecodeSpec::new("s", schema, TimeFormat::Rfc3339, assign, OnError::DeadLetter)
+    }
+
+    #[test]
+    fn json_fields_by_name_nulls_and_extras() {
+        let s = spec(false);
+        let r = s
+            .decode_json(
+                r#"{"extra": {"x": [1, 2]}, "temp": 3, "id": 9, "ts": "2026-01-01T00:00:00Z", "ok": null}"#,
+                "f",
+                1,
+            )
+            .unwrap();
+        assert_eq!(r.values[0], Value::U64(9));
+        assert_eq!(r.values[1], Value::Ts(1_767_225_600_000_000));
+        assert_eq!(r.values[2], Value::Null);
+        assert_eq!(r.values[3], Value::F64(3.0));
+        assert_eq!(r.values[4], Value::Null);
+    }
+
+    #[test]
+    fn json_bad_records() {
+        let s = spec(false);
+        let ts = r#""ts": "2026-01-01T00:00:00Z""#;
+        let cases = [
+            ("{", "malformed JSON"),
+            ("[1]", "malformed JSON"),
+            (r#"{"id": 1}"#, "missing timestamp field `ts`"),
+            (r#"{"id": 1, "ts": "noon"}"#, "field `ts`: `noon` is not an RFC 3339"),
+            (&format!("{{{ts}}}"), "missing id field `id`"),
+            (&format!(r#"{{"id": -1, {ts}}}"#), "field `id`: expected u64, found negative"),
+            (&format!(r#"{{"id": 1, {ts}, "ok": 1}}"#), "field `ok`: expected bool, found number 1"),
+            (&format!(r#"{{"id": 1, {ts}, "n": 1.5}}"#), "field `n`: expected i64, found number 1.5"),
+            (&format!(r#"{{"id": 1, {ts}, "device": [1]}}"#), "field `device`: expected string, found an array"),
+            (&format!(r#"{{"id": 1, {ts}}} trailing"#), "malformed JSON"),
+        ];
+        for (line, want) in cases {
+            let err = s.decode_json(line, "f", 1).unwrap_err();
+            assert!(err.starts_with(want), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn csv_rows() {
+        let s = spec(true);
+        let header = csv::StringRecord::from(vec!["ts", "temp", "device", "ok", "n", "other"]);
+        let cols = s.csv_columns(&header).unwrap();
+        let row = csv::StringRecord::from(vec!["2026-01-01T00:00:00Z", "1.5", "d1", "", "-3", "x"]);
+        let r = s.decode_csv(&row, &cols, "f.csv", 2).unwrap();
+        assert_eq!(r.values[0], Value::Str("s:f.csv:2".into()));
+        assert_eq!(r.values[3], Value::F64(1.5));
+        assert_eq!(r.values[4], Value::Null);
+        assert_eq!(r.values[5], Value::I64(-3));
+        let short = csv::StringRecord::from(vec!["2026-01-01T00:00:00Z"]);
+        assert_eq!(s.decode_csv(&short, &cols, "f", 3).unwrap_err(), "expected 6 columns, found 1");
+        let bad = csv::StringRecord::from(vec!["2026-01-01T00:00:00Z", "warm", "d", "", "", ""]);
+        assert_eq!(s.decode_csv(&bad, &cols, "f", 3).unwrap_err(), "field `temp`: expected f64, found `warm`");
+        let missing = csv::StringRecord::from(vec!["ts", "temp"]);
+        assert!(s.csv_columns(&missing).unwrap_err().contains("`device`, `ok`, `n`"));
+    }
+}

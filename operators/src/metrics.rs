@@ -1,0 +1,80 @@
+//! Per-component counters, shared by all workers of a process.
+//!
+//! Operators count locally while they process a batch and add the totals to the shared atomic
+//! counters once per batch, so counting costs nothing per record.
+//!
+//! ```
+//! use weir_operators::metrics::ComponentMetrics;
+//!
+//! let m = ComponentMetrics::default();
+//! m.add_in(10);
+//! m.add_out(7);
+//! m.add_errors(3);
+//! m.add_dead_lettered(3);
+//! let s = m.snapshot();
+//! assert_eq!((s.records_in, s.records_out, s.errors, s.dead_lettered), (10, 7, 3, 3));
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counters of one component.
+#[derive(Debug, Default)]
+pub struct ComponentMetrics {
+    records_in: AtomicU64,
+    records_out: AtomicU64,
+    errors: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+/// A point-in-time copy of a component's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MetricsSnapshot {
+    /// Records that entered the component (for sources: lines or events read).
+    pub records_in: u64,
+    /// Records the component emitted on its main output.
+    pub records_out: u64,
+    /// Bad records (malformed, missing timestamp, wrong type).
+    pub errors: u64,
+    /// Bad records sent to a dead-letter output.
+    pub dead_lettered: u64,
+}
+
+impl ComponentMetrics {
+    /// Adds to the records-in count.
+    #[inline]
+    pub fn add_in(&self, n: u64) {
+        if n > 0 {
+            self.records_in.fetch_add(n, Relaxed);
+        }
+    }
+    /// Adds to the records-out count.
+    #[inline]
+    pub fn add_out(&self, n: u64) {
+        if n > 0 {
+            self.records_out.fetch_add(n, Relaxed);
+        }
+    }
+    /// Adds to the error count.
+    #[inline]
+    pub fn add_errors(&self, n: u64) {
+        if n > 0 {
+            self.errors.fetch_add(n, Relaxed);
+        }
+    }
+    /// Adds to the dead-lettered count.
+    #[inline]
+    pub fn add_dead_lettered(&self, n: u64) {
+        if n > 0 {
+            self.dead_lettered.fetch_add(n, Relaxed);
+        }
+    }
+    /// Reads the counters.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            records_in: self.records_in.load(Relaxed),
+            records_out: self.records_out.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            dead_lettered: self.dead_lettered.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Sinks: the end of a pipeline. Each sink encodes the records it receives (see
+//! [`encode`](crate::encode)) and writes them to a writer shared by all workers of the process
+//! (standard output or a file), one batch per lock, so lines never interleave. The `null` sink
+//! only counts.
+//!
+//! A sink that cannot write stops the run with the reason; a closed standard output (as with
+//! `weir run ... | head`) stops it quietly.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use timely::dataflow::operators::ToStream;
+//! use weir_operators::{control::RunControl, encode::{Encoder, Format}, metrics::ComponentMetrics};
+//! use weir_operators::{schema::*, sink::{sink, SharedWriter}, value::*};
+//!
+//! let schema = Schema::new(vec![Field::new("n", FieldType::I64)]);
+//! let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
+//! let writer = SharedWriter::new(Box::new(VecWriter(buf.clone())));
+//! let enc = Arc::new(Encoder::new(Format::Jsonl, &schema));
+//! timely::example(move |scope| {
+//!     let rows = (0..3).map(|n| Record::new(vec![Value::I64(n)])).to_stream(scope).container::<Vec<Record>>();
+//!     sink(rows, "out", enc, Some(writer), RunControl::default(), Arc::new(ComponentMetrics::default()));
+//! });
+//! assert_eq!(String::from_utf8(buf.lock().unwrap().clone()).unwrap(), "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
+//!
+//! struct VecWriter(Arc<Mutex<Vec<u8>>>);
+//! impl std::io::Write for VecWriter {
+//!     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().write(b) }
+//!     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+//! }
+//! ```
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::control::RunControl;
+use crate::encode::Encoder;
+use crate::metrics::ComponentMetrics;
+use crate::schema::Record;
+use crate::Records;
+
+/// A writer shared by the workers of a process.
+#[derive(Clone)]
+pub struct SharedWriter {
+    inner: Arc<Mutex<Box<dyn Write + Send>>>,
+    is_stdout: bool,
+}
+
+impl SharedWriter {
+    /// Shares `w`.
+    pub fn new(w: Box<dyn Write + Send>) -> SharedWriter {
+        SharedWriter {
+            inner: Arc::new(Mutex::new(w)),
+            is_stdout: false,
+        }
+    }
+
+    /// Shares the process's standard output.
+    pub fn stdout() -> SharedWriter {
+        SharedWriter {
+            inner: Arc::new(Mutex::new(Box::new(std::io::stdout()))),
+            is_stdout: true,
+        }
+    }
+
+    /// Writes `bytes` in one piece.
+    pub fn write_all(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut w = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        w.write_all(bytes)
+    }
+
+    /// Flushes the writer.
+    pub fn flush(&self) -> std::io::Result<()> {
+        let mut w = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        w.flush()
+    }
+}
+
+/// Builds a sink over `input`; `writer` is `None` for the null sink.
+pub fn sink(
+    input: Records<'_>,
+    name: &str,
+    encoder: Arc<Encoder>,
+    writer: Option<SharedWriter>,
+    ctl: RunControl,
+    metrics: Arc<ComponentMetrics>,
+) {
+    let mut buf = Vec::new();
+    let name = name.to_string();
+    let mut broken = false;
+    input.sink(Pipeline, &name.clone(), move |(input, _frontier)| {
+        let mut n = 0u64;
+        input.for_each(|_cap, data: &mut Vec<Record>| {
+            n += data.len() as u64;
+            if writer.is_some() && !broken {
+                for r in data.iter() {
+                    encoder.encode(r, &mut buf);
+                }
+            }
+        });
+        metrics.add_in(n);
+        if let (Some(w), false) = (&writer, buf.is_empty()) {
+            if let Err(e) = w.write_all(&buf) {
+                broken = true;
+                if w.is_stdout && e.kind() == std::io::ErrorKind::BrokenPipe {
+                    ctl.stop();
+                } else {
+                    ctl.fail(format!("sink `{name}` cannot write: {e}"));
+                }
+            } else {
+                metrics.add_out(n);
+            }
+            buf.clear();
+        } else if writer.is_none() {
+            metrics.add_out(n);
+        }
+    });
+}
