@@ -205,7 +205,10 @@ impl DecodeSpec {
             if self.assign_id {
                 values[id] = Value::Str(format_smolstr!("{}:{}:{}", self.source, file, line_no));
             } else if values[id].is_null() {
-                return Err(format!("missing id field `{}`", self.schema.fields[id].name));
+                return Err(format!(
+                    "missing id field `{}`",
+                    self.schema.fields[id].name
+                ));
             }
         }
         Ok(Record::new(values))
@@ -428,7 +431,13 @@ mod tests {
         ])
         .with_time("ts")
         .with_id("id");
-        DecodeSpec::new("s", schema, TimeFormat::Rfc3339, assign, OnError::DeadLetter)
+        DecodeSpec::new(
+            "s",
+            schema,
+            TimeFormat::Rfc3339,
+            assign,
+            OnError::DeadLetter,
+        )
     }
 
     #[test]
@@ -456,12 +465,27 @@ mod tests {
             ("{", "malformed JSON"),
             ("[1]", "malformed JSON"),
             (r#"{"id": 1}"#, "missing timestamp field `ts`"),
-            (r#"{"id": 1, "ts": "noon"}"#, "field `ts`: `noon` is not an RFC 3339"),
+            (
+                r#"{"id": 1, "ts": "noon"}"#,
+                "field `ts`: `noon` is not an RFC 3339",
+            ),
             (&format!("{{{ts}}}"), "missing id field `id`"),
-            (&format!(r#"{{"id": -1, {ts}}}"#), "field `id`: expected u64, found negative"),
-            (&format!(r#"{{"id": 1, {ts}, "ok": 1}}"#), "field `ok`: expected bool, found number 1"),
-            (&format!(r#"{{"id": 1, {ts}, "n": 1.5}}"#), "field `n`: expected i64, found number 1.5"),
-            (&format!(r#"{{"id": 1, {ts}, "device": [1]}}"#), "field `device`: expected string, found an array"),
+            (
+                &format!(r#"{{"id": -1, {ts}}}"#),
+                "field `id`: expected u64, found negative",
+            ),
+            (
+                &format!(r#"{{"id": 1, {ts}, "ok": 1}}"#),
+                "field `ok`: expected bool, found number 1",
+            ),
+            (
+                &format!(r#"{{"id": 1, {ts}, "n": 1.5}}"#),
+                "field `n`: expected i64, found number 1.5",
+            ),
+            (
+                &format!(r#"{{"id": 1, {ts}, "device": [1]}}"#),
+                "field `device`: expected string, found an array",
+            ),
             (&format!(r#"{{"id": 1, {ts}}} trailing"#), "malformed JSON"),
         ];
         for (line, want) in cases {
@@ -482,10 +506,19 @@ mod tests {
         assert_eq!(r.values[4], Value::Null);
         assert_eq!(r.values[5], Value::I64(-3));
         let short = csv::StringRecord::from(vec!["2026-01-01T00:00:00Z"]);
-        assert_eq!(s.decode_csv(&short, &cols, "f", 3).unwrap_err(), "expected 6 columns, found 1");
+        assert_eq!(
+            s.decode_csv(&short, &cols, "f", 3).unwrap_err(),
+            "expected 6 columns, found 1"
+        );
         let bad = csv::StringRecord::from(vec!["2026-01-01T00:00:00Z", "warm", "d", "", "", ""]);
-        assert_eq!(s.decode_csv(&bad, &cols, "f", 3).unwrap_err(), "field `temp`: expected f64, found `warm`");
+        assert_eq!(
+            s.decode_csv(&bad, &cols, "f", 3).unwrap_err(),
+            "field `temp`: expected f64, found `warm`"
+        );
         let missing = csv::StringRecord::from(vec!["ts", "temp"]);
-        assert!(s.csv_columns(&missing).unwrap_err().contains("`device`, `ok`, `n`"));
+        assert!(s
+            .csv_columns(&missing)
+            .unwrap_err()
+            .contains("`device`, `ok`, `n`"));
     }
 }

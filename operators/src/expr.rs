@@ -123,8 +123,23 @@ enum Func {
 }
 
 const FUNCTIONS: &[&str] = &[
-    "abs", "round", "floor", "ceil", "ceiling", "sqrt", "power", "pow", "ln", "exp", "lower",
-    "upper", "trim", "length", "char_length", "concat", "coalesce",
+    "abs",
+    "round",
+    "floor",
+    "ceil",
+    "ceiling",
+    "sqrt",
+    "power",
+    "pow",
+    "ln",
+    "exp",
+    "lower",
+    "upper",
+    "trim",
+    "length",
+    "char_length",
+    "concat",
+    "coalesce",
 ];
 
 #[derive(Clone, Debug)]
@@ -606,7 +621,10 @@ impl Compiler<'_> {
             let nl = self.expect_num(left, tl, &op.to_string())?;
             let nr = self.expect_num(right, tr, &op.to_string())?;
             let (num, l, r) = unify_num(nl, l, tl, nr, r, tr);
-            return Ok((Node::Arith(aop, num, boxed(l), boxed(r)), Some(num_type(num))));
+            return Ok((
+                Node::Arith(aop, num, boxed(l), boxed(r)),
+                Some(num_type(num)),
+            ));
         }
         match op {
             BinaryOperator::And | BinaryOperator::Or => {
@@ -619,10 +637,7 @@ impl Compiler<'_> {
                 };
                 Ok((node, Some(FieldType::Bool)))
             }
-            BinaryOperator::StringConcat => Ok((
-                Node::Concat(vec![l, r]),
-                Some(FieldType::String),
-            )),
+            BinaryOperator::StringConcat => Ok((Node::Concat(vec![l, r]), Some(FieldType::String))),
             other => Err(self.err(e, format!("operator `{other}` is not supported"), None)),
         }
     }
@@ -668,7 +683,13 @@ impl Compiler<'_> {
         match n {
             Node::Const(Value::Str(s)) => parse_rfc3339(&s)
                 .map(|t| Node::Const(Value::Ts(t)))
-                .map_err(|m| self.err(e, m, Some("write timestamps as RFC 3339, such as '2026-01-01T00:00:00Z'".into()))),
+                .map_err(|m| {
+                    self.err(
+                        e,
+                        m,
+                        Some("write timestamps as RFC 3339, such as '2026-01-01T00:00:00Z'".into()),
+                    )
+                }),
             _ => Err(self.err(
                 e,
                 "cannot compare a timestamp with a string field".into(),
@@ -722,7 +743,9 @@ impl Compiler<'_> {
     fn function(&mut self, e: &sql::Expr, f: &sql::Function) -> Result<(Node, Ty), ExprError> {
         let name = f.name.to_string().to_ascii_lowercase();
         let args: Vec<&sql::Expr> = match &f.args {
-            FunctionArguments::List(list) if list.duplicate_treatment.is_none() && list.clauses.is_empty() => {
+            FunctionArguments::List(list)
+                if list.duplicate_treatment.is_none() && list.clauses.is_empty() =>
+            {
                 let mut v = Vec::new();
                 for a in &list.args {
                     match a {
@@ -751,7 +774,11 @@ impl Compiler<'_> {
             } else {
                 Err(self.err(
                     e,
-                    format!("`{name}` takes {n} argument{}, not {}", if n == 1 { "" } else { "s" }, args.len()),
+                    format!(
+                        "`{name}` takes {n} argument{}, not {}",
+                        if n == 1 { "" } else { "s" },
+                        args.len()
+                    ),
                     None,
                 ))
             }
@@ -761,8 +788,16 @@ impl Compiler<'_> {
             let mut ty = None;
             for (i, (n, t)) in compiled.into_iter().enumerate() {
                 let num = this.expect_num(args[i], t, &name)?;
-                ty = Some(if out_f64 { FieldType::F64 } else { num_type(num) });
-                nodes.push(if out_f64 { Node::Cast(boxed(n), FieldType::F64) } else { n });
+                ty = Some(if out_f64 {
+                    FieldType::F64
+                } else {
+                    num_type(num)
+                });
+                nodes.push(if out_f64 {
+                    Node::Cast(boxed(n), FieldType::F64)
+                } else {
+                    n
+                });
             }
             Ok((Node::Func(f, nodes), ty))
         };
@@ -788,10 +823,20 @@ impl Compiler<'_> {
                     let (d, td) = compiled[1].clone();
                     self.expect_num(args[0], tx, "round")?;
                     if !matches!(td, Some(FieldType::I64) | Some(FieldType::U64)) {
-                        return Err(self.err(args[1], "round's second argument is a whole number of decimal places".into(), None));
+                        return Err(self.err(
+                            args[1],
+                            "round's second argument is a whole number of decimal places".into(),
+                            None,
+                        ));
                     }
                     return Ok((
-                        Node::Func(Func::Round, vec![Node::Cast(boxed(x), FieldType::F64), Node::Cast(boxed(d), FieldType::I64)]),
+                        Node::Func(
+                            Func::Round,
+                            vec![
+                                Node::Cast(boxed(x), FieldType::F64),
+                                Node::Cast(boxed(d), FieldType::I64),
+                            ],
+                        ),
                         Some(FieldType::F64),
                     ));
                 }
@@ -838,16 +883,21 @@ impl Compiler<'_> {
                 for (i, (_, t)) in compiled.iter().enumerate() {
                     ty = self.unify(args[i], ty, *t)?;
                 }
-                let nodes = compiled.into_iter().map(|(n, t)| coerce(n, t, ty)).collect();
+                let nodes = compiled
+                    .into_iter()
+                    .map(|(n, t)| coerce(n, t, ty))
+                    .collect();
                 Ok((Node::Coalesce(nodes), ty))
             }
             _ => Err(self.err(
                 e,
                 format!("unknown function `{name}`"),
-                Some(match crate::suggest::did_you_mean(&name, FUNCTIONS.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("Weir's functions: {}", FUNCTIONS.join(", ")),
-                }),
+                Some(
+                    match crate::suggest::did_you_mean(&name, FUNCTIONS.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("Weir's functions: {}", FUNCTIONS.join(", ")),
+                    },
+                ),
             )),
         }
     }
@@ -1103,7 +1153,11 @@ fn eval(n: &Node, row: &[Value]) -> Value {
             let v = eval_ref(x, row, &mut t);
             match num {
                 Num::F64 => v.as_f64().map(|f| Value::F64(-f)).unwrap_or(Value::Null),
-                Num::I64 => v.as_i64().and_then(i64::checked_neg).map(Value::I64).unwrap_or(Value::Null),
+                Num::I64 => v
+                    .as_i64()
+                    .and_then(i64::checked_neg)
+                    .map(Value::I64)
+                    .unwrap_or(Value::Null),
                 Num::U64 => v
                     .as_u64()
                     .and_then(|u| 0i64.checked_sub_unsigned(u))
@@ -1371,7 +1425,10 @@ mod tests {
         assert_eq!(ev("kind LIKE 'r_a%'"), Value::Bool(true));
         assert_eq!(ev("kind NOT LIKE '%x%'"), Value::Bool(true));
         assert_eq!(ev("ts >= '2026-01-01T00:00:00Z'"), Value::Bool(true));
-        assert_eq!(ev("ts < TIMESTAMP '2026-01-01T00:00:00Z'"), Value::Bool(false));
+        assert_eq!(
+            ev("ts < TIMESTAMP '2026-01-01T00:00:00Z'"),
+            Value::Bool(false)
+        );
         assert_eq!(ev("n > 6"), Value::Bool(true));
     }
 
@@ -1381,16 +1438,25 @@ mod tests {
         assert_eq!(ev("upper(kind)"), Value::Str("READING".into()));
         assert_eq!(ev("length(kind)"), Value::I64(7));
         assert_eq!(ev("coalesce(ok, true)"), Value::Bool(true));
-        assert_eq!(ev("kind || '-' || battery"), Value::Str("reading-40".into()));
+        assert_eq!(
+            ev("kind || '-' || battery"),
+            Value::Str("reading-40".into())
+        );
         assert_eq!(
             ev("CASE WHEN temperature > 30 THEN 'hot' WHEN temperature > 20 THEN 'warm' ELSE 'cold' END"),
             Value::Str("warm".into())
         );
-        assert_eq!(ev("CASE kind WHEN 'alarm' THEN 1 ELSE 0 END"), Value::I64(0));
+        assert_eq!(
+            ev("CASE kind WHEN 'alarm' THEN 1 ELSE 0 END"),
+            Value::I64(0)
+        );
         assert_eq!(ev("CAST(battery AS DOUBLE)"), Value::F64(40.0));
         assert_eq!(ev("CAST('12' AS BIGINT)"), Value::I64(12));
         assert_eq!(ev("CAST('x' AS BIGINT)"), Value::Null);
-        assert_eq!(ev("CAST(ts AS VARCHAR)"), Value::Str("2026-01-01T00:00:00.000Z".into()));
+        assert_eq!(
+            ev("CAST(ts AS VARCHAR)"),
+            Value::Str("2026-01-01T00:00:00.000Z".into())
+        );
         assert_eq!(ev("abs(-3)"), Value::I64(3));
         assert_eq!(ev("sqrt(-1)"), Value::Null);
     }
@@ -1411,10 +1477,17 @@ mod tests {
         assert_eq!(&"kind = 'a' AND kind > 3"[e.span.clone()], "kind > 3");
 
         let e = err("kind = \"reading\"");
-        assert!(e.help.unwrap().contains("single quotes"), "double quotes hint");
+        assert!(
+            e.help.unwrap().contains("single quotes"),
+            "double quotes hint"
+        );
 
         let e = err("temperature >");
-        assert!(e.message.starts_with("cannot parse the expression"), "{}", e.message);
+        assert!(
+            e.message.starts_with("cannot parse the expression"),
+            "{}",
+            e.message
+        );
 
         let e = err("temperature > 1 garbage");
         assert!(e.message.contains("end of expression"), "{}", e.message);

@@ -96,12 +96,32 @@ pub fn file_source<'s>(
                 }
                 let (shown, open) = current.as_mut().expect("opened above");
                 let finished = match open {
-                    Open::Jsonl { reader, line_no, buf } => {
-                        read_jsonl(&spec.decode, reader, line_no, buf, shown, batch, &mut budget)
-                    }
-                    Open::Csv { reader, columns, row } => {
-                        read_csv(&spec.decode, reader, columns, row, shown, batch, &mut budget)
-                    }
+                    Open::Jsonl {
+                        reader,
+                        line_no,
+                        buf,
+                    } => read_jsonl(
+                        &spec.decode,
+                        reader,
+                        line_no,
+                        buf,
+                        shown,
+                        batch,
+                        &mut budget,
+                    ),
+                    Open::Csv {
+                        reader,
+                        columns,
+                        row,
+                    } => read_csv(
+                        &spec.decode,
+                        reader,
+                        columns,
+                        row,
+                        shown,
+                        batch,
+                        &mut budget,
+                    ),
                 };
                 match finished {
                     Ok(true) => current = None,
@@ -164,7 +184,13 @@ fn read_jsonl(
                 *line_no += 1;
                 let mut raw = Vec::new();
                 reader.read_until(b'\n', &mut raw)?;
-                batch.accept(spec, Err("the line is not valid UTF-8".into()), file, *line_no, "");
+                batch.accept(
+                    spec,
+                    Err("the line is not valid UTF-8".into()),
+                    file,
+                    *line_no,
+                    "",
+                );
                 *budget -= 1;
                 continue;
             }

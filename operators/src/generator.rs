@@ -156,7 +156,11 @@ impl GeneratorSpec {
         } else if roll < 97 {
             v[2] = Value::Str(SmolStr::new_static("status"));
             let online = h2 % 10 != 0;
-            v[7] = Value::Str(SmolStr::new_static(if online { "online" } else { "offline" }));
+            v[7] = Value::Str(SmolStr::new_static(if online {
+                "online"
+            } else {
+                "offline"
+            }));
             v[8] = Value::I64(((h2 >> 8) % 101) as i64);
         } else {
             v[2] = Value::Str(SmolStr::new_static("alarm"));
@@ -349,13 +353,19 @@ mod tests {
                 _ => alarms += 1,
             }
         }
-        assert!(readings > 8500 && status > 500 && alarms > 150, "{readings} {status} {alarms}");
+        assert!(
+            readings > 8500 && status > 500 && alarms > 150,
+            "{readings} {status} {alarms}"
+        );
     }
 
     #[test]
     fn seeds_differ() {
         let a = GeneratorSpec::new(Profile::Clickstream);
-        let b = GeneratorSpec { seed: 1, ..a.clone() };
+        let b = GeneratorSpec {
+            seed: 1,
+            ..a.clone()
+        };
         assert_ne!(a.event(0, 0), b.event(0, 0));
     }
 }

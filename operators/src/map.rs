@@ -59,7 +59,10 @@ impl MapSpec {
                 Slot::Compute(_) => false,
             })
             .collect();
-        let computes = slots.iter().filter(|s| matches!(s, Slot::Compute(_))).count();
+        let computes = slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Compute(_)))
+            .count();
         MapSpec {
             slots,
             moves,
@@ -152,7 +155,12 @@ mod tests {
             spec.apply(&mut r, &mut scratch);
             assert_eq!(
                 r.values,
-                vec![Value::Str("x".into()), Value::I64(2), Value::I64(1), Value::Str("x".into())]
+                vec![
+                    Value::Str("x".into()),
+                    Value::I64(2),
+                    Value::I64(1),
+                    Value::Str("x".into())
+                ]
             );
         }
     }

@@ -57,7 +57,9 @@ impl Batch {
             Err(reason) => {
                 self.errors += 1;
                 match spec.on_error {
-                    OnError::DeadLetter => self.dead.push(spec.dead_letter(file, line, reason, raw)),
+                    OnError::DeadLetter => {
+                        self.dead.push(spec.dead_letter(file, line, reason, raw))
+                    }
                     OnError::Skip => {}
                     OnError::Fail => {
                         self.failure.get_or_insert(format!(
@@ -100,8 +102,14 @@ where
     let address = builder.operator_info().address;
     let (records_out, records) = builder.new_output::<Vec<Record>>();
     let (dead_out, dead) = builder.new_output::<Vec<Record>>();
-    let mut records_out = OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<Record>>>::from(records_out);
-    let mut dead_out = OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<Record>>>::from(dead_out);
+    let mut records_out = OutputBuilder::<
+        _,
+        timely::container::CapacityContainerBuilder<Vec<Record>>,
+    >::from(records_out);
+    let mut dead_out =
+        OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<Record>>>::from(
+            dead_out,
+        );
     let activator = scope.activator_for(Rc::clone(&address));
     let mut step = make_step(Rc::clone(&address));
     builder.build(move |mut caps| {
@@ -112,16 +120,26 @@ where
             let (Some(rc), Some(dc)) = (rec_cap.as_mut(), dead_cap.as_mut()) else {
                 return;
             };
-            let progress = if ctl.stopped() { Progress::Done } else { step(&mut batch) };
+            let progress = if ctl.stopped() {
+                Progress::Done
+            } else {
+                step(&mut batch)
+            };
             metrics.add_in(batch.read);
             metrics.add_out(batch.records.len() as u64);
             metrics.add_errors(batch.errors);
             metrics.add_dead_lettered(batch.dead.len() as u64);
             if !batch.records.is_empty() {
-                records_out.activate().session(&*rc).give_container(&mut batch.records);
+                records_out
+                    .activate()
+                    .session(&*rc)
+                    .give_container(&mut batch.records);
             }
             if !batch.dead.is_empty() {
-                dead_out.activate().session(&*dc).give_container(&mut batch.dead);
+                dead_out
+                    .activate()
+                    .session(&*dc)
+                    .give_container(&mut batch.dead);
             }
             batch.records.clear();
             batch.dead.clear();

@@ -121,7 +121,9 @@ pub fn parse_rfc3339(text: &str) -> Result<Micros, String> {
         .map_err(|e| format!("`{text}` is not an RFC 3339 timestamp ({e})"))?;
     let m = t.timestamp_micros();
     if m < 0 {
-        return Err(format!("`{text}` is before 1970, which Weir does not support"));
+        return Err(format!(
+            "`{text}` is before 1970, which Weir does not support"
+        ));
     }
     Ok(m)
 }

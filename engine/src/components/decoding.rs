@@ -1,0 +1,126 @@
+//! The schema and decoding keys shared by sources that read external input (`file`, `stdin`).
+
+use indexmap::IndexMap;
+use toml::Spanned;
+use weir_operators::decode::{DecodeSpec, OnError};
+use weir_operators::schema::{Field, Schema};
+use weir_operators::time::TimeFormat;
+use weir_operators::value::FieldType;
+
+use super::Ctx;
+use crate::diag::Diag;
+
+/// The decoding keys, borrowed from a source's config.
+pub struct DecodingKeys<'a> {
+    /// `schema`
+    pub schema: &'a Spanned<IndexMap<String, Spanned<String>>>,
+    /// `timestamp_field`
+    pub timestamp_field: Option<&'a Spanned<String>>,
+    /// `timestamp_format`
+    pub timestamp_format: Option<&'a Spanned<String>>,
+    /// `id_field`
+    pub id_field: Option<&'a Spanned<String>>,
+    /// `on_error`
+    pub on_error: Option<&'a Spanned<String>>,
+}
+
+/// Validates the decoding keys and builds the decoder.
+pub fn decode_spec(ctx: &Ctx, keys: DecodingKeys) -> Result<DecodeSpec, Vec<Diag>> {
+    let mut diags = Vec::new();
+    let type_names: Vec<&str> = FieldType::ALL.iter().map(|t| t.name()).collect();
+    let mut fields = Vec::new();
+    for (name, ty) in keys.schema.get_ref() {
+        match ctx.choice(&format!("schema.{name}"), ty, &type_names) {
+            Ok(i) => fields.push(Field::new(name, FieldType::ALL[i])),
+            Err(d) => diags.push(d),
+        }
+    }
+    if fields.is_empty() && diags.is_empty() {
+        diags.push(
+            ctx.error("the schema declares no fields")
+                .at(keys.schema.span())
+                .help("declare each field and its type: schema = { ts = \"timestamp\", temperature = \"f64\" }"),
+        );
+    }
+    let time_field = keys
+        .timestamp_field
+        .map(|s| s.get_ref().as_str())
+        .unwrap_or("ts");
+    let format_names: Vec<&str> = TimeFormat::ALL.iter().map(|f| f.name()).collect();
+    let time_format = match keys.timestamp_format {
+        Some(f) => match ctx.choice("timestamp_format", f, &format_names) {
+            Ok(i) => TimeFormat::ALL[i],
+            Err(d) => {
+                diags.push(d);
+                TimeFormat::Rfc3339
+            }
+        },
+        None => TimeFormat::Rfc3339,
+    };
+    let on_error_names: Vec<&str> = OnError::ALL.iter().map(|p| p.name()).collect();
+    let on_error = match keys.on_error {
+        Some(p) => match ctx.choice("on_error", p, &on_error_names) {
+            Ok(i) => OnError::ALL[i],
+            Err(d) => {
+                diags.push(d);
+                OnError::DeadLetter
+            }
+        },
+        None => OnError::DeadLetter,
+    };
+    let schema_names = || {
+        fields
+            .iter()
+            .map(|f: &Field| f.name.as_str())
+            .collect::<Vec<_>>()
+    };
+    match fields.iter().find(|f| f.name == time_field) {
+        Some(f) if f.ty == FieldType::Timestamp => {}
+        Some(f) => diags.push(
+            ctx.error(format!("the timestamp field `{time_field}` is declared as {}", f.ty))
+                .at(keys.schema.span())
+                .help(format!("declare it as `{time_field} = \"timestamp\"` and set timestamp_format to how it is written")),
+        ),
+        None if diags.is_empty() => {
+            let at = keys.timestamp_field.map(|s| s.span()).unwrap_or(keys.schema.span());
+            let names = schema_names();
+            diags.push(
+                ctx.error(format!("the schema has no timestamp field `{time_field}`"))
+                    .at(at)
+                    .help(match weir_operators::suggest::did_you_mean(time_field, names.iter().copied()) {
+                        Some(s) => format!("did you mean timestamp_field = \"{s}\"?"),
+                        None => format!("add `{time_field} = \"timestamp\"` to the schema, or name the event-time field with timestamp_field"),
+                    }),
+            )
+        }
+        None => {}
+    }
+    let id_field = keys.id_field.map(|s| s.get_ref().as_str()).unwrap_or("id");
+    let assign_id = !fields.iter().any(|f| f.name == id_field);
+    if assign_id {
+        if let Some(s) = keys.id_field {
+            let names = schema_names();
+            diags.push(
+                ctx.error(format!("the schema has no id field `{id_field}`"))
+                    .at(s.span())
+                    .help(match weir_operators::suggest::did_you_mean(id_field, names.iter().copied()) {
+                        Some(s) => format!("did you mean id_field = \"{s}\"?"),
+                        None => "declare it in the schema, or remove id_field to have Weir assign ids".into(),
+                    }),
+            );
+        }
+        // Weir assigns `source:file:line`, first in the record.
+        fields.insert(0, Field::new(id_field, FieldType::String));
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let schema = Schema::new(fields).with_time(time_field).with_id(id_field);
+    Ok(DecodeSpec::new(
+        &ctx.id,
+        schema,
+        time_format,
+        assign_id,
+        on_error,
+    ))
+}

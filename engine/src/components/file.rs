@@ -1,0 +1,163 @@
+//! `[sources.ID] type = "file"`: JSONL or CSV files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+use weir_operators::file_source::{FileFormat, FileSourceSpec};
+
+use super::decoding::{decode_spec, DecodingKeys};
+use super::{Ctx, Op, Planned};
+use crate::diag::Diag;
+
+/// Reads events from JSONL or CSV files: one file, or every file of a directory (in name order,
+/// hidden files skipped). Files are shared out among workers. Relative paths are relative to the
+/// directory `weir` runs in.
+///
+/// Bad records (malformed JSON or CSV, a missing or unreadable timestamp, a missing id, a field
+/// of the wrong type) are counted and handled by `on_error`. JSON keys not in the schema are
+/// ignored; fields in the schema but absent from a record are NULL, as are empty CSV cells.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// A file, or a directory whose files are all read.
+    pub path: Spanned<String>,
+    /// "jsonl" (one JSON object per line) or "csv" (with a header row).
+    pub format: Spanned<String>,
+    /// The fields to read and their types: i64, u64, f64, bool, string or timestamp. Example:
+    /// `schema = { ts = "timestamp", device = "string", temperature = "f64" }`.
+    pub schema: Spanned<IndexMap<String, Spanned<String>>>,
+    /// The event-time field (default "ts"); it must be declared as a timestamp.
+    pub timestamp_field: Option<Spanned<String>>,
+    /// How timestamps are written: "rfc3339" (default), "epoch_s", "epoch_ms" or "epoch_us".
+    pub timestamp_format: Option<Spanned<String>>,
+    /// The field that holds each event's unique id (default "id"). When the schema has no such
+    /// field, Weir assigns the string id `source:file:line`, the same on every replay.
+    pub id_field: Option<Spanned<String>>,
+    /// What to do with a bad record: "dead-letter" (default: send it with its file, line and
+    /// reason to the output `ID.dead_letter`, or, when nothing reads that output, to the file
+    /// `<pipeline>.deadletter.jsonl`), "skip" (count it only) or "fail" (stop the run).
+    pub on_error: Option<Spanned<String>>,
+    /// The CSV field delimiter, one character (default ",").
+    pub delimiter: Option<Spanned<String>>,
+}
+
+impl FileSourceConfig {
+    /// Validates and compiles.
+    pub fn plan(&self, ctx: &Ctx) -> Result<Planned, Vec<Diag>> {
+        let mut diags = Vec::new();
+        let format = match ctx.choice("format", &self.format, &["jsonl", "csv"]) {
+            Ok(0) => Some(FileFormat::Jsonl),
+            Ok(_) => {
+                let delimiter = match &self.delimiter {
+                    None => b',',
+                    Some(d) if d.get_ref().len() == 1 => d.get_ref().as_bytes()[0],
+                    Some(d) => {
+                        diags.push(
+                            ctx.error(format!(
+                                "`delimiter` must be one ASCII character, not {:?}",
+                                d.get_ref()
+                            ))
+                            .at(d.span())
+                            .help("for tab-separated files write delimiter = \"\\t\""),
+                        );
+                        b','
+                    }
+                };
+                Some(FileFormat::Csv { delimiter })
+            }
+            Err(d) => {
+                diags.push(d);
+                None
+            }
+        };
+        if let (Some(FileFormat::Jsonl), Some(d)) = (format, &self.delimiter) {
+            diags.push(
+                ctx.error("`delimiter` applies to CSV only")
+                    .at(d.span())
+                    .help("remove it, or set format = \"csv\""),
+            );
+        }
+        let files = match list_files(Path::new(self.path.get_ref())) {
+            Ok(f) if f.is_empty() => {
+                diags.push(
+                    ctx.error(format!(
+                        "the directory `{}` has no files to read",
+                        self.path.get_ref()
+                    ))
+                    .at(self.path.span())
+                    .help("put the input files there, or point `path` at a file"),
+                );
+                Vec::new()
+            }
+            Ok(f) => f,
+            Err(e) => {
+                diags.push(
+                    ctx.error(format!("cannot read `{}`: {e}", self.path.get_ref()))
+                        .at(self.path.span())
+                        .help("give the path of an existing file or directory (relative paths start where weir runs)"),
+                );
+                Vec::new()
+            }
+        };
+        let decode = decode_spec(
+            ctx,
+            DecodingKeys {
+                schema: &self.schema,
+                timestamp_field: self.timestamp_field.as_ref(),
+                timestamp_format: self.timestamp_format.as_ref(),
+                id_field: self.id_field.as_ref(),
+                on_error: self.on_error.as_ref(),
+            },
+        );
+        let decode = match decode {
+            Ok(d) => Some(d),
+            Err(mut d) => {
+                diags.append(&mut d);
+                None
+            }
+        };
+        match (diags.is_empty(), decode, format) {
+            (true, Some(decode), Some(format)) => {
+                let schema = decode.schema.clone();
+                let dead_letters = decode.on_error == weir_operators::decode::OnError::DeadLetter;
+                Ok(Planned {
+                    op: Op::File(Arc::new(FileSourceSpec {
+                        decode: Arc::new(decode),
+                        files,
+                        format,
+                    })),
+                    schema,
+                    dead_letters,
+                })
+            }
+            _ => Err(diags),
+        }
+    }
+}
+
+/// The files under `path` with the names they are known by (the path as given for a file; the
+/// name within the directory for a directory's files).
+fn list_files(path: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        let shown = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        return Ok(vec![(path.to_path_buf(), shown)]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.file_type()?.is_file() {
+            continue;
+        }
+        files.push((entry.path(), name));
+    }
+    files.sort();
+    Ok(files)
+}

@@ -1,0 +1,121 @@
+//! `type = "generator"`: synthetic events, deterministic from a seed.
+
+use serde::Deserialize;
+use toml::Spanned;
+use weir_operators::generator::{GeneratorSpec, Profile};
+
+use super::{Ctx, Op, Planned};
+use crate::diag::Diag;
+
+/// Generates synthetic events. Event `i` depends only on `seed` and `i`, so the same
+/// configuration gives the same events on any number of workers.
+///
+/// Profiles: `iot` — fields `id` (u64), `ts`, `kind` ("reading", "status" or "alarm"),
+/// `device_id`, `temperature`, `humidity`, `pressure` (readings), `status` ("online"/"offline"),
+/// `battery` (0-100, status updates), `alarm`, `severity` (alarms); the fields a kind does not
+/// have are NULL. `clickstream` — `id`, `ts`, `event` ("page_view", "click", "add_to_cart",
+/// "purchase"), `user_id`, `device_id`, `page`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// Which events: "iot" or "clickstream".
+    pub profile: Spanned<String>,
+    /// How many events in all. Omit for an unbounded stream (stop it with Ctrl-C).
+    pub events: Option<Spanned<i64>>,
+    /// Offered rate in events per second across all workers, open loop: event `i` is due at
+    /// `i / rate` seconds after the start, whether or not the pipeline keeps up. Omit to
+    /// generate as fast as possible.
+    pub rate: Option<Spanned<f64>>,
+    /// Seed of the pseudo-random content (default 0).
+    pub seed: Option<u64>,
+    /// Number of distinct devices, for `iot` (default 100).
+    pub devices: Option<Spanned<i64>>,
+    /// Number of distinct users, for `clickstream` (default 1000).
+    pub users: Option<Spanned<i64>>,
+    /// Event time of the first event, RFC 3339 (default: when the run starts).
+    pub start: Option<Spanned<String>>,
+    /// Event-time distance between consecutive events, such as "10ms". With it, event times are
+    /// `start + i * event_time_interval` (deterministic). Without it, an event's time is its
+    /// scheduled send time (with `rate`) or the wall clock when it is generated.
+    pub event_time_interval: Option<Spanned<String>>,
+}
+
+impl GeneratorConfig {
+    /// Validates and compiles.
+    pub fn plan(&self, ctx: &Ctx) -> Result<Planned, Vec<Diag>> {
+        let mut diags = Vec::new();
+        let profile = match ctx.choice("profile", &self.profile, &["iot", "clickstream"]) {
+            Ok(i) => [Profile::Iot, Profile::Clickstream][i],
+            Err(d) => {
+                diags.push(d);
+                Profile::Iot
+            }
+        };
+        let mut spec = GeneratorSpec::new(profile);
+        let positive = |key: &str, v: &Spanned<i64>, diags: &mut Vec<Diag>| -> u64 {
+            if *v.get_ref() <= 0 {
+                diags.push(
+                    ctx.error(format!("`{key}` must be at least 1, not {}", v.get_ref()))
+                        .at(v.span())
+                        .help(format!("give a positive `{key}`")),
+                );
+                1
+            } else {
+                *v.get_ref() as u64
+            }
+        };
+        spec.events = self
+            .events
+            .as_ref()
+            .map(|v| positive("events", v, &mut diags));
+        if let Some(d) = &self.devices {
+            spec.devices = positive("devices", d, &mut diags);
+        }
+        if let Some(u) = &self.users {
+            spec.users = positive("users", u, &mut diags);
+        }
+        if let Some(r) = &self.rate {
+            let rate = *r.get_ref();
+            if !(rate.is_finite() && rate > 0.0) {
+                diags.push(
+                    ctx.error(format!(
+                        "`rate` must be a positive number of events per second, not {rate}"
+                    ))
+                    .at(r.span())
+                    .help("omit `rate` to generate as fast as possible"),
+                );
+            } else {
+                spec.rate = Some(rate);
+            }
+        }
+        spec.seed = self.seed.unwrap_or(0);
+        if let Some(s) = &self.start {
+            match weir_operators::time::parse_rfc3339(s.get_ref()) {
+                Ok(t) => spec.start = Some(t),
+                Err(e) => diags.push(
+                    ctx.error(e)
+                        .at(s.span())
+                        .help("write `start` as RFC 3339, such as \"2026-01-01T00:00:00Z\""),
+                ),
+            }
+        }
+        if let Some(iv) = &self.event_time_interval {
+            match ctx.duration("event_time_interval", iv) {
+                Ok(d) if d.as_micros() == 0 => diags.push(
+                    ctx.error("`event_time_interval` must be at least 1us")
+                        .at(iv.span()),
+                ),
+                Ok(d) => spec.interval = Some(d.as_micros().min(i64::MAX as u128) as i64),
+                Err(d) => diags.push(d),
+            }
+        }
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        Ok(Planned {
+            schema: profile.schema(),
+            op: Op::Generator(spec),
+            dead_letters: false,
+        })
+    }
+}

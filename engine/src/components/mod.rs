@@ -1,0 +1,221 @@
+//! The component types: for each, a serde config struct (`deny_unknown_fields`) whose doc
+//! comments are the user's documentation, and a `plan` step beside it that validates the config
+//! against its input schema and compiles it into an [`Op`] ready to become a timely operator.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use toml::de::DeValue;
+use toml::Spanned;
+use weir_operators::decode::DecodeSpec;
+use weir_operators::encode::Encoder;
+use weir_operators::expr::Expr;
+use weir_operators::file_source::FileSourceSpec;
+use weir_operators::generator::GeneratorSpec;
+use weir_operators::map::MapSpec;
+use weir_operators::schema::Schema;
+use weir_operators::suggest::did_you_mean;
+
+use crate::diag::{Diag, SourceText};
+use crate::spec::{typed_component, Kind};
+
+pub mod decoding;
+pub mod file;
+pub mod filter;
+pub mod generator;
+pub mod map;
+pub mod sinks;
+pub mod stdin;
+
+/// Source types.
+pub const SOURCE_TYPES: &[&str] = &["generator", "file", "stdin"];
+/// Transform types.
+pub const TRANSFORM_TYPES: &[&str] = &["filter", "map"];
+/// Sink types.
+pub const SINK_TYPES: &[&str] = &["stdout", "file", "null"];
+
+/// A component's typed config.
+#[derive(Debug)]
+pub enum ComponentConfig {
+    /// `[sources.ID] type = "generator"`
+    Generator(generator::GeneratorConfig),
+    /// `[sources.ID] type = "file"`
+    FileSource(file::FileSourceConfig),
+    /// `[sources.ID] type = "stdin"`
+    Stdin(stdin::StdinConfig),
+    /// `[transforms.ID] type = "filter"`
+    Filter(filter::FilterConfig),
+    /// `[transforms.ID] type = "map"`
+    Map(map::MapConfig),
+    /// `[sinks.ID] type = "stdout"`
+    Stdout(sinks::StdoutConfig),
+    /// `[sinks.ID] type = "file"`
+    FileSink(sinks::FileSinkConfig),
+    /// `[sinks.ID] type = "null"`
+    Null(sinks::NullConfig),
+}
+
+/// Deserializes a component body by its section and type.
+pub fn parse(
+    kind: Kind,
+    ty: &str,
+    body: Spanned<DeValue<'_>>,
+    what: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<ComponentConfig> {
+    use ComponentConfig as C;
+    Some(match (kind, ty) {
+        (Kind::Source, "generator") => C::Generator(typed_component(body, what, diags)?),
+        (Kind::Source, "file") => C::FileSource(typed_component(body, what, diags)?),
+        (Kind::Source, "stdin") => C::Stdin(typed_component(body, what, diags)?),
+        (Kind::Transform, "filter") => C::Filter(typed_component(body, what, diags)?),
+        (Kind::Transform, "map") => C::Map(typed_component(body, what, diags)?),
+        (Kind::Sink, "stdout") => C::Stdout(typed_component(body, what, diags)?),
+        (Kind::Sink, "file") => C::FileSink(typed_component(body, what, diags)?),
+        (Kind::Sink, "null") => C::Null(typed_component(body, what, diags)?),
+        _ => return None,
+    })
+}
+
+/// A compiled component, ready to become an operator.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// The generator source.
+    Generator(GeneratorSpec),
+    /// The file source.
+    File(Arc<FileSourceSpec>),
+    /// The stdin source.
+    Stdin(Arc<DecodeSpec>),
+    /// A filter.
+    Filter(Arc<Expr>),
+    /// A map.
+    Map(Arc<MapSpec>),
+    /// A sink.
+    Sink(SinkSpec),
+}
+
+/// Where a sink writes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SinkTarget {
+    /// Standard output.
+    Stdout,
+    /// A file (created or truncated when the run starts).
+    File(PathBuf),
+    /// A file created when the first record arrives (the default dead-letter output).
+    LazyFile(PathBuf),
+    /// Nowhere: count only.
+    Null,
+}
+
+/// A compiled sink.
+#[derive(Clone, Debug)]
+pub struct SinkSpec {
+    /// Where it writes.
+    pub target: SinkTarget,
+    /// How it encodes.
+    pub encoder: Arc<Encoder>,
+}
+
+/// What a component's plan step produces.
+pub struct Planned {
+    /// The compiled operator.
+    pub op: Op,
+    /// The schema of its main output.
+    pub schema: Schema,
+    /// Whether it has a dead-letter output that should receive bad records.
+    pub dead_letters: bool,
+}
+
+/// What a plan step knows besides its config.
+pub struct Ctx<'a> {
+    /// The text spans point into.
+    pub source: &'a SourceText,
+    /// `section.id` of the component.
+    pub component: String,
+    /// The component id alone.
+    pub id: String,
+    /// Where the component's table is.
+    pub span: Range<usize>,
+}
+
+impl Ctx<'_> {
+    /// An error about this component.
+    pub fn error(&self, message: impl Into<String>) -> Diag {
+        Diag::error(message).component(&self.component)
+    }
+
+    /// The span of a character range inside a string value, when the string has no escapes (else
+    /// the whole value).
+    pub fn inner_span(&self, value: &Spanned<String>, inner: Range<usize>) -> Range<usize> {
+        let span = value.span();
+        let Some(raw) = self.source.text.get(span.clone()) else {
+            return span;
+        };
+        let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+            3
+        } else {
+            1
+        };
+        if raw.len() < 2 * quote {
+            return span;
+        }
+        let body = &raw[quote..raw.len() - quote];
+        let lead = if quote == 3 && body.starts_with('\n') {
+            1
+        } else {
+            0
+        };
+        if &body[lead..] == value.get_ref().as_str() {
+            let start = span.start + quote + lead;
+            (start + inner.start)..(start + inner.end.max(inner.start + 1)).min(span.end - quote)
+        } else {
+            span
+        }
+    }
+
+    /// Checks a string value against a list of choices; returns its index.
+    pub fn choice(
+        &self,
+        key: &str,
+        value: &Spanned<String>,
+        choices: &[&str],
+    ) -> Result<usize, Diag> {
+        let v = value.get_ref().as_str();
+        choices.iter().position(|c| *c == v).ok_or_else(|| {
+            self.error(format!("`{v}` is not a valid `{key}`"))
+                .at(value.span())
+                .help(match did_you_mean(v, choices.iter().copied()) {
+                    Some(s) => format!(
+                        "did you mean `{s}`? `{key}` is one of: {}",
+                        choices.join(", ")
+                    ),
+                    None => format!("`{key}` is one of: {}", choices.join(", ")),
+                })
+        })
+    }
+
+    /// Parses a duration such as "250ms", "1s" or "5m".
+    pub fn duration(
+        &self,
+        key: &str,
+        value: &Spanned<String>,
+    ) -> Result<std::time::Duration, Diag> {
+        humantime::parse_duration(value.get_ref().trim()).map_err(|e| {
+            self.error(format!("`{}` is not a duration: {e}", value.get_ref()))
+                .at(value.span())
+                .help(format!(
+                    "write `{key}` as a number and a unit, such as \"250ms\", \"1s\" or \"5m\""
+                ))
+        })
+    }
+
+    /// Compiles an expression, mapping its errors into the file.
+    pub fn expr(&self, key: &str, value: &Spanned<String>, schema: &Schema) -> Result<Expr, Diag> {
+        Expr::compile(value.get_ref(), schema).map_err(|e| {
+            self.error(format!("{} in `{key}`", e.message))
+                .at(self.inner_span(value, e.span.clone()))
+                .maybe_help(e.help)
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! The sinks: `stdout`, `file` and `null`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+use weir_operators::encode::{Encoder, Format};
+use weir_operators::schema::Schema;
+
+use super::{Ctx, Op, Planned, SinkSpec, SinkTarget};
+use crate::diag::Diag;
+
+/// Writes records to standard output. The run summary goes to standard error, so the output
+/// can be piped on; when the reader closes the pipe, the run stops cleanly.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutConfig {
+    /// "jsonl" (default) or "csv".
+    pub format: Option<Spanned<String>>,
+}
+
+/// Writes records to a file, created (or truncated) when the run starts, with its parent
+/// directories. All workers of a process write to the one file, a batch at a time.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// The file to write; relative paths start where weir runs.
+    pub path: Spanned<String>,
+    /// "jsonl" or "csv" (default: "csv" for a path ending in .csv, else "jsonl").
+    pub format: Option<Spanned<String>>,
+}
+
+/// Discards records, counting them: for benchmarks and dry runs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NullConfig {}
+
+fn format(ctx: &Ctx, f: Option<&Spanned<String>>, default: Format) -> Result<Format, Diag> {
+    match f {
+        None => Ok(default),
+        Some(f) => ctx
+            .choice("format", f, &["jsonl", "csv"])
+            .map(|i| [Format::Jsonl, Format::Csv][i]),
+    }
+}
+
+fn planned(target: SinkTarget, format: Format, input: &Schema) -> Planned {
+    Planned {
+        op: Op::Sink(SinkSpec {
+            target,
+            encoder: Arc::new(Encoder::new(format, input)),
+        }),
+        schema: input.clone(),
+        dead_letters: false,
+    }
+}
+
+impl StdoutConfig {
+    /// Validates and compiles.
+    pub fn plan(&self, ctx: &Ctx, input: &Schema) -> Result<Planned, Vec<Diag>> {
+        let f = format(ctx, self.format.as_ref(), Format::Jsonl).map_err(|d| vec![d])?;
+        Ok(planned(SinkTarget::Stdout, f, input))
+    }
+}
+
+impl FileSinkConfig {
+    /// Validates and compiles.
+    pub fn plan(&self, ctx: &Ctx, input: &Schema) -> Result<Planned, Vec<Diag>> {
+        let path = PathBuf::from(self.path.get_ref());
+        let default = if self.path.get_ref().ends_with(".csv") {
+            Format::Csv
+        } else {
+            Format::Jsonl
+        };
+        let f = format(ctx, self.format.as_ref(), default).map_err(|d| vec![d])?;
+        if self.path.get_ref().trim().is_empty() {
+            return Err(vec![ctx
+                .error("`path` is empty")
+                .at(self.path.span())
+                .help("name the file to write")]);
+        }
+        if path.is_dir() || self.path.get_ref().ends_with('/') {
+            return Err(vec![ctx
+                .error(format!("`{}` is a directory", self.path.get_ref()))
+                .at(self.path.span())
+                .help(
+                    "give the path of a file to write, such as \"out/result.jsonl\"",
+                )]);
+        }
+        Ok(planned(SinkTarget::File(path), f, input))
+    }
+}
+
+impl NullConfig {
+    /// Validates and compiles.
+    pub fn plan(&self, _ctx: &Ctx, input: &Schema) -> Result<Planned, Vec<Diag>> {
+        Ok(planned(SinkTarget::Null, Format::Jsonl, input))
+    }
+}

@@ -1,0 +1,50 @@
+//! `[sources.ID] type = "stdin"`: JSON lines from standard input.
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::decoding::{decode_spec, DecodingKeys};
+use super::{Ctx, Op, Planned};
+use crate::diag::Diag;
+
+/// Reads JSON lines from standard input until it closes, so `weir` composes with shell pipes:
+/// `producer | weir run pipeline.toml`. Assigned ids are `ID:stdin:LINE`. Bad records are
+/// handled as in the file source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdinConfig {
+    /// The fields to read and their types, as in the file source.
+    pub schema: Spanned<IndexMap<String, Spanned<String>>>,
+    /// The event-time field (default "ts").
+    pub timestamp_field: Option<Spanned<String>>,
+    /// How timestamps are written: "rfc3339" (default), "epoch_s", "epoch_ms" or "epoch_us".
+    pub timestamp_format: Option<Spanned<String>>,
+    /// The id field (default "id"); when the schema lacks it, Weir assigns ids.
+    pub id_field: Option<Spanned<String>>,
+    /// "dead-letter" (default), "skip" or "fail", as in the file source.
+    pub on_error: Option<Spanned<String>>,
+}
+
+impl StdinConfig {
+    /// Validates and compiles.
+    pub fn plan(&self, ctx: &Ctx) -> Result<Planned, Vec<Diag>> {
+        let decode = decode_spec(
+            ctx,
+            DecodingKeys {
+                schema: &self.schema,
+                timestamp_field: self.timestamp_field.as_ref(),
+                timestamp_format: self.timestamp_format.as_ref(),
+                id_field: self.id_field.as_ref(),
+                on_error: self.on_error.as_ref(),
+            },
+        )?;
+        Ok(Planned {
+            schema: decode.schema.clone(),
+            dead_letters: decode.on_error == weir_operators::decode::OnError::DeadLetter,
+            op: Op::Stdin(Arc::new(decode)),
+        })
+    }
+}

@@ -1,0 +1,610 @@
+//! From a parsed spec to a validated plan: inputs resolved to components and ports, cycles
+//! rejected, components put in topological order, schemas propagated from sources to sinks and
+//! every component compiled against its input schema. All problems are collected.
+//!
+//! Output ports: every component has its main output, named by its id. A `file` or `stdin`
+//! source with `on_error = "dead-letter"` also has `ID.dead_letter`; when no component reads it,
+//! the plan adds a sink writing `<pipeline>.deadletter.jsonl`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use weir_operators::decode::dead_letter_schema;
+use weir_operators::encode::{Encoder, Format};
+use weir_operators::schema::Schema;
+use weir_operators::suggest::did_you_mean;
+
+use crate::components::{ComponentConfig, Ctx, Op, Planned, SinkSpec, SinkTarget};
+use crate::diag::{has_errors, Diag, SourceText};
+use crate::spec::{Kind, PipelineSpec};
+
+/// An output of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// The main output.
+    Main,
+    /// Bad records of a reading source.
+    DeadLetter,
+}
+
+impl Port {
+    /// The port's name after the dot in `inputs`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Port::Main => "",
+            Port::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// A reference to a node's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortRef {
+    /// The node's index in [`Plan::nodes`].
+    pub node: usize,
+    /// Which output.
+    pub port: Port,
+}
+
+/// One compiled component.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Its id.
+    pub id: String,
+    /// Its section.
+    pub kind: Kind,
+    /// Its type name.
+    pub ty: String,
+    /// What it reads.
+    pub inputs: Vec<PortRef>,
+    /// The schema of its main output.
+    pub schema: Schema,
+    /// The compiled operator.
+    pub op: Op,
+    /// Whether it has a dead-letter output.
+    pub dead_letters: bool,
+    /// Whether Weir added it (the default dead-letter sink).
+    pub implicit: bool,
+}
+
+/// A validated pipeline, ready to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The pipeline's name.
+    pub name: String,
+    /// Worker threads.
+    pub workers: usize,
+    /// The nodes, in topological order (every node after its inputs).
+    pub nodes: Vec<Node>,
+}
+
+impl Plan {
+    /// The node index of an id.
+    pub fn find(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+}
+
+/// Validates and compiles a parsed pipeline. `file_stem` names the pipeline when it has no
+/// `name`. Returns the plan (when there are no errors) and every diagnostic, warnings included.
+pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
+    let mut diags = Vec::new();
+    let src = &spec.source;
+    let comps = &spec.components;
+
+    let name = spec
+        .pipeline
+        .name
+        .as_ref()
+        .map(|n| n.get_ref().clone())
+        .unwrap_or_else(|| file_stem.to_string());
+    let workers = match &spec.pipeline.workers {
+        Some(w) if *w.get_ref() < 1 || *w.get_ref() > 1024 => {
+            diags.push(
+                Diag::error(format!(
+                    "`workers` must be between 1 and 1024, not {}",
+                    w.get_ref()
+                ))
+                .component("pipeline")
+                .at(w.span())
+                .help("set the number of worker threads, such as workers = 2"),
+            );
+            1
+        }
+        Some(w) => *w.get_ref() as usize,
+        None => 1,
+    };
+
+    // Ids are unique across sections, since `inputs` names them without the section.
+    let mut by_id: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in comps.iter().enumerate() {
+        if let Some(&first) = by_id.get(c.id.as_str()) {
+            diags.push(
+                Diag::error(format!(
+                    "the id `{}` is used twice (also by {})",
+                    c.id,
+                    comps[first].qualified()
+                ))
+                .component(c.qualified())
+                .at(c.id_span.clone())
+                .help("give every component its own id: inputs name components by id alone"),
+            );
+        } else {
+            by_id.insert(&c.id, i);
+        }
+    }
+    if !comps.iter().any(|c| c.kind == Kind::Source) {
+        diags.push(
+            Diag::error("the pipeline has no sources")
+                .help("add a source, such as [sources.events] with type = \"generator\""),
+        );
+    }
+    if !comps.iter().any(|c| c.kind == Kind::Sink) {
+        diags.push(
+            Diag::error("the pipeline has no sinks").help(
+                "add a sink, such as [sinks.out] with type = \"stdout\" and inputs = [\"...\"]",
+            ),
+        );
+    }
+
+    // Resolve inputs.
+    let mut inputs: Vec<Vec<PortRef>> = vec![Vec::new(); comps.len()];
+    let mut input_spans: Vec<Vec<std::ops::Range<usize>>> = vec![Vec::new(); comps.len()];
+    for (i, c) in comps.iter().enumerate() {
+        if c.kind == Kind::Source {
+            continue;
+        }
+        if c.inputs.is_empty() {
+            let what = if c.kind == Kind::Sink {
+                "sink"
+            } else {
+                "transform"
+            };
+            diags.push(
+                Diag::error(format!("this {what} has no inputs"))
+                    .component(c.qualified())
+                    .at(c.inputs_span.clone().unwrap_or(c.id_span.clone()))
+                    .help("add inputs = [\"ID\"] naming the component(s) it reads"),
+            );
+        }
+        for (name, span) in &c.inputs {
+            let (id, port) = match name.split_once('.') {
+                Some((id, port)) => (id, Some(port)),
+                None => (name.as_str(), None),
+            };
+            let Some(&j) = by_id.get(id) else {
+                diags.push(
+                    Diag::error(format!("input `{name}` names no component"))
+                        .component(c.qualified())
+                        .at(span.clone())
+                        .help(
+                            match did_you_mean(
+                                id,
+                                comps
+                                    .iter()
+                                    .filter(|o| o.kind != Kind::Sink)
+                                    .map(|o| o.id.as_str()),
+                            ) {
+                                Some(s) => format!("did you mean `{s}`?"),
+                                None => format!(
+                                    "the components that can be read are: {}",
+                                    comps
+                                        .iter()
+                                        .filter(|o| o.kind != Kind::Sink)
+                                        .map(|o| o.id.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            },
+                        ),
+                );
+                continue;
+            };
+            let target = &comps[j];
+            if target.kind == Kind::Sink {
+                diags.push(
+                    Diag::error(format!("input `{name}` is a sink, which has no output"))
+                        .component(c.qualified())
+                        .at(span.clone())
+                        .help("read a source or a transform"),
+                );
+                continue;
+            }
+            let port = match port {
+                None => Port::Main,
+                Some("dead_letter")
+                    if matches!(target.ty.as_str(), "file" | "stdin")
+                        && target.kind == Kind::Source =>
+                {
+                    Port::DeadLetter
+                }
+                Some(p) => {
+                    let ports: &[&str] = if matches!(target.ty.as_str(), "file" | "stdin")
+                        && target.kind == Kind::Source
+                    {
+                        &["dead_letter"]
+                    } else {
+                        &[]
+                    };
+                    diags.push(
+                        Diag::error(format!("`{}` has no output `{p}`", target.id))
+                            .component(c.qualified())
+                            .at(span.clone())
+                            .help(if ports.is_empty() {
+                                format!(
+                                    "`{}` has only its main output: write `{}`",
+                                    target.id, target.id
+                                )
+                            } else {
+                                format!(
+                                    "its outputs are `{}` and `{}.dead_letter`",
+                                    target.id, target.id
+                                )
+                            }),
+                    );
+                    continue;
+                }
+            };
+            inputs[i].push(PortRef { node: j, port });
+            input_spans[i].push(span.clone());
+        }
+    }
+
+    // Topological order (Kahn); what remains is on or behind a cycle.
+    let n = comps.len();
+    let mut indegree: Vec<usize> = inputs.iter().map(|v| v.len()).collect();
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, ins) in inputs.iter().enumerate() {
+        for p in ins {
+            readers[p.node].push(i);
+        }
+    }
+    let mut order: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut k = 0;
+    while k < order.len() {
+        let i = order[k];
+        k += 1;
+        for &r in &readers[i] {
+            indegree[r] -= 1;
+            if indegree[r] == 0 {
+                order.push(r);
+            }
+        }
+    }
+    if order.len() < n {
+        report_cycles(comps, &inputs, &input_spans, &order, &mut diags);
+    }
+
+    // Components nothing reads.
+    for (i, c) in comps.iter().enumerate() {
+        if c.kind != Kind::Sink
+            && !inputs
+                .iter()
+                .flatten()
+                .any(|p| p.node == i && p.port == Port::Main)
+        {
+            diags.push(
+                Diag::warning(format!("nothing reads the output of `{}`", c.id))
+                    .component(c.qualified())
+                    .at(c.id_span.clone())
+                    .help(format!(
+                        "add \"{}\" to the inputs of a transform or sink, or remove this component",
+                        c.id
+                    )),
+            );
+        }
+    }
+
+    // Plan each component after its inputs.
+    let mut planned: Vec<Option<Planned>> = (0..n).map(|_| None).collect();
+    for &i in &order {
+        let c = &comps[i];
+        let Some(config) = &c.config else { continue };
+        let ctx = Ctx {
+            source: src,
+            component: c.qualified(),
+            id: c.id.clone(),
+            span: c.span.clone(),
+        };
+        let input_schema = if c.kind == Kind::Source {
+            None
+        } else {
+            match input_schema(c, &inputs[i], &input_spans[i], comps, &planned, &mut diags) {
+                Some(s) => Some(s),
+                None => continue,
+            }
+        };
+        let result = match (config, &input_schema) {
+            (ComponentConfig::Generator(g), _) => g.plan(&ctx),
+            (ComponentConfig::FileSource(f), _) => f.plan(&ctx),
+            (ComponentConfig::Stdin(s), _) => s.plan(&ctx),
+            (ComponentConfig::Filter(f), Some(s)) => f.plan(&ctx, s),
+            (ComponentConfig::Map(m), Some(s)) => m.plan(&ctx, s),
+            (ComponentConfig::Stdout(o), Some(s)) => o.plan(&ctx, s),
+            (ComponentConfig::FileSink(o), Some(s)) => o.plan(&ctx, s),
+            (ComponentConfig::Null(o), Some(s)) => o.plan(&ctx, s),
+            _ => continue,
+        };
+        match result {
+            Ok(p) => planned[i] = Some(p),
+            Err(mut d) => diags.append(&mut d),
+        }
+    }
+
+    // Only one stdin source, and no two file sinks on one path.
+    let stdins: Vec<&crate::spec::Component> = comps
+        .iter()
+        .filter(|c| c.kind == Kind::Source && c.ty == "stdin")
+        .collect();
+    for extra in stdins.iter().skip(1) {
+        diags.push(
+            Diag::error("a pipeline can read standard input only once")
+                .component(extra.qualified())
+                .at(extra.ty_span.clone())
+                .help(format!(
+                    "read it in one source ({}) and fan it out to several transforms",
+                    stdins[0].qualified()
+                )),
+        );
+    }
+    let mut paths: HashMap<PathBuf, &str> = HashMap::new();
+    for (i, p) in planned.iter().enumerate() {
+        if let Some(Planned {
+            op:
+                Op::Sink(SinkSpec {
+                    target: SinkTarget::File(path),
+                    ..
+                }),
+            ..
+        }) = p
+        {
+            if let Some(other) = paths.insert(path.clone(), &comps[i].id) {
+                diags.push(
+                    Diag::error(format!(
+                        "sinks `{other}` and `{}` both write `{}`",
+                        comps[i].id,
+                        path.display()
+                    ))
+                    .component(comps[i].qualified())
+                    .at(comps[i].span.clone())
+                    .help("give each file sink its own path, or have one sink read both inputs"),
+                );
+            }
+        }
+    }
+
+    if has_errors(&diags) {
+        return (None, diags);
+    }
+
+    // Build the plan in topological order, renumbering nodes.
+    let mut new_index = vec![usize::MAX; n];
+    let mut nodes = Vec::with_capacity(n + 1);
+    for &i in &order {
+        let p = planned[i].take().expect("planned without errors");
+        new_index[i] = nodes.len();
+        nodes.push(Node {
+            id: comps[i].id.clone(),
+            kind: comps[i].kind,
+            ty: comps[i].ty.clone(),
+            inputs: inputs[i]
+                .iter()
+                .map(|r| PortRef {
+                    node: new_index[r.node],
+                    port: r.port,
+                })
+                .collect(),
+            schema: p.schema,
+            op: p.op,
+            dead_letters: p.dead_letters,
+            implicit: false,
+        });
+    }
+    // Dead-letter outputs nothing reads go to the default dead-letter file.
+    let unread: Vec<PortRef> = (0..nodes.len())
+        .filter(|&i| nodes[i].dead_letters)
+        .filter(|&i| {
+            !nodes.iter().any(|m| {
+                m.inputs.contains(&PortRef {
+                    node: i,
+                    port: Port::DeadLetter,
+                })
+            })
+        })
+        .map(|i| PortRef {
+            node: i,
+            port: Port::DeadLetter,
+        })
+        .collect();
+    if !unread.is_empty() {
+        let file = default_dead_letter_path(&name);
+        nodes.push(Node {
+            id: "dead_letter".into(),
+            kind: Kind::Sink,
+            ty: "file".into(),
+            inputs: unread,
+            schema: dead_letter_schema(),
+            op: Op::Sink(SinkSpec {
+                target: SinkTarget::LazyFile(file),
+                encoder: Arc::new(Encoder::new(Format::Jsonl, &dead_letter_schema())),
+            }),
+            dead_letters: false,
+            implicit: true,
+        });
+    }
+    (
+        Some(Plan {
+            name,
+            workers,
+            nodes,
+        }),
+        diags,
+    )
+}
+
+/// `<name>.deadletter.jsonl`, with the name made safe for a file name.
+pub fn default_dead_letter_path(name: &str) -> PathBuf {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    PathBuf::from(format!("{safe}.deadletter.jsonl"))
+}
+
+/// The common schema of a component's inputs, or `None` (with a diagnostic where needed).
+fn input_schema(
+    c: &crate::spec::Component,
+    inputs: &[PortRef],
+    spans: &[std::ops::Range<usize>],
+    comps: &[crate::spec::Component],
+    planned: &[Option<Planned>],
+    diags: &mut Vec<Diag>,
+) -> Option<Schema> {
+    let mut first: Option<(Schema, usize)> = None;
+    for (k, r) in inputs.iter().enumerate() {
+        // An input that failed to plan was reported already.
+        let s = match r.port {
+            Port::Main => planned[r.node].as_ref()?.schema.clone(),
+            Port::DeadLetter => {
+                let p = planned[r.node].as_ref()?;
+                if !p.dead_letters {
+                    diags.push(
+                        Diag::error(format!(
+                            "`{}` sends no dead letters: its on_error is not \"dead-letter\"",
+                            comps[r.node].id
+                        ))
+                        .component(c.qualified())
+                        .at(spans[k].clone())
+                        .help(format!(
+                            "set on_error = \"dead-letter\" on {}, or read `{}` instead",
+                            comps[r.node].qualified(),
+                            comps[r.node].id
+                        )),
+                    );
+                    return None;
+                }
+                dead_letter_schema()
+            }
+        };
+        match &first {
+            None => first = Some((s, k)),
+            Some((f, fk)) if f.fields != s.fields => {
+                let show = |s: &Schema| {
+                    s.fields
+                        .iter()
+                        .map(|f| format!("{} {}", f.name, f.ty))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                diags.push(
+                    Diag::error("the inputs have different fields, so they cannot be merged")
+                        .component(c.qualified())
+                        .at(spans[k].clone())
+                        .help(format!(
+                            "`{}` has ({}) but `{}` has ({}); add a map before one of them so both have the same fields in the same order",
+                            c.inputs[*fk].0,
+                            show(f),
+                            c.inputs[k].0,
+                            show(&s)
+                        )),
+                );
+                return None;
+            }
+            Some(_) => {}
+        }
+    }
+    first.map(|(s, _)| s)
+}
+
+fn report_cycles(
+    comps: &[crate::spec::Component],
+    inputs: &[Vec<PortRef>],
+    spans: &[Vec<std::ops::Range<usize>>],
+    done: &[usize],
+    diags: &mut Vec<Diag>,
+) {
+    let mut reported = vec![false; comps.len()];
+    for &d in done {
+        reported[d] = true;
+    }
+    for start in 0..comps.len() {
+        if reported[start] {
+            continue;
+        }
+        // Walk inputs among unfinished nodes until a node repeats: that is a cycle.
+        let mut path = vec![start];
+        let mut cur = start;
+        loop {
+            let Some(next) = inputs[cur]
+                .iter()
+                .map(|p| p.node)
+                .find(|&m| !done.contains(&m))
+            else {
+                break;
+            };
+            if let Some(pos) = path.iter().position(|&p| p == next) {
+                let cycle = &path[pos..];
+                let mut names: Vec<&str> =
+                    cycle.iter().rev().map(|&i| comps[i].id.as_str()).collect();
+                names.push(comps[*cycle.last().expect("non-empty")].id.as_str());
+                let at = cycle[0];
+                let span_idx = inputs[at]
+                    .iter()
+                    .position(|p| cycle.contains(&p.node))
+                    .unwrap_or(0);
+                diags.push(
+                    Diag::error(format!("the inputs form a cycle: {}", names.join(" -> ")))
+                        .component(comps[at].qualified())
+                        .at(spans[at].get(span_idx).cloned().unwrap_or(comps[at].id_span.clone()))
+                        .help("data must flow one way, from sources to sinks: remove one of these inputs"),
+                );
+                for &i in cycle {
+                    reported[i] = true;
+                }
+                break;
+            }
+            path.push(next);
+            cur = next;
+        }
+        reported[start] = true;
+    }
+}
+
+/// Renders the plan for `weir graph` and summaries: `id (type)`.
+pub fn label(node: &Node) -> String {
+    format!("{} ({} {})", node.id, node.ty, singular(node.kind))
+}
+
+fn singular(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Source => "source",
+        Kind::Transform => "transform",
+        Kind::Sink => "sink",
+    }
+}
+
+/// Everything a caller needs from a pipeline file: parse, validate and plan.
+pub fn load(name: &str, text: &str, overrides: &[String]) -> (Option<Plan>, Vec<Diag>, SourceText) {
+    let (spec, mut diags) = crate::spec::parse(name, text, overrides);
+    let Some(spec) = spec else {
+        return (None, diags, SourceText::new(name, text));
+    };
+    let stem = std::path::Path::new(name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pipeline".into());
+    let had_errors = has_errors(&diags);
+    let (plan, mut more) = plan(&spec, &stem);
+    diags.append(&mut more);
+    let plan = if had_errors { None } else { plan };
+    // In file order, as a compiler reports; problems with no place first.
+    diags.sort_by_key(|d| d.span.as_ref().map(|s| s.start + 1).unwrap_or(0));
+    (plan, diags, spec.source)
+}

@@ -1,0 +1,261 @@
+//! Running a plan: the plan becomes a timely dataflow on every worker, sinks write, and the run
+//! ends when every source is exhausted (or stopped) and every record has reached its sinks.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::Concatenate;
+use weir_operators::control::RunControl;
+use weir_operators::generator::{generator, RunClock};
+use weir_operators::metrics::{ComponentMetrics, MetricsSnapshot};
+use weir_operators::sink::SharedWriter;
+use weir_operators::{file_source, filter, map, sink, stdin_source, Records, Time};
+
+use crate::components::{Op, SinkTarget};
+use crate::plan::{Plan, Port, PortRef};
+use crate::spec::Kind;
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Worker threads (overrides the pipeline's `workers`).
+    pub workers: Option<usize>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Worker threads used.
+    pub workers: usize,
+    /// Wall-clock duration.
+    pub elapsed: Duration,
+    /// Per component, in plan order: (id, kind, type, counters).
+    pub components: Vec<ComponentReport>,
+    /// Why the run failed, if it did.
+    pub failure: Option<String>,
+    /// Whether it was stopped early (Ctrl-C, closed output).
+    pub stopped: bool,
+    /// The default dead-letter file, when bad records went there.
+    pub dead_letter_file: Option<PathBuf>,
+}
+
+/// One component's part of a [`RunReport`].
+#[derive(Clone, Debug)]
+pub struct ComponentReport {
+    /// Its id.
+    pub id: String,
+    /// Its section.
+    pub kind: Kind,
+    /// Its type.
+    pub ty: String,
+    /// Its counters.
+    pub metrics: MetricsSnapshot,
+}
+
+/// A file created when first written to.
+struct LazyFile {
+    path: PathBuf,
+    file: Option<BufWriter<File>>,
+}
+
+impl Write for LazyFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.file.is_none() {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            self.file = Some(BufWriter::new(File::create(&self.path)?));
+        }
+        self.file.as_mut().expect("opened").write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Opens every sink's writer before the run starts, so a bad path fails early.
+fn open_writers(plan: &Plan) -> Result<Vec<Option<SharedWriter>>, String> {
+    plan.nodes
+        .iter()
+        .map(|n| match &n.op {
+            Op::Sink(s) => {
+                let w = match &s.target {
+                    SinkTarget::Null => return Ok(None),
+                    SinkTarget::Stdout => SharedWriter::stdout(),
+                    SinkTarget::File(path) => {
+                        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                            std::fs::create_dir_all(dir).map_err(|e| {
+                                format!(
+                                    "sink `{}`: cannot create directory {}: {e}",
+                                    n.id,
+                                    dir.display()
+                                )
+                            })?;
+                        }
+                        let f = File::create(path).map_err(|e| {
+                            format!("sink `{}`: cannot create {}: {e}", n.id, path.display())
+                        })?;
+                        SharedWriter::new(Box::new(BufWriter::with_capacity(1 << 16, f)))
+                    }
+                    SinkTarget::LazyFile(path) => SharedWriter::new(Box::new(LazyFile {
+                        path: path.clone(),
+                        file: None,
+                    })),
+                };
+                if let Some(h) = s.encoder.header() {
+                    w.write_all(&h)
+                        .map_err(|e| format!("sink `{}`: {e}", n.id))?;
+                }
+                Ok(Some(w))
+            }
+            _ => Ok(None),
+        })
+        .collect()
+}
+
+/// Runs `plan` to completion (or until `ctl` stops it).
+pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport, String> {
+    let workers = opts.workers.unwrap_or(plan.workers).max(1);
+    let writers = open_writers(plan)?;
+    let metrics: Vec<Arc<ComponentMetrics>> = plan.nodes.iter().map(|_| Arc::default()).collect();
+    let plan_arc = Arc::new(plan.clone());
+    let clock = RunClock::now();
+    let started = Instant::now();
+    {
+        let (metrics, writers, ctl) = (metrics.clone(), writers.clone(), ctl.clone());
+        let guards = timely::execute(timely::Config::process(workers), move |worker| {
+            let plan = Arc::clone(&plan_arc);
+            worker.dataflow::<Time, _, _>(|scope| {
+                build(scope, &plan, &metrics, &writers, &ctl, clock);
+            });
+            while worker.step_or_park(Some(Duration::from_millis(100))) {}
+        })?;
+        for r in guards.join() {
+            r.map_err(|e| format!("a worker failed: {e}"))?;
+        }
+    }
+    let elapsed = started.elapsed();
+    for (n, w) in plan.nodes.iter().zip(&writers) {
+        if let Some(w) = w {
+            if let Err(e) = w.flush() {
+                if !(matches!(n.op, Op::Sink(ref s) if s.target == SinkTarget::Stdout)
+                    && e.kind() == std::io::ErrorKind::BrokenPipe)
+                {
+                    ctl.fail(format!("sink `{}` cannot write: {e}", n.id));
+                }
+            }
+        }
+    }
+    let components: Vec<ComponentReport> = plan
+        .nodes
+        .iter()
+        .zip(&metrics)
+        .map(|(n, m)| ComponentReport {
+            id: n.id.clone(),
+            kind: n.kind,
+            ty: n.ty.clone(),
+            metrics: m.snapshot(),
+        })
+        .collect();
+    let dead_letter_file = plan
+        .nodes
+        .iter()
+        .zip(&components)
+        .find_map(|(n, c)| match &n.op {
+            Op::Sink(s) if n.implicit && c.metrics.records_in > 0 => match &s.target {
+                SinkTarget::LazyFile(p) => Some(p.clone()),
+                _ => None,
+            },
+            _ => None,
+        });
+    let failure = ctl.failure();
+    Ok(RunReport {
+        pipeline: plan.name.clone(),
+        workers,
+        elapsed,
+        components,
+        stopped: ctl.stopped() && failure.is_none(),
+        failure,
+        dead_letter_file,
+    })
+}
+
+/// Builds the dataflow for one worker.
+fn build<'s>(
+    scope: timely::dataflow::Scope<'s, Time>,
+    plan: &Plan,
+    metrics: &[Arc<ComponentMetrics>],
+    writers: &[Option<SharedWriter>],
+    ctl: &RunControl,
+    clock: RunClock,
+) {
+    let mut streams: HashMap<PortRef, Records<'s>> = HashMap::new();
+    for (i, node) in plan.nodes.iter().enumerate() {
+        let m = Arc::clone(&metrics[i]);
+        let name = node.id.as_str();
+        let input = || -> Records<'s> {
+            let mut ins: Vec<Records<'s>> =
+                node.inputs.iter().map(|r| streams[r].clone()).collect();
+            if ins.len() == 1 {
+                ins.pop().expect("one input")
+            } else {
+                scope.concatenate(ins)
+            }
+        };
+        let main = PortRef {
+            node: i,
+            port: Port::Main,
+        };
+        let dead = PortRef {
+            node: i,
+            port: Port::DeadLetter,
+        };
+        match &node.op {
+            Op::Generator(spec) => {
+                streams.insert(
+                    main,
+                    generator(scope, name, spec.clone(), clock, ctl.clone(), m),
+                );
+            }
+            Op::File(spec) => {
+                let (r, d) =
+                    file_source::file_source(scope, name, Arc::clone(spec), ctl.clone(), m);
+                streams.insert(main, r);
+                streams.insert(dead, d);
+            }
+            Op::Stdin(spec) => {
+                let (r, d) =
+                    stdin_source::stdin_source(scope, name, Arc::clone(spec), ctl.clone(), m);
+                streams.insert(main, r);
+                streams.insert(dead, d);
+            }
+            Op::Filter(e) => {
+                let s = filter::filter(input(), name, Arc::clone(e), m);
+                streams.insert(main, s);
+            }
+            Op::Map(spec) => {
+                let s = map::map(input(), name, Arc::clone(spec), m);
+                streams.insert(main, s);
+            }
+            Op::Sink(spec) => {
+                sink::sink(
+                    input(),
+                    name,
+                    Arc::clone(&spec.encoder),
+                    writers[i].clone(),
+                    ctl.clone(),
+                    m,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! From TOML text to a pipeline spec: the sections, the components keyed by id, each
+//! component's typed config — with every syntax, key and type error collected, not only the first.
+//!
+//! The document is parsed with `toml`'s spanned parser, so every key and value keeps its place in
+//! the file; `--set KEY=VALUE` overrides are spliced in with spans into their own command-line
+//! text. Each component's table is checked against the keys its config struct accepts, then
+//! deserialized into that struct.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+use weir_operators::suggest::did_you_mean;
+
+use crate::components::{self, ComponentConfig};
+use crate::diag::{Diag, SourceText};
+use crate::introspect;
+
+/// Which section a component is declared in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `[sources.ID]`
+    Source,
+    /// `[transforms.ID]`
+    Transform,
+    /// `[sinks.ID]`
+    Sink,
+}
+
+impl Kind {
+    /// The section's name.
+    pub fn section(self) -> &'static str {
+        match self {
+            Kind::Source => "sources",
+            Kind::Transform => "transforms",
+            Kind::Sink => "sinks",
+        }
+    }
+
+    /// The component types this section accepts.
+    pub fn types(self) -> &'static [&'static str] {
+        match self {
+            Kind::Source => components::SOURCE_TYPES,
+            Kind::Transform => components::TRANSFORM_TYPES,
+            Kind::Sink => components::SINK_TYPES,
+        }
+    }
+
+    const ALL: [Kind; 3] = [Kind::Source, Kind::Transform, Kind::Sink];
+}
+
+/// The `[pipeline]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The pipeline's name, shown in summaries and used to name the default dead-letter file
+    /// (`<name>.deadletter.jsonl`). Default: the file name without its extension.
+    pub name: Option<Spanned<String>>,
+    /// What the pipeline is for.
+    pub description: Option<String>,
+    /// Worker threads (default 1). `weir run --workers N` overrides it.
+    pub workers: Option<Spanned<i64>>,
+}
+
+/// One component as declared.
+#[derive(Debug)]
+pub struct Component {
+    /// Its section.
+    pub kind: Kind,
+    /// Its id (the key after the section name).
+    pub id: String,
+    /// Where the id is.
+    pub id_span: Range<usize>,
+    /// Its `type`.
+    pub ty: String,
+    /// Where the type is.
+    pub ty_span: Range<usize>,
+    /// Its `inputs`, each with its span.
+    pub inputs: Vec<(String, Range<usize>)>,
+    /// Where `inputs` is (`None`: absent).
+    pub inputs_span: Option<Range<usize>>,
+    /// Where the whole table is.
+    pub span: Range<usize>,
+    /// Its typed config (`None` when it had errors, already reported).
+    pub config: Option<ComponentConfig>,
+}
+
+impl Component {
+    /// `section.id`, as shown in messages.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.kind.section(), self.id)
+    }
+}
+
+/// A parsed pipeline file.
+#[derive(Debug)]
+pub struct PipelineSpec {
+    /// The text diagnostics point into.
+    pub source: SourceText,
+    /// The `[pipeline]` section.
+    pub pipeline: PipelineConfig,
+    /// The components, in file order.
+    pub components: Vec<Component>,
+}
+
+/// Parses `text` (named `name`) with `overrides` (`KEY=VALUE`). Returns the spec when the
+/// document could be read at all, and every problem found.
+pub fn parse(name: &str, text: &str, overrides: &[String]) -> (Option<PipelineSpec>, Vec<Diag>) {
+    let mut source = SourceText::new(name, text);
+    let mut diags = Vec::new();
+    let root = match DeTable::parse(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            diags.push(
+                Diag::error(format!("invalid TOML: {}", e.message().trim()))
+                    .at(span)
+                    .help("fix the TOML syntax at the marked place (https://toml.io)"),
+            );
+            return (None, diags);
+        }
+    };
+    let mut root = root.into_inner();
+
+    // Each override value is parsed from a document padded so that its spans are offsets into
+    // the command-line part of the source text.
+    let mut placed = Vec::new();
+    for arg in overrides {
+        let (line, value_span) = source.add_override(arg);
+        let raw = arg.split_once('=').map(|(_, v)| v).unwrap_or("");
+        let doc = format!("{}x={raw}", " ".repeat(value_span.start.saturating_sub(2)));
+        placed.push((arg, line, value_span, doc));
+    }
+    let all_text = source.text.clone();
+    for (arg, line, value_span, doc) in &placed {
+        if let Err(d) = apply_override(
+            &mut root,
+            arg,
+            doc,
+            &all_text,
+            line.clone(),
+            value_span.clone(),
+        ) {
+            diags.push(d);
+        }
+    }
+
+    let mut pipeline = PipelineConfig::default();
+    let mut components = Vec::new();
+    for (key, value) in root {
+        let span = value.span();
+        match key.as_ref().as_ref() {
+            "pipeline" => {
+                if let Some(p) = typed::<PipelineConfig>(value, "pipeline", &mut diags) {
+                    pipeline = p;
+                }
+            }
+            section => match Kind::ALL.iter().find(|k| k.section() == section) {
+                Some(kind) => match value.into_inner() {
+                    DeValue::Table(t) => {
+                        for (id, body) in t {
+                            if let Some(c) = component(*kind, id, body, &mut diags) {
+                                components.push(c);
+                            }
+                        }
+                    }
+                    _ => diags.push(
+                        Diag::error(format!("`{section}` must be a table of components"))
+                            .at(span)
+                            .help(format!("declare each component as [{section}.ID]")),
+                    ),
+                },
+                None => {
+                    let sections = ["pipeline", "sources", "transforms", "sinks"];
+                    diags.push(
+                        Diag::error(format!("unknown section `{section}`"))
+                            .at(key.span())
+                            .help(match did_you_mean(section, sections) {
+                                Some(s) => format!("did you mean `{s}`?"),
+                                None => "a pipeline has the sections [pipeline], [sources.ID], [transforms.ID] and [sinks.ID]".into(),
+                            }),
+                    )
+                }
+            },
+        }
+    }
+    (
+        Some(PipelineSpec {
+            source,
+            pipeline,
+            components,
+        }),
+        diags,
+    )
+}
+
+/// Deserializes a table into a config struct, reporting unknown keys (all of them) and type
+/// errors against `what`.
+fn typed<T: serde::de::DeserializeOwned>(
+    value: Spanned<DeValue<'_>>,
+    what: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<T> {
+    let span = value.span();
+    let DeValue::Table(mut table) = value.into_inner() else {
+        diags.push(
+            Diag::error(format!("`{what}` must be a table"))
+                .component(what)
+                .at(span),
+        );
+        return None;
+    };
+    let known = introspect::fields::<T>();
+    let unknown_keys: Vec<(String, Range<usize>)> = table
+        .keys()
+        .filter(|k| !known.contains(&k.get_ref().as_ref()))
+        .map(|k| (k.get_ref().to_string(), k.span()))
+        .collect();
+    let unknown = !unknown_keys.is_empty();
+    for (key, key_span) in unknown_keys {
+        table.remove(key.as_str());
+        diags.push(
+            Diag::error(format!("unknown key `{key}`"))
+                .component(what)
+                .at_labelled(key_span, "not a key of this component")
+                .help(match did_you_mean(&key, known.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("the keys here are: {}", known.join(", ")),
+                }),
+        );
+    }
+    let value = Spanned::new(span.clone(), DeValue::Table(table));
+    match T::deserialize(toml::de::ValueDeserializer::from(value)) {
+        Ok(t) if !unknown => Some(t),
+        Ok(_) => None,
+        Err(e) => {
+            diags.push(serde_diag(&e, what, span));
+            None
+        }
+    }
+}
+
+fn serde_diag(e: &toml::de::Error, what: &str, table: Range<usize>) -> Diag {
+    let message = e.message().trim().to_string();
+    let help = if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.strip_suffix('`'))
+    {
+        format!("add `{field} = ...` to this component")
+    } else if message.starts_with("invalid type") {
+        "give the key a value of the expected type".to_string()
+    } else {
+        "see the component reference in README.md".to_string()
+    };
+    Diag::error(message)
+        .component(what)
+        .at(e.span().unwrap_or(table))
+        .help(help)
+}
+
+fn component(
+    kind: Kind,
+    id: Spanned<Cow<'_, str>>,
+    body: Spanned<DeValue<'_>>,
+    diags: &mut Vec<Diag>,
+) -> Option<Component> {
+    let id_span = id.span();
+    let id = id.into_inner().into_owned();
+    let qualified = format!("{}.{id}", kind.section());
+    let span = body.span();
+    let DeValue::Table(mut table) = body.into_inner() else {
+        diags.push(
+            Diag::error(format!("`{qualified}` must be a table"))
+                .component(&qualified)
+                .at(span)
+                .help(format!("declare it as [{qualified}] with a `type` key")),
+        );
+        return None;
+    };
+    if id.is_empty() || id.contains('.') || id.chars().any(char::is_whitespace) {
+        diags.push(
+            Diag::error(format!("`{id}` is not a valid component id"))
+                .component(&qualified)
+                .at(id_span.clone())
+                .help("ids are non-empty and have no dots or spaces (a dot separates an id from an output port)"),
+        );
+    }
+
+    // `type`
+    let (ty, ty_span) = match table.remove("type") {
+        Some(v) => {
+            let s = v.span();
+            match v.into_inner() {
+                DeValue::String(t) => (t.into_owned(), s),
+                _ => {
+                    diags.push(
+                        Diag::error("`type` must be a string")
+                            .component(&qualified)
+                            .at(s),
+                    );
+                    return None;
+                }
+            }
+        }
+        None => {
+            diags.push(
+                Diag::error("missing `type`")
+                    .component(&qualified)
+                    .at(id_span)
+                    .help(format!(
+                        "add `type = \"...\"`; {} types are: {}",
+                        kind.section(),
+                        kind.types().join(", ")
+                    )),
+            );
+            return None;
+        }
+    };
+    if !kind.types().contains(&ty.as_str()) {
+        let elsewhere = Kind::ALL
+            .iter()
+            .find(|k| **k != kind && k.types().contains(&ty.as_str()));
+        diags.push(
+            Diag::error(format!("unknown {} type `{ty}`", singular(kind)))
+                .component(&qualified)
+                .at(ty_span)
+                .help(
+                    match (elsewhere, did_you_mean(&ty, kind.types().iter().copied())) {
+                        (Some(k), _) => format!(
+                            "`{ty}` is a {} type: declare it as [{}.{id}]",
+                            singular(*k),
+                            k.section()
+                        ),
+                        (None, Some(s)) => format!("did you mean `{s}`?"),
+                        (None, None) => {
+                            format!("{} types are: {}", kind.section(), kind.types().join(", "))
+                        }
+                    },
+                ),
+        );
+        return None;
+    }
+
+    // `inputs`
+    let mut inputs = Vec::new();
+    let mut inputs_span = None;
+    if let Some(v) = table.remove("inputs") {
+        let s = v.span();
+        inputs_span = Some(s.clone());
+        if kind == Kind::Source {
+            diags.push(
+                Diag::error("a source takes no `inputs`")
+                    .component(&qualified)
+                    .at(s)
+                    .help("remove `inputs`, or declare this component as a transform or a sink"),
+            );
+        } else {
+            match v.into_inner() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        match item.get_ref() {
+                            DeValue::String(name) => inputs.push((name.to_string(), item.span())),
+                            _ => diags.push(
+                                Diag::error("each input is a component id string")
+                                    .component(&qualified)
+                                    .at(item.span()),
+                            ),
+                        }
+                    }
+                }
+                _ => diags.push(
+                    Diag::error("`inputs` must be a list of component ids")
+                        .component(&qualified)
+                        .at(s)
+                        .help("write inputs = [\"id\", ...]"),
+                ),
+            }
+        }
+    }
+
+    let body = Spanned::new(span.clone(), DeValue::Table(table));
+    let config = components::parse(kind, &ty, body, &qualified, diags);
+    Some(Component {
+        kind,
+        id,
+        id_span,
+        ty,
+        ty_span,
+        inputs,
+        inputs_span,
+        span,
+        config,
+    })
+}
+
+fn singular(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Source => "source",
+        Kind::Transform => "transform",
+        Kind::Sink => "sink",
+    }
+}
+
+/// Deserializes a component body into its config struct (for [`components::parse`]).
+pub(crate) fn typed_component<T: serde::de::DeserializeOwned>(
+    body: Spanned<DeValue<'_>>,
+    what: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<T> {
+    typed::<T>(body, what, diags)
+}
+
+/// The keys every component of `kind` takes besides its own.
+pub fn common_keys(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Source => &["type"],
+        _ => &["type", "inputs"],
+    }
+}
+
+fn apply_override<'a>(
+    root: &mut DeTable<'a>,
+    arg: &str,
+    doc: &'a str,
+    all_text: &str,
+    line: Range<usize>,
+    value_span: Range<usize>,
+) -> Result<(), Diag> {
+    let Some((path, raw)) = arg.split_once('=') else {
+        return Err(Diag::error(format!("`--set {arg}` has no `=`"))
+            .at(line)
+            .help("write --set KEY=VALUE, such as --set sources.sensors.events=1000"));
+    };
+    let keys: Vec<&str> = path.trim().split('.').collect();
+    if keys.iter().any(|k| k.is_empty()) || keys.len() < 2 {
+        return Err(Diag::error(format!("`{path}` is not a key path"))
+            .at(line)
+            .help("name the key by its path, such as pipeline.workers or sinks.out.path"));
+    }
+    // The value: TOML if it parses as TOML, else the text as a string. Spans point into the
+    // command-line text (the doc is padded so its offsets are those of `all_text`).
+    let _ = raw;
+    let value = {
+        match DeTable::parse(doc) {
+            Ok(t) => t.into_inner().into_iter().next().map(|(_, v)| v),
+            Err(_) => None,
+        }
+        .unwrap_or_else(|| {
+            Spanned::new(
+                value_span.clone(),
+                DeValue::String(Cow::Owned(all_text[value_span.clone()].to_string())),
+            )
+        })
+    };
+    let mut table = root;
+    for (depth, key) in keys.iter().enumerate() {
+        let last = depth + 1 == keys.len();
+        if last {
+            table.insert(
+                Spanned::new(line.start..line.start, Cow::Owned(key.to_string())),
+                value,
+            );
+            return Ok(());
+        }
+        // Sections and components must exist; nested tables below them may be created.
+        if table.get(*key).is_none() {
+            if depth < 2 && !(depth == 0 && *key == "pipeline") {
+                return Err(Diag::error(format!(
+                    "`--set {path}`: the pipeline has no `{}`",
+                    keys[..=depth].join(".")
+                ))
+                .at(line)
+                .help("set keys of components the pipeline declares, such as sources.ID.KEY"));
+            }
+            table.insert(
+                Spanned::new(line.start..line.start, Cow::Owned(key.to_string())),
+                Spanned::new(line.clone(), DeValue::Table(DeTable::new())),
+            );
+        }
+        let next = table.get_mut(*key).expect("present");
+        let DeValue::Table(t) = next.get_mut() else {
+            return Err(Diag::error(format!("`--set {path}`: `{key}` is not a table")).at(line));
+        };
+        table = t;
+    }
+    Ok(())
+}
