@@ -374,7 +374,8 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
         }
     }
 
-    if has_errors(&diags) {
+    // A component whose config had errors (reported while parsing) cannot be planned.
+    if has_errors(&diags) || comps.iter().any(|c| c.config.is_none()) {
         return (None, diags);
     }
 

@@ -381,7 +381,12 @@ fn component(
     }
 
     let body = Spanned::new(span.clone(), DeValue::Table(table));
-    let config = components::parse(kind, &ty, body, &qualified, diags);
+    // An unknown type was reported above; the component stays, so inputs naming it resolve.
+    let config = if kind.types().contains(&ty.as_str()) {
+        components::parse(kind, &ty, body, &qualified, diags)
+    } else {
+        None
+    };
     Some(Component {
         kind,
         id,

@@ -1,0 +1,82 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A scratch directory holding a copy of `pipelines/`, so runs write their outputs there.
+pub fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("pipelines"), &dir.path().join("pipelines"));
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// `weir ARGS` in `dir`, with `stdin` as standard input.
+pub fn weir(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    assert_cmd::Command::cargo_bin("weir")
+        .unwrap()
+        .current_dir(dir)
+        .args(args)
+        .write_stdin(stdin.as_bytes().to_vec())
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap()
+}
+
+/// Standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success, showing standard error otherwise.
+pub fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "weir failed ({:?}):\n{}",
+        o.status,
+        stderr(o)
+    );
+}
+
+/// JSON lines, canonicalised (keys sorted) and sorted: a multiset to compare.
+pub fn json_multiset(text: &str) -> Vec<String> {
+    let mut v: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let value: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            serde_json::to_string(&value).unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Writes `text` to `name` in `dir` and returns the path as a string.
+pub fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}

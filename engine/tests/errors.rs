@@ -1,0 +1,326 @@
+//! One test per class of configuration error: each message names the file, line and column, the
+//! component, and what to do; `weir` exits with status 2 and runs nothing.
+
+mod common;
+
+use common::*;
+
+const GOOD_SOURCE: &str = "[sources.s]\ntype = \"generator\"\nprofile = \"iot\"\nevents = 10\n";
+
+/// Validates `text`; returns standard error, asserting exit status 2.
+fn invalid(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "p.toml", text);
+    let out = weir(dir.path(), &["validate", &p], "");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("nothing was run"), "{err}");
+    let run = weir(dir.path(), &["run", &p], "");
+    assert_eq!(run.status.code(), Some(2), "run refuses too");
+    err
+}
+
+/// Asserts the message names `file:line:col`, the component and the advice.
+fn names(err: &str, line_col: &str, component: &str, advice: &str) {
+    assert!(
+        err.contains(&format!("p.toml:{line_col}]")),
+        "wants p.toml:{line_col}:\n{err}"
+    );
+    assert!(err.contains(component), "wants {component}:\n{err}");
+    assert!(err.contains(advice), "wants {advice:?}:\n{err}");
+}
+
+#[test]
+fn toml_syntax() {
+    let err = invalid("[sources.s]\ntype = \"generator\nprofile = 1\n");
+    names(&err, "2:18", "invalid TOML", "fix the TOML syntax");
+}
+
+#[test]
+fn unknown_component_type() {
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[sinks.out]\ntype = \"stdot\"\ninputs = [\"s\"]\n"
+    ));
+    names(
+        &err,
+        "7:8",
+        "sinks.out: unknown sink type `stdot`",
+        "did you mean `stdout`?",
+    );
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[sinks.f]\ntype = \"filter\"\ninputs = [\"s\"]\ncondition = \"true\"\n"
+    ));
+    names(
+        &err,
+        "7:8",
+        "sinks.f: unknown sink type `filter`",
+        "declare it as [transforms.f]",
+    );
+}
+
+#[test]
+fn misspelled_keys_all_reported() {
+    let err = invalid(&format!(
+        "[pipeline]\nwrokers = 2\n\n{GOOD_SOURCE}seeed = 3\n\n[sinks.out]\ntype = \"null\"\ninputs = [\"s\"]\nformat = \"csv\"\n"
+    ));
+    names(
+        &err,
+        "2:1",
+        "pipeline: unknown key `wrokers`",
+        "did you mean `workers`?",
+    );
+    names(
+        &err,
+        "8:1",
+        "sources.s: unknown key `seeed`",
+        "did you mean `seed`?",
+    );
+    names(&err, "13:1", "sinks.out: unknown key `format`", "");
+    assert!(err.contains("3 problems found"), "{err}");
+}
+
+#[test]
+fn unknown_section() {
+    let err = invalid(&format!("{GOOD_SOURCE}\n[sink.out]\ntype = \"null\"\n"));
+    names(
+        &err,
+        "6:2",
+        "unknown section `sink`",
+        "did you mean `sinks`?",
+    );
+}
+
+#[test]
+fn wrong_value_type_and_missing_key() {
+    let err = invalid("[sources.s]\ntype = \"generator\"\nprofile = \"iot\"\nevents = \"many\"\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"s\"]\n");
+    names(
+        &err,
+        "4:10",
+        "sources.s: invalid type: string \"many\"",
+        "expected type",
+    );
+    let err = invalid(&format!("{GOOD_SOURCE}\n[transforms.t]\ntype = \"filter\"\ninputs = [\"s\"]\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"t\"]\n"));
+    names(
+        &err,
+        "6:1",
+        "transforms.t: missing field `condition`",
+        "add `condition = ...`",
+    );
+}
+
+#[test]
+fn inputs_naming_no_component() {
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[sinks.out]\ntype = \"null\"\ninputs = [\"ss\"]\n"
+    ));
+    names(
+        &err,
+        "8:11",
+        "sinks.out: input `ss` names no component",
+        "did you mean `s`?",
+    );
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[sinks.out]\ntype = \"null\"\ninputs = [\"s.errors\"]\n"
+    ));
+    names(
+        &err,
+        "8:11",
+        "sinks.out: `s` has no output `errors`",
+        "only its main output",
+    );
+}
+
+#[test]
+fn cycles() {
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[transforms.a]\ntype = \"filter\"\ninputs = [\"s\", \"b\"]\ncondition = \"true\"\n\n\
+         [transforms.b]\ntype = \"filter\"\ninputs = [\"a\"]\ncondition = \"true\"\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"b\"]\n"
+    ));
+    assert!(err.contains("the inputs form a cycle: "), "{err}");
+    assert!(
+        err.contains("a -> b -> a") || err.contains("b -> a -> b"),
+        "{err}"
+    );
+    assert!(err.contains("remove one of these inputs"), "{err}");
+}
+
+#[test]
+fn sinks_without_inputs_and_no_sinks() {
+    let err = invalid(&format!("{GOOD_SOURCE}\n[sinks.out]\ntype = \"null\"\n"));
+    names(
+        &err,
+        "6:8",
+        "sinks.out: this sink has no inputs",
+        "add inputs = [",
+    );
+    let err = invalid(GOOD_SOURCE);
+    assert!(err.contains("the pipeline has no sinks"), "{err}");
+}
+
+#[test]
+fn unread_component_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &format!("{GOOD_SOURCE}\n[sources.t]\ntype = \"generator\"\nprofile = \"iot\"\nevents = 1\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"s\"]\n"),
+    );
+    let out = weir(dir.path(), &["validate", &p], "");
+    ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("⚠ sources.t: nothing reads the output of `t`"),
+        "{err}"
+    );
+    assert!(err.contains("p.toml:6:10]"), "{err}");
+}
+
+#[test]
+fn unknown_field_in_expression() {
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[transforms.hot]\ntype = \"filter\"\ninputs = [\"s\"]\ncondition = \"kind = 'reading' AND temprature > 30.0\"\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"hot\"]\n"
+    ));
+    names(
+        &err,
+        "9:35",
+        "transforms.hot: unknown field `temprature` in `condition`",
+        "did you mean `temperature`?",
+    );
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[transforms.m]\ntype = \"map\"\ninputs = [\"s\"]\nselect = [\"id\", \"devce_id\"]\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"m\"]\n"
+    ));
+    names(
+        &err,
+        "9:17",
+        "transforms.m: unknown field `devce_id` in `select`",
+        "did you mean `device_id`?",
+    );
+}
+
+#[test]
+fn type_errors_in_expressions() {
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[transforms.t]\ntype = \"map\"\ninputs = [\"s\"]\ncompute = {{ x = \"device_id * 2\", y = \"kind = 3\" }}\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"t\"]\n"
+    ));
+    names(
+        &err,
+        "9:18",
+        "transforms.t: `*` needs numbers, but this is string in `compute.x`",
+        "CAST(x AS DOUBLE)",
+    );
+    names(
+        &err,
+        "9:39",
+        "transforms.t: cannot compare string with i64 in `compute.y`",
+        "compare strings with strings",
+    );
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[transforms.t]\ntype = \"filter\"\ninputs = [\"s\"]\ncondition = \"temperature + 1\"\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"t\"]\n"
+    ));
+    names(
+        &err,
+        "9:13",
+        "transforms.t: `condition` must be true or false, but it is f64",
+        "compare the value",
+    );
+}
+
+#[test]
+fn bad_durations() {
+    let err = invalid(&format!("{GOOD_SOURCE}event_time_interval = \"10 parsecs\"\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"s\"]\n"));
+    names(
+        &err,
+        "5:23",
+        "sources.s: `10 parsecs` is not a duration",
+        "such as \"250ms\", \"1s\" or \"5m\"",
+    );
+}
+
+#[test]
+fn bad_paths() {
+    let err = invalid(
+        "[sources.f]\ntype = \"file\"\npath = \"no/such/file.jsonl\"\nformat = \"jsonl\"\nschema = { ts = \"timestamp\" }\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"f\"]\n",
+    );
+    names(
+        &err,
+        "3:8",
+        "sources.f: cannot read `no/such/file.jsonl`",
+        "existing file or directory",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_string_lossy();
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[sinks.o]\ntype = \"file\"\ninputs = [\"s\"]\npath = \"{d}\"\n"
+    ));
+    names(&err, "9:8", "sinks.o: ", "is a directory");
+}
+
+#[test]
+fn bad_schema_and_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "d.jsonl", "{}\n");
+    let err = invalid(&format!(
+        "[sources.f]\ntype = \"file\"\npath = \"{data}\"\nformat = \"jsn\"\nschema = {{ time = \"timestamp\", t = \"float\" }}\non_error = \"ignore\"\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"f\"]\n"
+    ));
+    names(
+        &err,
+        "4:10",
+        "sources.f: `jsn` is not a valid `format`",
+        "did you mean `jsonl`?",
+    );
+    names(
+        &err,
+        "5:36",
+        "sources.f: `float` is not a valid `schema.t`",
+        "i64, u64, f64, bool, string, timestamp",
+    );
+    names(
+        &err,
+        "6:12",
+        "sources.f: `ignore` is not a valid `on_error`",
+        "dead-letter, skip, fail",
+    );
+    let err = invalid(&format!(
+        "[sources.f]\ntype = \"file\"\npath = \"{data}\"\nformat = \"jsonl\"\nschema = {{ time = \"timestamp\" }}\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"f\"]\n"
+    ));
+    names(
+        &err,
+        "5:10",
+        "sources.f: the schema has no timestamp field `ts`",
+        "timestamp_field",
+    );
+}
+
+#[test]
+fn bad_set_override_points_at_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &format!("{GOOD_SOURCE}\n[sinks.o]\ntype = \"null\"\ninputs = [\"s\"]\n"),
+    );
+    let out = weir(
+        dir.path(),
+        &["validate", &p, "--set", "sources.s.events=-5"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("[command line:1:24]"), "{err}");
+    assert!(
+        err.contains("sources.s: `events` must be at least 1, not -5"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_pipeline_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = weir(dir.path(), &["run", "nope.toml"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot read the pipeline file nope.toml"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,425 @@
+//! End-to-end runs of `weir` over the bundled pipelines and small inputs, with results checked
+//! against hand-checked expected files or a brute-force reference computed here.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn bundled() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root().join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 5, "the bundled pipelines: {v:?}");
+    v
+}
+
+#[test]
+fn every_bundled_pipeline_validates_and_runs() {
+    let dir = workspace();
+    for p in bundled() {
+        let path = format!("pipelines/{p}");
+        let v = weir(dir.path(), &["validate", &path], "");
+        ok(&v);
+        assert!(stderr(&v).contains("is valid"), "{p}: {}", stderr(&v));
+        // Bounded: the generators are bounded already; cap them lower to keep the test quick.
+        let mut args = vec!["run".to_string(), path.clone()];
+        let text = std::fs::read_to_string(root().join("pipelines").join(&p)).unwrap();
+        for line in text.lines() {
+            if let Some(id) = line
+                .strip_prefix("[sources.")
+                .and_then(|l| l.strip_suffix(']'))
+            {
+                if text.contains("type = \"generator\"") {
+                    args.push("--set".into());
+                    args.push(format!("sources.{id}.events=20000"));
+                }
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stdin = "{\"ts\": 1, \"level\": \"error\", \"msg\": \"disk full\"}\n";
+        let r = weir(dir.path(), &args, stdin);
+        ok(&r);
+        assert!(stderr(&r).contains("finished in"), "{p}: {}", stderr(&r));
+    }
+}
+
+#[test]
+fn file_source_filter_map_exact_output_and_dead_letters() {
+    let dir = workspace();
+    let r = weir(
+        dir.path(),
+        &["run", "pipelines/sensor-file-alerts.toml"],
+        "",
+    );
+    ok(&r);
+    let got = std::fs::read_to_string(dir.path().join("out/sensor-alerts.jsonl")).unwrap();
+    let want =
+        std::fs::read_to_string(root().join("engine/tests/expected/sensor-alerts.jsonl")).unwrap();
+    assert_eq!(json_multiset(&got), json_multiset(&want));
+
+    // Every bad line is in the default dead-letter file, with its line and reason.
+    let dead =
+        std::fs::read_to_string(dir.path().join("sensor-file-alerts.deadletter.jsonl")).unwrap();
+    let mut got: Vec<(u64, String)> = dead
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["source"], "readings");
+            assert_eq!(v["file"], "readings.jsonl");
+            (
+                v["line"].as_u64().unwrap(),
+                v["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let want =
+        std::fs::read_to_string(root().join("engine/tests/expected/sensor-alerts.deadletter.tsv"))
+            .unwrap();
+    let want: Vec<(u64, String)> = want
+        .lines()
+        .map(|l| {
+            let (n, reason) = l.split_once('\t').unwrap();
+            (n.parse().unwrap(), reason.to_string())
+        })
+        .collect();
+    assert_eq!(got.len(), want.len(), "{dead}");
+    for ((gl, gr), (wl, wr)) in got.iter().zip(&want) {
+        assert_eq!(gl, wl);
+        assert!(
+            gr.starts_with(wr.as_str()),
+            "line {gl}: {gr:?} should start with {wr:?}"
+        );
+    }
+    // The summary counts them.
+    let summary = stderr(&r);
+    assert!(
+        summary.contains("6 bad records written to sensor-file-alerts.deadletter.jsonl"),
+        "{summary}"
+    );
+    let row = summary
+        .lines()
+        .find(|l| l.contains("sources.readings"))
+        .unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[2..6], &["15", "9", "6", "6"], "{row}");
+}
+
+#[test]
+fn csv_in_csv_out_exact_with_named_dead_letter_sink() {
+    let dir = workspace();
+    ok(&weir(dir.path(), &["run", "pipelines/sensor-csv.toml"], ""));
+    let got = std::fs::read_to_string(dir.path().join("out/readings-f.csv")).unwrap();
+    let want =
+        std::fs::read_to_string(root().join("engine/tests/expected/readings-f.csv")).unwrap();
+    assert_eq!(got, want);
+    let bad = std::fs::read_to_string(dir.path().join("out/readings-bad.jsonl")).unwrap();
+    let lines: Vec<u64> = bad
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["line"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(lines, vec![6, 9, 10]);
+    assert!(
+        !dir.path().join("sensor-csv.deadletter.jsonl").exists(),
+        "read dead letters do not go to the default file"
+    );
+}
+
+/// Raw generator events, then the same events through filter + map; the expected output is
+/// computed here from the raw events.
+#[test]
+fn filter_and_map_match_a_brute_force_reference() {
+    let dir = workspace();
+    let source = r#"
+[sources.sensors]
+type = "generator"
+profile = "iot"
+events = 20000
+devices = 50
+seed = 3
+start = "2026-01-01T00:00:00Z"
+event_time_interval = "1ms"
+"#;
+    let raw = write(
+        dir.path(),
+        "raw.toml",
+        &format!("{source}\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"sensors\"]\n"),
+    );
+    let out = weir(dir.path(), &["run", &raw], "");
+    ok(&out);
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 20000);
+
+    let piped = write(
+        dir.path(),
+        "piped.toml",
+        &format!(
+            "{source}
+[transforms.hot]
+type = \"filter\"
+inputs = [\"sensors\"]
+condition = \"kind = 'reading' AND temperature > 30.0 OR kind = 'status' AND battery < 10\"
+
+[transforms.f]
+type = \"map\"
+inputs = [\"hot\"]
+select = [\"id\", \"device_id\", \"battery\"]
+rename = {{ device_id = \"device\" }}
+compute = {{ temp_f = \"temperature * 1.8 + 32\", low = \"battery < 10\" }}
+
+[sinks.out]
+type = \"stdout\"
+inputs = [\"f\"]
+"
+        ),
+    );
+    let mut expected = Vec::new();
+    for e in &events {
+        let kind = e["kind"].as_str().unwrap();
+        let t = e["temperature"].as_f64();
+        let b = e["battery"].as_i64();
+        let keep = (kind == "reading" && t.is_some_and(|t| t > 30.0))
+            || (kind == "status" && b.is_some_and(|b| b < 10));
+        if keep {
+            expected.push(
+                serde_json::json!({
+                    "id": e["id"], "device": e["device_id"], "battery": e["battery"],
+                    "temp_f": t.map(|t| t * 1.8 + 32.0), "low": b.map(|b| b < 10),
+                })
+                .to_string(),
+            );
+        }
+    }
+    assert!(
+        expected.len() > 1000,
+        "the reference keeps a fair share: {}",
+        expected.len()
+    );
+    for workers in ["1", "2", "4"] {
+        let out = weir(dir.path(), &["run", &piped, "--workers", workers], "");
+        ok(&out);
+        let got = json_multiset(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(
+            got,
+            json_multiset(&expected.join("\n")),
+            "workers = {workers}"
+        );
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_number_of_workers() {
+    let dir = workspace();
+    // A directory of several files (shared out among workers) and a generator.
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    for f in 0..5 {
+        let mut text = String::new();
+        for i in 0..200 {
+            text.push_str(&format!(
+                "{{\"ts\": {}, \"v\": {}, \"tag\": \"t{}\"}}\n",
+                1_000 * i + f,
+                i * 7 % 13,
+                i % 3
+            ));
+        }
+        text.push_str("{not json}\n");
+        std::fs::write(dir.path().join(format!("in/part-{f}.jsonl")), text).unwrap();
+    }
+    let p = write(
+        dir.path(),
+        "dir.toml",
+        r#"
+[sources.parts]
+type = "file"
+path = "in"
+format = "jsonl"
+schema = { ts = "timestamp", v = "i64", tag = "string" }
+timestamp_format = "epoch_ms"
+
+[transforms.big]
+type = "filter"
+inputs = ["parts"]
+condition = "v >= 6 AND tag <> 't1'"
+
+[sinks.out]
+type = "stdout"
+inputs = ["big"]
+
+[sinks.bad]
+type = "file"
+inputs = ["parts.dead_letter"]
+path = "out/bad.jsonl"
+"#,
+    );
+    let mut runs = Vec::new();
+    for workers in ["1", "2", "4"] {
+        let out = weir(dir.path(), &["run", &p, "--workers", workers], "");
+        ok(&out);
+        let bad = std::fs::read_to_string(dir.path().join("out/bad.jsonl")).unwrap();
+        runs.push((
+            json_multiset(&String::from_utf8(out.stdout).unwrap()),
+            json_multiset(&bad),
+        ));
+    }
+    // Reference: count what the filter keeps, by hand.
+    let kept = (0..200).filter(|i| i * 7 % 13 >= 6 && i % 3 != 1).count() * 5;
+    assert_eq!(runs[0].0.len(), kept);
+    assert_eq!(runs[0].1.len(), 5, "one bad line per file");
+    assert!(
+        runs[0].0[0].contains("\"id\":\"parts:part-"),
+        "assigned ids name source, file and line: {}",
+        runs[0].0[0]
+    );
+    assert_eq!(runs[0], runs[1]);
+    assert_eq!(runs[0], runs[2]);
+}
+
+#[test]
+fn stdin_source_composes_with_pipes() {
+    let dir = workspace();
+    let input = "{\"ts\": 1000, \"level\": \"info\", \"msg\": \"up\"}\n\
+                 {\"ts\": 2000, \"level\": \"error\", \"msg\": \"disk full\"}\n\
+                 garbage\n\
+                 {\"ts\": 3000, \"level\": \"fatal\", \"msg\": \"gone\"}";
+    let out = weir(dir.path(), &["run", "pipelines/stdin-filter.toml"], input);
+    ok(&out);
+    let got = String::from_utf8(out.stdout.clone()).unwrap();
+    assert_eq!(
+        json_multiset(&got),
+        json_multiset(
+            "{\"id\":\"lines:stdin:2\",\"ts\":\"1970-01-01T00:00:02.000Z\",\"level\":\"error\",\"msg\":\"disk full\"}\n\
+             {\"id\":\"lines:stdin:4\",\"ts\":\"1970-01-01T00:00:03.000Z\",\"level\":\"fatal\",\"msg\":\"gone\"}"
+        )
+    );
+    let row = stderr(&out)
+        .lines()
+        .find(|l| l.contains("sources.lines"))
+        .unwrap()
+        .to_string();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &cells[2..6],
+        &["4", "3", "1", "0"],
+        "skip counts the bad line without dead-lettering it: {row}"
+    );
+}
+
+#[test]
+fn on_error_fail_stops_with_the_location() {
+    let dir = workspace();
+    let out = weir(
+        dir.path(),
+        &[
+            "run",
+            "pipelines/sensor-file-alerts.toml",
+            "--set",
+            "sources.readings.on_error=fail",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "bad record in source `readings` at readings.jsonl:6: missing timestamp field `ts`"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn set_overrides_keys_and_workers() {
+    let dir = workspace();
+    let out = weir(
+        dir.path(),
+        &[
+            "run",
+            "pipelines/iot-hot-readings.toml",
+            "--set",
+            "sources.sensors.events=1234",
+            "--set",
+            "sinks.out.path=out/x.jsonl",
+            "--workers",
+            "3",
+        ],
+        "",
+    );
+    ok(&out);
+    let err = stderr(&out);
+    assert!(err.contains("on 3 workers"), "{err}");
+    let row = err.lines().find(|l| l.contains("sources.sensors")).unwrap();
+    assert!(row.contains("1,234"), "{row}");
+    assert!(dir.path().join("out/x.jsonl").exists());
+}
+
+#[test]
+fn graph_prints_dot_and_mermaid() {
+    let dir = workspace();
+    let dot = weir(dir.path(), &["graph", "pipelines/sensor-csv.toml"], "");
+    ok(&dot);
+    let dot = String::from_utf8(dot.stdout).unwrap();
+    assert!(dot.starts_with("digraph \"sensor-csv\""), "{dot}");
+    assert!(dot.contains("label=\"dead_letter\", style=dashed"), "{dot}");
+    assert_eq!(dot.matches(" -> ").count(), 3, "{dot}");
+    let mm = weir(
+        dir.path(),
+        &["graph", "pipelines/sensor-csv.toml", "--format", "mermaid"],
+        "",
+    );
+    ok(&mm);
+    let mm = String::from_utf8(mm.stdout).unwrap();
+    assert!(mm.starts_with("flowchart LR"), "{mm}");
+    assert!(mm.contains("-. dead_letter .->"), "{mm}");
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_cleanly_and_prints_the_summary() {
+    let dir = workspace();
+    let p = write(
+        dir.path(),
+        "forever.toml",
+        "[sources.s]\ntype = \"generator\"\nprofile = \"iot\"\nrate = 2000\n\n[sinks.n]\ntype = \"null\"\ninputs = [\"s\"]\n",
+    );
+    let bin = assert_cmd::cargo::cargo_bin("weir");
+    let child = std::process::Command::new(bin)
+        .current_dir(dir.path())
+        .args(["run", &p, "--workers", "2"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("stopped after"), "{err}");
+    let row = err.lines().find(|l| l.contains("sinks.n")).unwrap();
+    let n: u64 = row
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    assert!(
+        n > 500,
+        "about 2000 events/s for 1.5s reached the sink: {row}"
+    );
+}
