@@ -9,8 +9,8 @@
 //! `cargo bench -p weir-benches --bench filter_map`; `WEIR_BENCH_EVENTS` (default 10,000,000)
 //! and `WEIR_BENCH_REPS` (default 5) change the size.
 
-use std::rc::Rc;
 use std::cell::Cell;
+use std::rc::Rc;
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::source;
@@ -62,7 +62,16 @@ fn weir(events: u64, workers: usize) -> (f64, u64) {
     let (plan, diags, _) = plan::load("bench.toml", &pipeline(events), &[]);
     assert!(diags.is_empty(), "{diags:?}");
     let plan = plan.expect("valid");
-    let (report, t) = timed(|| run(&plan, &RunOptions { workers: Some(workers) }, Default::default()).expect("runs"));
+    let (report, t) = timed(|| {
+        run(
+            &plan,
+            &RunOptions {
+                workers: Some(workers),
+            },
+            Default::default(),
+        )
+        .expect("runs")
+    });
     let out = report.components.last().unwrap().metrics.records_in;
     (events as f64 / t.as_secs_f64(), out)
 }
@@ -83,28 +92,34 @@ fn hand_written(events: u64, workers: usize) -> (f64, u64) {
             };
             let (index, peers) = (worker.index() as u64, worker.peers() as u64);
             worker.dataflow::<u64, _, _>(|scope| {
-                let s = source::<_, timely::container::CapacityContainerBuilder<Vec<Record>>, _, _>(scope, "gen", |cap, info| {
-                    let activator = scope.activator_for(info.address);
-                    let mut cap = Some(cap);
-                    let mut next = index;
-                    move |output| {
-                        let Some(c) = cap.as_mut() else { return };
-                        let end = events.min(next + 4096 * peers);
-                        let mut session = output.session(c);
-                        while next < end {
-                            session.give(spec.event(next, START + next as i64));
-                            next += peers;
+                let s = source::<_, timely::container::CapacityContainerBuilder<Vec<Record>>, _, _>(
+                    scope,
+                    "gen",
+                    |cap, info| {
+                        let activator = scope.activator_for(info.address);
+                        let mut cap = Some(cap);
+                        let mut next = index;
+                        move |output| {
+                            let Some(c) = cap.as_mut() else { return };
+                            let end = events.min(next + 4096 * peers);
+                            let mut session = output.session(c);
+                            while next < end {
+                                session.give(spec.event(next, START + next as i64));
+                                next += peers;
+                            }
+                            drop(session);
+                            if next >= events {
+                                cap = None;
+                            } else {
+                                c.downgrade(&((START + next as i64) as u64));
+                                activator.activate();
+                            }
                         }
-                        drop(session);
-                        if next >= events {
-                            cap = None;
-                        } else {
-                            c.downgrade(&((START + next as i64) as u64));
-                            activator.activate();
-                        }
-                    }
-                });
-                s.unary::<timely::container::CapacityContainerBuilder<Vec<(u64, i64, smol_str::SmolStr, f64)>>, _, _, _>(Pipeline, "filter_map", |_, _| {
+                    },
+                );
+                s.unary::<timely::container::CapacityContainerBuilder<
+                    Vec<(u64, i64, smol_str::SmolStr, f64)>,
+                >, _, _, _>(Pipeline, "filter_map", |_, _| {
                     move |input, output| {
                         input.for_each(|cap, data: &mut Vec<Record>| {
                             let mut session = output.session(&cap);
@@ -113,7 +128,13 @@ fn hand_written(events: u64, workers: usize) -> (f64, u64) {
                                 let hot = matches!(&v[2], Value::Str(k) if k == "reading")
                                     && matches!(v[4], Value::F64(t) if t > 30.0);
                                 if hot {
-                                    let (Value::U64(id), Value::Ts(ts), Value::Str(dev), Value::F64(t)) = (&v[0], &v[1], &v[3], &v[4]) else {
+                                    let (
+                                        Value::U64(id),
+                                        Value::Ts(ts),
+                                        Value::Str(dev),
+                                        Value::F64(t),
+                                    ) = (&v[0], &v[1], &v[3], &v[4])
+                                    else {
                                         continue;
                                     };
                                     session.give((*id, *ts, dev.clone(), t * 1.8 + 32.0));
@@ -123,7 +144,9 @@ fn hand_written(events: u64, workers: usize) -> (f64, u64) {
                     }
                 })
                 .sink(Pipeline, "count", move |(input, _)| {
-                    input.for_each(|_, data: &mut Vec<(u64, i64, smol_str::SmolStr, f64)>| seen.set(seen.get() + data.len() as u64));
+                    input.for_each(|_, data: &mut Vec<(u64, i64, smol_str::SmolStr, f64)>| {
+                        seen.set(seen.get() + data.len() as u64)
+                    });
                 });
             });
             while worker.step_or_park(None) {}
@@ -141,7 +164,10 @@ fn main() {
     let reps = env_or("WEIR_BENCH_REPS", 5) as usize;
     println!("filter+map over {events} generated IoT events, {reps} runs each, medians");
     println!("machine: {}", machine());
-    println!("{:>7}  {:>14}  {:>14}  {:>12}", "workers", "weir ev/s", "timely ev/s", "weir/timely");
+    println!(
+        "{:>7}  {:>14}  {:>14}  {:>12}",
+        "workers", "weir ev/s", "timely ev/s", "weir/timely"
+    );
     for workers in [1, 2] {
         let (mut w, mut h) = (Vec::new(), Vec::new());
         let mut outs = (0, 0);

@@ -30,6 +30,8 @@
 //! ```
 
 #![forbid(missing_docs)]
+// Diagnostics are large, and returned only on the cold path of validating a pipeline.
+#![allow(clippy::result_large_err)]
 
 pub mod components;
 pub mod diag;

@@ -542,14 +542,11 @@ fn report_cycles(
         // Walk inputs among unfinished nodes until a node repeats: that is a cycle.
         let mut path = vec![start];
         let mut cur = start;
-        loop {
-            let Some(next) = inputs[cur]
-                .iter()
-                .map(|p| p.node)
-                .find(|&m| !done.contains(&m))
-            else {
-                break;
-            };
+        while let Some(next) = inputs[cur]
+            .iter()
+            .map(|p| p.node)
+            .find(|&m| !done.contains(&m))
+        {
             if let Some(pos) = path.iter().position(|&p| p == next) {
                 let cycle = &path[pos..];
                 let mut names: Vec<&str> =

@@ -502,12 +502,12 @@ impl Compiler<'_> {
                 Ok((Node::Case(whens, boxed(else_node)), out_ty))
             }
             E::Cast {
-                kind,
+                kind: CastKind::Cast | CastKind::DoubleColon,
                 expr,
                 data_type,
                 format: None,
                 ..
-            } if matches!(kind, CastKind::Cast | CastKind::DoubleColon) => {
+            } => {
                 let (n, _) = self.compile(expr)?;
                 let Some(target) = target_type(data_type) else {
                     return Err(self.err(

@@ -34,7 +34,7 @@ impl MapConfig {
     pub fn plan(&self, ctx: &Ctx, input: &Schema) -> Result<Planned, Vec<Diag>> {
         let mut diags = Vec::new();
         // (output name, slot, type, input position when moved)
-        let mut out: Vec<(String, Option<Slot>, Option<FieldType>, Option<usize>)> = Vec::new();
+        let mut out: Vec<OutField> = Vec::new();
         match &self.select {
             Some(sel) => {
                 if sel.get_ref().is_empty() && self.compute.is_none() {
@@ -149,6 +149,9 @@ impl MapConfig {
         })
     }
 }
+
+/// An output field being laid out: name, slot, type, and the input position it moves from.
+type OutField = (String, Option<Slot>, Option<FieldType>, Option<usize>);
 
 fn unknown_field(ctx: &Ctx, key: &str, name: &Spanned<String>, input: &Schema) -> Diag {
     ctx.error(format!("unknown field `{}` in `{key}`", name.get_ref()))
