@@ -198,7 +198,7 @@ pub fn parse(name: &str, text: &str, overrides: &[String]) -> (Option<PipelineSp
 
 /// Deserializes a table into a config struct, reporting unknown keys (all of them) and type
 /// errors against `what`.
-fn typed<T: serde::de::DeserializeOwned>(
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(
     value: Spanned<DeValue<'_>>,
     what: &str,
     diags: &mut Vec<Diag>,
@@ -405,23 +405,6 @@ fn singular(kind: Kind) -> &'static str {
         Kind::Source => "source",
         Kind::Transform => "transform",
         Kind::Sink => "sink",
-    }
-}
-
-/// Deserializes a component body into its config struct (for [`components::parse`]).
-pub(crate) fn typed_component<T: serde::de::DeserializeOwned>(
-    body: Spanned<DeValue<'_>>,
-    what: &str,
-    diags: &mut Vec<Diag>,
-) -> Option<T> {
-    typed::<T>(body, what, diags)
-}
-
-/// The keys every component of `kind` takes besides its own.
-pub fn common_keys(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::Source => &["type"],
-        _ => &["type", "inputs"],
     }
 }
 

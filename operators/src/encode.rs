@@ -22,10 +22,8 @@
 //! assert_eq!(out, b",\"x,y\"\n");
 //! ```
 
-use std::io::Write;
-
 use crate::schema::{Record, Schema};
-use crate::time::format_rfc3339;
+use crate::time::write_rfc3339;
 use crate::value::Value;
 
 /// An output format.
@@ -139,7 +137,7 @@ fn json_value(v: &Value, out: &mut Vec<u8>) {
         }
         Value::Ts(t) => {
             out.push(b'"');
-            let _ = write!(out, "{}", format_rfc3339(*t));
+            write_rfc3339(*t, out);
             out.push(b'"');
         }
     }
@@ -150,16 +148,9 @@ fn csv_value(v: &Value, out: &mut Vec<u8>) {
         Value::Null => {}
         Value::Str(s) => csv_cell(s, out),
         Value::F64(f) if !f.is_finite() => {}
+        // RFC 3339 needs no quoting in CSV.
+        Value::Ts(t) => write_rfc3339(*t, out),
         other => json_value(other, out),
-    }
-    if let Value::Ts(_) = v {
-        // RFC 3339 needs no quoting in CSV: drop the JSON quotes.
-        let len = out.len();
-        if len >= 2 && out[len - 1] == b'"' {
-            out.pop();
-            let start = out.iter().rposition(|b| *b == b'"').unwrap_or(len - 1);
-            out.remove(start);
-        }
     }
 }
 

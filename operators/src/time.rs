@@ -131,17 +131,59 @@ pub fn parse_rfc3339(text: &str) -> Result<Micros, String> {
 /// Formats microseconds since the epoch as RFC 3339 in UTC, with milliseconds (or microseconds
 /// when they are not whole).
 pub fn format_rfc3339(t: Micros) -> String {
-    match chrono::DateTime::from_timestamp_micros(t) {
-        Some(d) => {
-            let precision = if t % 1000 == 0 {
-                chrono::SecondsFormat::Millis
-            } else {
-                chrono::SecondsFormat::Micros
-            };
-            d.to_rfc3339_opts(precision, true)
+    let mut out = Vec::with_capacity(27);
+    write_rfc3339(t, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends `t` as RFC 3339 in UTC (as [`format_rfc3339`]) without allocating.
+pub fn write_rfc3339(t: Micros, out: &mut Vec<u8>) {
+    let secs = t.div_euclid(1_000_000);
+    let micros = t.rem_euclid(1_000_000) as u32;
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
+    let (y, m, d) = civil_from_days(days);
+    fn pad(out: &mut Vec<u8>, v: u32, width: usize) {
+        let mut buf = [b'0'; 10];
+        let mut v = v;
+        for i in (0..width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
         }
-        None => t.to_string(),
+        out.extend_from_slice(&buf[..width]);
     }
+    pad(out, y.clamp(0, 9999) as u32, 4);
+    out.push(b'-');
+    pad(out, m, 2);
+    out.push(b'-');
+    pad(out, d, 2);
+    out.push(b'T');
+    pad(out, sod / 3600, 2);
+    out.push(b':');
+    pad(out, sod / 60 % 60, 2);
+    out.push(b':');
+    pad(out, sod % 60, 2);
+    out.push(b'.');
+    if micros % 1000 == 0 {
+        pad(out, micros / 1000, 3);
+    } else {
+        pad(out, micros, 6);
+    }
+    out.push(b'Z');
+}
+
+/// (year, month, day) of a day count since 1970-01-01, in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = (z - era * 146_097) as u64;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe as i64 + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// The current wall-clock time in microseconds since the epoch.
@@ -178,5 +220,19 @@ mod tests {
         assert_eq!(TimeFormat::EpochS.parse_str("1.5").unwrap(), 1_500_000);
         assert_eq!(TimeFormat::EpochUs.from_i64(7).unwrap(), 7);
         assert_eq!(format_rfc3339(1_000_001), "1970-01-01T00:00:01.000001Z");
+    }
+
+    #[test]
+    fn formatting_agrees_with_chrono() {
+        // Every day boundary over four centuries (leap years included), and odd instants.
+        let mut t: Micros = 0;
+        while t < 13_000_000_000_000_000 {
+            let want = chrono::DateTime::from_timestamp_micros(t)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            assert_eq!(format_rfc3339(t), want);
+            assert_eq!(parse_rfc3339(&want).unwrap(), t);
+            t += 86_400_000_000 + 3_723_004_000;
+        }
     }
 }

@@ -18,7 +18,7 @@ use weir_operators::schema::Schema;
 use weir_operators::suggest::did_you_mean;
 
 use crate::diag::{Diag, SourceText};
-use crate::spec::{typed_component, Kind};
+use crate::spec::{typed, Kind};
 
 pub mod decoding;
 pub mod file;
@@ -66,14 +66,14 @@ pub fn parse(
 ) -> Option<ComponentConfig> {
     use ComponentConfig as C;
     Some(match (kind, ty) {
-        (Kind::Source, "generator") => C::Generator(typed_component(body, what, diags)?),
-        (Kind::Source, "file") => C::FileSource(typed_component(body, what, diags)?),
-        (Kind::Source, "stdin") => C::Stdin(typed_component(body, what, diags)?),
-        (Kind::Transform, "filter") => C::Filter(typed_component(body, what, diags)?),
-        (Kind::Transform, "map") => C::Map(typed_component(body, what, diags)?),
-        (Kind::Sink, "stdout") => C::Stdout(typed_component(body, what, diags)?),
-        (Kind::Sink, "file") => C::FileSink(typed_component(body, what, diags)?),
-        (Kind::Sink, "null") => C::Null(typed_component(body, what, diags)?),
+        (Kind::Source, "generator") => C::Generator(typed(body, what, diags)?),
+        (Kind::Source, "file") => C::FileSource(typed(body, what, diags)?),
+        (Kind::Source, "stdin") => C::Stdin(typed(body, what, diags)?),
+        (Kind::Transform, "filter") => C::Filter(typed(body, what, diags)?),
+        (Kind::Transform, "map") => C::Map(typed(body, what, diags)?),
+        (Kind::Sink, "stdout") => C::Stdout(typed(body, what, diags)?),
+        (Kind::Sink, "file") => C::FileSink(typed(body, what, diags)?),
+        (Kind::Sink, "null") => C::Null(typed(body, what, diags)?),
         _ => return None,
     })
 }
