@@ -151,7 +151,7 @@ fn run(plan: &Plan, workers: Option<usize>) -> ExitCode {
             eprint!("{}", summary::render(&report));
             if report.failure.is_some() {
                 ExitCode::from(1)
-            } else if report.stopped && !stdout_closed() {
+            } else if report.stopped && !report.output_closed {
                 ExitCode::from(130)
             } else {
                 ExitCode::SUCCESS
@@ -162,10 +162,4 @@ fn run(plan: &Plan, workers: Option<usize>) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Whether the run stopped because its standard output was closed (`weir run ... | head`).
-fn stdout_closed() -> bool {
-    use std::io::Write;
-    std::io::stdout().flush().is_err()
 }

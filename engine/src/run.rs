@@ -41,6 +41,8 @@ pub struct RunReport {
     pub failure: Option<String>,
     /// Whether it was stopped early (Ctrl-C, closed output).
     pub stopped: bool,
+    /// Whether it stopped because its standard output was closed.
+    pub output_closed: bool,
     /// The default dead-letter file, when bad records went there.
     pub dead_letter_file: Option<PathBuf>,
 }
@@ -184,6 +186,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         elapsed,
         components,
         stopped: ctl.stopped() && failure.is_none(),
+        output_closed: ctl.output_closed(),
         failure,
         dead_letter_file,
     })

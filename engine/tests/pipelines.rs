@@ -423,3 +423,35 @@ fn ctrl_c_stops_cleanly_and_prints_the_summary() {
         "about 2000 events/s for 1.5s reached the sink: {row}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn closed_stdout_ends_the_run_quietly() {
+    let dir = workspace();
+    let p = write(dir.path(), "endless.toml", "[sources.s]\ntype = \"generator\"\nprofile = \"iot\"\n\n[sinks.o]\ntype = \"stdout\"\ninputs = [\"s\"]\n");
+    let bin = assert_cmd::cargo::cargo_bin("weir");
+    let out = std::process::Command::new("bash")
+        .current_dir(dir.path())
+        .arg("-c")
+        .arg(format!(
+            "'{}' run '{p}' | head -n 3 > head.txt; echo ${{PIPESTATUS[0]}}",
+            bin.display()
+        ))
+        .output()
+        .unwrap();
+    let status = String::from_utf8(out.stdout.clone()).unwrap();
+    assert_eq!(
+        status.trim(),
+        "0",
+        "weir's exit status when its reader closes the pipe: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("head.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+    assert!(stderr(&out).contains("stopped after"), "{}", stderr(&out));
+}

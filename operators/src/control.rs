@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Default)]
 pub struct RunControl {
     stop: Arc<AtomicBool>,
+    output_closed: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<String>>>,
 }
 
@@ -28,6 +29,18 @@ impl RunControl {
     /// Asks every source to stop; the run then drains and ends normally.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops the run because its standard output was closed (`weir run ... | head`): a normal
+    /// end, not an interruption.
+    pub fn close_output(&self) {
+        self.output_closed.store(true, Ordering::Relaxed);
+        self.stop();
+    }
+
+    /// Whether the run stopped because its standard output was closed.
+    pub fn output_closed(&self) -> bool {
+        self.output_closed.load(Ordering::Relaxed)
     }
 
     /// Whether a stop was asked for.

@@ -105,7 +105,7 @@ pub fn sink(
             if let Err(e) = w.write_all(&buf) {
                 broken = true;
                 if w.is_stdout && e.kind() == std::io::ErrorKind::BrokenPipe {
-                    ctl.stop();
+                    ctl.close_output();
                 } else {
                     ctl.fail(format!("sink `{name}` cannot write: {e}"));
                 }
