@@ -47,13 +47,19 @@ enum Open {
     Jsonl {
         reader: BufReader<File>,
         line_no: u64,
-        buf: String,
+        buf: Vec<u8>,
     },
-    Csv {
-        reader: csv::Reader<File>,
-        columns: Vec<Option<usize>>,
-        row: csv::StringRecord,
-    },
+    Csv(CsvFile),
+}
+
+/// An open CSV file's reading state.
+struct CsvFile {
+    reader: csv::Reader<File>,
+    /// Schema position of each column.
+    columns: Vec<Option<usize>>,
+    row: csv::StringRecord,
+    /// The delimiter, to show a bad row as it was written.
+    delimiter: char,
 }
 
 /// Builds the file source on this worker: returns (records, dead letters).
@@ -109,19 +115,7 @@ pub fn file_source<'s>(
                         batch,
                         &mut budget,
                     ),
-                    Open::Csv {
-                        reader,
-                        columns,
-                        row,
-                    } => read_csv(
-                        &spec.decode,
-                        reader,
-                        columns,
-                        row,
-                        shown,
-                        batch,
-                        &mut budget,
-                    ),
+                    Open::Csv(csv) => read_csv(&spec.decode, csv, shown, batch, &mut budget),
                 };
                 match finished {
                     Ok(true) => current = None,
@@ -146,7 +140,7 @@ fn open(spec: &FileSourceSpec, path: &PathBuf) -> Result<Open, String> {
         FileFormat::Jsonl => Open::Jsonl {
             reader: BufReader::with_capacity(1 << 16, file),
             line_no: 0,
-            buf: String::new(),
+            buf: Vec::new(),
         },
         FileFormat::Csv { delimiter } => {
             let mut reader = csv::ReaderBuilder::new()
@@ -156,72 +150,76 @@ fn open(spec: &FileSourceSpec, path: &PathBuf) -> Result<Open, String> {
                 .from_reader(file);
             let header = reader.headers().map_err(|e| e.to_string())?.clone();
             let columns = spec.decode.csv_columns(&header)?;
-            Open::Csv {
+            Open::Csv(CsvFile {
                 reader,
                 columns,
                 row: csv::StringRecord::new(),
-            }
+                delimiter: delimiter as char,
+            })
         }
     })
 }
 
-/// Reads up to `budget` lines; `Ok(true)` at the end of the file.
+/// Reads up to `budget` lines; `Ok(true)` at the end of the file. Lines are read as bytes, so
+/// a line that is not UTF-8 is one bad record and never disturbs the lines after it.
 fn read_jsonl(
     spec: &DecodeSpec,
     reader: &mut BufReader<File>,
     line_no: &mut u64,
-    buf: &mut String,
+    buf: &mut Vec<u8>,
     file: &str,
     batch: &mut Batch,
     budget: &mut usize,
 ) -> std::io::Result<bool> {
     while *budget > 0 {
         buf.clear();
-        let n = match reader.read_line(buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                // Not UTF-8: skip the rest of the line as one bad record.
-                *line_no += 1;
-                let mut raw = Vec::new();
-                reader.read_until(b'\n', &mut raw)?;
-                batch.accept(
-                    spec,
-                    Err("the line is not valid UTF-8".into()),
-                    file,
-                    *line_no,
-                    "",
-                );
-                *budget -= 1;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
+        if reader.read_until(b'\n', buf)? == 0 {
             return Ok(true);
         }
         *line_no += 1;
-        let line = buf.trim_end_matches(['\n', '\r']);
-        if line.trim().is_empty() {
+        let raw = trim_line_end(buf);
+        if raw.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let decoded = spec.decode_json(line, file, *line_no);
-        batch.accept(spec, decoded, file, *line_no, line);
         *budget -= 1;
+        match std::str::from_utf8(raw) {
+            Ok(line) => {
+                let decoded = spec.decode_json(line, file, *line_no);
+                batch.accept(spec, decoded, file, *line_no, line);
+            }
+            Err(_) => {
+                let shown = String::from_utf8_lossy(raw);
+                batch.accept(spec, Err(NOT_UTF8.into()), file, *line_no, &shown);
+            }
+        }
     }
     Ok(false)
 }
 
+/// The reason given for a line that is not UTF-8.
+pub(crate) const NOT_UTF8: &str = "the line is not valid UTF-8";
+
+/// A line without its `\n` or `\r\n`.
+pub(crate) fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
 fn read_csv(
     spec: &DecodeSpec,
-    reader: &mut csv::Reader<File>,
-    columns: &[Option<usize>],
-    row: &mut csv::StringRecord,
+    csv: &mut CsvFile,
     file: &str,
     batch: &mut Batch,
     budget: &mut usize,
 ) -> std::io::Result<bool> {
     while *budget > 0 {
         *budget -= 1;
+        let CsvFile {
+            reader,
+            columns,
+            row,
+            delimiter,
+        } = csv;
         match reader.read_record(row) {
             Ok(false) => return Ok(true),
             Ok(true) => {
@@ -231,7 +229,9 @@ fn read_csv(
                 }
                 let decoded = spec.decode_csv(row, columns, file, line);
                 let raw = if decoded.is_err() {
-                    row.iter().collect::<Vec<_>>().join(",")
+                    row.iter()
+                        .collect::<Vec<_>>()
+                        .join(&String::from(*delimiter))
                 } else {
                     String::new()
                 };
@@ -247,4 +247,117 @@ fn read_csv(
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::OnError;
+    use crate::schema::{Field, Record, Schema};
+    use crate::time::TimeFormat;
+    use crate::value::{FieldType, Value};
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::Capture;
+
+    /// Runs the source over `files` on `workers` workers; returns (records, dead letters).
+    fn read(
+        files: Vec<(PathBuf, String)>,
+        format: FileFormat,
+        workers: usize,
+    ) -> (Vec<Record>, Vec<Record>) {
+        let schema = Schema::new(vec![
+            Field::new("ts", FieldType::Timestamp),
+            Field::new("v", FieldType::I64),
+        ]);
+        let mut fields = vec![Field::new("id", FieldType::String)];
+        fields.extend(schema.fields);
+        let schema = Schema::new(fields).with_time("ts").with_id("id");
+        let decode = DecodeSpec::new(
+            "src",
+            schema,
+            TimeFormat::EpochMs,
+            true,
+            OnError::DeadLetter,
+        );
+        let spec = Arc::new(FileSourceSpec {
+            decode: Arc::new(decode),
+            files,
+            format,
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let tx = tx.lock().unwrap().clone();
+            let spec = Arc::clone(&spec);
+            worker.dataflow::<Time, _, _>(|scope| {
+                let (r, d) = file_source(scope, "src", spec, RunControl::default(), Arc::default());
+                r.capture_into(tx.clone());
+                d.capture_into(tx);
+            });
+        })
+        .unwrap()
+        .join();
+        // Two captures per worker, interleaved: tell them apart by width.
+        let all: Vec<Record> = rx.extract().into_iter().flat_map(|(_, r)| r).collect();
+        let (mut good, mut dead): (Vec<Record>, Vec<Record>) =
+            all.into_iter().partition(|r| r.values.len() == 3);
+        good.sort();
+        dead.sort();
+        (good, dead)
+    }
+
+    fn file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> (PathBuf, String) {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        (p, name.to_string())
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_one_bad_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(&dir, "a.jsonl", b"{\"ts\": 1, \"v\": 1}\n{\"ts\": 2, \"v\": \"\xff\"}\r\n{\"ts\": 3, \"v\": 3}\n\n{\"ts\": 4, \"v\": 4}");
+        let (good, dead) = read(vec![f], FileFormat::Jsonl, 1);
+        let ids: Vec<&str> = good.iter().map(|r| r.values[0].as_str().unwrap()).collect();
+        assert_eq!(ids, vec!["src:a.jsonl:1", "src:a.jsonl:3", "src:a.jsonl:5"]);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].values[2], Value::U64(2));
+        assert_eq!(dead[0].values[3], Value::Str(NOT_UTF8.into()));
+        assert_eq!(
+            dead[0].values[4],
+            Value::Str("{\"ts\": 2, \"v\": \"\u{fffd}\"}".into())
+        );
+    }
+
+    #[test]
+    fn bad_csv_rows_keep_their_delimiter_and_the_next_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(&dir, "a.tsv", b"ts\tv\n1\tx\n2\t2\n3\t\xff\n4\t4\n");
+        let (good, dead) = read(vec![f], FileFormat::Csv { delimiter: b'\t' }, 1);
+        let vs: Vec<&Value> = good.iter().map(|r| &r.values[2]).collect();
+        assert_eq!(vs, vec![&Value::I64(2), &Value::I64(4)]);
+        assert_eq!(dead.len(), 2);
+        assert_eq!(dead[0].values[4], Value::Str("1\tx".into()));
+        assert_eq!(
+            dead[1].values[2],
+            Value::U64(4),
+            "the non-UTF-8 row is line 4"
+        );
+    }
+
+    #[test]
+    fn files_are_shared_out_without_loss_on_any_number_of_workers() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<_> = (0..5)
+            .map(|k| {
+                let text: String = (0..100)
+                    .map(|i| format!("{{\"ts\": {i}, \"v\": {}}}\n", k * 1000 + i))
+                    .collect();
+                file(&dir, &format!("p{k}.jsonl"), text.as_bytes())
+            })
+            .collect();
+        let one = read(files.clone(), FileFormat::Jsonl, 1);
+        assert_eq!(one.0.len(), 500);
+        assert_eq!(one, read(files.clone(), FileFormat::Jsonl, 2));
+        assert_eq!(one, read(files, FileFormat::Jsonl, 3));
+    }
 }

@@ -369,3 +369,86 @@ mod tests {
         assert_ne!(a.event(0, 0), b.event(0, 0));
     }
 }
+
+#[cfg(test)]
+mod operator_tests {
+    use super::*;
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::Capture;
+
+    #[test]
+    fn workers_share_the_events_without_duplicates_or_gaps() {
+        for workers in [1, 2, 3] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let tx = std::sync::Mutex::new(tx);
+            timely::execute(timely::Config::process(workers), move |worker| {
+                let tx = tx.lock().unwrap().clone();
+                let spec = GeneratorSpec {
+                    events: Some(10_001),
+                    start: Some(0),
+                    interval: Some(10),
+                    ..GeneratorSpec::new(Profile::Iot)
+                };
+                worker.dataflow::<Time, _, _>(|scope| {
+                    generator(
+                        scope,
+                        "g",
+                        spec,
+                        RunClock::now(),
+                        RunControl::default(),
+                        Arc::default(),
+                    )
+                    .capture_into(tx);
+                });
+            })
+            .unwrap()
+            .join();
+            let mut ids: Vec<u64> = rx
+                .extract()
+                .into_iter()
+                .flat_map(|(_, r)| r)
+                .map(|r| r.values[0].as_u64().unwrap())
+                .collect();
+            ids.sort();
+            assert_eq!(ids, (0..10_001).collect::<Vec<_>>(), "{workers} workers");
+        }
+    }
+
+    #[test]
+    fn event_times_follow_the_interval_and_never_precede_the_capability() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        timely::execute(timely::Config::process(2), move |worker| {
+            let tx = tx.lock().unwrap().clone();
+            let spec = GeneratorSpec {
+                events: Some(20_000),
+                start: Some(5_000),
+                interval: Some(3),
+                ..GeneratorSpec::new(Profile::Clickstream)
+            };
+            worker.dataflow::<Time, _, _>(|scope| {
+                generator(
+                    scope,
+                    "g",
+                    spec,
+                    RunClock::now(),
+                    RunControl::default(),
+                    Arc::default(),
+                )
+                .capture_into(tx);
+            });
+        })
+        .unwrap()
+        .join();
+        for (time, records) in rx.extract() {
+            for r in records {
+                let (i, ts) = (r.values[0].as_u64().unwrap(), r.values[1].as_ts().unwrap());
+                assert_eq!(ts, 5_000 + 3 * i as i64);
+                assert!(
+                    ts as u64 >= time,
+                    "a record's event time is not behind its timely time"
+                );
+            }
+        }
+    }
+}

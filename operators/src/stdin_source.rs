@@ -12,6 +12,7 @@ use timely::dataflow::Scope;
 
 use crate::control::RunControl;
 use crate::decode::DecodeSpec;
+use crate::file_source::{trim_line_end, NOT_UTF8};
 use crate::metrics::ComponentMetrics;
 use crate::reading::{reading_source, Batch, Progress};
 use crate::{Records, Time};
@@ -31,7 +32,8 @@ pub fn stdin_source<'s>(
     let worker = scope.worker().clone();
     let decode = Arc::clone(&spec);
     reading_source(scope, name, ctl, metrics, move |address| {
-        let rx: Option<Receiver<Vec<u8>>> = reads.then(|| {
+        // Chunks of whole lines, or the read error that ended the input.
+        let rx: Option<Receiver<Result<Vec<u8>, String>>> = reads.then(|| {
             let (tx, rx) = sync_channel(CHUNKS_IN_FLIGHT);
             let wake = worker.sync_activator_for(address.to_vec());
             std::thread::Builder::new()
@@ -42,20 +44,27 @@ pub fn stdin_source<'s>(
                     let mut buf = vec![0u8; 1 << 16];
                     loop {
                         let n = match stdin.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
+                            Ok(0) => break,
                             Ok(n) => n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            Err(e) => {
+                                // Not the end of the input: the run must not pass it off as one.
+                                let _ = tx.send(Err(format!("cannot read standard input: {e}")));
+                                let _ = wake.activate();
+                                return;
+                            }
                         };
                         pending.extend_from_slice(&buf[..n]);
                         if let Some(nl) = pending.iter().rposition(|b| *b == b'\n') {
                             let rest = pending.split_off(nl + 1);
-                            if tx.send(std::mem::replace(&mut pending, rest)).is_err() {
+                            if tx.send(Ok(std::mem::replace(&mut pending, rest))).is_err() {
                                 return;
                             }
                             let _ = wake.activate();
                         }
                     }
                     if !pending.is_empty() {
-                        let _ = tx.send(pending);
+                        let _ = tx.send(Ok(pending));
                     }
                     drop(tx);
                     let _ = wake.activate();
@@ -70,31 +79,36 @@ pub fn stdin_source<'s>(
             };
             for _ in 0..4 {
                 match rx.try_recv() {
-                    Ok(chunk) => {
+                    Ok(Ok(chunk)) => {
+                        // Every chunk but the last ends with a newline; drop the empty tail.
+                        let chunk = chunk.strip_suffix(b"\n").unwrap_or(&chunk);
                         for raw in chunk.split(|b| *b == b'\n') {
                             line_no += 1;
-                            if raw.iter().all(|b| b.is_ascii_whitespace()) {
+                            let raw = trim_line_end(raw);
+                            if raw.iter().all(u8::is_ascii_whitespace) {
                                 continue;
                             }
                             match std::str::from_utf8(raw) {
                                 Ok(line) => {
-                                    let line = line.trim_end_matches('\r');
                                     let d = decode.decode_json(line, "stdin", line_no);
                                     batch.accept(&decode, d, "stdin", line_no, line);
                                 }
-                                Err(_) => batch.accept(
-                                    &decode,
-                                    Err("the line is not valid UTF-8".into()),
-                                    "stdin",
-                                    line_no,
-                                    "",
-                                ),
+                                Err(_) => {
+                                    let shown = String::from_utf8_lossy(raw);
+                                    batch.accept(
+                                        &decode,
+                                        Err(NOT_UTF8.into()),
+                                        "stdin",
+                                        line_no,
+                                        &shown,
+                                    );
+                                }
                             }
                         }
-                        // `split` yields an empty piece after the final newline.
-                        if chunk.last() == Some(&b'\n') {
-                            line_no -= 1;
-                        }
+                    }
+                    Ok(Err(e)) => {
+                        batch.failure = Some(format!("source `{}`: {e}", decode.source));
+                        return Progress::Done;
                     }
                     Err(TryRecvError::Empty) => return Progress::Waiting,
                     Err(TryRecvError::Disconnected) => return Progress::Done,
