@@ -154,7 +154,7 @@ enum Node {
     Arith(ArithOp, Num, Box<Node>, Box<Node>),
     Neg(Num, Box<Node>),
     Concat(Vec<Node>),
-    InList(CmpKind, Box<Node>, Vec<Node>, bool),
+    InList(Box<Node>, Vec<(CmpKind, Node)>, bool),
     Like(Box<Node>, Vec<LikeToken>, bool),
     Case(Vec<(Node, Node)>, Box<Node>),
     Cast(Box<Node>, FieldType),
@@ -409,24 +409,18 @@ impl Compiler<'_> {
                 negated,
                 ..
             } => {
-                let (x, tx) = self.compile(expr)?;
+                let (mut x, tx) = self.compile(expr)?;
+                // Each item is compared as `x = item` would be; only a string constant `x`
+                // changes (to a timestamp), the same way for every timestamp item.
                 let mut items = Vec::with_capacity(list.len());
-                let mut kind = CmpKind::Exact;
-                let mut x_node = x.clone();
                 for item in list {
                     let (n, t) = self.compile(item)?;
-                    let (xn, n, k) = self.comparable(item, x.clone(), tx, n, t)?;
-                    if let CmpKind::Num(_) = k {
-                        kind = CmpKind::Num(Num::F64);
-                    }
-                    x_node = xn;
-                    items.push(n);
-                }
-                if kind != CmpKind::Exact {
-                    x_node = x;
+                    let (xn, n, kind) = self.comparable(item, x.clone(), tx, n, t)?;
+                    x = xn;
+                    items.push((kind, n));
                 }
                 Ok((
-                    Node::InList(kind, boxed(x_node), items, *negated),
+                    Node::InList(boxed(x), items, *negated),
                     Some(FieldType::Bool),
                 ))
             }
@@ -1070,14 +1064,14 @@ fn eval_bool(n: &Node, row: &[Value]) -> Option<bool> {
             let vb = eval_ref(b, row, &mut tb);
             compare(*kind, va, vb).map(|o| apply_cmp(*op, o))
         }
-        Node::InList(kind, x, items, negated) => {
+        Node::InList(x, items, negated) => {
             let mut t = Value::Null;
             let v = eval_ref(x, row, &mut t);
             if v.is_null() {
                 return None;
             }
             let mut saw_null = false;
-            for item in items {
+            for (kind, item) in items {
                 let mut ti = Value::Null;
                 match compare(*kind, v, eval_ref(item, row, &mut ti)) {
                     Some(std::cmp::Ordering::Equal) => return Some(!negated),
@@ -1421,6 +1415,14 @@ mod tests {
         assert_eq!(ev("battery NOT BETWEEN 40 AND 50"), Value::Bool(false));
         assert_eq!(ev("kind IN ('status', 'reading')"), Value::Bool(true));
         assert_eq!(ev("battery IN (1, 2.5)"), Value::Bool(false));
+        assert_eq!(ev("battery IN (40.0)"), Value::Bool(true));
+        // Integers beyond f64's 2^53 stay exact.
+        assert_eq!(
+            ev("9007199254740992 IN (9007199254740993)"),
+            Value::Bool(false)
+        );
+        assert_eq!(ev("n IN (7, NULL)"), Value::Bool(true));
+        assert_eq!(ev("n IN (8, NULL)"), Value::Null);
         assert_eq!(ev("kind LIKE 're%g'"), Value::Bool(true));
         assert_eq!(ev("kind LIKE 'r_a%'"), Value::Bool(true));
         assert_eq!(ev("kind NOT LIKE '%x%'"), Value::Bool(true));
