@@ -79,13 +79,6 @@ pub struct Plan {
     pub nodes: Vec<Node>,
 }
 
-impl Plan {
-    /// The node index of an id.
-    pub fn find(&self, id: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.id == id)
-    }
-}
-
 /// Validates and compiles a parsed pipeline. `file_stem` names the pipeline when it has no
 /// `name`. Returns the plan (when there are no errors) and every diagnostic, warnings included.
 pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
@@ -213,25 +206,13 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             }
             let port = match port {
                 None => Port::Main,
-                Some("dead_letter")
-                    if matches!(target.ty.as_str(), "file" | "stdin")
-                        && target.kind == Kind::Source =>
-                {
-                    Port::DeadLetter
-                }
+                Some("dead_letter") if reads_input(target) => Port::DeadLetter,
                 Some(p) => {
-                    let ports: &[&str] = if matches!(target.ty.as_str(), "file" | "stdin")
-                        && target.kind == Kind::Source
-                    {
-                        &["dead_letter"]
-                    } else {
-                        &[]
-                    };
                     diags.push(
                         Diag::error(format!("`{}` has no output `{p}`", target.id))
                             .component(c.qualified())
                             .at(span.clone())
-                            .help(if ports.is_empty() {
+                            .help(if !reads_input(target) {
                                 format!(
                                     "`{}` has only its main output: write `{}`",
                                     target.id, target.id
@@ -444,6 +425,11 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
     )
 }
 
+/// Whether a component is a source that reads external input, and so has a dead-letter output.
+fn reads_input(c: &crate::spec::Component) -> bool {
+    c.kind == Kind::Source && matches!(c.ty.as_str(), "file" | "stdin")
+}
+
 /// `<name>.deadletter.jsonl`, with the name made safe for a file name.
 pub fn default_dead_letter_path(name: &str) -> PathBuf {
     let safe: String = name
@@ -577,15 +563,7 @@ fn report_cycles(
 
 /// Renders the plan for `weir graph` and summaries: `id (type)`.
 pub fn label(node: &Node) -> String {
-    format!("{} ({} {})", node.id, node.ty, singular(node.kind))
-}
-
-fn singular(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Source => "source",
-        Kind::Transform => "transform",
-        Kind::Sink => "sink",
-    }
+    format!("{} ({} {})", node.id, node.ty, node.kind.singular())
 }
 
 /// Everything a caller needs from a pipeline file: parse, validate and plan.

@@ -39,6 +39,15 @@ impl Kind {
         }
     }
 
+    /// One component of this section: "source", "transform" or "sink".
+    pub fn singular(self) -> &'static str {
+        match self {
+            Kind::Source => "source",
+            Kind::Transform => "transform",
+            Kind::Sink => "sink",
+        }
+    }
+
     /// The component types this section accepts.
     pub fn types(self) -> &'static [&'static str] {
         match self {
@@ -133,16 +142,8 @@ pub fn parse(name: &str, text: &str, overrides: &[String]) -> (Option<PipelineSp
         let doc = format!("{}x={raw}", " ".repeat(value_span.start.saturating_sub(2)));
         placed.push((arg, line, value_span, doc));
     }
-    let all_text = source.text.clone();
     for (arg, line, value_span, doc) in &placed {
-        if let Err(d) = apply_override(
-            &mut root,
-            arg,
-            doc,
-            &all_text,
-            line.clone(),
-            value_span.clone(),
-        ) {
+        if let Err(d) = apply_override(&mut root, arg, doc, line.clone(), value_span.clone()) {
             diags.push(d);
         }
     }
@@ -323,14 +324,14 @@ fn component(
             .iter()
             .find(|k| **k != kind && k.types().contains(&ty.as_str()));
         diags.push(
-            Diag::error(format!("unknown {} type `{ty}`", singular(kind)))
+            Diag::error(format!("unknown {} type `{ty}`", kind.singular()))
                 .component(&qualified)
                 .at(ty_span)
                 .help(
                     match (elsewhere, did_you_mean(&ty, kind.types().iter().copied())) {
                         (Some(k), _) => format!(
                             "`{ty}` is a {} type: declare it as [{}.{id}]",
-                            singular(*k),
+                            k.singular(),
                             k.section()
                         ),
                         (None, Some(s)) => format!("did you mean `{s}`?"),
@@ -400,19 +401,10 @@ fn component(
     })
 }
 
-fn singular(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Source => "source",
-        Kind::Transform => "transform",
-        Kind::Sink => "sink",
-    }
-}
-
 fn apply_override<'a>(
     root: &mut DeTable<'a>,
     arg: &str,
     doc: &'a str,
-    all_text: &str,
     line: Range<usize>,
     value_span: Range<usize>,
 ) -> Result<(), Diag> {
@@ -429,19 +421,10 @@ fn apply_override<'a>(
     }
     // The value: TOML if it parses as TOML, else the text as a string. Spans point into the
     // command-line text (the doc is padded so its offsets are those of `all_text`).
-    let _ = raw;
-    let value = {
-        match DeTable::parse(doc) {
-            Ok(t) => t.into_inner().into_iter().next().map(|(_, v)| v),
-            Err(_) => None,
-        }
-        .unwrap_or_else(|| {
-            Spanned::new(
-                value_span.clone(),
-                DeValue::String(Cow::Owned(all_text[value_span.clone()].to_string())),
-            )
-        })
-    };
+    let value = DeTable::parse(doc)
+        .ok()
+        .and_then(|t| t.into_inner().into_iter().next().map(|(_, v)| v))
+        .unwrap_or_else(|| Spanned::new(value_span, DeValue::String(Cow::Owned(raw.to_string()))));
     let mut table = root;
     for (depth, key) in keys.iter().enumerate() {
         let last = depth + 1 == keys.len();

@@ -25,18 +25,15 @@ fn every_bundled_pipeline_validates_and_runs() {
         let v = weir(dir.path(), &["validate", &path], "");
         ok(&v);
         assert!(stderr(&v).contains("is valid"), "{p}: {}", stderr(&v));
-        // Bounded: the generators are bounded already; cap them lower to keep the test quick.
+        // The generators are bounded already; cap them lower to keep the test quick.
         let mut args = vec!["run".to_string(), path.clone()];
         let text = std::fs::read_to_string(root().join("pipelines").join(&p)).unwrap();
-        for line in text.lines() {
-            if let Some(id) = line
-                .strip_prefix("[sources.")
-                .and_then(|l| l.strip_suffix(']'))
-            {
-                if text.contains("type = \"generator\"") {
-                    args.push("--set".into());
-                    args.push(format!("sources.{id}.events=20000"));
-                }
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+        let sources = doc["sources"].as_table().unwrap();
+        for (id, source) in sources {
+            if source["type"].as_str() == Some("generator") {
+                args.push("--set".into());
+                args.push(format!("sources.{id}.events=20000"));
             }
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -22,12 +22,9 @@
 
 use std::sync::Arc;
 
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
-
+use crate::batch::per_batch;
 use crate::expr::Expr;
 use crate::metrics::ComponentMetrics;
-use crate::schema::Record;
 use crate::Records;
 
 /// Builds a filter over `input`.
@@ -37,21 +34,7 @@ pub fn filter<'s>(
     condition: Arc<Expr>,
     metrics: Arc<ComponentMetrics>,
 ) -> Records<'s> {
-    input.unary::<timely::container::CapacityContainerBuilder<Vec<Record>>, _, _, _>(
-        Pipeline,
-        name,
-        move |_cap, _info| {
-            move |input, output| {
-                input.for_each(|cap, data: &mut Vec<Record>| {
-                    let before = data.len();
-                    data.retain(|r| condition.eval_bool(&r.values) == Some(true));
-                    metrics.add_in(before as u64);
-                    metrics.add_out(data.len() as u64);
-                    if !data.is_empty() {
-                        output.session(&cap).give_container(data);
-                    }
-                });
-            }
-        },
-    )
+    per_batch(input, name, metrics, move |data| {
+        data.retain(|r| condition.eval_bool(&r.values) == Some(true))
+    })
 }

@@ -125,6 +125,17 @@ impl GeneratorSpec {
         }
     }
 
+    /// The event time of event `i`, given that of event 0, when the configuration fixes it:
+    /// `start + i * interval`, or the event's scheduled send time `start + i / rate`. `None`
+    /// when it is the wall clock at generation.
+    pub fn event_time(&self, i: u64, start: Micros) -> Option<Micros> {
+        match (self.interval, self.rate) {
+            (Some(iv), _) => Some(start.saturating_add((i as i64).saturating_mul(iv))),
+            (None, Some(rate)) => Some(start.saturating_add((i as f64 * 1e6 / rate) as i64)),
+            (None, None) => None,
+        }
+    }
+
     /// Event `i`, with event time `ts`.
     pub fn event(&self, i: u64, ts: Micros) -> Record {
         let h = mix(self.seed ^ mix(i.wrapping_add(0x9E37_79B9_7F4A_7C15)));
@@ -278,12 +289,7 @@ pub fn generator<'s>(
                 let wall = crate::time::now_micros();
                 let mut session = output.session(c);
                 while next < end {
-                    let ts = match (spec.interval, ns_per_event) {
-                        (Some(iv), _) => start_ts.saturating_add((next as i64).saturating_mul(iv)),
-                        (None, Some(ns)) => start_ts + (next as f64 * ns / 1000.0) as i64,
-                        (None, None) => wall,
-                    };
-                    let ts = ts.max(last_ts);
+                    let ts = spec.event_time(next, start_ts).unwrap_or(wall).max(last_ts);
                     last_ts = ts;
                     session.give(spec.event(next, ts));
                     produced += 1;
@@ -296,12 +302,10 @@ pub fn generator<'s>(
                 return;
             }
             // The next event's time bounds everything this worker will still send.
-            let next_ts = match (spec.interval, ns_per_event) {
-                (Some(iv), _) => start_ts.saturating_add((next as i64).saturating_mul(iv)),
-                (None, Some(ns)) => start_ts + (next as f64 * ns / 1000.0) as i64,
-                (None, None) => last_ts,
-            }
-            .max(last_ts);
+            let next_ts = spec
+                .event_time(next, start_ts)
+                .unwrap_or(last_ts)
+                .max(last_ts);
             c.downgrade(&(next_ts.max(0) as Time));
             match ns_per_event {
                 Some(ns) if next >= due => {

@@ -13,6 +13,7 @@ pub mod suggest;
 pub mod time;
 pub mod value;
 
+mod batch;
 pub mod control;
 pub mod decode;
 pub mod encode;

@@ -19,9 +19,7 @@
 
 use std::sync::Arc;
 
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
-
+use crate::batch::per_batch;
 use crate::expr::Expr;
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
@@ -112,23 +110,12 @@ pub fn map<'s>(
     spec: Arc<MapSpec>,
     metrics: Arc<ComponentMetrics>,
 ) -> Records<'s> {
-    input.unary::<timely::container::CapacityContainerBuilder<Vec<Record>>, _, _, _>(
-        Pipeline,
-        name,
-        move |_cap, _info| {
-            let mut scratch = MapScratch::default();
-            move |input, output| {
-                input.for_each(|cap, data: &mut Vec<Record>| {
-                    for r in data.iter_mut() {
-                        spec.apply(r, &mut scratch);
-                    }
-                    metrics.add_in(data.len() as u64);
-                    metrics.add_out(data.len() as u64);
-                    output.session(&cap).give_container(data);
-                });
-            }
-        },
-    )
+    let mut scratch = MapScratch::default();
+    per_batch(input, name, metrics, move |data| {
+        for r in data.iter_mut() {
+            spec.apply(r, &mut scratch);
+        }
+    })
 }
 
 #[cfg(test)]

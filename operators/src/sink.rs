@@ -88,9 +88,9 @@ pub fn sink(
     metrics: Arc<ComponentMetrics>,
 ) {
     let mut buf = Vec::new();
-    let name = name.to_string();
+    let id = name.to_string();
     let mut broken = false;
-    input.sink(Pipeline, &name.clone(), move |(input, _frontier)| {
+    input.sink(Pipeline, name, move |(input, _frontier)| {
         let mut n = 0u64;
         input.for_each(|_cap, data: &mut Vec<Record>| {
             n += data.len() as u64;
@@ -107,7 +107,7 @@ pub fn sink(
                 if w.is_stdout && e.kind() == std::io::ErrorKind::BrokenPipe {
                     ctl.close_output();
                 } else {
-                    ctl.fail(format!("sink `{name}` cannot write: {e}"));
+                    ctl.fail(format!("sink `{id}` cannot write: {e}"));
                 }
             } else {
                 metrics.add_out(n);
