@@ -203,10 +203,11 @@ impl Ord for Value {
             (U64(a), I64(b)) => cmp_i64_u64(*b, *a).reverse(),
             (Str(a), Str(b)) => a.cmp(b),
             (Ts(a), Ts(b)) => a.cmp(b),
-            (a, b) if a.rank() == 2 && b.rank() == 2 => {
-                let (x, y) = (a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
-                x.total_cmp(&y)
-            }
+            (F64(a), F64(b)) => a.total_cmp(b),
+            (I64(a), F64(b)) => cmp_int_f64(i128::from(*a), *b),
+            (U64(a), F64(b)) => cmp_int_f64(i128::from(*a), *b),
+            (F64(a), I64(b)) => cmp_int_f64(i128::from(*b), *a).reverse(),
+            (F64(a), U64(b)) => cmp_int_f64(i128::from(*b), *a).reverse(),
             (a, b) => a.rank().cmp(&b.rank()),
         }
     }
@@ -218,6 +219,20 @@ fn cmp_i64_u64(a: i64, b: u64) -> Ordering {
     } else {
         (a as u64).cmp(&b)
     }
+}
+
+/// Compares an integer with a float exactly (no rounding of the integer to f64); NaN sorts
+/// after every number.
+fn cmp_int_f64(a: i128, b: f64) -> Ordering {
+    if b.is_nan() {
+        return Ordering::Less;
+    }
+    let rough = (a as f64).total_cmp(&b);
+    if rough != Ordering::Equal {
+        return rough;
+    }
+    // `a` rounds to `b`, so `b` is a whole number within 2^64: compare exactly.
+    a.cmp(&(b as i128))
 }
 
 impl PartialOrd for Value {
@@ -283,6 +298,16 @@ mod tests {
         assert!(Value::I64(-1) < Value::U64(0));
         assert!(Value::F64(2.5) < Value::I64(3));
         assert!(Value::Null < Value::Bool(false));
+        assert!(Value::F64(f64::NAN) > Value::I64(i64::MAX));
+        // Exact beyond 2^53, so the order stays transitive.
+        let big = 1i64 << 53;
+        assert_eq!(Value::I64(big), Value::F64(big as f64));
+        assert!(Value::I64(big + 1) > Value::F64(big as f64));
+        assert!(
+            Value::U64(u64::MAX) < Value::F64(u64::MAX as f64),
+            "2^64 - 1 < 2^64"
+        );
+        assert!(Value::F64(-0.5) < Value::I64(0));
     }
 
     #[test]
