@@ -182,11 +182,17 @@ impl Expr {
                 help: Some("write a SQL expression, such as `temperature > 30.0`".into()),
             });
         }
-        let parsed = Parser::new(&GenericDialect {})
+        let parsed = Expr::parse(text)?;
+        Expr::compile_parsed(text, &parsed, schema)
+    }
+
+    /// Parses `text` as one SQL expression, without compiling it (for callers, such as window
+    /// aggregates, that take a SQL form apart before compiling its pieces).
+    pub fn parse(text: &str) -> Result<sql::Expr, ExprError> {
+        Parser::new(&GenericDialect {})
             .try_with_sql(text)
             .and_then(|mut p| {
                 let e = p.parse_expr()?;
-                // Anything after the expression is an error too.
                 let next = p.peek_token();
                 if next.token != sqlparser::tokenizer::Token::EOF {
                     return Err(sqlparser::parser::ParserError::ParserError(format!(
@@ -196,10 +202,29 @@ impl Expr {
                 }
                 Ok(e)
             })
-            .map_err(|e| parse_error(text, e))?;
+            .map_err(|e| parse_error(text, e))
+    }
+
+    /// Compiles an expression parsed from `text` (or a part of one) against `schema`; error
+    /// spans are byte ranges within `text`.
+    pub fn compile_parsed(
+        text: &str,
+        parsed: &sql::Expr,
+        schema: &Schema,
+    ) -> Result<Expr, ExprError> {
         let mut c = Compiler { text, schema };
-        let (node, ty) = c.compile(&parsed)?;
+        let (node, ty) = c.compile(parsed)?;
         Ok(Expr { node, ty })
+    }
+
+    /// The byte range of a parsed (sub)expression within the `text` it was parsed from.
+    pub fn span_in(text: &str, parsed: &impl Spanned) -> Range<usize> {
+        let schema = Schema::default();
+        Compiler {
+            text,
+            schema: &schema,
+        }
+        .span_of(parsed)
     }
 
     /// The type of the expression's value (`None` when it is always NULL).
