@@ -13,6 +13,8 @@ use timely::dataflow::Scope;
 
 use crate::control::RunControl;
 use crate::decode::DecodeSpec;
+use crate::epochs::Mode;
+use crate::generator::RunClock;
 use crate::metrics::ComponentMetrics;
 use crate::reading::{reading_source, Batch, Progress};
 use crate::{Records, Time};
@@ -67,11 +69,13 @@ pub fn file_source<'s>(
     scope: Scope<'s, Time>,
     name: &str,
     spec: Arc<FileSourceSpec>,
+    mode: Mode,
+    clock: RunClock,
     ctl: RunControl,
     metrics: Arc<ComponentMetrics>,
 ) -> (Records<'s>, Records<'s>) {
     let (index, peers) = (scope.index(), scope.peers());
-    reading_source(scope, name, ctl, metrics, move |_address| {
+    reading_source(scope, name, mode, clock, ctl, metrics, move |_address| {
         let mut mine = spec
             .files
             .iter()
@@ -89,7 +93,11 @@ pub fn file_source<'s>(
                         return Progress::Done;
                     };
                     match open(&spec, &path) {
-                        Ok(o) => current = Some((shown, o)),
+                        Ok(o) => {
+                            batch.start_partition();
+                            batch.later_partitions = mine.len() > 0;
+                            current = Some((shown, o));
+                        }
                         Err(e) => {
                             batch.failure = Some(format!(
                                 "source `{}`: cannot read {}: {e}",
@@ -290,7 +298,15 @@ mod tests {
             let tx = tx.lock().unwrap().clone();
             let spec = Arc::clone(&spec);
             worker.dataflow::<Time, _, _>(|scope| {
-                let (r, d) = file_source(scope, "src", spec, RunControl::default(), Arc::default());
+                let (r, d) = file_source(
+                    scope,
+                    "src",
+                    spec,
+                    Mode::Continuous,
+                    RunClock::now(),
+                    RunControl::default(),
+                    Arc::default(),
+                );
                 r.capture_into(tx.clone());
                 d.capture_into(tx);
             });

@@ -27,6 +27,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::Scope;
 
 use crate::control::RunControl;
+use crate::epochs::{Epochs, Mode};
 use crate::metrics::ComponentMetrics;
 use crate::schema::{Field, Record, Schema};
 use crate::value::{FieldType, Micros, Value};
@@ -248,14 +249,23 @@ impl RunClock {
             wall: crate::time::now_micros(),
         }
     }
+
+    /// The wall-clock time now, in microseconds since the epoch, read from the monotonic clock
+    /// (so it never goes backwards during a run).
+    pub fn now_micros(&self) -> Micros {
+        self.wall + self.instant.elapsed().as_micros() as Micros
+    }
 }
 
-/// Builds the generator operator on this worker's scope.
+/// Builds the generator operator on this worker's scope. In micro-batch mode (see
+/// [`epochs`](crate::epochs)) it generates events when they are due, as in continuous mode, but
+/// holds them back until the batch is released.
 pub fn generator<'s>(
     scope: Scope<'s, Time>,
     name: &str,
     spec: GeneratorSpec,
     clock: RunClock,
+    mode: Mode,
     ctl: RunControl,
     metrics: Arc<ComponentMetrics>,
 ) -> Records<'s> {
@@ -268,13 +278,12 @@ pub fn generator<'s>(
         let mut next = worker; // next index this worker generates
         let mut last_ts: Micros = 0;
         let ns_per_event = spec.rate.map(|r| 1e9 / r);
+        let mut epochs = Epochs::new(mode, clock);
+        let mut pending: Vec<Record> = Vec::new();
         move |output| {
             let Some(c) = cap.as_mut() else { return };
             let limit = spec.events.unwrap_or(u64::MAX);
-            if ctl.stopped() || next >= limit {
-                cap = None;
-                return;
-            }
+            let stopped = ctl.stopped();
             // How far may this activation go?
             let due = match ns_per_event {
                 Some(ns) => {
@@ -283,38 +292,66 @@ pub fn generator<'s>(
                 }
                 None => u64::MAX,
             };
-            let end = due.min(limit).min(next.saturating_add(BATCH * peers));
+            let room = if epochs.continuous() {
+                BATCH
+            } else {
+                (Epochs::MAX_BATCH - pending.len().min(Epochs::MAX_BATCH)) as u64
+            };
+            let end = due
+                .min(limit)
+                .min(next.saturating_add(room.min(BATCH) * peers));
             let mut produced = 0u64;
-            if next < end {
-                let wall = crate::time::now_micros();
-                let mut session = output.session(c);
+            if next < end && !stopped {
+                let wall = clock.now_micros();
                 while next < end {
                     let ts = spec.event_time(next, start_ts).unwrap_or(wall).max(last_ts);
                     last_ts = ts;
-                    session.give(spec.event(next, ts));
+                    let mut r = spec.event(next, ts);
+                    r.meta.watermark = ts.max(0) as Time;
+                    r.meta.ingest = match ns_per_event {
+                        // The scheduled send time, so queueing delay is not hidden.
+                        Some(ns) => clock.wall + (next as f64 * ns / 1e3) as Micros,
+                        None => wall,
+                    };
+                    pending.push(r);
                     produced += 1;
                     next += peers;
                 }
             }
             metrics.add_out(produced);
-            if next >= limit {
-                cap = None;
-                return;
+            let finished = stopped || next >= limit;
+            if finished || epochs.due(pending.len()) {
+                if !pending.is_empty() {
+                    output.session(c).give_container(&mut pending);
+                    pending.clear();
+                }
+                if finished {
+                    cap = None;
+                    return;
+                }
+                // The next event's time bounds everything this worker will still send.
+                let next_ts = spec
+                    .event_time(next, start_ts)
+                    .unwrap_or(last_ts)
+                    .max(last_ts);
+                c.downgrade(&(next_ts.max(0) as Time));
             }
-            // The next event's time bounds everything this worker will still send.
-            let next_ts = spec
-                .event_time(next, start_ts)
-                .unwrap_or(last_ts)
-                .max(last_ts);
-            c.downgrade(&(next_ts.max(0) as Time));
-            match ns_per_event {
+            let mut wait = match ns_per_event {
                 Some(ns) if next >= due => {
                     let due_at = Duration::from_nanos((next as f64 * ns) as u64);
-                    let wait = due_at.saturating_sub(clock.instant.elapsed());
-                    // Wake for the next event, but at least every 100ms to notice a stop.
-                    activator.activate_after(wait.min(Duration::from_millis(100)));
+                    due_at.saturating_sub(clock.instant.elapsed())
                 }
-                _ => activator.activate(),
+                _ if pending.len() >= Epochs::MAX_BATCH => Duration::MAX,
+                _ => Duration::ZERO,
+            };
+            if !epochs.continuous() {
+                wait = wait.min(epochs.until_next());
+            }
+            if wait.is_zero() {
+                activator.activate();
+            } else {
+                // Wake for the next event or release, but at least every 100ms to notice a stop.
+                activator.activate_after(wait.min(Duration::from_millis(100)));
             }
         }
     })
@@ -399,6 +436,7 @@ mod operator_tests {
                         "g",
                         spec,
                         RunClock::now(),
+                        Mode::Continuous,
                         RunControl::default(),
                         Arc::default(),
                     )
@@ -436,6 +474,7 @@ mod operator_tests {
                     "g",
                     spec,
                     RunClock::now(),
+                    Mode::Continuous,
                     RunControl::default(),
                     Arc::default(),
                 )

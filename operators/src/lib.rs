@@ -7,6 +7,7 @@
 
 #![forbid(missing_docs)]
 
+pub mod aggregate;
 pub mod expr;
 pub mod schema;
 pub mod suggest;
@@ -17,14 +18,18 @@ mod batch;
 pub mod control;
 pub mod decode;
 pub mod encode;
+pub mod epochs;
+pub mod exact_sum;
 pub mod file_source;
 pub mod filter;
 pub mod generator;
+pub mod latency;
 pub mod map;
 pub mod metrics;
 pub mod reading;
 pub mod sink;
 pub mod stdin_source;
+pub mod window;
 
 /// The timely timestamp of Weir's dataflows: event time in microseconds since the epoch. A
 /// source's capability is a lower bound on the event time of what it will still send.

@@ -15,7 +15,7 @@
 //! assert_eq!((s.records_in, s.records_out, s.errors, s.dead_lettered), (10, 7, 3, 3));
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// Counters of one component.
 #[derive(Debug, Default)]
@@ -24,6 +24,9 @@ pub struct ComponentMetrics {
     records_out: AtomicU64,
     errors: AtomicU64,
     dead_lettered: AtomicU64,
+    late: AtomicU64,
+    state: AtomicI64,
+    max_state: AtomicU64,
 }
 
 /// A point-in-time copy of a component's counters.
@@ -37,6 +40,15 @@ pub struct MetricsSnapshot {
     pub errors: u64,
     /// Bad records sent to a dead-letter output.
     pub dead_lettered: u64,
+    /// Late records (behind their window's watermark); they are also counted as errors.
+    #[serde(default)]
+    pub late: u64,
+    /// Entries of state held now (window groups), over all workers of the process.
+    #[serde(default)]
+    pub state: u64,
+    /// The most entries of state held at once.
+    #[serde(default)]
+    pub max_state: u64,
 }
 
 impl ComponentMetrics {
@@ -68,6 +80,21 @@ impl ComponentMetrics {
             self.dead_lettered.fetch_add(n, Relaxed);
         }
     }
+    /// Adds to the late count.
+    #[inline]
+    pub fn add_late(&self, n: u64) {
+        if n > 0 {
+            self.late.fetch_add(n, Relaxed);
+        }
+    }
+    /// Changes the state gauge by `delta` entries, and keeps its high-water mark.
+    #[inline]
+    pub fn add_state(&self, delta: i64) {
+        if delta != 0 {
+            let now = self.state.fetch_add(delta, Relaxed) + delta;
+            self.max_state.fetch_max(now.max(0) as u64, Relaxed);
+        }
+    }
     /// Reads the counters.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -75,6 +102,9 @@ impl ComponentMetrics {
             records_out: self.records_out.load(Relaxed),
             errors: self.errors.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
+            late: self.late.load(Relaxed),
+            state: self.state.load(Relaxed).max(0) as u64,
+            max_state: self.max_state.load(Relaxed),
         }
     }
 }

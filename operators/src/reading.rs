@@ -1,6 +1,15 @@
 //! The shell shared by sources that read and decode external input (`file`, `stdin`): a timely
 //! operator with two outputs — records, and dead letters — that applies the bad-record policy,
-//! counts, and advances its capabilities to the largest event time it has read.
+//! counts, stamps each record's [`Meta`](crate::schema::Meta), and releases records by the
+//! execution mode ([`epochs`](crate::epochs)).
+//!
+//! **Watermarks.** Input is read in *partitions* (a file; standard input), each in order. A
+//! partition's watermark is the largest event time read from it so far, and each record carries
+//! its partition's watermark (including itself). The operator's capability — the frontier it
+//! holds for everything it will still send — is the watermark of the partition being read, or
+//! stays where it is while partitions that have not been started remain on this worker. So
+//! whether a record is late depends only on the order of its own partition, never on how work
+//! was split into activations, batches or workers.
 //!
 //! The source-specific part is a `step` function that reads some input into a [`Batch`] per
 //! activation and says whether input remains.
@@ -12,8 +21,12 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::Scope;
 
+use std::time::Duration;
+
 use crate::control::RunControl;
 use crate::decode::{DecodeSpec, OnError};
+use crate::epochs::{Epochs, Mode};
+use crate::generator::RunClock;
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
 use crate::value::Micros;
@@ -32,8 +45,19 @@ pub struct Batch {
     pub errors: u64,
     /// A fatal error: stop the run.
     pub failure: Option<String>,
-    /// The largest event time read.
-    pub max_ts: Micros,
+    /// The watermark of the partition being read: the largest event time read from it.
+    pub watermark: Micros,
+    /// Whether partitions that have not been started remain (they hold the frontier back).
+    pub later_partitions: bool,
+    /// The ingest time stamped on records read in this step.
+    pub ingest: Micros,
+}
+
+impl Batch {
+    /// Starts reading a new partition: its watermark starts from nothing.
+    pub fn start_partition(&mut self) {
+        self.watermark = Micros::MIN;
+    }
 }
 
 impl Batch {
@@ -48,10 +72,12 @@ impl Batch {
     ) {
         self.read += 1;
         match decoded {
-            Ok(r) => {
+            Ok(mut r) => {
                 if let Some(t) = spec.schema.time.and_then(|t| r.values[t].as_ts()) {
-                    self.max_ts = self.max_ts.max(t);
+                    self.watermark = self.watermark.max(t);
                 }
+                r.meta.watermark = self.watermark.max(0) as Time;
+                r.meta.ingest = self.ingest;
                 self.records.push(r);
             }
             Err(reason) => {
@@ -87,9 +113,12 @@ pub enum Progress {
 
 /// Builds a two-output reading source. `make_step` receives the operator's address (to build
 /// activators) and returns the per-activation step.
+#[allow(clippy::too_many_arguments)]
 pub fn reading_source<'s, S, F>(
     scope: Scope<'s, Time>,
     name: &str,
+    mode: Mode,
+    clock: RunClock,
     ctl: RunControl,
     metrics: Arc<ComponentMetrics>,
     make_step: F,
@@ -115,7 +144,11 @@ where
     builder.build(move |mut caps| {
         let mut dead_cap = caps.pop();
         let mut rec_cap = caps.pop();
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            watermark: Micros::MIN,
+            ..Batch::default()
+        };
+        let mut epochs = Epochs::new(mode, clock);
         move |_frontiers| {
             let (Some(rc), Some(dc)) = (rec_cap.as_mut(), dead_cap.as_mut()) else {
                 return;
@@ -123,26 +156,13 @@ where
             let progress = if ctl.stopped() {
                 Progress::Done
             } else {
+                batch.ingest = clock.now_micros();
                 step(&mut batch)
             };
             metrics.add_in(batch.read);
             metrics.add_out(batch.records.len() as u64);
             metrics.add_errors(batch.errors);
             metrics.add_dead_lettered(batch.dead.len() as u64);
-            if !batch.records.is_empty() {
-                records_out
-                    .activate()
-                    .session(&*rc)
-                    .give_container(&mut batch.records);
-            }
-            if !batch.dead.is_empty() {
-                dead_out
-                    .activate()
-                    .session(&*dc)
-                    .give_container(&mut batch.dead);
-            }
-            batch.records.clear();
-            batch.dead.clear();
             batch.read = 0;
             batch.errors = 0;
             if let Some(f) = batch.failure.take() {
@@ -151,24 +171,46 @@ where
                 dead_cap = None;
                 return;
             }
-            match progress {
-                Progress::Done => {
+            let done = progress == Progress::Done;
+            let held = batch.records.len() + batch.dead.len();
+            if done || epochs.due(held) {
+                if !batch.records.is_empty() {
+                    records_out
+                        .activate()
+                        .session(&*rc)
+                        .give_container(&mut batch.records);
+                }
+                if !batch.dead.is_empty() {
+                    dead_out
+                        .activate()
+                        .session(&*dc)
+                        .give_container(&mut batch.dead);
+                }
+                batch.records.clear();
+                batch.dead.clear();
+                if done {
                     rec_cap = None;
                     dead_cap = None;
+                    return;
                 }
-                Progress::More | Progress::Waiting => {
-                    let t = batch.max_ts.max(0) as Time;
+                if !batch.later_partitions {
+                    let t = batch.watermark.max(0) as Time;
                     if *rc.time() < t {
                         rc.downgrade(&t);
                         dc.downgrade(&t);
                     }
-                    if progress == Progress::More {
-                        activator.activate();
-                    } else {
-                        // A heartbeat, so a stop request is noticed even without input.
-                        activator.activate_after(std::time::Duration::from_millis(100));
-                    }
                 }
+            }
+            if progress == Progress::More {
+                activator.activate();
+            } else {
+                // A heartbeat, so a stop request is noticed even without input, and a pending
+                // micro-batch is released on time.
+                let mut wait = Duration::from_millis(100);
+                if !epochs.continuous() {
+                    wait = wait.min(epochs.until_next());
+                }
+                activator.activate_after(wait);
             }
         }
     });

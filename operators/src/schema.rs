@@ -51,6 +51,10 @@ pub struct Schema {
     pub time: Option<usize>,
     /// Position of the id (primary key) field, when the stream still carries it.
     pub id: Option<usize>,
+    /// Position of a window's `window_end` field, when the stream carries window results: sinks
+    /// measure event-time latency from it.
+    #[serde(default)]
+    pub window_end: Option<usize>,
 }
 
 impl Schema {
@@ -60,6 +64,7 @@ impl Schema {
             fields,
             time: None,
             id: None,
+            window_end: None,
         }
     }
 
@@ -96,16 +101,58 @@ impl Schema {
     }
 }
 
-/// One event: a row of values laid out by the stream's [`Schema`].
+/// One event: a row of values laid out by the stream's [`Schema`], plus what the engine knows
+/// about its processing ([`Meta`]).
+///
+/// Comparisons and hashing look at the values only: two records with the same values are the
+/// same event, whenever and however they were processed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Record {
     /// The field values, one per schema field.
     pub values: Vec<Value>,
+    /// Processing metadata.
+    #[serde(default, skip)]
+    pub meta: Meta,
 }
 
 impl Record {
-    /// A record with the given values.
+    /// A record with the given values and default metadata.
     pub fn new(values: Vec<Value>) -> Record {
-        Record { values }
+        Record {
+            values,
+            meta: Meta::default(),
+        }
     }
+}
+
+/// Processing metadata carried with a record. It never takes part in comparisons or hashing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Meta {
+    /// When the newest input that contributed to this record entered Weir: wall-clock
+    /// microseconds since the epoch (for an open-loop generator, the event's scheduled time).
+    pub ingest: i64,
+    /// The watermark of the record's source partition when the record was read, in event-time
+    /// microseconds: every record is sent at a timely time at or below it, and a record whose
+    /// window ends at or before it is late. For in-order input this is the record's own time.
+    pub watermark: crate::Time,
+}
+
+impl PartialEq for Meta {
+    fn eq(&self, _: &Meta) -> bool {
+        true
+    }
+}
+impl Eq for Meta {}
+impl PartialOrd for Meta {
+    fn partial_cmp(&self, other: &Meta) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Meta {
+    fn cmp(&self, _: &Meta) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+impl std::hash::Hash for Meta {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }

@@ -18,7 +18,7 @@
 //! let enc = Arc::new(Encoder::new(Format::Jsonl, &schema));
 //! timely::example(move |scope| {
 //!     let rows = (0..3).map(|n| Record::new(vec![Value::I64(n)])).to_stream(scope).container::<Vec<Record>>();
-//!     sink(rows, "out", enc, Some(writer), RunControl::default(), Arc::new(ComponentMetrics::default()));
+//!     sink(rows, "out", enc, Some(writer), None, RunControl::default(), Arc::new(ComponentMetrics::default()));
 //! });
 //! assert_eq!(String::from_utf8(buf.lock().unwrap().clone()).unwrap(), "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
 //!
@@ -37,6 +37,8 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::control::RunControl;
 use crate::encode::Encoder;
+use crate::generator::RunClock;
+use crate::latency::{self, SinkLatency};
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
 use crate::Records;
@@ -78,18 +80,35 @@ impl SharedWriter {
     }
 }
 
+/// What a sink measures: where its latency histograms are, the run's clock, and the position
+/// of `window_end` when it measures event-time latency.
+#[derive(Clone)]
+pub struct Measure {
+    /// The sink's histograms.
+    pub latency: Arc<SinkLatency>,
+    /// The run's clock.
+    pub clock: RunClock,
+    /// Position of the `window_end` field, for event-time latency.
+    pub window_end: Option<usize>,
+}
+
 /// Builds a sink over `input`; `writer` is `None` for the null sink.
 pub fn sink(
     input: Records<'_>,
     name: &str,
     encoder: Arc<Encoder>,
     writer: Option<SharedWriter>,
+    measure: Option<Measure>,
     ctl: RunControl,
     metrics: Arc<ComponentMetrics>,
 ) {
     let mut buf = Vec::new();
     let id = name.to_string();
     let mut broken = false;
+    let worker = input.scope().index();
+    // Ingest times and window ends of the batch, recorded once it is written.
+    let mut ingests: Vec<i64> = Vec::new();
+    let mut ends: Vec<i64> = Vec::new();
     input.sink(Pipeline, name, move |(input, _frontier)| {
         let mut n = 0u64;
         input.for_each(|_cap, data: &mut Vec<Record>| {
@@ -97,6 +116,12 @@ pub fn sink(
             if writer.is_some() && !broken {
                 for r in data.iter() {
                     encoder.encode(r, &mut buf);
+                }
+            }
+            if let Some(m) = &measure {
+                ingests.extend(data.iter().map(|r| r.meta.ingest));
+                if let Some(p) = m.window_end {
+                    ends.extend(data.iter().filter_map(|r| r.values[p].as_ts()));
                 }
             }
         });
@@ -115,6 +140,24 @@ pub fn sink(
             buf.clear();
         } else if writer.is_none() {
             metrics.add_out(n);
+        }
+        if let Some(m) = &measure {
+            if !ingests.is_empty() {
+                let now = m.clock.now_micros();
+                let mut h = m
+                    .latency
+                    .slot(worker)
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for &t in &ingests {
+                    latency::record(&mut h.processing, now - t);
+                }
+                for &t in &ends {
+                    latency::record(&mut h.event, now - t);
+                }
+                ingests.clear();
+                ends.clear();
+            }
         }
     });
 }

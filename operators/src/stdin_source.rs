@@ -12,7 +12,9 @@ use timely::dataflow::Scope;
 
 use crate::control::RunControl;
 use crate::decode::DecodeSpec;
+use crate::epochs::Mode;
 use crate::file_source::{trim_line_end, NOT_UTF8};
+use crate::generator::RunClock;
 use crate::metrics::ComponentMetrics;
 use crate::reading::{reading_source, Batch, Progress};
 use crate::{Records, Time};
@@ -25,13 +27,15 @@ pub fn stdin_source<'s>(
     scope: Scope<'s, Time>,
     name: &str,
     spec: Arc<DecodeSpec>,
+    mode: Mode,
+    clock: RunClock,
     ctl: RunControl,
     metrics: Arc<ComponentMetrics>,
 ) -> (Records<'s>, Records<'s>) {
     let reads = scope.index() == 0;
     let worker = scope.worker().clone();
     let decode = Arc::clone(&spec);
-    reading_source(scope, name, ctl, metrics, move |address| {
+    reading_source(scope, name, mode, clock, ctl, metrics, move |address| {
         // Chunks of whole lines, or the read error that ended the input.
         let rx: Option<Receiver<Result<Vec<u8>, String>>> = reads.then(|| {
             let (tx, rx) = sync_channel(CHUNKS_IN_FLIGHT);

@@ -128,6 +128,7 @@ impl MapConfig {
         let mut slots = Vec::with_capacity(out.len());
         let mut schema_time = None;
         let mut schema_id = None;
+        let mut schema_window_end = None;
         for (k, (name, slot, ty, from)) in out.into_iter().enumerate() {
             // A computed NULL literal has no type of its own: call it a string.
             fields.push(Field::new(&name, ty.unwrap_or(FieldType::String)));
@@ -138,10 +139,14 @@ impl MapConfig {
             if from.is_some() && from == input.id {
                 schema_id = Some(k);
             }
+            if from.is_some() && from == input.window_end {
+                schema_window_end = Some(k);
+            }
         }
         let mut schema = Schema::new(fields);
         schema.time = schema_time;
         schema.id = schema_id;
+        schema.window_end = schema_window_end;
         Ok(Planned {
             op: Op::Map(Arc::new(MapSpec::new(slots))),
             schema,
