@@ -67,6 +67,7 @@ fn weir(events: u64, workers: usize) -> (f64, u64) {
             &plan,
             &RunOptions {
                 workers: Some(workers),
+                ..Default::default()
             },
             Default::default(),
         )

@@ -38,6 +38,7 @@ pub mod diag;
 pub mod graph;
 mod introspect;
 pub mod plan;
+pub mod report;
 pub mod run;
 pub mod spec;
 pub mod summary;

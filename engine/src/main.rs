@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use weir_engine::diag::{has_errors, Diag, SourceText};
 use weir_engine::graph::{self, GraphFormat};
 use weir_engine::plan::{self, Plan};
+use weir_engine::report::Report;
 use weir_engine::run::{self, RunOptions};
 use weir_engine::summary;
 use weir_operators::control::RunControl;
@@ -33,6 +34,18 @@ enum Command {
         /// is read as TOML, or as a string when it is not valid TOML.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Execution mode (overrides `[pipeline] mode`): continuous or micro-batch.
+        #[arg(long, value_name = "MODE")]
+        mode: Option<String>,
+        /// Micro-batch interval, such as 100ms or 1s (overrides `[pipeline] batch_interval`).
+        #[arg(long, value_name = "DURATION")]
+        batch_interval: Option<String>,
+        /// Write the run's configuration, counts and full latency histograms to this JSON file.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Print a status line per sink this often while the run lasts (0s: never).
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+        status_every: std::time::Duration,
     },
     /// Check a pipeline without running it: report every problem with its line and column.
     Validate {
@@ -64,12 +77,28 @@ fn main() -> ExitCode {
         Command::Run {
             pipeline,
             workers,
-            set,
+            mut set,
+            mode,
+            batch_interval,
+            report,
+            status_every,
         } => {
+            // The flags are overrides of `[pipeline]`, validated (and reported) like the file.
+            if let Some(m) = mode {
+                set.push(format!("pipeline.mode={}", toml_string(&m)));
+            }
+            if let Some(b) = batch_interval {
+                set.push(format!("pipeline.batch_interval={}", toml_string(&b)));
+            }
             let Some(plan) = load(&pipeline, &set) else {
                 return ExitCode::from(CONFIG_ERROR);
             };
-            run(&plan, workers.map(usize::from))
+            let opts = RunOptions {
+                workers: workers.map(usize::from),
+                status_every: (!status_every.is_zero()).then_some(status_every),
+            };
+            let file = pipeline.display().to_string();
+            run(&plan, &opts, report.as_deref(), &file, &set)
         }
         Command::Validate { pipeline, set } => match load(&pipeline, &set) {
             Some(plan) => {
@@ -137,7 +166,18 @@ fn report(source: &SourceText, diags: &[Diag]) {
     }
 }
 
-fn run(plan: &Plan, workers: Option<usize>) -> ExitCode {
+/// `s` as a TOML string literal.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn run(
+    plan: &Plan,
+    opts: &RunOptions,
+    report_path: Option<&std::path::Path>,
+    file: &str,
+    set: &[String],
+) -> ExitCode {
     let ctl = RunControl::default();
     let flag = ctl.stop_flag();
     let _ = ctrlc::set_handler(move || {
@@ -146,9 +186,18 @@ fn run(plan: &Plan, workers: Option<usize>) -> ExitCode {
             std::process::exit(130);
         }
     });
-    match run::run(plan, &RunOptions { workers }, ctl.clone()) {
+    match run::run(plan, opts, ctl.clone()) {
         Ok(report) => {
             eprint!("{}", summary::render(&report));
+            if let Some(path) = report_path {
+                match Report::new(&report, file, set).and_then(|r| r.write(path)) {
+                    Ok(()) => eprintln!("weir: report written to {}", path.display()),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
             if report.failure.is_some() {
                 ExitCode::from(1)
             } else if report.stopped && !report.output_closed {

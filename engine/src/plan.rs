@@ -9,6 +9,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use weir_operators::epochs::Mode;
 
 use weir_operators::decode::dead_letter_schema;
 use weir_operators::encode::{Encoder, Format};
@@ -75,6 +78,8 @@ pub struct Plan {
     pub name: String,
     /// Worker threads.
     pub workers: usize,
+    /// How epochs advance.
+    pub mode: Mode,
     /// The nodes, in topological order (every node after its inputs).
     pub nodes: Vec<Node>,
 }
@@ -108,6 +113,8 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
         Some(w) => *w.get_ref() as usize,
         None => 1,
     };
+
+    let mode = pipeline_mode(spec, &mut diags);
 
     // Ids are unique across sections, since `inputs` names them without the section.
     let mut by_id: HashMap<&str, usize> = HashMap::new();
@@ -206,13 +213,13 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             }
             let port = match port {
                 None => Port::Main,
-                Some("dead_letter") if reads_input(target) => Port::DeadLetter,
+                Some("dead_letter") if has_dead_letter_port(target) => Port::DeadLetter,
                 Some(p) => {
                     diags.push(
                         Diag::error(format!("`{}` has no output `{p}`", target.id))
                             .component(c.qualified())
                             .at(span.clone())
-                            .help(if !reads_input(target) {
+                            .help(if !has_dead_letter_port(target) {
                                 format!(
                                     "`{}` has only its main output: write `{}`",
                                     target.id, target.id
@@ -302,6 +309,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             (ComponentConfig::Stdin(s), _) => s.plan(&ctx),
             (ComponentConfig::Filter(f), Some(s)) => f.plan(&ctx, s),
             (ComponentConfig::Map(m), Some(s)) => m.plan(&ctx, s),
+            (ComponentConfig::Window(w), Some(s)) => w.plan(&ctx, s),
             (ComponentConfig::Stdout(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::FileSink(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::Null(o), Some(s)) => o.plan(&ctx, s),
@@ -419,15 +427,80 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
         Some(Plan {
             name,
             workers,
+            mode,
             nodes,
         }),
         diags,
     )
 }
 
-/// Whether a component is a source that reads external input, and so has a dead-letter output.
-fn reads_input(c: &crate::spec::Component) -> bool {
-    c.kind == Kind::Source && matches!(c.ty.as_str(), "file" | "stdin")
+/// The execution mode from `[pipeline]`: `mode` and `batch_interval`.
+fn pipeline_mode(spec: &PipelineSpec, diags: &mut Vec<Diag>) -> Mode {
+    let p = &spec.pipeline;
+    let interval = match &p.batch_interval {
+        None => Some(Duration::from_millis(100)),
+        Some(v) => match humantime::parse_duration(v.get_ref().trim()) {
+            Ok(d) if d >= Duration::from_millis(1) => Some(d),
+            Ok(_) => {
+                diags.push(
+                    Diag::error("`batch_interval` must be at least 1ms")
+                        .component("pipeline")
+                        .at(v.span())
+                        .help("use an interval such as \"100ms\" or \"1s\""),
+                );
+                None
+            }
+            Err(e) => {
+                diags.push(
+                    Diag::error(format!("`{}` is not a duration: {e}", v.get_ref()))
+                        .component("pipeline")
+                        .at(v.span())
+                        .help("write `batch_interval` as a number and a unit, such as \"100ms\" or \"1s\""),
+                );
+                None
+            }
+        },
+    };
+    match p.mode.as_ref().map(|m| (m.get_ref().as_str(), m)) {
+        None | Some(("continuous", _)) => {
+            if let (Some(b), None | Some(("continuous", _))) = (
+                &p.batch_interval,
+                p.mode.as_ref().map(|m| (m.get_ref().as_str(), m)),
+            ) {
+                diags.push(
+                    Diag::warning("`batch_interval` has no effect in continuous mode")
+                        .component("pipeline")
+                        .at(b.span())
+                        .help("set mode = \"micro-batch\" to use it, or remove it"),
+                );
+            }
+            Mode::Continuous
+        }
+        Some(("micro-batch", _)) => {
+            Mode::MicroBatch(interval.unwrap_or(Duration::from_millis(100)))
+        }
+        Some((other, m)) => {
+            diags.push(
+                Diag::error(format!("`{other}` is not a valid `mode`"))
+                    .component("pipeline")
+                    .at(m.span())
+                    .help(match did_you_mean(other, ["continuous", "micro-batch"]) {
+                        Some(s) => {
+                            format!("did you mean `{s}`? `mode` is one of: continuous, micro-batch")
+                        }
+                        None => "`mode` is one of: continuous, micro-batch".into(),
+                    }),
+            );
+            Mode::Continuous
+        }
+    }
+}
+
+/// Whether a component has a dead-letter output: a source that reads external input, or a
+/// window (for late records).
+fn has_dead_letter_port(c: &crate::spec::Component) -> bool {
+    (c.kind == Kind::Source && matches!(c.ty.as_str(), "file" | "stdin"))
+        || (c.kind == Kind::Transform && c.ty == "window")
 }
 
 /// `<name>.deadletter.jsonl`, with the name made safe for a file name.

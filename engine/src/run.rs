@@ -5,25 +5,30 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::Concatenate;
 use weir_operators::control::RunControl;
+use weir_operators::epochs::Mode;
 use weir_operators::generator::{generator, RunClock};
+use weir_operators::latency::{Latencies, SinkLatency};
 use weir_operators::metrics::{ComponentMetrics, MetricsSnapshot};
 use weir_operators::sink::SharedWriter;
-use weir_operators::{file_source, filter, map, sink, stdin_source, Records, Time};
+use weir_operators::{file_source, filter, map, sink, stdin_source, window, Records, Time};
 
 use crate::components::{Op, SinkTarget};
 use crate::plan::{Plan, Port, PortRef};
 use crate::spec::Kind;
 
 /// How to run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// Worker threads (overrides the pipeline's `workers`).
     pub workers: Option<usize>,
+    /// Print a status line per sink to standard error this often while the run lasts.
+    pub status_every: Option<Duration>,
 }
 
 /// What a run did.
@@ -33,6 +38,10 @@ pub struct RunReport {
     pub pipeline: String,
     /// Worker threads used.
     pub workers: usize,
+    /// The execution mode.
+    pub mode: Mode,
+    /// Wall-clock start, microseconds since the epoch.
+    pub started: i64,
     /// Wall-clock duration.
     pub elapsed: Duration,
     /// Per component, in plan order: (id, kind, type, counters).
@@ -45,6 +54,21 @@ pub struct RunReport {
     pub output_closed: bool,
     /// The default dead-letter file, when bad records went there.
     pub dead_letter_file: Option<PathBuf>,
+    /// Per user-declared sink, its latency histograms.
+    pub sinks: Vec<SinkReport>,
+}
+
+/// One sink's latencies in a [`RunReport`].
+#[derive(Clone, Debug)]
+pub struct SinkReport {
+    /// The sink's id.
+    pub id: String,
+    /// Records it received.
+    pub records: u64,
+    /// Whether it measured event-time latency (window results, wall-clock event time).
+    pub event_time: bool,
+    /// Its merged histograms.
+    pub latency: Latencies,
 }
 
 /// One component's part of a [`RunReport`].
@@ -124,27 +148,93 @@ fn open_writers(plan: &Plan) -> Result<Vec<Option<SharedWriter>>, String> {
         .collect()
 }
 
+/// Which sinks measure latency: every sink the user declared (not the default dead-letter
+/// sink), with the position of `window_end` when event-time latency is meaningful.
+fn measured_sinks(plan: &Plan, workers: usize) -> Vec<Option<(Arc<SinkLatency>, Option<usize>)>> {
+    plan.nodes
+        .iter()
+        .map(|n| match n.op {
+            Op::Sink(_) if !n.implicit => {
+                let event = n.schema.window_end.filter(|_| wall_clock_time(plan, n));
+                Some((Arc::new(SinkLatency::new(workers)), event))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether a node's event time follows the wall clock: every source upstream is a generator
+/// stamping events with their scheduled (or generation) time.
+fn wall_clock_time(plan: &Plan, n: &crate::plan::Node) -> bool {
+    match &n.op {
+        Op::Generator(g) => g.start.is_none() && g.interval.is_none(),
+        Op::File(_) | Op::Stdin(_) => false,
+        _ => n
+            .inputs
+            .iter()
+            .all(|r| wall_clock_time(plan, &plan.nodes[r.node])),
+    }
+}
+
 /// Runs `plan` to completion (or until `ctl` stops it).
 pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport, String> {
     let workers = opts.workers.unwrap_or(plan.workers).max(1);
     let writers = open_writers(plan)?;
     let metrics: Vec<Arc<ComponentMetrics>> = plan.nodes.iter().map(|_| Arc::default()).collect();
+    let measured = measured_sinks(plan, workers);
     let plan_arc = Arc::new(plan.clone());
     let clock = RunClock::now();
     let started = Instant::now();
-    {
-        let (metrics, writers, ctl) = (metrics.clone(), writers.clone(), ctl.clone());
-        let guards = timely::execute(timely::Config::process(workers), move |worker| {
+    let done = Arc::new(AtomicBool::new(false));
+    let status = opts.status_every.map(|every| {
+        let (plan, metrics, measured, done) = (
+            plan.clone(),
+            metrics.clone(),
+            measured.clone(),
+            Arc::clone(&done),
+        );
+        std::thread::spawn(move || {
+            let mut next = every;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                let t = started.elapsed();
+                if t >= next {
+                    next += every;
+                    eprint!("{}", crate::summary::status(&plan, &metrics, &measured, t));
+                }
+            }
+        })
+    });
+    let result = {
+        let (metrics, writers, ctl, measured) = (
+            metrics.clone(),
+            writers.clone(),
+            ctl.clone(),
+            measured.clone(),
+        );
+        let mode = plan.mode;
+        timely::execute(timely::Config::process(workers), move |worker| {
             let plan = Arc::clone(&plan_arc);
             worker.dataflow::<Time, _, _>(|scope| {
-                build(scope, &plan, &metrics, &writers, &ctl, clock);
+                build(
+                    scope, &plan, mode, &metrics, &writers, &measured, &ctl, clock,
+                );
             });
             while worker.step_or_park(Some(Duration::from_millis(100))) {}
-        })?;
-        for r in guards.join() {
-            r.map_err(|e| format!("a worker failed: {e}"))?;
-        }
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|guards| {
+            for r in guards.join() {
+                r.map_err(|e| format!("a worker failed: {e}"))?;
+            }
+            Ok(())
+        })
+    };
+    done.store(true, Ordering::Relaxed);
+    if let Some(t) = status {
+        let _ = t.join();
     }
+    result?;
     let elapsed = started.elapsed();
     for (n, w) in plan.nodes.iter().zip(&writers) {
         if let Some(w) = w {
@@ -180,9 +270,26 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
             _ => None,
         });
     let failure = ctl.failure();
+    let sinks = plan
+        .nodes
+        .iter()
+        .zip(&measured)
+        .zip(&components)
+        .filter_map(|((n, m), c)| {
+            m.as_ref().map(|(l, event)| SinkReport {
+                id: n.id.clone(),
+                records: c.metrics.records_in,
+                event_time: event.is_some(),
+                latency: l.merged(),
+            })
+        })
+        .collect();
     Ok(RunReport {
         pipeline: plan.name.clone(),
         workers,
+        mode: plan.mode,
+        started: clock.wall,
+        sinks,
         elapsed,
         components,
         stopped: ctl.stopped() && failure.is_none(),
@@ -193,11 +300,14 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
 }
 
 /// Builds the dataflow for one worker.
+#[allow(clippy::too_many_arguments)]
 fn build<'s>(
     scope: timely::dataflow::Scope<'s, Time>,
     plan: &Plan,
+    mode: Mode,
     metrics: &[Arc<ComponentMetrics>],
     writers: &[Option<SharedWriter>],
+    measured: &[Option<(Arc<SinkLatency>, Option<usize>)>],
     ctl: &RunControl,
     clock: RunClock,
 ) {
@@ -226,18 +336,32 @@ fn build<'s>(
             Op::Generator(spec) => {
                 streams.insert(
                     main,
-                    generator(scope, name, spec.clone(), clock, ctl.clone(), m),
+                    generator(scope, name, spec.clone(), clock, mode, ctl.clone(), m),
                 );
             }
             Op::File(spec) => {
-                let (r, d) =
-                    file_source::file_source(scope, name, Arc::clone(spec), ctl.clone(), m);
+                let (r, d) = file_source::file_source(
+                    scope,
+                    name,
+                    Arc::clone(spec),
+                    mode,
+                    clock,
+                    ctl.clone(),
+                    m,
+                );
                 streams.insert(main, r);
                 streams.insert(dead, d);
             }
             Op::Stdin(spec) => {
-                let (r, d) =
-                    stdin_source::stdin_source(scope, name, Arc::clone(spec), ctl.clone(), m);
+                let (r, d) = stdin_source::stdin_source(
+                    scope,
+                    name,
+                    Arc::clone(spec),
+                    mode,
+                    clock,
+                    ctl.clone(),
+                    m,
+                );
                 streams.insert(main, r);
                 streams.insert(dead, d);
             }
@@ -249,12 +373,23 @@ fn build<'s>(
                 let s = map::map(input(), name, Arc::clone(spec), m);
                 streams.insert(main, s);
             }
+            Op::Window(spec) => {
+                let (r, d) = window::window(input(), Arc::clone(spec), m);
+                streams.insert(main, r);
+                streams.insert(dead, d);
+            }
             Op::Sink(spec) => {
+                let measure = measured[i].as_ref().map(|(l, end)| sink::Measure {
+                    latency: Arc::clone(l),
+                    clock,
+                    window_end: *end,
+                });
                 sink::sink(
                     input(),
                     name,
                     Arc::clone(&spec.encoder),
                     writers[i].clone(),
+                    measure,
                     ctl.clone(),
                     m,
                 );

@@ -71,6 +71,14 @@ pub struct PipelineConfig {
     pub description: Option<String>,
     /// Worker threads (default 1). `weir run --workers N` overrides it.
     pub workers: Option<Spanned<i64>>,
+    /// "continuous" (default): records flow as they arrive and the event-time frontier follows
+    /// them closely. "micro-batch": sources collect input and release it once per
+    /// `batch_interval` of processing time (and at once when a batch reaches 65,536 records
+    /// on a worker). Results are the same; latency and throughput differ.
+    /// `weir run --mode` overrides it.
+    pub mode: Option<Spanned<String>>,
+    /// The micro-batch interval (default "100ms"). `weir run --batch-interval` overrides it.
+    pub batch_interval: Option<Spanned<String>>,
 }
 
 /// One component as declared.

@@ -1,10 +1,75 @@
 //! The run summary printed at the end of `weir run`: per component, records in and out, bad
-//! records, dead-lettered records and throughput.
+//! records, dead-lettered and late records, state and throughput; then per sink, its latency
+//! percentiles. Also the status lines printed while a long run lasts.
 
 use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
 
+use hdrhistogram::Histogram;
+use weir_operators::latency::SinkLatency;
+use weir_operators::metrics::ComponentMetrics;
+
+use crate::plan::Plan;
 use crate::run::RunReport;
 use crate::spec::Kind;
+
+/// The percentiles shown, with their labels.
+pub const PERCENTILES: [(&str, f64); 4] =
+    [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)];
+
+/// A latency in microseconds, in a readable unit.
+pub fn micros(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.2}ms", us as f64 / 1e3)
+    } else {
+        format!("{:.2}s", us as f64 / 1e6)
+    }
+}
+
+/// The percentile cells of a histogram, then its max (dashes when empty).
+fn latency_cells(h: &Histogram<u64>) -> Vec<String> {
+    if h.is_empty() {
+        return vec!["-".into(); PERCENTILES.len() + 1];
+    }
+    let mut cells: Vec<String> = PERCENTILES
+        .iter()
+        .map(|(_, q)| micros(h.value_at_percentile(*q)))
+        .collect();
+    cells.push(micros(h.max()));
+    cells
+}
+
+/// One status line per measured sink, for a run still going after `t`.
+pub fn status(
+    plan: &Plan,
+    metrics: &[Arc<ComponentMetrics>],
+    measured: &[Option<(Arc<SinkLatency>, Option<usize>)>],
+    t: Duration,
+) -> String {
+    let mut out = String::new();
+    let secs = t.as_secs_f64().max(1e-9);
+    for ((n, m), l) in plan.nodes.iter().zip(metrics).zip(measured) {
+        let Some((l, _)) = l else { continue };
+        let records = m.snapshot().records_in;
+        let h = l.merged();
+        let cells = latency_cells(&h.processing);
+        let _ = writeln!(
+            out,
+            "weir: {:>6.1}s  sink {}: {} records ({}/s)  latency p50 {}  p99 {}  max {}",
+            secs,
+            n.id,
+            thousands(records),
+            thousands((records as f64 / secs) as u64),
+            cells[0],
+            cells[2],
+            cells[4]
+        );
+    }
+    out
+}
 
 /// Formats a count with thousands separators.
 pub fn thousands(n: u64) -> String {
@@ -28,14 +93,20 @@ pub fn render(r: &RunReport) -> String {
         (None, true) => "stopped after",
         (None, false) => "finished in",
     };
+    let mode = match r.mode {
+        weir_operators::epochs::Mode::Continuous => "continuous".to_string(),
+        weir_operators::epochs::Mode::MicroBatch(iv) => {
+            format!("micro-batch every {}", humantime::format_duration(iv))
+        }
+    };
     let _ = writeln!(
         out,
-        "weir: pipeline `{}` {how} {secs:.3}s on {} worker{}",
+        "weir: pipeline `{}` {how} {secs:.3}s on {} worker{}, {mode}",
         r.pipeline,
         r.workers,
         if r.workers == 1 { "" } else { "s" }
     );
-    let rows: Vec<[String; 7]> = r
+    let rows: Vec<[String; 9]> = r
         .components
         .iter()
         .map(|c| {
@@ -56,6 +127,16 @@ pub fn render(r: &RunReport) -> String {
                 thousands(m.records_out),
                 thousands(m.errors),
                 thousands(m.dead_lettered),
+                if c.ty == "window" {
+                    thousands(m.late)
+                } else {
+                    "-".into()
+                },
+                if c.ty == "window" {
+                    thousands(m.max_state)
+                } else {
+                    "-".into()
+                },
                 thousands(rate),
             ]
         })
@@ -67,6 +148,8 @@ pub fn render(r: &RunReport) -> String {
         "out",
         "errors",
         "dead-lettered",
+        "late",
+        "max-state",
         "out/s",
     ];
     let mut widths = header.map(str::len);
@@ -75,7 +158,7 @@ pub fn render(r: &RunReport) -> String {
             *w = (*w).max(cell.len());
         }
     }
-    let line = |cells: [&str; 7]| {
+    let line = |cells: [&str; 9]| {
         let mut s = String::from(" ");
         for (k, (cell, w)) in cells.iter().zip(widths).enumerate() {
             if k < 2 {
@@ -90,23 +173,85 @@ pub fn render(r: &RunReport) -> String {
     for row in &rows {
         let _ = writeln!(out, "{}", line(row.each_ref().map(String::as_str)));
     }
+    out.push_str(&latency_table(r));
     if let Some(path) = &r.dead_letter_file {
-        let n: u64 = r
-            .components
-            .iter()
-            .filter(|c| c.kind == Kind::Source)
-            .map(|c| c.metrics.dead_lettered)
-            .sum();
+        let (mut bad, mut late) = (0, 0);
+        for c in r.components.iter().filter(|c| c.kind != Kind::Sink) {
+            bad += c.metrics.dead_lettered - c.metrics.late.min(c.metrics.dead_lettered);
+            late += c.metrics.late;
+        }
+        let plural = |n: u64| if n == 1 { "" } else { "s" };
+        let what = match (bad, late) {
+            (b, 0) => format!("{} bad record{}", thousands(b), plural(b)),
+            (0, l) => format!("{} late record{}", thousands(l), plural(l)),
+            (b, l) => format!(
+                "{} bad record{} and {} late record{}",
+                thousands(b),
+                plural(b),
+                thousands(l),
+                plural(l)
+            ),
+        };
         let _ = writeln!(
             out,
-            "weir: {} bad record{} written to {} (file, line and reason for each)",
-            thousands(n),
-            if n == 1 { "" } else { "s" },
+            "weir: {what} written to {} (with the reason for each)",
             path.display()
         );
     }
     if let Some(f) = &r.failure {
         let _ = writeln!(out, "error: {f}");
+    }
+    out
+}
+
+/// The latency table: per sink and kind of latency, records, records/s and percentiles.
+pub fn latency_table(r: &RunReport) -> String {
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for s in &r.sinks {
+        let mut kinds = vec![("processing", &s.latency.processing)];
+        if s.event_time {
+            kinds.push(("event-time", &s.latency.event));
+        }
+        for (k, h) in kinds {
+            let mut row = vec![
+                format!("sinks.{}", s.id),
+                k.to_string(),
+                thousands(s.records),
+                thousands((s.records as f64 / secs) as u64),
+            ];
+            row.extend(latency_cells(h));
+            rows.push(row);
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut header = vec!["sink", "latency", "records", "records/s"];
+    header.extend(PERCENTILES.iter().map(|(l, _)| *l));
+    header.push("max");
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::from(" ");
+        for (k, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            let pad = w - cell.chars().count();
+            if k < 2 {
+                let _ = write!(s, " {cell}{}", " ".repeat(pad));
+            } else {
+                let _ = write!(s, " {}{cell}", " ".repeat(pad));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", line(header.clone()));
+    for row in &rows {
+        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
     }
     out
 }

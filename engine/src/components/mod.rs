@@ -16,6 +16,7 @@ use weir_operators::generator::GeneratorSpec;
 use weir_operators::map::MapSpec;
 use weir_operators::schema::Schema;
 use weir_operators::suggest::did_you_mean;
+use weir_operators::window::WindowSpec;
 
 use crate::diag::{Diag, SourceText};
 use crate::spec::{typed, Kind};
@@ -27,11 +28,12 @@ pub mod generator;
 pub mod map;
 pub mod sinks;
 pub mod stdin;
+pub mod window;
 
 /// Source types.
 pub const SOURCE_TYPES: &[&str] = &["generator", "file", "stdin"];
 /// Transform types.
-pub const TRANSFORM_TYPES: &[&str] = &["filter", "map"];
+pub const TRANSFORM_TYPES: &[&str] = &["filter", "map", "window"];
 /// Sink types.
 pub const SINK_TYPES: &[&str] = &["stdout", "file", "null"];
 
@@ -48,6 +50,8 @@ pub enum ComponentConfig {
     Filter(filter::FilterConfig),
     /// `[transforms.ID] type = "map"`
     Map(map::MapConfig),
+    /// `[transforms.ID] type = "window"`
+    Window(window::WindowConfig),
     /// `[sinks.ID] type = "stdout"`
     Stdout(sinks::StdoutConfig),
     /// `[sinks.ID] type = "file"`
@@ -71,6 +75,7 @@ pub fn parse(
         (Kind::Source, "stdin") => C::Stdin(typed(body, what, diags)?),
         (Kind::Transform, "filter") => C::Filter(typed(body, what, diags)?),
         (Kind::Transform, "map") => C::Map(typed(body, what, diags)?),
+        (Kind::Transform, "window") => C::Window(typed(body, what, diags)?),
         (Kind::Sink, "stdout") => C::Stdout(typed(body, what, diags)?),
         (Kind::Sink, "file") => C::FileSink(typed(body, what, diags)?),
         (Kind::Sink, "null") => C::Null(typed(body, what, diags)?),
@@ -91,6 +96,8 @@ pub enum Op {
     Filter(Arc<Expr>),
     /// A map.
     Map(Arc<MapSpec>),
+    /// A tumbling window.
+    Window(Arc<WindowSpec>),
     /// A sink.
     Sink(SinkSpec),
 }
