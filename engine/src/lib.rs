@@ -2,7 +2,7 @@
 //!
 //! Data flows one way: TOML text → [`spec`] (sections, components and their typed configs, with
 //! spans) → [`plan`] (validated, compiled, in topological order) → [`run`] (a timely dataflow on
-//! every worker) → sinks and the [`summary`]. Every configuration problem on the way is a
+//! every worker) → sinks, the [`summary`] and the [`report`]. Every configuration problem on the way is a
 //! [`diag::Diag`] naming the file, line, column and component.
 //!
 //! ```
@@ -25,7 +25,8 @@
 //! "#;
 //! let (plan, diags, _) = plan::load("example.toml", toml, &[]);
 //! assert!(diags.is_empty());
-//! let report = run::run(&plan.unwrap(), &run::RunOptions { workers: Some(2) }, Default::default()).unwrap();
+//! let opts = run::RunOptions { workers: Some(2), ..Default::default() };
+//! let report = run::run(&plan.unwrap(), &opts, Default::default()).unwrap();
 //! assert_eq!(report.components[0].metrics.records_out, 1000);
 //! ```
 

@@ -324,3 +324,88 @@ fn missing_pipeline_file() {
         stderr(&out)
     );
 }
+
+const WINDOW_HEAD: &str = "[sources.s]\ntype = \"generator\"\nprofile = \"iot\"\nevents = 10\n\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"w\"]\n\n[transforms.w]\ntype = \"window\"\ninputs = [\"s\"]\n";
+
+#[test]
+fn window_group_by_unknown_field() {
+    let err = invalid(&format!(
+        "{WINDOW_HEAD}size = \"1s\"\ngroup_by = [\"device\"]\naggregates = {{ n = \"count(*)\" }}\n"
+    ));
+    names(
+        &err,
+        "14:13",
+        "transforms.w: `group_by` names `device`, which is not an input field",
+        "did you mean `device_id`?",
+    );
+}
+
+#[test]
+fn window_bad_aggregates() {
+    let err = invalid(&format!(
+        "{WINDOW_HEAD}size = \"1s\"\naggregates = {{ t = \"avg(temprature)\", m = \"median(pressure)\", s = \"sum(device_id)\" }}\n"
+    ));
+    names(
+        &err,
+        "14:25",
+        "transforms.w: unknown field `temprature` in aggregate `t`",
+        "temperature",
+    );
+    assert!(err.contains("unknown aggregate `median`"), "{err}");
+    assert!(
+        err.contains("use one of: count, sum, min, max, avg, first, last"),
+        "{err}"
+    );
+    names(
+        &err,
+        "14:72",
+        "`sum` needs a number, and its argument is string",
+        "CAST",
+    );
+}
+
+#[test]
+fn window_size_and_clashing_names() {
+    let err = invalid(&format!(
+        "{WINDOW_HEAD}size = \"0s\"\ngroup_by = [\"device_id\"]\naggregates = {{ device_id = \"count(*)\" }}\n"
+    ));
+    names(
+        &err,
+        "13:8",
+        "transforms.w: `size` must be longer than zero",
+        "\"1s\"",
+    );
+    names(
+        &err,
+        "15:28",
+        "the output already has a field `device_id`",
+        "give the aggregate another name",
+    );
+}
+
+#[test]
+fn window_input_without_event_time() {
+    let err = invalid(
+        "[sources.s]\ntype = \"generator\"\nprofile = \"iot\"\nevents = 10\n\n[transforms.m]\ntype = \"map\"\ninputs = [\"s\"]\nselect = [\"device_id\"]\n\n[transforms.w]\ntype = \"window\"\ninputs = [\"m\"]\nsize = \"1s\"\naggregates = { n = \"count(*)\" }\n\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"w\"]\n",
+    );
+    names(
+        &err,
+        "11:1",
+        "transforms.w: the input has no event-time field",
+        "keep the source's timestamp field",
+    );
+}
+
+#[test]
+fn pipeline_mode_and_batch_interval() {
+    let err = invalid(&format!(
+        "[pipeline]\nmode = \"batch\"\nbatch_interval = \"fast\"\n\n{GOOD_SOURCE}\n[sinks.out]\ntype = \"null\"\ninputs = [\"s\"]\n"
+    ));
+    names(
+        &err,
+        "2:8",
+        "pipeline: `batch` is not a valid `mode`",
+        "`mode` is one of: continuous, micro-batch",
+    );
+    names(&err, "3:18", "`fast` is not a duration", "\"100ms\"");
+}
