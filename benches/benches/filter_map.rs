@@ -22,6 +22,10 @@ use weir_operators::generator::{GeneratorSpec, Profile};
 use weir_operators::schema::Record;
 use weir_operators::value::Value;
 
+/// The allocator the `weir` binary uses, for both sides of the comparison.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const START: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
 
 fn pipeline(events: u64) -> String {

@@ -13,6 +13,11 @@ use weir_engine::run::{self, RunOptions};
 use weir_engine::summary;
 use weir_operators::control::RunControl;
 
+/// Records are allocated on one worker and often freed on another (after an exchange); mimalloc
+/// handles that far better than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Weir: stream processing pipelines declared in TOML, run on timely dataflow.
 #[derive(Parser)]
 #[command(name = "weir", version, about, long_about = None)]

@@ -352,7 +352,7 @@ fn windows_spanning_micro_batches_match_the_reference() {
     }
 }
 
-/// 400,000 events in 1 ms steps through 10 ms windows: 40,000 windows. The window's state is
+/// 1,500,000 events in 1 ms steps through 10 ms windows: 150,000 windows. The window's state is
 /// freed as they close, so the most groups held at once stays a small fraction of the total.
 #[test]
 fn window_state_is_freed_as_windows_close() {
@@ -367,7 +367,7 @@ fn window_state_is_freed_as_windows_close() {
             "--report",
             report.to_str().unwrap(),
             "--set",
-            "sources.sensors.events=400000",
+            "sources.sensors.events=1500000",
             "--set",
             "transforms.per_device.size=\"10ms\"",
         ]);
@@ -384,12 +384,12 @@ fn window_state_is_freed_as_windows_close() {
             w["max_state"].as_u64().unwrap(),
             w["state"].as_u64().unwrap(),
         );
-        assert!(out > 10_000, "{w}");
+        assert!(out > 40_000, "{w}");
         assert_eq!(state, 0, "nothing is held after the run: {w}");
-        // Open groups are bounded by what one batch can touch (65,536 events per worker at most,
-        // of which ~3% are alarms), not by the run's length.
-        assert!(max_state <= 4_500, "{mode:?}: {w}");
-        assert!(max_state * 3 < out, "{mode:?}: {w}");
+        // Open groups are bounded by what two batches can touch (65,536 events per worker at
+        // most, of which ~3% are alarms), not by the run's length.
+        assert!(max_state <= 8_000, "{mode:?}: {w}");
+        assert!(max_state * 5 < out, "{mode:?}: {w}");
     }
 }
 

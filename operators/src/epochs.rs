@@ -1,32 +1,41 @@
-//! Execution modes: when sources release what they have read, and so how often the event-time
-//! frontier advances.
+//! Execution modes: when sources release input, and so how often the event-time frontier
+//! advances.
 //!
-//! In **continuous** mode a source sends records as soon as it has them and advances its
-//! capability (the frontier) after every step, at the granularity of event time. In
-//! **micro-batch** mode a source collects what it reads and releases it once per batch interval
-//! of processing time — at the instants `start + k * interval`, the same for every worker — and
-//! advances the frontier only then, like Spark's `ProcessingTime` trigger. A batch that reaches
-//! [`Epochs::MAX_BATCH`] records is released at once, so an unthrottled source cannot buffer
-//! without bound (Spark's `maxOffsetsPerTrigger` plays the same role).
+//! A source emits its input in *batches*. Within a batch it may send records in several chunks
+//! (so downstream operators work on cache-sized pieces), but it holds its capability — the
+//! frontier — until the batch is complete, and advances it once, after the batch.
 //!
-//! Records carry their own event time and watermark ([`Meta`](crate::schema::Meta)), so which
-//! batch a record travels in never changes a result: only latency and throughput differ.
+//! - **Continuous**: a batch is whatever one activation has ready (at most [`CHUNK`] records);
+//!   the next starts at once. Records flow as they arrive and the frontier follows event time
+//!   closely.
+//! - **Micro-batch**: a batch starts at the instants `start + k * interval` of processing time,
+//!   the first at once
+//!   (the same for every worker) and takes everything that is available then — events due by
+//!   then for a generator, lines that can be read for a file or standard input — up to
+//!   [`MAX_BATCH`] records per worker. Between batches the source reads nothing, so input waits
+//!   (and its latency shows it), like Spark's `ProcessingTime` trigger. A batch that reached
+//!   `MAX_BATCH` means input is backlogged: the next batch starts at once, as Spark starts the
+//!   next micro-batch at once when one overruns its interval.
+//!
+//! Records carry their own event time and watermark ([`Meta`](crate::schema::Meta)), so how
+//! records are batched never changes a result: only latency and throughput differ.
 //!
 //! ```
 //! use std::time::Duration;
-//! use weir_operators::epochs::{Epochs, Mode};
+//! use weir_operators::epochs::{Epochs, Mode, CHUNK, MAX_BATCH};
 //! use weir_operators::generator::RunClock;
 //!
 //! let mut continuous = Epochs::new(Mode::Continuous, RunClock::now());
-//! assert!(continuous.due(1));
+//! assert!(continuous.start_batch());
+//! assert_eq!(continuous.batch_max(), CHUNK);
 //! let mut batched = Epochs::new(Mode::MicroBatch(Duration::from_secs(3600)), RunClock::now());
-//! assert!(!batched.due(1), "the first hour's batch is not due yet");
-//! assert!(batched.due(Epochs::MAX_BATCH), "a full batch goes at once");
+//! assert!(batched.start_batch(), "the first batch starts at once");
+//! assert!(!batched.start_batch(), "the second starts an hour later");
+//! assert_eq!(batched.batch_max(), MAX_BATCH);
 //! ```
 
-use std::time::Duration;
-
 use crate::generator::RunClock;
+use std::time::Duration;
 
 /// How a pipeline's epochs advance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,17 +65,20 @@ pub struct Epochs {
     next: Duration,
 }
 
-impl Epochs {
-    /// The most records a source holds back in one micro-batch (per worker).
-    pub const MAX_BATCH: usize = 1 << 16;
+/// Records a source sends per activation (and per batch in continuous mode).
+pub const CHUNK: usize = 4096;
 
-    /// The schedule for `mode`, aligned to the run's start.
+/// The most records a worker's source puts in one micro-batch.
+pub const MAX_BATCH: usize = 1 << 16;
+
+impl Epochs {
+    /// The schedule for `mode`, aligned to the run's start: the first batch starts at once.
     pub fn new(mode: Mode, clock: RunClock) -> Epochs {
-        let next = match mode {
-            Mode::Continuous => Duration::ZERO,
-            Mode::MicroBatch(iv) => iv,
-        };
-        Epochs { mode, clock, next }
+        Epochs {
+            mode,
+            clock,
+            next: Duration::ZERO,
+        }
     }
 
     /// Whether the mode is continuous.
@@ -74,24 +86,36 @@ impl Epochs {
         self.mode == Mode::Continuous
     }
 
-    /// Whether a source holding `buffered` records should release them now. A `true` answer
-    /// in micro-batch mode moves the schedule on to the next interval boundary.
-    pub fn due(&mut self, buffered: usize) -> bool {
+    /// The most records in one batch.
+    pub fn batch_max(&self) -> usize {
+        match self.mode {
+            Mode::Continuous => CHUNK,
+            Mode::MicroBatch(_) => MAX_BATCH,
+        }
+    }
+
+    /// Whether a new batch may start now (always, in continuous mode). A `true` answer in
+    /// micro-batch mode moves the schedule on to the next interval boundary.
+    pub fn start_batch(&mut self) -> bool {
         let Mode::MicroBatch(iv) = self.mode else {
             return true;
         };
         let now = self.clock.instant.elapsed();
-        if now >= self.next {
-            // The first boundary after now (a late wake-up skips missed boundaries).
-            let k = (now.as_nanos() / iv.as_nanos().max(1)) as u32 + 1;
-            self.next = iv * k;
-            true
-        } else {
-            buffered >= Self::MAX_BATCH
+        if now < self.next {
+            return false;
         }
+        // The first boundary after now (a late wake-up skips missed boundaries).
+        let k = (now.as_nanos() / iv.as_nanos().max(1)) as u32 + 1;
+        self.next = iv * k;
+        true
     }
 
-    /// How long until the next release (zero in continuous mode).
+    /// The instant of the next batch boundary, as time since the run's start.
+    pub fn next_boundary(&self) -> Duration {
+        self.next
+    }
+
+    /// How long until the next batch may start (zero in continuous mode).
     pub fn until_next(&self) -> Duration {
         match self.mode {
             Mode::Continuous => Duration::ZERO,

@@ -27,7 +27,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::Scope;
 
 use crate::control::RunControl;
-use crate::epochs::{Epochs, Mode};
+use crate::epochs::{Epochs, Mode, CHUNK};
 use crate::metrics::ComponentMetrics;
 use crate::schema::{Field, Record, Schema};
 use crate::value::{FieldType, Micros, Value};
@@ -229,9 +229,6 @@ fn hundredths(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// Events generated per activation when unthrottled, or when catching up.
-const BATCH: u64 = 4096;
-
 /// How a run's clock started, shared by all workers so their schedules agree.
 #[derive(Clone, Copy, Debug)]
 pub struct RunClock {
@@ -257,9 +254,10 @@ impl RunClock {
     }
 }
 
-/// Builds the generator operator on this worker's scope. In micro-batch mode (see
-/// [`epochs`](crate::epochs)) it generates events when they are due, as in continuous mode, but
-/// holds them back until the batch is released.
+/// Builds the generator operator on this worker's scope. It emits events in batches by the
+/// execution mode (see [`epochs`](crate::epochs)): in micro-batch mode a batch starts at each
+/// interval boundary and takes the events due by then (all of them, up to the batch limit,
+/// when unthrottled), and the capability advances once per batch.
 pub fn generator<'s>(
     scope: Scope<'s, Time>,
     name: &str,
@@ -279,30 +277,40 @@ pub fn generator<'s>(
         let mut last_ts: Micros = 0;
         let ns_per_event = spec.rate.map(|r| 1e9 / r);
         let mut epochs = Epochs::new(mode, clock);
-        let mut pending: Vec<Record> = Vec::new();
+        // The open batch: the index it ends before, and how many events it has sent.
+        let mut open: Option<(u64, usize)> = None;
+        // Whether the last batch was full, so more input is waiting.
+        let mut backlog = false;
         move |output| {
             let Some(c) = cap.as_mut() else { return };
             let limit = spec.events.unwrap_or(u64::MAX);
-            let stopped = ctl.stopped();
-            // How far may this activation go?
-            let due = match ns_per_event {
-                Some(ns) => {
-                    let elapsed = clock.instant.elapsed().as_nanos() as f64;
-                    ((elapsed / ns) as u64).saturating_add(1)
+            if ctl.stopped() || next >= limit {
+                cap = None;
+                return;
+            }
+            if open.is_none() {
+                if !(backlog || epochs.start_batch()) {
+                    activator.activate_after(epochs.until_next().min(Duration::from_millis(100)));
+                    return;
                 }
-                None => u64::MAX,
-            };
-            let room = if epochs.continuous() {
-                BATCH
-            } else {
-                (Epochs::MAX_BATCH - pending.len().min(Epochs::MAX_BATCH)) as u64
-            };
-            let end = due
-                .min(limit)
-                .min(next.saturating_add(room.min(BATCH) * peers));
-            let mut produced = 0u64;
-            if next < end && !stopped {
+                // The batch takes the events due now.
+                let due = match ns_per_event {
+                    Some(ns) => {
+                        let elapsed = clock.instant.elapsed().as_nanos() as f64;
+                        ((elapsed / ns) as u64).saturating_add(1)
+                    }
+                    None => u64::MAX,
+                };
+                open = Some((due.min(limit), 0));
+            }
+            let (due, sent) = open.as_mut().expect("opened above");
+            let max = epochs.batch_max();
+            let room = (max - *sent).min(CHUNK) as u64;
+            let end = (*due).min(next.saturating_add(room * peers));
+            if next < end {
                 let wall = clock.now_micros();
+                let mut session = output.session(c);
+                let mut produced = 0;
                 while next < end {
                     let ts = spec.event_time(next, start_ts).unwrap_or(wall).max(last_ts);
                     last_ts = ts;
@@ -313,44 +321,46 @@ pub fn generator<'s>(
                         Some(ns) => clock.wall + (next as f64 * ns / 1e3) as Micros,
                         None => wall,
                     };
-                    pending.push(r);
+                    session.give(r);
                     produced += 1;
                     next += peers;
                 }
+                *sent += produced;
+                metrics.add_out(produced as u64);
             }
-            metrics.add_out(produced);
-            let finished = stopped || next >= limit;
-            if finished || epochs.due(pending.len()) {
-                if !pending.is_empty() {
-                    output.session(c).give_container(&mut pending);
-                    pending.clear();
-                }
-                if finished {
-                    cap = None;
-                    return;
-                }
-                // The next event's time bounds everything this worker will still send.
-                let next_ts = spec
-                    .event_time(next, start_ts)
-                    .unwrap_or(last_ts)
-                    .max(last_ts);
-                c.downgrade(&(next_ts.max(0) as Time));
+            let finished = next >= limit;
+            let full = *sent >= max;
+            if !(finished || full || next >= *due) {
+                // The batch goes on in the next activation, at the same capability.
+                activator.activate();
+                return;
             }
-            let mut wait = match ns_per_event {
-                Some(ns) if next >= due => {
-                    let due_at = Duration::from_nanos((next as f64 * ns) as u64);
-                    due_at.saturating_sub(clock.instant.elapsed())
-                }
-                _ if pending.len() >= Epochs::MAX_BATCH => Duration::MAX,
-                _ => Duration::ZERO,
+            open = None;
+            backlog = full;
+            if finished {
+                cap = None;
+                return;
+            }
+            // The next event's time bounds everything this worker will still send.
+            let next_ts = spec
+                .event_time(next, start_ts)
+                .unwrap_or(last_ts)
+                .max(last_ts);
+            c.downgrade(&(next_ts.max(0) as Time));
+            let wait = if backlog {
+                Duration::ZERO
+            } else if !epochs.continuous() {
+                epochs.until_next()
+            } else {
+                // Continuous and throttled: wake when the next event is due.
+                let ns = ns_per_event.unwrap_or(0.0);
+                let due_at = Duration::from_nanos((next as f64 * ns) as u64);
+                due_at.saturating_sub(clock.instant.elapsed())
             };
-            if !epochs.continuous() {
-                wait = wait.min(epochs.until_next());
-            }
             if wait.is_zero() {
                 activator.activate();
             } else {
-                // Wake for the next event or release, but at least every 100ms to notice a stop.
+                // At least every 100ms, to notice a stop.
                 activator.activate_after(wait.min(Duration::from_millis(100)));
             }
         }

@@ -1,7 +1,9 @@
 //! The shell shared by sources that read and decode external input (`file`, `stdin`): a timely
 //! operator with two outputs — records, and dead letters — that applies the bad-record policy,
-//! counts, stamps each record's [`Meta`](crate::schema::Meta), and releases records by the
-//! execution mode ([`epochs`](crate::epochs)).
+//! counts, stamps each record's [`Meta`](crate::schema::Meta), and reads in batches by the
+//! execution mode ([`epochs`](crate::epochs)): in micro-batch mode it reads nothing between
+//! batches, so input waits where it is (a file, or the standard-input pipe, which then pushes
+//! back on its writer).
 //!
 //! **Watermarks.** Input is read in *partitions* (a file; standard input), each in order. A
 //! partition's watermark is the largest event time read from it so far, and each record carries
@@ -149,20 +151,48 @@ where
             ..Batch::default()
         };
         let mut epochs = Epochs::new(mode, clock);
+        // Records sent in the open batch, if one is open.
+        let mut open: Option<usize> = None;
+        // Whether the last batch was full, so more input is waiting.
+        let mut backlog = false;
         move |_frontiers| {
             let (Some(rc), Some(dc)) = (rec_cap.as_mut(), dead_cap.as_mut()) else {
                 return;
             };
-            let progress = if ctl.stopped() {
-                Progress::Done
-            } else {
-                batch.ingest = clock.now_micros();
-                step(&mut batch)
-            };
+            if ctl.stopped() {
+                rec_cap = None;
+                dead_cap = None;
+                return;
+            }
+            if open.is_none() {
+                if !(backlog || epochs.start_batch()) {
+                    activator.activate_after(epochs.until_next().min(Duration::from_millis(100)));
+                    return;
+                }
+                open = Some(0);
+            }
+            batch.ingest = clock.now_micros();
+            let progress = step(&mut batch);
             metrics.add_in(batch.read);
             metrics.add_out(batch.records.len() as u64);
             metrics.add_errors(batch.errors);
             metrics.add_dead_lettered(batch.dead.len() as u64);
+            let sent = open.as_mut().expect("opened above");
+            *sent += batch.records.len() + batch.dead.len();
+            if !batch.records.is_empty() {
+                records_out
+                    .activate()
+                    .session(&*rc)
+                    .give_container(&mut batch.records);
+            }
+            if !batch.dead.is_empty() {
+                dead_out
+                    .activate()
+                    .session(&*dc)
+                    .give_container(&mut batch.dead);
+            }
+            batch.records.clear();
+            batch.dead.clear();
             batch.read = 0;
             batch.errors = 0;
             if let Some(f) = batch.failure.take() {
@@ -171,41 +201,31 @@ where
                 dead_cap = None;
                 return;
             }
-            let done = progress == Progress::Done;
-            let held = batch.records.len() + batch.dead.len();
-            if done || epochs.due(held) {
-                if !batch.records.is_empty() {
-                    records_out
-                        .activate()
-                        .session(&*rc)
-                        .give_container(&mut batch.records);
-                }
-                if !batch.dead.is_empty() {
-                    dead_out
-                        .activate()
-                        .session(&*dc)
-                        .give_container(&mut batch.dead);
-                }
-                batch.records.clear();
-                batch.dead.clear();
-                if done {
-                    rec_cap = None;
-                    dead_cap = None;
-                    return;
-                }
-                if !batch.later_partitions {
-                    let t = batch.watermark.max(0) as Time;
-                    if *rc.time() < t {
-                        rc.downgrade(&t);
-                        dc.downgrade(&t);
-                    }
+            let full = *sent >= epochs.batch_max();
+            if progress == Progress::More && !full {
+                // The batch goes on in the next activation, at the same capability.
+                activator.activate();
+                return;
+            }
+            open = None;
+            backlog = full && progress == Progress::More;
+            if progress == Progress::Done {
+                rec_cap = None;
+                dead_cap = None;
+                return;
+            }
+            if !batch.later_partitions {
+                let t = batch.watermark.max(0) as Time;
+                if *rc.time() < t {
+                    rc.downgrade(&t);
+                    dc.downgrade(&t);
                 }
             }
-            if progress == Progress::More {
+            if backlog {
                 activator.activate();
             } else {
-                // A heartbeat, so a stop request is noticed even without input, and a pending
-                // micro-batch is released on time.
+                // Wait for the next batch boundary, or for input (which wakes the operator), but
+                // at least every 100ms to notice a stop.
                 let mut wait = Duration::from_millis(100);
                 if !epochs.continuous() {
                     wait = wait.min(epochs.until_next());

@@ -17,6 +17,7 @@ use crate::file_source::{trim_line_end, NOT_UTF8};
 use crate::generator::RunClock;
 use crate::metrics::ComponentMetrics;
 use crate::reading::{reading_source, Batch, Progress};
+use crate::value::Micros;
 use crate::{Records, Time};
 
 /// Chunks of complete lines in flight between the reader thread and the operator.
@@ -36,8 +37,10 @@ pub fn stdin_source<'s>(
     let worker = scope.worker().clone();
     let decode = Arc::clone(&spec);
     reading_source(scope, name, mode, clock, ctl, metrics, move |address| {
-        // Chunks of whole lines, or the read error that ended the input.
-        let rx: Option<Receiver<Result<Vec<u8>, String>>> = reads.then(|| {
+        // Chunks of whole lines with the time they were read, or the read error that ended
+        // the input.
+        type Chunk = Result<(Vec<u8>, Micros), String>;
+        let rx: Option<Receiver<Chunk>> = reads.then(|| {
             let (tx, rx) = sync_channel(CHUNKS_IN_FLIGHT);
             let wake = worker.sync_activator_for(address.to_vec());
             std::thread::Builder::new()
@@ -61,14 +64,15 @@ pub fn stdin_source<'s>(
                         pending.extend_from_slice(&buf[..n]);
                         if let Some(nl) = pending.iter().rposition(|b| *b == b'\n') {
                             let rest = pending.split_off(nl + 1);
-                            if tx.send(Ok(std::mem::replace(&mut pending, rest))).is_err() {
+                            let chunk = std::mem::replace(&mut pending, rest);
+                            if tx.send(Ok((chunk, clock.now_micros()))).is_err() {
                                 return;
                             }
                             let _ = wake.activate();
                         }
                     }
                     if !pending.is_empty() {
-                        let _ = tx.send(Ok(pending));
+                        let _ = tx.send(Ok((pending, clock.now_micros())));
                     }
                     drop(tx);
                     let _ = wake.activate();
@@ -83,7 +87,9 @@ pub fn stdin_source<'s>(
             };
             for _ in 0..4 {
                 match rx.try_recv() {
-                    Ok(Ok(chunk)) => {
+                    Ok(Ok((chunk, read_at))) => {
+                        // Latency counts from when the line was read from the pipe.
+                        batch.ingest = read_at;
                         // Every chunk but the last ends with a newline; drop the empty tail.
                         let chunk = chunk.strip_suffix(b"\n").unwrap_or(&chunk);
                         for raw in chunk.split(|b| *b == b'\n') {

@@ -1,0 +1,299 @@
+//! The IoT per-device report — readings only, a 1 s tumbling average of temperature per device —
+//! through Weir (the pipeline below, compiled from TOML) and through a hand-written timely
+//! program doing the same work, in the same run, in both execution modes.
+//!
+//! Both sides generate the same events with the same generator function. The hand-written side
+//! filters with a Rust closure, exchanges by device, and keeps `(sum, count)` per device and
+//! window in a `HashMap`, summing naively in `f64`; Weir evaluates its compiled SQL filter, and
+//! its `avg` is an exact, order-independent sum (the price of results that do not depend on the
+//! number of workers). In micro-batch mode both sides release input in batches of 65,536
+//! events per worker, advancing the frontier once per batch, as an unthrottled Weir source does.
+//!
+//! Then Weir's latency percentiles at a fixed open-loop rate (`WEIR_BENCH_RATE`, default
+//! 200,000 events/s, for `WEIR_BENCH_SECONDS`, default 5) in continuous mode and in
+//! micro-batch mode with 100 ms batches.
+//!
+//! `cargo bench -p weir-benches --bench window`; `WEIR_BENCH_EVENTS` (default 10,000,000) and
+//! `WEIR_BENCH_REPS` (default 5) change the size.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use smol_str::SmolStr;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use weir_benches::{env_or, machine, median, timed};
+use weir_engine::plan;
+use weir_engine::run::{run, RunOptions, RunReport};
+use weir_engine::summary::{micros, PERCENTILES};
+use weir_operators::generator::{GeneratorSpec, Profile};
+use weir_operators::schema::Record;
+use weir_operators::value::Value;
+
+/// The allocator the `weir` binary uses, for both sides of the comparison.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const START: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+const SECOND: i64 = 1_000_000;
+
+fn pipeline(events: u64, mode: &str, timing: &str) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "bench-window"
+mode = "{mode}"
+
+[sources.sensors]
+type = "generator"
+profile = "iot"
+events = {events}
+devices = 1000
+seed = 7
+{timing}
+
+[transforms.readings]
+type = "filter"
+inputs = ["sensors"]
+condition = "kind = 'reading'"
+
+[transforms.per_device]
+type = "window"
+inputs = ["readings"]
+size = "1s"
+group_by = ["device_id"]
+aggregates = {{ avg_temp = "avg(temperature)" }}
+
+[sinks.out]
+type = "null"
+inputs = ["per_device"]
+"#
+    )
+}
+
+fn weir_run(text: &str, workers: usize) -> (RunReport, std::time::Duration) {
+    let (plan, diags, _) = plan::load("bench.toml", text, &[]);
+    assert!(diags.is_empty(), "{diags:?}");
+    let plan = plan.expect("valid");
+    timed(|| {
+        run(
+            &plan,
+            &RunOptions {
+                workers: Some(workers),
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .expect("runs")
+    })
+}
+
+/// Weir: returns (events/s, window results).
+fn weir(events: u64, workers: usize, mode: &str) -> (f64, u64) {
+    let timing = "start = \"2026-01-01T00:00:00Z\"\nevent_time_interval = \"1us\"";
+    let (report, t) = weir_run(&pipeline(events, mode, timing), workers);
+    let out = report
+        .components
+        .iter()
+        .find(|c| c.id == "out")
+        .expect("the sink")
+        .metrics
+        .records_in;
+    (events as f64 / t.as_secs_f64(), out)
+}
+
+/// The hand-written timely program: returns (events/s, window results). `batch` is the number
+/// of events a worker generates before it advances its capability.
+fn hand_written(events: u64, workers: usize, batch: u64) -> (f64, u64) {
+    let (results, t) = timed(|| {
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let count = Rc::new(Cell::new(0u64));
+            let seen = Rc::clone(&count);
+            let spec = GeneratorSpec {
+                events: Some(events),
+                seed: 7,
+                devices: 1000,
+                start: Some(START),
+                interval: Some(1),
+                ..GeneratorSpec::new(Profile::Iot)
+            };
+            let (index, peers) = (worker.index() as u64, worker.peers() as u64);
+            worker.dataflow::<u64, _, _>(|scope| {
+                let s = source::<_, timely::container::CapacityContainerBuilder<Vec<Record>>, _, _>(
+                    scope,
+                    "gen",
+                    |cap, info| {
+                        let activator = scope.activator_for(info.address);
+                        let mut cap = Some(cap);
+                        let mut next = index;
+                        move |output| {
+                            let Some(c) = cap.as_mut() else { return };
+                            let end = events.min(next + batch * peers);
+                            let mut session = output.session(c);
+                            while next < end {
+                                session.give(spec.event(next, START + next as i64));
+                                next += peers;
+                            }
+                            drop(session);
+                            if next >= events {
+                                cap = None;
+                            } else {
+                                c.downgrade(&((START + next as i64) as u64));
+                                activator.activate();
+                            }
+                        }
+                    },
+                );
+                // Readings only, as (device, ts, temperature).
+                let readings = s.unary::<timely::container::CapacityContainerBuilder<
+                    Vec<(SmolStr, i64, f64)>,
+                >, _, _, _>(Pipeline, "filter", |_, _| {
+                    move |input, output| {
+                        input.for_each(|cap, data: &mut Vec<Record>| {
+                            let mut session = output.session(&cap);
+                            for r in data.drain(..) {
+                                let v = r.values;
+                                if let (
+                                    Value::Str(k),
+                                    Value::Str(d),
+                                    Value::Ts(ts),
+                                    Value::F64(t),
+                                ) = (&v[2], &v[3], &v[1], &v[4])
+                                {
+                                    if k == "reading" {
+                                        session.give((d.clone(), *ts, *t));
+                                    }
+                                }
+                            }
+                        });
+                    }
+                });
+                let route = |r: &(SmolStr, i64, f64)| {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    r.0.hash(&mut h);
+                    h.finish()
+                };
+                readings
+                    .unary_frontier::<timely::container::CapacityContainerBuilder<
+                        Vec<(SmolStr, i64, f64)>,
+                    >, _, _, _>(Exchange::new(route), "window", |_, _| {
+                        type Pane = (Capability<u64>, HashMap<SmolStr, (f64, u64)>);
+                        let mut panes: HashMap<i64, Pane> = HashMap::new();
+                        move |(input, frontier), output| {
+                            input.for_each(|cap, data: &mut Vec<(SmolStr, i64, f64)>| {
+                                for (d, ts, t) in data.drain(..) {
+                                    let end = ts - ts.rem_euclid(SECOND) + SECOND;
+                                    let pane = panes.entry(end).or_insert_with(|| {
+                                        (cap.delayed(&(end as u64 - 1), 0), HashMap::new())
+                                    });
+                                    let e = pane.1.entry(d).or_insert((0.0, 0));
+                                    e.0 += t;
+                                    e.1 += 1;
+                                }
+                            });
+                            let mut closed: Vec<i64> = panes
+                                .keys()
+                                .copied()
+                                .filter(|&end| !frontier.less_equal(&(end as u64 - 1)))
+                                .collect();
+                            closed.sort();
+                            for end in closed {
+                                let (cap, groups) = panes.remove(&end).expect("listed");
+                                let mut session = output.session(&cap);
+                                for (d, (sum, n)) in groups {
+                                    session.give((d, end - SECOND, sum / n as f64));
+                                }
+                            }
+                        }
+                    })
+                    .sink(Pipeline, "count", move |(input, _)| {
+                        input.for_each(|_, data: &mut Vec<(SmolStr, i64, f64)>| {
+                            seen.set(seen.get() + data.len() as u64)
+                        });
+                    });
+            });
+            while worker.step_or_park(None) {}
+            count.get()
+        })
+        .expect("timely runs")
+        .join()
+    });
+    let out = results.into_iter().map(|r| r.expect("worker")).sum();
+    (events as f64 / t.as_secs_f64(), out)
+}
+
+fn main() {
+    let events = env_or("WEIR_BENCH_EVENTS", 10_000_000);
+    let reps = env_or("WEIR_BENCH_REPS", 5) as usize;
+    println!(
+        "1 s tumbling average per device over {events} generated IoT events, {reps} runs each, medians"
+    );
+    println!("machine: {}", machine());
+    println!(
+        "{:>12}  {:>7}  {:>14}  {:>14}  {:>12}",
+        "mode", "workers", "weir ev/s", "timely ev/s", "weir/timely"
+    );
+    for (mode, batch) in [("continuous", 4096), ("micro-batch", 65_536)] {
+        for workers in [1, 2] {
+            let (mut w, mut h) = (Vec::new(), Vec::new());
+            let mut outs = (0, 0);
+            for _ in 0..reps {
+                let (rate, out) = weir(events, workers, mode);
+                w.push(rate);
+                outs.0 = out;
+                let (rate, out) = hand_written(events, workers, batch);
+                h.push(rate);
+                outs.1 = out;
+            }
+            assert_eq!(outs.0, outs.1, "both sides must produce the same windows");
+            let (wm, hm) = (median(w), median(h));
+            println!(
+                "{mode:>12}  {workers:>7}  {wm:>14.0}  {hm:>14.0}  {:>12.2}",
+                wm / hm
+            );
+        }
+    }
+
+    let rate = env_or("WEIR_BENCH_RATE", 200_000);
+    let seconds = env_or("WEIR_BENCH_SECONDS", 5);
+    println!();
+    println!("latency at an offered {rate} events/s for {seconds} s, 2 workers (open loop; event time = scheduled time)");
+    let mut header = format!("{:>22}  {:>10}", "mode", "latency");
+    for (l, _) in PERCENTILES {
+        header += &format!("  {l:>9}");
+    }
+    header += &format!("  {:>9}", "max");
+    println!("{header}");
+    for mode in ["continuous", "micro-batch"] {
+        let timing = format!("rate = {rate}.0");
+        let mut text = pipeline(rate * seconds, mode, &timing);
+        if mode == "micro-batch" {
+            text = text.replace(
+                "mode = \"micro-batch\"",
+                "mode = \"micro-batch\"\nbatch_interval = \"100ms\"",
+            );
+        }
+        let (report, _) = weir_run(&text, 2);
+        let sink = &report.sinks[0];
+        let shown = if mode == "continuous" {
+            "continuous".to_string()
+        } else {
+            "micro-batch 100ms".into()
+        };
+        for (kind, h) in [
+            ("processing", &sink.latency.processing),
+            ("event-time", &sink.latency.event),
+        ] {
+            let mut line = format!("{shown:>22}  {kind:>10}");
+            for (_, q) in PERCENTILES {
+                line += &format!("  {:>9}", micros(h.value_at_percentile(q)));
+            }
+            line += &format!("  {:>9}", micros(h.max()));
+            println!("{line}");
+        }
+    }
+}
