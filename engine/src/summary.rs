@@ -58,13 +58,15 @@ pub fn status(
         let cells = latency_cells(&h.processing);
         let _ = writeln!(
             out,
-            "weir: {:>6.1}s  sink {}: {} records ({}/s)  latency p50 {}  p99 {}  max {}",
+            "weir: {:>6.1}s  sink {}: {} records, {}/s; latency p50 {} p90 {} p99 {} p99.9 {} max {}",
             secs,
             n.id,
             thousands(records),
             thousands((records as f64 / secs) as u64),
             cells[0],
+            cells[1],
             cells[2],
+            cells[3],
             cells[4]
         );
     }

@@ -520,3 +520,34 @@ fn a_bad_mode_on_the_command_line_is_reported_against_it() {
         stderr(&out)
     );
 }
+
+/// A long run prints a status line per sink while it lasts.
+#[test]
+fn long_runs_print_status_lines() {
+    let dir = workspace();
+    let out = weir(
+        dir.path(),
+        &[
+            "run",
+            "pipelines/iot-device-report.toml",
+            "--status-every",
+            "300ms",
+            "--set",
+            "sources.sensors.events=24000",
+        ],
+        "",
+    );
+    ok(&out);
+    let err = stderr(&out);
+    let status: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("s  sink report:"))
+        .collect();
+    assert!(status.len() >= 2, "{err}");
+    for l in status {
+        assert!(
+            l.contains("records,") && l.contains("latency p50") && l.contains("p99.9"),
+            "{l}"
+        );
+    }
+}
