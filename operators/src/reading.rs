@@ -86,7 +86,10 @@ impl Batch {
                 self.errors += 1;
                 match spec.on_error {
                     OnError::DeadLetter => {
-                        self.dead.push(spec.dead_letter(file, line, reason, raw))
+                        let mut d = spec.dead_letter(file, line, reason, raw);
+                        d.meta.ingest = self.ingest;
+                        d.meta.watermark = self.watermark.max(0) as Time;
+                        self.dead.push(d)
                     }
                     OnError::Skip => {}
                     OnError::Fail => {
