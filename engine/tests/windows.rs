@@ -352,8 +352,13 @@ fn windows_spanning_micro_batches_match_the_reference() {
     }
 }
 
-/// 1,500,000 events in 1 ms steps through 10 ms windows: 150,000 windows. The window's state is
-/// freed as they close, so the most groups held at once stays a small fraction of the total.
+/// 3,000,000 events in 1 ms steps through 10 ms windows: 300,000 windows, about 90,000 results.
+/// The window's state is freed as windows close, so the most groups held at once stays a small
+/// fraction of the total: it is bounded by the input in flight, not by the length of the run.
+/// (Without windows being freed it would equal the number of results.) One worker, so the bound
+/// is exact: one batch of 65,536 events, ~3% alarms. With several workers, one that races ahead
+/// of another holds its windows open until the slower one's frontier catches up; bounding that
+/// skew is the job of backpressure, not of the window.
 #[test]
 fn window_state_is_freed_as_windows_close() {
     let dir = workspace();
@@ -364,10 +369,12 @@ fn window_state_is_freed_as_windows_close() {
     ] {
         let mut extra = mode.clone();
         extra.extend([
+            "--workers",
+            "1",
             "--report",
             report.to_str().unwrap(),
             "--set",
-            "sources.sensors.events=1500000",
+            "sources.sensors.events=3000000",
             "--set",
             "transforms.per_device.size=\"10ms\"",
         ]);
@@ -384,12 +391,12 @@ fn window_state_is_freed_as_windows_close() {
             w["max_state"].as_u64().unwrap(),
             w["state"].as_u64().unwrap(),
         );
-        assert!(out > 40_000, "{w}");
+        assert!(out > 80_000, "{w}");
         assert_eq!(state, 0, "nothing is held after the run: {w}");
-        // Open groups are bounded by what two batches can touch (65,536 events per worker at
-        // most, of which ~3% are alarms), not by the run's length.
-        assert!(max_state <= 8_000, "{mode:?}: {w}");
-        assert!(max_state * 5 < out, "{mode:?}: {w}");
+        // At most one batch's alarms (65,536 x 3%, each its own device and window at worst)
+        // plus the windows the batch before it left open.
+        assert!(max_state <= 4_500, "{mode:?}: {w}");
+        assert!(max_state * 20 < out, "{mode:?}: {w}");
     }
 }
 
