@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -185,22 +184,21 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
     let plan_arc = Arc::new(plan.clone());
     let clock = RunClock::now();
     let started = Instant::now();
-    let done = Arc::new(AtomicBool::new(false));
+    // The status thread prints every `every` until the run ends (the sender is dropped).
+    let (done, finished) = std::sync::mpsc::channel::<()>();
     let status = opts.status_every.map(|every| {
-        let (plan, metrics, measured, done) = (
-            plan.clone(),
-            metrics.clone(),
-            measured.clone(),
-            Arc::clone(&done),
-        );
+        let (plan, metrics, measured) = (plan.clone(), metrics.clone(), measured.clone());
         std::thread::spawn(move || {
             let mut next = every;
-            while !done.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(50));
-                let t = started.elapsed();
-                if t >= next {
-                    next += every;
-                    eprint!("{}", crate::summary::status(&plan, &metrics, &measured, t));
+            loop {
+                let wait = next.saturating_sub(started.elapsed());
+                match finished.recv_timeout(wait) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        let t = started.elapsed();
+                        next += every;
+                        eprint!("{}", crate::summary::status(&plan, &metrics, &measured, t));
+                    }
+                    _ => return,
                 }
             }
         })
@@ -230,12 +228,12 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
             Ok(())
         })
     };
-    done.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    drop(done);
     if let Some(t) = status {
         let _ = t.join();
     }
     result?;
-    let elapsed = started.elapsed();
     for (n, w) in plan.nodes.iter().zip(&writers) {
         if let Some(w) = w {
             if let Err(e) = w.flush() {

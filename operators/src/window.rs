@@ -220,6 +220,8 @@ struct Group {
 
 /// One open window on this worker.
 struct Pane {
+    /// The window's start.
+    start: Micros,
     /// Held at `end - 1`, the time its results are sent at.
     cap: Capability<Time>,
     groups: HashTable<Group>,
@@ -273,6 +275,7 @@ pub fn window<'s>(
                         continue;
                     }
                     let pane = panes.entry(end).or_insert_with(|| Pane {
+                        start,
                         cap: cap.delayed(&(end_t - 1), 0),
                         groups: HashTable::new(),
                     });
@@ -324,7 +327,7 @@ pub fn window<'s>(
                     break;
                 }
                 let pane = entry.remove();
-                let start = end - spec.size;
+                let start = pane.start;
                 let mut act = out.activate();
                 let mut session = act.session(&pane.cap);
                 freed += pane.groups.len() as i64;
