@@ -110,8 +110,8 @@ impl Schema {
 pub struct Record {
     /// The field values, one per schema field.
     pub values: Vec<Value>,
-    /// Processing metadata.
-    #[serde(default, skip)]
+    /// Processing metadata (serialized too, so it survives an exchange between processes).
+    #[serde(default)]
     pub meta: Meta,
 }
 
@@ -126,7 +126,7 @@ impl Record {
 }
 
 /// Processing metadata carried with a record. It never takes part in comparisons or hashing.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Meta {
     /// When the newest input that contributed to this record entered Weir: wall-clock
     /// microseconds since the epoch (for an open-loop generator, the event's scheduled time).
