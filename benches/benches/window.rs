@@ -22,14 +22,12 @@ use std::rc::Rc;
 
 use smol_str::SmolStr;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
-use weir_benches::{env_or, machine, median, timed};
+use weir_benches::{env_or, iot_source, machine, median, timed};
 use weir_engine::plan;
 use weir_engine::run::{run, RunOptions, RunReport};
 use weir_engine::summary::{micros, PERCENTILES};
-use weir_operators::generator::{GeneratorSpec, Profile};
 use weir_operators::schema::Record;
 use weir_operators::value::Value;
 
@@ -37,7 +35,6 @@ use weir_operators::value::Value;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const START: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
 const SECOND: i64 = 1_000_000;
 
 fn pipeline(events: u64, mode: &str, timing: &str) -> String {
@@ -112,41 +109,8 @@ fn hand_written(events: u64, workers: usize, batch: u64) -> (f64, u64) {
         timely::execute(timely::Config::process(workers), move |worker| {
             let count = Rc::new(Cell::new(0u64));
             let seen = Rc::clone(&count);
-            let spec = GeneratorSpec {
-                events: Some(events),
-                seed: 7,
-                devices: 1000,
-                start: Some(START),
-                interval: Some(1),
-                ..GeneratorSpec::new(Profile::Iot)
-            };
-            let (index, peers) = (worker.index() as u64, worker.peers() as u64);
             worker.dataflow::<u64, _, _>(|scope| {
-                let s = source::<_, timely::container::CapacityContainerBuilder<Vec<Record>>, _, _>(
-                    scope,
-                    "gen",
-                    |cap, info| {
-                        let activator = scope.activator_for(info.address);
-                        let mut cap = Some(cap);
-                        let mut next = index;
-                        move |output| {
-                            let Some(c) = cap.as_mut() else { return };
-                            let end = events.min(next + batch * peers);
-                            let mut session = output.session(c);
-                            while next < end {
-                                session.give(spec.event(next, START + next as i64));
-                                next += peers;
-                            }
-                            drop(session);
-                            if next >= events {
-                                cap = None;
-                            } else {
-                                c.downgrade(&((START + next as i64) as u64));
-                                activator.activate();
-                            }
-                        }
-                    },
-                );
+                let s = iot_source(scope, events, batch);
                 // Readings only, as (device, ts, temperature).
                 let readings = s.unary::<timely::container::CapacityContainerBuilder<
                     Vec<(SmolStr, i64, f64)>,

@@ -47,3 +47,52 @@ pub fn machine() -> String {
         .unwrap_or(1);
     format!("{cpu}, {cores} cores")
 }
+
+/// Event time of the benchmarks' first event: 2026-01-01T00:00:00Z, in microseconds.
+pub const START: i64 = 1_767_225_600_000_000;
+
+/// The hand-written programs' source: the same IoT events as a Weir generator with `seed = 7`,
+/// `devices = 1000`, `start = START` and `event_time_interval = "1us"`, split across workers the
+/// same way. Each activation emits `batch` events per worker, then advances the capability to
+/// the next event's time.
+pub fn iot_source<'s>(
+    scope: timely::dataflow::Scope<'s, u64>,
+    events: u64,
+    batch: u64,
+) -> timely::dataflow::Stream<'s, u64, Vec<weir_operators::schema::Record>> {
+    use timely::container::CapacityContainerBuilder;
+    use timely::dataflow::operators::generic::operator::source;
+    use weir_operators::generator::{GeneratorSpec, Profile};
+    use weir_operators::schema::Record;
+
+    let spec = GeneratorSpec {
+        events: Some(events),
+        seed: 7,
+        devices: 1000,
+        start: Some(START),
+        interval: Some(1),
+        ..GeneratorSpec::new(Profile::Iot)
+    };
+    let (index, peers) = (scope.index() as u64, scope.peers() as u64);
+    source::<_, CapacityContainerBuilder<Vec<Record>>, _, _>(scope, "gen", move |cap, info| {
+        let activator = scope.activator_for(info.address);
+        let mut cap = Some(cap);
+        let mut next = index;
+        move |output| {
+            let Some(c) = cap.as_mut() else { return };
+            let end = events.min(next + batch * peers);
+            let mut session = output.session(c);
+            while next < end {
+                session.give(spec.event(next, START + next as i64));
+                next += peers;
+            }
+            drop(session);
+            if next >= events {
+                cap = None;
+            } else {
+                c.downgrade(&((START + next as i64) as u64));
+                activator.activate();
+            }
+        }
+    })
+}

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
 use serde_json::{json, Value};
+use weir_operators::exact_sum::fsum;
 use weir_operators::generator::{GeneratorSpec, Profile};
 use weir_operators::time::parse_rfc3339;
 

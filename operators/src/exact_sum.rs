@@ -201,62 +201,66 @@ impl ExactSum {
     }
 }
 
+/// The correctly rounded sum by another method: CPython's `math.fsum` (Shewchuk's algorithm,
+/// with its exact final rounding). Slower, and it allocates; it is an independent reference
+/// that tests check [`ExactSum`] and window averages against.
+///
+/// ```
+/// assert_eq!(weir_operators::exact_sum::fsum(&[1e16, 1.0, -1e16]), 1.0);
+/// ```
+pub fn fsum(xs: &[f64]) -> f64 {
+    let mut partials: Vec<f64> = Vec::new();
+    for &x0 in xs {
+        let mut x = x0;
+        let mut i = 0;
+        for j in 0..partials.len() {
+            let mut y = partials[j];
+            if x.abs() < y.abs() {
+                std::mem::swap(&mut x, &mut y);
+            }
+            let hi = x + y;
+            let lo = y - (hi - x);
+            if lo != 0.0 {
+                partials[i] = lo;
+                i += 1;
+            }
+            x = hi;
+        }
+        partials.truncate(i);
+        partials.push(x);
+    }
+    let mut n = partials.len();
+    let mut hi = 0.0;
+    if n > 0 {
+        n -= 1;
+        hi = partials[n];
+        let mut lo = 0.0;
+        while n > 0 {
+            let x = hi;
+            n -= 1;
+            let y = partials[n];
+            hi = x + y;
+            let yr = hi - x;
+            lo = y - yr;
+            if lo != 0.0 {
+                break;
+            }
+        }
+        if n > 0 && ((lo < 0.0 && partials[n - 1] < 0.0) || (lo > 0.0 && partials[n - 1] > 0.0)) {
+            let y = lo * 2.0;
+            let x = hi + y;
+            let yr = x - hi;
+            if y == yr {
+                hi = x;
+            }
+        }
+    }
+    hi
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// CPython's `math.fsum` (Shewchuk's algorithm with its exact final rounding): an
-    /// independent, correctly rounded reference.
-    fn fsum(xs: &[f64]) -> f64 {
-        let mut partials: Vec<f64> = Vec::new();
-        for &x0 in xs {
-            let mut x = x0;
-            let mut i = 0;
-            for j in 0..partials.len() {
-                let mut y = partials[j];
-                if x.abs() < y.abs() {
-                    std::mem::swap(&mut x, &mut y);
-                }
-                let hi = x + y;
-                let lo = y - (hi - x);
-                if lo != 0.0 {
-                    partials[i] = lo;
-                    i += 1;
-                }
-                x = hi;
-            }
-            partials.truncate(i);
-            partials.push(x);
-        }
-        let mut n = partials.len();
-        let mut hi = 0.0;
-        if n > 0 {
-            n -= 1;
-            hi = partials[n];
-            let mut lo = 0.0;
-            while n > 0 {
-                let x = hi;
-                n -= 1;
-                let y = partials[n];
-                hi = x + y;
-                let yr = hi - x;
-                lo = y - yr;
-                if lo != 0.0 {
-                    break;
-                }
-            }
-            if n > 0 && ((lo < 0.0 && partials[n - 1] < 0.0) || (lo > 0.0 && partials[n - 1] > 0.0))
-            {
-                let y = lo * 2.0;
-                let x = hi + y;
-                let yr = x - hi;
-                if y == yr {
-                    hi = x;
-                }
-            }
-        }
-        hi
-    }
 
     fn sum(xs: &[f64]) -> f64 {
         let mut s = ExactSum::default();

@@ -81,56 +81,6 @@ pub fn write(dir: &Path, name: &str, text: &str) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// CPython's `math.fsum`: the correctly rounded sum of `xs` (Shewchuk's algorithm), an
-/// independent reference for Weir's exact float sums.
-pub fn fsum(xs: &[f64]) -> f64 {
-    let mut partials: Vec<f64> = Vec::new();
-    for &x0 in xs {
-        let mut x = x0;
-        let mut i = 0;
-        for j in 0..partials.len() {
-            let mut y = partials[j];
-            if x.abs() < y.abs() {
-                std::mem::swap(&mut x, &mut y);
-            }
-            let hi = x + y;
-            let lo = y - (hi - x);
-            if lo != 0.0 {
-                partials[i] = lo;
-                i += 1;
-            }
-            x = hi;
-        }
-        partials.truncate(i);
-        partials.push(x);
-    }
-    let mut n = partials.len();
-    let mut hi = 0.0;
-    if n > 0 {
-        n -= 1;
-        hi = partials[n];
-        let mut lo = 0.0;
-        while n > 0 {
-            let x = hi;
-            n -= 1;
-            let y = partials[n];
-            hi = x + y;
-            lo = y - (hi - x);
-            if lo != 0.0 {
-                break;
-            }
-        }
-        if n > 0 && ((lo < 0.0 && partials[n - 1] < 0.0) || (lo > 0.0 && partials[n - 1] > 0.0)) {
-            let y = lo * 2.0;
-            let x = hi + y;
-            if y == x - hi {
-                hi = x;
-            }
-        }
-    }
-    hi
-}
-
 /// The records of a JSON-lines file, parsed.
 pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
