@@ -309,6 +309,54 @@ impl Aggregate {
         }
     }
 
+    /// Adds the state `from` (of the same aggregate) into `into`, as if `into` had also seen
+    /// every record `from` saw. Sliding and session windows combine partial states with it.
+    pub fn merge(&self, into: &mut Acc, from: &Acc) {
+        match (into, from) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b.iter().cloned()),
+            (Acc::SumInt(a, x), Acc::SumInt(b, y)) => {
+                *a += b;
+                *x |= y;
+            }
+            (Acc::AvgInt(a, n), Acc::AvgInt(b, m)) => {
+                *a += b;
+                *n += m;
+            }
+            (Acc::SumFloat(a, n), Acc::SumFloat(b, m)) => {
+                a.merge(b);
+                *n += m;
+            }
+            (Acc::Extreme(a), Acc::Extreme(Some(b))) => {
+                let better = match a {
+                    None => true,
+                    Some(x) if self.func == Func::Min => b < x,
+                    Some(x) => b > x,
+                };
+                if better {
+                    *a = Some(b.clone());
+                }
+            }
+            (Acc::Pick(a), Acc::Pick(Some(b))) => {
+                let better = match a {
+                    None => true,
+                    Some(x) => {
+                        let ord = (b.0, &b.1, &b.2).cmp(&(x.0, &x.1, &x.2));
+                        if self.func == Func::First {
+                            ord.is_lt()
+                        } else {
+                            ord.is_gt()
+                        }
+                    }
+                };
+                if better {
+                    *a = Some(b.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// How many values `acc` holds (its state size beyond a constant, for `count(distinct)`).
     pub fn size(acc: &Acc) -> usize {
         match acc {
@@ -405,6 +453,36 @@ mod tests {
         r.reverse();
         let after: Vec<Value> = texts.iter().map(|t| run(t, &r)).collect();
         assert_eq!(before, after);
+    }
+
+    #[test]
+    fn merging_partial_states_equals_one_pass() {
+        let r = rows();
+        for text in [
+            "count(*)",
+            "count(i)",
+            "count(distinct s)",
+            "sum(i)",
+            "sum(f)",
+            "min(i)",
+            "max(s)",
+            "avg(i)",
+            "avg(f)",
+            "first(i)",
+            "last(s)",
+            "last(f)",
+        ] {
+            let a = Aggregate::compile(text, &schema()).unwrap();
+            for split in 0..=r.len() {
+                let (mut left, mut right) = (a.init(), a.init());
+                for (k, (ts, id, row)) in r.iter().enumerate() {
+                    let acc = if k < split { &mut left } else { &mut right };
+                    a.update(acc, row, *ts, &Value::U64(*id));
+                }
+                a.merge(&mut right, &left);
+                assert_eq!(a.finish(&right), run(text, &r), "{text}, split at {split}");
+            }
+        }
     }
 
     #[test]

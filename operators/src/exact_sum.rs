@@ -29,7 +29,11 @@ const CARRY_EVERY: u32 = 1 << 30;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExactSum {
     chunks: [i64; CHUNKS],
+    /// Additions since the last carry propagation (merged sums count all of theirs).
     pending: u32,
+    /// The range of chunks that may be non-zero, so merging touches only those.
+    lo: u8,
+    hi: u8,
     nan: bool,
     pos_inf: bool,
     neg_inf: bool,
@@ -40,6 +44,8 @@ impl Default for ExactSum {
         ExactSum {
             chunks: [0; CHUNKS],
             pending: 0,
+            lo: CHUNKS as u8,
+            hi: 0,
             nan: false,
             pos_inf: false,
             neg_inf: false,
@@ -74,6 +80,8 @@ impl ExactSum {
         }
         let v = (m as u128) << (b % 32);
         let k = b / 32;
+        self.lo = self.lo.min(k as u8);
+        self.hi = self.hi.max(k as u8 + 2);
         let parts = [
             (v & 0xffff_ffff) as i64,
             ((v >> 32) & 0xffff_ffff) as i64,
@@ -96,16 +104,24 @@ impl ExactSum {
 
     /// Adds another sum into this one.
     pub fn merge(&mut self, other: &ExactSum) {
-        self.carry();
-        let mut o = other.clone();
-        o.carry();
-        for (c, d) in self.chunks.iter_mut().zip(o.chunks) {
-            *c += d;
+        if self.pending as u64 + other.pending as u64 + 1 >= CARRY_EVERY as u64 {
+            self.carry();
         }
-        self.carry();
-        self.nan |= o.nan;
-        self.pos_inf |= o.pos_inf;
-        self.neg_inf |= o.neg_inf;
+        if other.lo <= other.hi {
+            let (lo, hi) = (other.lo as usize, other.hi as usize);
+            for (c, d) in self.chunks[lo..=hi].iter_mut().zip(&other.chunks[lo..=hi]) {
+                *c += d;
+            }
+            self.lo = self.lo.min(other.lo);
+            self.hi = self.hi.max(other.hi);
+        }
+        self.pending += other.pending + 1;
+        if self.pending >= CARRY_EVERY {
+            self.carry();
+        }
+        self.nan |= other.nan;
+        self.pos_inf |= other.pos_inf;
+        self.neg_inf |= other.neg_inf;
     }
 
     /// Propagates carries: every chunk but the top one ends in `0..2^32`.
@@ -116,6 +132,8 @@ impl ExactSum {
             self.chunks[i + 1] += c;
         }
         self.pending = 0;
+        self.lo = 0;
+        self.hi = CHUNKS as u8 - 1;
     }
 
     /// The sum, correctly rounded (NaN if any input was NaN or both infinities were added).
