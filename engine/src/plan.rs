@@ -27,8 +27,10 @@ use crate::spec::{Kind, PipelineSpec};
 pub enum Port {
     /// The main output.
     Main,
-    /// Bad records of a reading source.
+    /// Bad records of a reading source; late records of a window.
     DeadLetter,
+    /// Late records of a window with late = "side-output".
+    Late,
 }
 
 impl Port {
@@ -37,6 +39,7 @@ impl Port {
         match self {
             Port::Main => "",
             Port::DeadLetter => "dead_letter",
+            Port::Late => "late",
         }
     }
 }
@@ -214,6 +217,9 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             let port = match port {
                 None => Port::Main,
                 Some("dead_letter") if has_dead_letter_port(target) => Port::DeadLetter,
+                Some("late") if target.kind == Kind::Transform && target.ty == "window" => {
+                    Port::Late
+                }
                 Some(p) => {
                     diags.push(
                         Diag::error(format!("`{}` has no output `{p}`", target.id))
@@ -223,6 +229,11 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
                                 format!(
                                     "`{}` has only its main output: write `{}`",
                                     target.id, target.id
+                                )
+                            } else if target.ty == "window" {
+                                format!(
+                                    "its outputs are `{0}`, `{0}.dead_letter` and, with late = \"side-output\", `{0}.late`",
+                                    target.id
                                 )
                             } else {
                                 format!(
@@ -551,6 +562,25 @@ fn input_schema(
                     return None;
                 }
                 dead_letter_schema()
+            }
+            Port::Late => {
+                let p = planned[r.node].as_ref()?;
+                let Some(late) = &p.late_schema else {
+                    diags.push(
+                        Diag::error(format!(
+                            "`{}` sends no late records to `{}.late`: its late policy is not \"side-output\"",
+                            comps[r.node].id, comps[r.node].id
+                        ))
+                        .component(c.qualified())
+                        .at(spans[k].clone())
+                        .help(format!(
+                            "set late = \"side-output\" on {}",
+                            comps[r.node].qualified()
+                        )),
+                    );
+                    return None;
+                };
+                late.clone()
             }
         };
         match &first {

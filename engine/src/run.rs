@@ -372,9 +372,16 @@ fn build<'s>(
                 streams.insert(main, s);
             }
             Op::Window(spec) => {
-                let (r, d) = window::window(input(), Arc::clone(spec), m);
-                streams.insert(main, r);
-                streams.insert(dead, d);
+                let w = window::window(input(), Arc::clone(spec), m);
+                streams.insert(main, w.results);
+                streams.insert(dead, w.dead);
+                streams.insert(
+                    PortRef {
+                        node: i,
+                        port: Port::Late,
+                    },
+                    w.late,
+                );
             }
             Op::Sink(spec) => {
                 let measure = measured[i].as_ref().map(|(l, end)| sink::Measure {

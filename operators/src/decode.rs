@@ -33,6 +33,7 @@ use smol_str::{format_smolstr, SmolStr};
 use crate::schema::{Field, Record, Schema};
 use crate::time::TimeFormat;
 use crate::value::{FieldType, Value};
+use crate::watermark::WatermarkSpec;
 
 /// What a source does with a bad record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +85,8 @@ pub struct DecodeSpec {
     pub assign_id: bool,
     /// The bad-record policy.
     pub on_error: OnError,
+    /// How the source's event time behaves (default: in order, never idle).
+    pub watermark: WatermarkSpec,
     positions: HashMap<String, usize>,
 }
 
@@ -104,6 +107,7 @@ impl DecodeSpec {
             .map(|(i, f)| (f.name.to_string(), i))
             .collect();
         DecodeSpec {
+            watermark: WatermarkSpec::default(),
             source: SmolStr::new(source),
             schema,
             time_format,

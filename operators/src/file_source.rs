@@ -75,71 +75,81 @@ pub fn file_source<'s>(
     metrics: Arc<ComponentMetrics>,
 ) -> (Records<'s>, Records<'s>) {
     let (index, peers) = (scope.index(), scope.peers());
-    reading_source(scope, name, mode, clock, ctl, metrics, move |_address| {
-        let mut mine = spec
-            .files
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| k % peers == index)
-            .map(|(_, f)| f.clone())
-            .collect::<Vec<_>>()
-            .into_iter();
-        let mut current: Option<(String, Open)> = None;
-        move |batch: &mut Batch| {
-            let mut budget = LINES_PER_STEP;
-            while budget > 0 {
-                if current.is_none() {
-                    let Some((path, shown)) = mine.next() else {
-                        return Progress::Done;
-                    };
-                    match open(&spec, &path) {
-                        Ok(o) => {
-                            batch.start_partition();
-                            batch.later_partitions = mine.len() > 0;
-                            current = Some((shown, o));
+    let watermark = spec.decode.watermark;
+    reading_source(
+        scope,
+        name,
+        watermark,
+        mode,
+        clock,
+        ctl,
+        metrics,
+        move |_address| {
+            let mut mine = spec
+                .files
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| k % peers == index)
+                .map(|(_, f)| f.clone())
+                .collect::<Vec<_>>()
+                .into_iter();
+            let mut current: Option<(String, Open)> = None;
+            move |batch: &mut Batch| {
+                let mut budget = LINES_PER_STEP;
+                while budget > 0 {
+                    if current.is_none() {
+                        let Some((path, shown)) = mine.next() else {
+                            return Progress::Done;
+                        };
+                        match open(&spec, &path) {
+                            Ok(o) => {
+                                batch.start_partition();
+                                batch.later_partitions = mine.len() > 0;
+                                current = Some((shown, o));
+                            }
+                            Err(e) => {
+                                batch.failure = Some(format!(
+                                    "source `{}`: cannot read {}: {e}",
+                                    spec.decode.source,
+                                    path.display()
+                                ));
+                                return Progress::Done;
+                            }
                         }
+                    }
+                    let (shown, open) = current.as_mut().expect("opened above");
+                    let finished = match open {
+                        Open::Jsonl {
+                            reader,
+                            line_no,
+                            buf,
+                        } => read_jsonl(
+                            &spec.decode,
+                            reader,
+                            line_no,
+                            buf,
+                            shown,
+                            batch,
+                            &mut budget,
+                        ),
+                        Open::Csv(csv) => read_csv(&spec.decode, csv, shown, batch, &mut budget),
+                    };
+                    match finished {
+                        Ok(true) => current = None,
+                        Ok(false) => {}
                         Err(e) => {
                             batch.failure = Some(format!(
-                                "source `{}`: cannot read {}: {e}",
-                                spec.decode.source,
-                                path.display()
+                                "source `{}`: cannot read {shown}: {e}",
+                                spec.decode.source
                             ));
                             return Progress::Done;
                         }
                     }
                 }
-                let (shown, open) = current.as_mut().expect("opened above");
-                let finished = match open {
-                    Open::Jsonl {
-                        reader,
-                        line_no,
-                        buf,
-                    } => read_jsonl(
-                        &spec.decode,
-                        reader,
-                        line_no,
-                        buf,
-                        shown,
-                        batch,
-                        &mut budget,
-                    ),
-                    Open::Csv(csv) => read_csv(&spec.decode, csv, shown, batch, &mut budget),
-                };
-                match finished {
-                    Ok(true) => current = None,
-                    Ok(false) => {}
-                    Err(e) => {
-                        batch.failure = Some(format!(
-                            "source `{}`: cannot read {shown}: {e}",
-                            spec.decode.source
-                        ));
-                        return Progress::Done;
-                    }
-                }
+                Progress::More
             }
-            Progress::More
-        }
-    })
+        },
+    )
 }
 
 fn open(spec: &FileSourceSpec, path: &PathBuf) -> Result<Open, String> {

@@ -31,6 +31,7 @@ use crate::epochs::{Epochs, Mode, CHUNK};
 use crate::metrics::ComponentMetrics;
 use crate::schema::{Field, Record, Schema};
 use crate::value::{FieldType, Micros, Value};
+use crate::watermark::WatermarkSpec;
 use crate::{Records, Time};
 use std::sync::Arc;
 
@@ -109,6 +110,18 @@ pub struct GeneratorSpec {
     pub start: Option<Micros>,
     /// Event-time distance between consecutive events (`None`: scheduled or wall-clock time).
     pub interval: Option<Micros>,
+    /// How the source's event time behaves: the watermark of event `i` is its undisordered
+    /// time minus `max_out_of_orderness` (see [`watermark`](crate::watermark)).
+    pub watermark: WatermarkSpec,
+    /// Out-of-order events: each event's time is moved back by up to this much (µs).
+    pub disorder: Micros,
+    /// The fraction of events made late: moved back by more than the disorder and the
+    /// watermark bound, by up to `late_by` beyond them.
+    pub late_fraction: f64,
+    /// How far beyond the bound late events fall, at most (µs).
+    pub late_by: Micros,
+    /// Pause: when a worker reaches event index `.0`, it sends nothing for `.1`.
+    pub pause: Option<(u64, Duration)>,
 }
 
 impl GeneratorSpec {
@@ -123,6 +136,31 @@ impl GeneratorSpec {
             users: 1000,
             start: None,
             interval: None,
+            watermark: WatermarkSpec::default(),
+            disorder: 0,
+            late_fraction: 0.0,
+            late_by: 5_000_000,
+            pause: None,
+        }
+    }
+
+    /// The event time of event `i`, given its undisordered time `base`: `base` moved back by
+    /// up to `disorder`, or, for the `late_fraction` of events, by more than `disorder` and
+    /// `max_out_of_orderness` together (by up to `late_by` more). A function of `(seed, i)`.
+    pub fn disordered(&self, i: u64, base: Micros) -> Micros {
+        if self.disorder == 0 && self.late_fraction <= 0.0 {
+            return base;
+        }
+        let h = mix(self.seed ^ mix(i ^ 0x5851_F42D_4C95_7F2D));
+        let late = ((h >> 40) as f64 / (1u64 << 24) as f64) < self.late_fraction;
+        let h2 = mix(h);
+        if late {
+            let beyond = self.disorder.max(self.watermark.max_out_of_orderness);
+            base - beyond - 1 - (h2 % self.late_by.max(1) as u64) as Micros
+        } else if self.disorder > 0 {
+            base - (h2 % (self.disorder as u64 + 1)) as Micros
+        } else {
+            base
         }
     }
 
@@ -281,12 +319,36 @@ pub fn generator<'s>(
         let mut open: Option<(u64, usize)> = None;
         // Whether the last batch was full, so more input is waiting.
         let mut backlog = false;
+        let wm = spec.watermark;
+        let mut idle_floor = Micros::MIN;
+        // When this worker's pause began, and whether it is over.
+        let mut paused_since: Option<Duration> = None;
+        let mut pause_over = spec.pause.is_none();
         move |output| {
             let Some(c) = cap.as_mut() else { return };
             let limit = spec.events.unwrap_or(u64::MAX);
             if ctl.stopped() || next >= limit {
                 cap = None;
                 return;
+            }
+            if let (false, None, Some((at, length))) = (pause_over, open, spec.pause) {
+                if next >= at {
+                    let now = clock.instant.elapsed();
+                    let since = *paused_since.get_or_insert(now);
+                    if now - since < length {
+                        if wm.idle_timeout.is_some_and(|idle| now - since >= idle) {
+                            idle_floor = idle_floor.max(wm.idle_floor(clock.now_micros()));
+                            let t = idle_floor.max(0) as Time;
+                            if *c.time() < t {
+                                c.downgrade(&t);
+                            }
+                        }
+                        let left = length - (now - since);
+                        activator.activate_after(left.min(Duration::from_millis(100)));
+                        return;
+                    }
+                    pause_over = true;
+                }
             }
             if open.is_none() {
                 if !(backlog || epochs.start_batch()) {
@@ -312,10 +374,10 @@ pub fn generator<'s>(
                 let mut session = output.session(c);
                 let mut produced = 0;
                 while next < end {
-                    let ts = spec.event_time(next, start_ts).unwrap_or(wall).max(last_ts);
-                    last_ts = ts;
-                    let mut r = spec.event(next, ts);
-                    r.meta.watermark = ts.max(0) as Time;
+                    let base = spec.event_time(next, start_ts).unwrap_or(wall).max(last_ts);
+                    last_ts = base;
+                    let mut r = spec.event(next, spec.disordered(next, base));
+                    r.meta.watermark = wm.of(base, idle_floor).max(0) as Time;
                     r.meta.ingest = match ns_per_event {
                         // The scheduled send time, so queueing delay is not hidden.
                         Some(ns) => clock.wall + (next as f64 * ns / 1e3) as Micros,
@@ -341,12 +403,15 @@ pub fn generator<'s>(
                 cap = None;
                 return;
             }
-            // The next event's time bounds everything this worker will still send.
-            let next_ts = spec
+            // The next event's watermark bounds everything this worker will still send.
+            let next_base = spec
                 .event_time(next, start_ts)
                 .unwrap_or(last_ts)
                 .max(last_ts);
-            c.downgrade(&(next_ts.max(0) as Time));
+            let t = wm.of(next_base, idle_floor).max(0) as Time;
+            if *c.time() < t {
+                c.downgrade(&t);
+            }
             let wait = if backlog {
                 Duration::ZERO
             } else if !epochs.continuous() {

@@ -13,6 +13,7 @@ pub mod schema;
 pub mod suggest;
 pub mod time;
 pub mod value;
+pub mod watermark;
 
 mod batch;
 pub mod control;

@@ -25,6 +25,9 @@ pub struct ComponentMetrics {
     errors: AtomicU64,
     dead_lettered: AtomicU64,
     late: AtomicU64,
+    late_dropped: AtomicU64,
+    late_side_output: AtomicU64,
+    late_updated: AtomicU64,
     state: AtomicI64,
     max_state: AtomicU64,
 }
@@ -40,9 +43,19 @@ pub struct MetricsSnapshot {
     pub errors: u64,
     /// Bad records sent to a dead-letter output.
     pub dead_lettered: u64,
-    /// Late records (behind their window's watermark); they are also counted as errors.
+    /// Late records (behind their window's watermark). Those dead-lettered are also counted as
+    /// errors.
     #[serde(default)]
     pub late: u64,
+    /// Late records dropped (`late = "drop"`).
+    #[serde(default)]
+    pub late_dropped: u64,
+    /// Late records sent to the `late` output (`late = "side-output"`).
+    #[serde(default)]
+    pub late_side_output: u64,
+    /// Late records that updated a window (`late = "update"`).
+    #[serde(default)]
+    pub late_updated: u64,
     /// Entries of state held now (window groups), over all workers of the process.
     #[serde(default)]
     pub state: u64,
@@ -87,6 +100,19 @@ impl ComponentMetrics {
             self.late.fetch_add(n, Relaxed);
         }
     }
+    /// Adds to the counts of late records dropped, side-output and applied as updates.
+    #[inline]
+    pub fn add_late_outcomes(&self, dropped: u64, side_output: u64, updated: u64) {
+        for (c, n) in [
+            (&self.late_dropped, dropped),
+            (&self.late_side_output, side_output),
+            (&self.late_updated, updated),
+        ] {
+            if n > 0 {
+                c.fetch_add(n, Relaxed);
+            }
+        }
+    }
     /// Changes the state gauge by `delta` entries, and keeps its high-water mark.
     #[inline]
     pub fn add_state(&self, delta: i64) {
@@ -103,6 +129,9 @@ impl ComponentMetrics {
             errors: self.errors.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
             late: self.late.load(Relaxed),
+            late_dropped: self.late_dropped.load(Relaxed),
+            late_side_output: self.late_side_output.load(Relaxed),
+            late_updated: self.late_updated.load(Relaxed),
             state: self.state.load(Relaxed).max(0) as u64,
             max_state: self.max_state.load(Relaxed),
         }

@@ -32,6 +32,7 @@ use crate::generator::RunClock;
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
 use crate::value::Micros;
+use crate::watermark::WatermarkSpec;
 use crate::{Records, Time};
 
 /// What one activation of a reading source produced.
@@ -47,8 +48,10 @@ pub struct Batch {
     pub errors: u64,
     /// A fatal error: stop the run.
     pub failure: Option<String>,
-    /// The watermark of the partition being read: the largest event time read from it.
-    pub watermark: Micros,
+    /// The largest event time read from the partition being read.
+    pub max_seen: Micros,
+    /// The partition's idle floor (see [`watermark`](crate::watermark)).
+    pub idle_floor: Micros,
     /// Whether partitions that have not been started remain (they hold the frontier back).
     pub later_partitions: bool,
     /// The ingest time stamped on records read in this step.
@@ -58,7 +61,13 @@ pub struct Batch {
 impl Batch {
     /// Starts reading a new partition: its watermark starts from nothing.
     pub fn start_partition(&mut self) {
-        self.watermark = Micros::MIN;
+        self.max_seen = Micros::MIN;
+        self.idle_floor = Micros::MIN;
+    }
+
+    /// The watermark of the partition being read.
+    pub fn watermark(&self, spec: &WatermarkSpec) -> Micros {
+        spec.of(self.max_seen, self.idle_floor)
     }
 }
 
@@ -76,9 +85,9 @@ impl Batch {
         match decoded {
             Ok(mut r) => {
                 if let Some(t) = spec.schema.time.and_then(|t| r.values[t].as_ts()) {
-                    self.watermark = self.watermark.max(t);
+                    self.max_seen = self.max_seen.max(t);
                 }
-                r.meta.watermark = self.watermark.max(0) as Time;
+                r.meta.watermark = self.watermark(&spec.watermark).max(0) as Time;
                 r.meta.ingest = self.ingest;
                 self.records.push(r);
             }
@@ -88,7 +97,7 @@ impl Batch {
                     OnError::DeadLetter => {
                         let mut d = spec.dead_letter(file, line, reason, raw);
                         d.meta.ingest = self.ingest;
-                        d.meta.watermark = self.watermark.max(0) as Time;
+                        d.meta.watermark = self.watermark(&spec.watermark).max(0) as Time;
                         self.dead.push(d)
                     }
                     OnError::Skip => {}
@@ -122,6 +131,7 @@ pub enum Progress {
 pub fn reading_source<'s, S, F>(
     scope: Scope<'s, Time>,
     name: &str,
+    watermark: WatermarkSpec,
     mode: Mode,
     clock: RunClock,
     ctl: RunControl,
@@ -150,9 +160,12 @@ where
         let mut dead_cap = caps.pop();
         let mut rec_cap = caps.pop();
         let mut batch = Batch {
-            watermark: Micros::MIN,
+            max_seen: Micros::MIN,
+            idle_floor: Micros::MIN,
             ..Batch::default()
         };
+        // When this worker last read input (processing time), for idleness.
+        let mut last_input = clock.instant.elapsed();
         let mut epochs = Epochs::new(mode, clock);
         // Records sent in the open batch, if one is open.
         let mut open: Option<usize> = None;
@@ -176,6 +189,15 @@ where
             }
             batch.ingest = clock.now_micros();
             let progress = step(&mut batch);
+            if batch.read > 0 {
+                last_input = clock.instant.elapsed();
+            } else if let Some(idle) = watermark.idle_timeout {
+                if clock.instant.elapsed().saturating_sub(last_input) >= idle {
+                    batch.idle_floor = batch
+                        .idle_floor
+                        .max(watermark.idle_floor(clock.now_micros()));
+                }
+            }
             metrics.add_in(batch.read);
             metrics.add_out(batch.records.len() as u64);
             metrics.add_errors(batch.errors);
@@ -218,7 +240,7 @@ where
                 return;
             }
             if !batch.later_partitions {
-                let t = batch.watermark.max(0) as Time;
+                let t = batch.watermark(&watermark).max(0) as Time;
                 if *rc.time() < t {
                     rc.downgrade(&t);
                     dc.downgrade(&t);

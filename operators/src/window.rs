@@ -44,8 +44,8 @@
 //!         r.meta.watermark = ts as u64;
 //!         r
 //!     }).collect();
-//!     let (out, _dead) = window(recs.to_stream(scope).container::<Vec<Record>>(), spec, Arc::default());
-//!     out.capture_into(tx.lock().unwrap().clone());
+//!     let streams = window(recs.to_stream(scope).container::<Vec<Record>>(), spec, Arc::default());
+//!     streams.results.capture_into(tx.lock().unwrap().clone());
 //! });
 //! let mut got: Vec<Vec<Value>> = rx.extract().into_iter().flat_map(|(_, v)| v).map(|r| r.values).collect();
 //! got.sort();
@@ -56,7 +56,7 @@
 //! ]);
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -77,14 +77,50 @@ use crate::time::format_rfc3339;
 use crate::value::{FieldType, Micros, Value};
 use crate::{Records, Time};
 
-/// A compiled tumbling window.
+/// The kinds of window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Fixed windows of `size`, back to back.
+    Tumbling,
+    /// Windows of `size` every `slide` (`size` a multiple of `slide`), overlapping.
+    Sliding {
+        /// The distance between window starts (µs).
+        slide: Micros,
+    },
+    /// Per key, records closer than `gap` to each other share a window.
+    Session {
+        /// The inactivity gap that ends a session (µs).
+        gap: Micros,
+    },
+}
+
+/// What a window does with a late record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatePolicy {
+    /// Send it, with the reason, to the dead-letter output.
+    DeadLetter,
+    /// Count it and drop it.
+    Drop,
+    /// Send it, unchanged, to the `late` output.
+    SideOutput,
+    /// Include it and emit the window's result again, while the window is at most
+    /// `allowed_lateness` behind the watermark; later than that, dead-letter it.
+    Update {
+        /// How long after a window's end late records still update it (µs).
+        allowed_lateness: Micros,
+    },
+}
+
+/// A compiled window.
 #[derive(Debug)]
 pub struct WindowSpec {
     /// The window's component id, named in dead letters.
     pub id: SmolStr,
-    /// Window size, in microseconds (> 0).
+    /// Tumbling, sliding or session.
+    pub shape: Shape,
+    /// Window size (µs; for sessions, the gap).
     pub size: Micros,
-    /// Window offset from the epoch, in microseconds (`0 <= offset < size`).
+    /// Window offset from the epoch (µs, `0 <= offset < pane width`).
     pub offset: Micros,
     /// Input position of the event-time field.
     pub time: usize,
@@ -94,12 +130,15 @@ pub struct WindowSpec {
     pub group_by: Vec<usize>,
     /// The aggregates, in output order.
     pub aggregates: Vec<Aggregate>,
+    /// What happens to late records.
+    pub late: LatePolicy,
     /// Encodes a dead-lettered input record as JSON.
     input_encoder: Encoder,
 }
 
 impl WindowSpec {
-    /// A window over `input` records. `group_by` holds input positions.
+    /// A tumbling window of `size` over `input` records, late records dead-lettered.
+    /// `group_by` holds input positions.
     pub fn new(
         id: &str,
         size: Micros,
@@ -110,18 +149,47 @@ impl WindowSpec {
     ) -> WindowSpec {
         WindowSpec {
             id: SmolStr::new(id),
+            shape: Shape::Tumbling,
             size: size.max(1),
             offset: offset.rem_euclid(size.max(1)),
             time: input.time.unwrap_or(0),
             id_field: input.id,
             group_by,
             aggregates,
+            late: LatePolicy::DeadLetter,
             input_encoder: Encoder::new(Format::Jsonl, input),
         }
     }
 
-    /// The schema of the window's results, given the input schema and the aggregates' names.
-    /// Its event time is `window_start`.
+    /// The same window with another shape (the offset is taken modulo the pane width).
+    pub fn with_shape(mut self, shape: Shape) -> WindowSpec {
+        self.shape = shape;
+        if let Shape::Session { gap } = shape {
+            self.size = gap.max(1);
+        }
+        self.offset = self.offset.rem_euclid(self.pane());
+        self
+    }
+
+    /// The same window with another late policy.
+    pub fn with_late(mut self, late: LatePolicy) -> WindowSpec {
+        self.late = late;
+        self
+    }
+
+    /// The width of a pane: the slide of a sliding window, else the size.
+    #[inline]
+    pub fn pane(&self) -> Micros {
+        match self.shape {
+            Shape::Sliding { slide } => slide.max(1),
+            _ => self.size,
+        }
+    }
+
+    /// The schema of the window's results, given the input schema and the aggregates' names:
+    /// the group fields, `window_start`, `window_end`, the aggregates, and with
+    /// `late = "update"`, `late_records` (how many late records the result includes). Its event
+    /// time is `window_start`.
     pub fn output_schema(&self, input: &Schema, names: &[String]) -> Schema {
         let mut fields: Vec<Field> = self
             .group_by
@@ -134,16 +202,21 @@ impl WindowSpec {
             // An always-NULL aggregate is typed by its function's usual type.
             fields.push(Field::new(n, a.output_type().unwrap_or(FieldType::F64)));
         }
+        if matches!(self.late, LatePolicy::Update { .. }) {
+            fields.push(Field::new("late_records", FieldType::I64));
+        }
         let mut schema = Schema::new(fields).with_time("window_start");
         schema.window_end = Some(self.group_by.len() + 1);
         schema
     }
 
-    /// The window `[start, end)` containing event time `ts`.
+    /// The tumbling window `[start, end)` containing event time `ts` (for a sliding window,
+    /// the pane containing it).
     #[inline]
     pub fn window_of(&self, ts: Micros) -> (Micros, Micros) {
-        let start = self.offset + (ts - self.offset).div_euclid(self.size) * self.size;
-        (start, start.saturating_add(self.size))
+        let w = self.pane();
+        let start = self.offset + (ts - self.offset).div_euclid(w) * w;
+        (start, start.saturating_add(w))
     }
 
     fn dead_letter(&self, r: &Record, reason: String) -> Record {
@@ -162,6 +235,30 @@ impl WindowSpec {
         debug_assert_eq!(d.values.len(), dead_letter_schema().len());
         d.meta = r.meta;
         d
+    }
+
+    fn same_key(&self, key: &[Value], row: &[Value]) -> bool {
+        key.iter().zip(&self.group_by).all(|(k, &p)| *k == row[p])
+    }
+
+    fn result(&self, key: &[Value], start: Micros, end: Micros, g: &Partial) -> Record {
+        let mut values = Vec::with_capacity(key.len() + 3 + g.accs.len());
+        values.extend(key.iter().cloned());
+        values.push(Value::Ts(start));
+        values.push(Value::Ts(end));
+        for (a, acc) in self.aggregates.iter().zip(g.accs.iter()) {
+            values.push(a.finish(acc));
+        }
+        if matches!(self.late, LatePolicy::Update { .. }) {
+            values.push(Value::I64(g.late as i64));
+        }
+        Record {
+            values,
+            meta: Meta {
+                ingest: g.ingest,
+                watermark: end.max(1) as Time - 1,
+            },
+        }
     }
 }
 
@@ -209,30 +306,139 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// One group's state in one window.
+/// Aggregate state: of one group in one pane, or merged over panes.
+#[derive(Clone)]
+struct Partial {
+    accs: Box<[Acc]>,
+    /// The newest ingest time among its records.
+    ingest: Micros,
+    /// Late records included (with `late = "update"`).
+    late: u64,
+}
+
+impl Partial {
+    fn new(spec: &WindowSpec) -> Partial {
+        Partial {
+            accs: spec.aggregates.iter().map(Aggregate::init).collect(),
+            ingest: Micros::MIN,
+            late: 0,
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, spec: &WindowSpec, r: &Record, ts: Micros) {
+        self.ingest = self.ingest.max(r.meta.ingest);
+        let id = spec.id_field.map(|p| &r.values[p]).unwrap_or(&Value::Null);
+        for (a, acc) in spec.aggregates.iter().zip(self.accs.iter_mut()) {
+            a.update(acc, &r.values, ts, id);
+        }
+    }
+
+    fn merge(&mut self, spec: &WindowSpec, other: &Partial) {
+        self.ingest = self.ingest.max(other.ingest);
+        self.late += other.late;
+        for (a, (acc, o)) in spec
+            .aggregates
+            .iter()
+            .zip(self.accs.iter_mut().zip(other.accs.iter()))
+        {
+            a.merge(acc, o);
+        }
+    }
+}
+
+/// One group's state in one pane (or session).
 struct Group {
     hash: u64,
     key: Box<[Value]>,
-    accs: Box<[Acc]>,
-    /// The newest ingest time among the group's records.
-    ingest: Micros,
+    part: Partial,
 }
 
-/// One open window on this worker.
-struct Pane {
-    /// The window's start.
+/// Finds or adds the group of `row` in `table`; returns it and whether it is new.
+fn group_of<'t>(
+    spec: &WindowSpec,
+    table: &'t mut HashTable<Group>,
+    hash: u64,
+    row: &[Value],
+) -> (&'t mut Group, bool) {
+    match table.entry(
+        hash,
+        |g| g.hash == hash && spec.same_key(&g.key, row),
+        |g| g.hash,
+    ) {
+        Entry::Occupied(e) => (e.into_mut(), false),
+        Entry::Vacant(e) => (
+            e.insert(Group {
+                hash,
+                key: spec.group_by.iter().map(|&p| row[p].clone()).collect(),
+                part: Partial::new(spec),
+            })
+            .into_mut(),
+            true,
+        ),
+    }
+}
+
+/// One session of one key.
+struct Session {
     start: Micros,
-    /// Held at `end - 1`, the time its results are sent at.
-    cap: Capability<Time>,
-    groups: HashTable<Group>,
+    /// The last event time plus the gap.
+    end: Micros,
+    part: Partial,
 }
 
-/// Builds a window over `input`: returns (results, dead letters).
+/// The open sessions of one key, sorted by start, never overlapping. Sessions mostly close
+/// at the front and open at the back, hence a deque.
+struct KeySessions {
+    hash: u64,
+    key: Box<[Value]>,
+    sessions: VecDeque<Session>,
+}
+
+/// The reason given for a late record.
+fn closed(spec: &WindowSpec, ps: Micros, pe: Micros) -> String {
+    let (ws, we) = match spec.shape {
+        Shape::Sliding { .. } => (pe - spec.size, pe),
+        _ => (ps, pe),
+    };
+    format!(
+        "its window [{}, {}) had closed",
+        format_rfc3339(ws),
+        format_rfc3339(we)
+    )
+}
+
+/// A window's three outputs.
+pub struct WindowStreams<'s> {
+    /// The results.
+    pub results: Records<'s>,
+    /// Late records (with `late = "dead-letter"`, and beyond `allowed_lateness` with
+    /// `"update"`) and records without an event time, with the reason.
+    pub dead: Records<'s>,
+    /// Late records, unchanged (with `late = "side-output"`).
+    pub late: Records<'s>,
+}
+
+/// Counts of one activation, added to the metrics once.
+#[derive(Default)]
+struct Counts {
+    input: u64,
+    out: u64,
+    untimed: u64,
+    late: u64,
+    dropped: u64,
+    side: u64,
+    updated: u64,
+    dead_late: u64,
+    state: i64,
+}
+
+/// Builds a window over `input`.
 pub fn window<'s>(
     input: Records<'s>,
     spec: Arc<WindowSpec>,
     metrics: Arc<ComponentMetrics>,
-) -> (Records<'s>, Records<'s>) {
+) -> WindowStreams<'s> {
     let mut builder = OperatorBuilder::new(spec.id.to_string(), input.scope());
     let route = Arc::clone(&spec);
     let mut input = builder.new_input(
@@ -241,123 +447,470 @@ pub fn window<'s>(
     );
     let (out, results) = builder.new_output::<Vec<Record>>();
     let (dead_out, dead) = builder.new_output::<Vec<Record>>();
+    let (late_out, late) = builder.new_output::<Vec<Record>>();
     let mut out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(out);
     let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(dead_out);
+    let mut late_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(late_out);
     builder.build(move |_initial_caps| {
-        let mut panes: BTreeMap<Micros, Pane> = BTreeMap::new();
+        let spec = spec;
+        let mut state = State {
+            panes: BTreeMap::new(),
+            fired_through: Micros::MIN,
+            keys: HashTable::new(),
+            session_ends: BTreeSet::new(),
+            held: None,
+        };
         let mut dead_buf: Vec<Record> = Vec::new();
+        let mut late_buf: Vec<Record> = Vec::new();
+        let mut updates: Vec<Record> = Vec::new();
         move |frontiers| {
             let spec = &*spec;
-            let (mut n_in, mut late, mut untimed, mut new_groups) = (0u64, 0u64, 0u64, 0i64);
+            let mut n = Counts::default();
             input.for_each(|cap, data: &mut Vec<Record>| {
                 let Some(&t) = cap.least() else {
                     // Weir's operators always send with a capability; nothing to hold.
                     return;
                 };
-                n_in += data.len() as u64;
+                n.input += data.len() as u64;
                 for r in data.drain(..) {
                     let Some(ts) = r.values[spec.time].as_ts() else {
-                        untimed += 1;
+                        n.untimed += 1;
                         dead_buf.push(spec.dead_letter(&r, "the record has no event time".into()));
                         continue;
                     };
-                    let (start, end) = spec.window_of(ts);
-                    let end_t = end.max(1) as Time;
-                    if end_t <= r.meta.watermark || end_t <= t {
-                        late += 1;
-                        let reason = format!(
-                            "late: its window [{}, {}) had closed (watermark {})",
-                            format_rfc3339(start),
-                            format_rfc3339(end),
-                            format_rfc3339(r.meta.watermark.max(t) as Micros)
-                        );
-                        dead_buf.push(spec.dead_letter(&r, reason));
-                        continue;
-                    }
-                    let pane = panes.entry(end).or_insert_with(|| Pane {
-                        start,
-                        cap: cap.delayed(&(end_t - 1), 0),
-                        groups: HashTable::new(),
-                    });
-                    let hash = key_hash(&r.values, &spec.group_by);
-                    let group = match pane.groups.entry(
-                        hash,
-                        |g| {
-                            g.hash == hash
-                                && g.key
-                                    .iter()
-                                    .zip(&spec.group_by)
-                                    .all(|(k, &p)| *k == r.values[p])
-                        },
-                        |g| g.hash,
-                    ) {
-                        Entry::Occupied(e) => e.into_mut(),
-                        Entry::Vacant(e) => {
-                            new_groups += 1;
-                            e.insert(Group {
-                                hash,
-                                key: spec.group_by.iter().map(|&p| r.values[p].clone()).collect(),
-                                accs: spec.aggregates.iter().map(Aggregate::init).collect(),
-                                ingest: Micros::MIN,
-                            })
-                            .into_mut()
-                        }
+                    let wm = r.meta.watermark.max(t);
+                    let verdict = match spec.shape {
+                        Shape::Session { .. } => state.add_session(spec, &r, ts, wm, &cap, &mut n),
+                        _ => state.add_to_pane(spec, &r, ts, wm, &cap, &mut n, &mut updates),
                     };
-                    group.ingest = group.ingest.max(r.meta.ingest);
-                    let id = spec.id_field.map(|p| &r.values[p]).unwrap_or(&Value::Null);
-                    for (a, acc) in spec.aggregates.iter().zip(group.accs.iter_mut()) {
-                        a.update(acc, &r.values, ts, id);
+                    let Err(closed) = verdict else { continue };
+                    n.late += 1;
+                    match spec.late {
+                        LatePolicy::Drop => n.dropped += 1,
+                        LatePolicy::SideOutput => {
+                            n.side += 1;
+                            late_buf.push(r);
+                        }
+                        LatePolicy::DeadLetter | LatePolicy::Update { .. } => {
+                            n.dead_late += 1;
+                            let reason = format!(
+                                "late: {closed} (watermark {})",
+                                format_rfc3339(wm as Micros)
+                            );
+                            dead_buf.push(spec.dead_letter(&r, reason));
+                        }
                     }
                 }
+                if !updates.is_empty() {
+                    n.out += updates.len() as u64;
+                    let c = cap.delayed(&t, 0);
+                    out.activate().session(&c).give_container(&mut updates);
+                    updates.clear();
+                }
                 if !dead_buf.is_empty() {
-                    let dcap = cap.delayed(&t, 1);
+                    let c = cap.delayed(&t, 1);
                     dead_out
                         .activate()
-                        .session(&dcap)
+                        .session(&c)
                         .give_container(&mut dead_buf);
                     dead_buf.clear();
                 }
+                if !late_buf.is_empty() {
+                    let c = cap.delayed(&t, 2);
+                    late_out
+                        .activate()
+                        .session(&c)
+                        .give_container(&mut late_buf);
+                    late_buf.clear();
+                }
             });
-            // Emit every window the frontier has passed, oldest first, and free it.
-            let mut emitted = 0u64;
-            let mut freed = 0i64;
-            while let Some(entry) = panes.first_entry() {
-                let end = *entry.key();
-                if frontiers[0].less_equal(&(end.max(1) as Time - 1)) {
-                    break;
+            let mut emitted = Vec::new();
+            match spec.shape {
+                Shape::Session { .. } => {
+                    state.fire_sessions(spec, &frontiers[0], &mut emitted, &mut n)
                 }
-                let pane = entry.remove();
-                let start = pane.start;
-                let mut act = out.activate();
-                let mut session = act.session(&pane.cap);
-                freed += pane.groups.len() as i64;
-                for g in pane.groups {
-                    let mut values = Vec::with_capacity(g.key.len() + 2 + g.accs.len());
-                    values.extend(g.key.into_vec());
-                    values.push(Value::Ts(start));
-                    values.push(Value::Ts(end));
-                    for (a, acc) in spec.aggregates.iter().zip(g.accs.iter()) {
-                        values.push(a.finish(acc));
-                    }
-                    session.give(Record {
-                        values,
-                        meta: Meta {
-                            ingest: g.ingest,
-                            watermark: end.max(1) as Time - 1,
-                        },
-                    });
-                    emitted += 1;
-                }
+                _ => state.fire_panes(spec, &frontiers[0], &mut emitted, &mut n),
             }
-            metrics.add_in(n_in);
-            metrics.add_out(emitted);
-            metrics.add_late(late);
-            metrics.add_errors(late + untimed);
-            metrics.add_dead_lettered(late + untimed);
-            metrics.add_state(new_groups - freed);
+            for (time, mut batch) in emitted {
+                let held = state
+                    .held
+                    .as_ref()
+                    .expect("a capability is held while results are pending");
+                let c = held.delayed(&time.max(*held.time()));
+                n.out += batch.len() as u64;
+                out.activate().session(&c).give_container(&mut batch);
+            }
+            state.release(spec);
+            metrics.add_in(n.input);
+            metrics.add_out(n.out);
+            metrics.add_late(n.late);
+            metrics.add_late_outcomes(n.dropped, n.side, n.updated);
+            metrics.add_errors(n.dead_late + n.untimed);
+            metrics.add_dead_lettered(n.dead_late + n.untimed);
+            metrics.add_state(n.state);
         }
     });
-    (results, dead)
+    WindowStreams {
+        results,
+        dead,
+        late,
+    }
+}
+
+/// A window operator's state on one worker.
+struct State {
+    /// Tumbling and sliding: panes by their end.
+    panes: BTreeMap<Micros, Pane>,
+    /// The largest window end emitted so far.
+    fired_through: Micros,
+    /// Sessions: the open sessions of each key.
+    keys: HashTable<KeySessions>,
+    /// Sessions: every open session as (end, key hash, start), in the order they close.
+    session_ends: BTreeSet<(Micros, u64, Micros)>,
+    /// A capability at or below the time of every result still to be sent.
+    held: Option<Capability<Time>>,
+}
+
+/// The groups of one pane.
+struct Pane {
+    start: Micros,
+    /// On-time records, which count in every window of the pane.
+    groups: HashTable<Group>,
+    /// Late records applied as updates (late = "update"), by the end of the first window they
+    /// count in: a late record counts only in the windows it is not too late for.
+    late: BTreeMap<Micros, HashTable<Group>>,
+}
+
+impl Pane {
+    /// The partial states of the pane that count in the window ending at `end`.
+    fn parts(&self, end: Micros) -> impl Iterator<Item = &Group> {
+        self.groups
+            .iter()
+            .chain(self.late.range(..=end).flat_map(|(_, t)| t.iter()))
+    }
+
+    /// Those of one key.
+    fn parts_of<'a>(
+        &'a self,
+        end: Micros,
+        hash: u64,
+        key: &'a [Value],
+    ) -> impl Iterator<Item = &'a Group> + 'a {
+        self.groups
+            .find(hash, |g| g.hash == hash && *g.key == *key)
+            .into_iter()
+            .chain(
+                self.late
+                    .range(..=end)
+                    .flat_map(move |(_, t)| t.find(hash, |g| g.hash == hash && *g.key == *key)),
+            )
+    }
+
+    fn len(&self) -> usize {
+        self.groups.len() + self.late.values().map(HashTable::len).sum::<usize>()
+    }
+}
+
+impl State {
+    /// Makes sure a capability at or below `time` is held (taken from the input's).
+    fn hold(&mut self, cap: &timely::dataflow::operators::InputCapability<Time>, time: Time) {
+        if self.held.as_ref().is_none_or(|h| *h.time() > time) {
+            self.held = Some(cap.delayed(&time, 0));
+        }
+    }
+
+    /// Adds a record to its pane, or says which window had closed.
+    #[allow(clippy::too_many_arguments)]
+    fn add_to_pane(
+        &mut self,
+        spec: &WindowSpec,
+        r: &Record,
+        ts: Micros,
+        wm: Time,
+        cap: &timely::dataflow::operators::InputCapability<Time>,
+        n: &mut Counts,
+        updates: &mut Vec<Record>,
+    ) -> Result<(), String> {
+        let (ps, pe) = spec.window_of(ts);
+        let pe_t = pe.max(1) as Time;
+        // The last window containing the record ends here.
+        let last = ps.saturating_add(spec.size);
+        let on_time = pe_t > wm;
+        // The first window a late record still counts in: the first not more than
+        // `allowed_lateness` behind its watermark.
+        let mut first = pe;
+        if on_time {
+            self.hold(cap, pe_t - 1);
+        } else {
+            let LatePolicy::Update { allowed_lateness } = spec.late else {
+                return Err(closed(spec, ps, pe));
+            };
+            let w = spec.pane();
+            while first <= last && (first.saturating_add(allowed_lateness).max(1) as Time) <= wm {
+                first += w;
+            }
+            if first > last {
+                return Err(closed(spec, ps, pe));
+            }
+            if last > self.fired_through {
+                // Windows still to fire will include it: hold a capability for them.
+                self.hold(cap, *cap.least().unwrap_or(&0));
+            }
+        }
+        let hash = key_hash(&r.values, &spec.group_by);
+        let pane = self.panes.entry(pe).or_insert_with(|| Pane {
+            start: ps,
+            groups: HashTable::new(),
+            late: BTreeMap::new(),
+        });
+        let table = if on_time {
+            &mut pane.groups
+        } else {
+            pane.late.entry(first).or_default()
+        };
+        let (g, new) = group_of(spec, table, hash, &r.values);
+        if new {
+            n.state += 1;
+        }
+        g.part.add(spec, r, ts);
+        if on_time {
+            return Ok(());
+        }
+        // Late, within the allowed lateness: emit again every window it counts in that was
+        // already emitted (the others will include it when they fire).
+        g.part.late += 1;
+        n.late += 1;
+        n.updated += 1;
+        let key: Box<[Value]> = g.key.clone();
+        let mut e = first;
+        while e <= last && e <= self.fired_through {
+            if let Some(part) = self.merged(spec, e, hash, &key) {
+                updates.push(spec.result(&key, e - spec.size, e, &part));
+            }
+            e += spec.pane();
+        }
+        Ok(())
+    }
+
+    /// One key's result for the window ending at `end`, merged over its panes.
+    fn merged(&self, spec: &WindowSpec, end: Micros, hash: u64, key: &[Value]) -> Option<Partial> {
+        let mut acc: Option<Partial> = None;
+        for (_, pane) in self.panes.range((end - spec.size + 1)..=end) {
+            for g in pane.parts_of(end, hash, key) {
+                match &mut acc {
+                    None => acc = Some(g.part.clone()),
+                    Some(a) => a.merge(spec, &g.part),
+                }
+            }
+        }
+        acc
+    }
+
+    /// The end of the next window to emit: the first after the last one emitted that holds
+    /// data.
+    fn next_window(&self, spec: &WindowSpec) -> Option<Micros> {
+        let w = spec.pane();
+        let (&first, _) = self
+            .panes
+            .range(
+                self.fired_through
+                    .saturating_add(1)
+                    .saturating_sub(spec.size - w)..,
+            )
+            .next()?;
+        Some(if self.fired_through == Micros::MIN {
+            first
+        } else {
+            first.max(self.fired_through + w)
+        })
+    }
+
+    /// Emits every window the frontier has passed.
+    fn fire_panes(
+        &mut self,
+        spec: &WindowSpec,
+        frontier: &timely::progress::frontier::MutableAntichain<Time>,
+        emitted: &mut Vec<(Time, Vec<Record>)>,
+        n: &mut Counts,
+    ) {
+        let w = spec.pane();
+        while let Some(e) = self.next_window(spec) {
+            if frontier.less_equal(&(e.max(1) as Time - 1)) {
+                break;
+            }
+            let mut batch = Vec::new();
+            let single = self
+                .panes
+                .get(&e)
+                .filter(|p| spec.size == w && p.late.is_empty());
+            if let Some(p) = single {
+                for g in p.groups.iter() {
+                    batch.push(spec.result(&g.key, p.start, e, &g.part));
+                }
+            } else {
+                let mut merged: HashTable<Group> = HashTable::new();
+                for (_, p) in self.panes.range((e - spec.size + 1)..=e) {
+                    for g in p.parts(e) {
+                        match merged.entry(
+                            g.hash,
+                            |m| m.hash == g.hash && m.key == g.key,
+                            |m| m.hash,
+                        ) {
+                            Entry::Occupied(mut o) => o.get_mut().part.merge(spec, &g.part),
+                            Entry::Vacant(v) => {
+                                v.insert(Group {
+                                    hash: g.hash,
+                                    key: g.key.clone(),
+                                    part: g.part.clone(),
+                                });
+                            }
+                        }
+                    }
+                }
+                for g in merged.iter() {
+                    batch.push(spec.result(&g.key, e - spec.size, e, &g.part));
+                }
+            }
+            self.fired_through = e;
+            if !batch.is_empty() {
+                emitted.push((e.max(1) as Time - 1, batch));
+            }
+        }
+        // Free the panes no window will read again.
+        let retain = match spec.late {
+            LatePolicy::Update { allowed_lateness } => allowed_lateness,
+            _ => 0,
+        };
+        while let Some(entry) = self.panes.first_entry() {
+            let last = entry.get().start.saturating_add(spec.size);
+            let keep_until = last.saturating_add(retain);
+            if last > self.fired_through || frontier.less_equal(&(keep_until.max(1) as Time - 1)) {
+                break;
+            }
+            n.state -= entry.get().len() as i64;
+            entry.remove();
+        }
+    }
+
+    /// Adds a record to its key's sessions, or says why it is late.
+    fn add_session(
+        &mut self,
+        spec: &WindowSpec,
+        r: &Record,
+        ts: Micros,
+        wm: Time,
+        cap: &timely::dataflow::operators::InputCapability<Time>,
+        n: &mut Counts,
+    ) -> Result<(), String> {
+        let gap = spec.size;
+        if (ts.max(0) as Time) < wm {
+            return Err(format!(
+                "it is behind the watermark, so the session it would join or start may have closed (gap {}µs)",
+                gap
+            ));
+        }
+        let end = ts.saturating_add(gap);
+        self.hold(cap, end.max(1) as Time - 1);
+        let hash = key_hash(&r.values, &spec.group_by);
+        let ks = match self.keys.entry(
+            hash,
+            |k| k.hash == hash && spec.same_key(&k.key, &r.values),
+            |k| k.hash,
+        ) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e
+                .insert(KeySessions {
+                    hash,
+                    key: spec.group_by.iter().map(|&p| r.values[p].clone()).collect(),
+                    sessions: VecDeque::new(),
+                })
+                .into_mut(),
+        };
+        // Sessions overlapping [ts, ts + gap) merge with it. They do not overlap each other and
+        // are sorted by start, so they form one run: those starting before ts + gap and ending
+        // after ts.
+        let mut merged = Session {
+            start: ts,
+            end,
+            part: Partial::new(spec),
+        };
+        merged.part.add(spec, r, ts);
+        let hi = ks.sessions.partition_point(|s| s.start < end);
+        let mut lo = hi;
+        while lo > 0 && ks.sessions[lo - 1].end > ts {
+            lo -= 1;
+        }
+        for s in ks.sessions.drain(lo..hi) {
+            merged.start = merged.start.min(s.start);
+            merged.end = merged.end.max(s.end);
+            merged.part.merge(spec, &s.part);
+            self.session_ends.remove(&(s.end, hash, s.start));
+            n.state -= 1;
+        }
+        self.session_ends.insert((merged.end, hash, merged.start));
+        n.state += 1;
+        ks.sessions.insert(lo, merged);
+        Ok(())
+    }
+
+    /// Emits every session whose end the frontier has passed, in the order they end.
+    fn fire_sessions(
+        &mut self,
+        spec: &WindowSpec,
+        frontier: &timely::progress::frontier::MutableAntichain<Time>,
+        emitted: &mut Vec<(Time, Vec<Record>)>,
+        n: &mut Counts,
+    ) {
+        let mut batch = Vec::new();
+        while let Some(&(end, hash, start)) = self.session_ends.first() {
+            if frontier.less_equal(&(end.max(1) as Time - 1)) {
+                break;
+            }
+            self.session_ends.pop_first();
+            n.state -= 1;
+            // The key with this hash that has this session.
+            let found = self.keys.find_entry(hash, |k| {
+                k.hash == hash
+                    && k.sessions
+                        .binary_search_by_key(&start, |s| s.start)
+                        .is_ok_and(|i| k.sessions[i].end == end)
+            });
+            let Ok(mut entry) = found else {
+                debug_assert!(false, "an indexed session exists");
+                continue;
+            };
+            let ks = entry.get_mut();
+            let i = ks
+                .sessions
+                .binary_search_by_key(&start, |s| s.start)
+                .expect("found above");
+            let s = ks.sessions.remove(i).expect("found above");
+            batch.push(spec.result(&ks.key, s.start, s.end, &s.part));
+            if ks.sessions.is_empty() {
+                entry.remove();
+            }
+        }
+        if !batch.is_empty() {
+            let t = self.held.as_ref().map(|h| *h.time()).unwrap_or(0);
+            emitted.push((t, batch));
+        }
+    }
+
+    /// Moves the held capability up to the earliest result still to be sent, or drops it.
+    fn release(&mut self, spec: &WindowSpec) {
+        let next = match spec.shape {
+            Shape::Session { .. } => self
+                .session_ends
+                .first()
+                .map(|&(e, _, _)| e.max(1) as Time - 1),
+            _ => self.next_window(spec).map(|e| e.max(1) as Time - 1),
+        };
+        match (next, self.held.as_mut()) {
+            (None, _) => self.held = None,
+            (Some(t), Some(h)) if *h.time() < t => h.downgrade(&t),
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -377,27 +930,36 @@ mod tests {
         .with_id("id")
     }
 
+    struct Run {
+        out: Vec<Vec<Value>>,
+        dead: Vec<String>,
+        late: Vec<u64>,
+        metrics: crate::metrics::MetricsSnapshot,
+    }
+
     /// Runs a window over `rows` (id, ts, watermark, key, x) on `workers` workers.
-    fn run(
+    fn run_with(
         workers: usize,
-        size: Micros,
-        group_by: Vec<usize>,
-        aggs: &[&str],
+        spec: WindowSpec,
         rows: Vec<(u64, Micros, Time, &'static str, i64)>,
-    ) -> (Vec<Vec<Value>>, Vec<String>, u64) {
-        let s = schema();
-        let aggs: Vec<Aggregate> = aggs
-            .iter()
-            .map(|a| Aggregate::compile(a, &s).unwrap())
-            .collect();
-        let spec = Arc::new(WindowSpec::new("w", size, 0, &s, group_by, aggs));
+    ) -> Run {
+        let spec = Arc::new(spec);
         let metrics: Arc<ComponentMetrics> = Arc::default();
         let (tx, rx) = std::sync::mpsc::channel();
         let (dtx, drx) = std::sync::mpsc::channel();
-        let (tx, dtx) = (std::sync::Mutex::new(tx), std::sync::Mutex::new(dtx));
+        let (ltx, lrx) = std::sync::mpsc::channel();
+        let (tx, dtx, ltx) = (
+            std::sync::Mutex::new(tx),
+            std::sync::Mutex::new(dtx),
+            std::sync::Mutex::new(ltx),
+        );
         let m = Arc::clone(&metrics);
         timely::execute(timely::Config::process(workers), move |worker| {
-            let (tx, dtx) = (tx.lock().unwrap().clone(), dtx.lock().unwrap().clone());
+            let (tx, dtx, ltx) = (
+                tx.lock().unwrap().clone(),
+                dtx.lock().unwrap().clone(),
+                ltx.lock().unwrap().clone(),
+            );
             let mine: Vec<Record> = rows
                 .iter()
                 .enumerate()
@@ -415,9 +977,10 @@ mod tests {
                 .collect();
             let (spec, m) = (Arc::clone(&spec), Arc::clone(&m));
             worker.dataflow::<Time, _, _>(move |scope| {
-                let (out, dead) = window(mine.to_stream(scope).container::<Vec<Record>>(), spec, m);
-                out.capture_into(tx);
-                dead.capture_into(dtx);
+                let s = window(mine.to_stream(scope).container::<Vec<Record>>(), spec, m);
+                s.results.capture_into(tx);
+                s.dead.capture_into(dtx);
+                s.late.capture_into(ltx);
             });
         })
         .unwrap()
@@ -435,8 +998,41 @@ mod tests {
             .flat_map(|(_, v)| v)
             .map(|r| r.values[3].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(metrics.snapshot().state, 0, "all state freed at the end");
-        (out, dead, metrics.snapshot().max_state)
+        let mut late: Vec<u64> = lrx
+            .extract()
+            .into_iter()
+            .flat_map(|(_, v)| v)
+            .map(|r| r.values[0].as_u64().unwrap())
+            .collect();
+        late.sort();
+        let metrics = metrics.snapshot();
+        assert_eq!(metrics.state, 0, "all state freed at the end");
+        Run {
+            out,
+            dead,
+            late,
+            metrics,
+        }
+    }
+
+    fn spec(size: Micros, group_by: Vec<usize>, aggs: &[&str]) -> WindowSpec {
+        let s = schema();
+        let aggs: Vec<Aggregate> = aggs
+            .iter()
+            .map(|a| Aggregate::compile(a, &s).unwrap())
+            .collect();
+        WindowSpec::new("w", size, 0, &s, group_by, aggs)
+    }
+
+    fn run(
+        workers: usize,
+        size: Micros,
+        group_by: Vec<usize>,
+        aggs: &[&str],
+        rows: Vec<(u64, Micros, Time, &'static str, i64)>,
+    ) -> (Vec<Vec<Value>>, Vec<String>, u64) {
+        let r = run_with(workers, spec(size, group_by, aggs), rows);
+        (r.out, r.dead, r.metrics.max_state)
     }
 
     #[test]
@@ -527,6 +1123,122 @@ mod tests {
                 .0
             );
         }
+    }
+
+    #[test]
+    fn sliding_windows_combine_panes() {
+        use Value::*;
+        // size 30, slide 10: windows [-20,10), [-10,20), [0,30), [10,40), [20,50), [30,60) ...
+        let rows = vec![
+            (1, 5, 5, "a", 1),
+            (2, 15, 15, "a", 2),
+            (3, 25, 25, "a", 4),
+            (4, 41, 41, "a", 8),
+        ];
+        for workers in [1, 2] {
+            let r = run_with(
+                workers,
+                spec(30, vec![], &["sum(x)", "count(*)"]).with_shape(Shape::Sliding { slide: 10 }),
+                rows.clone(),
+            );
+            assert_eq!(
+                r.out,
+                vec![
+                    vec![Ts(-20), Ts(10), I64(1), I64(1)],
+                    vec![Ts(-10), Ts(20), I64(3), I64(2)],
+                    vec![Ts(0), Ts(30), I64(7), I64(3)],
+                    vec![Ts(10), Ts(40), I64(6), I64(2)],
+                    vec![Ts(20), Ts(50), I64(12), I64(2)],
+                    vec![Ts(30), Ts(60), I64(8), I64(1)],
+                    vec![Ts(40), Ts(70), I64(8), I64(1)],
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn sessions_merge_and_close_after_the_gap() {
+        use Value::*;
+        // gap 10 per key: a: 0,5 | 30,38,45 ; b: 3
+        let rows = vec![
+            (1, 0, 0, "a", 1),
+            (2, 5, 5, "a", 2),
+            (3, 3, 3, "b", 4),
+            (4, 38, 38, "a", 8),
+            (5, 30, 38, "a", 16), // out of order, on time: 30 >= watermark? no: behind it
+            (6, 45, 45, "a", 32),
+        ];
+        let r = run_with(
+            1,
+            spec(0, vec![2], &["sum(x)", "count(*)"]).with_shape(Shape::Session { gap: 10 }),
+            rows,
+        );
+        assert_eq!(
+            r.out,
+            vec![
+                vec![Str("a".into()), Ts(0), Ts(15), I64(3), I64(2)],
+                vec![Str("a".into()), Ts(38), Ts(55), I64(40), I64(2)],
+                vec![Str("b".into()), Ts(3), Ts(13), I64(4), I64(1)],
+            ]
+        );
+        assert_eq!(
+            r.metrics.late, 1,
+            "record 5 was behind its partition's watermark"
+        );
+        assert_eq!(r.dead.len(), 1);
+    }
+
+    #[test]
+    fn late_policies_account_for_every_late_record() {
+        // Records 3 and 4 arrive after their partition's watermark passed 2000.
+        let rows = vec![
+            (1, 10, 10, "a", 1),
+            (2, 2500, 2500, "a", 2),
+            (3, 20, 2500, "a", 4),
+            (4, 900, 2500, "a", 8),
+        ];
+        let base = || spec(1000, vec![2], &["sum(x)"]);
+        let drop = run_with(1, base().with_late(LatePolicy::Drop), rows.clone());
+        assert_eq!((drop.metrics.late, drop.metrics.late_dropped), (2, 2));
+        assert!(drop.dead.is_empty() && drop.late.is_empty());
+        let side = run_with(2, base().with_late(LatePolicy::SideOutput), rows.clone());
+        assert_eq!(side.late, vec![3, 4]);
+        assert_eq!(side.metrics.late_side_output, 2);
+        assert_eq!(side.out, drop.out);
+        // Update, allowing 2000: window [0,1000) is emitted again with each late record that
+        // arrives after it fired; its last version (the most late_records) has both. Here all
+        // records arrive before it fires, so it is emitted once, already complete.
+        let up = run_with(
+            1,
+            base().with_late(LatePolicy::Update {
+                allowed_lateness: 2000,
+            }),
+            rows.clone(),
+        );
+        use Value::*;
+        let a = || Str("a".into());
+        assert!(
+            up.out
+                .contains(&vec![a(), Ts(0), Ts(1000), I64(13), I64(2)]),
+            "{:?}",
+            up.out
+        );
+        assert!(up
+            .out
+            .contains(&vec![a(), Ts(2000), Ts(3000), I64(2), I64(0)]));
+        assert_eq!((up.metrics.late, up.metrics.late_updated), (2, 2));
+        let too_late = run_with(
+            1,
+            base().with_late(LatePolicy::Update {
+                allowed_lateness: 1000,
+            }),
+            rows,
+        );
+        assert_eq!(
+            (too_late.metrics.late, too_late.metrics.late_updated),
+            (2, 0)
+        );
+        assert_eq!(too_late.dead.len(), 2);
     }
 
     #[test]

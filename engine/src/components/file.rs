@@ -9,6 +9,7 @@ use toml::Spanned;
 use weir_operators::file_source::{FileFormat, FileSourceSpec};
 
 use super::decoding::{decode_spec, DecodingKeys};
+use super::watermark::WatermarkConfig;
 use super::{Ctx, Op, Planned};
 use crate::diag::Diag;
 
@@ -42,6 +43,9 @@ pub struct FileSourceConfig {
     pub on_error: Option<Spanned<String>>,
     /// The CSV field delimiter, one character (default ",").
     pub delimiter: Option<Spanned<String>>,
+    /// How event time behaves: `{ max_out_of_orderness = "2s", idle_timeout = "10s" }`
+    /// (default: in order, never idle). Each file is a partition with its own watermark.
+    pub watermark: Option<WatermarkConfig>,
 }
 
 impl FileSourceConfig {
@@ -112,8 +116,12 @@ impl FileSourceConfig {
                 on_error: self.on_error.as_ref(),
             },
         );
+        let watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
         let decode = match decode {
-            Ok(d) => Some(d),
+            Ok(mut d) => {
+                d.watermark = watermark;
+                Some(d)
+            }
             Err(mut d) => {
                 diags.append(&mut d);
                 None
@@ -131,6 +139,7 @@ impl FileSourceConfig {
                     })),
                     schema,
                     dead_letters,
+                    late_schema: None,
                 })
             }
             _ => Err(diags),

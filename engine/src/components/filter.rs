@@ -41,6 +41,7 @@ impl FilterConfig {
             op: Op::Filter(Arc::new(expr)),
             schema: input.clone(),
             dead_letters: false,
+            late_schema: None,
         })
     }
 }

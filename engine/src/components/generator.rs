@@ -4,6 +4,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use weir_operators::generator::{GeneratorSpec, Profile};
 
+use super::watermark::WatermarkConfig;
 use super::{Ctx, Op, Planned};
 use crate::diag::Diag;
 
@@ -38,6 +39,33 @@ pub struct GeneratorConfig {
     /// `start + i * event_time_interval` (deterministic). Without it, an event's time is its
     /// scheduled send time (with `rate`) or the wall clock when it is generated.
     pub event_time_interval: Option<Spanned<String>>,
+    /// How event time behaves: `{ max_out_of_orderness = "2s", idle_timeout = "10s" }`
+    /// (default: in order, never idle). Each worker's share is a partition; the watermark of
+    /// event `i` is its undisordered time minus `max_out_of_orderness`, the same on any number
+    /// of workers.
+    pub watermark: Option<WatermarkConfig>,
+    /// Out-of-order events: each event's time is moved back by a pseudo-random amount up to
+    /// this, such as "2s" (default "0s").
+    pub disorder: Option<Spanned<String>>,
+    /// The fraction of events made late, such as 0.01: moved back by more than `disorder` and
+    /// the watermark's `max_out_of_orderness`, by up to `late_by` more (default 0).
+    pub late_fraction: Option<Spanned<f64>>,
+    /// How far beyond the bound late events fall, at most (default "5s").
+    pub late_by: Option<Spanned<String>>,
+    /// Pause to exercise idleness: `pause = { at = 50000, for = "5s" }` — when a worker
+    /// reaches event index `at`, it sends nothing for `for` of processing time.
+    pub pause: Option<PauseConfig>,
+}
+
+/// A generator's pause.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseConfig {
+    /// The event index at which each worker pauses.
+    pub at: Spanned<i64>,
+    /// How long, such as "5s".
+    #[serde(rename = "for")]
+    pub length: Spanned<String>,
 }
 
 impl GeneratorConfig {
@@ -109,6 +137,58 @@ impl GeneratorConfig {
                 Err(d) => diags.push(d),
             }
         }
+        spec.watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
+        let micros = |key: &str, v: &Spanned<String>, diags: &mut Vec<Diag>| -> Option<i64> {
+            match ctx.duration(key, v) {
+                Ok(d) => Some(d.as_micros().min(i64::MAX as u128) as i64),
+                Err(d) => {
+                    diags.push(d);
+                    None
+                }
+            }
+        };
+        if let Some(d) = &self.disorder {
+            spec.disorder = micros("disorder", d, &mut diags).unwrap_or(0);
+        }
+        if let Some(f) = &self.late_fraction {
+            let f0 = *f.get_ref();
+            if !(0.0..=1.0).contains(&f0) {
+                diags.push(
+                    ctx.error(format!("`late_fraction` must be between 0 and 1, not {f0}"))
+                        .at(f.span())
+                        .help("a fraction of the events, such as 0.01 for 1%"),
+                );
+            } else {
+                spec.late_fraction = f0;
+            }
+        }
+        if let Some(l) = &self.late_by {
+            match micros("late_by", l, &mut diags) {
+                Some(0) => diags.push(
+                    ctx.error("`late_by` must be longer than zero")
+                        .at(l.span())
+                        .help("such as \"5s\""),
+                ),
+                Some(v) => spec.late_by = v,
+                None => {}
+            }
+        }
+        if let Some(p) = &self.pause {
+            let at = *p.at.get_ref();
+            if at < 0 {
+                diags.push(
+                    ctx.error(format!("`pause.at` must be an event index, not {at}"))
+                        .at(p.at.span())
+                        .help("the index of the event at which each worker pauses, such as 50000"),
+                );
+            }
+            if let Ok(d) = ctx
+                .duration("pause.for", &p.length)
+                .map_err(|d| diags.push(d))
+            {
+                spec.pause = Some((at.max(0) as u64, d));
+            }
+        }
         if !diags.is_empty() {
             return Err(diags);
         }
@@ -116,6 +196,7 @@ impl GeneratorConfig {
             schema: profile.schema(),
             op: Op::Generator(spec),
             dead_letters: false,
+            late_schema: None,
         })
     }
 }

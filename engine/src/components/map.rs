@@ -151,6 +151,7 @@ impl MapConfig {
             op: Op::Map(Arc::new(MapSpec::new(slots))),
             schema,
             dead_letters: false,
+            late_schema: None,
         })
     }
 }

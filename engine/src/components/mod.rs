@@ -28,6 +28,7 @@ pub mod generator;
 pub mod map;
 pub mod sinks;
 pub mod stdin;
+pub mod watermark;
 pub mod window;
 
 /// Source types.
@@ -132,6 +133,8 @@ pub struct Planned {
     pub schema: Schema,
     /// Whether it has a dead-letter output that should receive bad records.
     pub dead_letters: bool,
+    /// The schema of its `late` output, when it has one (a window with late = "side-output").
+    pub late_schema: Option<Schema>,
 }
 
 /// What a plan step knows besides its config.

@@ -53,6 +53,7 @@ fn planned(target: SinkTarget, format: Format, input: &Schema) -> Planned {
         }),
         schema: input.clone(),
         dead_letters: false,
+        late_schema: None,
     }
 }
 

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::decoding::{decode_spec, DecodingKeys};
+use super::watermark::WatermarkConfig;
 use super::{Ctx, Op, Planned};
 use crate::diag::Diag;
 
@@ -26,12 +27,17 @@ pub struct StdinConfig {
     pub id_field: Option<Spanned<String>>,
     /// "dead-letter" (default), "skip" or "fail", as in the file source.
     pub on_error: Option<Spanned<String>>,
+    /// How event time behaves: `{ max_out_of_orderness = "2s", idle_timeout = "10s" }`
+    /// (default: in order, never idle). Standard input is one partition.
+    pub watermark: Option<WatermarkConfig>,
 }
 
 impl StdinConfig {
     /// Validates and compiles.
     pub fn plan(&self, ctx: &Ctx) -> Result<Planned, Vec<Diag>> {
-        let decode = decode_spec(
+        let mut diags = Vec::new();
+        let watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
+        let mut decode = decode_spec(
             ctx,
             DecodingKeys {
                 schema: &self.schema,
@@ -40,10 +46,19 @@ impl StdinConfig {
                 id_field: self.id_field.as_ref(),
                 on_error: self.on_error.as_ref(),
             },
-        )?;
+        )
+        .map_err(|mut d| {
+            diags.append(&mut d);
+            std::mem::take(&mut diags)
+        })?;
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        decode.watermark = watermark;
         Ok(Planned {
             schema: decode.schema.clone(),
             dead_letters: decode.on_error == weir_operators::decode::OnError::DeadLetter,
+            late_schema: None,
             op: Op::Stdin(Arc::new(decode)),
         })
     }

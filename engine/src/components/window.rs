@@ -1,4 +1,5 @@
-//! `[transforms.ID] type = "window"`: tumbling event-time windows with grouped aggregates.
+//! `[transforms.ID] type = "window"`: tumbling, sliding and session event-time windows with
+//! grouped aggregates.
 
 use std::sync::Arc;
 
@@ -8,25 +9,30 @@ use toml::Spanned;
 use weir_operators::aggregate::{Aggregate, NAMES};
 use weir_operators::schema::Schema;
 use weir_operators::suggest::did_you_mean;
-use weir_operators::window::WindowSpec;
+use weir_operators::window::{LatePolicy, Shape, WindowSpec};
 
 use super::{Ctx, Op, Planned};
 use crate::diag::Diag;
 
-/// Groups records into tumbling event-time windows and computes aggregates per group and
-/// window. Each result holds the `group_by` fields, `window_start`, `window_end` and the
-/// aggregates, in that order; its event time is `window_start`. A window's results are emitted
-/// once, when the event-time watermark passes its end; a window with no records emits nothing.
-/// Records that arrive after their window closed (late) or have no event time go to the
-/// window's dead-letter output, `ID.dead_letter` (by default the pipeline's dead-letter file),
-/// and are counted in the run summary.
+/// Groups records into event-time windows and computes aggregates per group and window: tumbling
+/// (fixed, back to back), sliding (`size` every `slide`) or session (per key, until a `gap`
+/// without records). Each result holds the `group_by` fields, `window_start`, `window_end` and
+/// the aggregates, in that order; its event time is `window_start`. A window's results are
+/// emitted once the event-time watermark passes its end; a window with no records emits nothing.
+/// Late records (see `late`) and records without an event time are counted in the run summary.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowConfig {
-    /// The window's length, such as "1s" or "1m".
-    pub size: Spanned<String>,
+    /// "tumbling" (default), "sliding" or "session".
+    pub kind: Option<Spanned<String>>,
+    /// The window's length, such as "1s" or "1m" (tumbling and sliding).
+    pub size: Option<Spanned<String>>,
+    /// How far apart sliding windows start, such as "1s"; `size` must be a multiple of it.
+    pub slide: Option<Spanned<String>>,
+    /// The inactivity gap that ends a session, such as "30s" (session windows).
+    pub gap: Option<Spanned<String>>,
     /// Shifts window boundaries from the epoch (default "0s"): with size = "1h" and
-    /// offset = "15m", windows run from :15 to :15.
+    /// offset = "15m", windows run from :15 to :15 (tumbling and sliding).
     pub offset: Option<Spanned<String>>,
     /// Fields to group by (default: none, one global group per window).
     pub group_by: Option<Spanned<Vec<Spanned<String>>>>,
@@ -34,6 +40,16 @@ pub struct WindowConfig {
     /// sum(x), min(x), max(x), avg(x), first(x), last(x) — for example
     /// `aggregates = { avg_temp = "avg(temperature)", readings = "count(*)" }`.
     pub aggregates: Spanned<IndexMap<String, Spanned<String>>>,
+    /// What happens to a late record (one whose window had closed by its source's watermark):
+    /// "dead-letter" (default: to `ID.dead_letter` with the reason), "drop" (count it only),
+    /// "side-output" (send it unchanged to the output `ID.late`), or "update" (include it and
+    /// emit the window's result again, with a `late_records` field, while the window is at
+    /// most `allowed_lateness` behind the watermark; later ones are dead-lettered). Every late
+    /// record is counted. "update" is for tumbling and sliding windows.
+    pub late: Option<Spanned<String>>,
+    /// With late = "update": how long after a window's end late records still update it
+    /// (default "0s").
+    pub allowed_lateness: Option<Spanned<String>>,
 }
 
 impl WindowConfig {
@@ -56,29 +72,116 @@ impl WindowConfig {
                 }
             }
         };
-        let size = micros("size", &self.size, &mut diags);
-        if size == Some(0) {
-            diags.push(
-                ctx.error("`size` must be longer than zero")
-                    .at(self.size.span())
-                    .help("give the window a length, such as \"1s\" or \"1m\""),
-            );
-        }
-        let offset = match &self.offset {
-            Some(o) => micros("offset", o, &mut diags),
-            None => Some(0),
+        let kinds = ["tumbling", "sliding", "session"];
+        let kind = match &self.kind {
+            None => 0,
+            Some(k) => ctx.choice("kind", k, &kinds).unwrap_or_else(|d| {
+                diags.push(d);
+                0
+            }),
         };
-        if let (Some(s), Some(o), Some(span)) =
-            (size, offset, self.offset.as_ref().map(|o| o.span()))
-        {
-            if s > 0 && o >= s {
+        // Which length keys each kind takes.
+        let wants = [
+            ("size", [true, true, false]),
+            ("slide", [false, true, false]),
+            ("gap", [false, false, true]),
+            ("offset", [true, true, false]),
+        ];
+        let given = [&self.size, &self.slide, &self.gap, &self.offset];
+        let mut lengths = [None; 4];
+        for (i, ((key, takes), value)) in wants.iter().zip(given).enumerate() {
+            match (value, takes[kind]) {
+                (Some(v), true) => lengths[i] = micros(key, v, &mut diags),
+                (Some(v), false) => diags.push(
+                    ctx.error(format!("a {} window has no `{key}`", kinds[kind]))
+                        .at(v.span())
+                        .help(match kind {
+                            0 => "a tumbling window takes `size` (and `offset`)",
+                            1 => "a sliding window takes `size`, `slide` (and `offset`)",
+                            _ => "a session window takes `gap`",
+                        }),
+                ),
+                (None, true) if *key != "offset" => diags.push(
+                    ctx.error(format!("a {} window needs `{key}`", kinds[kind]))
+                        .at(ctx.span.clone())
+                        .help(format!("add {key} = \"10s\", say")),
+                ),
+                (None, _) => {}
+            }
+        }
+        let [size, slide, gap, offset] = lengths;
+        for (key, v, value) in [
+            ("size", size, &self.size),
+            ("slide", slide, &self.slide),
+            ("gap", gap, &self.gap),
+        ] {
+            if v == Some(0) {
                 diags.push(
-                    ctx.error("`offset` must be shorter than `size`")
-                        .at(span)
-                        .help("an offset of a whole window changes nothing: use offset mod size"),
+                    ctx.error(format!("`{key}` must be longer than zero"))
+                        .at(value.as_ref().map(|v| v.span()).unwrap_or(ctx.span.clone()))
+                        .help(format!("give `{key}` a length, such as \"1s\" or \"1m\"")),
                 );
             }
         }
+        if let (Some(s), Some(sl)) = (size, slide) {
+            if s > 0 && sl > 0 && s % sl != 0 {
+                diags.push(
+                    ctx.error("`size` must be a whole multiple of `slide`")
+                        .at(self.slide.as_ref().expect("given").span())
+                        .help("windows are built from panes of one slide: use, say, size = \"10s\" with slide = \"1s\" or \"2s\""),
+                );
+            }
+        }
+        let pane = match kind {
+            1 => slide,
+            _ => size,
+        };
+        if let (Some(p), Some(o), Some(span)) =
+            (pane, offset, self.offset.as_ref().map(|o| o.span()))
+        {
+            if p > 0 && o >= p {
+                diags.push(
+                    ctx.error(format!("`offset` must be shorter than `{}`", if kind == 1 { "slide" } else { "size" }))
+                        .at(span)
+                        .help("an offset of a whole window changes nothing: use the offset modulo the window"),
+                );
+            }
+        }
+        let policies = ["dead-letter", "drop", "side-output", "update"];
+        let policy = match &self.late {
+            None => 0,
+            Some(l) => ctx.choice("late", l, &policies).unwrap_or_else(|d| {
+                diags.push(d);
+                0
+            }),
+        };
+        let allowed = match &self.allowed_lateness {
+            Some(a) if policy != 3 => {
+                diags.push(
+                    ctx.error("`allowed_lateness` applies only with late = \"update\"")
+                        .at(a.span())
+                        .help("set late = \"update\", or remove allowed_lateness"),
+                );
+                None
+            }
+            Some(a) => micros("allowed_lateness", a, &mut diags),
+            None => Some(0),
+        };
+        if policy == 3 && kind == 2 {
+            diags.push(
+                ctx.error("late = \"update\" is not supported for session windows")
+                    .at(self.late.as_ref().expect("given").span())
+                    .help("use \"side-output\" to process late records separately, or \"drop\" or \"dead-letter\""),
+            );
+        }
+        let late = match policy {
+            1 => LatePolicy::Drop,
+            2 => LatePolicy::SideOutput,
+            3 => LatePolicy::Update {
+                allowed_lateness: allowed.unwrap_or(0),
+            },
+            _ => LatePolicy::DeadLetter,
+        };
         let mut group_by = Vec::new();
         let mut names: Vec<String> = Vec::new();
         for f in self.group_by.iter().flat_map(|g| g.get_ref()) {
@@ -110,6 +213,9 @@ impl WindowConfig {
         }
         names.push("window_start".into());
         names.push("window_end".into());
+        if policy == 3 {
+            names.push("late_records".into());
+        }
         if self.aggregates.get_ref().is_empty() {
             diags.push(
                 ctx.error("`aggregates` is empty")
@@ -140,19 +246,31 @@ impl WindowConfig {
         if !diags.is_empty() {
             return Err(diags);
         }
+        let shape = match kind {
+            1 => Shape::Sliding {
+                slide: slide.expect("checked"),
+            },
+            2 => Shape::Session {
+                gap: gap.expect("checked"),
+            },
+            _ => Shape::Tumbling,
+        };
         let spec = WindowSpec::new(
             &ctx.id,
-            size.expect("checked"),
-            offset.expect("checked"),
+            size.or(gap).expect("checked"),
+            offset.unwrap_or(0),
             input,
             group_by,
             aggregates,
-        );
+        )
+        .with_shape(shape)
+        .with_late(late);
         let schema = spec.output_schema(input, &agg_names);
         Ok(Planned {
             op: Op::Window(Arc::new(spec)),
             schema,
             dead_letters: true,
+            late_schema: (late == LatePolicy::SideOutput).then(|| input.clone()),
         })
     }
 }
