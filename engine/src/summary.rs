@@ -176,6 +176,29 @@ pub fn render(r: &RunReport) -> String {
         let _ = writeln!(out, "{}", line(row.each_ref().map(String::as_str)));
     }
     out.push_str(&latency_table(r));
+    for c in r.components.iter().filter(|c| c.metrics.late > 0) {
+        let m = c.metrics;
+        let dead = m.late - m.late_dropped - m.late_side_output - m.late_updated;
+        let parts: Vec<String> = [
+            (m.late_dropped, "dropped"),
+            (m.late_side_output, "sent to the late output"),
+            (m.late_updated, "applied as updates"),
+            (dead, "dead-lettered"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{} {what}", thousands(*n)))
+        .collect();
+        let _ = writeln!(
+            out,
+            "weir: {}.{}: {} late record{}: {}",
+            c.kind.section(),
+            c.id,
+            thousands(m.late),
+            if m.late == 1 { "" } else { "s" },
+            parts.join(", ")
+        );
+    }
     if let Some(path) = &r.dead_letter_file {
         let (mut bad, mut late) = (0, 0);
         for c in r.components.iter().filter(|c| c.kind != Kind::Sink) {

@@ -409,3 +409,94 @@ fn pipeline_mode_and_batch_interval() {
     );
     names(&err, "3:18", "`fast` is not a duration", "\"100ms\"");
 }
+
+#[test]
+fn window_kinds_take_their_own_keys() {
+    let err = invalid(&format!(
+        "{WINDOW_HEAD}kind = \"sliding\"\nsize = \"10s\"\nslide = \"3s\"\ngap = \"1s\"\naggregates = {{ n = \"count(*)\" }}\n"
+    ));
+    names(
+        &err,
+        "15:9",
+        "transforms.w: `size` must be a whole multiple of `slide`",
+        "panes of one slide",
+    );
+    names(
+        &err,
+        "16:7",
+        "a sliding window has no `gap`",
+        "a sliding window takes `size`, `slide`",
+    );
+    let err = invalid(&format!(
+        "{WINDOW_HEAD}kind = \"session\"\naggregates = {{ n = \"count(*)\" }}\nlate = \"update\"\n"
+    ));
+    assert!(err.contains("a session window needs `gap`"), "{err}");
+    names(
+        &err,
+        "15:8",
+        "late = \"update\" is not supported for session windows",
+        "side-output",
+    );
+    let err = invalid(&format!(
+        "{WINDOW_HEAD}kind = \"hopping\"\nsize = \"1s\"\naggregates = {{ n = \"count(*)\" }}\n"
+    ));
+    names(
+        &err,
+        "13:8",
+        "`hopping` is not a valid `kind`",
+        "tumbling, sliding, session",
+    );
+}
+
+#[test]
+fn late_policies_and_the_late_output() {
+    let err = invalid(&format!(
+        "{WINDOW_HEAD}size = \"1s\"\naggregates = {{ n = \"count(*)\" }}\nlate = \"ignore\"\nallowed_lateness = \"5s\"\n"
+    ));
+    names(
+        &err,
+        "15:8",
+        "`ignore` is not a valid `late`",
+        "dead-letter, drop, side-output, update",
+    );
+    names(
+        &err,
+        "16:20",
+        "`allowed_lateness` applies only with late = \"update\"",
+        "set late = \"update\"",
+    );
+    let err = invalid(&format!(
+        "{WINDOW_HEAD}size = \"1s\"\naggregates = {{ n = \"count(*)\" }}\n\n[sinks.late]\ntype = \"null\"\ninputs = [\"w.late\"]\n"
+    ));
+    names(
+        &err,
+        "18:11",
+        "`w` sends no late records to `w.late`: its late policy is not \"side-output\"",
+        "set late = \"side-output\" on transforms.w",
+    );
+}
+
+#[test]
+fn watermark_and_generator_disorder_keys() {
+    let err = invalid(
+        "[sources.s]\ntype = \"generator\"\nprofile = \"iot\"\nevents = 10\nlate_fraction = 1.5\nwatermark = { max_out_of_orderness = \"2 parsecs\", idle_timeout = \"0s\" }\n\n[sinks.out]\ntype = \"null\"\ninputs = [\"s\"]\n",
+    );
+    names(
+        &err,
+        "5:17",
+        "`late_fraction` must be between 0 and 1, not 1.5",
+        "such as 0.01",
+    );
+    names(
+        &err,
+        "6:38",
+        "`2 parsecs` is not a duration",
+        "max_out_of_orderness",
+    );
+    names(
+        &err,
+        "6:66",
+        "`idle_timeout` must be longer than zero",
+        "never idle",
+    );
+}

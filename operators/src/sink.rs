@@ -1,6 +1,7 @@
 //! Sinks: the end of a pipeline. Each sink encodes the records it receives (see
 //! [`encode`](crate::encode)) and writes them to a writer shared by all workers of the process
-//! (standard output or a file), one batch per lock, so lines never interleave. The `null` sink
+//! (standard output or a file), one batch per lock, so lines never interleave, flushing after each
+//! activation so that readers see results as soon as they are written. The `null` sink
 //! only counts.
 //!
 //! A sink that cannot write stops the run with the reason; a closed standard output (as with
@@ -73,6 +74,13 @@ impl SharedWriter {
         w.write_all(bytes)
     }
 
+    /// Writes `bytes` in one piece and flushes, so readers of the output see them now.
+    pub fn write_and_flush(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut w = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        w.write_all(bytes)?;
+        w.flush()
+    }
+
     /// Flushes the writer.
     pub fn flush(&self) -> std::io::Result<()> {
         let mut w = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -127,7 +135,9 @@ pub fn sink(
         });
         metrics.add_in(n);
         if let (Some(w), false) = (&writer, buf.is_empty()) {
-            if let Err(e) = w.write_all(&buf) {
+            // Flushed per activation: what the sink received is visible downstream at once
+            // (a streaming sink must not sit on results), and latency counts to the write.
+            if let Err(e) = w.write_and_flush(&buf) {
                 broken = true;
                 if w.is_stdout && e.kind() == std::io::ErrorKind::BrokenPipe {
                     ctl.close_output();

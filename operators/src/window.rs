@@ -828,28 +828,38 @@ impl State {
         };
         // Sessions overlapping [ts, ts + gap) merge with it. They do not overlap each other and
         // are sorted by start, so they form one run: those starting before ts + gap and ending
-        // after ts.
-        let mut merged = Session {
-            start: ts,
-            end,
-            part: Partial::new(spec),
-        };
-        merged.part.add(spec, r, ts);
+        // after ts. The first of them takes the record and absorbs the others.
         let hi = ks.sessions.partition_point(|s| s.start < end);
         let mut lo = hi;
         while lo > 0 && ks.sessions[lo - 1].end > ts {
             lo -= 1;
         }
-        for s in ks.sessions.drain(lo..hi) {
-            merged.start = merged.start.min(s.start);
-            merged.end = merged.end.max(s.end);
-            merged.part.merge(spec, &s.part);
+        if lo == hi {
+            let mut session = Session {
+                start: ts,
+                end,
+                part: Partial::new(spec),
+            };
+            session.part.add(spec, r, ts);
+            self.session_ends.insert((end, hash, ts));
+            n.state += 1;
+            ks.sessions.insert(lo, session);
+            return Ok(());
+        }
+        let absorbed: Vec<Session> = ks.sessions.drain(lo + 1..hi).collect();
+        let base = &mut ks.sessions[lo];
+        self.session_ends.remove(&(base.end, hash, base.start));
+        base.part.add(spec, r, ts);
+        base.start = base.start.min(ts);
+        base.end = base.end.max(end);
+        for s in absorbed {
             self.session_ends.remove(&(s.end, hash, s.start));
             n.state -= 1;
+            base.start = base.start.min(s.start);
+            base.end = base.end.max(s.end);
+            base.part.merge(spec, &s.part);
         }
-        self.session_ends.insert((merged.end, hash, merged.start));
-        n.state += 1;
-        ks.sessions.insert(lo, merged);
+        self.session_ends.insert((base.end, hash, base.start));
         Ok(())
     }
 
