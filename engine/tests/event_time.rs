@@ -526,3 +526,120 @@ fn a_paused_generator_goes_idle() {
     );
     assert_eq!(c["late"].as_u64(), Some(0), "{c}");
 }
+
+/// Sliding windows with a small slide (size/100) and late records dropped: the two-stack
+/// combination of panes gives exactly the brute-force result of counting every event into
+/// every window that contains it.
+#[test]
+fn sliding_windows_with_a_small_slide_match_the_reference() {
+    let dir = workspace();
+    let p = write(
+        dir.path(),
+        "s.toml",
+        r#"
+[sources.s]
+type = "generator"
+profile = "iot"
+events = 20000
+devices = 5
+seed = 8
+start = "2026-01-01T00:00:00Z"
+event_time_interval = "1ms"
+disorder = "50ms"
+late_fraction = 0.01
+late_by = "3s"
+watermark = { max_out_of_orderness = "50ms" }
+
+[transforms.w]
+type = "window"
+inputs = ["s"]
+kind = "sliding"
+size = "2s"
+slide = "20ms"
+group_by = ["device_id"]
+aggregates = { n = "count(*)", ids = "sum(id)", first_id = "first(id)", kinds = "count(distinct kind)" }
+late = "drop"
+
+[sinks.o]
+type = "file"
+inputs = ["w"]
+path = "s.jsonl"
+"#,
+    );
+    let spec = GeneratorSpec {
+        events: Some(20_000),
+        seed: 8,
+        devices: 5,
+        disorder: 50_000,
+        late_fraction: 0.01,
+        late_by: 3 * S,
+        watermark: WatermarkSpec {
+            max_out_of_orderness: 50_000,
+            idle_timeout: None,
+        },
+        ..GeneratorSpec::new(Profile::Iot)
+    };
+    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let schema = Profile::Iot.schema();
+    let (dev, kind) = (
+        schema.index_of("device_id").unwrap(),
+        schema.index_of("kind").unwrap(),
+    );
+    let (size, slide) = (2 * S, 20_000);
+    // (device, window end) -> (count, sum of ids, (ts, id) of the first, kinds)
+    type Acc = (u64, u64, (i64, u64), BTreeSet<String>);
+    let mut want: BTreeMap<(String, i64), Acc> = BTreeMap::new();
+    let mut late = 0;
+    for (i, e) in events(&spec, 20_000, start, 1_000).into_iter().enumerate() {
+        let pe = e.ts - e.ts.rem_euclid(slide) + slide;
+        if pe <= e.base - 50_000 {
+            late += 1;
+            continue;
+        }
+        let mut w = pe;
+        while w < pe + size {
+            let a = want
+                .entry((e.values[dev].as_str().unwrap().to_string(), w))
+                .or_insert((0, 0, (i64::MAX, 0), BTreeSet::new()));
+            a.0 += 1;
+            a.1 += i as u64;
+            a.2 = a.2.min((e.ts, i as u64));
+            a.3.insert(e.values[kind].as_str().unwrap().to_string());
+            w += slide;
+        }
+    }
+    assert!(late > 50, "{late}");
+    let want: BTreeMap<(String, i64), (u64, u64, u64, u64)> = want
+        .into_iter()
+        .map(|(k, a)| (k, (a.0, a.1, a.2 .1, a.3.len() as u64)))
+        .collect();
+    for config in configurations() {
+        let err = run(dir.path(), &p, &config);
+        let got: BTreeMap<(String, i64), (u64, u64, u64, u64)> =
+            json_lines(&dir.path().join("s.jsonl"))
+                .iter()
+                .map(|v| {
+                    (
+                        (
+                            v["device_id"].as_str().unwrap().to_string(),
+                            parse_rfc3339(v["window_end"].as_str().unwrap()).unwrap(),
+                        ),
+                        (
+                            v["n"].as_u64().unwrap(),
+                            v["ids"].as_u64().unwrap(),
+                            v["first_id"].as_u64().unwrap(),
+                            v["kinds"].as_u64().unwrap(),
+                        ),
+                    )
+                })
+                .collect();
+        assert_eq!(got.len(), want.len(), "{config:?}");
+        assert_eq!(got, want, "{config:?}");
+        assert!(
+            err.contains(&format!(
+                "transforms.w: {late} late records: {late} dropped"
+            )),
+            "{err}"
+        );
+    }
+}
