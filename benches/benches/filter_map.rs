@@ -14,9 +14,7 @@ use std::rc::Rc;
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use weir_benches::{env_or, iot_source, machine, median, timed};
-use weir_engine::plan;
-use weir_engine::run::{run, RunOptions};
+use weir_benches::{env_or, iot_source, machine, median, run_weir, sink_records, timed};
 use weir_operators::schema::Record;
 use weir_operators::value::Value;
 
@@ -59,22 +57,11 @@ inputs = ["fahrenheit"]
 
 /// Weir: returns (events/s, records out).
 fn weir(events: u64, workers: usize) -> (f64, u64) {
-    let (plan, diags, _) = plan::load("bench.toml", &pipeline(events), &[]);
-    assert!(diags.is_empty(), "{diags:?}");
-    let plan = plan.expect("valid");
-    let (report, t) = timed(|| {
-        run(
-            &plan,
-            &RunOptions {
-                workers: Some(workers),
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .expect("runs")
-    });
-    let out = report.components.last().unwrap().metrics.records_in;
-    (events as f64 / t.as_secs_f64(), out)
+    let (report, t) = run_weir(&pipeline(events), workers);
+    (
+        events as f64 / t.as_secs_f64(),
+        sink_records(&report, "out"),
+    )
 }
 
 /// The hand-written timely program: returns (events/s, records out).

@@ -7,9 +7,7 @@
 //! `cargo bench -p weir-benches --bench sliding`; `WEIR_BENCH_EVENTS` (default 10,000,000) and
 //! `WEIR_BENCH_REPS` (default 5) change the size.
 
-use weir_benches::{env_or, machine, median, timed};
-use weir_engine::plan;
-use weir_engine::run::{run, RunOptions};
+use weir_benches::{env_or, machine, median, run_weir, sink_records};
 
 /// The allocator the `weir` binary uses.
 #[global_allocator]
@@ -51,22 +49,11 @@ inputs = ["avg"]
 
 /// Returns (events/s, window results).
 fn weir(events: u64, workers: usize, shape: &str) -> (f64, u64) {
-    let (plan, diags, _) = plan::load("bench.toml", &pipeline(events, shape), &[]);
-    assert!(diags.is_empty(), "{diags:?}");
-    let plan = plan.expect("valid");
-    let opts = RunOptions {
-        workers: Some(workers),
-        ..Default::default()
-    };
-    let (report, t) = timed(|| run(&plan, &opts, Default::default()).expect("runs"));
-    let out = report
-        .components
-        .iter()
-        .find(|c| c.id == "out")
-        .expect("the sink")
-        .metrics
-        .records_in;
-    (events as f64 / t.as_secs_f64(), out)
+    let (report, t) = run_weir(&pipeline(events, shape), workers);
+    (
+        events as f64 / t.as_secs_f64(),
+        sink_records(&report, "out"),
+    )
 }
 
 fn main() {

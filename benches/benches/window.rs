@@ -24,9 +24,7 @@ use smol_str::SmolStr;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
-use weir_benches::{env_or, iot_source, machine, median, timed};
-use weir_engine::plan;
-use weir_engine::run::{run, RunOptions, RunReport};
+use weir_benches::{env_or, iot_source, machine, median, run_weir, sink_records, timed};
 use weir_engine::summary::{micros, PERCENTILES};
 use weir_operators::schema::Record;
 use weir_operators::value::Value;
@@ -71,35 +69,14 @@ inputs = ["per_device"]
     )
 }
 
-fn weir_run(text: &str, workers: usize) -> (RunReport, std::time::Duration) {
-    let (plan, diags, _) = plan::load("bench.toml", text, &[]);
-    assert!(diags.is_empty(), "{diags:?}");
-    let plan = plan.expect("valid");
-    timed(|| {
-        run(
-            &plan,
-            &RunOptions {
-                workers: Some(workers),
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .expect("runs")
-    })
-}
-
 /// Weir: returns (events/s, window results).
 fn weir(events: u64, workers: usize, mode: &str) -> (f64, u64) {
     let timing = "start = \"2026-01-01T00:00:00Z\"\nevent_time_interval = \"1us\"";
-    let (report, t) = weir_run(&pipeline(events, mode, timing), workers);
-    let out = report
-        .components
-        .iter()
-        .find(|c| c.id == "out")
-        .expect("the sink")
-        .metrics
-        .records_in;
-    (events as f64 / t.as_secs_f64(), out)
+    let (report, t) = run_weir(&pipeline(events, mode, timing), workers);
+    (
+        events as f64 / t.as_secs_f64(),
+        sink_records(&report, "out"),
+    )
 }
 
 /// The hand-written timely program: returns (events/s, window results). `batch` is the number
@@ -241,7 +218,7 @@ fn main() {
                 "mode = \"micro-batch\"\nbatch_interval = \"100ms\"",
             );
         }
-        let (report, _) = weir_run(&text, 2);
+        let (report, _) = run_weir(&text, 2);
         let sink = &report.sinks[0];
         let shown = if mode == "continuous" {
             "continuous".to_string()

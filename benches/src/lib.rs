@@ -96,3 +96,27 @@ pub fn iot_source<'s>(
         }
     })
 }
+
+/// Runs a pipeline (TOML text) through Weir on `workers` workers, timing the run (planning
+/// excluded). Panics if the pipeline has any diagnostic.
+pub fn run_weir(text: &str, workers: usize) -> (weir_engine::run::RunReport, std::time::Duration) {
+    let (plan, diags, _) = weir_engine::plan::load("bench.toml", text, &[]);
+    assert!(diags.is_empty(), "{diags:?}");
+    let plan = plan.expect("valid");
+    let opts = weir_engine::run::RunOptions {
+        workers: Some(workers),
+        ..Default::default()
+    };
+    timed(|| weir_engine::run::run(&plan, &opts, Default::default()).expect("runs"))
+}
+
+/// Records the sink `id` received in a run.
+pub fn sink_records(report: &weir_engine::run::RunReport, id: &str) -> u64 {
+    report
+        .components
+        .iter()
+        .find(|c| c.id == id)
+        .expect("the sink")
+        .metrics
+        .records_in
+}

@@ -18,29 +18,6 @@ use weir_operators::watermark::WatermarkSpec;
 
 const S: i64 = 1_000_000;
 
-fn configurations() -> Vec<Vec<&'static str>> {
-    let mut v = Vec::new();
-    for mode in [
-        vec!["--mode", "continuous"],
-        vec!["--mode", "micro-batch", "--batch-interval", "20ms"],
-    ] {
-        for w in ["1", "2", "4"] {
-            let mut c = mode.clone();
-            c.extend(["--workers", w]);
-            v.push(c);
-        }
-    }
-    v
-}
-
-fn run(dir: &std::path::Path, pipeline: &str, extra: &[&str]) -> String {
-    let mut args = vec!["run", pipeline, "--status-every", "0s"];
-    args.extend_from_slice(extra);
-    let out = weir(dir, &args, "");
-    ok(&out);
-    stderr(&out)
-}
-
 /// One raw event: index, undisordered time, event time, and the record's values by name.
 struct Ev {
     base: i64,
@@ -165,7 +142,7 @@ fn sliding_windows_with_late_updates_match_the_reference() {
             "--set",
             "sources.sensors.events=30000",
         ]);
-        run(dir.path(), "pipelines/iot-sliding-averages.toml", &extra);
+        run_ok(dir.path(), "pipelines/iot-sliding-averages.toml", &extra);
         // The final version of each window: the one with the most late records.
         let mut best: BTreeMap<(String, i64), (u64, u64, u64)> = BTreeMap::new();
         for v in json_lines(&dir.path().join("out/sliding-averages.jsonl")) {
@@ -276,7 +253,7 @@ fn sessions_and_late_side_output_match_the_reference() {
     for config in configurations() {
         let mut extra = config.clone();
         extra.extend(["--set", "sources.clicks.events=40000"]);
-        let err = run(dir.path(), "pipelines/clickstream-sessions.toml", &extra);
+        let err = run_ok(dir.path(), "pipelines/clickstream-sessions.toml", &extra);
         let mut got: Vec<_> = json_lines(&dir.path().join("out/sessions.jsonl"))
             .iter()
             .map(|v| {
@@ -374,7 +351,7 @@ path = "t.jsonl"
     }
     assert!(late > 100, "{late}");
     for config in configurations() {
-        let err = run(dir.path(), &p, &config);
+        let err = run_ok(dir.path(), &p, &config);
         let mut got: BTreeMap<(String, i64), (u64, u64)> = BTreeMap::new();
         for v in json_lines(&dir.path().join("t.jsonl")) {
             got.insert(
@@ -500,7 +477,7 @@ fn a_paused_generator_goes_idle() {
     let max_latency = |extra: &[&str]| -> (u64, Value) {
         let mut args = vec!["--report", report.to_str().unwrap()];
         args.extend_from_slice(extra);
-        run(dir.path(), "pipelines/iot-idle-sensors.toml", &args);
+        run_ok(dir.path(), "pipelines/iot-idle-sensors.toml", &args);
         let r = weir_engine::report::Report::read(&report).unwrap();
         (
             r.sinks[0].processing_latency.max_us,
@@ -614,7 +591,7 @@ path = "s.jsonl"
         .map(|(k, a)| (k, (a.0, a.1, a.2 .1, a.3.len() as u64)))
         .collect();
     for config in configurations() {
-        let err = run(dir.path(), &p, &config);
+        let err = run_ok(dir.path(), &p, &config);
         let got: BTreeMap<(String, i64), (u64, u64, u64, u64)> =
             json_lines(&dir.path().join("s.jsonl"))
                 .iter()

@@ -13,29 +13,6 @@ use weir_operators::exact_sum::fsum;
 use weir_operators::generator::{GeneratorSpec, Profile};
 use weir_operators::time::parse_rfc3339;
 
-/// Every (mode flags, workers) combination a result must not depend on.
-fn configurations() -> Vec<(Vec<&'static str>, &'static str)> {
-    let mut v = Vec::new();
-    for mode in [
-        vec!["--mode", "continuous"],
-        vec!["--mode", "micro-batch", "--batch-interval", "20ms"],
-    ] {
-        for w in ["1", "2", "4"] {
-            v.push((mode.clone(), w));
-        }
-    }
-    v
-}
-
-/// Runs `pipeline` in `dir` with extra arguments, asserting success; returns standard error.
-fn run(dir: &std::path::Path, pipeline: &str, extra: &[&str]) -> String {
-    let mut args = vec!["run", pipeline, "--status-every", "0s"];
-    args.extend_from_slice(extra);
-    let out = weir(dir, &args, "");
-    ok(&out);
-    stderr(&out)
-}
-
 const READINGS: &str = r#"{"id":"r1","ts":"2026-03-01T10:00:00Z","device":"a","temperature":20.0}
 {"id":"r2","ts":"2026-03-01T10:00:03Z","device":"b","temperature":10.0}
 {"id":"r3","ts":"2026-03-01T10:00:09.999Z","device":"a","temperature":22.0}
@@ -160,11 +137,10 @@ fn tumbling_windows_exact_hand_checked_in_every_mode_and_worker_count() {
     ]);
     let all = |s: u32, n: u64, sum: f64| json!({"window_start": w(s), "window_end": w(s + 10), "n": n, "sum_t": sum});
     let want_all = canonical(vec![all(0, 3, 52.0), all(10, 2, 30.0), all(30, 3, 64.25)]);
-    for (mode, workers) in configurations() {
-        let mut extra = mode.clone();
-        extra.extend(["--workers", workers]);
-        let err = run(dir.path(), &p, &extra);
-        let ctx = format!("{mode:?} on {workers} workers");
+    for config in configurations() {
+        let extra = config.clone();
+        let err = run_ok(dir.path(), &p, &extra);
+        let ctx = format!("{config:?}");
         assert_eq!(
             canonical(json_lines(&dir.path().join("devices.jsonl"))),
             want_devices,
@@ -244,10 +220,10 @@ fn page_views_per_minute_match_a_brute_force_reference_in_every_configuration() 
         .map(|((w, p), (n, u))| (w, p, n, u.len() as u64))
         .collect();
     assert!(want.len() > 100, "a meaningful number of groups");
-    for (mode, workers) in configurations() {
-        let mut extra = mode.clone();
-        extra.extend(["--workers", workers, "--set", "sources.clicks.events=60000"]);
-        run(dir.path(), "pipelines/clickstream-page-views.toml", &extra);
+    for config in configurations() {
+        let mut extra = config.clone();
+        extra.extend(["--set", "sources.clicks.events=60000"]);
+        run_ok(dir.path(), "pipelines/clickstream-page-views.toml", &extra);
         let mut reader = csv::Reader::from_path(dir.path().join("out/page-views.csv")).unwrap();
         let mut got: Vec<(i64, String, u64, u64)> = reader
             .records()
@@ -264,7 +240,7 @@ fn page_views_per_minute_match_a_brute_force_reference_in_every_configuration() 
             })
             .collect();
         got.sort();
-        assert_eq!(got, want, "{mode:?} on {workers} workers");
+        assert_eq!(got, want, "{config:?}");
     }
 }
 
@@ -317,11 +293,9 @@ fn windows_spanning_micro_batches_match_the_reference() {
             )
         })
         .collect();
-    for (mode, workers) in configurations() {
-        let mut extra = mode.clone();
+    for config in configurations() {
+        let mut extra = config.clone();
         extra.extend([
-            "--workers",
-            workers,
             "--set",
             "sources.sensors.events=12000",
             "--set",
@@ -333,7 +307,7 @@ fn windows_spanning_micro_batches_match_the_reference() {
             "--set",
             "transforms.per_device.size=\"5s\"",
         ]);
-        run(dir.path(), "pipelines/iot-device-report.toml", &extra);
+        run_ok(dir.path(), "pipelines/iot-device-report.toml", &extra);
         let mut got: Vec<(i64, String, u64, u64, u64, u64)> =
             json_lines(&dir.path().join("out/device-report.jsonl"))
                 .iter()
@@ -349,7 +323,7 @@ fn windows_spanning_micro_batches_match_the_reference() {
                 })
                 .collect();
         got.sort();
-        assert_eq!(got, want, "{mode:?} on {workers} workers");
+        assert_eq!(got, want, "{config:?}");
     }
 }
 
@@ -379,7 +353,7 @@ fn window_state_is_freed_as_windows_close() {
             "--set",
             "transforms.per_device.size=\"10ms\"",
         ]);
-        run(dir.path(), "pipelines/iot-alarm-counter.toml", &extra);
+        run_ok(dir.path(), "pipelines/iot-alarm-counter.toml", &extra);
         let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
         let w = r["components"]
             .as_array()
@@ -407,7 +381,7 @@ fn window_state_is_freed_as_windows_close() {
 fn the_report_round_trips() {
     let dir = workspace();
     let report = dir.path().join("run.json");
-    let err = run(
+    let err = run_ok(
         dir.path(),
         "pipelines/iot-device-report.toml",
         &[
@@ -471,7 +445,7 @@ fn micro_batches_cost_latency_and_the_histograms_show_it() {
             "--set",
             "sources.sensors.rate=20000.0",
         ]);
-        run(dir.path(), "pipelines/iot-hot-readings.toml", &extra);
+        run_ok(dir.path(), "pipelines/iot-hot-readings.toml", &extra);
         let r = weir_engine::report::Report::read(&report).unwrap();
         let s = &r.sinks[0];
         assert!(

@@ -138,15 +138,8 @@ impl GeneratorConfig {
             }
         }
         spec.watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
-        let micros = |key: &str, v: &Spanned<String>, diags: &mut Vec<Diag>| -> Option<i64> {
-            match ctx.duration(key, v) {
-                Ok(d) => Some(d.as_micros().min(i64::MAX as u128) as i64),
-                Err(d) => {
-                    diags.push(d);
-                    None
-                }
-            }
-        };
+        let micros =
+            |key: &str, v: &Spanned<String>, diags: &mut Vec<Diag>| ctx.micros(key, v, diags);
         if let Some(d) = &self.disorder {
             spec.disorder = micros("disorder", d, &mut diags).unwrap_or(0);
         }

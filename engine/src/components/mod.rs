@@ -220,6 +220,17 @@ impl Ctx<'_> {
         })
     }
 
+    /// Parses a duration into microseconds; on error, records the diagnostic and returns `None`.
+    pub fn micros(&self, key: &str, value: &Spanned<String>, diags: &mut Vec<Diag>) -> Option<i64> {
+        match self.duration(key, value) {
+            Ok(d) => Some(d.as_micros().min(i64::MAX as u128) as i64),
+            Err(d) => {
+                diags.push(d);
+                None
+            }
+        }
+    }
+
     /// Compiles an expression, mapping its errors into the file.
     pub fn expr(&self, key: &str, value: &Spanned<String>, schema: &Schema) -> Result<Expr, Diag> {
         Expr::compile(value.get_ref(), schema).map_err(|e| {

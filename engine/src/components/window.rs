@@ -63,15 +63,8 @@ impl WindowConfig {
                     .help("keep the source's timestamp field in every map between the source and this window"),
             );
         }
-        let micros = |key: &str, v: &Spanned<String>, diags: &mut Vec<Diag>| -> Option<i64> {
-            match ctx.duration(key, v) {
-                Ok(d) => Some(d.as_micros().min(i64::MAX as u128) as i64),
-                Err(d) => {
-                    diags.push(d);
-                    None
-                }
-            }
-        };
+        let micros =
+            |key: &str, v: &Spanned<String>, diags: &mut Vec<Diag>| ctx.micros(key, v, diags);
         let kinds = ["tumbling", "sliding", "session"];
         let kind = match &self.kind {
             None => 0,

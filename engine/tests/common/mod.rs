@@ -90,3 +90,29 @@ pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
+
+/// Every (mode flags, workers) combination a result must not depend on, as `weir run` flags.
+pub fn configurations() -> Vec<Vec<&'static str>> {
+    let mut v = Vec::new();
+    for mode in [
+        vec!["--mode", "continuous"],
+        vec!["--mode", "micro-batch", "--batch-interval", "20ms"],
+    ] {
+        for w in ["1", "2", "4"] {
+            let mut c = mode.clone();
+            c.extend(["--workers", w]);
+            v.push(c);
+        }
+    }
+    v
+}
+
+/// Runs `pipeline` in `dir` with extra arguments and no status lines, asserting success;
+/// returns standard error.
+pub fn run_ok(dir: &Path, pipeline: &str, extra: &[&str]) -> String {
+    let mut args = vec!["run", pipeline, "--status-every", "0s"];
+    args.extend_from_slice(extra);
+    let out = weir(dir, &args, "");
+    ok(&out);
+    stderr(&out)
+}
