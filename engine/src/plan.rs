@@ -29,8 +29,10 @@ pub enum Port {
     Main,
     /// Bad records of a reading source; late records of a window.
     DeadLetter,
-    /// Late records of a window with late = "side-output".
+    /// Late records of a window (or a join's left input) with late = "side-output".
     Late,
+    /// Late records of a join's right input with late = "side-output".
+    LateRight,
 }
 
 impl Port {
@@ -40,6 +42,7 @@ impl Port {
             Port::Main => "",
             Port::DeadLetter => "dead_letter",
             Port::Late => "late",
+            Port::LateRight => "late_right",
         }
     }
 }
@@ -217,8 +220,14 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             let port = match port {
                 None => Port::Main,
                 Some("dead_letter") if has_dead_letter_port(target) => Port::DeadLetter,
-                Some("late") if target.kind == Kind::Transform && target.ty == "window" => {
+                Some("late")
+                    if target.kind == Kind::Transform
+                        && matches!(target.ty.as_str(), "window" | "join") =>
+                {
                     Port::Late
+                }
+                Some("late_right") if target.kind == Kind::Transform && target.ty == "join" => {
+                    Port::LateRight
                 }
                 Some(p) => {
                     diags.push(
@@ -306,6 +315,36 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             id: c.id.clone(),
             span: c.span.clone(),
         };
+        if let ComponentConfig::Join(j) = config {
+            if inputs[i].len() != 2 {
+                diags.push(
+                    Diag::error(format!(
+                        "a join reads exactly two inputs, left then right, not {}",
+                        inputs[i].len()
+                    ))
+                    .component(c.qualified())
+                    .at(c.inputs_span.clone().unwrap_or(c.span.clone()))
+                    .help("inputs = [\"LEFT\", \"RIGHT\"]"),
+                );
+                continue;
+            }
+            let mut sides = Vec::new();
+            for k in 0..2 {
+                let one = [inputs[i][k]];
+                let span = [input_spans[i][k].clone()];
+                match input_schema(c, &one, &span, comps, &planned, &mut diags) {
+                    Some(s) => sides.push(s),
+                    None => break,
+                }
+            }
+            if let [l, r] = sides.as_slice() {
+                match j.plan(&ctx, l, r) {
+                    Ok(p) => planned[i] = Some(p),
+                    Err(mut d) => diags.append(&mut d),
+                }
+            }
+            continue;
+        }
         let input_schema = if c.kind == Kind::Source {
             None
         } else {
@@ -511,7 +550,7 @@ fn pipeline_mode(spec: &PipelineSpec, diags: &mut Vec<Diag>) -> Mode {
 /// window (for late records).
 fn has_dead_letter_port(c: &crate::spec::Component) -> bool {
     (c.kind == Kind::Source && matches!(c.ty.as_str(), "file" | "stdin"))
-        || (c.kind == Kind::Transform && c.ty == "window")
+        || (c.kind == Kind::Transform && matches!(c.ty.as_str(), "window" | "join"))
 }
 
 /// `<name>.deadletter.jsonl`, with the name made safe for a file name.
@@ -563,13 +602,20 @@ fn input_schema(
                 }
                 dead_letter_schema()
             }
-            Port::Late => {
+            Port::Late | Port::LateRight => {
                 let p = planned[r.node].as_ref()?;
-                let Some(late) = &p.late_schema else {
+                let late = if r.port == Port::Late {
+                    &p.late_schema
+                } else {
+                    &p.late_right_schema
+                };
+                let Some(late) = late else {
                     diags.push(
                         Diag::error(format!(
-                            "`{}` sends no late records to `{}.late`: its late policy is not \"side-output\"",
-                            comps[r.node].id, comps[r.node].id
+                            "`{}` sends no late records to `{}.{}`: its late policy is not \"side-output\"",
+                            comps[r.node].id,
+                            comps[r.node].id,
+                            r.port.name()
                         ))
                         .component(c.qualified())
                         .at(spans[k].clone())

@@ -15,7 +15,9 @@ use weir_operators::generator::{generator, RunClock};
 use weir_operators::latency::{Latencies, SinkLatency};
 use weir_operators::metrics::{ComponentMetrics, MetricsSnapshot};
 use weir_operators::sink::SharedWriter;
-use weir_operators::{file_source, filter, map, sink, stdin_source, window, Records, Time};
+use weir_operators::{
+    file_source, filter, interval_join, map, sink, stdin_source, window, Records, Time,
+};
 
 use crate::components::{Op, SinkTarget};
 use crate::plan::{Plan, Port, PortRef};
@@ -382,6 +384,16 @@ fn build<'s>(
                     },
                     w.late,
                 );
+            }
+            Op::IntervalJoin(spec) => {
+                let left = streams[&node.inputs[0]].clone();
+                let right = streams[&node.inputs[1]].clone();
+                let j = interval_join::interval_join(left, right, Arc::clone(spec), m);
+                streams.insert(main, j.results);
+                streams.insert(dead, j.dead);
+                for (port, s) in [(Port::Late, j.late_left), (Port::LateRight, j.late_right)] {
+                    streams.insert(PortRef { node: i, port }, s);
+                }
             }
             Op::Sink(spec) => {
                 let measure = measured[i].as_ref().map(|(l, end)| sink::Measure {

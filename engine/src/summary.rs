@@ -129,12 +129,12 @@ pub fn render(r: &RunReport) -> String {
                 thousands(m.records_out),
                 thousands(m.errors),
                 thousands(m.dead_lettered),
-                if c.ty == "window" {
+                if matches!(c.ty.as_str(), "window" | "join") {
                     thousands(m.late)
                 } else {
                     "-".into()
                 },
-                if c.ty == "window" {
+                if matches!(c.ty.as_str(), "window" | "join") {
                     thousands(m.max_state)
                 } else {
                     "-".into()

@@ -140,6 +140,7 @@ impl FileSourceConfig {
                     schema,
                     dead_letters,
                     late_schema: None,
+                    late_right_schema: None,
                 })
             }
             _ => Err(diags),

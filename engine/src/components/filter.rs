@@ -42,6 +42,7 @@ impl FilterConfig {
             schema: input.clone(),
             dead_letters: false,
             late_schema: None,
+            late_right_schema: None,
         })
     }
 }

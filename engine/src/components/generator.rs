@@ -190,6 +190,7 @@ impl GeneratorConfig {
             op: Op::Generator(spec),
             dead_letters: false,
             late_schema: None,
+            late_right_schema: None,
         })
     }
 }

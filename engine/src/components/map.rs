@@ -152,6 +152,7 @@ impl MapConfig {
             schema,
             dead_letters: false,
             late_schema: None,
+            late_right_schema: None,
         })
     }
 }

@@ -13,6 +13,7 @@ use weir_operators::encode::Encoder;
 use weir_operators::expr::Expr;
 use weir_operators::file_source::FileSourceSpec;
 use weir_operators::generator::GeneratorSpec;
+use weir_operators::interval_join::IntervalJoinSpec;
 use weir_operators::map::MapSpec;
 use weir_operators::schema::Schema;
 use weir_operators::suggest::did_you_mean;
@@ -25,6 +26,7 @@ pub mod decoding;
 pub mod file;
 pub mod filter;
 pub mod generator;
+pub mod join;
 pub mod map;
 pub mod sinks;
 pub mod stdin;
@@ -34,7 +36,7 @@ pub mod window;
 /// Source types.
 pub const SOURCE_TYPES: &[&str] = &["generator", "file", "stdin"];
 /// Transform types.
-pub const TRANSFORM_TYPES: &[&str] = &["filter", "map", "window"];
+pub const TRANSFORM_TYPES: &[&str] = &["filter", "map", "window", "join"];
 /// Sink types.
 pub const SINK_TYPES: &[&str] = &["stdout", "file", "null"];
 
@@ -53,6 +55,8 @@ pub enum ComponentConfig {
     Map(map::MapConfig),
     /// `[transforms.ID] type = "window"`
     Window(window::WindowConfig),
+    /// `[transforms.ID] type = "join"`
+    Join(join::JoinConfig),
     /// `[sinks.ID] type = "stdout"`
     Stdout(sinks::StdoutConfig),
     /// `[sinks.ID] type = "file"`
@@ -77,6 +81,7 @@ pub fn parse(
         (Kind::Transform, "filter") => C::Filter(typed(body, what, diags)?),
         (Kind::Transform, "map") => C::Map(typed(body, what, diags)?),
         (Kind::Transform, "window") => C::Window(typed(body, what, diags)?),
+        (Kind::Transform, "join") => C::Join(typed(body, what, diags)?),
         (Kind::Sink, "stdout") => C::Stdout(typed(body, what, diags)?),
         (Kind::Sink, "file") => C::FileSink(typed(body, what, diags)?),
         (Kind::Sink, "null") => C::Null(typed(body, what, diags)?),
@@ -97,8 +102,10 @@ pub enum Op {
     Filter(Arc<Expr>),
     /// A map.
     Map(Arc<MapSpec>),
-    /// A tumbling window.
+    /// A window.
     Window(Arc<WindowSpec>),
+    /// An interval join (its two inputs are the node's first and second).
+    IntervalJoin(Arc<IntervalJoinSpec>),
     /// A sink.
     Sink(SinkSpec),
 }
@@ -133,8 +140,11 @@ pub struct Planned {
     pub schema: Schema,
     /// Whether it has a dead-letter output that should receive bad records.
     pub dead_letters: bool,
-    /// The schema of its `late` output, when it has one (a window with late = "side-output").
+    /// The schema of its `late` output, when it has one (late = "side-output": a window's late
+    /// records, or a join's late left records).
     pub late_schema: Option<Schema>,
+    /// The schema of a join's `late_right` output (late = "side-output").
+    pub late_right_schema: Option<Schema>,
 }
 
 /// What a plan step knows besides its config.

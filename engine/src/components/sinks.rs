@@ -54,6 +54,7 @@ fn planned(target: SinkTarget, format: Format, input: &Schema) -> Planned {
         schema: input.clone(),
         dead_letters: false,
         late_schema: None,
+        late_right_schema: None,
     }
 }
 

@@ -59,6 +59,7 @@ impl StdinConfig {
             schema: decode.schema.clone(),
             dead_letters: decode.on_error == weir_operators::decode::OnError::DeadLetter,
             late_schema: None,
+            late_right_schema: None,
             op: Op::Stdin(Arc::new(decode)),
         })
     }

@@ -264,6 +264,7 @@ impl WindowConfig {
             schema,
             dead_letters: true,
             late_schema: (late == LatePolicy::SideOutput).then(|| input.clone()),
+            late_right_schema: None,
         })
     }
 }

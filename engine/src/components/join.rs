@@ -1,0 +1,322 @@
+//! `[transforms.ID] type = "join"`: joins two inputs on equal keys, by event time.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+use weir_operators::interval_join::IntervalJoinSpec;
+use weir_operators::schema::{Field, Schema};
+use weir_operators::suggest::did_you_mean;
+use weir_operators::window::LatePolicy;
+
+use super::{Ctx, Op, Planned};
+use crate::diag::Diag;
+
+/// Joins its two inputs — `inputs = ["LEFT", "RIGHT"]` — on equal keys. `kind = "interval"`:
+/// a left record joins the right records with the same key whose event time lies within
+/// `between` of its own; with `join = "left"`, a left record that found none is emitted once,
+/// with NULL right fields, when the watermark has passed the end of its interval. Both inputs
+/// are exchanged by key; stored records are freed once the watermark makes them unreachable.
+/// A record behind its source's watermark is late, and handled by `late`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinConfig {
+    /// "interval". (Window and temporal joins are not available yet.)
+    pub kind: Spanned<String>,
+    /// Key fields with the same name on both sides: `on = ["user_id"]`.
+    pub on: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Key fields of the left input, when the names differ (with `right_on`, in the same order).
+    pub left_on: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Key fields of the right input, matching `left_on` one for one.
+    pub right_on: Option<Spanned<Vec<Spanned<String>>>>,
+    /// "inner" (default) or "left" (left outer).
+    pub join: Option<Spanned<String>>,
+    /// The interval, relative to the left record's time: `between = ["-5s", "10s"]` joins right
+    /// records from 5 s before to 10 s after it (both ends included).
+    pub between: Spanned<Vec<Spanned<String>>>,
+    /// The output fields, as `left.FIELD` or `right.FIELD`, each optionally `AS NAME`. Default:
+    /// every left field, then the right fields other than its keys, those whose names clash
+    /// with a left field prefixed with `right_`. The output's event time is the left record's.
+    pub select: Option<Spanned<Vec<Spanned<String>>>>,
+    /// What happens to a late record: "dead-letter" (default), "drop", or "side-output" (late
+    /// left records to `ID.late`, late right records to `ID.late_right`).
+    pub late: Option<Spanned<String>>,
+}
+
+/// A field list, by name, against a schema.
+fn positions(
+    ctx: &Ctx,
+    key: &str,
+    names: &Spanned<Vec<Spanned<String>>>,
+    schema: &Schema,
+    side: &str,
+    diags: &mut Vec<Diag>,
+) -> Vec<usize> {
+    let mut out = Vec::new();
+    for n in names.get_ref() {
+        match schema.index_of(n.get_ref()) {
+            Some(p) => out.push(p),
+            None => diags.push(
+                ctx.error(format!(
+                    "`{key}` names `{}`, which is not a field of the {side} input",
+                    n.get_ref()
+                ))
+                .at(n.span())
+                .help(match did_you_mean(n.get_ref(), schema.names()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!(
+                        "the {side} input's fields are: {}",
+                        schema.names().collect::<Vec<_>>().join(", ")
+                    ),
+                }),
+            ),
+        }
+    }
+    out
+}
+
+/// Parses a signed duration such as "-5s" into microseconds.
+fn signed(ctx: &Ctx, v: &Spanned<String>, diags: &mut Vec<Diag>) -> Option<i64> {
+    let text = v.get_ref().trim();
+    let (neg, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r.trim()),
+        None => (false, text.strip_prefix('+').unwrap_or(text).trim()),
+    };
+    match humantime::parse_duration(rest) {
+        Ok(d) => {
+            let us = d.as_micros().min(i64::MAX as u128) as i64;
+            Some(if neg { -us } else { us })
+        }
+        Err(e) => {
+            diags.push(
+                ctx.error(format!("`{text}` is not a duration: {e}"))
+                    .at(v.span())
+                    .help("write the bounds as durations, negative for before the left record: between = [\"-5s\", \"10s\"]"),
+            );
+            None
+        }
+    }
+}
+
+impl JoinConfig {
+    /// Validates and compiles against the left and right input schemas.
+    pub fn plan(&self, ctx: &Ctx, left: &Schema, right: &Schema) -> Result<Planned, Vec<Diag>> {
+        let mut diags = Vec::new();
+        match ctx.choice("kind", &self.kind, &["interval", "window", "temporal"]) {
+            Ok(0) => {}
+            Ok(_) => diags.push(
+                ctx.error(format!(
+                    "`{}` joins are not available yet",
+                    self.kind.get_ref()
+                ))
+                .at(self.kind.span())
+                .help("use kind = \"interval\", or a window on each input"),
+            ),
+            Err(d) => diags.push(d),
+        }
+        for (schema, side) in [(left, "left"), (right, "right")] {
+            if schema.time.is_none() {
+                diags.push(
+                    ctx.error(format!("the {side} input has no event-time field"))
+                        .at(ctx.span.clone())
+                        .help("keep the source's timestamp field in every map before the join"),
+                );
+            }
+        }
+        let (left_key, right_key) = match (&self.on, &self.left_on, &self.right_on) {
+            (Some(on), None, None) => (
+                positions(ctx, "on", on, left, "left", &mut diags),
+                positions(ctx, "on", on, right, "right", &mut diags),
+            ),
+            (None, Some(l), Some(r)) => {
+                if l.get_ref().len() != r.get_ref().len() {
+                    diags.push(
+                        ctx.error("`left_on` and `right_on` must name as many fields")
+                            .at(r.span())
+                            .help("pair each left key field with one right key field"),
+                    );
+                }
+                (
+                    positions(ctx, "left_on", l, left, "left", &mut diags),
+                    positions(ctx, "right_on", r, right, "right", &mut diags),
+                )
+            }
+            _ => {
+                diags.push(
+                    ctx.error("say what to join on: `on`, or both `left_on` and `right_on`")
+                        .at(ctx.span.clone())
+                        .help("on = [\"user_id\"] when the key has the same name on both sides"),
+                );
+                (Vec::new(), Vec::new())
+            }
+        };
+        for (&l, &r) in left_key.iter().zip(&right_key) {
+            if left.fields[l].ty != right.fields[r].ty {
+                diags.push(
+                    ctx.error(format!(
+                        "the key fields `{}` ({}) and `{}` ({}) have different types",
+                        left.fields[l].name,
+                        left.fields[l].ty,
+                        right.fields[r].name,
+                        right.fields[r].ty
+                    ))
+                    .at(ctx.span.clone())
+                    .help("join fields of the same type; cast one side with a map first"),
+                );
+            }
+        }
+        let left_outer = match &self.join {
+            None => false,
+            Some(j) => match ctx.choice("join", j, &["inner", "left"]) {
+                Ok(i) => i == 1,
+                Err(d) => {
+                    diags.push(d);
+                    false
+                }
+            },
+        };
+        let (mut lower, mut upper) = (0, 0);
+        match self.between.get_ref().as_slice() {
+            [a, b] => {
+                lower = signed(ctx, a, &mut diags).unwrap_or(0);
+                upper = signed(ctx, b, &mut diags).unwrap_or(0);
+                if lower > upper {
+                    diags.push(
+                        ctx.error("the interval's start is after its end")
+                            .at(self.between.span())
+                            .help("write the earlier bound first: between = [\"-5s\", \"10s\"]"),
+                    );
+                }
+            }
+            _ => diags.push(
+                ctx.error("`between` takes two bounds")
+                    .at(self.between.span())
+                    .help("between = [\"-5s\", \"10s\"]: from 5 s before the left record to 10 s after"),
+            ),
+        }
+        let late = match &self.late {
+            None => LatePolicy::DeadLetter,
+            Some(l) => match ctx.choice("late", l, &["dead-letter", "drop", "side-output"]) {
+                Ok(1) => LatePolicy::Drop,
+                Ok(2) => LatePolicy::SideOutput,
+                Ok(_) => LatePolicy::DeadLetter,
+                Err(d) => {
+                    diags.push(d);
+                    LatePolicy::DeadLetter
+                }
+            },
+        };
+        // The output fields: (name, side, position).
+        let mut out: Vec<(String, u8, usize)> = Vec::new();
+        match &self.select {
+            None => {
+                for (p, f) in left.fields.iter().enumerate() {
+                    out.push((f.name.to_string(), 0, p));
+                }
+                for (p, f) in right.fields.iter().enumerate() {
+                    if right_key.contains(&p) {
+                        continue;
+                    }
+                    let name = if left.index_of(&f.name).is_some() {
+                        format!("right_{}", f.name)
+                    } else {
+                        f.name.to_string()
+                    };
+                    out.push((name, 1, p));
+                }
+            }
+            Some(sel) => {
+                for item in sel.get_ref() {
+                    let text = item.get_ref().trim();
+                    let (field, alias) = match text.to_ascii_lowercase().find(" as ") {
+                        Some(i) => (text[..i].trim(), Some(text[i + 4..].trim())),
+                        None => (text, None),
+                    };
+                    let (side, schema, name) = match field.split_once('.') {
+                        Some(("left", n)) => (0u8, left, n),
+                        Some(("right", n)) => (1u8, right, n),
+                        _ => {
+                            diags.push(
+                                ctx.error(format!("`{text}` does not say which input it is from"))
+                                    .at(item.span())
+                                    .help(
+                                        "write left.FIELD or right.FIELD, optionally with AS NAME",
+                                    ),
+                            );
+                            continue;
+                        }
+                    };
+                    match schema.index_of(name) {
+                        Some(p) => out.push((alias.unwrap_or(name).to_string(), side, p)),
+                        None => diags.push(
+                            ctx.error(format!(
+                                "`{name}` is not a field of the {} input",
+                                if side == 0 { "left" } else { "right" }
+                            ))
+                            .at(item.span())
+                            .help(
+                                match did_you_mean(name, schema.names()) {
+                                    Some(s) => format!("did you mean `{s}`?"),
+                                    None => format!(
+                                        "its fields are: {}",
+                                        schema.names().collect::<Vec<_>>().join(", ")
+                                    ),
+                                },
+                            ),
+                        ),
+                    }
+                }
+                for (i, (n, ..)) in out.iter().enumerate() {
+                    if out[..i].iter().any(|(m, ..)| m == n) {
+                        diags.push(
+                            ctx.error(format!("the output has two fields named `{n}`"))
+                                .at(sel.span())
+                                .help("rename one with AS: \"right.ts AS click_ts\""),
+                        );
+                    }
+                }
+            }
+        }
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        let fields: Vec<Field> = out
+            .iter()
+            .map(|(name, side, p)| {
+                let ty = if *side == 0 {
+                    left.fields[*p].ty
+                } else {
+                    right.fields[*p].ty
+                };
+                Field::new(name, ty)
+            })
+            .collect();
+        let mut schema = Schema::new(fields);
+        schema.time = out
+            .iter()
+            .position(|&(_, s, p)| s == 0 && Some(p) == left.time);
+        schema.id = out
+            .iter()
+            .position(|&(_, s, p)| s == 0 && Some(p) == left.id);
+        let spec = IntervalJoinSpec::new(
+            &ctx.id,
+            left,
+            right,
+            left_key,
+            right_key,
+            lower,
+            upper,
+            left_outer,
+            out.iter().map(|&(_, s, p)| (s, p)).collect(),
+            late,
+        );
+        let side_output = late == LatePolicy::SideOutput;
+        Ok(Planned {
+            op: Op::IntervalJoin(Arc::new(spec)),
+            schema,
+            dead_letters: true,
+            late_schema: side_output.then(|| left.clone()),
+            late_right_schema: side_output.then(|| right.clone()),
+        })
+    }
+}

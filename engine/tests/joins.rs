@@ -1,0 +1,221 @@
+//! Joins end to end: the interval join against a brute-force nested-loop reference computed
+//! here from the raw generator events, inner and left outer, with out-of-order and late input,
+//! in both modes on 1, 2 and 4 workers; its state bounded over a long run.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use weir_operators::generator::{GeneratorSpec, Profile};
+use weir_operators::time::parse_rfc3339;
+use weir_operators::watermark::WatermarkSpec;
+
+const S: i64 = 1_000_000;
+
+/// (view id, click id or None), sorted.
+type Pairs = Vec<(u64, Option<u64>)>;
+
+/// The brute-force reference for `pipelines/clickstream-view-click.toml` with `n` events: every
+/// view joined with every click by the same user 0..=10 s after it; late events (behind their
+/// watermark: undisordered time - 1 s) dropped; views without a click kept when `outer`.
+fn reference(n: u64, outer: bool) -> (Pairs, u64) {
+    let spec = GeneratorSpec {
+        events: Some(n),
+        seed: 12,
+        users: 2_000,
+        disorder: S,
+        late_fraction: 0.002,
+        watermark: WatermarkSpec {
+            max_out_of_orderness: S,
+            idle_timeout: None,
+        },
+        ..GeneratorSpec::new(Profile::Clickstream)
+    };
+    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let schema = Profile::Clickstream.schema();
+    let (ev, user) = (
+        schema.index_of("event").unwrap(),
+        schema.index_of("user_id").unwrap(),
+    );
+    let (mut views, mut clicks) = (Vec::new(), Vec::new());
+    let mut late = 0;
+    for i in 0..n {
+        let base = start + i as i64 * 5_000;
+        let ts = spec.disordered(i, base);
+        let r = spec.event(i, ts);
+        let kind = r.values[ev].as_str().unwrap();
+        if kind != "page_view" && kind != "click" {
+            continue;
+        }
+        if ts < base - S {
+            late += 1;
+            continue;
+        }
+        let row = (i, ts, r.values[user].as_str().unwrap().to_string());
+        if kind == "page_view" {
+            views.push(row);
+        } else {
+            clicks.push(row);
+        }
+    }
+    let mut pairs = Vec::new();
+    for (vi, vt, vu) in &views {
+        let mut matched = false;
+        for (ci, ct, cu) in &clicks {
+            if vu == cu && *ct >= *vt && *ct <= vt + 10 * S {
+                pairs.push((*vi, Some(*ci)));
+                matched = true;
+            }
+        }
+        if outer && !matched {
+            pairs.push((*vi, None));
+        }
+    }
+    pairs.sort();
+    (pairs, late)
+}
+
+fn pairs(path: &std::path::Path) -> Pairs {
+    let mut v: Pairs = json_lines(path)
+        .iter()
+        .map(|r| (r["view_id"].as_u64().unwrap(), r["click_id"].as_u64()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn interval_join_matches_a_nested_loop_reference() {
+    let dir = workspace();
+    let n = 20_000;
+    for (how, outer) in [("left", true), ("inner", false)] {
+        let (want, late) = reference(n, outer);
+        assert!(late > 10, "the input has late events");
+        assert!(
+            want.iter().any(|p| p.1.is_some()) && (!outer || want.iter().any(|p| p.1.is_none()))
+        );
+        for config in configurations() {
+            let mut extra = config.clone();
+            let join = format!("transforms.view_click.join=\"{how}\"");
+            extra.extend(["--set", "sources.clicks.events=20000", "--set", &join]);
+            let err = run_ok(dir.path(), "pipelines/clickstream-view-click.toml", &extra);
+            assert_eq!(
+                pairs(&dir.path().join("out/view-click.jsonl")),
+                want,
+                "{how} {config:?}"
+            );
+            assert!(
+                err.contains(&format!(
+                    "transforms.view_click: {late} late records: {late} dropped"
+                )),
+                "{err}"
+            );
+        }
+    }
+}
+
+/// 400,000 events over 33 minutes of event time: the join keeps only the records the watermark
+/// can still reach (about 10 s of views and clicks), not the whole run.
+#[test]
+fn interval_join_state_is_freed_by_the_watermark() {
+    let dir = workspace();
+    let report = dir.path().join("r.json");
+    run_ok(
+        dir.path(),
+        "pipelines/clickstream-view-click.toml",
+        &[
+            "--workers",
+            "1",
+            "--report",
+            report.to_str().unwrap(),
+            "--set",
+            "sources.clicks.events=400000",
+        ],
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let j = r["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == "transforms.view_click")
+        .unwrap();
+    let (input, max_state) = (
+        j["records_in"].as_u64().unwrap(),
+        j["max_state"].as_u64().unwrap(),
+    );
+    assert_eq!(j["state"], 0, "{j}");
+    assert!(input > 300_000, "{j}");
+    // Stored records span the 10 s interval, the 1 s bound and one batch of 65,536 events at
+    // most (~90% of them views or clicks): far below the input.
+    assert!(max_state < 80_000, "{j}");
+    assert!(max_state * 4 < input, "{j}");
+}
+
+#[test]
+fn join_configuration_errors_name_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let base =
+        std::fs::read_to_string(root().join("pipelines/clickstream-view-click.toml")).unwrap();
+    let bad = base
+        .replace("on = [\"user_id\"]", "on = [\"user\"]")
+        .replace(
+            "between = [\"0s\", \"10s\"]",
+            "between = [\"10s\", \"-1 fortnight\"]",
+        )
+        .replace("\"right.page AS click_page\"", "\"page\"");
+    let p = write(dir.path(), "p.toml", &bad);
+    let out = weir(dir.path(), &["validate", &p], "");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for want in [
+        "`on` names `user`, which is not a field of the left input",
+        "did you mean `user_id`?",
+        "`-1 fortnight` is not a duration",
+        "`page` does not say which input it is from",
+        "write left.FIELD or right.FIELD",
+    ] {
+        assert!(err.contains(want), "wants {want:?}:\n{err}");
+    }
+    let three = base.replace(
+        "inputs = [\"views\", \"clicked\"]",
+        "inputs = [\"views\", \"clicked\", \"clicks\"]",
+    );
+    let p = write(dir.path(), "p.toml", &three);
+    let err = stderr(&weir(dir.path(), &["validate", &p], ""));
+    assert!(
+        err.contains("a join reads exactly two inputs, left then right, not 3"),
+        "{err}"
+    );
+    let window = base.replace("kind = \"interval\"", "kind = \"window\"");
+    let p = write(dir.path(), "p.toml", &window);
+    let err = stderr(&weir(dir.path(), &["validate", &p], ""));
+    assert!(
+        err.contains("`window` joins are not available yet"),
+        "{err}"
+    );
+}
+
+/// With late = "side-output", late views go to `view_click.late` and late clicks to
+/// `view_click.late_right`, unchanged: exactly the late events of the reference.
+#[test]
+fn late_join_inputs_go_to_their_side_outputs() {
+    let dir = workspace();
+    let (_, late) = reference(20_000, true);
+    let base =
+        std::fs::read_to_string(dir.path().join("pipelines/clickstream-view-click.toml")).unwrap();
+    let text = base.replace("late = \"drop\"", "late = \"side-output\"")
+        + "\n[sinks.late_views]\ntype = \"file\"\ninputs = [\"view_click.late\"]\npath = \"out/late-views.jsonl\"\n\n[sinks.late_clicks]\ntype = \"file\"\ninputs = [\"view_click.late_right\"]\npath = \"out/late-clicks.jsonl\"\n";
+    let p = write(dir.path(), "side.toml", &text);
+    let err = run_ok(dir.path(), &p, &["--set", "sources.clicks.events=20000"]);
+    let views = json_lines(&dir.path().join("out/late-views.jsonl"));
+    let clicks = json_lines(&dir.path().join("out/late-clicks.jsonl"));
+    assert!(views.iter().all(|v| v["event"] == "page_view"));
+    assert!(clicks.iter().all(|v| v["event"] == "click"));
+    assert_eq!((views.len() + clicks.len()) as u64, late);
+    assert!(
+        err.contains(&format!(
+            "{late} late records: {late} sent to the late output"
+        )),
+        "{err}"
+    );
+}

@@ -1,0 +1,418 @@
+//! The interval join: a left record joins the right records with the same key whose event
+//! time lies within `[left time + lower, left time + upper]`. Inner, or left outer: a left
+//! record that found no match is emitted with NULL right fields once the watermark has passed
+//! `left time + upper` (no on-time right record can match it after that).
+//!
+//! Both inputs are exchanged by a deterministic hash of their key. Each record, when it
+//! arrives, is joined against the other side's stored records and then stored itself, so every
+//! pair is emitted exactly once, by whichever record arrives second. A left record is kept until
+//! the frontier passes `time + upper`, a right record until it passes `time - lower`: then no
+//! on-time record of the other side can match it, and its state is freed.
+//!
+//! A record is **late** when its event time is behind its source partition's watermark
+//! ([`Meta::watermark`]): a record it should have matched may already be gone. Late records
+//! are counted and handled by the join's [`LatePolicy`] (dead-letter, drop or side output), so
+//! the result never depends on scheduling, batching or the number of workers.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
+//! use weir_operators::interval_join::{interval_join, IntervalJoinSpec};
+//! use weir_operators::schema::{Field, Record, Schema};
+//! use weir_operators::value::{FieldType, Value};
+//! use weir_operators::window::LatePolicy;
+//!
+//! let schema = Schema::new(vec![Field::new("ts", FieldType::Timestamp), Field::new("user", FieldType::String)])
+//!     .with_time("ts");
+//! // view.user = click.user, the click 0..10 after the view; output: view ts, click ts.
+//! let spec = Arc::new(IntervalJoinSpec::new("j", &schema, &schema, vec![1], vec![1], 0, 10, false,
+//!     vec![(0, 0), (1, 0)], LatePolicy::DeadLetter));
+//! let rec = |ts: i64, u: &str| { let mut r = Record::new(vec![Value::Ts(ts), Value::Str(u.into())]); r.meta.watermark = 0; r };
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! let tx = Mutex::new(tx);
+//! timely::example(move |scope| {
+//!     let views = vec![rec(100, "a"), rec(200, "b")].to_stream(scope).container::<Vec<Record>>();
+//!     let clicks = vec![rec(105, "a"), rec(300, "b")].to_stream(scope).container::<Vec<Record>>();
+//!     let j = interval_join(views, clicks, spec, Arc::default());
+//!     j.results.capture_into(tx.lock().unwrap().clone());
+//! });
+//! let got: Vec<Vec<Value>> = rx.extract().into_iter().flat_map(|(_, v)| v).map(|r| r.values).collect();
+//! assert_eq!(got, vec![vec![Value::Ts(100), Value::Ts(105)]]);
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use hashbrown::hash_table::{Entry, HashTable};
+use smol_str::SmolStr;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::{Capability, InputCapability};
+
+use crate::encode::{Encoder, Format};
+use crate::metrics::ComponentMetrics;
+use crate::schema::{Meta, Record, Schema};
+use crate::time::format_rfc3339;
+use crate::value::{Micros, Value};
+use crate::window::{key_hash, LatePolicy};
+use crate::{Records, Time};
+
+/// A compiled interval join.
+#[derive(Debug)]
+pub struct IntervalJoinSpec {
+    /// The join's component id, named in dead letters.
+    pub id: SmolStr,
+    /// Key positions in left records.
+    pub left_key: Vec<usize>,
+    /// Key positions in right records, in the same order.
+    pub right_key: Vec<usize>,
+    /// Event-time positions of the two sides.
+    pub left_time: usize,
+    /// See `left_time`.
+    pub right_time: usize,
+    /// The interval, relative to the left time (µs, `lower <= upper`).
+    pub lower: Micros,
+    /// See `lower`.
+    pub upper: Micros,
+    /// Whether unmatched left records are emitted (left outer join).
+    pub left_outer: bool,
+    /// Output fields: (side 0 = left / 1 = right, position).
+    pub output: Vec<(u8, usize)>,
+    /// What happens to late records (not `Update`).
+    pub late: LatePolicy,
+    encoders: [Encoder; 2],
+}
+
+impl IntervalJoinSpec {
+    /// A join of `left` and `right` records. `output` lists (side, position) pairs with
+    /// side 0 for left and 1 for right.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: &str,
+        left: &Schema,
+        right: &Schema,
+        left_key: Vec<usize>,
+        right_key: Vec<usize>,
+        lower: Micros,
+        upper: Micros,
+        left_outer: bool,
+        output: Vec<(u8, usize)>,
+        late: LatePolicy,
+    ) -> IntervalJoinSpec {
+        IntervalJoinSpec {
+            id: SmolStr::new(id),
+            left_key,
+            right_key,
+            left_time: left.time.unwrap_or(0),
+            right_time: right.time.unwrap_or(0),
+            lower,
+            upper,
+            left_outer,
+            output,
+            late,
+            encoders: [
+                Encoder::new(Format::Jsonl, left),
+                Encoder::new(Format::Jsonl, right),
+            ],
+        }
+    }
+
+    fn keys(&self, side: usize) -> &[usize] {
+        if side == 0 {
+            &self.left_key
+        } else {
+            &self.right_key
+        }
+    }
+
+    fn joined(&self, l: &Record, r: Option<&Record>, watermark: Time) -> Record {
+        let values = self
+            .output
+            .iter()
+            .map(|&(side, p)| match (side, r) {
+                (0, _) => l.values[p].clone(),
+                (_, Some(r)) => r.values[p].clone(),
+                (_, None) => Value::Null,
+            })
+            .collect();
+        Record {
+            values,
+            meta: Meta {
+                ingest: r.map_or(l.meta.ingest, |r| l.meta.ingest.max(r.meta.ingest)),
+                watermark,
+            },
+        }
+    }
+
+    fn dead_letter(&self, side: usize, r: &Record, ts: Option<Micros>) -> Record {
+        let mut raw = Vec::new();
+        self.encoders[side].encode(r, &mut raw);
+        while raw.last() == Some(&b'\n') {
+            raw.pop();
+        }
+        let reason = match ts {
+            None => "the record has no event time".to_string(),
+            Some(ts) => format!(
+                "late: its time {} is behind its watermark {}, so records it should join may be gone",
+                format_rfc3339(ts),
+                format_rfc3339(r.meta.watermark as Micros)
+            ),
+        };
+        let mut d = Record::new(vec![
+            Value::Str(self.id.clone()),
+            Value::Null,
+            Value::Null,
+            Value::Str(SmolStr::new(reason)),
+            Value::Str(SmolStr::new(String::from_utf8_lossy(&raw))),
+        ]);
+        d.meta = r.meta;
+        d
+    }
+}
+
+/// A join's outputs.
+pub struct JoinStreams<'s> {
+    /// Joined records.
+    pub results: Records<'s>,
+    /// Late records (with the dead-letter policy) and records without an event time.
+    pub dead: Records<'s>,
+    /// Late records of the left input, unchanged (side-output policy).
+    pub late_left: Records<'s>,
+    /// Late records of the right input, unchanged (side-output policy).
+    pub late_right: Records<'s>,
+}
+
+/// The stored records of one key.
+struct KeyState {
+    hash: u64,
+    /// The key's values (from whichever side stored first), to tell colliding hashes apart.
+    key: Box<[Value]>,
+    /// Left records by (time, sequence number), with whether they matched.
+    left: BTreeMap<(Micros, u64), (Record, bool)>,
+    /// Right records by (time, sequence number).
+    right: BTreeMap<(Micros, u64), Record>,
+}
+
+/// Builds an interval join of `left` and `right`.
+pub fn interval_join<'s>(
+    left: Records<'s>,
+    right: Records<'s>,
+    spec: Arc<IntervalJoinSpec>,
+    metrics: Arc<ComponentMetrics>,
+) -> JoinStreams<'s> {
+    let mut builder = OperatorBuilder::new(spec.id.to_string(), left.scope());
+    let (lk, rk) = (spec.left_key.clone(), spec.right_key.clone());
+    let mut in_left = builder.new_input(
+        left,
+        Exchange::new(move |r: &Record| key_hash(&r.values, &lk)),
+    );
+    let mut in_right = builder.new_input(
+        right,
+        Exchange::new(move |r: &Record| key_hash(&r.values, &rk)),
+    );
+    let (out, results) = builder.new_output::<Vec<Record>>();
+    let (dead_out, dead) = builder.new_output::<Vec<Record>>();
+    let (ll_out, late_left) = builder.new_output::<Vec<Record>>();
+    let (lr_out, late_right) = builder.new_output::<Vec<Record>>();
+    type Out = OutputBuilder<Time, CapacityContainerBuilder<Vec<Record>>>;
+    let mut out = Out::from(out);
+    let mut dead_out = Out::from(dead_out);
+    let mut late_outs = [Out::from(ll_out), Out::from(lr_out)];
+    builder.build(move |_caps| {
+        let mut keys: HashTable<KeyState> = HashTable::new();
+        // (expiry, key hash, time, seq) of stored left and right records.
+        let mut expiry: [BTreeSet<(Micros, u64, Micros, u64)>; 2] =
+            [BTreeSet::new(), BTreeSet::new()];
+        // Unmatched left records are emitted at `time + upper`: held at or below the earliest.
+        let mut held: Option<Capability<Time>> = None;
+        let mut seq = 0u64;
+        let mut buf: Vec<Record> = Vec::new();
+        let mut dead_buf: Vec<Record> = Vec::new();
+        let mut late_buf: Vec<Record> = Vec::new();
+        move |frontiers| {
+            let spec = &*spec;
+            let (mut n_in, mut out_n, mut late, mut dropped, mut side_n, mut dead_n, mut state) =
+                (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0i64);
+            #[allow(clippy::needless_range_loop)]
+            for side in 0..2 {
+                let mut handle = |cap: InputCapability<Time>, data: &mut Vec<Record>| {
+                    let Some(&t) = cap.least() else { return };
+                    n_in += data.len() as u64;
+                    for r in data.drain(..) {
+                        let time_pos = if side == 0 {
+                            spec.left_time
+                        } else {
+                            spec.right_time
+                        };
+                        let Some(ts) = r.values[time_pos].as_ts() else {
+                            dead_n += 1;
+                            dead_buf.push(spec.dead_letter(side, &r, None));
+                            continue;
+                        };
+                        let wm = r.meta.watermark.max(t);
+                        if (ts.max(0) as Time) < wm {
+                            late += 1;
+                            match spec.late {
+                                LatePolicy::Drop => dropped += 1,
+                                LatePolicy::SideOutput => {
+                                    side_n += 1;
+                                    late_buf.push(r);
+                                }
+                                _ => {
+                                    dead_n += 1;
+                                    dead_buf.push(spec.dead_letter(side, &r, Some(ts)));
+                                }
+                            }
+                            continue;
+                        }
+                        let kpos = spec.keys(side);
+                        let hash = key_hash(&r.values, kpos);
+                        let ks = match keys.entry(
+                            hash,
+                            |k| {
+                                k.hash == hash
+                                    && k.key.iter().zip(kpos).all(|(v, &p)| *v == r.values[p])
+                            },
+                            |k| k.hash,
+                        ) {
+                            Entry::Occupied(e) => e.into_mut(),
+                            Entry::Vacant(e) => e
+                                .insert(KeyState {
+                                    hash,
+                                    key: kpos.iter().map(|&p| r.values[p].clone()).collect(),
+                                    left: BTreeMap::new(),
+                                    right: BTreeMap::new(),
+                                })
+                                .into_mut(),
+                        };
+                        seq += 1;
+                        if side == 0 {
+                            let range = (ts.saturating_add(spec.lower), 0)
+                                ..=(ts.saturating_add(spec.upper), u64::MAX);
+                            let mut matched = false;
+                            for (_, rr) in ks.right.range(range) {
+                                buf.push(spec.joined(&r, Some(rr), wm));
+                                matched = true;
+                            }
+                            let exp = ts.saturating_add(spec.upper);
+                            if spec.left_outer && !matched {
+                                // Its outer row goes out at `exp`: hold a capability for it.
+                                let at = (exp.max(0) as Time).max(t);
+                                if held.as_ref().is_none_or(|h| *h.time() > at) {
+                                    held = Some(cap.delayed(&at, 0));
+                                }
+                            }
+                            ks.left.insert((ts, seq), (r, matched));
+                            expiry[0].insert((exp, hash, ts, seq));
+                        } else {
+                            let range = (ts.saturating_sub(spec.upper), 0)
+                                ..=(ts.saturating_sub(spec.lower), u64::MAX);
+                            for (_, (lr, matched)) in ks.left.range_mut(range) {
+                                buf.push(spec.joined(lr, Some(&r), wm));
+                                *matched = true;
+                            }
+                            ks.right.insert((ts, seq), r);
+                            expiry[1].insert((ts.saturating_sub(spec.lower), hash, ts, seq));
+                        }
+                        state += 1;
+                    }
+                    if !buf.is_empty() {
+                        out_n += buf.len() as u64;
+                        out.activate()
+                            .session(&cap.delayed(&t, 0))
+                            .give_container(&mut buf);
+                        buf.clear();
+                    }
+                    if !dead_buf.is_empty() {
+                        dead_out
+                            .activate()
+                            .session(&cap.delayed(&t, 1))
+                            .give_container(&mut dead_buf);
+                        dead_buf.clear();
+                    }
+                    if !late_buf.is_empty() {
+                        late_outs[side]
+                            .activate()
+                            .session(&cap.delayed(&t, 2 + side))
+                            .give_container(&mut late_buf);
+                        late_buf.clear();
+                    }
+                };
+                if side == 0 {
+                    in_left.for_each(|cap, data| handle(cap, data));
+                } else {
+                    in_right.for_each(|cap, data| handle(cap, data));
+                }
+            }
+            // Free what no on-time record can match any more; emit unmatched left records.
+            let passed = |x: Micros, f: &timely::progress::frontier::MutableAntichain<Time>| {
+                !f.less_equal(&(x.max(0) as Time))
+            };
+            let mut outer = Vec::new();
+            for (side, expiry) in expiry.iter_mut().enumerate() {
+                while let Some(&(exp, hash, ts, s)) = expiry.first() {
+                    // Both inputs must have passed it.
+                    if !(passed(exp, &frontiers[0]) && passed(exp, &frontiers[1])) {
+                        break;
+                    }
+                    expiry.pop_first();
+                    state -= 1;
+                    let Ok(mut e) = keys.find_entry(hash, |k| {
+                        k.hash == hash
+                            && if side == 0 {
+                                k.left.contains_key(&(ts, s))
+                            } else {
+                                k.right.contains_key(&(ts, s))
+                            }
+                    }) else {
+                        continue;
+                    };
+                    let ks = e.get_mut();
+                    if side == 0 {
+                        if let Some((l, matched)) = ks.left.remove(&(ts, s)) {
+                            if spec.left_outer && !matched {
+                                outer.push(spec.joined(&l, None, exp.max(0) as Time));
+                            }
+                        }
+                    } else {
+                        ks.right.remove(&(ts, s));
+                    }
+                    if ks.left.is_empty() && ks.right.is_empty() {
+                        e.remove();
+                    }
+                }
+            }
+            if !outer.is_empty() {
+                let h = held.as_ref().expect("held for unmatched left records");
+                out_n += outer.len() as u64;
+                out.activate().session(h).give_container(&mut outer);
+            }
+            // Hold only what the unmatched left records still need.
+            let next = if spec.left_outer {
+                expiry[0].first().map(|&(exp, ..)| exp.max(0) as Time)
+            } else {
+                None
+            };
+            match (next, held.as_mut()) {
+                (None, _) => held = None,
+                (Some(t), Some(h)) if *h.time() < t => h.downgrade(&t),
+                _ => {}
+            }
+            metrics.add_in(n_in);
+            metrics.add_out(out_n);
+            metrics.add_late(late);
+            metrics.add_late_outcomes(dropped, side_n, 0);
+            metrics.add_errors(dead_n);
+            metrics.add_dead_lettered(dead_n);
+            metrics.add_state(state);
+        }
+    });
+    JoinStreams {
+        results,
+        dead,
+        late_left,
+        late_right,
+    }
+}
