@@ -16,7 +16,7 @@ use weir_operators::latency::{Latencies, SinkLatency};
 use weir_operators::metrics::{ComponentMetrics, MetricsSnapshot};
 use weir_operators::sink::SharedWriter;
 use weir_operators::{
-    file_source, filter, interval_join, map, sink, stdin_source, window, Records, Time,
+    file_source, filter, interval_join, map, sink, stdin_source, window, window_join, Records, Time,
 };
 
 use crate::components::{Op, SinkTarget};
@@ -385,10 +385,18 @@ fn build<'s>(
                     w.late,
                 );
             }
-            Op::IntervalJoin(spec) => {
+            Op::IntervalJoin(_) | Op::WindowJoin(_) => {
                 let left = streams[&node.inputs[0]].clone();
                 let right = streams[&node.inputs[1]].clone();
-                let j = interval_join::interval_join(left, right, Arc::clone(spec), m);
+                let j = match &node.op {
+                    Op::IntervalJoin(spec) => {
+                        interval_join::interval_join(left, right, Arc::clone(spec), m)
+                    }
+                    Op::WindowJoin(spec) => {
+                        window_join::window_join(left, right, Arc::clone(spec), m)
+                    }
+                    _ => unreachable!("matched above"),
+                };
                 streams.insert(main, j.results);
                 streams.insert(dead, j.dead);
                 for (port, s) in [(Port::Late, j.late_left), (Port::LateRight, j.late_right)] {

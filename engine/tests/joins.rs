@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::*;
 use serde_json::Value;
 use weir_operators::generator::{GeneratorSpec, Profile};
@@ -186,13 +188,18 @@ fn join_configuration_errors_name_the_place() {
         err.contains("a join reads exactly two inputs, left then right, not 3"),
         "{err}"
     );
+    let temporal = base.replace("kind = \"interval\"", "kind = \"temporal\"");
+    let p = write(dir.path(), "p.toml", &temporal);
+    let err = stderr(&weir(dir.path(), &["validate", &p], ""));
+    assert!(
+        err.contains("`temporal` joins are not available yet"),
+        "{err}"
+    );
     let window = base.replace("kind = \"interval\"", "kind = \"window\"");
     let p = write(dir.path(), "p.toml", &window);
     let err = stderr(&weir(dir.path(), &["validate", &p], ""));
-    assert!(
-        err.contains("`window` joins are not available yet"),
-        "{err}"
-    );
+    assert!(err.contains("a window join has no `between`"), "{err}");
+    assert!(err.contains("a window join needs `size`"), "{err}");
 }
 
 /// With late = "side-output", late views go to `view_click.late` and late clicks to
@@ -218,4 +225,125 @@ fn late_join_inputs_go_to_their_side_outputs() {
         )),
         "{err}"
     );
+}
+
+/// Window joins, inner, left and full, tumbling and sliding, over out-of-order input with late
+/// events dropped, against a nested-loop reference: per window and user, every view with every
+/// click, plus the unmatched rows the join keeps.
+#[test]
+fn window_join_matches_a_nested_loop_reference() {
+    let dir = workspace();
+    let n = 20_000u64;
+    let spec = GeneratorSpec {
+        events: Some(n),
+        seed: 12,
+        users: 2_000,
+        disorder: S,
+        late_fraction: 0.002,
+        watermark: WatermarkSpec {
+            max_out_of_orderness: S,
+            idle_timeout: None,
+        },
+        ..GeneratorSpec::new(Profile::Clickstream)
+    };
+    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let schema = Profile::Clickstream.schema();
+    let (ev, user) = (
+        schema.index_of("event").unwrap(),
+        schema.index_of("user_id").unwrap(),
+    );
+    // (id, ts, base, user, is_view)
+    let mut rows = Vec::new();
+    for i in 0..n {
+        let base = start + i as i64 * 5_000;
+        let ts = spec.disordered(i, base);
+        let r = spec.event(i, ts);
+        let kind = r.values[ev].as_str().unwrap();
+        if kind == "page_view" || kind == "click" {
+            rows.push((
+                i,
+                ts,
+                base,
+                r.values[user].as_str().unwrap().to_string(),
+                kind == "page_view",
+            ));
+        }
+    }
+    let base =
+        std::fs::read_to_string(dir.path().join("pipelines/clickstream-view-click.toml")).unwrap();
+    for (size, slide) in [(10 * S, 10 * S), (10 * S, 5 * S)] {
+        // Window end -> user -> (views, clicks), on-time rows only; and the late count.
+        let mut windows: BTreeMap<(i64, String), (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+        let mut late = 0;
+        for (i, ts, b, u, view) in &rows {
+            let pe = ts - ts.rem_euclid(slide) + slide;
+            if pe <= b - S {
+                late += 1;
+                continue;
+            }
+            let mut e = pe;
+            while e <= pe + size - slide {
+                let w = windows.entry((e, u.clone())).or_default();
+                if *view {
+                    w.0.push(*i)
+                } else {
+                    w.1.push(*i)
+                }
+                e += slide;
+            }
+        }
+        for how in ["inner", "left", "full"] {
+            // (window end, view id, click id)
+            let mut want: Vec<(i64, Option<u64>, Option<u64>)> = Vec::new();
+            for ((e, _), (vs, cs)) in &windows {
+                for v in vs {
+                    for c in cs {
+                        want.push((*e, Some(*v), Some(*c)));
+                    }
+                }
+                if cs.is_empty() && how != "inner" {
+                    want.extend(vs.iter().map(|v| (*e, Some(*v), None)));
+                }
+                if vs.is_empty() && how == "full" {
+                    want.extend(cs.iter().map(|c| (*e, None, Some(*c))));
+                }
+            }
+            want.sort();
+            let text = base
+                .replace(
+                    "kind = \"interval\"",
+                    &format!(
+                        "kind = \"window\"\nsize = \"{}s\"\nslide = \"{}s\"",
+                        size / S,
+                        slide / S
+                    ),
+                )
+                .replace("between = [\"0s\", \"10s\"]\n", "")
+                .replace("join = \"left\"", &format!("join = \"{how}\""));
+            let p = write(dir.path(), "wj.toml", &text);
+            for config in configurations() {
+                let mut extra = config.clone();
+                extra.extend(["--set", "sources.clicks.events=20000"]);
+                let err = run_ok(dir.path(), &p, &extra);
+                let mut got: Vec<(i64, Option<u64>, Option<u64>)> =
+                    json_lines(&dir.path().join("out/view-click.jsonl"))
+                        .iter()
+                        .map(|r| {
+                            (
+                                parse_rfc3339(r["window_end"].as_str().unwrap()).unwrap(),
+                                r["view_id"].as_u64(),
+                                r["click_id"].as_u64(),
+                            )
+                        })
+                        .collect();
+                got.sort();
+                assert_eq!(got.len(), want.len(), "{size} {slide} {how} {config:?}");
+                assert_eq!(got, want, "{size} {slide} {how} {config:?}");
+                assert!(
+                    err.contains(&format!("{late} late records: {late} dropped")),
+                    "{err}"
+                );
+            }
+        }
+    }
 }

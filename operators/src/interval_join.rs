@@ -18,6 +18,7 @@
 //! use std::sync::{Arc, Mutex};
 //! use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
 //! use weir_operators::interval_join::{interval_join, IntervalJoinSpec};
+//! use weir_operators::join::JoinCommon;
 //! use weir_operators::schema::{Field, Record, Schema};
 //! use weir_operators::value::{FieldType, Value};
 //! use weir_operators::window::LatePolicy;
@@ -25,8 +26,8 @@
 //! let schema = Schema::new(vec![Field::new("ts", FieldType::Timestamp), Field::new("user", FieldType::String)])
 //!     .with_time("ts");
 //! // view.user = click.user, the click 0..10 after the view; output: view ts, click ts.
-//! let spec = Arc::new(IntervalJoinSpec::new("j", &schema, &schema, vec![1], vec![1], 0, 10, false,
-//!     vec![(0, 0), (1, 0)], LatePolicy::DeadLetter));
+//! let common = JoinCommon::new("j", &schema, &schema, vec![1], vec![1], vec![(0, 0), (1, 0)], LatePolicy::DeadLetter);
+//! let spec = Arc::new(IntervalJoinSpec { common, lower: 0, upper: 10, left_outer: false });
 //! let rec = |ts: i64, u: &str| { let mut r = Record::new(vec![Value::Ts(ts), Value::Str(u.into())]); r.meta.watermark = 0; r };
 //! let (tx, rx) = std::sync::mpsc::channel();
 //! let tx = Mutex::new(tx);
@@ -44,17 +45,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use hashbrown::hash_table::{Entry, HashTable};
-use smol_str::SmolStr;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::{Capability, InputCapability};
 
-use crate::encode::{Encoder, Format};
+use crate::join::{JoinCommon, JoinStreams};
 use crate::metrics::ComponentMetrics;
-use crate::schema::{Meta, Record, Schema};
-use crate::time::format_rfc3339;
+use crate::schema::Record;
 use crate::value::{Micros, Value};
 use crate::window::{key_hash, LatePolicy};
 use crate::{Records, Time};
@@ -62,126 +61,14 @@ use crate::{Records, Time};
 /// A compiled interval join.
 #[derive(Debug)]
 pub struct IntervalJoinSpec {
-    /// The join's component id, named in dead letters.
-    pub id: SmolStr,
-    /// Key positions in left records.
-    pub left_key: Vec<usize>,
-    /// Key positions in right records, in the same order.
-    pub right_key: Vec<usize>,
-    /// Event-time positions of the two sides.
-    pub left_time: usize,
-    /// See `left_time`.
-    pub right_time: usize,
+    /// Keys, times, output and late policy.
+    pub common: JoinCommon,
     /// The interval, relative to the left time (µs, `lower <= upper`).
     pub lower: Micros,
     /// See `lower`.
     pub upper: Micros,
     /// Whether unmatched left records are emitted (left outer join).
     pub left_outer: bool,
-    /// Output fields: (side 0 = left / 1 = right, position).
-    pub output: Vec<(u8, usize)>,
-    /// What happens to late records (not `Update`).
-    pub late: LatePolicy,
-    encoders: [Encoder; 2],
-}
-
-impl IntervalJoinSpec {
-    /// A join of `left` and `right` records. `output` lists (side, position) pairs with
-    /// side 0 for left and 1 for right.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: &str,
-        left: &Schema,
-        right: &Schema,
-        left_key: Vec<usize>,
-        right_key: Vec<usize>,
-        lower: Micros,
-        upper: Micros,
-        left_outer: bool,
-        output: Vec<(u8, usize)>,
-        late: LatePolicy,
-    ) -> IntervalJoinSpec {
-        IntervalJoinSpec {
-            id: SmolStr::new(id),
-            left_key,
-            right_key,
-            left_time: left.time.unwrap_or(0),
-            right_time: right.time.unwrap_or(0),
-            lower,
-            upper,
-            left_outer,
-            output,
-            late,
-            encoders: [
-                Encoder::new(Format::Jsonl, left),
-                Encoder::new(Format::Jsonl, right),
-            ],
-        }
-    }
-
-    fn keys(&self, side: usize) -> &[usize] {
-        if side == 0 {
-            &self.left_key
-        } else {
-            &self.right_key
-        }
-    }
-
-    fn joined(&self, l: &Record, r: Option<&Record>, watermark: Time) -> Record {
-        let values = self
-            .output
-            .iter()
-            .map(|&(side, p)| match (side, r) {
-                (0, _) => l.values[p].clone(),
-                (_, Some(r)) => r.values[p].clone(),
-                (_, None) => Value::Null,
-            })
-            .collect();
-        Record {
-            values,
-            meta: Meta {
-                ingest: r.map_or(l.meta.ingest, |r| l.meta.ingest.max(r.meta.ingest)),
-                watermark,
-            },
-        }
-    }
-
-    fn dead_letter(&self, side: usize, r: &Record, ts: Option<Micros>) -> Record {
-        let mut raw = Vec::new();
-        self.encoders[side].encode(r, &mut raw);
-        while raw.last() == Some(&b'\n') {
-            raw.pop();
-        }
-        let reason = match ts {
-            None => "the record has no event time".to_string(),
-            Some(ts) => format!(
-                "late: its time {} is behind its watermark {}, so records it should join may be gone",
-                format_rfc3339(ts),
-                format_rfc3339(r.meta.watermark as Micros)
-            ),
-        };
-        let mut d = Record::new(vec![
-            Value::Str(self.id.clone()),
-            Value::Null,
-            Value::Null,
-            Value::Str(SmolStr::new(reason)),
-            Value::Str(SmolStr::new(String::from_utf8_lossy(&raw))),
-        ]);
-        d.meta = r.meta;
-        d
-    }
-}
-
-/// A join's outputs.
-pub struct JoinStreams<'s> {
-    /// Joined records.
-    pub results: Records<'s>,
-    /// Late records (with the dead-letter policy) and records without an event time.
-    pub dead: Records<'s>,
-    /// Late records of the left input, unchanged (side-output policy).
-    pub late_left: Records<'s>,
-    /// Late records of the right input, unchanged (side-output policy).
-    pub late_right: Records<'s>,
 }
 
 /// The stored records of one key.
@@ -202,8 +89,8 @@ pub fn interval_join<'s>(
     spec: Arc<IntervalJoinSpec>,
     metrics: Arc<ComponentMetrics>,
 ) -> JoinStreams<'s> {
-    let mut builder = OperatorBuilder::new(spec.id.to_string(), left.scope());
-    let (lk, rk) = (spec.left_key.clone(), spec.right_key.clone());
+    let mut builder = OperatorBuilder::new(spec.common.id.to_string(), left.scope());
+    let (lk, rk) = (spec.common.left_key.clone(), spec.common.right_key.clone());
     let mut in_left = builder.new_input(
         left,
         Exchange::new(move |r: &Record| key_hash(&r.values, &lk)),
@@ -241,20 +128,20 @@ pub fn interval_join<'s>(
                     let Some(&t) = cap.least() else { return };
                     n_in += data.len() as u64;
                     for r in data.drain(..) {
-                        let time_pos = if side == 0 {
-                            spec.left_time
-                        } else {
-                            spec.right_time
-                        };
-                        let Some(ts) = r.values[time_pos].as_ts() else {
+                        let c = &spec.common;
+                        let Some(ts) = r.values[c.time(side)].as_ts() else {
                             dead_n += 1;
-                            dead_buf.push(spec.dead_letter(side, &r, None));
+                            dead_buf.push(c.dead_letter(
+                                side,
+                                &r,
+                                "the record has no event time".into(),
+                            ));
                             continue;
                         };
                         let wm = r.meta.watermark.max(t);
                         if (ts.max(0) as Time) < wm {
                             late += 1;
-                            match spec.late {
+                            match c.late {
                                 LatePolicy::Drop => dropped += 1,
                                 LatePolicy::SideOutput => {
                                     side_n += 1;
@@ -262,12 +149,17 @@ pub fn interval_join<'s>(
                                 }
                                 _ => {
                                     dead_n += 1;
-                                    dead_buf.push(spec.dead_letter(side, &r, Some(ts)));
+                                    let why = JoinCommon::late_reason(
+                                        ts,
+                                        wm,
+                                        "records it should join may be gone",
+                                    );
+                                    dead_buf.push(c.dead_letter(side, &r, why));
                                 }
                             }
                             continue;
                         }
-                        let kpos = spec.keys(side);
+                        let kpos = c.keys(side);
                         let hash = key_hash(&r.values, kpos);
                         let ks = match keys.entry(
                             hash,
@@ -293,7 +185,7 @@ pub fn interval_join<'s>(
                                 ..=(ts.saturating_add(spec.upper), u64::MAX);
                             let mut matched = false;
                             for (_, rr) in ks.right.range(range) {
-                                buf.push(spec.joined(&r, Some(rr), wm));
+                                buf.push(c.joined(Some(&r), Some(rr), &[], wm));
                                 matched = true;
                             }
                             let exp = ts.saturating_add(spec.upper);
@@ -310,7 +202,7 @@ pub fn interval_join<'s>(
                             let range = (ts.saturating_sub(spec.upper), 0)
                                 ..=(ts.saturating_sub(spec.lower), u64::MAX);
                             for (_, (lr, matched)) in ks.left.range_mut(range) {
-                                buf.push(spec.joined(lr, Some(&r), wm));
+                                buf.push(c.joined(Some(lr), Some(&r), &[], wm));
                                 *matched = true;
                             }
                             ks.right.insert((ts, seq), r);
@@ -373,7 +265,12 @@ pub fn interval_join<'s>(
                     if side == 0 {
                         if let Some((l, matched)) = ks.left.remove(&(ts, s)) {
                             if spec.left_outer && !matched {
-                                outer.push(spec.joined(&l, None, exp.max(0) as Time));
+                                outer.push(spec.common.joined(
+                                    Some(&l),
+                                    None,
+                                    &[],
+                                    exp.max(0) as Time,
+                                ));
                             }
                         }
                     } else {

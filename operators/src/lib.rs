@@ -25,6 +25,7 @@ pub mod file_source;
 pub mod filter;
 pub mod generator;
 pub mod interval_join;
+pub mod join;
 pub mod latency;
 pub mod map;
 pub mod metrics;
@@ -32,6 +33,7 @@ pub mod reading;
 pub mod sink;
 pub mod stdin_source;
 pub mod window;
+pub mod window_join;
 
 /// The timely timestamp of Weir's dataflows: event time in microseconds since the epoch. A
 /// source's capability is a lower bound on the event time of what it will still send.

@@ -5,23 +5,29 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 use weir_operators::interval_join::IntervalJoinSpec;
+use weir_operators::join::JoinCommon;
 use weir_operators::schema::{Field, Schema};
 use weir_operators::suggest::did_you_mean;
+use weir_operators::value::FieldType;
 use weir_operators::window::LatePolicy;
+use weir_operators::window_join::{JoinHow, WindowJoinSpec};
 
 use super::{Ctx, Op, Planned};
 use crate::diag::Diag;
 
-/// Joins its two inputs — `inputs = ["LEFT", "RIGHT"]` — on equal keys. `kind = "interval"`:
-/// a left record joins the right records with the same key whose event time lies within
-/// `between` of its own; with `join = "left"`, a left record that found none is emitted once,
-/// with NULL right fields, when the watermark has passed the end of its interval. Both inputs
-/// are exchanged by key; stored records are freed once the watermark makes them unreachable.
-/// A record behind its source's watermark is late, and handled by `late`.
+/// Joins its two inputs — `inputs = ["LEFT", "RIGHT"]` — on equal keys.
+/// `kind = "interval"`: a left record joins the right records with the same key whose event
+/// time lies within `between` of its own; with `join = "left"`, a left record that found none is
+/// emitted once, with NULL right fields, when the watermark has passed the end of its interval.
+/// `kind = "window"`: records with equal keys in the same tumbling (`size`) or sliding (`size`
+/// every `slide`) window are joined when the window closes; `join = "left"` or `"full"` adds
+/// the rows whose key has no partner in the window. Both inputs are exchanged by key; stored
+/// records are freed once the watermark makes them unreachable. A late record is handled by
+/// `late`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinConfig {
-    /// "interval". (Window and temporal joins are not available yet.)
+    /// "interval" or "window". (Temporal joins are not available yet.)
     pub kind: Spanned<String>,
     /// Key fields with the same name on both sides: `on = ["user_id"]`.
     pub on: Option<Spanned<Vec<Spanned<String>>>>,
@@ -29,11 +35,18 @@ pub struct JoinConfig {
     pub left_on: Option<Spanned<Vec<Spanned<String>>>>,
     /// Key fields of the right input, matching `left_on` one for one.
     pub right_on: Option<Spanned<Vec<Spanned<String>>>>,
-    /// "inner" (default) or "left" (left outer).
+    /// "inner" (default), "left" (left outer) or, for window joins, "full" (full outer).
     pub join: Option<Spanned<String>>,
-    /// The interval, relative to the left record's time: `between = ["-5s", "10s"]` joins right
-    /// records from 5 s before to 10 s after it (both ends included).
-    pub between: Spanned<Vec<Spanned<String>>>,
+    /// Interval joins: the interval, relative to the left record's time:
+    /// `between = ["-5s", "10s"]` joins right records from 5 s before to 10 s after it (both
+    /// ends included).
+    pub between: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Window joins: the window's length, such as "10s".
+    pub size: Option<Spanned<String>>,
+    /// Window joins: for sliding windows, how far apart they start (`size` a multiple of it).
+    pub slide: Option<Spanned<String>>,
+    /// Window joins: shifts window boundaries from the epoch (default "0s").
+    pub offset: Option<Spanned<String>>,
     /// The output fields, as `left.FIELD` or `right.FIELD`, each optionally `AS NAME`. Default:
     /// every left field, then the right fields other than its keys, those whose names clash
     /// with a left field prefixed with `right_`. The output's event time is the left record's.
@@ -102,17 +115,44 @@ impl JoinConfig {
     /// Validates and compiles against the left and right input schemas.
     pub fn plan(&self, ctx: &Ctx, left: &Schema, right: &Schema) -> Result<Planned, Vec<Diag>> {
         let mut diags = Vec::new();
-        match ctx.choice("kind", &self.kind, &["interval", "window", "temporal"]) {
-            Ok(0) => {}
-            Ok(_) => diags.push(
-                ctx.error(format!(
-                    "`{}` joins are not available yet",
-                    self.kind.get_ref()
-                ))
-                .at(self.kind.span())
-                .help("use kind = \"interval\", or a window on each input"),
-            ),
-            Err(d) => diags.push(d),
+        let window = match ctx.choice("kind", &self.kind, &["interval", "window", "temporal"]) {
+            Ok(0) => false,
+            Ok(1) => true,
+            Ok(_) => {
+                diags.push(
+                    ctx.error(format!(
+                        "`{}` joins are not available yet",
+                        self.kind.get_ref()
+                    ))
+                    .at(self.kind.span())
+                    .help("use kind = \"interval\" or \"window\""),
+                );
+                false
+            }
+            Err(d) => {
+                diags.push(d);
+                false
+            }
+        };
+        // Which keys each kind takes.
+        let kind_name = if window { "a window" } else { "an interval" };
+        for (key, given, wanted) in [
+            ("between", self.between.as_ref().map(|b| b.span()), !window),
+            ("size", self.size.as_ref().map(|v| v.span()), window),
+            ("slide", self.slide.as_ref().map(|v| v.span()), window),
+            ("offset", self.offset.as_ref().map(|v| v.span()), window),
+        ] {
+            if let (Some(span), false) = (given, wanted) {
+                diags.push(
+                    ctx.error(format!("{kind_name} join has no `{key}`"))
+                        .at(span)
+                        .help(if window {
+                            "a window join takes size (and slide, offset)"
+                        } else {
+                            "an interval join takes between"
+                        }),
+                );
+            }
         }
         for (schema, side) in [(left, "left"), (right, "right")] {
             if schema.time.is_none() {
@@ -165,34 +205,109 @@ impl JoinConfig {
                 );
             }
         }
-        let left_outer = match &self.join {
-            None => false,
-            Some(j) => match ctx.choice("join", j, &["inner", "left"]) {
-                Ok(i) => i == 1,
-                Err(d) => {
-                    diags.push(d);
-                    false
+        let how = match &self.join {
+            None => JoinHow::Inner,
+            Some(j) => {
+                let choices: &[&str] = if window {
+                    &["inner", "left", "full"]
+                } else {
+                    &["inner", "left"]
+                };
+                match ctx.choice("join", j, choices) {
+                    Ok(1) => JoinHow::Left,
+                    Ok(2) => JoinHow::Full,
+                    Ok(_) => JoinHow::Inner,
+                    Err(d) => {
+                        diags.push(d);
+                        JoinHow::Inner
+                    }
                 }
-            },
+            }
         };
         let (mut lower, mut upper) = (0, 0);
-        match self.between.get_ref().as_slice() {
+        let empty = Spanned::new(0..0, Vec::new());
+        let between = match (&self.between, window) {
+            (Some(b), _) => b,
+            (None, true) => &empty,
+            (None, false) => {
+                diags.push(
+                    ctx.error("an interval join needs `between`")
+                        .at(ctx.span.clone())
+                        .help("between = [\"-5s\", \"10s\"]: from 5 s before the left record to 10 s after"),
+                );
+                &empty
+            }
+        };
+        match between.get_ref().as_slice() {
+            _ if window || self.between.is_none() => {}
             [a, b] => {
                 lower = signed(ctx, a, &mut diags).unwrap_or(0);
                 upper = signed(ctx, b, &mut diags).unwrap_or(0);
                 if lower > upper {
                     diags.push(
                         ctx.error("the interval's start is after its end")
-                            .at(self.between.span())
+                            .at(between.span())
                             .help("write the earlier bound first: between = [\"-5s\", \"10s\"]"),
                     );
                 }
             }
             _ => diags.push(
                 ctx.error("`between` takes two bounds")
-                    .at(self.between.span())
-                    .help("between = [\"-5s\", \"10s\"]: from 5 s before the left record to 10 s after"),
+                    .at(between.span())
+                    .help(
+                    "between = [\"-5s\", \"10s\"]: from 5 s before the left record to 10 s after",
+                ),
             ),
+        }
+        let (mut size, mut slide, mut offset) = (0, 0, 0);
+        if window {
+            match &self.size {
+                None => diags.push(
+                    ctx.error("a window join needs `size`")
+                        .at(ctx.span.clone())
+                        .help("size = \"10s\", say"),
+                ),
+                Some(v) => size = ctx.micros("size", v, &mut diags).unwrap_or(0),
+            }
+            slide = match &self.slide {
+                Some(v) => ctx.micros("slide", v, &mut diags).unwrap_or(0),
+                None => size,
+            };
+            offset = match &self.offset {
+                Some(v) => ctx.micros("offset", v, &mut diags).unwrap_or(0),
+                None => 0,
+            };
+            for (key, v, value) in [("size", size, &self.size), ("slide", slide, &self.slide)] {
+                if v <= 0 && value.is_some() {
+                    diags.push(
+                        ctx.error(format!("`{key}` must be longer than zero"))
+                            .at(value.as_ref().expect("given").span())
+                            .help("such as \"10s\""),
+                    );
+                }
+            }
+            if size > 0 && slide > 0 && size % slide != 0 {
+                diags.push(
+                    ctx.error("`size` must be a whole multiple of `slide`")
+                        .at(self
+                            .slide
+                            .as_ref()
+                            .map(|s| s.span())
+                            .unwrap_or(ctx.span.clone()))
+                        .help("such as size = \"10s\" with slide = \"1s\""),
+                );
+            }
+            if slide > 0 && offset >= slide {
+                diags.push(
+                    ctx.error("`offset` must be shorter than the window (or slide)")
+                        .at(self
+                            .offset
+                            .as_ref()
+                            .map(|s| s.span())
+                            .unwrap_or(ctx.span.clone()))
+                        .help("use the offset modulo the window"),
+                );
+            }
         }
         let late = match &self.late {
             None => LatePolicy::DeadLetter,
@@ -291,28 +406,59 @@ impl JoinConfig {
                 Field::new(name, ty)
             })
             .collect();
+        let mut fields = fields;
+        if window {
+            for n in ["window_start", "window_end"] {
+                if out.iter().any(|(m, ..)| m == n) {
+                    return Err(vec![ctx
+                        .error(format!("the output already has a field `{n}`"))
+                        .at(self.select.as_ref().map(|s| s.span()).unwrap_or(ctx.span.clone()))
+                        .help("window join results end with window_start and window_end: rename that field with AS")]);
+                }
+            }
+            fields.push(Field::new("window_start", FieldType::Timestamp));
+            fields.push(Field::new("window_end", FieldType::Timestamp));
+        }
         let mut schema = Schema::new(fields);
-        schema.time = out
-            .iter()
-            .position(|&(_, s, p)| s == 0 && Some(p) == left.time);
+        if window {
+            schema.time = Some(out.len());
+            schema.window_end = Some(out.len() + 1);
+        } else {
+            schema.time = out
+                .iter()
+                .position(|&(_, s, p)| s == 0 && Some(p) == left.time);
+        }
         schema.id = out
             .iter()
             .position(|&(_, s, p)| s == 0 && Some(p) == left.id);
-        let spec = IntervalJoinSpec::new(
+        let common = JoinCommon::new(
             &ctx.id,
             left,
             right,
             left_key,
             right_key,
-            lower,
-            upper,
-            left_outer,
             out.iter().map(|&(_, s, p)| (s, p)).collect(),
             late,
         );
+        let op = if window {
+            Op::WindowJoin(Arc::new(WindowJoinSpec {
+                common,
+                size,
+                slide,
+                offset,
+                how,
+            }))
+        } else {
+            Op::IntervalJoin(Arc::new(IntervalJoinSpec {
+                common,
+                lower,
+                upper,
+                left_outer: how == JoinHow::Left,
+            }))
+        };
         let side_output = late == LatePolicy::SideOutput;
         Ok(Planned {
-            op: Op::IntervalJoin(Arc::new(spec)),
+            op,
             schema,
             dead_letters: true,
             late_schema: side_output.then(|| left.clone()),

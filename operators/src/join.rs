@@ -1,0 +1,145 @@
+//! What every join shares: two inputs keyed by equal fields, an output projection from both
+//! sides, a late policy, and three kinds of extra output (dead letters, late left, late right).
+
+use smol_str::SmolStr;
+
+use crate::encode::{Encoder, Format};
+use crate::schema::{Meta, Record, Schema};
+use crate::time::format_rfc3339;
+use crate::value::{Micros, Value};
+use crate::window::LatePolicy;
+use crate::{Records, Time};
+
+/// The parts of a compiled join common to every kind.
+#[derive(Debug)]
+pub struct JoinCommon {
+    /// The join's component id, named in dead letters.
+    pub id: SmolStr,
+    /// Key positions in left records.
+    pub left_key: Vec<usize>,
+    /// Key positions in right records, in the same order.
+    pub right_key: Vec<usize>,
+    /// Event-time position in left records.
+    pub left_time: usize,
+    /// Event-time position in right records.
+    pub right_time: usize,
+    /// Output fields: (side 0 = left / 1 = right, position).
+    pub output: Vec<(u8, usize)>,
+    /// What happens to late records (not `Update`).
+    pub late: LatePolicy,
+    encoders: [Encoder; 2],
+}
+
+impl JoinCommon {
+    /// The common parts of a join of `left` and `right` records. `output` lists
+    /// (side, position) pairs with side 0 for left and 1 for right.
+    pub fn new(
+        id: &str,
+        left: &Schema,
+        right: &Schema,
+        left_key: Vec<usize>,
+        right_key: Vec<usize>,
+        output: Vec<(u8, usize)>,
+        late: LatePolicy,
+    ) -> JoinCommon {
+        JoinCommon {
+            id: SmolStr::new(id),
+            left_key,
+            right_key,
+            left_time: left.time.unwrap_or(0),
+            right_time: right.time.unwrap_or(0),
+            output,
+            late,
+            encoders: [
+                Encoder::new(Format::Jsonl, left),
+                Encoder::new(Format::Jsonl, right),
+            ],
+        }
+    }
+
+    /// Key positions of a side (0 left, 1 right).
+    pub fn keys(&self, side: usize) -> &[usize] {
+        if side == 0 {
+            &self.left_key
+        } else {
+            &self.right_key
+        }
+    }
+
+    /// Event-time position of a side.
+    pub fn time(&self, side: usize) -> usize {
+        if side == 0 {
+            self.left_time
+        } else {
+            self.right_time
+        }
+    }
+
+    /// The output values of a pair (a missing side's fields are NULL), then `extra`.
+    pub fn joined(
+        &self,
+        l: Option<&Record>,
+        r: Option<&Record>,
+        extra: &[Value],
+        watermark: Time,
+    ) -> Record {
+        let mut values: Vec<Value> = Vec::with_capacity(self.output.len() + extra.len());
+        values.extend(
+            self.output
+                .iter()
+                .map(|&(side, p)| match if side == 0 { l } else { r } {
+                    Some(rec) => rec.values[p].clone(),
+                    None => Value::Null,
+                }),
+        );
+        values.extend(extra.iter().cloned());
+        let ingest = match (l, r) {
+            (Some(l), Some(r)) => l.meta.ingest.max(r.meta.ingest),
+            (Some(x), None) | (None, Some(x)) => x.meta.ingest,
+            (None, None) => 0,
+        };
+        Record {
+            values,
+            meta: Meta { ingest, watermark },
+        }
+    }
+
+    /// A dead letter for a record of `side`: without event time (`ts` is `None`) or late.
+    pub fn dead_letter(&self, side: usize, r: &Record, reason: String) -> Record {
+        let mut raw = Vec::new();
+        self.encoders[side].encode(r, &mut raw);
+        while raw.last() == Some(&b'\n') {
+            raw.pop();
+        }
+        let mut d = Record::new(vec![
+            Value::Str(self.id.clone()),
+            Value::Null,
+            Value::Null,
+            Value::Str(SmolStr::new(reason)),
+            Value::Str(SmolStr::new(String::from_utf8_lossy(&raw))),
+        ]);
+        d.meta = r.meta;
+        d
+    }
+
+    /// The reason given for a late record.
+    pub fn late_reason(ts: Micros, watermark: Time, what: &str) -> String {
+        format!(
+            "late: its time {} is behind its watermark {}, so {what}",
+            format_rfc3339(ts),
+            format_rfc3339(watermark as Micros)
+        )
+    }
+}
+
+/// A join's outputs.
+pub struct JoinStreams<'s> {
+    /// Joined records.
+    pub results: Records<'s>,
+    /// Late records (with the dead-letter policy) and records without an event time.
+    pub dead: Records<'s>,
+    /// Late records of the left input, unchanged (side-output policy).
+    pub late_left: Records<'s>,
+    /// Late records of the right input, unchanged (side-output policy).
+    pub late_right: Records<'s>,
+}
