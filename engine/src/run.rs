@@ -16,7 +16,8 @@ use weir_operators::latency::{Latencies, SinkLatency};
 use weir_operators::metrics::{ComponentMetrics, MetricsSnapshot};
 use weir_operators::sink::SharedWriter;
 use weir_operators::{
-    file_source, filter, interval_join, map, sink, stdin_source, window, window_join, Records, Time,
+    file_source, filter, interval_join, map, sink, stdin_source, temporal_join, window,
+    window_join, Records, Time,
 };
 
 use crate::components::{Op, SinkTarget};
@@ -385,7 +386,7 @@ fn build<'s>(
                     w.late,
                 );
             }
-            Op::IntervalJoin(_) | Op::WindowJoin(_) => {
+            Op::IntervalJoin(_) | Op::WindowJoin(_) | Op::TemporalJoin(_) => {
                 let left = streams[&node.inputs[0]].clone();
                 let right = streams[&node.inputs[1]].clone();
                 let j = match &node.op {
@@ -394,6 +395,9 @@ fn build<'s>(
                     }
                     Op::WindowJoin(spec) => {
                         window_join::window_join(left, right, Arc::clone(spec), m)
+                    }
+                    Op::TemporalJoin(spec) => {
+                        temporal_join::temporal_join(left, right, Arc::clone(spec), m)
                     }
                     _ => unreachable!("matched above"),
                 };

@@ -191,8 +191,9 @@ fn join_configuration_errors_name_the_place() {
     let temporal = base.replace("kind = \"interval\"", "kind = \"temporal\"");
     let p = write(dir.path(), "p.toml", &temporal);
     let err = stderr(&weir(dir.path(), &["validate", &p], ""));
+    assert!(err.contains("a temporal join has no `between`"), "{err}");
     assert!(
-        err.contains("`temporal` joins are not available yet"),
+        err.contains("each left record meets the right version valid at its time"),
         "{err}"
     );
     let window = base.replace("kind = \"interval\"", "kind = \"window\"");
@@ -344,6 +345,91 @@ fn window_join_matches_a_nested_loop_reference() {
                     "{err}"
                 );
             }
+        }
+    }
+}
+
+/// `pipelines/iot-alarm-status.toml`: each alarm joins the device's status update with the
+/// largest event time at or before the alarm's (ties by id) — an update at time t affects only
+/// alarms at or after t — against a brute-force reference over out-of-order input, left outer
+/// and inner, in both modes on 1, 2 and 4 workers; late alarms and updates to the side outputs.
+#[test]
+fn temporal_join_matches_the_versioned_table_reference() {
+    let dir = workspace();
+    let n = 30_000u64;
+    let spec = GeneratorSpec {
+        events: Some(n),
+        seed: 17,
+        devices: 30,
+        disorder: 500_000,
+        late_fraction: 0.001,
+        watermark: WatermarkSpec {
+            max_out_of_orderness: 500_000,
+            idle_timeout: None,
+        },
+        ..GeneratorSpec::new(Profile::Iot)
+    };
+    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let schema = Profile::Iot.schema();
+    let (kind, dev) = (
+        schema.index_of("kind").unwrap(),
+        schema.index_of("device_id").unwrap(),
+    );
+    let (mut alarms, mut status) = (Vec::new(), Vec::new());
+    let mut late = 0;
+    for i in 0..n {
+        let base = start + i as i64 * 1_000;
+        let ts = spec.disordered(i, base);
+        let r = spec.event(i, ts);
+        let k = r.values[kind].as_str().unwrap();
+        if k != "alarm" && k != "status" {
+            continue;
+        }
+        if ts < base - 500_000 {
+            late += 1;
+            continue;
+        }
+        let row = (ts, i, r.values[dev].as_str().unwrap().to_string());
+        if k == "alarm" {
+            alarms.push(row)
+        } else {
+            status.push(row)
+        }
+    }
+    assert!(late > 0, "the input has late events");
+    for (how, outer) in [("left", true), ("inner", false)] {
+        // (alarm id, status id) for every alarm.
+        let mut want: Vec<(u64, Option<u64>)> = Vec::new();
+        for (ta, ia, da) in &alarms {
+            let best = status
+                .iter()
+                .filter(|(ts, _, ds)| ds == da && ts <= ta)
+                .max_by_key(|(ts, is, _)| (*ts, *is))
+                .map(|(_, is, _)| *is);
+            if best.is_some() || outer {
+                want.push((*ia, best));
+            }
+        }
+        want.sort();
+        assert!(want.iter().filter(|w| w.1.is_some()).count() > 100);
+        for config in configurations() {
+            let mut extra = config.clone();
+            let join = format!("transforms.enriched.join=\"{how}\"");
+            extra.extend(["--set", "sources.sensors.events=30000", "--set", &join]);
+            let err = run_ok(dir.path(), "pipelines/iot-alarm-status.toml", &extra);
+            let mut got: Vec<(u64, Option<u64>)> =
+                json_lines(&dir.path().join("out/alarm-status.jsonl"))
+                    .iter()
+                    .map(|r| (r["alarm_id"].as_u64().unwrap(), r["status_id"].as_u64()))
+                    .collect();
+            got.sort();
+            assert_eq!(got, want, "{how} {config:?}");
+            assert!(
+                err.contains(&format!(
+                    "{late} late records: {late} sent to the late output"
+                )),
+                "{err}"
+            );
         }
     }
 }

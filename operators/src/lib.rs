@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod reading;
 pub mod sink;
 pub mod stdin_source;
+pub mod temporal_join;
 pub mod window;
 pub mod window_join;
 

@@ -8,6 +8,7 @@ use weir_operators::interval_join::IntervalJoinSpec;
 use weir_operators::join::JoinCommon;
 use weir_operators::schema::{Field, Schema};
 use weir_operators::suggest::did_you_mean;
+use weir_operators::temporal_join::TemporalJoinSpec;
 use weir_operators::value::FieldType;
 use weir_operators::window::LatePolicy;
 use weir_operators::window_join::{JoinHow, WindowJoinSpec};
@@ -21,13 +22,17 @@ use crate::diag::Diag;
 /// emitted once, with NULL right fields, when the watermark has passed the end of its interval.
 /// `kind = "window"`: records with equal keys in the same tumbling (`size`) or sliding (`size`
 /// every `slide`) window are joined when the window closes; `join = "left"` or `"full"` adds
-/// the rows whose key has no partner in the window. Both inputs are exchanged by key; stored
+/// the rows whose key has no partner in the window. `kind = "temporal"`: the right input is a
+/// versioned table (a changelog keyed by the join key) and each left record joins the version
+/// valid at its event time — the right record with the largest time at or before it; with
+/// `join = "left"`, left records with no version yet keep NULL right fields. Both inputs are
+/// exchanged by key; stored
 /// records are freed once the watermark makes them unreachable. A late record is handled by
 /// `late`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinConfig {
-    /// "interval" or "window". (Temporal joins are not available yet.)
+    /// "interval", "window" or "temporal".
     pub kind: Spanned<String>,
     /// Key fields with the same name on both sides: `on = ["user_id"]`.
     pub on: Option<Spanned<Vec<Spanned<String>>>>,
@@ -115,29 +120,21 @@ impl JoinConfig {
     /// Validates and compiles against the left and right input schemas.
     pub fn plan(&self, ctx: &Ctx, left: &Schema, right: &Schema) -> Result<Planned, Vec<Diag>> {
         let mut diags = Vec::new();
-        let window = match ctx.choice("kind", &self.kind, &["interval", "window", "temporal"]) {
-            Ok(0) => false,
-            Ok(1) => true,
-            Ok(_) => {
-                diags.push(
-                    ctx.error(format!(
-                        "`{}` joins are not available yet",
-                        self.kind.get_ref()
-                    ))
-                    .at(self.kind.span())
-                    .help("use kind = \"interval\" or \"window\""),
-                );
-                false
-            }
-            Err(d) => {
+        let kind = ctx
+            .choice("kind", &self.kind, &["interval", "window", "temporal"])
+            .unwrap_or_else(|d| {
                 diags.push(d);
-                false
-            }
-        };
+                0
+            });
+        let (window, temporal) = (kind == 1, kind == 2);
         // Which keys each kind takes.
-        let kind_name = if window { "a window" } else { "an interval" };
+        let kind_name = ["an interval", "a window", "a temporal"][kind];
         for (key, given, wanted) in [
-            ("between", self.between.as_ref().map(|b| b.span()), !window),
+            (
+                "between",
+                self.between.as_ref().map(|b| b.span()),
+                kind == 0,
+            ),
             ("size", self.size.as_ref().map(|v| v.span()), window),
             ("slide", self.slide.as_ref().map(|v| v.span()), window),
             ("offset", self.offset.as_ref().map(|v| v.span()), window),
@@ -146,10 +143,10 @@ impl JoinConfig {
                 diags.push(
                     ctx.error(format!("{kind_name} join has no `{key}`"))
                         .at(span)
-                        .help(if window {
-                            "a window join takes size (and slide, offset)"
-                        } else {
-                            "an interval join takes between"
+                        .help(match kind {
+                            1 => "a window join takes size (and slide, offset)",
+                            2 => "a temporal join takes only its keys: each left record meets the right version valid at its time",
+                            _ => "an interval join takes between",
                         }),
                 );
             }
@@ -226,10 +223,10 @@ impl JoinConfig {
         };
         let (mut lower, mut upper) = (0, 0);
         let empty = Spanned::new(0..0, Vec::new());
-        let between = match (&self.between, window) {
+        let between = match (&self.between, kind == 0) {
             (Some(b), _) => b,
-            (None, true) => &empty,
-            (None, false) => {
+            (None, false) => &empty,
+            (None, true) => {
                 diags.push(
                     ctx.error("an interval join needs `between`")
                         .at(ctx.span.clone())
@@ -239,7 +236,7 @@ impl JoinConfig {
             }
         };
         match between.get_ref().as_slice() {
-            _ if window || self.between.is_none() => {}
+            _ if kind != 0 || self.between.is_none() => {}
             [a, b] => {
                 lower = signed(ctx, a, &mut diags).unwrap_or(0);
                 upper = signed(ctx, b, &mut diags).unwrap_or(0);
@@ -440,7 +437,12 @@ impl JoinConfig {
             out.iter().map(|&(_, s, p)| (s, p)).collect(),
             late,
         );
-        let op = if window {
+        let op = if temporal {
+            Op::TemporalJoin(Arc::new(TemporalJoinSpec {
+                common,
+                left_outer: how == JoinHow::Left,
+            }))
+        } else if window {
             Op::WindowJoin(Arc::new(WindowJoinSpec {
                 common,
                 size,

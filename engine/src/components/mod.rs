@@ -106,6 +106,8 @@ pub enum Op {
     Window(Arc<WindowSpec>),
     /// An interval join (its two inputs are the node's first and second).
     IntervalJoin(Arc<IntervalJoinSpec>),
+    /// A temporal join (its two inputs are the node's first and second).
+    TemporalJoin(Arc<weir_operators::temporal_join::TemporalJoinSpec>),
     /// A window join (its two inputs are the node's first and second).
     WindowJoin(Arc<weir_operators::window_join::WindowJoinSpec>),
     /// A sink.
