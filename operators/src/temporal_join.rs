@@ -166,8 +166,13 @@ fn split<'s>(
 
 /// The right side's versions as differential updates: each version inserted at its event time
 /// and retracted at the event time of the version that supersedes it.
-fn versions<'s>(right: Records<'s>, spec: &Arc<TemporalJoinSpec>) -> Updates<'s, (Key, Version)> {
+fn versions<'s>(
+    right: Records<'s>,
+    spec: &Arc<TemporalJoinSpec>,
+    metrics: &Arc<ComponentMetrics>,
+) -> Updates<'s, (Key, Version)> {
     let spec = Arc::clone(spec);
+    let metrics = Arc::clone(metrics);
     let rk = spec.common.right_key.clone();
     right.unary_frontier(
         Exchange::new(move |r: &Record| key_hash(&r.values, &rk)),
@@ -177,6 +182,7 @@ fn versions<'s>(right: Records<'s>, spec: &Arc<TemporalJoinSpec>) -> Updates<'s,
             let mut live: HashMap<Key, BTreeMap<(Micros, Record), ()>> = HashMap::new();
             move |(input, frontier), output| {
                 let c = &spec.common;
+                let mut state = 0i64;
                 input.for_each(|cap, data: &mut Vec<Record>| {
                     let mut session = output.session(&cap);
                     for r in data.drain(..) {
@@ -203,6 +209,7 @@ fn versions<'s>(right: Records<'s>, spec: &Arc<TemporalJoinSpec>) -> Updates<'s,
                             session.give(((key.clone(), p), t(ts), -1));
                         }
                         versions.insert(me, ());
+                        state += 1;
                         // Forget versions whose successor the frontier has passed: no on-time
                         // version can come between them any more.
                         let horizon = frontier
@@ -217,12 +224,19 @@ fn versions<'s>(right: Records<'s>, spec: &Arc<TemporalJoinSpec>) -> Updates<'s,
                             match second {
                                 Some((s, _)) if t(*s) < horizon => {
                                     versions.pop_first();
+                                    state -= 1;
                                 }
                                 _ => break,
                             }
                         }
                     }
                 });
+                if frontier.is_empty() {
+                    // The input has ended: no version will be asked for again.
+                    state -= live.values().map(|v| v.len() as i64).sum::<i64>();
+                    live.clear();
+                }
+                metrics.add_state(state);
             }
         },
     )
@@ -259,7 +273,9 @@ pub fn temporal_join<'s>(
 ) -> JoinStreams<'s> {
     let (left_ok, left_dead, late_left) = split(left, 0, &spec, &metrics);
     let (right_ok, right_dead, late_right) = split(right, 1, &spec, &metrics);
-    let table = versions(right_ok, &spec).as_collection().arrange_by_key();
+    let table = versions(right_ok, &spec, &metrics)
+        .as_collection()
+        .arrange_by_key();
     let lefts = pulses(left_ok, &spec).as_collection();
     let lt = spec.common.left_time;
     let matched = lefts
