@@ -484,3 +484,64 @@ fn window_and_temporal_join_state_stays_bounded() {
     assert!(input > 30_000 && state == 0, "{input} {state}");
     assert!(max_state < 1_000, "{max_state}");
 }
+
+/// `pipelines/nexmark-new-sellers.toml` (Nexmark query 8): new persons and the auctions they
+/// opened in the same 10 s window, against a nested-loop reference over the raw events.
+#[test]
+fn nexmark_new_sellers_match_the_reference() {
+    let dir = workspace();
+    let n = 50_000u64;
+    let spec = GeneratorSpec {
+        events: Some(n),
+        seed: 4,
+        ..GeneratorSpec::new(Profile::Nexmark)
+    };
+    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let schema = Profile::Nexmark.schema();
+    let (kind, person, auction) = (
+        schema.index_of("kind").unwrap(),
+        schema.index_of("person_id").unwrap(),
+        schema.index_of("auction_id").unwrap(),
+    );
+    let (mut persons, mut auctions) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let ts = start + i as i64 * 5_000;
+        let r = spec.event(i, ts);
+        let w = ts - ts.rem_euclid(10 * S);
+        match r.values[kind].as_str().unwrap() {
+            "person" => persons.push((w, r.values[person].as_u64().unwrap())),
+            "auction" => auctions.push((
+                w,
+                r.values[person].as_u64().unwrap(),
+                r.values[auction].as_u64().unwrap(),
+            )),
+            _ => {}
+        }
+    }
+    let mut want = Vec::new();
+    for (w, p) in &persons {
+        for (wa, seller, a) in &auctions {
+            if w == wa && p == seller {
+                want.push((*p, *a));
+            }
+        }
+    }
+    want.sort();
+    assert!(want.len() > 1000);
+    for config in configurations() {
+        let mut extra = config.clone();
+        extra.extend(["--set", "sources.auction_site.events=50000"]);
+        run_ok(dir.path(), "pipelines/nexmark-new-sellers.toml", &extra);
+        let mut got: Vec<(u64, u64)> = json_lines(&dir.path().join("out/new-sellers.jsonl"))
+            .iter()
+            .map(|r| {
+                (
+                    r["person_id"].as_u64().unwrap(),
+                    r["auction_id"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "{config:?}");
+    }
+}

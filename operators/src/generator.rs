@@ -43,6 +43,10 @@ pub enum Profile {
     Iot,
     /// Web events (page_view, click, add_to_cart, purchase) by `users` users on their devices.
     Clickstream,
+    /// An online auction in the style of the Nexmark benchmark: in every 50 events, one new
+    /// person registers, three auctions open (by recently registered sellers) and 46 bids are
+    /// placed.
+    Nexmark,
 }
 
 impl Profile {
@@ -51,12 +55,13 @@ impl Profile {
         match self {
             Profile::Iot => "iot",
             Profile::Clickstream => "clickstream",
+            Profile::Nexmark => "nexmark",
         }
     }
 
     /// Parses a profile name.
     pub fn parse(name: &str) -> Option<Profile> {
-        [Profile::Iot, Profile::Clickstream]
+        [Profile::Iot, Profile::Clickstream, Profile::Nexmark]
             .into_iter()
             .find(|p| p.name() == name)
     }
@@ -77,6 +82,17 @@ impl Profile {
                 Field::new("battery", I64),
                 Field::new("alarm", String),
                 Field::new("severity", String),
+            ],
+            Profile::Nexmark => vec![
+                Field::new("id", U64),
+                Field::new("ts", Timestamp),
+                Field::new("kind", String),
+                Field::new("person_id", U64),
+                Field::new("name", String),
+                Field::new("city", String),
+                Field::new("auction_id", U64),
+                Field::new("category", I64),
+                Field::new("price", I64),
             ],
             Profile::Clickstream => vec![
                 Field::new("id", U64),
@@ -181,6 +197,7 @@ impl GeneratorSpec {
         let values = match self.profile {
             Profile::Iot => self.iot(i, ts, h),
             Profile::Clickstream => self.click(i, ts, h),
+            Profile::Nexmark => self.nexmark(i, ts, h),
         };
         Record::new(values)
     }
@@ -216,6 +233,40 @@ impl GeneratorSpec {
             v[2] = Value::Str(SmolStr::new_static("alarm"));
             v[9] = Value::Str(SmolStr::new_static(ALARMS[(h2 % 4) as usize]));
             v[10] = Value::Str(SmolStr::new_static(SEVERITY[((h2 >> 8) % 4) as usize]));
+        }
+        v
+    }
+
+    fn nexmark(&self, i: u64, ts: Micros, h: u64) -> Vec<Value> {
+        const CITIES: [&str; 6] = ["Phoenix", "Portland", "Kent", "Boise", "Seattle", "Bend"];
+        const NAMES: [&str; 8] = ["ann", "bob", "cho", "dev", "eli", "fay", "gus", "hal"];
+        let (block, pos) = (i / 50, i % 50);
+        let h2 = mix(h);
+        let mut v = vec![Value::Null; 9];
+        v[0] = Value::U64(i);
+        v[1] = Value::Ts(ts);
+        match pos {
+            0 => {
+                // Person `block` registers.
+                v[2] = Value::Str(SmolStr::new_static("person"));
+                v[3] = Value::U64(block);
+                v[4] = Value::Str(format_smolstr!("{}-{block}", NAMES[(h % 8) as usize]));
+                v[5] = Value::Str(SmolStr::new_static(CITIES[(h2 % 6) as usize]));
+            }
+            1..=3 => {
+                // A recent person opens auction `3 * block + pos - 1`.
+                v[2] = Value::Str(SmolStr::new_static("auction"));
+                v[3] = Value::U64(block.saturating_sub(h % 4));
+                v[6] = Value::U64(3 * block + pos - 1);
+                v[7] = Value::I64((h2 % 10) as i64);
+            }
+            _ => {
+                // A bid on a recent auction by some person.
+                v[2] = Value::Str(SmolStr::new_static("bid"));
+                v[3] = Value::U64(h % (block + 1));
+                v[6] = Value::U64((3 * block + 2).saturating_sub(h2 % 30));
+                v[8] = Value::I64(100 + (h2 >> 8) as i64 % 10_000);
+            }
         }
         v
     }
@@ -438,7 +489,7 @@ mod tests {
 
     #[test]
     fn profiles_fill_their_schemas() {
-        for p in [Profile::Iot, Profile::Clickstream] {
+        for p in [Profile::Iot, Profile::Clickstream, Profile::Nexmark] {
             let spec = GeneratorSpec::new(p);
             let schema = p.schema();
             for i in 0..1000 {

@@ -15,11 +15,15 @@ use crate::diag::Diag;
 /// `device_id`, `temperature`, `humidity`, `pressure` (readings), `status` ("online"/"offline"),
 /// `battery` (0-100, status updates), `alarm`, `severity` (alarms); the fields a kind does not
 /// have are NULL. `clickstream` — `id`, `ts`, `event` ("page_view", "click", "add_to_cart",
-/// "purchase"), `user_id`, `device_id`, `page`.
+/// "purchase"), `user_id`, `device_id`, `page`. `nexmark` (an online auction, as in the Nexmark
+/// benchmark) — `id`, `ts`, `kind` ("person", "auction" or "bid"), `person_id` (the new person,
+/// the seller or the bidder), `name`, `city` (persons), `auction_id` (auctions, bids),
+/// `category` (auctions), `price` (bids); in every 50 events one person registers, three
+/// auctions open (by recently registered sellers) and 46 bids are placed.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorConfig {
-    /// Which events: "iot" or "clickstream".
+    /// Which events: "iot", "clickstream" or "nexmark".
     pub profile: Spanned<String>,
     /// How many events in all. Omit for an unbounded stream (stop it with Ctrl-C).
     pub events: Option<Spanned<i64>>,
@@ -72,8 +76,9 @@ impl GeneratorConfig {
     /// Validates and compiles.
     pub fn plan(&self, ctx: &Ctx) -> Result<Planned, Vec<Diag>> {
         let mut diags = Vec::new();
-        let profile = match ctx.choice("profile", &self.profile, &["iot", "clickstream"]) {
-            Ok(i) => [Profile::Iot, Profile::Clickstream][i],
+        let profile = match ctx.choice("profile", &self.profile, &["iot", "clickstream", "nexmark"])
+        {
+            Ok(i) => [Profile::Iot, Profile::Clickstream, Profile::Nexmark][i],
             Err(d) => {
                 diags.push(d);
                 Profile::Iot
