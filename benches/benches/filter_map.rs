@@ -71,7 +71,7 @@ fn hand_written(events: u64, workers: usize) -> (f64, u64) {
             let count = Rc::new(Cell::new(0u64));
             let seen = Rc::clone(&count);
             worker.dataflow::<u64, _, _>(|scope| {
-                let s = iot_source(scope, events, 4096);
+                let s = iot_source(scope, events, 4096, 1000);
                 s.unary::<timely::container::CapacityContainerBuilder<
                     Vec<(u64, i64, smol_str::SmolStr, f64)>,
                 >, _, _, _>(Pipeline, "filter_map", |_, _| {

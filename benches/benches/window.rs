@@ -87,7 +87,7 @@ fn hand_written(events: u64, workers: usize, batch: u64) -> (f64, u64) {
             let count = Rc::new(Cell::new(0u64));
             let seen = Rc::clone(&count);
             worker.dataflow::<u64, _, _>(|scope| {
-                let s = iot_source(scope, events, batch);
+                let s = iot_source(scope, events, batch, 1000);
                 // Readings only, as (device, ts, temperature).
                 let readings = s.unary::<timely::container::CapacityContainerBuilder<
                     Vec<(SmolStr, i64, f64)>,

@@ -52,13 +52,14 @@ pub fn machine() -> String {
 pub const START: i64 = 1_767_225_600_000_000;
 
 /// The hand-written programs' source: the same IoT events as a Weir generator with `seed = 7`,
-/// `devices = 1000`, `start = START` and `event_time_interval = "1us"`, split across workers the
-/// same way. Each activation emits `batch` events per worker, then advances the capability to
-/// the next event's time.
+/// `devices`, `start = START` and `event_time_interval = "1us"`, split across workers the same
+/// way. Each activation emits `batch` events per worker, then advances the capability to the
+/// next event's time.
 pub fn iot_source<'s>(
     scope: timely::dataflow::Scope<'s, u64>,
     events: u64,
     batch: u64,
+    devices: u64,
 ) -> timely::dataflow::Stream<'s, u64, Vec<weir_operators::schema::Record>> {
     use timely::container::CapacityContainerBuilder;
     use timely::dataflow::operators::generic::operator::source;
@@ -68,7 +69,7 @@ pub fn iot_source<'s>(
     let spec = GeneratorSpec {
         events: Some(events),
         seed: 7,
-        devices: 1000,
+        devices,
         start: Some(START),
         interval: Some(1),
         ..GeneratorSpec::new(Profile::Iot)

@@ -30,7 +30,7 @@
 //!     Field::new("v", FieldType::String)]).with_time("ts");
 //! // Output: the left record's ts and v, the version's v.
 //! let common = JoinCommon::new("j", &schema, &schema, vec![1], vec![1], vec![(0, 0), (0, 2), (1, 2)], LatePolicy::DeadLetter);
-//! let spec = Arc::new(TemporalJoinSpec { common, left_outer: true });
+//! let spec = Arc::new(TemporalJoinSpec { common, left_outer: true, left_id: None, left_width: 3 });
 //! let rec = |ts: i64, v: &str| Record::new(vec![Value::Ts(ts), Value::Str("k".into()), Value::Str(v.into())]);
 //! let (tx, rx) = std::sync::mpsc::channel();
 //! let tx = Mutex::new(tx);
@@ -62,7 +62,7 @@ use timely::dataflow::Stream;
 
 use crate::join::{JoinCommon, JoinStreams};
 use crate::metrics::ComponentMetrics;
-use crate::schema::Record;
+use crate::schema::{Meta, Record};
 use crate::value::{Micros, Value};
 use crate::window::{key_hash, LatePolicy};
 use crate::{Records, Time};
@@ -74,6 +74,48 @@ pub struct TemporalJoinSpec {
     pub common: JoinCommon,
     /// Whether left records without a version are emitted (left outer join).
     pub left_outer: bool,
+    /// Position of the left records' id, which keeps distinct events distinct once records are
+    /// cut down to the fields the output needs (`None`: all left fields are kept).
+    pub left_id: Option<usize>,
+    /// How many fields left records have.
+    pub left_width: usize,
+}
+
+impl TemporalJoinSpec {
+    /// The left fields kept: the event time, the id, then each left output field once.
+    fn left_cols(&self) -> Vec<usize> {
+        let c = &self.common;
+        let mut cols = vec![c.left_time];
+        match self.left_id {
+            Some(id) => cols.push(id),
+            None => cols.extend(0..self.left_width),
+        }
+        for &(side, p) in &c.output {
+            if side == 0 && !cols.contains(&p) {
+                cols.push(p);
+            }
+        }
+        cols
+    }
+
+    /// The right fields kept: each right output field once.
+    fn right_cols(&self) -> Vec<usize> {
+        let mut cols = Vec::new();
+        for &(side, p) in &self.common.output {
+            if side == 1 && !cols.contains(&p) {
+                cols.push(p);
+            }
+        }
+        cols
+    }
+}
+
+/// A record cut down to `cols`, keeping its metadata.
+fn project(r: &Record, cols: &[usize]) -> Record {
+    Record {
+        values: cols.iter().map(|&p| r.values[p].clone()).collect(),
+        meta: r.meta,
+    }
 }
 
 type Key = Vec<Value>;
@@ -174,6 +216,7 @@ fn versions<'s>(
     let spec = Arc::clone(spec);
     let metrics = Arc::clone(metrics);
     let rk = spec.common.right_key.clone();
+    let rcols = spec.right_cols();
     right.unary_frontier(
         Exchange::new(move |r: &Record| key_hash(&r.values, &rk)),
         "Versions",
@@ -190,7 +233,7 @@ fn versions<'s>(
                         let key: Key = c.right_key.iter().map(|&p| r.values[p].clone()).collect();
                         let t = |x: Micros| x.max(0) as Time;
                         let versions = live.entry(key.clone()).or_default();
-                        let me = (ts, r);
+                        let me = (ts, project(&r, &rcols));
                         let before = versions
                             .range(..me.clone())
                             .next_back()
@@ -248,6 +291,7 @@ fn pulses<'s>(
     spec: &Arc<TemporalJoinSpec>,
 ) -> Stream<'s, Time, Vec<Update<(Key, Record)>>> {
     let spec = Arc::clone(spec);
+    let cols = spec.left_cols();
     left.unary(Pipeline, "Pulses", move |_, _| {
         move |input, output| {
             let c = &spec.common;
@@ -256,8 +300,9 @@ fn pulses<'s>(
                 for r in data.drain(..) {
                     let ts = r.values[c.left_time].as_ts().unwrap_or(0).max(0) as Time;
                     let key: Key = c.left_key.iter().map(|&p| r.values[p].clone()).collect();
-                    session.give(((key.clone(), r.clone()), ts, 1));
-                    session.give(((key, r), ts + 1, -1));
+                    let row = project(&r, &cols);
+                    session.give(((key.clone(), row.clone()), ts, 1));
+                    session.give(((key, row), ts + 1, -1));
                 }
             });
         }
@@ -277,11 +322,11 @@ pub fn temporal_join<'s>(
         .as_collection()
         .arrange_by_key();
     let lefts = pulses(left_ok, &spec).as_collection();
-    let lt = spec.common.left_time;
+    // Kept left rows start with the event time.
     let matched = lefts
         .clone()
         .join_core(table, move |_key, l: &Record, v: &(Micros, Record)| {
-            let ts = l.values[lt].as_ts().unwrap_or(0);
+            let ts = l.values[0].as_ts().unwrap_or(0);
             (v.0 <= ts).then(|| (l.clone(), Some(v.clone())))
         });
     let candidates = if spec.left_outer {
@@ -315,6 +360,17 @@ fn emit_final<'s>(
         "Final",
         move |_, _| {
             let mut pending: Pending = BTreeMap::new();
+            // Where each output field is in the kept left and right rows.
+            let (lcols, rcols) = (spec.left_cols(), spec.right_cols());
+            let at: Vec<(u8, usize)> = spec
+                .common
+                .output
+                .iter()
+                .map(|&(side, p)| {
+                    let cols = if side == 0 { &lcols } else { &rcols };
+                    (side, cols.iter().position(|&q| q == p).expect("kept"))
+                })
+                .collect();
             move |(input, frontier), output| {
                 input.for_each(|cap, data: &mut Vec<Update<Met>>| {
                     for (met, t, r) in data.drain(..) {
@@ -345,13 +401,24 @@ fn emit_final<'s>(
                         // its time.
                         for _ in 0..sum.max(0) {
                             let (l, v) = &updates[i].0;
-                            let wm = *cap.time();
-                            session.give(spec.common.joined(
-                                Some(l),
-                                v.as_ref().map(|(_, r)| r),
-                                &[],
-                                wm,
-                            ));
+                            let values = at
+                                .iter()
+                                .map(|&(side, k)| match (side, v) {
+                                    (0, _) => l.values[k].clone(),
+                                    (_, Some((_, r))) => r.values[k].clone(),
+                                    (_, None) => Value::Null,
+                                })
+                                .collect();
+                            let ingest = v
+                                .as_ref()
+                                .map_or(l.meta.ingest, |(_, r)| l.meta.ingest.max(r.meta.ingest));
+                            session.give(Record {
+                                values,
+                                meta: Meta {
+                                    ingest,
+                                    watermark: *cap.time(),
+                                },
+                            });
                             n += 1;
                         }
                         i = j;
