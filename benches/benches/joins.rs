@@ -72,6 +72,10 @@ fn weir(events: u64, workers: usize, join: &str) -> (f64, u64) {
 }
 
 type Key = SmolStr;
+/// A (time, id) pair: a reading, or a status version.
+type Event = (i64, u64);
+/// Updates of (reading, its latest version).
+type Enriched = Vec<((Event, Event), u64, isize)>;
 
 /// The temporal join written by hand: returns (events/s, results).
 fn hand_written(events: u64, workers: usize) -> (f64, u64) {
@@ -165,7 +169,7 @@ fn hand_written(events: u64, workers: usize) -> (f64, u64) {
                     .reduce(|_l, vs, out| out.push((*vs[vs.len() - 1].0, 1)))
                     .inner
                     .sink(Pipeline, "count", move |(input, _)| {
-                        input.for_each(|_, data: &mut Vec<(((i64, u64), (i64, u64)), u64, isize)>| {
+                        input.for_each(|_, data: &mut Enriched| {
                             let n: isize = data.iter().map(|x| x.2.max(0)).sum();
                             seen.set(seen.get() + n as u64);
                         });

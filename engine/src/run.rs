@@ -15,6 +15,7 @@ use weir_operators::generator::{generator, RunClock};
 use weir_operators::latency::{Latencies, SinkLatency};
 use weir_operators::metrics::{ComponentMetrics, MetricsSnapshot};
 use weir_operators::sink::SharedWriter;
+use weir_operators::window::LatePolicy;
 use weir_operators::{
     file_source, filter, interval_join, map, sink, stdin_source, temporal_join, window,
     window_join, Records, Time,
@@ -313,6 +314,10 @@ fn build<'s>(
     clock: RunClock,
 ) {
     let mut streams: HashMap<PortRef, Records<'s>> = HashMap::new();
+    // Versioned tables arranged once, shared by the temporal joins that read the same input
+    // the same way.
+    type TableKey = (PortRef, (Vec<usize>, Vec<usize>, usize, LatePolicy));
+    let mut tables: HashMap<TableKey, temporal_join::Table<'s>> = HashMap::new();
     for (i, node) in plan.nodes.iter().enumerate() {
         let m = Arc::clone(&metrics[i]);
         let name = node.id.as_str();
@@ -397,7 +402,12 @@ fn build<'s>(
                         window_join::window_join(left, right, Arc::clone(spec), m)
                     }
                     Op::TemporalJoin(spec) => {
-                        temporal_join::temporal_join(left, right, Arc::clone(spec), m)
+                        let key = (node.inputs[1], spec.table_signature());
+                        let owner = !tables.contains_key(&key);
+                        let table = tables
+                            .entry(key)
+                            .or_insert_with(|| temporal_join::arrange_table(right, spec, &m));
+                        temporal_join::join_table(left, table, owner, Arc::clone(spec), m)
                     }
                     _ => unreachable!("matched above"),
                 };

@@ -5,7 +5,8 @@
 //!
 //! Built on differential dataflow: the right side becomes a collection of versions
 //! `(key, (time, record))`, each inserted at its own event time and retracted at the event time
-//! of the version that supersedes it, and is *arranged* by key once; left records enter as
+//! of the version that supersedes it, and is *arranged* by key once ([`arrange_table`]; several
+//! joins on the same table share the arrangement through [`join_table`]); left records enter as
 //! `(key, record)` at their event time (and leave a microsecond later), are joined with the
 //! arrangement (`join_core`), and a `reduce` per left record keeps the latest version at or
 //! before it. Because every on-time right version is sent at a timely time at or below its
@@ -52,6 +53,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::AsCollection;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -126,7 +129,7 @@ type Version = (Micros, Record);
 /// A left record and the version it met, if any.
 type Met = (Record, Option<Version>);
 /// Results waiting for their time to be final, by time.
-type Pending = BTreeMap<Time, (Capability<Time>, Vec<(Met, isize)>)>;
+type Pending = BTreeMap<Time, Vec<(Met, isize)>>;
 /// A stream of differential updates.
 type Updates<'s, D> = Stream<'s, Time, Vec<Update<D>>>;
 
@@ -309,6 +312,44 @@ fn pulses<'s>(
     })
 }
 
+/// A versioned table, arranged by key: what several temporal joins on the same table (with the
+/// same key, kept fields and late policy) share.
+#[derive(Clone)]
+pub struct Table<'s> {
+    arranged: Arranged<'s, TraceAgent<ValSpine<Key, Version, Time, isize>>>,
+    /// The right side's dead letters (given to the first join only, so they are not repeated).
+    pub dead: Records<'s>,
+    /// The right side's late records (side-output policy).
+    pub late: Records<'s>,
+}
+
+impl TemporalJoinSpec {
+    /// What makes two temporal joins able to share one arranged table of the same input: the
+    /// right key, the right fields kept, the right time and the late policy.
+    pub fn table_signature(&self) -> (Vec<usize>, Vec<usize>, usize, LatePolicy) {
+        let c = &self.common;
+        (c.right_key.clone(), self.right_cols(), c.right_time, c.late)
+    }
+}
+
+/// Arranges the versioned table `right` for the temporal join `spec`; counts its late records
+/// in `metrics`.
+pub fn arrange_table<'s>(
+    right: Records<'s>,
+    spec: &Arc<TemporalJoinSpec>,
+    metrics: &Arc<ComponentMetrics>,
+) -> Table<'s> {
+    let (right_ok, dead, late) = split(right, 1, spec, metrics);
+    let arranged = versions(right_ok, spec, metrics)
+        .as_collection()
+        .arrange_by_key();
+    Table {
+        arranged,
+        dead,
+        late,
+    }
+}
+
 /// Builds a temporal join of `left` with the versioned table `right`.
 pub fn temporal_join<'s>(
     left: Records<'s>,
@@ -316,19 +357,29 @@ pub fn temporal_join<'s>(
     spec: Arc<TemporalJoinSpec>,
     metrics: Arc<ComponentMetrics>,
 ) -> JoinStreams<'s> {
+    let table = arrange_table(right, &spec, &metrics);
+    join_table(left, &table, true, spec, metrics)
+}
+
+/// Builds a temporal join of `left` with an already arranged table. The first join of a table
+/// passes `owner = true` and carries the table's dead letters.
+pub fn join_table<'s>(
+    left: Records<'s>,
+    table: &Table<'s>,
+    owner: bool,
+    spec: Arc<TemporalJoinSpec>,
+    metrics: Arc<ComponentMetrics>,
+) -> JoinStreams<'s> {
     let (left_ok, left_dead, late_left) = split(left, 0, &spec, &metrics);
-    let (right_ok, right_dead, late_right) = split(right, 1, &spec, &metrics);
-    let table = versions(right_ok, &spec, &metrics)
-        .as_collection()
-        .arrange_by_key();
     let lefts = pulses(left_ok, &spec).as_collection();
     // Kept left rows start with the event time.
-    let matched = lefts
-        .clone()
-        .join_core(table, move |_key, l: &Record, v: &(Micros, Record)| {
+    let matched = lefts.clone().join_core(
+        table.arranged.clone(),
+        move |_key, l: &Record, v: &(Micros, Record)| {
             let ts = l.values[0].as_ts().unwrap_or(0);
             (v.0 <= ts).then(|| (l.clone(), Some(v.clone())))
-        });
+        },
+    );
     let candidates = if spec.left_outer {
         matched.concat(lefts.map(|(_, l)| (l, None)))
     } else {
@@ -340,12 +391,16 @@ pub fn temporal_join<'s>(
         out.push((best.clone(), 1));
     });
     let results = emit_final(latest.inner, Arc::clone(&spec), Arc::clone(&metrics));
-    let dead = left_dead.concat(right_dead);
+    let dead = if owner {
+        left_dead.concat(table.dead.clone())
+    } else {
+        left_dead
+    };
     JoinStreams {
         results,
         dead,
         late_left,
-        late_right,
+        late_right: table.late.clone(),
     }
 }
 
@@ -371,58 +426,68 @@ fn emit_final<'s>(
                     (side, cols.iter().position(|&q| q == p).expect("kept"))
                 })
                 .collect();
+            // One capability, at or below every pending time: a capability per time would
+            // make timely track one per left record.
+            let mut held: Option<Capability<Time>> = None;
             move |(input, frontier), output| {
                 input.for_each(|cap, data: &mut Vec<Update<Met>>| {
                     for (met, t, r) in data.drain(..) {
-                        pending
-                            .entry(t)
-                            .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
-                            .1
-                            .push((met, r));
+                        if held.as_ref().is_none_or(|h| *h.time() > t) {
+                            held = Some(cap.delayed(&t, 0));
+                        }
+                        pending.entry(t).or_default().push((met, r));
                     }
                 });
                 let mut n = 0;
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (cap, mut updates) = entry.remove();
-                    updates.sort_by(|a, b| a.0.cmp(&b.0));
-                    let mut session = output.session(&cap);
-                    let mut i = 0;
-                    while i < updates.len() {
-                        let mut j = i;
-                        let mut sum = 0;
-                        while j < updates.len() && updates[j].0 == updates[i].0 {
-                            sum += updates[j].1;
-                            j += 1;
+                if let Some(cap) = held.as_ref() {
+                    let mut session = output.session(cap);
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
                         }
-                        // Positive: a result. Negative: a left record leaving a microsecond after
-                        // its time.
-                        for _ in 0..sum.max(0) {
-                            let (l, v) = &updates[i].0;
-                            let values = at
-                                .iter()
-                                .map(|&(side, k)| match (side, v) {
-                                    (0, _) => l.values[k].clone(),
-                                    (_, Some((_, r))) => r.values[k].clone(),
-                                    (_, None) => Value::Null,
-                                })
-                                .collect();
-                            let ingest = v
-                                .as_ref()
-                                .map_or(l.meta.ingest, |(_, r)| l.meta.ingest.max(r.meta.ingest));
-                            session.give(Record {
-                                values,
-                                meta: Meta {
-                                    ingest,
-                                    watermark: *cap.time(),
-                                },
-                            });
-                            n += 1;
+                        let t = *entry.key();
+                        let mut updates = entry.remove();
+                        updates.sort_by(|a, b| a.0.cmp(&b.0));
+                        let mut i = 0;
+                        while i < updates.len() {
+                            let mut j = i;
+                            let mut sum = 0;
+                            while j < updates.len() && updates[j].0 == updates[i].0 {
+                                sum += updates[j].1;
+                                j += 1;
+                            }
+                            // Positive: a result. Negative: a left record leaving a
+                            // microsecond after its time.
+                            for _ in 0..sum.max(0) {
+                                let (l, v) = &updates[i].0;
+                                let values = at
+                                    .iter()
+                                    .map(|&(side, k)| match (side, v) {
+                                        (0, _) => l.values[k].clone(),
+                                        (_, Some((_, r))) => r.values[k].clone(),
+                                        (_, None) => Value::Null,
+                                    })
+                                    .collect();
+                                let ingest = v.as_ref().map_or(l.meta.ingest, |(_, r)| {
+                                    l.meta.ingest.max(r.meta.ingest)
+                                });
+                                session.give(Record {
+                                    values,
+                                    meta: Meta {
+                                        ingest,
+                                        watermark: t,
+                                    },
+                                });
+                                n += 1;
+                            }
+                            i = j;
                         }
-                        i = j;
                     }
+                }
+                match (pending.keys().next(), held.as_mut()) {
+                    (None, _) => held = None,
+                    (Some(&t), Some(h)) if *h.time() < t => h.downgrade(&t),
+                    _ => {}
                 }
                 metrics.add_out(n);
             }

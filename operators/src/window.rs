@@ -95,7 +95,7 @@ pub enum Shape {
 }
 
 /// What a window does with a late record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LatePolicy {
     /// Send it, with the reason, to the dead-letter output.
     DeadLetter,
