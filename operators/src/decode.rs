@@ -72,6 +72,31 @@ pub fn dead_letter_schema() -> Schema {
     ])
 }
 
+/// The dead letter of a record an operator could not use (late, or without event time): the
+/// component's id, NULL file and line, the reason, and the record as JSON (by `encoder`). It
+/// keeps the record's metadata.
+pub fn operator_dead_letter(
+    component: &SmolStr,
+    encoder: &crate::encode::Encoder,
+    r: &Record,
+    reason: String,
+) -> Record {
+    let mut raw = Vec::new();
+    encoder.encode(r, &mut raw);
+    while raw.last() == Some(&b'\n') {
+        raw.pop();
+    }
+    let mut d = Record::new(vec![
+        Value::Str(component.clone()),
+        Value::Null,
+        Value::Null,
+        Value::Str(SmolStr::new(reason)),
+        Value::Str(SmolStr::new(String::from_utf8_lossy(&raw))),
+    ]);
+    d.meta = r.meta;
+    d
+}
+
 /// How one source turns its input into records.
 #[derive(Clone, Debug)]
 pub struct DecodeSpec {

@@ -51,11 +51,11 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::{Capability, InputCapability};
 
-use crate::join::{JoinCommon, JoinStreams};
+use crate::join::{JoinCommon, JoinStreams, LateCounts};
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
 use crate::value::{Micros, Value};
-use crate::window::{key_hash, LatePolicy};
+use crate::window::key_hash;
 use crate::{Records, Time};
 
 /// A compiled interval join.
@@ -120,8 +120,8 @@ pub fn interval_join<'s>(
         let mut late_buf: Vec<Record> = Vec::new();
         move |frontiers| {
             let spec = &*spec;
-            let (mut n_in, mut out_n, mut late, mut dropped, mut side_n, mut dead_n, mut state) =
-                (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0i64);
+            let (mut n_in, mut out_n, mut state) = (0u64, 0u64, 0i64);
+            let mut counts = LateCounts::default();
             #[allow(clippy::needless_range_loop)]
             for side in 0..2 {
                 let mut handle = |cap: InputCapability<Time>, data: &mut Vec<Record>| {
@@ -130,33 +130,21 @@ pub fn interval_join<'s>(
                     for r in data.drain(..) {
                         let c = &spec.common;
                         let Some(ts) = r.values[c.time(side)].as_ts() else {
-                            dead_n += 1;
-                            dead_buf.push(c.dead_letter(
-                                side,
-                                &r,
-                                "the record has no event time".into(),
-                            ));
+                            c.untimed(side, &r, &mut counts, &mut dead_buf);
                             continue;
                         };
                         let wm = r.meta.watermark.max(t);
                         if (ts.max(0) as Time) < wm {
-                            late += 1;
-                            match c.late {
-                                LatePolicy::Drop => dropped += 1,
-                                LatePolicy::SideOutput => {
-                                    side_n += 1;
-                                    late_buf.push(r);
-                                }
-                                _ => {
-                                    dead_n += 1;
-                                    let why = JoinCommon::late_reason(
-                                        ts,
-                                        wm,
-                                        "records it should join may be gone",
-                                    );
-                                    dead_buf.push(c.dead_letter(side, &r, why));
-                                }
-                            }
+                            c.route_late(
+                                side,
+                                r,
+                                ts,
+                                wm,
+                                "records it should join may be gone",
+                                &mut counts,
+                                &mut dead_buf,
+                                &mut late_buf,
+                            );
                             continue;
                         }
                         let kpos = c.keys(side);
@@ -299,10 +287,7 @@ pub fn interval_join<'s>(
             }
             metrics.add_in(n_in);
             metrics.add_out(out_n);
-            metrics.add_late(late);
-            metrics.add_late_outcomes(dropped, side_n, 0);
-            metrics.add_errors(dead_n);
-            metrics.add_dead_lettered(dead_n);
+            counts.report(&metrics);
             metrics.add_state(state);
         }
     });

@@ -4,6 +4,7 @@
 use smol_str::SmolStr;
 
 use crate::encode::{Encoder, Format};
+use crate::metrics::ComponentMetrics;
 use crate::schema::{Meta, Record, Schema};
 use crate::time::format_rfc3339;
 use crate::value::{Micros, Value};
@@ -104,22 +105,9 @@ impl JoinCommon {
         }
     }
 
-    /// A dead letter for a record of `side`: without event time (`ts` is `None`) or late.
+    /// A dead letter for a record of `side` (late, or without event time).
     pub fn dead_letter(&self, side: usize, r: &Record, reason: String) -> Record {
-        let mut raw = Vec::new();
-        self.encoders[side].encode(r, &mut raw);
-        while raw.last() == Some(&b'\n') {
-            raw.pop();
-        }
-        let mut d = Record::new(vec![
-            Value::Str(self.id.clone()),
-            Value::Null,
-            Value::Null,
-            Value::Str(SmolStr::new(reason)),
-            Value::Str(SmolStr::new(String::from_utf8_lossy(&raw))),
-        ]);
-        d.meta = r.meta;
-        d
+        crate::decode::operator_dead_letter(&self.id, &self.encoders[side], r, reason)
     }
 
     /// The reason given for a late record.
@@ -129,6 +117,65 @@ impl JoinCommon {
             format_rfc3339(ts),
             format_rfc3339(watermark as Micros)
         )
+    }
+}
+
+/// What became of one activation's late and bad records.
+#[derive(Debug, Default)]
+pub struct LateCounts {
+    /// Late records.
+    pub late: u64,
+    /// Late records dropped.
+    pub dropped: u64,
+    /// Late records sent to a late output.
+    pub side: u64,
+    /// Records dead-lettered (late, or without an event time).
+    pub dead: u64,
+}
+
+impl LateCounts {
+    /// Adds the counts to a component's metrics.
+    pub fn report(&self, m: &ComponentMetrics) {
+        m.add_late(self.late);
+        m.add_late_outcomes(self.dropped, self.side, 0);
+        m.add_errors(self.dead);
+        m.add_dead_lettered(self.dead);
+    }
+}
+
+impl JoinCommon {
+    /// Routes a record without an event time to the dead letters.
+    pub fn untimed(&self, side: usize, r: &Record, n: &mut LateCounts, dead: &mut Vec<Record>) {
+        n.dead += 1;
+        dead.push(self.dead_letter(side, r, "the record has no event time".into()));
+    }
+
+    /// Routes a late record of `side` by the late policy; `what` ends the dead-letter reason.
+    #[allow(clippy::too_many_arguments)]
+    pub fn route_late(
+        &self,
+        side: usize,
+        r: Record,
+        ts: Micros,
+        watermark: Time,
+        what: &str,
+        n: &mut LateCounts,
+        dead: &mut Vec<Record>,
+        late: &mut Vec<Record>,
+    ) {
+        n.late += 1;
+        match self.late {
+            LatePolicy::Drop => n.dropped += 1,
+            LatePolicy::SideOutput => {
+                n.side += 1;
+                late.push(r);
+            }
+            _ => {
+                n.dead += 1;
+                let why = JoinCommon::late_reason(ts, watermark, what);
+                dead.push(self.dead_letter(side, &r, why));
+            }
+        }
     }
 }
 

@@ -63,7 +63,7 @@ use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::{Capability, Concat};
 use timely::dataflow::Stream;
 
-use crate::join::{JoinCommon, JoinStreams};
+use crate::join::{JoinCommon, JoinStreams, LateCounts};
 use crate::metrics::ComponentMetrics;
 use crate::schema::{Meta, Record};
 use crate::value::{Micros, Value};
@@ -153,36 +153,21 @@ fn split<'s>(
     builder.build(move |_| {
         move |_frontiers| {
             let c = &spec.common;
-            let (mut n, mut late_n, mut dropped, mut side_n, mut dead_n) = (0, 0, 0, 0, 0);
+            let mut n = 0;
+            let mut counts = LateCounts::default();
             input.for_each(|cap, data: &mut Vec<Record>| {
                 let Some(&t) = cap.least() else { return };
                 n += data.len() as u64;
                 let (mut ok, mut dead, mut late) = (Vec::new(), Vec::new(), Vec::new());
                 for r in data.drain(..) {
                     let Some(ts) = r.values[c.time(side)].as_ts() else {
-                        dead_n += 1;
-                        dead.push(c.dead_letter(side, &r, "the record has no event time".into()));
+                        c.untimed(side, &r, &mut counts, &mut dead);
                         continue;
                     };
                     let wm = r.meta.watermark.max(t);
                     if (ts.max(0) as Time) < wm {
-                        late_n += 1;
-                        match c.late {
-                            LatePolicy::Drop => dropped += 1,
-                            LatePolicy::SideOutput => {
-                                side_n += 1;
-                                late.push(r);
-                            }
-                            _ => {
-                                dead_n += 1;
-                                let why = JoinCommon::late_reason(
-                                    ts,
-                                    wm,
-                                    "the versions it should meet may be gone",
-                                );
-                                dead.push(c.dead_letter(side, &r, why));
-                            }
-                        }
+                        let what = "the versions it should meet may be gone";
+                        c.route_late(side, r, ts, wm, what, &mut counts, &mut dead, &mut late);
                         continue;
                     }
                     ok.push(r);
@@ -200,10 +185,7 @@ fn split<'s>(
                 }
             });
             metrics.add_in(n);
-            metrics.add_late(late_n);
-            metrics.add_late_outcomes(dropped, side_n, 0);
-            metrics.add_errors(dead_n);
-            metrics.add_dead_lettered(dead_n);
+            counts.report(&metrics);
         }
     });
     (ok, dead, late)

@@ -69,7 +69,6 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 
 use crate::aggregate::{Acc, Aggregate};
-use crate::decode::dead_letter_schema;
 use crate::encode::{Encoder, Format};
 use crate::metrics::ComponentMetrics;
 use crate::schema::{Field, Meta, Record, Schema};
@@ -220,21 +219,7 @@ impl WindowSpec {
     }
 
     fn dead_letter(&self, r: &Record, reason: String) -> Record {
-        let mut raw = Vec::new();
-        self.input_encoder.encode(r, &mut raw);
-        while raw.last() == Some(&b'\n') {
-            raw.pop();
-        }
-        let mut d = Record::new(vec![
-            Value::Str(self.id.clone()),
-            Value::Null,
-            Value::Null,
-            Value::Str(SmolStr::new(reason)),
-            Value::Str(SmolStr::new(String::from_utf8_lossy(&raw))),
-        ]);
-        debug_assert_eq!(d.values.len(), dead_letter_schema().len());
-        d.meta = r.meta;
-        d
+        crate::decode::operator_dead_letter(&self.id, &self.input_encoder, r, reason)
     }
 
     fn same_key(&self, key: &[Value], row: &[Value]) -> bool {

@@ -48,11 +48,11 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::{Capability, InputCapability};
 
-use crate::join::{JoinCommon, JoinStreams};
+use crate::join::{JoinCommon, JoinStreams, LateCounts};
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
 use crate::value::{Micros, Value};
-use crate::window::{key_hash, LatePolicy};
+use crate::window::key_hash;
 use crate::Time;
 
 /// Which rows without a partner are kept.
@@ -120,8 +120,8 @@ pub fn window_join<'s>(
         move |frontiers| {
             let spec = &*spec;
             let c = &spec.common;
-            let (mut n_in, mut out_n, mut late, mut dropped, mut side_n, mut dead_n, mut state) =
-                (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0i64);
+            let (mut n_in, mut out_n, mut state) = (0u64, 0u64, 0i64);
+            let mut counts = LateCounts::default();
             #[allow(clippy::needless_range_loop)]
             for side in 0..2 {
                 let mut handle = |cap: InputCapability<Time>, data: &mut Vec<Record>| {
@@ -129,32 +129,23 @@ pub fn window_join<'s>(
                     n_in += data.len() as u64;
                     for r in data.drain(..) {
                         let Some(ts) = r.values[c.time(side)].as_ts() else {
-                            dead_n += 1;
-                            dead_buf.push(c.dead_letter(
-                                side,
-                                &r,
-                                "the record has no event time".into(),
-                            ));
+                            c.untimed(side, &r, &mut counts, &mut dead_buf);
                             continue;
                         };
                         let wm = r.meta.watermark.max(t);
                         let w = spec.slide;
                         let pe = spec.offset + (ts - spec.offset).div_euclid(w) * w + w;
                         if (pe.max(1) as Time) <= wm {
-                            late += 1;
-                            match c.late {
-                                LatePolicy::Drop => dropped += 1,
-                                LatePolicy::SideOutput => {
-                                    side_n += 1;
-                                    late_buf.push(r);
-                                }
-                                _ => {
-                                    dead_n += 1;
-                                    let why =
-                                        JoinCommon::late_reason(ts, wm, "its window had closed");
-                                    dead_buf.push(c.dead_letter(side, &r, why));
-                                }
-                            }
+                            c.route_late(
+                                side,
+                                r,
+                                ts,
+                                wm,
+                                "its window had closed",
+                                &mut counts,
+                                &mut dead_buf,
+                                &mut late_buf,
+                            );
                             continue;
                         }
                         let at = pe.max(1) as Time - 1;
@@ -262,10 +253,7 @@ pub fn window_join<'s>(
             }
             metrics.add_in(n_in);
             metrics.add_out(out_n);
-            metrics.add_late(late);
-            metrics.add_late_outcomes(dropped, side_n, 0);
-            metrics.add_errors(dead_n);
-            metrics.add_dead_lettered(dead_n);
+            counts.report(&metrics);
             metrics.add_state(state);
         }
     });
