@@ -314,6 +314,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             component: c.qualified(),
             id: c.id.clone(),
             span: c.span.clone(),
+            warnings: Default::default(),
         };
         if let ComponentConfig::Join(j) = config {
             if inputs[i].len() != 2 {
@@ -343,6 +344,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
                     Err(mut d) => diags.append(&mut d),
                 }
             }
+            diags.append(&mut ctx.warnings.borrow_mut());
             continue;
         }
         let input_schema = if c.kind == Kind::Source {
@@ -369,6 +371,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             Ok(p) => planned[i] = Some(p),
             Err(mut d) => diags.append(&mut d),
         }
+        diags.append(&mut ctx.warnings.borrow_mut());
     }
 
     // Only one stdin source, and no two file sinks on one path.

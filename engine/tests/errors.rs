@@ -500,3 +500,22 @@ fn watermark_and_generator_disorder_keys() {
         "never idle",
     );
 }
+
+#[test]
+fn disorder_beyond_the_watermark_bound_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "p.toml",
+        "[sources.s]\ntype = \"generator\"\nprofile = \"iot\"\nevents = 10\ndisorder = \"2s\"\nwatermark = { max_out_of_orderness = \"1s\" }\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"s\"]\n",
+    );
+    let out = weir(dir.path(), &["validate", &p], "");
+    ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("⚠ sources.s: `disorder` is larger than the watermark's max_out_of_orderness (1000000µs)"),
+        "{err}"
+    );
+    assert!(err.contains("p.toml:5:12]"), "{err}");
+    assert!(err.contains("max_out_of_orderness = \"2s\""), "{err}");
+}

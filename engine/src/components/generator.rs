@@ -145,8 +145,23 @@ impl GeneratorConfig {
         spec.watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
         let micros =
             |key: &str, v: &Spanned<String>, diags: &mut Vec<Diag>| ctx.micros(key, v, diags);
+        let mut warnings = Vec::new();
         if let Some(d) = &self.disorder {
             spec.disorder = micros("disorder", d, &mut diags).unwrap_or(0);
+            if spec.disorder > spec.watermark.max_out_of_orderness {
+                warnings.push(
+                    Diag::warning(format!(
+                        "`disorder` is larger than the watermark's max_out_of_orderness ({}µs): events moved back further than that are late",
+                        spec.watermark.max_out_of_orderness
+                    ))
+                    .component(&ctx.component)
+                    .at(d.span())
+                    .help(format!(
+                        "to keep disordered events on time, set watermark = {{ max_out_of_orderness = \"{}\" }}",
+                        d.get_ref()
+                    )),
+                );
+            }
         }
         if let Some(f) = &self.late_fraction {
             let f0 = *f.get_ref();
@@ -190,6 +205,8 @@ impl GeneratorConfig {
         if !diags.is_empty() {
             return Err(diags);
         }
+        // Warnings travel with a successful plan.
+        ctx.warn(warnings);
         Ok(Planned {
             schema: profile.schema(),
             op: Op::Generator(spec),

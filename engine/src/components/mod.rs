@@ -161,9 +161,16 @@ pub struct Ctx<'a> {
     pub id: String,
     /// Where the component's table is.
     pub span: Range<usize>,
+    /// Warnings a plan step found, reported with the plan's other diagnostics.
+    pub warnings: std::cell::RefCell<Vec<Diag>>,
 }
 
 impl Ctx<'_> {
+    /// Records warnings about this component.
+    pub fn warn(&self, warnings: Vec<Diag>) {
+        self.warnings.borrow_mut().extend(warnings);
+    }
+
     /// An error about this component.
     pub fn error(&self, message: impl Into<String>) -> Diag {
         Diag::error(message).component(&self.component)
