@@ -374,6 +374,38 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
         diags.append(&mut ctx.warnings.borrow_mut());
     }
 
+    // Late outputs nothing reads: the late records would be counted and lost.
+    for (i, p) in planned.iter().enumerate() {
+        let Some(p) = p else { continue };
+        for (port, has) in [
+            (Port::Late, p.late_schema.is_some()),
+            (Port::LateRight, p.late_right_schema.is_some()),
+        ] {
+            let read = inputs
+                .iter()
+                .flatten()
+                .any(|r| r.node == i && r.port == port);
+            if has && !read {
+                let c = &comps[i];
+                diags.push(
+                    Diag::warning(format!(
+                        "late records of `{}` go to `{}.{}`, which nothing reads: they will be counted and lost",
+                        c.id,
+                        c.id,
+                        port.name()
+                    ))
+                    .component(c.qualified())
+                    .at(c.id_span.clone())
+                    .help(format!(
+                        "add a sink with inputs = [\"{}.{}\"], or set late = \"drop\" or \"dead-letter\"",
+                        c.id,
+                        port.name()
+                    )),
+                );
+            }
+        }
+    }
+
     // Only one stdin source, and no two file sinks on one path.
     let stdins: Vec<&crate::spec::Component> = comps
         .iter()

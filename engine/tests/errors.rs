@@ -519,3 +519,22 @@ fn disorder_beyond_the_watermark_bound_is_a_warning() {
     assert!(err.contains("p.toml:5:12]"), "{err}");
     assert!(err.contains("max_out_of_orderness = \"2s\""), "{err}");
 }
+
+#[test]
+fn an_unread_late_output_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &format!("{WINDOW_HEAD}size = \"1s\"\naggregates = {{ n = \"count(*)\" }}\nlate = \"side-output\"\n"),
+    );
+    let out = weir(dir.path(), &["validate", &p], "");
+    ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("⚠ transforms.w: late records of `w` go to `w.late`, which nothing reads"),
+        "{err}"
+    );
+    assert!(err.contains("p.toml:10:13]"), "{err}");
+    assert!(err.contains("inputs = [\"w.late\"]"), "{err}");
+}
