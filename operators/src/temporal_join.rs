@@ -121,7 +121,9 @@ fn project(r: &Record, cols: &[usize]) -> Record {
     }
 }
 
-type Key = Vec<Value>;
+/// A join key: its hash first, so that differential's sorting and merging mostly compare one
+/// integer, then the key's values.
+type Key = (u64, Vec<Value>);
 /// A differential update.
 type Update<D> = (D, Time, isize);
 /// A version of the right side: its event time and record.
@@ -215,7 +217,10 @@ fn versions<'s>(
                     let mut session = output.session(&cap);
                     for r in data.drain(..) {
                         let ts = r.values[c.right_time].as_ts().unwrap_or(0);
-                        let key: Key = c.right_key.iter().map(|&p| r.values[p].clone()).collect();
+                        let key: Key = (
+                            key_hash(&r.values, &c.right_key),
+                            c.right_key.iter().map(|&p| r.values[p].clone()).collect(),
+                        );
                         let t = |x: Micros| x.max(0) as Time;
                         let versions = live.entry(key.clone()).or_default();
                         let me = (ts, project(&r, &rcols));
@@ -284,7 +289,10 @@ fn pulses<'s>(
                 let mut session = output.session(&cap);
                 for r in data.drain(..) {
                     let ts = r.values[c.left_time].as_ts().unwrap_or(0).max(0) as Time;
-                    let key: Key = c.left_key.iter().map(|&p| r.values[p].clone()).collect();
+                    let key: Key = (
+                        key_hash(&r.values, &c.left_key),
+                        c.left_key.iter().map(|&p| r.values[p].clone()).collect(),
+                    );
                     let row = project(&r, &cols);
                     session.give(((key.clone(), row.clone()), ts, 1));
                     session.give(((key, row), ts + 1, -1));
