@@ -14,6 +14,22 @@ use weir_operators::watermark::WatermarkSpec;
 
 const S: i64 = 1_000_000;
 
+/// The generator of `pipelines/iot-alarm-status.toml`, with `n` events.
+fn alarm_status_spec(n: u64) -> GeneratorSpec {
+    GeneratorSpec {
+        events: Some(n),
+        seed: 17,
+        devices: 30,
+        disorder: 500_000,
+        late_fraction: 0.001,
+        watermark: WatermarkSpec {
+            max_out_of_orderness: 500_000,
+            idle_timeout: None,
+        },
+        ..GeneratorSpec::new(Profile::Iot)
+    }
+}
+
 /// (view id, click id or None), sorted.
 type Pairs = Vec<(u64, Option<u64>)>;
 
@@ -357,18 +373,7 @@ fn window_join_matches_a_nested_loop_reference() {
 fn temporal_join_matches_the_versioned_table_reference() {
     let dir = workspace();
     let n = 30_000u64;
-    let spec = GeneratorSpec {
-        events: Some(n),
-        seed: 17,
-        devices: 30,
-        disorder: 500_000,
-        late_fraction: 0.001,
-        watermark: WatermarkSpec {
-            max_out_of_orderness: 500_000,
-            idle_timeout: None,
-        },
-        ..GeneratorSpec::new(Profile::Iot)
-    };
+    let spec = alarm_status_spec(n);
     let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
     let schema = Profile::Iot.schema();
     let (kind, dev) = (
@@ -612,18 +617,7 @@ path = "out/hot-status.jsonl"
         alarms["records_out"].as_u64().unwrap() + status["records_out"].as_u64().unwrap()
     );
     // Every hot reading met the latest status at or before it (or none), as the reference says.
-    let spec = GeneratorSpec {
-        events: Some(30_000),
-        seed: 17,
-        devices: 30,
-        disorder: 500_000,
-        late_fraction: 0.001,
-        watermark: WatermarkSpec {
-            max_out_of_orderness: 500_000,
-            idle_timeout: None,
-        },
-        ..GeneratorSpec::new(Profile::Iot)
-    };
+    let spec = alarm_status_spec(30_000);
     let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
     let schema = Profile::Iot.schema();
     let (kind, dev, temp) = (
