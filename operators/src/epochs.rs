@@ -110,11 +110,6 @@ impl Epochs {
         true
     }
 
-    /// The instant of the next batch boundary, as time since the run's start.
-    pub fn next_boundary(&self) -> Duration {
-        self.next
-    }
-
     /// How long until the next batch may start (zero in continuous mode).
     pub fn until_next(&self) -> Duration {
         match self.mode {

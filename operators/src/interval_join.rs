@@ -51,7 +51,8 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::{Capability, InputCapability};
 
-use crate::join::{JoinCommon, JoinStreams, LateCounts};
+use crate::join::{JoinCommon, JoinStreams};
+use crate::late::LateCounts;
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
 use crate::value::{Micros, Value};

@@ -4,11 +4,10 @@
 use smol_str::SmolStr;
 
 use crate::encode::{Encoder, Format};
-use crate::metrics::ComponentMetrics;
+use crate::late::{LateCounts, LatePolicy};
 use crate::schema::{Meta, Record, Schema};
 use crate::time::format_rfc3339;
 use crate::value::{Micros, Value};
-use crate::window::LatePolicy;
 use crate::{Records, Time};
 
 /// The parts of a compiled join common to every kind.
@@ -118,36 +117,11 @@ impl JoinCommon {
             format_rfc3339(watermark as Micros)
         )
     }
-}
 
-/// What became of one activation's late and bad records.
-#[derive(Debug, Default)]
-pub struct LateCounts {
-    /// Late records.
-    pub late: u64,
-    /// Late records dropped.
-    pub dropped: u64,
-    /// Late records sent to a late output.
-    pub side: u64,
-    /// Records dead-lettered (late, or without an event time).
-    pub dead: u64,
-}
-
-impl LateCounts {
-    /// Adds the counts to a component's metrics.
-    pub fn report(&self, m: &ComponentMetrics) {
-        m.add_late(self.late);
-        m.add_late_outcomes(self.dropped, self.side, 0);
-        m.add_errors(self.dead);
-        m.add_dead_lettered(self.dead);
-    }
-}
-
-impl JoinCommon {
     /// Routes a record without an event time to the dead letters.
     pub fn untimed(&self, side: usize, r: &Record, n: &mut LateCounts, dead: &mut Vec<Record>) {
-        n.dead += 1;
-        dead.push(self.dead_letter(side, r, "the record has no event time".into()));
+        let why = "the record has no event time".to_string();
+        n.untimed(r, |r| self.dead_letter(side, r, why), dead);
     }
 
     /// Routes a late record of `side` by the late policy; `what` ends the dead-letter reason.
@@ -163,19 +137,8 @@ impl JoinCommon {
         dead: &mut Vec<Record>,
         late: &mut Vec<Record>,
     ) {
-        n.late += 1;
-        match self.late {
-            LatePolicy::Drop => n.dropped += 1,
-            LatePolicy::SideOutput => {
-                n.side += 1;
-                late.push(r);
-            }
-            _ => {
-                n.dead += 1;
-                let why = JoinCommon::late_reason(ts, watermark, what);
-                dead.push(self.dead_letter(side, &r, why));
-            }
-        }
+        let why = JoinCommon::late_reason(ts, watermark, what);
+        n.route(self.late, r, |r| self.dead_letter(side, r, why), dead, late);
     }
 }
 

@@ -26,6 +26,7 @@ pub mod filter;
 pub mod generator;
 pub mod interval_join;
 pub mod join;
+pub mod late;
 pub mod latency;
 pub mod map;
 pub mod metrics;

@@ -63,7 +63,8 @@ use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::{Capability, Concat};
 use timely::dataflow::Stream;
 
-use crate::join::{JoinCommon, JoinStreams, LateCounts};
+use crate::join::{JoinCommon, JoinStreams};
+use crate::late::LateCounts;
 use crate::metrics::ComponentMetrics;
 use crate::schema::{Meta, Record};
 use crate::value::{Micros, Value};

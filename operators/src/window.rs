@@ -93,22 +93,7 @@ pub enum Shape {
     },
 }
 
-/// What a window does with a late record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LatePolicy {
-    /// Send it, with the reason, to the dead-letter output.
-    DeadLetter,
-    /// Count it and drop it.
-    Drop,
-    /// Send it, unchanged, to the `late` output.
-    SideOutput,
-    /// Include it and emit the window's result again, while the window is at most
-    /// `allowed_lateness` behind the watermark; later than that, dead-letter it.
-    Update {
-        /// How long after a window's end late records still update it (µs).
-        allowed_lateness: Micros,
-    },
-}
+pub use crate::late::{LateCounts, LatePolicy};
 
 /// A compiled window.
 #[derive(Debug)]
@@ -420,12 +405,7 @@ pub struct WindowStreams<'s> {
 struct Counts {
     input: u64,
     out: u64,
-    untimed: u64,
-    late: u64,
-    dropped: u64,
-    side: u64,
-    updated: u64,
-    dead_late: u64,
+    late: LateCounts,
     state: i64,
 }
 
@@ -471,8 +451,9 @@ pub fn window<'s>(
                 n.input += data.len() as u64;
                 for r in data.drain(..) {
                     let Some(ts) = r.values[spec.time].as_ts() else {
-                        n.untimed += 1;
-                        dead_buf.push(spec.dead_letter(&r, "the record has no event time".into()));
+                        let why = "the record has no event time".to_string();
+                        n.late
+                            .untimed(&r, |r| spec.dead_letter(r, why), &mut dead_buf);
                         continue;
                     };
                     let wm = r.meta.watermark.max(t);
@@ -481,22 +462,17 @@ pub fn window<'s>(
                         _ => state.add_to_pane(spec, &r, ts, wm, &cap, &mut n, &mut updates),
                     };
                     let Err(closed) = verdict else { continue };
-                    n.late += 1;
-                    match spec.late {
-                        LatePolicy::Drop => n.dropped += 1,
-                        LatePolicy::SideOutput => {
-                            n.side += 1;
-                            late_buf.push(r);
-                        }
-                        LatePolicy::DeadLetter | LatePolicy::Update { .. } => {
-                            n.dead_late += 1;
-                            let reason = format!(
-                                "late: {closed} (watermark {})",
-                                format_rfc3339(wm as Micros)
-                            );
-                            dead_buf.push(spec.dead_letter(&r, reason));
-                        }
-                    }
+                    let why = format!(
+                        "late: {closed} (watermark {})",
+                        format_rfc3339(wm as Micros)
+                    );
+                    n.late.route(
+                        spec.late,
+                        r,
+                        |r| spec.dead_letter(r, why),
+                        &mut dead_buf,
+                        &mut late_buf,
+                    );
                 }
                 if !updates.is_empty() {
                     n.out += updates.len() as u64;
@@ -540,10 +516,7 @@ pub fn window<'s>(
             state.release(spec);
             metrics.add_in(n.input);
             metrics.add_out(n.out);
-            metrics.add_late(n.late);
-            metrics.add_late_outcomes(n.dropped, n.side, n.updated);
-            metrics.add_errors(n.dead_late + n.untimed);
-            metrics.add_dead_lettered(n.dead_late + n.untimed);
+            n.late.report(&metrics);
             metrics.add_state(n.state);
         }
     });
@@ -678,8 +651,7 @@ impl State {
         // Late, within the allowed lateness: emit again every window it counts in that was
         // already emitted (the others will include it when they fire).
         g.part.late += 1;
-        n.late += 1;
-        n.updated += 1;
+        n.late.updated();
         let key: Box<[Value]> = g.key.clone();
         let mut e = first;
         while e <= last && e <= self.fired_through {

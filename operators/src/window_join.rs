@@ -48,7 +48,8 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::{Capability, InputCapability};
 
-use crate::join::{JoinCommon, JoinStreams, LateCounts};
+use crate::join::{JoinCommon, JoinStreams};
+use crate::late::LateCounts;
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
 use crate::value::{Micros, Value};
@@ -155,14 +156,21 @@ pub fn window_join<'s>(
                         let kpos = c.keys(side);
                         let hash = key_hash(&r.values, kpos);
                         let last = pe + spec.size - w;
+                        // Every window containing the record keeps a copy; the last keeps it.
+                        let mut r = Some(r);
                         let mut e = pe;
                         while e <= last {
+                            let row = if e + w > last {
+                                r.take().expect("moved once, in the last window")
+                            } else {
+                                r.as_ref().expect("present until the last window").clone()
+                            };
                             let table = windows.entry(e).or_default();
                             let b = match table.entry(
                                 hash,
                                 |b| {
                                     b.hash == hash && {
-                                        let (s, row) = if b.rows[0].is_empty() {
+                                        let (s, stored) = if b.rows[0].is_empty() {
                                             (1, &b.rows[1][0])
                                         } else {
                                             (0, &b.rows[0][0])
@@ -170,7 +178,7 @@ pub fn window_join<'s>(
                                         c.keys(s)
                                             .iter()
                                             .zip(kpos)
-                                            .all(|(&p, &q)| row.values[p] == r.values[q])
+                                            .all(|(&p, &q)| stored.values[p] == row.values[q])
                                     }
                                 },
                                 |b| b.hash,
@@ -183,7 +191,7 @@ pub fn window_join<'s>(
                                     })
                                     .into_mut(),
                             };
-                            b.rows[side].push(r.clone());
+                            b.rows[side].push(row);
                             state += 1;
                             e += w;
                         }
