@@ -35,3 +35,28 @@ pub(crate) fn per_batch<'s>(
         },
     )
 }
+
+/// An operator output of record batches.
+pub(crate) type RecordOutput = timely::dataflow::operators::generic::OutputBuilder<
+    crate::Time,
+    timely::container::CapacityContainerBuilder<Vec<crate::schema::Record>>,
+>;
+
+/// Sends `buf` (when it holds anything) on output `port` at the input capability's time `t`,
+/// leaving it empty; returns how many records were sent.
+pub(crate) fn give_at(
+    out: &mut RecordOutput,
+    cap: &timely::dataflow::operators::InputCapability<crate::Time>,
+    t: crate::Time,
+    port: usize,
+    buf: &mut Vec<crate::schema::Record>,
+) -> u64 {
+    let n = buf.len() as u64;
+    if n > 0 {
+        out.activate()
+            .session(&cap.delayed(&t, port))
+            .give_container(buf);
+        buf.clear();
+    }
+    n
+}

@@ -45,12 +45,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use hashbrown::hash_table::{Entry, HashTable};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::{Capability, InputCapability};
 
+use crate::batch::give_at;
 use crate::join::{JoinCommon, JoinStreams};
 use crate::late::LateCounts;
 use crate::metrics::ComponentMetrics;
@@ -104,7 +103,7 @@ pub fn interval_join<'s>(
     let (dead_out, dead) = builder.new_output::<Vec<Record>>();
     let (ll_out, late_left) = builder.new_output::<Vec<Record>>();
     let (lr_out, late_right) = builder.new_output::<Vec<Record>>();
-    type Out = OutputBuilder<Time, CapacityContainerBuilder<Vec<Record>>>;
+    type Out = crate::batch::RecordOutput;
     let mut out = Out::from(out);
     let mut dead_out = Out::from(dead_out);
     let mut late_outs = [Out::from(ll_out), Out::from(lr_out)];
@@ -199,27 +198,9 @@ pub fn interval_join<'s>(
                         }
                         state += 1;
                     }
-                    if !buf.is_empty() {
-                        out_n += buf.len() as u64;
-                        out.activate()
-                            .session(&cap.delayed(&t, 0))
-                            .give_container(&mut buf);
-                        buf.clear();
-                    }
-                    if !dead_buf.is_empty() {
-                        dead_out
-                            .activate()
-                            .session(&cap.delayed(&t, 1))
-                            .give_container(&mut dead_buf);
-                        dead_buf.clear();
-                    }
-                    if !late_buf.is_empty() {
-                        late_outs[side]
-                            .activate()
-                            .session(&cap.delayed(&t, 2 + side))
-                            .give_container(&mut late_buf);
-                        late_buf.clear();
-                    }
+                    out_n += give_at(&mut out, &cap, t, 0, &mut buf);
+                    give_at(&mut dead_out, &cap, t, 1, &mut dead_buf);
+                    give_at(&mut late_outs[side], &cap, t, 2 + side, &mut late_buf);
                 };
                 if side == 0 {
                     in_left.for_each(|cap, data| handle(cap, data));

@@ -59,10 +59,11 @@ use differential_dataflow::AsCollection;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, Concat};
 use timely::dataflow::Stream;
 
+use crate::batch::give_at;
 use crate::join::{JoinCommon, JoinStreams};
 use crate::late::LateCounts;
 use crate::metrics::ComponentMetrics;
@@ -149,7 +150,7 @@ fn split<'s>(
     let (ok_out, ok) = builder.new_output::<Vec<Record>>();
     let (dead_out, dead) = builder.new_output::<Vec<Record>>();
     let (late_out, late) = builder.new_output::<Vec<Record>>();
-    type Out = OutputBuilder<Time, CapacityContainerBuilder<Vec<Record>>>;
+    type Out = crate::batch::RecordOutput;
     let (mut ok_out, mut dead_out, mut late_out) =
         (Out::from(ok_out), Out::from(dead_out), Out::from(late_out));
     let (spec, metrics) = (Arc::clone(spec), Arc::clone(metrics));
@@ -175,17 +176,9 @@ fn split<'s>(
                     }
                     ok.push(r);
                 }
-                for (out, port, mut batch) in [
-                    (&mut ok_out, 0, ok),
-                    (&mut dead_out, 1, dead),
-                    (&mut late_out, 2, late),
-                ] {
-                    if !batch.is_empty() {
-                        out.activate()
-                            .session(&cap.delayed(&t, port))
-                            .give_container(&mut batch);
-                    }
-                }
+                give_at(&mut ok_out, &cap, t, 0, &mut ok);
+                give_at(&mut dead_out, &cap, t, 1, &mut dead);
+                give_at(&mut late_out, &cap, t, 2, &mut late);
             });
             metrics.add_in(n);
             counts.report(&metrics);

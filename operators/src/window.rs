@@ -69,6 +69,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 
 use crate::aggregate::{Acc, Aggregate};
+use crate::batch::give_at;
 use crate::encode::{Encoder, Format};
 use crate::metrics::ComponentMetrics;
 use crate::schema::{Field, Meta, Record, Schema};
@@ -474,28 +475,9 @@ pub fn window<'s>(
                         &mut late_buf,
                     );
                 }
-                if !updates.is_empty() {
-                    n.out += updates.len() as u64;
-                    let c = cap.delayed(&t, 0);
-                    out.activate().session(&c).give_container(&mut updates);
-                    updates.clear();
-                }
-                if !dead_buf.is_empty() {
-                    let c = cap.delayed(&t, 1);
-                    dead_out
-                        .activate()
-                        .session(&c)
-                        .give_container(&mut dead_buf);
-                    dead_buf.clear();
-                }
-                if !late_buf.is_empty() {
-                    let c = cap.delayed(&t, 2);
-                    late_out
-                        .activate()
-                        .session(&c)
-                        .give_container(&mut late_buf);
-                    late_buf.clear();
-                }
+                n.out += give_at(&mut out, &cap, t, 0, &mut updates);
+                give_at(&mut dead_out, &cap, t, 1, &mut dead_buf);
+                give_at(&mut late_out, &cap, t, 2, &mut late_buf);
             });
             let mut emitted = Vec::new();
             match spec.shape {
