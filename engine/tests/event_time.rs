@@ -14,7 +14,6 @@ use serde_json::Value;
 use weir_operators::exact_sum::fsum;
 use weir_operators::generator::{GeneratorSpec, Profile};
 use weir_operators::time::parse_rfc3339;
-use weir_operators::watermark::WatermarkSpec;
 
 const S: i64 = 1_000_000;
 
@@ -62,20 +61,7 @@ fn counters(report: &std::path::Path, component: &str) -> Value {
 fn sliding_windows_with_late_updates_match_the_reference() {
     let dir = workspace();
     let n = 30_000u64;
-    let spec = GeneratorSpec {
-        events: Some(n),
-        seed: 21,
-        devices: 50,
-        disorder: 2 * S,
-        late_fraction: 0.01,
-        late_by: 20 * S,
-        watermark: WatermarkSpec {
-            max_out_of_orderness: 2 * S,
-            idle_timeout: None,
-        },
-        ..GeneratorSpec::new(Profile::Iot)
-    };
-    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let (spec, start) = generator(&bundled_text("iot-sliding-averages.toml"), "sensors", &[]);
     let schema = Profile::Iot.schema();
     let (kind, dev, temp) = (
         schema.index_of("kind").unwrap(),
@@ -189,19 +175,7 @@ fn sliding_windows_with_late_updates_match_the_reference() {
 fn sessions_and_late_side_output_match_the_reference() {
     let dir = workspace();
     let n = 40_000u64;
-    let spec = GeneratorSpec {
-        events: Some(n),
-        seed: 9,
-        users: 500,
-        disorder: 5 * S,
-        late_fraction: 0.005,
-        watermark: WatermarkSpec {
-            max_out_of_orderness: 5 * S,
-            idle_timeout: None,
-        },
-        ..GeneratorSpec::new(Profile::Clickstream)
-    };
-    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let (spec, start) = generator(&bundled_text("clickstream-sessions.toml"), "clicks", &[]);
     let schema = Profile::Clickstream.schema();
     let (user, page, id) = (
         schema.index_of("user_id").unwrap(),
@@ -320,20 +294,7 @@ inputs = ["w"]
 path = "t.jsonl"
 "#,
     );
-    let spec = GeneratorSpec {
-        events: Some(20_000),
-        seed: 4,
-        devices: 7,
-        disorder: 500_000,
-        late_fraction: 0.02,
-        late_by: 3 * S,
-        watermark: WatermarkSpec {
-            max_out_of_orderness: 500_000,
-            idle_timeout: None,
-        },
-        ..GeneratorSpec::new(Profile::Iot)
-    };
-    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let (spec, start) = generator(&std::fs::read_to_string(&p).unwrap(), "s", &[]);
     let dev = Profile::Iot.schema().index_of("device_id").unwrap();
     let mut want: BTreeMap<(String, i64), (u64, u64)> = BTreeMap::new();
     let mut late = 0;
@@ -543,20 +504,7 @@ inputs = ["w"]
 path = "s.jsonl"
 "#,
     );
-    let spec = GeneratorSpec {
-        events: Some(20_000),
-        seed: 8,
-        devices: 5,
-        disorder: 50_000,
-        late_fraction: 0.01,
-        late_by: 3 * S,
-        watermark: WatermarkSpec {
-            max_out_of_orderness: 50_000,
-            idle_timeout: None,
-        },
-        ..GeneratorSpec::new(Profile::Iot)
-    };
-    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let (spec, start) = generator(&std::fs::read_to_string(&p).unwrap(), "s", &[]);
     let schema = Profile::Iot.schema();
     let (dev, kind) = (
         schema.index_of("device_id").unwrap(),

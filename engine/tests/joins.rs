@@ -8,27 +8,10 @@ use std::collections::BTreeMap;
 
 use common::*;
 use serde_json::Value;
-use weir_operators::generator::{GeneratorSpec, Profile};
+use weir_operators::generator::Profile;
 use weir_operators::time::parse_rfc3339;
-use weir_operators::watermark::WatermarkSpec;
 
 const S: i64 = 1_000_000;
-
-/// The generator of `pipelines/iot-alarm-status.toml`, with `n` events.
-fn alarm_status_spec(n: u64) -> GeneratorSpec {
-    GeneratorSpec {
-        events: Some(n),
-        seed: 17,
-        devices: 30,
-        disorder: 500_000,
-        late_fraction: 0.001,
-        watermark: WatermarkSpec {
-            max_out_of_orderness: 500_000,
-            idle_timeout: None,
-        },
-        ..GeneratorSpec::new(Profile::Iot)
-    }
-}
 
 /// (view id, click id or None), sorted.
 type Pairs = Vec<(u64, Option<u64>)>;
@@ -37,19 +20,7 @@ type Pairs = Vec<(u64, Option<u64>)>;
 /// view joined with every click by the same user 0..=10 s after it; late events (behind their
 /// watermark: undisordered time - 1 s) dropped; views without a click kept when `outer`.
 fn reference(n: u64, outer: bool) -> (Pairs, u64) {
-    let spec = GeneratorSpec {
-        events: Some(n),
-        seed: 12,
-        users: 2_000,
-        disorder: S,
-        late_fraction: 0.002,
-        watermark: WatermarkSpec {
-            max_out_of_orderness: S,
-            idle_timeout: None,
-        },
-        ..GeneratorSpec::new(Profile::Clickstream)
-    };
-    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let (spec, start) = generator(&bundled_text("clickstream-view-click.toml"), "clicks", &[]);
     let schema = Profile::Clickstream.schema();
     let (ev, user) = (
         schema.index_of("event").unwrap(),
@@ -251,19 +222,7 @@ fn late_join_inputs_go_to_their_side_outputs() {
 fn window_join_matches_a_nested_loop_reference() {
     let dir = workspace();
     let n = 20_000u64;
-    let spec = GeneratorSpec {
-        events: Some(n),
-        seed: 12,
-        users: 2_000,
-        disorder: S,
-        late_fraction: 0.002,
-        watermark: WatermarkSpec {
-            max_out_of_orderness: S,
-            idle_timeout: None,
-        },
-        ..GeneratorSpec::new(Profile::Clickstream)
-    };
-    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let (spec, start) = generator(&bundled_text("clickstream-view-click.toml"), "clicks", &[]);
     let schema = Profile::Clickstream.schema();
     let (ev, user) = (
         schema.index_of("event").unwrap(),
@@ -373,8 +332,7 @@ fn window_join_matches_a_nested_loop_reference() {
 fn temporal_join_matches_the_versioned_table_reference() {
     let dir = workspace();
     let n = 30_000u64;
-    let spec = alarm_status_spec(n);
-    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let (spec, start) = generator(&bundled_text("iot-alarm-status.toml"), "sensors", &[]);
     let schema = Profile::Iot.schema();
     let (kind, dev) = (
         schema.index_of("kind").unwrap(),
@@ -496,12 +454,11 @@ fn window_and_temporal_join_state_stays_bounded() {
 fn nexmark_new_sellers_match_the_reference() {
     let dir = workspace();
     let n = 50_000u64;
-    let spec = GeneratorSpec {
-        events: Some(n),
-        seed: 4,
-        ..GeneratorSpec::new(Profile::Nexmark)
-    };
-    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let (spec, start) = generator(
+        &bundled_text("nexmark-new-sellers.toml"),
+        "auction_site",
+        &[],
+    );
     let schema = Profile::Nexmark.schema();
     let (kind, person, auction) = (
         schema.index_of("kind").unwrap(),
@@ -617,8 +574,7 @@ path = "out/hot-status.jsonl"
         alarms["records_out"].as_u64().unwrap() + status["records_out"].as_u64().unwrap()
     );
     // Every hot reading met the latest status at or before it (or none), as the reference says.
-    let spec = alarm_status_spec(30_000);
-    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let (spec, start) = generator(&bundled_text("iot-alarm-status.toml"), "sensors", &[]);
     let schema = Profile::Iot.schema();
     let (kind, dev, temp) = (
         schema.index_of("kind").unwrap(),

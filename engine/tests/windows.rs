@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::*;
 use serde_json::{json, Value};
 use weir_operators::exact_sum::fsum;
-use weir_operators::generator::{GeneratorSpec, Profile};
+use weir_operators::generator::Profile;
 use weir_operators::time::parse_rfc3339;
 
 const READINGS: &str = r#"{"id":"r1","ts":"2026-03-01T10:00:00Z","device":"a","temperature":20.0}
@@ -187,13 +187,7 @@ fn canonical(v: Vec<Value>) -> Vec<String> {
 fn page_views_per_minute_match_a_brute_force_reference_in_every_configuration() {
     let dir = workspace();
     let events = 60_000u64;
-    let spec = GeneratorSpec {
-        events: Some(events),
-        seed: 3,
-        users: 2_000,
-        ..GeneratorSpec::new(Profile::Clickstream)
-    };
-    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let (spec, start) = generator(&bundled_text("clickstream-page-views.toml"), "clicks", &[]);
     let schema = Profile::Clickstream.schema();
     let (ev, page, user) = (
         schema.index_of("event").unwrap(),
@@ -251,13 +245,14 @@ fn page_views_per_minute_match_a_brute_force_reference_in_every_configuration() 
 fn windows_spanning_micro_batches_match_the_reference() {
     let dir = workspace();
     let events = 12_000u64;
-    let spec = GeneratorSpec {
-        events: Some(events),
-        seed: 11,
-        devices: 50,
-        ..GeneratorSpec::new(Profile::Iot)
-    };
-    let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let (spec, start) = generator(
+        &bundled_text("iot-device-report.toml"),
+        "sensors",
+        &[
+            "sources.sensors.start=\"2026-01-01T00:00:00Z\"",
+            "sources.sensors.event_time_interval=\"1ms\"",
+        ],
+    );
     let schema = Profile::Iot.schema();
     let (kind, dev, temp) = (
         schema.index_of("kind").unwrap(),

@@ -116,3 +116,31 @@ pub fn run_ok(dir: &Path, pipeline: &str, extra: &[&str]) -> String {
     ok(&out);
     stderr(&out)
 }
+
+/// The spec of generator `source` in pipeline `text` (with `--set` overrides), as Weir reads it,
+/// and the event time of its first event: references build their input from the configuration
+/// the run uses rather than from a copy of it.
+pub fn generator(
+    text: &str,
+    source: &str,
+    overrides: &[&str],
+) -> (weir_operators::generator::GeneratorSpec, i64) {
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    let (plan, diags, _) = weir_engine::plan::load("p.toml", text, &overrides);
+    let plan = plan.unwrap_or_else(|| panic!("{diags:?}"));
+    let node = plan
+        .nodes
+        .iter()
+        .find(|n| n.id == source)
+        .expect("the source");
+    let weir_engine::components::Op::Generator(spec) = &node.op else {
+        panic!("`{source}` is not a generator")
+    };
+    let start = spec.start.expect("the pipeline fixes its start");
+    (spec.clone(), start)
+}
+
+/// A bundled pipeline's text.
+pub fn bundled_text(name: &str) -> String {
+    std::fs::read_to_string(root().join("pipelines").join(name)).unwrap()
+}
