@@ -34,10 +34,12 @@
 // Diagnostics are large, and returned only on the cold path of validating a pipeline.
 #![allow(clippy::result_large_err)]
 
+pub mod compare;
 pub mod components;
 pub mod diag;
 pub mod graph;
 mod introspect;
+pub mod monitor;
 pub mod plan;
 pub mod report;
 pub mod run;

@@ -13,6 +13,8 @@ use weir_engine::run::{self, RunOptions};
 use weir_engine::summary;
 use weir_operators::control::RunControl;
 
+mod compare_cli;
+
 /// Records are allocated on one worker and often freed on another (after an exchange); mimalloc
 /// handles that far better than the system allocator.
 #[global_allocator]
@@ -48,9 +50,75 @@ enum Command {
         /// Write the run's configuration, counts and full latency histograms to this JSON file.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
-        /// Print a status line per sink this often while the run lasts (0s: never).
+        /// Print status lines this often while the run lasts (0s: never), when standard error
+        /// is not a terminal or --progress is never.
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
         status_every: std::time::Duration,
+        /// A live status line (a progress bar for a bounded run) on standard error: auto (when
+        /// it is a terminal), always, never.
+        #[arg(long, value_enum, default_value = "auto")]
+        progress: Progress,
+        /// Offer this many events per second from every generator source (overrides their
+        /// `rate`): 50000, 100k, 1m.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        rate: Option<f64>,
+        /// Ignore the generators' `events` bound: run until stopped (Ctrl-C, --duration).
+        #[arg(long)]
+        unbounded: bool,
+        /// Record latency and measure throughput only after this long, such as 5s.
+        #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+        warmup: std::time::Duration,
+        /// Stop the run this long after the warm-up, such as 20s.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Run a pipeline under several configurations (modes, rates, workers) and compare their
+    /// throughput and latency in a table and a percentile plot; or redraw saved reports.
+    Compare {
+        /// The pipeline file (TOML). Not with --from.
+        #[arg(required_unless_present = "from", conflicts_with = "from")]
+        pipeline: Option<PathBuf>,
+        /// Tabulate and plot these saved run reports (from `weir run --report` or an earlier
+        /// compare) instead of running anything.
+        #[arg(long, num_args = 1.., value_name = "REPORT")]
+        from: Vec<PathBuf>,
+        /// Execution modes, comma-separated: continuous, micro-batch:100ms, micro-batch:1s.
+        #[arg(long, default_value = "continuous,micro-batch:100ms")]
+        modes: String,
+        /// Offered rates, comma-separated (every generator source offers each): 100k,1m.
+        /// Default: the pipeline's own rates.
+        #[arg(long, value_name = "RATES")]
+        rates: Option<String>,
+        /// Worker counts, comma-separated: 1,2.
+        #[arg(long, value_name = "COUNTS", default_value = "1")]
+        workers: String,
+        /// How long each run is measured, after its warm-up.
+        #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// How long each run warms up before it is measured.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+        warmup: std::time::Duration,
+        /// Processes per run (on this machine, with ports chosen on 127.0.0.1).
+        #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=64))]
+        processes: u16,
+        /// Compare this sink's latency (default: every measured sink's, merged).
+        #[arg(long, value_name = "ID")]
+        sink: Option<String>,
+        /// Per mode and worker count, search for the highest offered rate whose latency and
+        /// backlog stay bounded, starting from the first of --rates (default 100k).
+        #[arg(long)]
+        find_sustainable: bool,
+        /// Bisection steps of --find-sustainable after the first rate that is not sustainable.
+        #[arg(long, value_name = "N", default_value = "3")]
+        search_steps: usize,
+        /// Where to write the reports, logs, table and plots.
+        #[arg(long, value_name = "DIR", default_value = "weir-compare")]
+        out: PathBuf,
+        /// Override a key of the file for every run, as with `weir run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Check a pipeline without running it: report every problem with its line and column.
     Validate {
@@ -73,8 +141,99 @@ enum Command {
     },
 }
 
+/// When to show a live status line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Progress {
+    /// When standard error is a terminal.
+    Auto,
+    /// Always.
+    Always,
+    /// Never: print status lines instead.
+    Never,
+}
+
+/// Timely's cluster mode, from Weir's own flags.
+#[derive(clap::Args, Debug, Clone)]
+struct ClusterArgs {
+    /// Run as one of N processes (timely's cluster mode); start every process with the same
+    /// pipeline and flags, and its own --process-id.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    processes: u16,
+    /// This process's index, from 0 to N-1.
+    #[arg(long, value_name = "I", default_value = "0")]
+    process_id: u16,
+    /// The processes' addresses, one `host:port` per line in process order (default:
+    /// 127.0.0.1:2101, 127.0.0.1:2102, ...).
+    #[arg(long, value_name = "FILE")]
+    hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// The cluster, if more than one process.
+    fn cluster(&self) -> Result<Option<run::Cluster>, String> {
+        let n = usize::from(self.processes);
+        if usize::from(self.process_id) >= n {
+            return Err(format!(
+                "--process-id {} is out of range: with --processes {n}, it is 0 to {}",
+                self.process_id,
+                n - 1
+            ));
+        }
+        if n == 1 {
+            return Ok(None);
+        }
+        let addresses = match &self.hostfile {
+            None => (0..n).map(|i| format!("127.0.0.1:{}", 2101 + i)).collect(),
+            Some(path) => read_hostfile(path, n)?,
+        };
+        Ok(Some(run::Cluster {
+            process: usize::from(self.process_id),
+            addresses,
+        }))
+    }
+}
+
+/// Reads `n` addresses from a hostfile: one `host:port` per line; blank lines and lines
+/// starting with `#` are skipped.
+fn read_hostfile(path: &std::path::Path, n: usize) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the hostfile {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let ok = l
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !ok {
+            return Err(format!(
+                "{}:{}:1: `{l}` is not an address\n  help: write one host:port per line, such as 127.0.0.1:2101",
+                path.display(),
+                i + 1
+            ));
+        }
+        out.push(l.to_string());
+    }
+    if out.len() < n {
+        return Err(format!(
+            "{}: the hostfile lists {} address{} for {n} processes\n  help: write one host:port per line, one line per process",
+            path.display(),
+            out.len(),
+            if out.len() == 1 { "" } else { "es" }
+        ));
+    }
+    out.truncate(n);
+    Ok(out)
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    weir_engine::compare::parse_rate(s)
+}
+
 /// Exit status for configuration and usage errors.
-const CONFIG_ERROR: u8 = 2;
+pub(crate) const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -87,6 +246,12 @@ fn main() -> ExitCode {
             batch_interval,
             report,
             status_every,
+            progress,
+            rate,
+            unbounded,
+            warmup,
+            duration,
+            cluster,
         } => {
             // The flags are overrides of `[pipeline]`, validated (and reported) like the file.
             if let Some(m) = mode {
@@ -95,15 +260,67 @@ fn main() -> ExitCode {
             if let Some(b) = batch_interval {
                 set.push(format!("pipeline.batch_interval={}", toml_string(&b)));
             }
-            let Some(plan) = load(&pipeline, &set) else {
+            let Some(mut plan) = load(&pipeline, &set) else {
                 return ExitCode::from(CONFIG_ERROR);
+            };
+            if let Err(e) = run::override_generators(&mut plan, rate, unbounded) {
+                eprintln!("error: {}: {e}", pipeline.display());
+                return ExitCode::from(CONFIG_ERROR);
+            }
+            let cluster = match cluster.cluster() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(CONFIG_ERROR);
+                }
+            };
+            let progress = match progress {
+                Progress::Always => true,
+                Progress::Never => false,
+                Progress::Auto => std::io::stderr().is_terminal(),
             };
             let opts = RunOptions {
                 workers: workers.map(usize::from),
                 status_every: (!status_every.is_zero()).then_some(status_every),
+                progress,
+                cluster,
+                warmup,
+                duration,
             };
             let file = pipeline.display().to_string();
             run(&plan, &opts, report.as_deref(), &file, &set)
+        }
+        Command::Compare {
+            pipeline,
+            from,
+            modes,
+            rates,
+            workers,
+            duration,
+            warmup,
+            processes,
+            sink,
+            find_sustainable,
+            search_steps,
+            out,
+            set,
+        } => {
+            let args = compare_cli::Args {
+                pipeline,
+                from,
+                modes,
+                rates,
+                workers,
+                duration,
+                warmup,
+                processes: usize::from(processes),
+                sink,
+                find_sustainable,
+                search_steps,
+                out,
+                set,
+            };
+            compare_cli::main(args)
         }
         Command::Validate { pipeline, set } => match load(&pipeline, &set) {
             Some(plan) => {
@@ -132,7 +349,7 @@ fn main() -> ExitCode {
 }
 
 /// Reads, validates and plans a pipeline file, printing every diagnostic.
-fn load(path: &PathBuf, set: &[String]) -> Option<Plan> {
+pub(crate) fn load(path: &PathBuf, set: &[String]) -> Option<Plan> {
     let name = path.display().to_string();
     let text = match std::fs::read(path) {
         Ok(bytes) => match String::from_utf8(bytes) {

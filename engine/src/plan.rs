@@ -77,6 +77,9 @@ pub struct Node {
     pub implicit: bool,
 }
 
+/// Records a source may have in flight per worker unless `[pipeline] max_in_flight` says.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 65_536;
+
 /// A validated pipeline, ready to run.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -86,6 +89,8 @@ pub struct Plan {
     pub workers: usize,
     /// How epochs advance.
     pub mode: Mode,
+    /// Backpressure: records each source may have in flight per worker (0: no limit).
+    pub max_in_flight: usize,
     /// The nodes, in topological order (every node after its inputs).
     pub nodes: Vec<Node>,
 }
@@ -121,6 +126,22 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
     };
 
     let mode = pipeline_mode(spec, &mut diags);
+    let max_in_flight = match &spec.pipeline.max_in_flight {
+        Some(m) if !(0..=1_000_000_000).contains(m.get_ref()) => {
+            diags.push(
+                Diag::error(format!(
+                    "`max_in_flight` must be between 0 and 1000000000, not {}",
+                    m.get_ref()
+                ))
+                .component("pipeline")
+                .at(m.span())
+                .help("set how many records a source may have in flight per worker, such as max_in_flight = 65536 (0: no limit)"),
+            );
+            DEFAULT_MAX_IN_FLIGHT
+        }
+        Some(m) => *m.get_ref() as usize,
+        None => DEFAULT_MAX_IN_FLIGHT,
+    };
 
     // Ids are unique across sections, since `inputs` names them without the section.
     let mut by_id: HashMap<&str, usize> = HashMap::new();
@@ -513,6 +534,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             name,
             workers,
             mode,
+            max_in_flight,
             nodes,
         }),
         diags,

@@ -13,7 +13,11 @@ use serde::{Deserialize, Serialize};
 use weir_operators::epochs::Mode;
 use weir_operators::metrics::MetricsSnapshot;
 
-use crate::run::RunReport;
+use crate::run::{Measurement, RunReport};
+
+fn one() -> usize {
+    1
+}
 use crate::summary::PERCENTILES;
 
 /// A run report.
@@ -31,8 +35,26 @@ pub struct Report {
     pub mode: String,
     /// The micro-batch interval in milliseconds (micro-batch mode only).
     pub batch_interval_ms: Option<f64>,
-    /// Worker threads.
+    /// Worker threads per process.
     pub workers: usize,
+    /// Processes in the run.
+    #[serde(default = "one")]
+    pub processes: usize,
+    /// The process that wrote this report.
+    #[serde(default)]
+    pub process: usize,
+    /// The rate offered by open-loop generators, events/s (over all processes).
+    #[serde(default)]
+    pub offered_rate: Option<f64>,
+    /// Throughput and backlog after the warm-up (this process's sources).
+    #[serde(default)]
+    pub measurement: Measurement,
+    /// Backpressure: records each source could have in flight per worker (0: no limit).
+    #[serde(default)]
+    pub max_in_flight: usize,
+    /// Peak resident memory of the process, bytes.
+    #[serde(default)]
+    pub peak_rss_bytes: Option<u64>,
     /// When the run started (RFC 3339, UTC).
     pub started: String,
     /// How long it ran, in seconds.
@@ -73,6 +95,9 @@ pub struct SinkEntry {
     pub processing_latency: LatencyEntry,
     /// Event-time latency of window results, when measured.
     pub event_time_latency: Option<LatencyEntry>,
+    /// Processing-time latency of the records written in the second half of the measurement.
+    #[serde(default)]
+    pub processing_latency_second_half: Option<LatencyEntry>,
 }
 
 /// One latency histogram: summary values in microseconds, and the histogram itself.
@@ -151,6 +176,9 @@ impl Report {
                     } else {
                         None
                     },
+                    processing_latency_second_half: Some(LatencyEntry::new(
+                        &s.second_half.processing,
+                    )?),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -165,6 +193,12 @@ impl Report {
                 Mode::MicroBatch(iv) => Some(iv.as_secs_f64() * 1e3),
             },
             workers: r.workers,
+            processes: r.processes,
+            process: r.process,
+            offered_rate: r.offered_rate,
+            measurement: r.measurement,
+            max_in_flight: r.max_in_flight,
+            peak_rss_bytes: r.peak_rss,
             started: weir_operators::time::format_rfc3339(r.started),
             elapsed_secs: secs,
             stopped: r.stopped,

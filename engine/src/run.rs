@@ -8,9 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use timely::dataflow::operators::Concatenate;
+use std::sync::atomic::AtomicU64;
+
+use timely::dataflow::operators::{Concatenate, Exchange};
 use weir_operators::control::RunControl;
 use weir_operators::epochs::Mode;
+use weir_operators::flow::{Flow, SourceEnv};
 use weir_operators::generator::{generator, RunClock};
 use weir_operators::latency::{Latencies, SinkLatency};
 use weir_operators::metrics::{ComponentMetrics, MetricsSnapshot};
@@ -28,10 +31,56 @@ use crate::spec::Kind;
 /// How to run.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Worker threads (overrides the pipeline's `workers`).
+    /// Worker threads per process (overrides the pipeline's `workers`).
     pub workers: Option<usize>,
-    /// Print a status line per sink to standard error this often while the run lasts.
+    /// Print status lines to standard error this often while the run lasts.
     pub status_every: Option<Duration>,
+    /// Show a live status line (or a progress bar, for a bounded run) on standard error
+    /// instead of status lines. Only for a terminal.
+    pub progress: bool,
+    /// Run as one process of a cluster (timely's cluster mode).
+    pub cluster: Option<Cluster>,
+    /// Latency is recorded, and throughput measured, only after this long.
+    pub warmup: Duration,
+    /// Stop the run this long after the warm-up.
+    pub duration: Option<Duration>,
+}
+
+/// One process's place in a cluster.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    /// This process's index, from 0.
+    pub process: usize,
+    /// Every process's address (`host:port`), in process order.
+    pub addresses: Vec<String>,
+}
+
+/// What a run measured between the end of its warm-up and its end (or stop).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Measurement {
+    /// The warm-up, in seconds.
+    pub warmup: f64,
+    /// How long the measurement lasted, in seconds.
+    pub seconds: f64,
+    /// Records the sources emitted in it (events, or lines read).
+    pub events: u64,
+    /// The largest source backlog seen in its first half.
+    pub backlog_first_half: u64,
+    /// The largest source backlog seen in its second half.
+    pub backlog_second_half: u64,
+    /// The source backlog when it ended.
+    pub backlog_end: u64,
+}
+
+impl Measurement {
+    /// Events per second achieved.
+    pub fn rate(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.events as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
 }
 
 /// What a run did.
@@ -39,8 +88,20 @@ pub struct RunOptions {
 pub struct RunReport {
     /// The pipeline's name.
     pub pipeline: String,
-    /// Worker threads used.
+    /// Worker threads used, per process.
     pub workers: usize,
+    /// Processes in the run.
+    pub processes: usize,
+    /// This process's index.
+    pub process: usize,
+    /// The rate offered by open-loop generators (events/s, over the whole cluster), if any.
+    pub offered_rate: Option<f64>,
+    /// Throughput and backlog after the warm-up.
+    pub measurement: Measurement,
+    /// The process's peak resident memory, in bytes (when the system tells).
+    pub peak_rss: Option<u64>,
+    /// Backpressure: the records each source could have in flight per worker (0: no limit).
+    pub max_in_flight: usize,
     /// The execution mode.
     pub mode: Mode,
     /// Wall-clock start, microseconds since the epoch.
@@ -72,6 +133,8 @@ pub struct SinkReport {
     pub event_time: bool,
     /// Its merged histograms.
     pub latency: Latencies,
+    /// The histograms of the records written in the second half of the measurement.
+    pub second_half: Latencies,
 }
 
 /// One component's part of a [`RunReport`].
@@ -111,11 +174,13 @@ impl Write for LazyFile {
     }
 }
 
-/// Opens every sink's writer before the run starts, so a bad path fails early.
-fn open_writers(plan: &Plan) -> Result<Vec<Option<SharedWriter>>, String> {
+/// Opens every sink's writer before the run starts, so a bad path fails early. In a cluster,
+/// only process 0 writes.
+fn open_writers(plan: &Plan, process: usize) -> Result<Vec<Option<SharedWriter>>, String> {
     plan.nodes
         .iter()
         .map(|n| match &n.op {
+            Op::Sink(_) if process > 0 => Ok(None),
             Op::Sink(s) => {
                 let w = match &s.target {
                     SinkTarget::Null => return Ok(None),
@@ -179,34 +244,46 @@ fn wall_clock_time(plan: &Plan, n: &crate::plan::Node) -> bool {
     }
 }
 
-/// Runs `plan` to completion (or until `ctl` stops it).
+/// Runs `plan` to completion (or until `ctl` stops it, or its duration is over).
 pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport, String> {
     let workers = opts.workers.unwrap_or(plan.workers).max(1);
-    let writers = open_writers(plan)?;
+    let (processes, process) = opts
+        .cluster
+        .as_ref()
+        .map_or((1, 0), |c| (c.addresses.len().max(1), c.process));
+    let writers = open_writers(plan, process)?;
     let metrics: Vec<Arc<ComponentMetrics>> = plan.nodes.iter().map(|_| Arc::default()).collect();
     let measured = measured_sinks(plan, workers);
     let plan_arc = Arc::new(plan.clone());
     let clock = RunClock::now();
+    let warmup_us = opts.warmup.as_micros() as i64;
+    let half_us = opts
+        .duration
+        .map_or(i64::MAX / 4, |d| d.as_micros() as i64 / 2);
+    for (l, _) in measured.iter().flatten() {
+        l.set_phases(clock.wall + warmup_us, clock.wall + warmup_us + half_us);
+    }
     let started = Instant::now();
-    // The status thread prints every `every` until the run ends (the sender is dropped).
+    let frontier = Arc::new(AtomicU64::new(0));
+    // The monitor thread measures, prints status and stops a timed run; it ends when the run
+    // does (the sender is dropped).
     let (done, finished) = std::sync::mpsc::channel::<()>();
-    let status = opts.status_every.map(|every| {
-        let (plan, metrics, measured) = (plan.clone(), metrics.clone(), measured.clone());
-        std::thread::spawn(move || {
-            let mut next = every;
-            loop {
-                let wait = next.saturating_sub(started.elapsed());
-                match finished.recv_timeout(wait) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        let t = started.elapsed();
-                        next += every;
-                        eprint!("{}", crate::summary::status(&plan, &metrics, &measured, t));
-                    }
-                    _ => return,
-                }
-            }
-        })
-    });
+    let monitor = {
+        let live = crate::monitor::Live {
+            plan: plan.clone(),
+            metrics: metrics.clone(),
+            measured: measured.clone(),
+            frontier: Arc::clone(&frontier),
+            clock,
+            wall_clock_time: plan
+                .nodes
+                .iter()
+                .filter(|n| n.kind == Kind::Sink)
+                .all(|n| wall_clock_time(plan, n)),
+        };
+        let (opts, ctl) = (opts.clone(), ctl.clone());
+        std::thread::spawn(move || crate::monitor::monitor(live, &opts, &ctl, started, finished))
+    };
     let result = {
         let (metrics, writers, ctl, measured) = (
             metrics.clone(),
@@ -215,16 +292,34 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
             measured.clone(),
         );
         let mode = plan.mode;
-        timely::execute(timely::Config::process(workers), move |worker| {
+        let config = match &opts.cluster {
+            None => timely::Config::process(workers),
+            Some(c) => timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads: workers,
+                    process: c.process,
+                    addresses: c.addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            },
+        };
+        let gather = processes > 1;
+        timely::execute(config, move |worker| {
             let plan = Arc::clone(&plan_arc);
+            let env = SourceEnv {
+                mode,
+                clock,
+                ctl: ctl.clone(),
+                flow: Flow::shared(plan.max_in_flight, Arc::clone(&frontier)),
+            };
             worker.dataflow::<Time, _, _>(|scope| {
-                build(
-                    scope, &plan, mode, &metrics, &writers, &measured, &ctl, clock,
-                );
+                build(scope, &plan, &env, gather, &metrics, &writers, &measured);
             });
             while worker.step_or_park(Some(Duration::from_millis(100))) {}
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("cannot start the workers: {e}"))
         .and_then(|guards| {
             for r in guards.join() {
                 r.map_err(|e| format!("a worker failed: {e}"))?;
@@ -234,9 +329,9 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
     };
     let elapsed = started.elapsed();
     drop(done);
-    if let Some(t) = status {
-        let _ = t.join();
-    }
+    let measurement = monitor
+        .join()
+        .map_err(|_| "the monitor thread failed".to_string())?;
     result?;
     for (n, w) in plan.nodes.iter().zip(&writers) {
         if let Some(w) = w {
@@ -283,22 +378,75 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
                 records: c.metrics.records_in,
                 event_time: event.is_some(),
                 latency: l.merged(),
+                second_half: l.merged_second_half(),
             })
         })
         .collect();
     Ok(RunReport {
         pipeline: plan.name.clone(),
         workers,
+        processes,
+        process,
+        offered_rate: offered_rate(plan),
+        measurement,
+        peak_rss: peak_rss(),
+        max_in_flight: plan.max_in_flight,
         mode: plan.mode,
         started: clock.wall,
         sinks,
         elapsed,
         components,
-        stopped: ctl.stopped() && failure.is_none(),
+        stopped: ctl.stopped() && failure.is_none() && !ctl.time_up(),
         output_closed: ctl.output_closed(),
         failure,
         dead_letter_file,
     })
+}
+
+/// Sets the rate of every generator source (`weir run --rate`), and lifts their `events`
+/// bound (`--unbounded`). A rate needs a generator to apply to.
+pub fn override_generators(
+    plan: &mut Plan,
+    rate: Option<f64>,
+    unbounded: bool,
+) -> Result<(), String> {
+    let mut any = false;
+    for n in &mut plan.nodes {
+        if let Op::Generator(g) = &mut n.op {
+            any = true;
+            if rate.is_some() {
+                g.rate = rate;
+            }
+            if unbounded {
+                g.events = None;
+            }
+        }
+    }
+    if rate.is_some() && !any {
+        return Err("--rate sets the rate of generator sources, and this pipeline has none".into());
+    }
+    Ok(())
+}
+
+/// The rate the plan's open-loop generators offer together (events/s), if any has a rate.
+pub fn offered_rate(plan: &Plan) -> Option<f64> {
+    let rates: Vec<f64> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Generator(g) => g.rate,
+            _ => None,
+        })
+        .collect();
+    (!rates.is_empty()).then(|| rates.iter().sum())
+}
+
+/// The process's peak resident set size (`VmHWM` on Linux).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Builds the dataflow for one worker.
@@ -306,13 +454,13 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
 fn build<'s>(
     scope: timely::dataflow::Scope<'s, Time>,
     plan: &Plan,
-    mode: Mode,
+    env: &SourceEnv,
+    gather: bool,
     metrics: &[Arc<ComponentMetrics>],
     writers: &[Option<SharedWriter>],
     measured: &[Option<(Arc<SinkLatency>, Option<usize>)>],
-    ctl: &RunControl,
-    clock: RunClock,
 ) {
+    let (clock, ctl) = (env.clock, &env.ctl);
     let mut streams: HashMap<PortRef, Records<'s>> = HashMap::new();
     // Versioned tables arranged once, shared by the temporal joins that read the same input
     // the same way.
@@ -340,34 +488,17 @@ fn build<'s>(
         };
         match &node.op {
             Op::Generator(spec) => {
-                streams.insert(
-                    main,
-                    generator(scope, name, spec.clone(), clock, mode, ctl.clone(), m),
-                );
+                streams.insert(main, generator(scope, name, spec.clone(), env.clone(), m));
             }
             Op::File(spec) => {
-                let (r, d) = file_source::file_source(
-                    scope,
-                    name,
-                    Arc::clone(spec),
-                    mode,
-                    clock,
-                    ctl.clone(),
-                    m,
-                );
+                let (r, d) =
+                    file_source::file_source(scope, name, Arc::clone(spec), env.clone(), m);
                 streams.insert(main, r);
                 streams.insert(dead, d);
             }
             Op::Stdin(spec) => {
-                let (r, d) = stdin_source::stdin_source(
-                    scope,
-                    name,
-                    Arc::clone(spec),
-                    mode,
-                    clock,
-                    ctl.clone(),
-                    m,
-                );
+                let (r, d) =
+                    stdin_source::stdin_source(scope, name, Arc::clone(spec), env.clone(), m);
                 streams.insert(main, r);
                 streams.insert(dead, d);
             }
@@ -423,8 +554,14 @@ fn build<'s>(
                     clock,
                     window_end: *end,
                 });
+                let mut stream = input();
+                if gather && spec.target != SinkTarget::Null {
+                    // In a cluster, the first worker of process 0 writes every sink's output,
+                    // so it is the same as a single process's.
+                    stream = stream.exchange(|_| 0);
+                }
                 sink::sink(
-                    input(),
+                    env.flow.watch(stream),
                     name,
                     Arc::clone(&spec.encoder),
                     writers[i].clone(),

@@ -101,9 +101,14 @@ pub fn render(r: &RunReport) -> String {
             format!("micro-batch every {}", humantime::format_duration(iv))
         }
     };
+    let procs = if r.processes > 1 {
+        format!(" (process {} of {})", r.process, r.processes)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "weir: pipeline `{}` {how} {secs:.3}s on {} worker{}, {mode}",
+        "weir: pipeline `{}` {how} {secs:.3}s on {} worker{}{procs}, {mode}",
         r.pipeline,
         r.workers,
         if r.workers == 1 { "" } else { "s" }
@@ -176,6 +181,13 @@ pub fn render(r: &RunReport) -> String {
         let _ = writeln!(out, "{}", line(row.each_ref().map(String::as_str)));
     }
     out.push_str(&latency_table(r));
+    if r.processes > 1 && r.process > 0 {
+        let _ = writeln!(
+            out,
+            "weir: process 0 writes every sink's output and prints the latency of all processes"
+        );
+    }
+    out.push_str(&flow_lines(r));
     for c in r.components.iter().filter(|c| c.metrics.late > 0) {
         let m = c.metrics;
         let dead = m.late - m.late_dropped - m.late_side_output - m.late_updated;
@@ -225,6 +237,59 @@ pub fn render(r: &RunReport) -> String {
     }
     if let Some(f) = &r.failure {
         let _ = writeln!(out, "error: {f}");
+    }
+    out
+}
+
+/// Backpressure, throughput against the offered rate, and memory.
+pub fn flow_lines(r: &RunReport) -> String {
+    let mut out = String::new();
+    let (mut held, mut epochs, mut records, mut backlog) = (0u64, 0u64, 0u64, 0u64);
+    for c in r.components.iter().filter(|c| c.kind == Kind::Source) {
+        held += c.metrics.held_micros;
+        epochs = epochs.max(c.metrics.max_in_flight);
+        records = records.max(c.metrics.max_in_flight_records);
+        backlog += c.metrics.backlog;
+    }
+    let limit = if r.max_in_flight == 0 {
+        "no limit".to_string()
+    } else {
+        format!("limit {}", thousands(r.max_in_flight as u64))
+    };
+    let _ = write!(
+        out,
+        "weir: backpressure: in flight per source and worker at most {} records, {epochs} epoch{} ({limit}); sources held back {:.2}s (summed over workers)",
+        thousands(records),
+        if epochs == 1 { "" } else { "s" },
+        held as f64 / 1e6
+    );
+    if let Some(rss) = r.peak_rss {
+        let _ = write!(out, "; peak memory {:.1} MB", rss as f64 / 1e6);
+    }
+    out.push('\n');
+    let m = &r.measurement;
+    if let Some(offered) = r.offered_rate {
+        let mut what = format!(
+            "weir: offered {}/s, achieved {}/s",
+            thousands(offered as u64),
+            thousands(m.rate() as u64)
+        );
+        if m.warmup > 0.0 {
+            let _ = write!(
+                what,
+                " (measured {:.1}s after a {:.1}s warm-up)",
+                m.seconds, m.warmup
+            );
+        }
+        let _ = write!(
+            what,
+            "; backlog {} events",
+            thousands(m.backlog_end.max(backlog))
+        );
+        if r.processes > 1 {
+            what.push_str(" (this process's sources)");
+        }
+        let _ = writeln!(out, "{what}");
     }
     out
 }

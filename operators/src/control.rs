@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 pub struct RunControl {
     stop: Arc<AtomicBool>,
     output_closed: Arc<AtomicBool>,
+    time_up: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<String>>>,
 }
 
@@ -41,6 +42,17 @@ impl RunControl {
     /// Whether the run stopped because its standard output was closed.
     pub fn output_closed(&self) -> bool {
         self.output_closed.load(Ordering::Relaxed)
+    }
+
+    /// Stops the run because its planned duration is over: a normal end.
+    pub fn end_of_duration(&self) {
+        self.time_up.store(true, Ordering::Relaxed);
+        self.stop();
+    }
+
+    /// Whether the run stopped because its planned duration was over.
+    pub fn time_up(&self) -> bool {
+        self.time_up.load(Ordering::Relaxed)
     }
 
     /// Whether a stop was asked for.

@@ -11,10 +11,8 @@ use std::sync::Arc;
 
 use timely::dataflow::Scope;
 
-use crate::control::RunControl;
 use crate::decode::DecodeSpec;
-use crate::epochs::Mode;
-use crate::generator::RunClock;
+use crate::flow::SourceEnv;
 use crate::metrics::ComponentMetrics;
 use crate::reading::{reading_source, Batch, Progress};
 use crate::{Records, Time};
@@ -69,87 +67,76 @@ pub fn file_source<'s>(
     scope: Scope<'s, Time>,
     name: &str,
     spec: Arc<FileSourceSpec>,
-    mode: Mode,
-    clock: RunClock,
-    ctl: RunControl,
+    env: SourceEnv,
     metrics: Arc<ComponentMetrics>,
 ) -> (Records<'s>, Records<'s>) {
     let (index, peers) = (scope.index(), scope.peers());
     let watermark = spec.decode.watermark;
-    reading_source(
-        scope,
-        name,
-        watermark,
-        mode,
-        clock,
-        ctl,
-        metrics,
-        move |_address| {
-            let mut mine = spec
-                .files
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| k % peers == index)
-                .map(|(_, f)| f.clone())
-                .collect::<Vec<_>>()
-                .into_iter();
-            let mut current: Option<(String, Open)> = None;
-            move |batch: &mut Batch| {
-                let mut budget = LINES_PER_STEP;
-                while budget > 0 {
-                    if current.is_none() {
-                        let Some((path, shown)) = mine.next() else {
-                            return Progress::Done;
-                        };
-                        match open(&spec, &path) {
-                            Ok(o) => {
-                                batch.start_partition();
-                                batch.later_partitions = mine.len() > 0;
-                                current = Some((shown, o));
-                            }
-                            Err(e) => {
-                                batch.failure = Some(format!(
-                                    "source `{}`: cannot read {}: {e}",
-                                    spec.decode.source,
-                                    path.display()
-                                ));
-                                return Progress::Done;
-                            }
-                        }
-                    }
-                    let (shown, open) = current.as_mut().expect("opened above");
-                    let finished = match open {
-                        Open::Jsonl {
-                            reader,
-                            line_no,
-                            buf,
-                        } => read_jsonl(
-                            &spec.decode,
-                            reader,
-                            line_no,
-                            buf,
-                            shown,
-                            batch,
-                            &mut budget,
-                        ),
-                        Open::Csv(csv) => read_csv(&spec.decode, csv, shown, batch, &mut budget),
+    reading_source(scope, name, watermark, env, metrics, move |_address| {
+        let mut mine = spec
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| k % peers == index)
+            .map(|(_, f)| f.clone())
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut current: Option<(String, Open)> = None;
+        move |batch: &mut Batch| {
+            let mut budget = LINES_PER_STEP;
+            while budget > 0 {
+                if current.is_none() {
+                    let Some((path, shown)) = mine.next() else {
+                        return Progress::Done;
                     };
-                    match finished {
-                        Ok(true) => current = None,
-                        Ok(false) => {}
+                    match open(&spec, &path) {
+                        Ok(o) => {
+                            batch.start_partition();
+                            batch.later_partitions = mine.len() > 0;
+                            current = Some((shown, o));
+                        }
                         Err(e) => {
                             batch.failure = Some(format!(
-                                "source `{}`: cannot read {shown}: {e}",
-                                spec.decode.source
+                                "source `{}`: cannot read {}: {e}",
+                                spec.decode.source,
+                                path.display()
                             ));
                             return Progress::Done;
                         }
                     }
                 }
-                Progress::More
+                let (shown, open) = current.as_mut().expect("opened above");
+                let finished = match open {
+                    Open::Jsonl {
+                        reader,
+                        line_no,
+                        buf,
+                    } => read_jsonl(
+                        &spec.decode,
+                        reader,
+                        line_no,
+                        buf,
+                        shown,
+                        batch,
+                        &mut budget,
+                    ),
+                    Open::Csv(csv) => read_csv(&spec.decode, csv, shown, batch, &mut budget),
+                };
+                match finished {
+                    Ok(true) => current = None,
+                    Ok(false) => {}
+                    Err(e) => {
+                        batch.failure = Some(format!(
+                            "source `{}`: cannot read {shown}: {e}",
+                            spec.decode.source
+                        ));
+                        return Progress::Done;
+                    }
+                }
             }
-        },
-    )
+            Progress::More
+        }
+    })
 }
 
 fn open(spec: &FileSourceSpec, path: &PathBuf) -> Result<Open, String> {
@@ -270,7 +257,10 @@ fn read_csv(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::RunControl;
     use crate::decode::OnError;
+    use crate::epochs::Mode;
+    use crate::generator::RunClock;
     use crate::schema::{Field, Record, Schema};
     use crate::time::TimeFormat;
     use crate::value::{FieldType, Value};
@@ -312,9 +302,7 @@ mod tests {
                     scope,
                     "src",
                     spec,
-                    Mode::Continuous,
-                    RunClock::now(),
-                    RunControl::default(),
+                    SourceEnv::new(Mode::Continuous, RunClock::now(), RunControl::default()),
                     Arc::default(),
                 );
                 r.capture_into(tx.clone());

@@ -26,8 +26,8 @@ use smol_str::{format_smolstr, SmolStr};
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::Scope;
 
-use crate::control::RunControl;
-use crate::epochs::{Epochs, Mode, CHUNK};
+use crate::epochs::{Epochs, CHUNK};
+use crate::flow::{SourceEnv, HELD_RETRY};
 use crate::metrics::ComponentMetrics;
 use crate::schema::{Field, Record, Schema};
 use crate::value::{FieldType, Micros, Value};
@@ -346,16 +346,22 @@ impl RunClock {
 /// Builds the generator operator on this worker's scope. It emits events in batches by the
 /// execution mode (see [`epochs`](crate::epochs)): in micro-batch mode a batch starts at each
 /// interval boundary and takes the events due by then (all of them, up to the batch limit,
-/// when unthrottled), and the capability advances once per batch.
+/// when unthrottled), and the capability advances once per batch. A batch starts only when the
+/// [`flow`](crate::flow) admits it; with a `rate`, events due but not yet generated are the
+/// source's backlog.
 pub fn generator<'s>(
     scope: Scope<'s, Time>,
     name: &str,
     spec: GeneratorSpec,
-    clock: RunClock,
-    mode: Mode,
-    ctl: RunControl,
+    env: SourceEnv,
     metrics: Arc<ComponentMetrics>,
 ) -> Records<'s> {
+    let SourceEnv {
+        mode,
+        clock,
+        ctl,
+        flow,
+    } = env;
     let worker = scope.index() as u64;
     let peers = scope.peers() as u64;
     let start_ts = spec.start.unwrap_or(clock.wall);
@@ -375,11 +381,29 @@ pub fn generator<'s>(
         // When this worker's pause began, and whether it is over.
         let mut paused_since: Option<Duration> = None;
         let mut pause_over = spec.pause.is_none();
+        let mut admission = flow.admission(Arc::clone(&metrics));
+        // This worker's share of the events due and not yet generated, as last published.
+        let mut behind: i64 = 0;
         move |output| {
             let Some(c) = cap.as_mut() else { return };
             let limit = spec.events.unwrap_or(u64::MAX);
             if ctl.stopped() || next >= limit {
                 cap = None;
+                admission.release();
+                metrics.add_backlog(-behind);
+                return;
+            }
+            if let Some(ns) = ns_per_event {
+                let due = ((clock.instant.elapsed().as_nanos() as f64 / ns) as u64)
+                    .saturating_add(1)
+                    .min(limit);
+                let now_behind = (due.saturating_sub(next)).div_ceil(peers) as i64;
+                metrics.add_backlog(now_behind - behind);
+                behind = now_behind;
+            }
+            if open.is_none() && !admission.admit() {
+                // Held back: try again shortly (the probe is not a wake-up source).
+                activator.activate_after(HELD_RETRY);
                 return;
             }
             if let (false, None, Some((at, length))) = (pause_over, open, spec.pause) {
@@ -448,10 +472,14 @@ pub fn generator<'s>(
                 activator.activate();
                 return;
             }
+            let records = *sent as u64;
             open = None;
             backlog = full;
+            admission.sent(*c.time(), records);
             if finished {
                 cap = None;
+                admission.release();
+                metrics.add_backlog(-behind);
                 return;
             }
             // The next event's watermark bounds everything this worker will still send.
@@ -543,6 +571,11 @@ mod operator_tests {
     use timely::dataflow::operators::capture::Extract;
     use timely::dataflow::operators::Capture;
 
+    fn env() -> SourceEnv {
+        use crate::{control::RunControl, epochs::Mode};
+        SourceEnv::new(Mode::Continuous, RunClock::now(), RunControl::default())
+    }
+
     #[test]
     fn workers_share_the_events_without_duplicates_or_gaps() {
         for workers in [1, 2, 3] {
@@ -557,16 +590,7 @@ mod operator_tests {
                     ..GeneratorSpec::new(Profile::Iot)
                 };
                 worker.dataflow::<Time, _, _>(|scope| {
-                    generator(
-                        scope,
-                        "g",
-                        spec,
-                        RunClock::now(),
-                        Mode::Continuous,
-                        RunControl::default(),
-                        Arc::default(),
-                    )
-                    .capture_into(tx);
+                    generator(scope, "g", spec, env(), Arc::default()).capture_into(tx);
                 });
             })
             .unwrap()
@@ -595,16 +619,7 @@ mod operator_tests {
                 ..GeneratorSpec::new(Profile::Clickstream)
             };
             worker.dataflow::<Time, _, _>(|scope| {
-                generator(
-                    scope,
-                    "g",
-                    spec,
-                    RunClock::now(),
-                    Mode::Continuous,
-                    RunControl::default(),
-                    Arc::default(),
-                )
-                .capture_into(tx);
+                generator(scope, "g", spec, env(), Arc::default()).capture_into(tx);
             });
         })
         .unwrap()

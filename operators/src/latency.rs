@@ -11,6 +11,10 @@
 //!
 //! Each worker records into its own slot; [`SinkLatency::merged`] adds the slots up.
 //!
+//! A measured run ([`SinkLatency::set_phases`]) skips records written during its warm-up and
+//! also keeps the records written in its second half apart, so growing latency can be told
+//! from steady latency.
+//!
 //! ```
 //! use weir_operators::latency::SinkLatency;
 //!
@@ -22,6 +26,7 @@
 //! assert_eq!(m.processing.max(), 300);
 //! ```
 
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
@@ -65,6 +70,11 @@ impl Latencies {
 #[derive(Debug)]
 pub struct SinkLatency {
     slots: Vec<Mutex<Latencies>>,
+    second_half: Vec<Mutex<Latencies>>,
+    /// Wall-clock µs: records written before are not recorded (the warm-up).
+    from: AtomicI64,
+    /// Wall-clock µs: records written from then on are also recorded in the second half.
+    split: AtomicI64,
 }
 
 impl SinkLatency {
@@ -72,7 +82,17 @@ impl SinkLatency {
     pub fn new(workers: usize) -> SinkLatency {
         SinkLatency {
             slots: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            second_half: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            from: AtomicI64::new(i64::MIN),
+            split: AtomicI64::new(i64::MAX),
         }
+    }
+
+    /// Records only what is written from `from` on, and also keeps what is written from `split`
+    /// on apart (wall-clock microseconds).
+    pub fn set_phases(&self, from: i64, split: i64) {
+        self.from.store(from, Relaxed);
+        self.split.store(split, Relaxed);
     }
 
     /// Worker `w`'s slot.
@@ -80,14 +100,39 @@ impl SinkLatency {
         &self.slots[w % self.slots.len()]
     }
 
+    /// Worker `w`'s slots for a write at wall-clock time `now`: where to record (none during
+    /// the warm-up), and the second-half slot too when `now` is in it.
+    #[inline]
+    pub fn slots_at(
+        &self,
+        w: usize,
+        now: i64,
+    ) -> (Option<&Mutex<Latencies>>, Option<&Mutex<Latencies>>) {
+        if now < self.from.load(Relaxed) {
+            return (None, None);
+        }
+        let second = (now >= self.split.load(Relaxed))
+            .then(|| &self.second_half[w % self.second_half.len()]);
+        (Some(self.slot(w)), second)
+    }
+
+    /// The sum of every worker's second-half histograms.
+    pub fn merged_second_half(&self) -> Latencies {
+        merge(&self.second_half)
+    }
+
     /// The sum of every worker's histograms.
     pub fn merged(&self) -> Latencies {
-        let mut all = Latencies::default();
-        for s in &self.slots {
-            all.add(&s.lock().unwrap_or_else(|p| p.into_inner()));
-        }
-        all
+        merge(&self.slots)
     }
+}
+
+fn merge(slots: &[Mutex<Latencies>]) -> Latencies {
+    let mut all = Latencies::default();
+    for s in slots {
+        all.add(&s.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+    all
 }
 
 /// Records `micros` (clamped to `0..=MAX_MICROS`).

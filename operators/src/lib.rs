@@ -23,6 +23,7 @@ pub mod epochs;
 pub mod exact_sum;
 pub mod file_source;
 pub mod filter;
+pub mod flow;
 pub mod generator;
 pub mod interval_join;
 pub mod join;

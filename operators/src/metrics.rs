@@ -30,6 +30,12 @@ pub struct ComponentMetrics {
     late_updated: AtomicU64,
     state: AtomicI64,
     max_state: AtomicU64,
+    backlog: AtomicI64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    in_flight_records: AtomicU64,
+    max_in_flight_records: AtomicU64,
+    held_micros: AtomicU64,
 }
 
 /// A point-in-time copy of a component's counters.
@@ -62,6 +68,27 @@ pub struct MetricsSnapshot {
     /// The most entries of state held at once.
     #[serde(default)]
     pub max_state: u64,
+    /// Sources: input due but not yet admitted (an open-loop generator's events behind
+    /// schedule), over all workers of the process.
+    #[serde(default)]
+    pub backlog: u64,
+    /// Sources: epochs sent and not yet complete at the sinks, on one worker (the last to
+    /// look).
+    #[serde(default)]
+    pub in_flight: u64,
+    /// Sources: the most epochs in flight at once on one worker.
+    #[serde(default)]
+    pub max_in_flight: u64,
+    /// Sources: records in those epochs.
+    #[serde(default)]
+    pub in_flight_records: u64,
+    /// Sources: the most records in flight at once on one worker.
+    #[serde(default)]
+    pub max_in_flight_records: u64,
+    /// Sources: how long they were held back by backpressure, in microseconds, summed over
+    /// workers.
+    #[serde(default)]
+    pub held_micros: u64,
 }
 
 impl ComponentMetrics {
@@ -121,6 +148,28 @@ impl ComponentMetrics {
             self.max_state.fetch_max(now.max(0) as u64, Relaxed);
         }
     }
+    /// Changes the backlog gauge by `delta`.
+    #[inline]
+    pub fn add_backlog(&self, delta: i64) {
+        if delta != 0 {
+            self.backlog.fetch_add(delta, Relaxed);
+        }
+    }
+    /// Sets the in-flight gauges (epochs, records) and keeps their high-water marks.
+    #[inline]
+    pub fn set_in_flight(&self, epochs: u64, records: u64) {
+        self.in_flight.store(epochs, Relaxed);
+        self.max_in_flight.fetch_max(epochs, Relaxed);
+        self.in_flight_records.store(records, Relaxed);
+        self.max_in_flight_records.fetch_max(records, Relaxed);
+    }
+    /// Adds to the time held back by backpressure.
+    #[inline]
+    pub fn add_held(&self, micros: u64) {
+        if micros > 0 {
+            self.held_micros.fetch_add(micros, Relaxed);
+        }
+    }
     /// Reads the counters.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -134,6 +183,12 @@ impl ComponentMetrics {
             late_updated: self.late_updated.load(Relaxed),
             state: self.state.load(Relaxed).max(0) as u64,
             max_state: self.max_state.load(Relaxed),
+            backlog: self.backlog.load(Relaxed).max(0) as u64,
+            in_flight: self.in_flight.load(Relaxed),
+            max_in_flight: self.max_in_flight.load(Relaxed),
+            in_flight_records: self.in_flight_records.load(Relaxed),
+            max_in_flight_records: self.max_in_flight_records.load(Relaxed),
+            held_micros: self.held_micros.load(Relaxed),
         }
     }
 }

@@ -13,6 +13,8 @@
 //! whether a record is late depends only on the order of its own partition, never on how work
 //! was split into activations, batches or workers.
 //!
+//! Batches start only when the source's [`flow`](crate::flow) admits them (backpressure).
+//!
 //! The source-specific part is a `step` function that reads some input into a [`Batch`] per
 //! activation and says whether input remains.
 
@@ -25,10 +27,9 @@ use timely::dataflow::Scope;
 
 use std::time::Duration;
 
-use crate::control::RunControl;
 use crate::decode::{DecodeSpec, OnError};
-use crate::epochs::{Epochs, Mode};
-use crate::generator::RunClock;
+use crate::epochs::Epochs;
+use crate::flow::{SourceEnv, HELD_RETRY};
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
 use crate::value::Micros;
@@ -132,9 +133,7 @@ pub fn reading_source<'s, S, F>(
     scope: Scope<'s, Time>,
     name: &str,
     watermark: WatermarkSpec,
-    mode: Mode,
-    clock: RunClock,
-    ctl: RunControl,
+    env: SourceEnv,
     metrics: Arc<ComponentMetrics>,
     make_step: F,
 ) -> (Records<'s>, Records<'s>)
@@ -142,6 +141,12 @@ where
     F: FnOnce(Rc<[usize]>) -> S,
     S: FnMut(&mut Batch) -> Progress + 'static,
 {
+    let SourceEnv {
+        mode,
+        clock,
+        ctl,
+        flow,
+    } = env;
     let mut builder = OperatorBuilder::new(name.to_owned(), scope);
     let address = builder.operator_info().address;
     let (records_out, records) = builder.new_output::<Vec<Record>>();
@@ -171,6 +176,7 @@ where
         let mut open: Option<usize> = None;
         // Whether the last batch was full, so more input is waiting.
         let mut backlog = false;
+        let mut admission = flow.admission(Arc::clone(&metrics));
         move |_frontiers| {
             let (Some(rc), Some(dc)) = (rec_cap.as_mut(), dead_cap.as_mut()) else {
                 return;
@@ -178,6 +184,12 @@ where
             if ctl.stopped() {
                 rec_cap = None;
                 dead_cap = None;
+                admission.release();
+                return;
+            }
+            if open.is_none() && !admission.admit() {
+                // Held back: input waits where it is; try again shortly.
+                activator.activate_after(HELD_RETRY);
                 return;
             }
             if open.is_none() {
@@ -224,6 +236,7 @@ where
                 ctl.fail(f);
                 rec_cap = None;
                 dead_cap = None;
+                admission.release();
                 return;
             }
             let full = *sent >= epochs.batch_max();
@@ -232,11 +245,14 @@ where
                 activator.activate();
                 return;
             }
+            let records = *sent as u64;
             open = None;
             backlog = full && progress == Progress::More;
+            admission.sent(*rc.time(), records);
             if progress == Progress::Done {
                 rec_cap = None;
                 dead_cap = None;
+                admission.release();
                 return;
             }
             if !batch.later_partitions {

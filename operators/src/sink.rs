@@ -154,16 +154,15 @@ pub fn sink(
         if let Some(m) = &measure {
             if !ingests.is_empty() {
                 let now = m.clock.now_micros();
-                let mut h = m
-                    .latency
-                    .slot(worker)
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                for &t in &ingests {
-                    latency::record(&mut h.processing, now - t);
-                }
-                for &t in &ends {
-                    latency::record(&mut h.event, now - t);
+                let (all, second) = m.latency.slots_at(worker, now);
+                for slot in [all, second].into_iter().flatten() {
+                    let mut h = slot.lock().unwrap_or_else(|p| p.into_inner());
+                    for &t in &ingests {
+                        latency::record(&mut h.processing, now - t);
+                    }
+                    for &t in &ends {
+                        latency::record(&mut h.event, now - t);
+                    }
                 }
                 ingests.clear();
                 ends.clear();

@@ -1,0 +1,220 @@
+//! The monitor thread of a run: measures throughput and backlog after the warm-up, stops a
+//! timed run, and shows how the run is going — status lines when standard error is not a
+//! terminal, a live line (or a progress bar, for a bounded run) with indicatif when it is.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use weir_operators::generator::RunClock;
+use weir_operators::latency::SinkLatency;
+use weir_operators::metrics::ComponentMetrics;
+
+use crate::components::Op;
+use crate::plan::Plan;
+use crate::run::{Measurement, RunOptions};
+use crate::spec::Kind;
+use crate::summary::{micros, thousands};
+use weir_operators::control::RunControl;
+
+/// What the monitor can see of a running pipeline.
+pub struct Live {
+    /// The plan.
+    pub plan: Plan,
+    /// Its counters.
+    pub metrics: Vec<Arc<ComponentMetrics>>,
+    /// Its sinks' histograms.
+    pub measured: Vec<Option<(Arc<SinkLatency>, Option<usize>)>>,
+    /// The frontier at the sinks (event time, µs; `u64::MAX` when none remains).
+    pub frontier: Arc<AtomicU64>,
+    /// The run's clock.
+    pub clock: RunClock,
+    /// Whether event time follows the wall clock, so watermark lag means something.
+    pub wall_clock_time: bool,
+}
+
+impl Live {
+    fn sources(&self) -> impl Iterator<Item = (&crate::plan::Node, &Arc<ComponentMetrics>)> {
+        self.plan
+            .nodes
+            .iter()
+            .zip(&self.metrics)
+            .filter(|(n, _)| n.kind == Kind::Source)
+    }
+
+    /// Input the sources have taken: events generated, lines read.
+    pub fn events(&self) -> u64 {
+        self.sources()
+            .map(|(n, m)| {
+                let s = m.snapshot();
+                match n.op {
+                    Op::Generator(_) => s.records_out,
+                    _ => s.records_in,
+                }
+            })
+            .sum()
+    }
+
+    /// The sources' backlog, summed.
+    pub fn backlog(&self) -> u64 {
+        self.sources().map(|(_, m)| m.snapshot().backlog).sum()
+    }
+
+    /// Events a bounded run will take in all, when every source is a bounded generator.
+    fn total(&self) -> Option<u64> {
+        self.sources()
+            .map(|(n, _)| match &n.op {
+                Op::Generator(g) => g.events,
+                _ => None,
+            })
+            .sum()
+    }
+
+    /// One line: input, rate, backlog, in flight, held, p99 so far, watermark lag.
+    pub fn line(&self, rate: f64) -> String {
+        let mut s = format!(
+            "{} events, {}/s, backlog {}",
+            thousands(self.events()),
+            thousands(rate as u64),
+            thousands(self.backlog())
+        );
+        let (mut epochs, mut records, mut held) = (0, 0, 0);
+        for (_, m) in self.sources() {
+            let snap = m.snapshot();
+            epochs = epochs.max(snap.in_flight);
+            records = records.max(snap.in_flight_records);
+            held += snap.held_micros;
+        }
+        let _ = write!(
+            s,
+            ", in flight {} records in {epochs} epochs, held {:.1}s",
+            thousands(records),
+            held as f64 / 1e6
+        );
+        let mut all = weir_operators::latency::histogram();
+        for (l, _) in self.measured.iter().flatten() {
+            let _ = all.add(&l.merged().processing);
+        }
+        if !all.is_empty() {
+            let _ = write!(s, ", p99 {}", micros(all.value_at_percentile(99.0)));
+        }
+        let f = self.frontier.load(Relaxed);
+        if self.wall_clock_time && f != u64::MAX && f > 0 {
+            let lag = (self.clock.now_micros() - f as i64).max(0) as u64;
+            let _ = write!(s, ", watermark lag {}", micros(lag));
+        }
+        s
+    }
+}
+
+/// Runs until `finished` is dropped; returns what was measured after the warm-up.
+pub fn monitor(
+    live: Live,
+    opts: &RunOptions,
+    ctl: &RunControl,
+    started: Instant,
+    finished: Receiver<()>,
+) -> Measurement {
+    let warmup = opts.warmup;
+    let end = opts.duration.map(|d| warmup + d);
+    let half = opts.duration.map(|d| warmup + d / 2);
+    let mut m = Measurement {
+        warmup: warmup.as_secs_f64(),
+        ..Measurement::default()
+    };
+    let mut at_warmup: Option<(Duration, u64)> = None;
+    let mut ended = false;
+    let bar = opts.progress.then(|| progress_bar(live.total()));
+    let tick = Duration::from_millis(10);
+    let mut next_status = opts.status_every;
+    let mut next_bar = Duration::ZERO;
+    // For the rate shown: input taken by the previous update, and when.
+    let mut last = (Duration::ZERO, 0u64);
+    let finish = |m: &mut Measurement, at: Option<(Duration, u64)>, t: Duration| {
+        if let Some((t0, e0)) = at {
+            m.seconds = (t - t0).as_secs_f64();
+            m.events = live.events().saturating_sub(e0);
+        }
+    };
+    while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(tick) {
+        let t = started.elapsed();
+        if at_warmup.is_none() && t >= warmup {
+            at_warmup = Some((t, live.events()));
+        }
+        if !ended && at_warmup.is_some() {
+            let b = live.backlog();
+            if half.is_some_and(|h| t >= h) {
+                m.backlog_second_half = m.backlog_second_half.max(b);
+            } else {
+                m.backlog_first_half = m.backlog_first_half.max(b);
+            }
+            m.backlog_end = b;
+            if end.is_some_and(|e| t >= e) {
+                finish(&mut m, at_warmup, t);
+                ended = true;
+                ctl.end_of_duration();
+            }
+        }
+        let rate = |last: &mut (Duration, u64)| {
+            let e = live.events();
+            let r = (e - last.1.min(e)) as f64 / (t - last.0).as_secs_f64().max(1e-9);
+            *last = (t, e);
+            r
+        };
+        if let Some(bar) = &bar {
+            if t >= next_bar {
+                next_bar = t + Duration::from_millis(250);
+                if t >= last.0 + Duration::from_secs(1) || last.0.is_zero() {
+                    let r = rate(&mut last);
+                    bar.set_message(live.line(r));
+                }
+                bar.set_position(live.events());
+            }
+        } else if let Some(every) = opts.status_every {
+            if next_status.is_some_and(|n| t >= n) {
+                next_status = Some(t + every);
+                let r = rate(&mut last);
+                eprint!("{}", status(&live, t, r));
+            }
+        }
+    }
+    if !ended {
+        finish(&mut m, at_warmup, started.elapsed());
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    m
+}
+
+fn progress_bar(total: Option<u64>) -> ProgressBar {
+    let target = ProgressDrawTarget::stderr_with_hz(4);
+    match total {
+        Some(n) => ProgressBar::with_draw_target(Some(n), target).with_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:24}] {percent:>3}% {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        ),
+        None => ProgressBar::with_draw_target(None, target).with_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .expect("valid template"),
+        ),
+    }
+}
+
+/// The status lines printed every `--status-every` when standard error is not a terminal: one
+/// for the sources, then one per measured sink.
+pub fn status(live: &Live, t: Duration, rate: f64) -> String {
+    let secs = t.as_secs_f64().max(1e-9);
+    let mut out = format!("weir: {secs:>6.1}s  sources: {}\n", live.line(rate));
+    out.push_str(&crate::summary::status(
+        &live.plan,
+        &live.metrics,
+        &live.measured,
+        t,
+    ));
+    out
+}
