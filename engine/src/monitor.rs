@@ -73,8 +73,9 @@ impl Live {
             .sum()
     }
 
-    /// One line: input, rate, backlog, in flight, held, p99 so far, watermark lag.
-    pub fn line(&self, rate: f64) -> String {
+    /// One line: input, rate, backlog, in flight, held, p99 so far, watermark lag. `compact`
+    /// for the live line of a terminal.
+    pub fn line(&self, rate: f64, compact: bool) -> String {
         let mut s = format!(
             "{} events, {}/s, backlog {}",
             thousands(self.events()),
@@ -88,12 +89,19 @@ impl Live {
             records = records.max(snap.in_flight_records);
             held += snap.held_micros;
         }
-        let _ = write!(
-            s,
-            ", in flight {} records in {epochs} epochs, held {:.1}s",
-            thousands(records),
-            held as f64 / 1e6
-        );
+        if compact {
+            let _ = write!(s, ", in flight {}", thousands(records));
+            if held > 0 {
+                let _ = write!(s, ", held {:.1}s", held as f64 / 1e6);
+            }
+        } else {
+            let _ = write!(
+                s,
+                ", in flight {} records in {epochs} epochs, held {:.1}s",
+                thousands(records),
+                held as f64 / 1e6
+            );
+        }
         let mut all = weir_operators::latency::histogram();
         for (l, _) in self.measured.iter().flatten() {
             let _ = all.add(&l.merged().processing);
@@ -104,7 +112,12 @@ impl Live {
         let f = self.frontier.load(Relaxed);
         if self.wall_clock_time && f != u64::MAX && f > 0 {
             let lag = (self.clock.now_micros() - f as i64).max(0) as u64;
-            let _ = write!(s, ", watermark lag {}", micros(lag));
+            let _ = write!(
+                s,
+                ", {} {}",
+                if compact { "wm lag" } else { "watermark lag" },
+                micros(lag)
+            );
         }
         s
     }
@@ -169,7 +182,7 @@ pub fn monitor(
                 next_bar = t + Duration::from_millis(250);
                 if t >= last.0 + Duration::from_secs(1) || last.0.is_zero() {
                     let r = rate(&mut last);
-                    bar.set_message(live.line(r));
+                    bar.set_message(live.line(r, true));
                 }
                 bar.set_position(live.events());
             }
@@ -209,7 +222,7 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
 /// for the sources, then one per measured sink.
 pub fn status(live: &Live, t: Duration, rate: f64) -> String {
     let secs = t.as_secs_f64().max(1e-9);
-    let mut out = format!("weir: {secs:>6.1}s  sources: {}\n", live.line(rate));
+    let mut out = format!("weir: {secs:>6.1}s  sources: {}\n", live.line(rate, false));
     out.push_str(&crate::summary::status(
         &live.plan,
         &live.metrics,

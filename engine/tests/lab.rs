@@ -1,0 +1,558 @@
+//! The latency lab: `weir compare` (table, reports, plots, `--from`), backpressure, timed runs
+//! and status lines, and cluster mode (two processes give the results of one).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use hdrhistogram::serialization::Deserializer;
+use serde_json::Value;
+
+/// A report's JSON.
+fn report(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Decodes a stored histogram without Weir's code: base64, then HDR V2 deflate.
+fn histogram(entry: &Value) -> hdrhistogram::Histogram<u64> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(entry["histogram"].as_str().unwrap())
+        .unwrap();
+    Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .unwrap()
+}
+
+/// `weir`'s formatting of microseconds, written out again for the check.
+fn shown(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.2}ms", us as f64 / 1e3)
+    } else {
+        format!("{:.2}s", us as f64 / 1e6)
+    }
+}
+
+/// The table's rows as cells (split on runs of two or more spaces), header first.
+fn table_rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn compare_tabulates_plots_and_redraws_saved_reports() {
+    let dir = workspace();
+    let out = weir(
+        dir.path(),
+        &[
+            "compare",
+            "pipelines/iot-device-report.toml",
+            "--modes",
+            "continuous,micro-batch:100ms",
+            "--rates",
+            "20k",
+            "--workers",
+            "1",
+            "--duration",
+            "1500ms",
+            "--warmup",
+            "1200ms",
+            "--out",
+            "cmp",
+        ],
+        "",
+    );
+    ok(&out);
+    let table = String::from_utf8(out.stdout.clone()).unwrap();
+    let rows = table_rows(&table);
+    assert_eq!(
+        rows.len(),
+        3,
+        "a header and a row per configuration:\n{table}"
+    );
+    let header = &rows[0];
+    assert_eq!(header[0], "configuration");
+    assert!(header.contains(&"proc p99".to_string()) && header.contains(&"event p99".into()));
+    assert_eq!(rows[1][0], "continuous, 1w, 20k/s");
+    assert_eq!(rows[2][0], "micro-batch 100ms, 1w, 20k/s");
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    for (k, row) in rows[1..].iter().enumerate() {
+        // The run's report, and its numbers in the table, checked from the raw histogram.
+        let r = report(&dir.path().join(format!("cmp/run-{:02}.json", k + 1)));
+        assert_eq!(r["offered_rate"].as_f64(), Some(20_000.0));
+        assert_eq!(r["measurement"]["warmup"].as_f64(), Some(1.2));
+        let secs = r["measurement"]["seconds"].as_f64().unwrap();
+        assert!((1.4..2.5).contains(&secs), "measured {secs}s");
+        let events = r["measurement"]["events"].as_u64().unwrap();
+        let achieved = (events as f64 / secs) as u64;
+        let cell: u64 = row[col("achieved/s")].replace(',', "").parse().unwrap();
+        assert_eq!(cell, achieved);
+        let sink = &r["sinks"][0];
+        let h = histogram(&sink["processing_latency"]);
+        assert!(!h.is_empty());
+        assert_eq!(row[col("proc p99")], shown(h.value_at_percentile(99.0)));
+        assert_eq!(row[col("proc max")], shown(h.max()));
+        let e = histogram(&sink["event_time_latency"]);
+        assert_eq!(row[col("event p50")], shown(e.value_at_percentile(50.0)));
+        // Nothing written during the warm-up is recorded: the results of the first 1s window
+        // (aligned to the wall clock, so closed within the first second) are not in it.
+        let records = sink["records"].as_u64().unwrap();
+        assert!(h.len() < records, "{} of {records}", h.len());
+    }
+    // The plots are valid images with something drawn on them.
+    let svg = std::fs::read_to_string(dir.path().join("cmp/latency.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("continuous, 1w, 20k/s (processing)"));
+    assert!(svg.contains("micro-batch 100ms, 1w, 20k/s (event time)"));
+    let png = std::fs::File::open(dir.path().join("cmp/latency.png")).unwrap();
+    let mut reader = png::Decoder::new(png).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (1100, 650));
+    let pixels = &buf[..info.buffer_size()];
+    let distinct: std::collections::HashSet<&[u8]> = pixels.chunks(3).collect();
+    assert!(distinct.len() > 10, "the PNG is nearly blank");
+    // --from reproduces the table from the saved reports, without running anything.
+    let again = weir(
+        dir.path(),
+        &[
+            "compare",
+            "--from",
+            "cmp/run-01.json",
+            "cmp/run-02.json",
+            "--out",
+            "cmp2",
+        ],
+        "",
+    );
+    ok(&again);
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), table);
+    assert!(dir.path().join("cmp2/latency.png").exists());
+    assert!(!dir.path().join("cmp2/run-01.json").exists());
+}
+
+#[test]
+fn compare_reports_configuration_errors() {
+    let dir = workspace();
+    for (args, needle) in [
+        (
+            vec!["--modes", "continuous,micro-batch:soon"],
+            "`soon` is not a duration",
+        ),
+        (vec!["--modes", "streaming"], "`streaming` is not a mode"),
+        (vec!["--rates", "fast"], "`fast` is not an event rate"),
+        (vec!["--workers", "0"], "`0` is not a worker count"),
+    ] {
+        let mut all = vec!["compare", "pipelines/iot-device-report.toml"];
+        all.extend(args);
+        let out = weir(dir.path(), &all, "");
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+    }
+    // Rates need a generator.
+    let out = weir(
+        dir.path(),
+        &[
+            "compare",
+            "pipelines/sensor-file-alerts.toml",
+            "--rates",
+            "1k",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("this pipeline has none"),
+        "{}",
+        stderr(&out)
+    );
+    // A report that is not one.
+    write(dir.path(), "bad.json", "{}");
+    let out = weir(dir.path(), &["compare", "--from", "bad.json"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("bad.json is not a weir run report"));
+}
+
+/// Every record goes to one worker (a window without `group_by`), and the generator is not
+/// throttled: without backpressure the other worker floods it.
+const FLOOD: &str = r#"
+[pipeline]
+name = "flood"
+workers = 2
+max_in_flight = 8192
+
+[sources.fast]
+type = "generator"
+profile = "iot"
+events = 2_000_000
+devices = 50
+start = "2026-01-01T00:00:00Z"
+event_time_interval = "1us"
+
+[transforms.all]
+type = "window"
+inputs = ["fast"]
+size = "10ms"
+aggregates = { n = "count(*)", devices = "count(distinct device_id)", low = "min(temperature)", high = "max(temperature)" }
+
+[sinks.out]
+type = "file"
+inputs = ["all"]
+path = "out.jsonl"
+"#;
+
+#[test]
+fn backpressure_bounds_in_flight_work_and_memory_and_loses_nothing() {
+    let dir = workspace();
+    write(dir.path(), "flood.toml", FLOOD);
+    // The reference: per 10ms window (10,000 events of 1µs), its count, devices, min and max.
+    let (spec, start) = generator(FLOOD, "fast", &[]);
+    let schema = spec.profile.schema();
+    let (dev, temp) = (
+        schema.index_of("device_id").unwrap(),
+        schema.index_of("temperature").unwrap(),
+    );
+    type Acc = (u64, std::collections::BTreeSet<String>, f64, f64);
+    let mut expected: BTreeMap<i64, Acc> = BTreeMap::new();
+    for i in 0..2_000_000u64 {
+        let ts = start + i as i64;
+        let r = spec.event(i, ts);
+        let w = expected.entry(ts - ts.rem_euclid(10_000)).or_insert((
+            0,
+            Default::default(),
+            f64::MAX,
+            f64::MIN,
+        ));
+        w.0 += 1;
+        w.1.insert(r.values[dev].as_str().unwrap().to_string());
+        if let Some(t) = r.values[temp].as_f64() {
+            w.2 = w.2.min(t);
+            w.3 = w.3.max(t);
+        }
+    }
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--report", "r.json"];
+        args.extend_from_slice(extra);
+        run_ok(dir.path(), "flood.toml", &args);
+        let r = report(&dir.path().join("r.json"));
+        let src = r["components"][0].clone();
+        let results = json_lines(&dir.path().join("out.jsonl"));
+        (r, src, results)
+    };
+    let check = |results: &[Value]| {
+        assert_eq!(results.len(), expected.len());
+        let mut got: BTreeMap<String, &Value> = BTreeMap::new();
+        for r in results {
+            got.insert(r["window_start"].as_str().unwrap().to_string(), r);
+        }
+        for (start, (n, devices, low, high)) in &expected {
+            let key = weir_operators::time::format_rfc3339(*start);
+            let r = got.get(&key).unwrap_or_else(|| panic!("no window {key}"));
+            assert_eq!(r["n"].as_u64(), Some(*n), "{key}");
+            assert_eq!(r["devices"].as_u64(), Some(devices.len() as u64), "{key}");
+            assert_eq!(r["low"].as_f64(), Some(*low), "{key}");
+            assert_eq!(r["high"].as_f64(), Some(*high), "{key}");
+        }
+    };
+    // Continuous: at most the limit plus one 4,096-record batch in flight per worker.
+    let (r, src, results) = run(&[]);
+    check(&results);
+    let in_flight = src["max_in_flight_records"].as_u64().unwrap();
+    assert!(in_flight <= 8192 + 4096, "{in_flight} records in flight");
+    assert!(
+        src["held_micros"].as_u64().unwrap() > 0,
+        "the sources were never held back: the test does not flood"
+    );
+    let bounded_rss = r["peak_rss_bytes"].as_u64().unwrap();
+    // Micro-batch: one 65,536-record batch at most past the limit.
+    let (_, src, results) = run(&["--mode", "micro-batch", "--batch-interval", "20ms"]);
+    check(&results);
+    assert!(src["max_in_flight_records"].as_u64().unwrap() <= 8192 + 65_536);
+    // The control: without the limit the same run queues far more, and needs more memory.
+    let (r, src, results) = run(&["--set", "pipeline.max_in_flight=0"]);
+    check(&results);
+    let unbounded = src["max_in_flight_records"].as_u64().unwrap();
+    assert!(
+        unbounded > 4 * (8192 + 4096),
+        "without backpressure only {unbounded} records were in flight"
+    );
+    let unbounded_rss = r["peak_rss_bytes"].as_u64().unwrap();
+    assert!(
+        bounded_rss < unbounded_rss,
+        "peak memory {bounded_rss} with backpressure, {unbounded_rss} without"
+    );
+    assert!(bounded_rss < 96 << 20, "peak memory {bounded_rss}");
+}
+
+#[test]
+fn a_timed_run_measures_after_its_warmup_and_shows_its_status() {
+    let dir = workspace();
+    let started = Instant::now();
+    let out = weir(
+        dir.path(),
+        &[
+            "run",
+            "pipelines/iot-device-report.toml",
+            "--rate",
+            "10k",
+            "--unbounded",
+            "--warmup",
+            "500ms",
+            "--duration",
+            "1s",
+            "--status-every",
+            "300ms",
+            "--progress",
+            "never",
+            "--report",
+            "r.json",
+        ],
+        "",
+    );
+    ok(&out);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let err = stderr(&out);
+    assert!(err.contains("finished in"), "{err}");
+    let status: Vec<&str> = err.lines().filter(|l| l.contains("sources:")).collect();
+    assert!(status.len() >= 3, "{err}");
+    for needle in [
+        "events",
+        "/s, backlog",
+        "in flight",
+        "held",
+        "watermark lag",
+    ] {
+        assert!(status.last().unwrap().contains(needle), "{needle}: {err}");
+    }
+    assert!(err.contains("weir: offered 10,000/s, achieved"), "{err}");
+    let r = report(&dir.path().join("r.json"));
+    let m = &r["measurement"];
+    let secs = m["seconds"].as_f64().unwrap();
+    assert!((0.95..2.0).contains(&secs), "{secs}");
+    let rate = m["events"].as_f64().unwrap() / secs;
+    assert!((5_000.0..12_000.0).contains(&rate), "{rate}/s");
+    // The --rate override is the offered rate; the pipeline's own `events` bound was lifted
+    // (it would have stopped at 100,000 events only after 10s).
+    assert_eq!(r["offered_rate"].as_f64(), Some(10_000.0));
+    assert_eq!(r["stopped"].as_bool(), Some(false));
+}
+
+/// Two free ports on 127.0.0.1.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+#[test]
+fn two_processes_give_the_results_of_one() {
+    let dir = workspace();
+    let pipeline = "pipelines/iot-alarm-counter.toml";
+    let single = |extra: &[&str], path: &str| {
+        let set = format!("sinks.out.path=\"{path}\"");
+        let mut args = vec!["--set", &set];
+        args.extend_from_slice(extra);
+        run_ok(dir.path(), pipeline, &args);
+        json_multiset(&std::fs::read_to_string(dir.path().join(path)).unwrap())
+    };
+    let one = single(&["--workers", "1"], "one.jsonl");
+    assert!(one.len() > 100);
+    assert_eq!(single(&["--workers", "2"], "two-workers.jsonl"), one);
+    for mode in [
+        vec!["--mode", "continuous"],
+        vec!["--mode", "micro-batch", "--batch-interval", "20ms"],
+    ] {
+        let ports = free_ports(2);
+        let hosts = write(
+            dir.path(),
+            "hosts",
+            &format!(
+                "# two processes\n127.0.0.1:{}\n127.0.0.1:{}\n",
+                ports[0], ports[1]
+            ),
+        );
+        let exe = assert_cmd::cargo::cargo_bin("weir");
+        let children: Vec<_> = (0..2)
+            .map(|p| {
+                Command::new(&exe)
+                    .current_dir(dir.path())
+                    .args(["run", pipeline, "--workers", "1", "--status-every", "0s"])
+                    .args(&mode)
+                    .args(["--processes", "2", "--process-id", &p.to_string()])
+                    .args(["--hostfile", &hosts])
+                    .args(["--set", "sinks.out.path=\"cluster.jsonl\""])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut logs = Vec::new();
+        for mut c in children {
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    panic!("a process did not finish");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let o = c.wait_with_output().unwrap();
+            ok(&o);
+            logs.push(stderr(&o));
+        }
+        assert!(logs[0].contains("(process 0 of 2)"), "{}", logs[0]);
+        assert!(logs[1].contains("(process 1 of 2)"), "{}", logs[1]);
+        assert!(logs[1].contains("process 0 writes every sink's output"));
+        // Each process generated half of the events.
+        for log in &logs {
+            let line = log
+                .lines()
+                .find(|l| l.trim_start().starts_with("sources.sensors"))
+                .unwrap();
+            assert!(line.contains(" 100,000 "), "{log}");
+        }
+        let got =
+            json_multiset(&std::fs::read_to_string(dir.path().join("cluster.jsonl")).unwrap());
+        assert_eq!(got, one, "{mode:?}");
+    }
+}
+
+#[test]
+fn cluster_flags_are_checked() {
+    let dir = workspace();
+    let p = "pipelines/iot-hot-readings.toml";
+    let out = weir(
+        dir.path(),
+        &["run", p, "--processes", "2", "--process-id", "2"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--process-id 2 is out of range"));
+    write(dir.path(), "hosts", "127.0.0.1:2101\n");
+    let out = weir(
+        dir.path(),
+        &["run", p, "--processes", "2", "--hostfile", "hosts"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("the hostfile lists 1 address for 2 processes"),
+        "{}",
+        stderr(&out)
+    );
+    write(dir.path(), "hosts", "127.0.0.1:2101\nlocalhost\n");
+    let out = weir(
+        dir.path(),
+        &["run", p, "--processes", "2", "--hostfile", "hosts"],
+        "",
+    );
+    assert!(stderr(&out).contains("hosts:2:1: `localhost` is not an address"));
+}
+
+#[test]
+fn an_engine_that_falls_behind_shows_its_queueing_delay() {
+    // Far more than a test build can take: the generator falls behind its schedule, and the
+    // latency, measured from each event's scheduled time, shows the wait.
+    let dir = workspace();
+    let out = weir(
+        dir.path(),
+        &[
+            "run",
+            "pipelines/iot-device-report.toml",
+            "--rate",
+            "50m",
+            "--unbounded",
+            "--duration",
+            "1500ms",
+            "--status-every",
+            "0s",
+            "--report",
+            "r.json",
+        ],
+        "",
+    );
+    ok(&out);
+    let r = report(&dir.path().join("r.json"));
+    let m = &r["measurement"];
+    let achieved = m["events"].as_f64().unwrap() / m["seconds"].as_f64().unwrap();
+    assert!(achieved < 25e6, "{achieved}/s");
+    assert!(m["backlog_end"].as_u64().unwrap() > 10_000_000, "{m}");
+    let h = histogram(&r["sinks"][0]["processing_latency"]);
+    assert!(
+        h.value_at_percentile(99.0) > 300_000,
+        "p99 {}µs: the queueing delay is hidden",
+        h.value_at_percentile(99.0)
+    );
+    let err = stderr(&out);
+    assert!(err.contains("offered 50,000,000/s"), "{err}");
+    // And compare says so.
+    let again = weir(
+        dir.path(),
+        &["compare", "--from", "r.json", "--out", "c"],
+        "",
+    );
+    ok(&again);
+    let table = String::from_utf8(again.stdout).unwrap();
+    assert!(table_rows(&table)[1].contains(&"NO".to_string()), "{table}");
+}
+
+#[test]
+fn find_sustainable_searches_the_highest_rate_kept_up() {
+    let dir = workspace();
+    let out = weir(
+        dir.path(),
+        &[
+            "compare",
+            "pipelines/iot-device-report.toml",
+            "--find-sustainable",
+            "--modes",
+            "continuous",
+            "--rates",
+            "100k",
+            "--duration",
+            "600ms",
+            "--warmup",
+            "200ms",
+            "--search-steps",
+            "1",
+            "--out",
+            "s",
+        ],
+        "",
+    );
+    ok(&out);
+    let err = stderr(&out);
+    let table = String::from_utf8(out.stdout).unwrap();
+    let rows = table_rows(&table);
+    assert_eq!(rows[0][..2], ["configuration", "sustainable/s"]);
+    assert_eq!(rows[1][0], "continuous, 1w");
+    // Rates double from 100k until one is not sustainable; the answer is one that was.
+    assert!(err.contains("100,000/s: sustainable"), "{err}");
+    assert!(err.contains("not sustainable"), "{err}");
+    let best: u64 = rows[1][1].replace(',', "").parse().unwrap();
+    assert!(
+        err.contains(&format!("{}/s: sustainable", rows[1][1])),
+        "{err}"
+    );
+    assert!(best >= 100_000);
+    assert!(dir.path().join("s/sustainable.txt").exists());
+    assert!(dir.path().join("s/latency.svg").exists());
+}
