@@ -556,3 +556,32 @@ fn find_sustainable_searches_the_highest_rate_kept_up() {
     assert!(dir.path().join("s/sustainable.txt").exists());
     assert!(dir.path().join("s/latency.svg").exists());
 }
+
+#[test]
+fn a_source_whose_watermark_stands_still_is_not_held_forever() {
+    // Every line has the same timestamp: all batches share one epoch, which the source's own
+    // capability holds open. Backpressure must not wait for it (the run would never end).
+    let dir = workspace();
+    let input: String = (0..30_000)
+        .map(|i| format!("{{\"ts\": 1000, \"level\": \"error\", \"msg\": \"m{i}\"}}\n"))
+        .collect();
+    let out = weir(
+        dir.path(),
+        &[
+            "run",
+            "pipelines/stdin-filter.toml",
+            "--workers",
+            "2",
+            "--status-every",
+            "0s",
+            "--set",
+            "pipeline.max_in_flight=100",
+        ],
+        &input,
+    );
+    ok(&out);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().lines().count(),
+        30_000
+    );
+}

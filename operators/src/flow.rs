@@ -17,8 +17,10 @@
 //! and with it the open window and join state — stays bounded.
 //!
 //! Records queued between operators and workers are therefore bounded by `max_in_flight`
-//! plus one batch per source and worker. The bound needs time to advance: batches a source sends while
-//! its watermark stands still share one epoch, which completes only when the watermark moves.
+//! plus one batch per source and worker. The bound needs time to advance: batches a source
+//! sends while its watermark stands still share one epoch, which cannot complete while the
+//! source's own capability holds it open, so that epoch is not counted (the source would wait
+//! for itself) and is bounded only when the watermark moves.
 //!
 //! ```
 //! use weir_operators::flow::Flow;
@@ -29,7 +31,7 @@
 //! let flow = Flow::new(100);
 //! let mut admission = flow.admission(Arc::new(ComponentMetrics::default()));
 //! for t in 0..10 {
-//!     assert!(admission.admit());
+//!     assert!(admission.admit(t));
 //!     admission.sent(t, 1000);
 //! }
 //! ```
@@ -113,9 +115,11 @@ impl Admission {
         self.records += records;
     }
 
-    /// Whether the source may start a batch now. While it may not, the time it is held back is
-    /// counted.
-    pub fn admit(&mut self) -> bool {
+    /// Whether the source, whose capability is at `current`, may start a batch now. Only
+    /// epochs before `current` count: the source's own frontier holds the epoch at `current`
+    /// open, so waiting for it would wait forever. While it may not, the time it is held back
+    /// is counted.
+    pub fn admit(&mut self, current: Time) -> bool {
         let probe = &self.flow.probe;
         while let Some((_, n)) = self.epochs.front().filter(|(t, _)| !probe.less_equal(t)) {
             self.records -= n;
@@ -123,9 +127,14 @@ impl Admission {
         }
         let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
         self.flow.frontier.store(frontier, Relaxed);
+        let open = match self.epochs.back() {
+            Some(&(t, n)) if t >= current => n,
+            _ => 0,
+        };
+        let waiting = self.records - open;
         self.metrics
             .set_in_flight(self.epochs.len() as u64, self.records);
-        if self.flow.max_in_flight == 0 || self.records < self.flow.max_in_flight as u64 {
+        if self.flow.max_in_flight == 0 || waiting < self.flow.max_in_flight as u64 {
             self.release();
             true
         } else {

@@ -401,7 +401,7 @@ pub fn generator<'s>(
                 metrics.add_backlog(now_behind - behind);
                 behind = now_behind;
             }
-            if open.is_none() && !admission.admit() {
+            if open.is_none() && !admission.admit(*c.time()) {
                 // Held back: try again shortly (the probe is not a wake-up source).
                 activator.activate_after(HELD_RETRY);
                 return;

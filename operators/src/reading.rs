@@ -187,7 +187,7 @@ where
                 admission.release();
                 return;
             }
-            if open.is_none() && !admission.admit() {
+            if open.is_none() && !admission.admit(*rc.time()) {
                 // Held back: input waits where it is; try again shortly.
                 activator.activate_after(HELD_RETRY);
                 return;

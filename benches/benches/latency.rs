@@ -1,0 +1,469 @@
+//! Latency at a fixed open-loop rate, in continuous and in micro-batch mode, for two bundled
+//! pipelines — `iot-device-report` (readings, a 1 s tumbling window per device: count, avg,
+//! min, max) and `clickstream-purchases` (a filter and a map) — through Weir and through a
+//! hand-written timely program doing the same work, in the same run.
+//!
+//! Both sides generate the same events (the pipeline's own generator configuration, with the
+//! rate set to `WEIR_BENCH_RATE`, default 200,000 events/s) on the same open-loop schedule, and
+//! measure processing-time latency the same way: from the scheduled time of the newest event
+//! that contributed to an output record to the moment the sink has it, after a warm-up
+//! (`WEIR_BENCH_WARMUP`, default 2 s) for `WEIR_BENCH_SECONDS` (default 10). Both release input
+//! the same way: in continuous mode whatever is due (up to 4,096 events per worker) per
+//! activation, in micro-batch mode everything due at each 100 ms boundary; the frontier
+//! advances after each batch. Sinks discard their output on both sides. Weir's runs also have
+//! backpressure on; the hand-written program has none.
+//!
+//! Prints a table per pipeline and draws each pipeline's percentile plot (Weir and hand-written
+//! curves) to `target/latency-bench/PIPELINE.svg` and `.png`.
+//!
+//! `cargo bench -p weir-benches --bench latency`; `WEIR_BENCH_WORKERS` (default 2).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use smol_str::SmolStr;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use weir_benches::{env_or, machine};
+use weir_engine::compare::{self, Row};
+use weir_engine::components::Op;
+use weir_engine::summary::micros;
+use weir_operators::generator::{GeneratorSpec, RunClock};
+use weir_operators::latency::{histogram, record};
+use weir_operators::schema::Record;
+use weir_operators::value::Value;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long to run and at what rate.
+#[derive(Clone, Copy)]
+struct Setup {
+    rate: f64,
+    warmup: Duration,
+    duration: Duration,
+    workers: usize,
+}
+
+/// A bundled pipeline with its sinks turned into null sinks.
+fn bundled(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipelines")
+        .join(format!("{name}.toml"));
+    let mut doc: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+    if let Some(toml::Value::Table(sinks)) = doc.get_mut("sinks") {
+        for (_, sink) in sinks.iter_mut() {
+            let t = sink.as_table_mut().unwrap();
+            let inputs = t["inputs"].clone();
+            t.clear();
+            t.insert("type".into(), "null".into());
+            t.insert("inputs".into(), inputs);
+        }
+    }
+    doc.to_string()
+}
+
+/// Weir: (achieved events/s, processing-time latency).
+fn weir(text: &str, mode: Option<Duration>, s: Setup) -> (f64, Histogram<u64>) {
+    let mut overrides = vec![];
+    if let Some(iv) = mode {
+        overrides.push("pipeline.mode=\"micro-batch\"".to_string());
+        overrides.push(format!("pipeline.batch_interval=\"{}ms\"", iv.as_millis()));
+    }
+    let (plan, diags, _) = weir_engine::plan::load("bench.toml", text, &overrides);
+    assert!(
+        diags
+            .iter()
+            .all(|d| d.level != weir_engine::diag::Level::Error),
+        "{diags:?}"
+    );
+    let mut plan = plan.expect("valid");
+    weir_engine::run::override_generators(&mut plan, Some(s.rate), true).unwrap();
+    let opts = weir_engine::run::RunOptions {
+        workers: Some(s.workers),
+        warmup: s.warmup,
+        duration: Some(s.duration),
+        ..Default::default()
+    };
+    let report = weir_engine::run::run(&plan, &opts, Default::default()).expect("runs");
+    let mut h = histogram();
+    for sink in &report.sinks {
+        h.add(&sink.latency.processing).unwrap();
+    }
+    (report.measurement.rate(), h)
+}
+
+/// The generator configuration of a pipeline, at `rate`.
+fn generator_of(text: &str, rate: f64) -> GeneratorSpec {
+    let (plan, _, _) = weir_engine::plan::load("bench.toml", text, &[]);
+    let plan = plan.expect("valid");
+    let spec = plan
+        .nodes
+        .iter()
+        .find_map(|n| match &n.op {
+            Op::Generator(g) => Some(g.clone()),
+            _ => None,
+        })
+        .expect("a generator");
+    GeneratorSpec {
+        rate: Some(rate),
+        events: None,
+        ..spec
+    }
+}
+
+/// The hand-written side's open-loop source: worker `w` of `W` generates events `i ≡ w (mod W)`,
+/// event `i` due at `i / rate` after the start, stamped with its scheduled time as ingest time.
+fn open_loop<'s>(
+    scope: timely::dataflow::Scope<'s, u64>,
+    spec: GeneratorSpec,
+    clock: RunClock,
+    batch: Option<Duration>,
+    (warmup, stop): (Duration, Duration),
+    generated: Arc<AtomicU64>,
+) -> timely::dataflow::Stream<'s, u64, Vec<Record>> {
+    let (index, peers) = (scope.index() as u64, scope.peers() as u64);
+    let ns = 1e9 / spec.rate.expect("a rate");
+    let start_ts = spec.start.unwrap_or(clock.wall);
+    source::<_, CapacityContainerBuilder<Vec<Record>>, _, _>(scope, "gen", move |cap, info| {
+        let activator = scope.activator_for(info.address);
+        let mut cap = Some(cap);
+        let mut next = index;
+        let mut next_batch = Duration::ZERO;
+        move |output| {
+            let Some(c) = cap.as_mut() else { return };
+            let now = clock.instant.elapsed();
+            if now >= stop {
+                cap = None;
+                return;
+            }
+            let max = match batch {
+                None => 4096,
+                Some(iv) => {
+                    if now < next_batch {
+                        activator.activate_after(next_batch - now);
+                        return;
+                    }
+                    next_batch = iv * ((now.as_nanos() / iv.as_nanos()) as u32 + 1);
+                    65_536
+                }
+            };
+            let due = (now.as_nanos() as f64 / ns) as u64 + 1;
+            let mut session = output.session(c);
+            let mut n = 0;
+            while next < due && n < max {
+                let ts = spec.event_time(next, start_ts).expect("a rate fixes it");
+                let mut r = spec.event(next, ts);
+                r.meta.ingest = clock.wall + (next as f64 * ns / 1e3) as i64;
+                session.give(r);
+                next += peers;
+                n += 1;
+            }
+            drop(session);
+            if now >= warmup {
+                generated.fetch_add(n as u64, Relaxed);
+            }
+            let ts = spec.event_time(next, start_ts).expect("a rate fixes it");
+            c.downgrade(&(ts.max(0) as u64));
+            let wait = match batch {
+                Some(_) if n < max => next_batch.saturating_sub(clock.instant.elapsed()),
+                _ if n == max => Duration::ZERO,
+                _ => Duration::from_nanos((next as f64 * ns) as u64)
+                    .saturating_sub(clock.instant.elapsed()),
+            };
+            activator.activate_after(wait);
+        }
+    })
+}
+
+/// Records latency at the end of a hand-written dataflow: `ingest` of each output, after the
+/// warm-up.
+fn latency_sink<'s, D: 'static>(
+    stream: timely::dataflow::Stream<'s, u64, Vec<D>>,
+    clock: RunClock,
+    from: i64,
+    ingest: impl Fn(&D) -> i64 + 'static,
+) -> std::rc::Rc<std::cell::RefCell<Histogram<u64>>> {
+    let h = std::rc::Rc::new(std::cell::RefCell::new(histogram()));
+    let hist = std::rc::Rc::clone(&h);
+    stream.sink(Pipeline, "latency", move |(input, _)| {
+        let now = clock.now_micros();
+        let mut h = hist.borrow_mut();
+        input.for_each(|_, data: &mut Vec<D>| {
+            if now >= from {
+                for d in data.iter() {
+                    record(&mut h, now - ingest(d));
+                }
+            }
+        });
+    });
+    h
+}
+
+/// The hand-written IoT device report: (achieved events/s, latency).
+fn hand_iot(spec: GeneratorSpec, batch: Option<Duration>, s: Setup) -> (f64, Histogram<u64>) {
+    run_hand(spec, batch, s, |scope, events, clock, from| {
+        const SECOND: i64 = 1_000_000;
+        // Readings as (device, ts, temperature, ingest).
+        type Reading = (SmolStr, i64, f64, i64);
+        let readings = events.unary::<CapacityContainerBuilder<Vec<Reading>>, _, _, _>(
+            Pipeline,
+            "filter",
+            |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data: &mut Vec<Record>| {
+                        let mut session = output.session(&cap);
+                        for r in data.drain(..) {
+                            let v = &r.values;
+                            if let (Value::Str(k), Value::Str(d), Value::Ts(ts), Value::F64(t)) =
+                                (&v[2], &v[3], &v[1], &v[4])
+                            {
+                                if k == "reading" {
+                                    session.give((d.clone(), *ts, *t, r.meta.ingest));
+                                }
+                            }
+                        }
+                    });
+                }
+            },
+        );
+        let route = |r: &Reading| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            r.0.hash(&mut h);
+            h.finish()
+        };
+        // Per device and window: (count, sum, min, max, newest ingest).
+        type Acc = (u64, f64, f64, f64, i64);
+        type Out = (SmolStr, i64, u64, f64, f64, f64, i64);
+        let results = readings.unary_frontier::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
+            Exchange::new(route),
+            "window",
+            |_, _| {
+                type Pane = (Capability<u64>, HashMap<SmolStr, Acc>);
+                let mut panes: HashMap<i64, Pane> = HashMap::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data: &mut Vec<Reading>| {
+                        for (d, ts, t, ingest) in data.drain(..) {
+                            let end = ts - ts.rem_euclid(SECOND) + SECOND;
+                            let pane = panes.entry(end).or_insert_with(|| {
+                                (cap.delayed(&(end as u64 - 1), 0), HashMap::new())
+                            });
+                            let e = pane.1.entry(d).or_insert((0, 0.0, f64::MAX, f64::MIN, 0));
+                            e.0 += 1;
+                            e.1 += t;
+                            e.2 = e.2.min(t);
+                            e.3 = e.3.max(t);
+                            e.4 = e.4.max(ingest);
+                        }
+                    });
+                    let mut closed: Vec<i64> = panes
+                        .keys()
+                        .copied()
+                        .filter(|&end| !frontier.less_equal(&(end as u64 - 1)))
+                        .collect();
+                    closed.sort();
+                    for end in closed {
+                        let (cap, groups) = panes.remove(&end).expect("listed");
+                        let mut session = output.session(&cap);
+                        for (d, (n, sum, lo, hi, ingest)) in groups {
+                            session.give((d, end - SECOND, n, sum / n as f64, lo, hi, ingest));
+                        }
+                    }
+                }
+            },
+        );
+        let _ = scope;
+        latency_sink(results, clock, from, |o: &Out| o.6)
+    })
+}
+
+/// The hand-written clickstream purchases: (achieved events/s, latency).
+fn hand_clicks(spec: GeneratorSpec, batch: Option<Duration>, s: Setup) -> (f64, Histogram<u64>) {
+    run_hand(spec, batch, s, |_, events, clock, from| {
+        // (id, ts, user_id, device_id, page, on_product_page, ingest)
+        type Out = (u64, i64, SmolStr, SmolStr, SmolStr, bool, i64);
+        let schema = weir_operators::generator::Profile::Clickstream.schema();
+        let at = |f: &str| schema.index_of(f).expect("field");
+        let (id, ts, user, device, page, event) = (
+            at("id"),
+            at("ts"),
+            at("user_id"),
+            at("device_id"),
+            at("page"),
+            at("event"),
+        );
+        let shaped = events.unary::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
+            Pipeline,
+            "filter-map",
+            move |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data: &mut Vec<Record>| {
+                        let mut session = output.session(&cap);
+                        for r in data.drain(..) {
+                            let v = &r.values;
+                            if v[event].as_str() != Some("purchase") {
+                                continue;
+                            }
+                            let s = |k: usize| match &v[k] {
+                                Value::Str(s) => s.clone(),
+                                _ => SmolStr::default(),
+                            };
+                            let p = s(page);
+                            session.give((
+                                v[id].as_u64().unwrap_or(0),
+                                v[ts].as_ts().unwrap_or(0),
+                                s(user),
+                                s(device),
+                                p.clone(),
+                                p.starts_with("/product/"),
+                                r.meta.ingest,
+                            ));
+                        }
+                    });
+                }
+            },
+        );
+        latency_sink(shaped, clock, from, |o: &Out| o.6)
+    })
+}
+
+type Build = for<'s> fn(
+    timely::dataflow::Scope<'s, u64>,
+    timely::dataflow::Stream<'s, u64, Vec<Record>>,
+    RunClock,
+    i64,
+) -> std::rc::Rc<std::cell::RefCell<Histogram<u64>>>;
+
+/// Runs a hand-written dataflow over the open-loop source for the warm-up and the duration.
+fn run_hand(
+    spec: GeneratorSpec,
+    batch: Option<Duration>,
+    s: Setup,
+    build: Build,
+) -> (f64, Histogram<u64>) {
+    let clock = RunClock::now();
+    let stop = s.warmup + s.duration;
+    let from = clock.wall + s.warmup.as_micros() as i64;
+    let spec = Arc::new(spec);
+    let generated = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&generated);
+    let results = timely::execute(timely::Config::process(s.workers), move |worker| {
+        let spec = (*spec).clone();
+        let count = Arc::clone(&count);
+        let h = worker.dataflow::<u64, _, _>(|scope| {
+            let events = open_loop(scope, spec, clock, batch, (s.warmup, stop), count);
+            build(scope, events, clock, from)
+        });
+        while worker.step_or_park(Some(Duration::from_millis(100))) {}
+        let h = h.borrow().clone();
+        h
+    })
+    .expect("timely runs")
+    .join();
+    let mut all = histogram();
+    for h in results {
+        all.add(h.expect("a worker")).unwrap();
+    }
+    (
+        generated.load(Relaxed) as f64 / s.duration.as_secs_f64(),
+        all,
+    )
+}
+
+fn main() {
+    let setup = Setup {
+        rate: env_or("WEIR_BENCH_RATE", 200_000) as f64,
+        warmup: Duration::from_secs(env_or("WEIR_BENCH_WARMUP", 2)),
+        duration: Duration::from_secs(env_or("WEIR_BENCH_SECONDS", 10)),
+        workers: env_or("WEIR_BENCH_WORKERS", 2) as usize,
+    };
+    println!(
+        "processing-time latency at {} events/s offered, {} workers, {} s after a {} s warm-up",
+        setup.rate,
+        setup.workers,
+        setup.duration.as_secs(),
+        setup.warmup.as_secs()
+    );
+    println!("machine: {}", machine());
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/latency-bench");
+    std::fs::create_dir_all(&out).unwrap();
+    type Hand = fn(GeneratorSpec, Option<Duration>, Setup) -> (f64, Histogram<u64>);
+    let pipelines: [(&str, Hand); 2] = [
+        ("iot-device-report", hand_iot),
+        ("clickstream-purchases", hand_clicks),
+    ];
+    for (name, hand) in pipelines {
+        let text = bundled(name);
+        println!("\n{name}");
+        println!(
+            "{:<40} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+            "side, mode", "events/s", "p50", "p90", "p99", "p99.9", "max", "p99 ratio"
+        );
+        let mut rows = Vec::new();
+        for (label, mode) in [
+            ("continuous", None),
+            ("micro-batch 100ms", Some(Duration::from_millis(100))),
+        ] {
+            let (wr, wh) = weir(&text, mode, setup);
+            let (hr, hh) = hand(generator_of(&text, setup.rate), mode, setup);
+            let q = |h: &Histogram<u64>, p: f64| micros(h.value_at_quantile(p));
+            for (side, r, h) in [("weir", wr, &wh), ("hand-written timely", hr, &hh)] {
+                println!(
+                    "{:<40} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+                    format!("{side}, {label}"),
+                    r,
+                    q(h, 0.5),
+                    q(h, 0.9),
+                    q(h, 0.99),
+                    q(h, 0.999),
+                    micros(h.max()),
+                    if side == "weir" {
+                        format!(
+                            "{:.2}",
+                            wh.value_at_quantile(0.99) as f64
+                                / hh.value_at_quantile(0.99).max(1) as f64
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+                rows.push(Row {
+                    label: format!("{side}, {label}"),
+                    interval: mode,
+                    offered: Some(setup.rate),
+                    achieved: r,
+                    seconds: setup.duration.as_secs_f64(),
+                    backlog_end: 0,
+                    backlog_halves: (0, 0),
+                    processing: h.clone(),
+                    processing_second_half: None,
+                    event: None,
+                    held: 0.0,
+                    peak_rss: None,
+                });
+            }
+        }
+        for ext in ["svg", "png"] {
+            let path = out.join(format!("{name}.{ext}"));
+            compare::plot(
+                &rows,
+                &format!(
+                    "{name}: Weir and hand-written timely, {}k events/s, {} workers",
+                    setup.rate as u64 / 1000,
+                    setup.workers
+                ),
+                &path,
+            )
+            .unwrap();
+        }
+        println!("plot: {}", out.join(format!("{name}.svg")).display());
+    }
+}
