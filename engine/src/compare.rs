@@ -545,6 +545,10 @@ pub struct Runner {
     pub out: PathBuf,
     /// Processes per run.
     pub processes: usize,
+    /// When the processes run on several machines: this machine's process and the hostfile
+    /// every machine shares. Each machine runs the same comparison; this one starts only its own
+    /// process of each run.
+    pub external: Option<(usize, PathBuf)>,
     /// The sink whose latency is compared (default: all).
     pub sink: Option<String>,
     /// Runs so far.
@@ -564,8 +568,10 @@ impl Runner {
         let stem = format!("run-{:02}", self.count);
         std::fs::create_dir_all(&self.out)
             .map_err(|e| format!("cannot create {}: {e}", self.out.display()))?;
-        let hostfile = self.out.join(format!("{stem}.hosts"));
-        if self.processes > 1 {
+        let mut hostfile = self.out.join(format!("{stem}.hosts"));
+        if let Some((_, shared)) = &self.external {
+            hostfile = shared.clone();
+        } else if self.processes > 1 {
             let mut text = String::new();
             for _ in 0..self.processes {
                 let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -578,7 +584,11 @@ impl Runner {
                 .map_err(|e| format!("cannot write {}: {e}", hostfile.display()))?;
         }
         let mut children: Vec<(Child, PathBuf, PathBuf)> = Vec::new();
-        for p in 0..self.processes {
+        let mine: Vec<usize> = match &self.external {
+            Some((p, _)) => vec![*p],
+            None => (0..self.processes).collect(),
+        };
+        for p in mine {
             let suffix = if self.processes > 1 {
                 format!(".p{p}")
             } else {

@@ -21,6 +21,7 @@ pub struct Args {
     pub duration: Duration,
     pub warmup: Duration,
     pub processes: usize,
+    pub external: Option<(usize, PathBuf)>,
     pub sink: Option<String>,
     pub find_sustainable: bool,
     pub search_steps: usize,
@@ -99,6 +100,7 @@ pub fn main(a: Args) -> ExitCode {
         duration: a.duration,
         out: a.out.clone(),
         processes: a.processes,
+        external: a.external.clone(),
         sink: a.sink.clone(),
         count: 0,
     };

@@ -100,9 +100,18 @@ enum Command {
         /// How long each run warms up before it is measured.
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
         warmup: std::time::Duration,
-        /// Processes per run (on this machine, with ports chosen on 127.0.0.1).
-        #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=64))]
+        /// Processes per run. Without --hostfile, all on this machine, on free ports of
+        /// 127.0.0.1.
+        #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=1024))]
         processes: u16,
+        /// With --hostfile: this machine's process of every run. Run the same comparison on
+        /// every machine, each with its own --process-id.
+        #[arg(long, value_name = "I", requires = "hostfile")]
+        process_id: Option<u16>,
+        /// The processes' addresses, one `host:port` per line (as for `weir run`), for runs
+        /// spread over machines.
+        #[arg(long, value_name = "FILE", requires = "process_id")]
+        hostfile: Option<PathBuf>,
         /// Compare this sink's latency (default: every measured sink's, merged).
         #[arg(long, value_name = "ID")]
         sink: Option<String>,
@@ -299,13 +308,31 @@ fn main() -> ExitCode {
             duration,
             warmup,
             processes,
+            process_id,
+            hostfile,
             sink,
             find_sustainable,
             search_steps,
             out,
             set,
         } => {
+            let external = match (process_id, hostfile) {
+                (Some(i), Some(h)) => {
+                    let cluster = ClusterArgs {
+                        processes,
+                        process_id: i,
+                        hostfile: Some(h.clone()),
+                    };
+                    if let Err(e) = cluster.cluster() {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(CONFIG_ERROR);
+                    }
+                    Some((usize::from(i), h))
+                }
+                _ => None,
+            };
             let args = compare_cli::Args {
+                external,
                 pipeline,
                 from,
                 modes,

@@ -585,3 +585,79 @@ fn a_source_whose_watermark_stands_still_is_not_held_forever() {
         30_000
     );
 }
+
+#[test]
+fn compare_runs_each_configuration_on_several_processes() {
+    let dir = workspace();
+    let args = [
+        "compare",
+        "pipelines/iot-device-report.toml",
+        "--modes",
+        "continuous",
+        "--rates",
+        "10k",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+    ];
+    // All processes on this machine, started by compare itself.
+    let mut local = args.to_vec();
+    local.extend(["--processes", "2", "--out", "local"]);
+    let out = weir(dir.path(), &local, "");
+    ok(&out);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        table_rows(&table)[1][0],
+        "continuous, 1w x 2p, 10k/s",
+        "{table}"
+    );
+    for p in 0..2 {
+        let r = report(&dir.path().join(format!("local/run-01.p{p}.json")));
+        assert_eq!(r["process"].as_u64(), Some(p));
+        assert_eq!(r["processes"].as_u64(), Some(2));
+    }
+    // Both processes' sources count: about 10k/s in all.
+    let achieved: f64 = table_rows(&table)[1][2].replace(',', "").parse().unwrap();
+    assert!((7_000.0..13_000.0).contains(&achieved), "{table}");
+    // As on two machines: one compare per process, sharing a hostfile.
+    let ports = free_ports(2);
+    let hosts = write(
+        dir.path(),
+        "hosts",
+        &format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    );
+    let exe = assert_cmd::cargo::cargo_bin("weir");
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            Command::new(&exe)
+                .current_dir(dir.path())
+                .args(args)
+                .args(["--processes", "2", "--process-id", &p.to_string()])
+                .args(["--hostfile", &hosts, "--out", &format!("m{p}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        ok(o);
+    }
+    let r0 = report(&dir.path().join("m0/run-01.p0.json"));
+    let r1 = report(&dir.path().join("m1/run-01.p1.json"));
+    // Process 0 writes (and measures) every sink's output.
+    assert!(r0["sinks"][0]["records"].as_u64().unwrap() > 0);
+    assert!(
+        r0["sinks"][0]["processing_latency"]["count"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(r1["sinks"][0]["records"].as_u64(), Some(0));
+    assert_eq!(r1["process"].as_u64(), Some(1));
+}
