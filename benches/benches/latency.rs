@@ -151,7 +151,11 @@ fn open_loop<'s>(
                         activator.activate_after(next_batch - now);
                         return;
                     }
-                    next_batch = iv * ((now.as_nanos() / iv.as_nanos()) as u32 + 1);
+                    // Boundaries at multiples of the interval of the wall clock, as Weir's.
+                    let iv_us = iv.as_micros();
+                    let phase = clock.wall as u128 % iv_us;
+                    let k = (now.as_micros() + phase) / iv_us + 1;
+                    next_batch = Duration::from_micros((k * iv_us - phase) as u64);
                     65_536
                 }
             };
@@ -183,12 +187,13 @@ fn open_loop<'s>(
     })
 }
 
-/// Records latency at the end of a hand-written dataflow: `ingest` of each output, after the
-/// warm-up.
+/// Records latency at the end of a hand-written dataflow: `ingest` of each output, written
+/// after the warm-up and before the end (as Weir, which leaves out the windows that stopping
+/// the sources flushes early).
 fn latency_sink<'s, D: 'static>(
     stream: timely::dataflow::Stream<'s, u64, Vec<D>>,
     clock: RunClock,
-    from: i64,
+    (from, until): (i64, i64),
     ingest: impl Fn(&D) -> i64 + 'static,
 ) -> std::rc::Rc<std::cell::RefCell<Histogram<u64>>> {
     let h = std::rc::Rc::new(std::cell::RefCell::new(histogram()));
@@ -197,7 +202,7 @@ fn latency_sink<'s, D: 'static>(
         let now = clock.now_micros();
         let mut h = hist.borrow_mut();
         input.for_each(|_, data: &mut Vec<D>| {
-            if now >= from {
+            if now >= from && now < until {
                 for d in data.iter() {
                     record(&mut h, now - ingest(d));
                 }
@@ -339,7 +344,7 @@ type Build = for<'s> fn(
     timely::dataflow::Scope<'s, u64>,
     timely::dataflow::Stream<'s, u64, Vec<Record>>,
     RunClock,
-    i64,
+    (i64, i64),
 ) -> std::rc::Rc<std::cell::RefCell<Histogram<u64>>>;
 
 /// Runs a hand-written dataflow over the open-loop source for the warm-up and the duration.
@@ -351,7 +356,10 @@ fn run_hand(
 ) -> (f64, Histogram<u64>) {
     let clock = RunClock::now();
     let stop = s.warmup + s.duration;
-    let from = clock.wall + s.warmup.as_micros() as i64;
+    let from = (
+        clock.wall + s.warmup.as_micros() as i64,
+        clock.wall + stop.as_micros() as i64,
+    );
     let spec = Arc::new(spec);
     let generated = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&generated);

@@ -415,7 +415,7 @@ pub fn plot(rows: &[Row], title: &str, path: &Path) -> Result<(), String> {
     REGISTER.call_once(|| {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
-    let size = (1100, 650);
+    let size = (1280, 650);
     let fail = |e: String| format!("cannot draw {}: {e}", path.display());
     match path.extension().and_then(|e| e.to_str()) {
         Some("svg") => {
@@ -453,6 +453,8 @@ fn draw<DB: DrawingBackend>(
 ) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
+    // The chart on the left, the legend beside it, so no curve is hidden.
+    let (plot_area, legend_area) = root.split_horizontally(880);
     // (legend, points, dashed)
     type Series = (String, Vec<(f64, f64)>, bool);
     let mut series: Vec<Series> = Vec::new();
@@ -477,7 +479,7 @@ fn draw<DB: DrawingBackend>(
     } else {
         (lo.max(0.001) / 1.5, hi * 1.5)
     };
-    let mut chart = ChartBuilder::on(root)
+    let mut chart = ChartBuilder::on(&plot_area)
         .caption(title, ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(45)
@@ -498,34 +500,40 @@ fn draw<DB: DrawingBackend>(
         })
         .draw()
         .map_err(err)?;
+    let legend_font = ("sans-serif", 14).into_font();
     for (i, (name, pts, dashed)) in series.into_iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let style = ShapeStyle::from(&color).stroke_width(2);
         if dashed {
             chart
                 .draw_series(DashedLineSeries::new(pts, 6, 4, style))
-                .map_err(err)?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-                });
+                .map_err(err)?;
         } else {
             chart
                 .draw_series(LineSeries::new(pts, style))
-                .map_err(err)?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-                });
+                .map_err(err)?;
         }
+        let y = 60 + 22 * i as i32;
+        let line = vec![(10, y), (40, y)];
+        if dashed {
+            legend_area
+                .draw(&plotters::element::DashedPathElement::new(
+                    line, 6, 4, style,
+                ))
+                .map_err(err)?;
+        } else {
+            legend_area
+                .draw(&PathElement::new(line, style))
+                .map_err(err)?;
+        }
+        legend_area
+            .draw(&Text::new(
+                name,
+                (48, y - 8),
+                legend_font.clone().color(&BLACK),
+            ))
+            .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
     Ok(())
 }
 

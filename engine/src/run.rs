@@ -260,8 +260,16 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
     let half_us = opts
         .duration
         .map_or(i64::MAX / 4, |d| d.as_micros() as i64 / 2);
+    // Writes after a timed run's end are the flush of windows its stop closed early.
+    let until = opts
+        .duration
+        .map_or(i64::MAX, |d| clock.wall + warmup_us + d.as_micros() as i64);
     for (l, _) in measured.iter().flatten() {
-        l.set_phases(clock.wall + warmup_us, clock.wall + warmup_us + half_us);
+        l.set_phases(
+            clock.wall + warmup_us,
+            clock.wall + warmup_us + half_us,
+            until,
+        );
     }
     let started = Instant::now();
     let frontier = Arc::new(AtomicU64::new(0));

@@ -121,7 +121,7 @@ fn compare_tabulates_plots_and_redraws_saved_reports() {
     let mut reader = png::Decoder::new(png).read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!((info.width, info.height), (1100, 650));
+    assert_eq!((info.width, info.height), (1280, 650));
     let pixels = &buf[..info.buffer_size()];
     let distinct: std::collections::HashSet<&[u8]> = pixels.chunks(3).collect();
     assert!(distinct.len() > 10, "the PNG is nearly blank");
@@ -476,7 +476,7 @@ fn an_engine_that_falls_behind_shows_its_queueing_delay() {
         dir.path(),
         &[
             "run",
-            "pipelines/iot-device-report.toml",
+            "pipelines/iot-hot-readings.toml",
             "--rate",
             "50m",
             "--unbounded",

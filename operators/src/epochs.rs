@@ -8,9 +8,10 @@
 //! - **Continuous**: a batch is whatever one activation has ready (at most [`CHUNK`] records);
 //!   the next starts at once. Records flow as they arrive and the frontier follows event time
 //!   closely.
-//! - **Micro-batch**: a batch starts at the instants `start + k * interval` of processing time,
-//!   the first at once
-//!   (the same for every worker) and takes everything that is available then — events due by
+//! - **Micro-batch**: a batch starts at once, then whenever the wall clock reaches a multiple of
+//!   `interval` (since the Unix epoch, as Spark's `ProcessingTime` trigger aligns its batches;
+//!   the same instants for every worker and process, and the same phase relative to
+//!   epoch-aligned windows in every run), and takes everything that is available then — events due by
 //!   then for a generator, lines that can be read for a file or standard input — up to
 //!   [`MAX_BATCH`] records per worker. Between batches the source reads nothing, so input waits
 //!   (and its latency shows it), like Spark's `ProcessingTime` trigger. A batch that reached
@@ -72,7 +73,8 @@ pub const CHUNK: usize = 4096;
 pub const MAX_BATCH: usize = 1 << 16;
 
 impl Epochs {
-    /// The schedule for `mode`, aligned to the run's start: the first batch starts at once.
+    /// The schedule for `mode`: the first batch starts at once, the next ones when the wall
+    /// clock reaches multiples of the interval.
     pub fn new(mode: Mode, clock: RunClock) -> Epochs {
         Epochs {
             mode,
@@ -104,9 +106,12 @@ impl Epochs {
         if now < self.next {
             return false;
         }
-        // The first boundary after now (a late wake-up skips missed boundaries).
-        let k = (now.as_nanos() / iv.as_nanos().max(1)) as u32 + 1;
-        self.next = iv * k;
+        // The first boundary after now (a late wake-up skips missed boundaries), in wall-clock
+        // time: the run started `phase` after a multiple of the interval.
+        let iv_us = iv.as_micros().max(1);
+        let phase = (self.clock.wall.max(0) as u128) % iv_us;
+        let k = (now.as_micros() + phase) / iv_us + 1;
+        self.next = Duration::from_micros((k * iv_us - phase) as u64);
         true
     }
 

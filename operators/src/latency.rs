@@ -12,8 +12,8 @@
 //! Each worker records into its own slot; [`SinkLatency::merged`] adds the slots up.
 //!
 //! A measured run ([`SinkLatency::set_phases`]) skips records written during its warm-up and
-//! also keeps the records written in its second half apart, so growing latency can be told
-//! from steady latency.
+//! after its end (when stopping flushes windows early), and also keeps the records written in
+//! its second half apart, so growing latency can be told from steady latency.
 //!
 //! ```
 //! use weir_operators::latency::SinkLatency;
@@ -75,6 +75,8 @@ pub struct SinkLatency {
     from: AtomicI64,
     /// Wall-clock µs: records written from then on are also recorded in the second half.
     split: AtomicI64,
+    /// Wall-clock µs: records written from then on are not recorded (the run is stopping).
+    until: AtomicI64,
 }
 
 impl SinkLatency {
@@ -85,14 +87,16 @@ impl SinkLatency {
             second_half: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
             from: AtomicI64::new(i64::MIN),
             split: AtomicI64::new(i64::MAX),
+            until: AtomicI64::new(i64::MAX),
         }
     }
 
-    /// Records only what is written from `from` on, and also keeps what is written from `split`
-    /// on apart (wall-clock microseconds).
-    pub fn set_phases(&self, from: i64, split: i64) {
+    /// Records only what is written from `from` until before `until`, and also keeps what is
+    /// written from `split` on apart (wall-clock microseconds).
+    pub fn set_phases(&self, from: i64, split: i64, until: i64) {
         self.from.store(from, Relaxed);
         self.split.store(split, Relaxed);
+        self.until.store(until, Relaxed);
     }
 
     /// Worker `w`'s slot.
@@ -108,7 +112,7 @@ impl SinkLatency {
         w: usize,
         now: i64,
     ) -> (Option<&Mutex<Latencies>>, Option<&Mutex<Latencies>>) {
-        if now < self.from.load(Relaxed) {
+        if now < self.from.load(Relaxed) || now >= self.until.load(Relaxed) {
             return (None, None);
         }
         let second = (now >= self.split.load(Relaxed))
