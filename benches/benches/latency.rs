@@ -31,7 +31,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
-use weir_benches::{env_or, machine};
+use weir_benches::{closed_panes, env_or, machine};
 use weir_engine::compare::{self, Row};
 use weir_engine::components::Op;
 use weir_engine::summary::micros;
@@ -269,13 +269,7 @@ fn hand_iot(spec: GeneratorSpec, batch: Option<Duration>, s: Setup) -> (f64, His
                             e.4 = e.4.max(ingest);
                         }
                     });
-                    let mut closed: Vec<i64> = panes
-                        .keys()
-                        .copied()
-                        .filter(|&end| !frontier.less_equal(&(end as u64 - 1)))
-                        .collect();
-                    closed.sort();
-                    for end in closed {
+                    for end in closed_panes(&panes, |t| frontier.less_equal(&t)) {
                         let (cap, groups) = panes.remove(&end).expect("listed");
                         let mut session = output.session(&cap);
                         for (d, (n, sum, lo, hi, ingest)) in groups {

@@ -24,7 +24,9 @@ use smol_str::SmolStr;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
-use weir_benches::{env_or, iot_source, machine, median, run_weir, sink_records, timed};
+use weir_benches::{
+    closed_panes, env_or, iot_source, machine, median, run_weir, sink_records, timed,
+};
 use weir_engine::summary::{micros, PERCENTILES};
 use weir_operators::schema::Record;
 use weir_operators::value::Value;
@@ -136,13 +138,7 @@ fn hand_written(events: u64, workers: usize, batch: u64) -> (f64, u64) {
                                     e.1 += 1;
                                 }
                             });
-                            let mut closed: Vec<i64> = panes
-                                .keys()
-                                .copied()
-                                .filter(|&end| !frontier.less_equal(&(end as u64 - 1)))
-                                .collect();
-                            closed.sort();
-                            for end in closed {
+                            for end in closed_panes(&panes, |t| frontier.less_equal(&t)) {
                                 let (cap, groups) = panes.remove(&end).expect("listed");
                                 let mut session = output.session(&cap);
                                 for (d, (sum, n)) in groups {

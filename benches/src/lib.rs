@@ -121,3 +121,19 @@ pub fn sink_records(report: &weir_engine::run::RunReport, id: &str) -> u64 {
         .metrics
         .records_in
 }
+
+/// The ends of the panes (keyed by window end, in µs) that a frontier has passed — the windows a
+/// hand-written window operator can close — in order. `open(t)` says whether the frontier may
+/// still deliver time `t`.
+pub fn closed_panes<V>(
+    panes: &std::collections::HashMap<i64, V>,
+    open: impl Fn(u64) -> bool,
+) -> Vec<i64> {
+    let mut closed: Vec<i64> = panes
+        .keys()
+        .copied()
+        .filter(|&end| !open(end as u64 - 1))
+        .collect();
+    closed.sort();
+    closed
+}

@@ -208,7 +208,11 @@ impl Row {
             ));
         }
         let mode = match first.batch_interval_ms {
-            Some(ms) => format!("{} {}", first.mode, trim_float(ms) + "ms"),
+            Some(ms) => format!(
+                "{} {}",
+                first.mode,
+                humantime::format_duration(Duration::from_micros((ms * 1e3).round() as u64))
+            ),
             None => first.mode.clone(),
         };
         let mut label = format!("{mode}, {}w", first.workers);

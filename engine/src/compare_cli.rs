@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use weir_engine::compare::{self, parse_modes, parse_rate, render_table, Row, Runner};
 use weir_engine::components::Op;
@@ -11,21 +10,59 @@ use weir_engine::summary::{micros, thousands};
 
 use crate::CONFIG_ERROR;
 
-/// The command's arguments.
+/// `weir compare`'s arguments.
+#[derive(clap::Args)]
 pub struct Args {
+    /// The pipeline file (TOML). Not with --from.
+    #[arg(required_unless_present = "from", conflicts_with = "from")]
     pub pipeline: Option<PathBuf>,
+    /// Tabulate and plot these saved run reports (from `weir run --report` or an earlier
+    /// compare) instead of running anything.
+    #[arg(long, num_args = 1.., value_name = "REPORT")]
     pub from: Vec<PathBuf>,
+    /// Execution modes, comma-separated: continuous, micro-batch:100ms, micro-batch:1s.
+    #[arg(long, default_value = "continuous,micro-batch:100ms")]
     pub modes: String,
+    /// Offered rates, comma-separated (every generator source offers each): 100k,1m.
+    /// Default: the pipeline's own rates.
+    #[arg(long, value_name = "RATES")]
     pub rates: Option<String>,
+    /// Worker counts, comma-separated: 1,2.
+    #[arg(long, value_name = "COUNTS", default_value = "1")]
     pub workers: String,
-    pub duration: Duration,
-    pub warmup: Duration,
-    pub processes: usize,
-    pub external: Option<(usize, PathBuf)>,
+    /// How long each run is measured, after its warm-up.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// How long each run warms up before it is measured.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub warmup: std::time::Duration,
+    /// Processes per run. Without --hostfile, all on this machine, on free ports of
+    /// 127.0.0.1.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub processes: u16,
+    /// With --hostfile: this machine's process of every run. Run the same comparison on
+    /// every machine, each with its own --process-id.
+    #[arg(long, value_name = "I", requires = "hostfile")]
+    pub process_id: Option<u16>,
+    /// The processes' addresses, one `host:port` per line (as for `weir run`), for runs
+    /// spread over machines.
+    #[arg(long, value_name = "FILE", requires = "process_id")]
+    pub hostfile: Option<PathBuf>,
+    /// Compare this sink's latency (default: every measured sink's, merged).
+    #[arg(long, value_name = "ID")]
     pub sink: Option<String>,
+    /// Per mode and worker count, search for the highest offered rate whose latency and
+    /// backlog stay bounded, starting from the first of --rates (default 100k).
+    #[arg(long)]
     pub find_sustainable: bool,
+    /// Bisection steps of --find-sustainable after the first rate that is not sustainable.
+    #[arg(long, value_name = "N", default_value = "3")]
     pub search_steps: usize,
+    /// Where to write the reports, logs, table and plots.
+    #[arg(long, value_name = "DIR", default_value = "weir-compare")]
     pub out: PathBuf,
+    /// Override a key of the file for every run, as with `weir run`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }
 
@@ -35,6 +72,20 @@ fn usage(e: String) -> ExitCode {
 }
 
 pub fn main(a: Args) -> ExitCode {
+    let external = match (a.process_id, &a.hostfile) {
+        (Some(i), Some(h)) => {
+            let cluster = crate::ClusterArgs {
+                processes: a.processes,
+                process_id: i,
+                hostfile: Some(h.clone()),
+            };
+            if let Err(e) = cluster.cluster() {
+                return usage(e);
+            }
+            Some((usize::from(i), h.clone()))
+        }
+        _ => None,
+    };
     if !a.from.is_empty() {
         return from_reports(&a);
     }
@@ -99,8 +150,8 @@ pub fn main(a: Args) -> ExitCode {
         warmup: a.warmup,
         duration: a.duration,
         out: a.out.clone(),
-        processes: a.processes,
-        external: a.external.clone(),
+        processes: usize::from(a.processes),
+        external,
         sink: a.sink.clone(),
         count: 0,
     };

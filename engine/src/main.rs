@@ -76,59 +76,7 @@ enum Command {
     },
     /// Run a pipeline under several configurations (modes, rates, workers) and compare their
     /// throughput and latency in a table and a percentile plot; or redraw saved reports.
-    Compare {
-        /// The pipeline file (TOML). Not with --from.
-        #[arg(required_unless_present = "from", conflicts_with = "from")]
-        pipeline: Option<PathBuf>,
-        /// Tabulate and plot these saved run reports (from `weir run --report` or an earlier
-        /// compare) instead of running anything.
-        #[arg(long, num_args = 1.., value_name = "REPORT")]
-        from: Vec<PathBuf>,
-        /// Execution modes, comma-separated: continuous, micro-batch:100ms, micro-batch:1s.
-        #[arg(long, default_value = "continuous,micro-batch:100ms")]
-        modes: String,
-        /// Offered rates, comma-separated (every generator source offers each): 100k,1m.
-        /// Default: the pipeline's own rates.
-        #[arg(long, value_name = "RATES")]
-        rates: Option<String>,
-        /// Worker counts, comma-separated: 1,2.
-        #[arg(long, value_name = "COUNTS", default_value = "1")]
-        workers: String,
-        /// How long each run is measured, after its warm-up.
-        #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
-        duration: std::time::Duration,
-        /// How long each run warms up before it is measured.
-        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
-        warmup: std::time::Duration,
-        /// Processes per run. Without --hostfile, all on this machine, on free ports of
-        /// 127.0.0.1.
-        #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=1024))]
-        processes: u16,
-        /// With --hostfile: this machine's process of every run. Run the same comparison on
-        /// every machine, each with its own --process-id.
-        #[arg(long, value_name = "I", requires = "hostfile")]
-        process_id: Option<u16>,
-        /// The processes' addresses, one `host:port` per line (as for `weir run`), for runs
-        /// spread over machines.
-        #[arg(long, value_name = "FILE", requires = "process_id")]
-        hostfile: Option<PathBuf>,
-        /// Compare this sink's latency (default: every measured sink's, merged).
-        #[arg(long, value_name = "ID")]
-        sink: Option<String>,
-        /// Per mode and worker count, search for the highest offered rate whose latency and
-        /// backlog stay bounded, starting from the first of --rates (default 100k).
-        #[arg(long)]
-        find_sustainable: bool,
-        /// Bisection steps of --find-sustainable after the first rate that is not sustainable.
-        #[arg(long, value_name = "N", default_value = "3")]
-        search_steps: usize,
-        /// Where to write the reports, logs, table and plots.
-        #[arg(long, value_name = "DIR", default_value = "weir-compare")]
-        out: PathBuf,
-        /// Override a key of the file for every run, as with `weir run`.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-    },
+    Compare(compare_cli::Args),
     /// Check a pipeline without running it: report every problem with its line and column.
     Validate {
         /// The pipeline file (TOML).
@@ -163,23 +111,23 @@ enum Progress {
 
 /// Timely's cluster mode, from Weir's own flags.
 #[derive(clap::Args, Debug, Clone)]
-struct ClusterArgs {
+pub(crate) struct ClusterArgs {
     /// Run as one of N processes (timely's cluster mode); start every process with the same
     /// pipeline and flags, and its own --process-id.
     #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    processes: u16,
+    pub(crate) processes: u16,
     /// This process's index, from 0 to N-1.
     #[arg(long, value_name = "I", default_value = "0")]
-    process_id: u16,
+    pub(crate) process_id: u16,
     /// The processes' addresses, one `host:port` per line in process order (default:
     /// 127.0.0.1:2101, 127.0.0.1:2102, ...).
     #[arg(long, value_name = "FILE")]
-    hostfile: Option<PathBuf>,
+    pub(crate) hostfile: Option<PathBuf>,
 }
 
 impl ClusterArgs {
     /// The cluster, if more than one process.
-    fn cluster(&self) -> Result<Option<run::Cluster>, String> {
+    pub(crate) fn cluster(&self) -> Result<Option<run::Cluster>, String> {
         let n = usize::from(self.processes);
         if usize::from(self.process_id) >= n {
             return Err(format!(
@@ -299,56 +247,7 @@ fn main() -> ExitCode {
             let file = pipeline.display().to_string();
             run(&plan, &opts, report.as_deref(), &file, &set)
         }
-        Command::Compare {
-            pipeline,
-            from,
-            modes,
-            rates,
-            workers,
-            duration,
-            warmup,
-            processes,
-            process_id,
-            hostfile,
-            sink,
-            find_sustainable,
-            search_steps,
-            out,
-            set,
-        } => {
-            let external = match (process_id, hostfile) {
-                (Some(i), Some(h)) => {
-                    let cluster = ClusterArgs {
-                        processes,
-                        process_id: i,
-                        hostfile: Some(h.clone()),
-                    };
-                    if let Err(e) = cluster.cluster() {
-                        eprintln!("error: {e}");
-                        return ExitCode::from(CONFIG_ERROR);
-                    }
-                    Some((usize::from(i), h))
-                }
-                _ => None,
-            };
-            let args = compare_cli::Args {
-                external,
-                pipeline,
-                from,
-                modes,
-                rates,
-                workers,
-                duration,
-                warmup,
-                processes: usize::from(processes),
-                sink,
-                find_sustainable,
-                search_steps,
-                out,
-                set,
-            };
-            compare_cli::main(args)
-        }
+        Command::Compare(args) => compare_cli::main(args),
         Command::Validate { pipeline, set } => match load(&pipeline, &set) {
             Some(plan) => {
                 eprintln!(

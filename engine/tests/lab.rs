@@ -12,6 +12,7 @@ use base64::Engine as _;
 use common::*;
 use hdrhistogram::serialization::Deserializer;
 use serde_json::Value;
+use weir_engine::summary::micros as shown;
 
 /// A report's JSON.
 fn report(path: &Path) -> Value {
@@ -26,17 +27,6 @@ fn histogram(entry: &Value) -> hdrhistogram::Histogram<u64> {
     Deserializer::new()
         .deserialize(&mut std::io::Cursor::new(bytes))
         .unwrap()
-}
-
-/// `weir`'s formatting of microseconds, written out again for the check.
-fn shown(us: u64) -> String {
-    if us < 1_000 {
-        format!("{us}µs")
-    } else if us < 1_000_000 {
-        format!("{:.2}ms", us as f64 / 1e3)
-    } else {
-        format!("{:.2}s", us as f64 / 1e6)
-    }
 }
 
 /// The table's rows as cells (split on runs of two or more spaces), header first.
