@@ -5,8 +5,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use weir_operators::generator::RunClock;
@@ -30,8 +30,8 @@ pub struct Live {
     pub measured: Vec<Option<(Arc<SinkLatency>, Option<usize>)>>,
     /// The frontier at the sinks (event time, µs; `u64::MAX` when none remains).
     pub frontier: Arc<AtomicU64>,
-    /// The run's clock.
-    pub clock: RunClock,
+    /// The run's clock, once the workers have started it.
+    pub clock: Arc<OnceLock<RunClock>>,
     /// Whether event time follows the wall clock, so watermark lag means something.
     pub wall_clock_time: bool,
 }
@@ -110,8 +110,11 @@ impl Live {
             let _ = write!(s, ", p99 {}", micros(all.value_at_percentile(99.0)));
         }
         let f = self.frontier.load(Relaxed);
-        if self.wall_clock_time && f != u64::MAX && f > 0 {
-            let lag = (self.clock.now_micros() - f as i64).max(0) as u64;
+        if let (true, Some(clock)) = (
+            self.wall_clock_time && f != u64::MAX && f > 0,
+            self.clock.get(),
+        ) {
+            let lag = (clock.now_micros() - f as i64).max(0) as u64;
             let _ = write!(
                 s,
                 ", {} {}",
@@ -128,7 +131,6 @@ pub fn monitor(
     live: Live,
     opts: &RunOptions,
     ctl: &RunControl,
-    started: Instant,
     finished: Receiver<()>,
 ) -> Measurement {
     let warmup = opts.warmup;
@@ -153,7 +155,11 @@ pub fn monitor(
         }
     };
     while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(tick) {
-        let t = started.elapsed();
+        // Nothing to time until the workers have started the clock.
+        let Some(clock) = live.clock.get() else {
+            continue;
+        };
+        let t = clock.instant.elapsed();
         if at_warmup.is_none() && t >= warmup {
             at_warmup = Some((t, live.events()));
         }
@@ -194,8 +200,8 @@ pub fn monitor(
             }
         }
     }
-    if !ended {
-        finish(&mut m, at_warmup, started.elapsed());
+    if let (false, Some(clock)) = (ended, live.clock.get()) {
+        finish(&mut m, at_warmup, clock.instant.elapsed());
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();

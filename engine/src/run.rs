@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use std::sync::atomic::AtomicU64;
 
@@ -255,23 +255,29 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
     let metrics: Vec<Arc<ComponentMetrics>> = plan.nodes.iter().map(|_| Arc::default()).collect();
     let measured = measured_sinks(plan, workers);
     let plan_arc = Arc::new(plan.clone());
-    let clock = RunClock::now();
-    let warmup_us = opts.warmup.as_micros() as i64;
-    let half_us = opts
-        .duration
-        .map_or(i64::MAX / 4, |d| d.as_micros() as i64 / 2);
-    // Writes after a timed run's end are the flush of windows its stop closed early.
-    let until = opts
-        .duration
-        .map_or(i64::MAX, |d| clock.wall + warmup_us + d.as_micros() as i64);
-    for (l, _) in measured.iter().flatten() {
-        l.set_phases(
-            clock.wall + warmup_us,
-            clock.wall + warmup_us + half_us,
-            until,
-        );
-    }
-    let started = Instant::now();
+    // The run's clock starts when the workers do: in a cluster, after the processes have
+    // connected (which may take seconds), so the schedule, warm-up and duration count from then.
+    let clock_cell: Arc<OnceLock<RunClock>> = Arc::default();
+    let start_clock = {
+        let measured = measured.clone();
+        let (warmup, duration) = (opts.warmup, opts.duration);
+        move || {
+            let clock = RunClock::now();
+            let warmup_us = warmup.as_micros() as i64;
+            let half_us = duration.map_or(i64::MAX / 4, |d| d.as_micros() as i64 / 2);
+            // Writes after a timed run's end are the flush of windows its stop closed early.
+            let until =
+                duration.map_or(i64::MAX, |d| clock.wall + warmup_us + d.as_micros() as i64);
+            for (l, _) in measured.iter().flatten() {
+                l.set_phases(
+                    clock.wall + warmup_us,
+                    clock.wall + warmup_us + half_us,
+                    until,
+                );
+            }
+            clock
+        }
+    };
     let frontier = Arc::new(AtomicU64::new(0));
     // The monitor thread measures, prints status and stops a timed run; it ends when the run
     // does (the sender is dropped).
@@ -282,7 +288,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
             metrics: metrics.clone(),
             measured: measured.clone(),
             frontier: Arc::clone(&frontier),
-            clock,
+            clock: Arc::clone(&clock_cell),
             wall_clock_time: plan
                 .nodes
                 .iter()
@@ -290,7 +296,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
                 .all(|n| wall_clock_time(plan, n)),
         };
         let (opts, ctl) = (opts.clone(), ctl.clone());
-        std::thread::spawn(move || crate::monitor::monitor(live, &opts, &ctl, started, finished))
+        std::thread::spawn(move || crate::monitor::monitor(live, &opts, &ctl, finished))
     };
     let result = {
         let (metrics, writers, ctl, measured) = (
@@ -314,8 +320,10 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
             },
         };
         let gather = processes > 1;
+        let clock_cell = Arc::clone(&clock_cell);
         timely::execute(config, move |worker| {
             let plan = Arc::clone(&plan_arc);
+            let clock = *clock_cell.get_or_init(&start_clock);
             let env = SourceEnv {
                 mode,
                 clock,
@@ -335,7 +343,8 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
             Ok(())
         })
     };
-    let elapsed = started.elapsed();
+    let clock = *clock_cell.get_or_init(RunClock::now);
+    let elapsed = clock.instant.elapsed();
     drop(done);
     let measurement = monitor
         .join()
