@@ -41,6 +41,7 @@ pub mod graph;
 mod introspect;
 pub mod monitor;
 pub mod plan;
+pub mod produce;
 pub mod report;
 pub mod run;
 pub mod spec;

@@ -77,6 +77,25 @@ enum Command {
     /// Run a pipeline under several configurations (modes, rates, workers) and compare their
     /// throughput and latency in a table and a percentile plot; or redraw saved reports.
     Compare(compare_cli::Args),
+    /// Write the generator's events to a pipeline's TCP source, as a producer would: JSON lines
+    /// on an open-loop schedule, blocking when the receiver pushes back.
+    Produce {
+        /// Which events: iot, clickstream or nexmark.
+        #[arg(long, default_value = "iot")]
+        profile: String,
+        /// How many events: 1000, 500k, 1m.
+        #[arg(long, default_value = "1m", value_parser = parse_count)]
+        events: u64,
+        /// Events per second (default: as fast as the receiver takes them).
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<f64>,
+        /// The generator's seed.
+        #[arg(long, default_value = "0")]
+        seed: u64,
+        /// The receiver: a tcp source's `address`, such as 127.0.0.1:9000.
+        #[arg(long, value_name = "HOST:PORT")]
+        tcp: String,
+    },
     /// Check a pipeline without running it: report every problem with its line and column.
     Validate {
         /// The pipeline file (TOML).
@@ -189,6 +208,12 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     weir_engine::compare::parse_rate(s)
 }
 
+fn parse_count(s: &str) -> Result<u64, String> {
+    weir_engine::compare::parse_rate(s)
+        .map(|x| x.round() as u64)
+        .map_err(|_| format!("`{s}` is not a number of events: write 1000, 500k or 1m"))
+}
+
 /// Exit status for configuration and usage errors.
 pub(crate) const CONFIG_ERROR: u8 = 2;
 
@@ -248,6 +273,43 @@ fn main() -> ExitCode {
             run(&plan, &opts, report.as_deref(), &file, &set)
         }
         Command::Compare(args) => compare_cli::main(args),
+        Command::Produce {
+            profile,
+            events,
+            rate,
+            seed,
+            tcp,
+        } => {
+            use weir_operators::generator::{GeneratorSpec, Profile};
+            let Some(profile) = Profile::parse(&profile) else {
+                eprintln!("error: `{profile}` is not a profile: use iot, clickstream or nexmark");
+                return ExitCode::from(CONFIG_ERROR);
+            };
+            let spec = GeneratorSpec {
+                events: Some(events),
+                rate,
+                seed,
+                ..GeneratorSpec::new(profile)
+            };
+            let p = weir_engine::produce::Produce { spec, address: tcp };
+            match weir_engine::produce::produce_tcp(&p) {
+                Ok(r) => {
+                    let secs = r.elapsed.as_secs_f64();
+                    eprintln!(
+                        "weir produce: {} events to {} in {secs:.3}s ({}/s); at most {} behind schedule",
+                        summary::thousands(r.events),
+                        p.address,
+                        summary::thousands((r.events as f64 / secs.max(1e-9)) as u64),
+                        summary::micros(r.max_behind.as_micros() as u64)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Validate { pipeline, set } => match load(&pipeline, &set) {
             Some(plan) => {
                 eprintln!(

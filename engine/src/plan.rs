@@ -380,12 +380,14 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             (ComponentConfig::Generator(g), _) => g.plan(&ctx),
             (ComponentConfig::FileSource(f), _) => f.plan(&ctx),
             (ComponentConfig::Stdin(s), _) => s.plan(&ctx),
+            (ComponentConfig::TcpSource(t), _) => t.plan(&ctx),
             (ComponentConfig::Filter(f), Some(s)) => f.plan(&ctx, s),
             (ComponentConfig::Map(m), Some(s)) => m.plan(&ctx, s),
             (ComponentConfig::Window(w), Some(s)) => w.plan(&ctx, s),
             (ComponentConfig::Stdout(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::FileSink(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::Null(o), Some(s)) => o.plan(&ctx, s),
+            (ComponentConfig::TcpSink(o), Some(s)) => o.plan(&ctx, s),
             _ => continue,
         };
         match result {
@@ -606,7 +608,7 @@ fn pipeline_mode(spec: &PipelineSpec, diags: &mut Vec<Diag>) -> Mode {
 /// Whether a component has a dead-letter output: a source that reads external input, or a
 /// window (for late records).
 fn has_dead_letter_port(c: &crate::spec::Component) -> bool {
-    (c.kind == Kind::Source && matches!(c.ty.as_str(), "file" | "stdin"))
+    (c.kind == Kind::Source && matches!(c.ty.as_str(), "file" | "stdin" | "tcp"))
         || (c.kind == Kind::Transform && matches!(c.ty.as_str(), "window" | "join"))
 }
 

@@ -20,7 +20,7 @@ use weir_operators::metrics::{ComponentMetrics, MetricsSnapshot};
 use weir_operators::sink::SharedWriter;
 use weir_operators::window::LatePolicy;
 use weir_operators::{
-    file_source, filter, interval_join, map, sink, stdin_source, temporal_join, window,
+    file_source, filter, interval_join, map, sink, stdin_source, tcp_source, temporal_join, window,
     window_join, Records, Time,
 };
 
@@ -204,6 +204,16 @@ fn open_writers(plan: &Plan, process: usize) -> Result<Vec<Option<SharedWriter>>
                         path: path.clone(),
                         file: None,
                     })),
+                    SinkTarget::Tcp(address) => {
+                        let stream = std::net::TcpStream::connect(address).map_err(|e| {
+                            format!(
+                                "sink `{}`: cannot connect to {address}: {e} (start the receiver first, or fix `address`)",
+                                n.id
+                            )
+                        })?;
+                        let _ = stream.set_nodelay(true);
+                        SharedWriter::new(Box::new(BufWriter::with_capacity(1 << 16, stream)))
+                    }
                 };
                 if let Some(h) = s.encoder.header() {
                     w.write_all(&h)
@@ -236,7 +246,7 @@ fn measured_sinks(plan: &Plan, workers: usize) -> Vec<Option<(Arc<SinkLatency>, 
 fn wall_clock_time(plan: &Plan, n: &crate::plan::Node) -> bool {
     match &n.op {
         Op::Generator(g) => g.start.is_none() && g.interval.is_none(),
-        Op::File(_) | Op::Stdin(_) => false,
+        Op::File(_) | Op::Stdin(_) | Op::Tcp(_) => false,
         _ => n
             .inputs
             .iter()
@@ -516,6 +526,11 @@ fn build<'s>(
             Op::Stdin(spec) => {
                 let (r, d) =
                     stdin_source::stdin_source(scope, name, Arc::clone(spec), env.clone(), m);
+                streams.insert(main, r);
+                streams.insert(dead, d);
+            }
+            Op::Tcp(spec) => {
+                let (r, d) = tcp_source::tcp_source(scope, name, Arc::clone(spec), env.clone(), m);
                 streams.insert(main, r);
                 streams.insert(dead, d);
             }

@@ -30,15 +30,37 @@ fn every_bundled_pipeline_validates_and_runs() {
         let text = std::fs::read_to_string(root().join("pipelines").join(&p)).unwrap();
         let doc: toml::Table = toml::from_str(&text).unwrap();
         let sources = doc["sources"].as_table().unwrap();
+        // A TCP source listens on a free port, and `weir produce` feeds it.
+        let mut producers = Vec::new();
         for (id, source) in sources {
-            if source["type"].as_str() == Some("generator") {
-                args.push("--set".into());
-                args.push(format!("sources.{id}.events=20000"));
+            match source["type"].as_str() {
+                Some("generator") => {
+                    args.push("--set".into());
+                    args.push(format!("sources.{id}.events=20000"));
+                }
+                Some("tcp") => {
+                    let port = std::net::TcpListener::bind("127.0.0.1:0")
+                        .unwrap()
+                        .local_addr()
+                        .unwrap()
+                        .port();
+                    args.push("--set".into());
+                    args.push(format!("sources.{id}.address=\"127.0.0.1:{port}\""));
+                    let d = dir.path().to_path_buf();
+                    producers.push(std::thread::spawn(move || {
+                        let target = format!("127.0.0.1:{port}");
+                        weir(&d, &["produce", "--events", "20000", "--tcp", &target], "")
+                    }));
+                }
+                _ => {}
             }
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let stdin = "{\"ts\": 1, \"level\": \"error\", \"msg\": \"disk full\"}\n";
         let r = weir(dir.path(), &args, stdin);
+        for p in producers {
+            ok(&p.join().unwrap());
+        }
         ok(&r);
         assert!(stderr(&r).contains("finished in"), "{p}: {}", stderr(&r));
     }

@@ -30,15 +30,16 @@ pub mod join;
 pub mod map;
 pub mod sinks;
 pub mod stdin;
+pub mod tcp;
 pub mod watermark;
 pub mod window;
 
 /// Source types.
-pub const SOURCE_TYPES: &[&str] = &["generator", "file", "stdin"];
+pub const SOURCE_TYPES: &[&str] = &["generator", "file", "stdin", "tcp"];
 /// Transform types.
 pub const TRANSFORM_TYPES: &[&str] = &["filter", "map", "window", "join"];
 /// Sink types.
-pub const SINK_TYPES: &[&str] = &["stdout", "file", "null"];
+pub const SINK_TYPES: &[&str] = &["stdout", "file", "null", "tcp"];
 
 /// A component's typed config.
 #[derive(Debug)]
@@ -49,6 +50,8 @@ pub enum ComponentConfig {
     FileSource(file::FileSourceConfig),
     /// `[sources.ID] type = "stdin"`
     Stdin(stdin::StdinConfig),
+    /// `[sources.ID] type = "tcp"`
+    TcpSource(tcp::TcpSourceConfig),
     /// `[transforms.ID] type = "filter"`
     Filter(filter::FilterConfig),
     /// `[transforms.ID] type = "map"`
@@ -63,6 +66,8 @@ pub enum ComponentConfig {
     FileSink(sinks::FileSinkConfig),
     /// `[sinks.ID] type = "null"`
     Null(sinks::NullConfig),
+    /// `[sinks.ID] type = "tcp"`
+    TcpSink(tcp::TcpSinkConfig),
 }
 
 /// Deserializes a component body by its section and type.
@@ -78,6 +83,7 @@ pub fn parse(
         (Kind::Source, "generator") => C::Generator(typed(body, what, diags)?),
         (Kind::Source, "file") => C::FileSource(typed(body, what, diags)?),
         (Kind::Source, "stdin") => C::Stdin(typed(body, what, diags)?),
+        (Kind::Source, "tcp") => C::TcpSource(typed(body, what, diags)?),
         (Kind::Transform, "filter") => C::Filter(typed(body, what, diags)?),
         (Kind::Transform, "map") => C::Map(typed(body, what, diags)?),
         (Kind::Transform, "window") => C::Window(typed(body, what, diags)?),
@@ -85,6 +91,7 @@ pub fn parse(
         (Kind::Sink, "stdout") => C::Stdout(typed(body, what, diags)?),
         (Kind::Sink, "file") => C::FileSink(typed(body, what, diags)?),
         (Kind::Sink, "null") => C::Null(typed(body, what, diags)?),
+        (Kind::Sink, "tcp") => C::TcpSink(typed(body, what, diags)?),
         _ => return None,
     })
 }
@@ -98,6 +105,8 @@ pub enum Op {
     File(Arc<FileSourceSpec>),
     /// The stdin source.
     Stdin(Arc<DecodeSpec>),
+    /// The TCP source.
+    Tcp(Arc<weir_operators::tcp_source::TcpSourceSpec>),
     /// A filter.
     Filter(Arc<Expr>),
     /// A map.
@@ -125,6 +134,8 @@ pub enum SinkTarget {
     LazyFile(PathBuf),
     /// Nowhere: count only.
     Null,
+    /// A TCP server (`host:port`), connected to when the run starts.
+    Tcp(String),
 }
 
 /// A compiled sink.

@@ -36,7 +36,11 @@ pub struct FileSinkConfig {
 #[serde(deny_unknown_fields)]
 pub struct NullConfig {}
 
-fn format(ctx: &Ctx, f: Option<&Spanned<String>>, default: Format) -> Result<Format, Diag> {
+pub(super) fn format(
+    ctx: &Ctx,
+    f: Option<&Spanned<String>>,
+    default: Format,
+) -> Result<Format, Diag> {
     match f {
         None => Ok(default),
         Some(f) => ctx
@@ -45,7 +49,7 @@ fn format(ctx: &Ctx, f: Option<&Spanned<String>>, default: Format) -> Result<For
     }
 }
 
-fn planned(target: SinkTarget, format: Format, input: &Schema) -> Planned {
+pub(super) fn planned(target: SinkTarget, format: Format, input: &Schema) -> Planned {
     Planned {
         op: Op::Sink(SinkSpec {
             target,

@@ -1,0 +1,145 @@
+//! `[sources.ID] type = "tcp"` and `[sinks.ID] type = "tcp"`: point-to-point delivery over TCP,
+//! newline-delimited, with no queue in between — when Weir falls behind, TCP's flow control
+//! pushes back on the producer.
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+use weir_operators::encode::Format;
+use weir_operators::schema::Schema;
+use weir_operators::tcp_source::TcpSourceSpec;
+
+use super::decoding::{decode_spec, DecodingKeys};
+use super::sinks::{format, planned};
+use super::watermark::WatermarkConfig;
+use super::{Ctx, Op, Planned, SinkTarget};
+use crate::diag::Diag;
+
+/// Listens for TCP clients sending JSON lines (newline-delimited JSON), from any number of
+/// connections at once. Worker 0 of process 0 listens; when the pipeline falls behind, Weir
+/// stops reading the sockets, so TCP's flow control blocks the clients instead of Weir's memory
+/// growing. Assigned ids are `ID:tcp:LINE`, lines numbered in arrival order. Bad records are
+/// handled as in the file source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSourceConfig {
+    /// Where to listen, `host:port` (default "127.0.0.1:9000": this machine only; use
+    /// "0.0.0.0:9000" to accept clients from other machines).
+    pub address: Option<Spanned<String>>,
+    /// End the source once this many connections have been accepted and have closed (default:
+    /// run until stopped).
+    pub max_connections: Option<Spanned<i64>>,
+    /// The fields to read and their types, as in the file source.
+    pub schema: Spanned<IndexMap<String, Spanned<String>>>,
+    /// The event-time field (default "ts").
+    pub timestamp_field: Option<Spanned<String>>,
+    /// How timestamps are written: "rfc3339" (default), "epoch_s", "epoch_ms" or "epoch_us".
+    pub timestamp_format: Option<Spanned<String>>,
+    /// The id field (default "id"); when the schema lacks it, Weir assigns ids.
+    pub id_field: Option<Spanned<String>>,
+    /// "dead-letter" (default), "skip" or "fail", as in the file source.
+    pub on_error: Option<Spanned<String>>,
+    /// How event time behaves: `{ max_out_of_orderness = "2s", idle_timeout = "10s" }`
+    /// (default: in order, never idle). All connections share one watermark, so the bound
+    /// should cover the skew between clients.
+    pub watermark: Option<WatermarkConfig>,
+}
+
+/// Sends records to a TCP server, one per line (JSON lines or CSV), over one connection opened
+/// when the run starts. A slow receiver blocks the sink's writes, and backpressure then holds
+/// the sources back.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSinkConfig {
+    /// The server, `host:port`.
+    pub address: Spanned<String>,
+    /// "jsonl" (default) or "csv".
+    pub format: Option<Spanned<String>>,
+}
+
+/// Checks a `host:port` address.
+fn address(ctx: &Ctx, a: &Spanned<String>) -> Result<String, Diag> {
+    let text = a.get_ref().trim();
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(text.to_string())
+        }
+        _ => Err(ctx
+            .error(format!("`{text}` is not an address"))
+            .at(a.span())
+            .help("write `host:port`, such as \"127.0.0.1:9000\"")),
+    }
+}
+
+impl TcpSourceConfig {
+    /// Validates and compiles.
+    pub fn plan(&self, ctx: &Ctx) -> Result<Planned, Vec<Diag>> {
+        let mut diags = Vec::new();
+        let watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
+        let address = match &self.address {
+            None => Some("127.0.0.1:9000".to_string()),
+            Some(a) => address(ctx, a).map_err(|d| diags.push(d)).ok(),
+        };
+        let max_connections = match &self.max_connections {
+            Some(m) if *m.get_ref() < 1 => {
+                diags.push(
+                    ctx.error(format!(
+                        "`max_connections` must be at least 1, not {}",
+                        m.get_ref()
+                    ))
+                    .at(m.span())
+                    .help("remove it to accept connections until the run is stopped"),
+                );
+                None
+            }
+            m => m.as_ref().map(|m| *m.get_ref() as u64),
+        };
+        let decode = decode_spec(
+            ctx,
+            DecodingKeys {
+                schema: &self.schema,
+                timestamp_field: self.timestamp_field.as_ref(),
+                timestamp_format: self.timestamp_format.as_ref(),
+                id_field: self.id_field.as_ref(),
+                on_error: self.on_error.as_ref(),
+            },
+        );
+        let mut decode = match decode {
+            Ok(d) => d,
+            Err(mut d) => {
+                diags.append(&mut d);
+                return Err(diags);
+            }
+        };
+        let (Some(address), true) = (address, diags.is_empty()) else {
+            return Err(diags);
+        };
+        decode.watermark = watermark;
+        Ok(Planned {
+            schema: decode.schema.clone(),
+            dead_letters: decode.on_error == weir_operators::decode::OnError::DeadLetter,
+            late_schema: None,
+            late_right_schema: None,
+            op: Op::Tcp(Arc::new(TcpSourceSpec {
+                decode: Arc::new(decode),
+                address,
+                max_connections,
+            })),
+        })
+    }
+}
+
+impl TcpSinkConfig {
+    /// Validates and compiles.
+    pub fn plan(&self, ctx: &Ctx, input: &Schema) -> Result<Planned, Vec<Diag>> {
+        let mut diags = Vec::new();
+        let f = format(ctx, self.format.as_ref(), Format::Jsonl).map_err(|d| diags.push(d));
+        let a = address(ctx, &self.address).map_err(|d| diags.push(d));
+        match (f, a) {
+            (Ok(f), Ok(a)) => Ok(planned(SinkTarget::Tcp(a), f, input)),
+            _ => Err(diags),
+        }
+    }
+}
