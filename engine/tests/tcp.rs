@@ -396,3 +396,67 @@ fn weir_produce_feeds_the_bundled_tcp_pipeline() {
         stderr(&out)
     );
 }
+
+#[test]
+fn latency_can_count_from_when_the_producer_made_the_event() {
+    // The producer stamps its events 2 s before it sends them (as if they waited that long
+    // in a queue). Counted from when Weir read them, latency is small; counted from their
+    // event time, it includes the 2 s.
+    let dir = workspace();
+    for (from, at_least, below) in [
+        ("read", 0, 1_000_000),
+        ("event_time", 2_000_000, 10_000_000),
+    ] {
+        let port = free_port();
+        write(
+            dir.path(),
+            "e2e.toml",
+            &format!(
+                r#"
+[sources.events]
+type = "tcp"
+address = "127.0.0.1:{port}"
+max_connections = 1
+schema = {{ ts = "timestamp", x = "i64" }}
+timestamp_format = "epoch_ms"
+latency_from = "{from}"
+
+[sinks.out]
+type = "null"
+inputs = ["events"]
+"#
+            ),
+        );
+        let weir_run = spawn_weir(
+            dir.path(),
+            &[
+                "run",
+                "e2e.toml",
+                "--status-every",
+                "0s",
+                "--report",
+                "r.json",
+            ],
+        );
+        let mut s = connect(port);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        for i in 0..1000 {
+            writeln!(s, "{{\"ts\": {}, \"x\": {i}}}", now_ms - 2000).unwrap();
+        }
+        drop(s);
+        ok(&finish(weir_run));
+        let r: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap())
+                .unwrap();
+        let p50 = r["sinks"][0]["processing_latency"]["percentiles_us"][0][1]
+            .as_u64()
+            .unwrap();
+        assert!(
+            (at_least..below).contains(&p50),
+            "latency_from = {from}: p50 {p50}µs"
+        );
+    }
+}

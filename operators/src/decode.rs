@@ -112,6 +112,9 @@ pub struct DecodeSpec {
     pub on_error: OnError,
     /// How the source's event time behaves (default: in order, never idle).
     pub watermark: WatermarkSpec,
+    /// Whether latency counts from a record's event time (its creation, for a producer that
+    /// stamps events when it makes them: end-to-end latency) instead of from when it was read.
+    pub latency_from_event_time: bool,
     positions: HashMap<String, usize>,
 }
 
@@ -133,6 +136,7 @@ impl DecodeSpec {
             .collect();
         DecodeSpec {
             watermark: WatermarkSpec::default(),
+            latency_from_event_time: false,
             source: SmolStr::new(source),
             schema,
             time_format,

@@ -85,11 +85,15 @@ impl Batch {
         self.read += 1;
         match decoded {
             Ok(mut r) => {
-                if let Some(t) = spec.schema.time.and_then(|t| r.values[t].as_ts()) {
+                let t = spec.schema.time.and_then(|t| r.values[t].as_ts());
+                if let Some(t) = t {
                     self.max_seen = self.max_seen.max(t);
                 }
                 r.meta.watermark = self.watermark(&spec.watermark).max(0) as Time;
-                r.meta.ingest = self.ingest;
+                r.meta.ingest = match (spec.latency_from_event_time, t) {
+                    (true, Some(t)) => t,
+                    _ => self.ingest,
+                };
                 self.records.push(r);
             }
             Err(reason) => {

@@ -45,6 +45,10 @@ pub struct TcpSourceConfig {
     /// (default: in order, never idle). All connections share one watermark, so the bound
     /// should cover the skew between clients.
     pub watermark: Option<WatermarkConfig>,
+    /// Where sinks count a record's latency from: "read" (default: when Weir read it) or
+    /// "event_time" (its event time — when a producer that stamps events as it makes them
+    /// made it: end-to-end latency, including the time spent in the producer and the network).
+    pub latency_from: Option<Spanned<String>>,
 }
 
 /// Sends records to a TCP server, one per line (JSON lines or CSV), over one connection opened
@@ -113,10 +117,20 @@ impl TcpSourceConfig {
                 return Err(diags);
             }
         };
-        let (Some(address), true) = (address, diags.is_empty()) else {
+        let latency_from = match &self.latency_from {
+            None => Some(false),
+            Some(l) => ctx
+                .choice("latency_from", l, &["read", "event_time"])
+                .map(|i| i == 1)
+                .map_err(|d| diags.push(d))
+                .ok(),
+        };
+        let (Some(address), Some(latency_from), true) = (address, latency_from, diags.is_empty())
+        else {
             return Err(diags);
         };
         decode.watermark = watermark;
+        decode.latency_from_event_time = latency_from;
         Ok(Planned {
             schema: decode.schema.clone(),
             dead_letters: decode.on_error == weir_operators::decode::OnError::DeadLetter,
