@@ -139,6 +139,27 @@ fn trim_float(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// Input the engine may be behind at any moment without falling behind for good: one batch
+/// interval (in micro-batch mode) and 100ms of the offered rate.
+fn slack(offered: f64, interval: Option<Duration>) -> f64 {
+    offered * (interval.unwrap_or(Duration::ZERO) + Duration::from_millis(100)).as_secs_f64()
+}
+
+/// Whether the engine kept up with an offered rate over a measurement: it took in all but at
+/// most one batch interval and 100 ms of the input due (1% tolerance), and its backlog at the
+/// end is within that. `None` without an offered rate.
+pub fn kept_up(
+    offered: Option<f64>,
+    achieved: f64,
+    seconds: f64,
+    backlog_end: u64,
+    interval: Option<Duration>,
+) -> Option<bool> {
+    let offered = offered?;
+    let slack = slack(offered, interval);
+    Some(achieved * seconds + slack >= offered * seconds * 0.99 && backlog_end as f64 <= slack)
+}
+
 /// One configuration's results: one row of the table, one curve of the plot.
 #[derive(Clone, Debug)]
 pub struct Row {
@@ -253,21 +274,19 @@ impl Row {
         })
     }
 
-    /// Input the engine may be behind at any moment without falling behind for good: one
-    /// batch interval (in micro-batch mode) and 100ms.
+    /// See [`slack`].
     fn slack(&self) -> f64 {
-        self.offered.unwrap_or(0.0)
-            * (self.interval.unwrap_or(Duration::ZERO) + Duration::from_millis(100)).as_secs_f64()
+        slack(self.offered.unwrap_or(0.0), self.interval)
     }
 
-    /// Whether the engine kept up with the offered rate: it took in all but at most `slack`
-    /// of the input due during the measurement, and its backlog at the end is within it.
+    /// Whether the engine kept up with the offered rate (see [`kept_up`]).
     pub fn kept_up(&self) -> Option<bool> {
-        let offered = self.offered?;
-        let due = offered * self.seconds;
-        Some(
-            self.achieved * self.seconds + self.slack() >= due * 0.99
-                && (self.backlog_end as f64) <= self.slack(),
+        kept_up(
+            self.offered,
+            self.achieved,
+            self.seconds,
+            self.backlog_end,
+            self.interval,
         )
     }
 

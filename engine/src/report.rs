@@ -49,6 +49,10 @@ pub struct Report {
     /// Throughput and backlog after the warm-up (this process's sources).
     #[serde(default)]
     pub measurement: Measurement,
+    /// Whether this process's sources kept up with their share of the offered rate (see
+    /// `weir compare`), when a generator offered one.
+    #[serde(default)]
+    pub kept_up: Option<bool>,
     /// Backpressure: records each source could have in flight per worker (0: no limit).
     #[serde(default)]
     pub max_in_flight: usize,
@@ -197,6 +201,7 @@ impl Report {
             process: r.process,
             offered_rate: r.offered_rate,
             measurement: r.measurement,
+            kept_up: r.kept_up(),
             max_in_flight: r.max_in_flight,
             peak_rss_bytes: r.peak_rss,
             started: weir_operators::time::format_rfc3339(r.started),

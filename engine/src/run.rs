@@ -46,6 +46,24 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
 }
 
+impl RunReport {
+    /// Whether the engine kept up with the offered rate during the measurement
+    /// ([`compare::kept_up`](crate::compare::kept_up)); `None` without an open-loop generator.
+    pub fn kept_up(&self) -> Option<bool> {
+        let interval = match self.mode {
+            Mode::Continuous => None,
+            Mode::MicroBatch(iv) => Some(iv),
+        };
+        crate::compare::kept_up(
+            self.offered_rate.map(|r| r / self.processes as f64),
+            self.measurement.rate(),
+            self.measurement.seconds,
+            self.measurement.backlog_end,
+            interval,
+        )
+    }
+}
+
 /// One process's place in a cluster.
 #[derive(Clone, Debug)]
 pub struct Cluster {

@@ -286,6 +286,13 @@ pub fn flow_lines(r: &RunReport) -> String {
             "; backlog {} events",
             thousands(m.backlog_end.max(backlog))
         );
+        if let Some(k) = r.kept_up() {
+            what.push_str(if k {
+                "; kept up"
+            } else {
+                "; FELL BEHIND (latency counts the wait)"
+            });
+        }
         if r.processes > 1 {
             what.push_str(" (this process's sources)");
         }

@@ -338,6 +338,8 @@ fn a_timed_run_measures_after_its_warmup_and_shows_its_status() {
     // (it would have stopped at 100,000 events only after 10s).
     assert_eq!(r["offered_rate"].as_f64(), Some(10_000.0));
     assert_eq!(r["stopped"].as_bool(), Some(false));
+    assert_eq!(r["kept_up"].as_bool(), Some(true), "{err}");
+    assert!(err.contains("; kept up"), "{err}");
 }
 
 /// Two free ports on 127.0.0.1.
@@ -493,6 +495,8 @@ fn an_engine_that_falls_behind_shows_its_queueing_delay() {
     );
     let err = stderr(&out);
     assert!(err.contains("offered 50,000,000/s"), "{err}");
+    assert!(err.contains("FELL BEHIND"), "{err}");
+    assert_eq!(r["kept_up"].as_bool(), Some(false));
     // And compare says so.
     let again = weir(
         dir.path(),
