@@ -515,14 +515,14 @@ fn find_sustainable_searches_the_highest_rate_kept_up() {
         dir.path(),
         &[
             "compare",
-            "pipelines/iot-device-report.toml",
+            "pipelines/iot-hot-readings.toml",
             "--find-sustainable",
             "--modes",
             "continuous",
             "--rates",
-            "100k",
+            "20k",
             "--duration",
-            "600ms",
+            "1s",
             "--warmup",
             "200ms",
             "--search-steps",
@@ -538,15 +538,16 @@ fn find_sustainable_searches_the_highest_rate_kept_up() {
     let rows = table_rows(&table);
     assert_eq!(rows[0][..2], ["configuration", "sustainable/s"]);
     assert_eq!(rows[1][0], "continuous, 1w");
-    // Rates double from 100k until one is not sustainable; the answer is one that was.
-    assert!(err.contains("100,000/s: sustainable"), "{err}");
+    // Rates double from 20k until one is not sustainable; the answer is one that was. (A
+    // stateless pipeline: every hot reading is a latency sample, so p99 is not one window's.)
+    assert!(err.contains("20,000/s: sustainable"), "{err}");
     assert!(err.contains("not sustainable"), "{err}");
     let best: u64 = rows[1][1].replace(',', "").parse().unwrap();
     assert!(
         err.contains(&format!("{}/s: sustainable", rows[1][1])),
         "{err}"
     );
-    assert!(best >= 100_000);
+    assert!(best >= 20_000);
     assert!(dir.path().join("s/sustainable.txt").exists());
     assert!(dir.path().join("s/latency.svg").exists());
 }
