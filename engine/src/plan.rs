@@ -77,8 +77,11 @@ pub struct Node {
     pub implicit: bool,
 }
 
-/// Records a source may have in flight per worker unless `[pipeline] max_in_flight` says.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 65_536;
+/// Records a source may have in flight per worker unless `[pipeline] max_in_flight` says: four
+/// full micro-batches, so a backlogged source can prepare the next batches while earlier ones
+/// are still processed (one batch at a time cost 2-worker micro-batch runs a sixth of their
+/// throughput).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 262_144;
 
 /// A validated pipeline, ready to run.
 #[derive(Clone, Debug)]

@@ -80,7 +80,7 @@ pub struct PipelineConfig {
     /// The micro-batch interval (default "100ms"). `weir run --batch-interval` overrides it.
     pub batch_interval: Option<Spanned<String>>,
     /// Backpressure: how many records each source may have in flight on a worker — sent, in
-    /// epochs not yet through to every sink — before it stops admitting input (default 65536;
+    /// epochs not yet through to every sink — before it stops admitting input (default 262144;
     /// a batch that starts below the limit may pass it). Input then waits where it is: a
     /// generator falls behind its schedule, a file is not read, a pipe pushes back on its
     /// writer. 0 turns the limit off, letting queues between workers grow without bound when
