@@ -24,6 +24,20 @@ pub struct DecodingKeys<'a> {
     pub on_error: Option<&'a Spanned<String>>,
 }
 
+/// The decoding keys of a source config, which names them as `DecodingKeys` does.
+macro_rules! decoding_keys {
+    ($config:expr) => {
+        $crate::components::decoding::DecodingKeys {
+            schema: &$config.schema,
+            timestamp_field: $config.timestamp_field.as_ref(),
+            timestamp_format: $config.timestamp_format.as_ref(),
+            id_field: $config.id_field.as_ref(),
+            on_error: $config.on_error.as_ref(),
+        }
+    };
+}
+pub(crate) use decoding_keys;
+
 /// Validates the decoding keys and builds the decoder.
 pub fn decode_spec(ctx: &Ctx, keys: DecodingKeys) -> Result<DecodeSpec, Vec<Diag>> {
     let mut diags = Vec::new();

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use weir_operators::file_source::{FileFormat, FileSourceSpec};
 
-use super::decoding::{decode_spec, DecodingKeys};
+use super::decoding::{decode_spec, decoding_keys};
 use super::watermark::WatermarkConfig;
 use super::{Ctx, Op, Planned};
 use crate::diag::Diag;
@@ -106,16 +106,7 @@ impl FileSourceConfig {
                 Vec::new()
             }
         };
-        let decode = decode_spec(
-            ctx,
-            DecodingKeys {
-                schema: &self.schema,
-                timestamp_field: self.timestamp_field.as_ref(),
-                timestamp_format: self.timestamp_format.as_ref(),
-                id_field: self.id_field.as_ref(),
-                on_error: self.on_error.as_ref(),
-            },
-        );
+        let decode = decode_spec(ctx, decoding_keys!(self));
         let watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
         let decode = match decode {
             Ok(mut d) => {

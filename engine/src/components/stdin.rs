@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::decoding::{decode_spec, DecodingKeys};
+use super::decoding::{decode_spec, decoding_keys};
 use super::watermark::WatermarkConfig;
 use super::{Ctx, Op, Planned};
 use crate::diag::Diag;
@@ -37,17 +37,7 @@ impl StdinConfig {
     pub fn plan(&self, ctx: &Ctx) -> Result<Planned, Vec<Diag>> {
         let mut diags = Vec::new();
         let watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
-        let mut decode = decode_spec(
-            ctx,
-            DecodingKeys {
-                schema: &self.schema,
-                timestamp_field: self.timestamp_field.as_ref(),
-                timestamp_format: self.timestamp_format.as_ref(),
-                id_field: self.id_field.as_ref(),
-                on_error: self.on_error.as_ref(),
-            },
-        )
-        .map_err(|mut d| {
+        let mut decode = decode_spec(ctx, decoding_keys!(self)).map_err(|mut d| {
             diags.append(&mut d);
             std::mem::take(&mut diags)
         })?;

@@ -11,7 +11,7 @@ use weir_operators::encode::Format;
 use weir_operators::schema::Schema;
 use weir_operators::tcp_source::TcpSourceSpec;
 
-use super::decoding::{decode_spec, DecodingKeys};
+use super::decoding::{decode_spec, decoding_keys};
 use super::sinks::{format, planned};
 use super::watermark::WatermarkConfig;
 use super::{Ctx, Op, Planned, SinkTarget};
@@ -100,16 +100,7 @@ impl TcpSourceConfig {
             }
             m => m.as_ref().map(|m| *m.get_ref() as u64),
         };
-        let decode = decode_spec(
-            ctx,
-            DecodingKeys {
-                schema: &self.schema,
-                timestamp_field: self.timestamp_field.as_ref(),
-                timestamp_format: self.timestamp_format.as_ref(),
-                id_field: self.id_field.as_ref(),
-                on_error: self.on_error.as_ref(),
-            },
-        );
+        let decode = decode_spec(ctx, decoding_keys!(self));
         let mut decode = match decode {
             Ok(d) => d,
             Err(mut d) => {
