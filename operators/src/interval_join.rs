@@ -50,7 +50,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::batch::give_at;
-use crate::join::{JoinCommon, JoinStreams};
+use crate::join::{JoinCommon, JoinOutputs, JoinStreams};
 use crate::late::LateCounts;
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
@@ -99,14 +99,7 @@ pub fn interval_join<'s>(
         right,
         Exchange::new(move |r: &Record| key_hash(&r.values, &rk)),
     );
-    let (out, results) = builder.new_output::<Vec<Record>>();
-    let (dead_out, dead) = builder.new_output::<Vec<Record>>();
-    let (ll_out, late_left) = builder.new_output::<Vec<Record>>();
-    let (lr_out, late_right) = builder.new_output::<Vec<Record>>();
-    type Out = crate::batch::RecordOutput;
-    let mut out = Out::from(out);
-    let mut dead_out = Out::from(dead_out);
-    let mut late_outs = [Out::from(ll_out), Out::from(lr_out)];
+    let (mut outs, streams) = JoinOutputs::new(&mut builder);
     builder.build(move |_caps| {
         let mut keys: HashTable<KeyState> = HashTable::new();
         // (expiry, key hash, time, seq) of stored left and right records.
@@ -198,9 +191,8 @@ pub fn interval_join<'s>(
                         }
                         state += 1;
                     }
-                    out_n += give_at(&mut out, &cap, t, 0, &mut buf);
-                    give_at(&mut dead_out, &cap, t, 1, &mut dead_buf);
-                    give_at(&mut late_outs[side], &cap, t, 2 + side, &mut late_buf);
+                    out_n += give_at(&mut outs.results, &cap, t, 0, &mut buf);
+                    outs.give_set_aside(&cap, t, side, &mut dead_buf, &mut late_buf);
                 };
                 if side == 0 {
                     in_left.for_each(|cap, data| handle(cap, data));
@@ -254,7 +246,10 @@ pub fn interval_join<'s>(
             if !outer.is_empty() {
                 let h = held.as_ref().expect("held for unmatched left records");
                 out_n += outer.len() as u64;
-                out.activate().session(h).give_container(&mut outer);
+                outs.results
+                    .activate()
+                    .session(h)
+                    .give_container(&mut outer);
             }
             // Hold only what the unmatched left records still need.
             let next = if spec.left_outer {
@@ -273,10 +268,5 @@ pub fn interval_join<'s>(
             metrics.add_state(state);
         }
     });
-    JoinStreams {
-        results,
-        dead,
-        late_left,
-        late_right,
-    }
+    streams
 }

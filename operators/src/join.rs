@@ -8,6 +8,10 @@ use crate::late::{LateCounts, LatePolicy};
 use crate::schema::{Meta, Record, Schema};
 use crate::time::format_rfc3339;
 use crate::value::{Micros, Value};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::InputCapability;
+
+use crate::batch::{give_at, RecordOutput};
 use crate::{Records, Time};
 
 /// The parts of a compiled join common to every kind.
@@ -152,4 +156,52 @@ pub struct JoinStreams<'s> {
     pub late_left: Records<'s>,
     /// Late records of the right input, unchanged (side-output policy).
     pub late_right: Records<'s>,
+}
+
+/// The four outputs of a two-input join operator, in port order: joined records (0), dead
+/// letters (1), late left (2) and late right (3) records.
+pub(crate) struct JoinOutputs {
+    /// Port 0: joined records.
+    pub results: RecordOutput,
+    dead: RecordOutput,
+    late: [RecordOutput; 2],
+}
+
+impl JoinOutputs {
+    /// Adds the four outputs to `builder` (which must have no outputs yet).
+    pub(crate) fn new<'s>(
+        builder: &mut OperatorBuilder<'s, Time>,
+    ) -> (JoinOutputs, JoinStreams<'s>) {
+        let (out, results) = builder.new_output::<Vec<Record>>();
+        let (dead_out, dead) = builder.new_output::<Vec<Record>>();
+        let (ll_out, late_left) = builder.new_output::<Vec<Record>>();
+        let (lr_out, late_right) = builder.new_output::<Vec<Record>>();
+        (
+            JoinOutputs {
+                results: RecordOutput::from(out),
+                dead: RecordOutput::from(dead_out),
+                late: [RecordOutput::from(ll_out), RecordOutput::from(lr_out)],
+            },
+            JoinStreams {
+                results,
+                dead,
+                late_left,
+                late_right,
+            },
+        )
+    }
+
+    /// Sends what an input batch of `side` at time `t` put aside: its dead letters and its late
+    /// records (side output), leaving both buffers empty.
+    pub(crate) fn give_set_aside(
+        &mut self,
+        cap: &InputCapability<Time>,
+        t: Time,
+        side: usize,
+        dead: &mut Vec<Record>,
+        late: &mut Vec<Record>,
+    ) {
+        give_at(&mut self.dead, cap, t, 1, dead);
+        give_at(&mut self.late[side], cap, t, 2 + side, late);
+    }
 }

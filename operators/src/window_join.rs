@@ -46,8 +46,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::{Capability, InputCapability};
 
-use crate::batch::give_at;
-use crate::join::{JoinCommon, JoinStreams};
+use crate::join::{JoinCommon, JoinOutputs, JoinStreams};
 use crate::late::LateCounts;
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
@@ -104,14 +103,7 @@ pub fn window_join<'s>(
         right,
         Exchange::new(move |r: &Record| key_hash(&r.values, &rk)),
     );
-    let (out, results) = builder.new_output::<Vec<Record>>();
-    let (dead_out, dead) = builder.new_output::<Vec<Record>>();
-    let (ll_out, late_left) = builder.new_output::<Vec<Record>>();
-    let (lr_out, late_right) = builder.new_output::<Vec<Record>>();
-    type Out = crate::batch::RecordOutput;
-    let mut out = Out::from(out);
-    let mut dead_out = Out::from(dead_out);
-    let mut late_outs = [Out::from(ll_out), Out::from(lr_out)];
+    let (mut outs, streams) = JoinOutputs::new(&mut builder);
     builder.build(move |_caps| {
         let mut windows: BTreeMap<Micros, HashTable<Bucket>> = BTreeMap::new();
         let mut held: Option<Capability<Time>> = None;
@@ -195,8 +187,7 @@ pub fn window_join<'s>(
                             e += w;
                         }
                     }
-                    give_at(&mut dead_out, &cap, t, 1, &mut dead_buf);
-                    give_at(&mut late_outs[side], &cap, t, 2 + side, &mut late_buf);
+                    outs.give_set_aside(&cap, t, side, &mut dead_buf, &mut late_buf);
                 };
                 if side == 0 {
                     in_left.for_each(|cap, data| handle(cap, data));
@@ -233,7 +224,10 @@ pub fn window_join<'s>(
                     let h = held.as_ref().expect("held while windows are open");
                     let cap = h.delayed(&t.max(*h.time()));
                     out_n += batch.len() as u64;
-                    out.activate().session(&cap).give_container(&mut batch);
+                    outs.results
+                        .activate()
+                        .session(&cap)
+                        .give_container(&mut batch);
                 }
             }
             match (windows.keys().next(), held.as_mut()) {
@@ -252,10 +246,5 @@ pub fn window_join<'s>(
             metrics.add_state(state);
         }
     });
-    JoinStreams {
-        results,
-        dead,
-        late_left,
-        late_right,
-    }
+    streams
 }
