@@ -393,14 +393,20 @@ pub fn generator<'s>(
                 metrics.add_backlog(-behind);
                 return;
             }
-            if let Some(ns) = ns_per_event {
-                let due = ((clock.instant.elapsed().as_nanos() as f64 / ns) as u64)
-                    .saturating_add(1)
-                    .min(limit);
-                let now_behind = (due.saturating_sub(next)).div_ceil(peers) as i64;
-                metrics.add_backlog(now_behind - behind);
-                behind = now_behind;
-            }
+            // Events due by now (all of them, unthrottled); what this worker has not generated
+            // of its share is its backlog.
+            let due_now = match ns_per_event {
+                Some(ns) => {
+                    let due = ((clock.instant.elapsed().as_nanos() as f64 / ns) as u64)
+                        .saturating_add(1)
+                        .min(limit);
+                    let now_behind = due.saturating_sub(next).div_ceil(peers) as i64;
+                    metrics.add_backlog(now_behind - behind);
+                    behind = now_behind;
+                    due
+                }
+                None => limit,
+            };
             if open.is_none() && !admission.admit(*c.time()) {
                 // Held back: try again shortly (the probe is not a wake-up source).
                 activator.activate_after(HELD_RETRY);
@@ -431,14 +437,7 @@ pub fn generator<'s>(
                     return;
                 }
                 // The batch takes the events due now.
-                let due = match ns_per_event {
-                    Some(ns) => {
-                        let elapsed = clock.instant.elapsed().as_nanos() as f64;
-                        ((elapsed / ns) as u64).saturating_add(1)
-                    }
-                    None => u64::MAX,
-                };
-                open = Some((due.min(limit), 0));
+                open = Some((due_now, 0));
             }
             let (due, sent) = open.as_mut().expect("opened above");
             let max = epochs.batch_max();
