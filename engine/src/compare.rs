@@ -394,37 +394,7 @@ pub fn table(rows: &[Row]) -> String {
             row
         })
         .collect();
-    render_table(&header, &body, 1)
-}
-
-/// Aligned text columns: the first `left` left-aligned, the rest right-aligned.
-pub fn render_table(header: &[String], body: &[Vec<String>], left: usize) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in body {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let mut s = String::new();
-        for (k, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            let pad = " ".repeat(w - cell.chars().count());
-            if k > 0 {
-                s.push_str("  ");
-            }
-            if k < left {
-                let _ = write!(s, "{cell}{pad}");
-            } else {
-                let _ = write!(s, "{pad}{cell}");
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header);
-    for row in body {
-        out.push_str(&line(row));
-    }
-    out
+    crate::summary::aligned(&header, &body, 1, "", "  ")
 }
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use weir_engine::compare::{self, parse_modes, parse_rate, render_table, Row, Runner};
+use weir_engine::compare::{self, parse_modes, parse_rate, Row, Runner};
 use weir_engine::components::Op;
 use weir_engine::report::Report;
-use weir_engine::summary::{micros, thousands};
+use weir_engine::summary::{aligned, micros, thousands};
 
 use crate::CONFIG_ERROR;
 
@@ -225,7 +225,7 @@ pub fn main(a: Args) -> ExitCode {
             "runs",
         ]
         .map(String::from);
-        let text = render_table(&header, &summary, 1);
+        let text = aligned(&header, &summary, 1, "", "  ");
         print!("{text}");
         if let Err(e) = write(&a.out.join("sustainable.txt"), &text) {
             return usage(e);

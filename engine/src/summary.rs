@@ -158,28 +158,10 @@ pub fn render(r: &RunReport) -> String {
         "late",
         "max-state",
         "out/s",
-    ];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: [&str; 9]| {
-        let mut s = String::from(" ");
-        for (k, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if k < 2 {
-                let _ = write!(s, " {cell:<w$}");
-            } else {
-                let _ = write!(s, " {cell:>w$}");
-            }
-        }
-        s.trim_end().to_string()
-    };
-    let _ = writeln!(out, "{}", line(header));
-    for row in &rows {
-        let _ = writeln!(out, "{}", line(row.each_ref().map(String::as_str)));
-    }
+    ]
+    .map(String::from);
+    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    out.push_str(&aligned(&header, &rows, 2, "  ", " "));
     out.push_str(&latency_table(r));
     if r.processes > 1 && r.process > 0 {
         let _ = writeln!(
@@ -324,31 +306,46 @@ pub fn latency_table(r: &RunReport) -> String {
     if rows.is_empty() {
         return String::new();
     }
-    let mut header = vec!["sink", "latency", "records", "records/s"];
-    header.extend(PERCENTILES.iter().map(|(l, _)| *l));
-    header.push("max");
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
+    let mut header: Vec<String> = ["sink", "latency", "records", "records/s"]
+        .map(String::from)
+        .to_vec();
+    header.extend(PERCENTILES.iter().map(|(l, _)| l.to_string()));
+    header.push("max".into());
+    aligned(&header, &rows, 2, "  ", " ")
+}
+
+/// Aligned text columns, a line per row after the header: the first `left` columns
+/// left-aligned, the rest right-aligned (widths in characters), each line starting with
+/// `indent` and its cells separated by `gap`.
+pub fn aligned(
+    header: &[String],
+    rows: &[Vec<String>],
+    left: usize,
+    indent: &str,
+    gap: &str,
+) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::from(" ");
+    let mut out = String::new();
+    for cells in std::iter::once(header).chain(rows.iter().map(Vec::as_slice)) {
+        let mut line = String::from(indent);
         for (k, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            let pad = w - cell.chars().count();
-            if k < 2 {
-                let _ = write!(s, " {cell}{}", " ".repeat(pad));
+            if k > 0 {
+                line.push_str(gap);
+            }
+            let pad = " ".repeat(w - cell.chars().count());
+            if k < left {
+                let _ = write!(line, "{cell}{pad}");
             } else {
-                let _ = write!(s, " {}{cell}", " ".repeat(pad));
+                let _ = write!(line, "{pad}{cell}");
             }
         }
-        s.trim_end().to_string()
-    };
-    let mut out = String::new();
-    let _ = writeln!(out, "{}", line(header.clone()));
-    for row in &rows {
-        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }
