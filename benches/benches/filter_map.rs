@@ -9,12 +9,9 @@
 //! `cargo bench -p weir-benches --bench filter_map`; `WEIR_BENCH_EVENTS` (default 10,000,000)
 //! and `WEIR_BENCH_REPS` (default 5) change the size.
 
-use std::cell::Cell;
-use std::rc::Rc;
-
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use weir_benches::{env_or, iot_source, machine, median, run_weir, sink_records, timed};
+use weir_benches::{env_or, iot_source, machine, median, run_hand_written, run_weir, sink_records};
 use weir_operators::schema::Record;
 use weir_operators::value::Value;
 
@@ -66,52 +63,40 @@ fn weir(events: u64, workers: usize) -> (f64, u64) {
 
 /// The hand-written timely program: returns (events/s, records out).
 fn hand_written(events: u64, workers: usize) -> (f64, u64) {
-    let (results, t) = timed(|| {
-        timely::execute(timely::Config::process(workers), move |worker| {
-            let count = Rc::new(Cell::new(0u64));
-            let seen = Rc::clone(&count);
-            worker.dataflow::<u64, _, _>(|scope| {
-                let s = iot_source(scope, events, 4096, 1000);
-                s.unary::<timely::container::CapacityContainerBuilder<
-                    Vec<(u64, i64, smol_str::SmolStr, f64)>,
-                >, _, _, _>(Pipeline, "filter_map", |_, _| {
-                    move |input, output| {
-                        input.for_each(|cap, data: &mut Vec<Record>| {
-                            let mut session = output.session(&cap);
-                            for r in data.drain(..) {
-                                let v = r.values;
-                                let hot = matches!(&v[2], Value::Str(k) if k == "reading")
-                                    && matches!(v[4], Value::F64(t) if t > 30.0);
-                                if hot {
-                                    let (
-                                        Value::U64(id),
-                                        Value::Ts(ts),
-                                        Value::Str(dev),
-                                        Value::F64(t),
-                                    ) = (&v[0], &v[1], &v[3], &v[4])
-                                    else {
-                                        continue;
-                                    };
-                                    session.give((*id, *ts, dev.clone(), t * 1.8 + 32.0));
-                                }
-                            }
-                        });
+    run_hand_written(events, workers, move |scope, seen| {
+        let s = iot_source(scope, events, 4096, 1000);
+        s.unary::<timely::container::CapacityContainerBuilder<
+            Vec<(u64, i64, smol_str::SmolStr, f64)>,
+        >, _, _, _>(Pipeline, "filter_map", |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data: &mut Vec<Record>| {
+                    let mut session = output.session(&cap);
+                    for r in data.drain(..) {
+                        let v = r.values;
+                        let hot = matches!(&v[2], Value::Str(k) if k == "reading")
+                            && matches!(v[4], Value::F64(t) if t > 30.0);
+                        if hot {
+                            let (
+                                Value::U64(id),
+                                Value::Ts(ts),
+                                Value::Str(dev),
+                                Value::F64(t),
+                            ) = (&v[0], &v[1], &v[3], &v[4])
+                            else {
+                                continue;
+                            };
+                            session.give((*id, *ts, dev.clone(), t * 1.8 + 32.0));
+                        }
                     }
-                })
-                .sink(Pipeline, "count", move |(input, _)| {
-                    input.for_each(|_, data: &mut Vec<(u64, i64, smol_str::SmolStr, f64)>| {
-                        seen.set(seen.get() + data.len() as u64)
-                    });
                 });
-            });
-            while worker.step_or_park(None) {}
-            count.get()
+            }
         })
-        .expect("timely runs")
-        .join()
-    });
-    let out = results.into_iter().map(|r| r.expect("worker")).sum();
-    (events as f64 / t.as_secs_f64(), out)
+        .sink(Pipeline, "count", move |(input, _)| {
+            input.for_each(|_, data: &mut Vec<(u64, i64, smol_str::SmolStr, f64)>| {
+                seen.set(seen.get() + data.len() as u64)
+            });
+        });
+    })
 }
 
 fn main() {

@@ -8,15 +8,13 @@
 //! `cargo bench -p weir-benches --bench joins`; `WEIR_BENCH_EVENTS` (default 5,000,000) and
 //! `WEIR_BENCH_REPS` (default 3) change the size.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
 
 use differential_dataflow::AsCollection;
 use smol_str::SmolStr;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
-use weir_benches::{env_or, iot_source, machine, median, run_weir, sink_records, timed};
+use weir_benches::{env_or, iot_source, machine, median, run_hand_written, run_weir, sink_records};
 use weir_operators::schema::Record;
 use weir_operators::value::Value;
 
@@ -79,110 +77,98 @@ type Enriched = Vec<((Event, Event), u64, isize)>;
 
 /// The temporal join written by hand: returns (events/s, results).
 fn hand_written(events: u64, workers: usize) -> (f64, u64) {
-    let (results, t) = timed(|| {
-        timely::execute(timely::Config::process(workers), move |worker| {
-            let count = Rc::new(Cell::new(0u64));
-            let seen = Rc::clone(&count);
-            worker.dataflow::<u64, _, _>(|scope| {
-                let events = iot_source(scope, events, 4096, 100_000);
-                // (device, ts, id) of readings and of status updates.
-                let split = |want: &'static str| {
-                    events.clone().unary::<timely::container::CapacityContainerBuilder<
-                        Vec<(Key, i64, u64)>,
-                    >, _, _, _>(Pipeline, want, move |_, _| {
-                        move |input, output| {
-                            input.for_each(|cap, data: &mut Vec<Record>| {
-                                let mut session = output.session(&cap);
-                                for r in data.drain(..) {
-                                    let v = r.values;
-                                    if let (Value::Str(k), Value::Str(d), Value::Ts(ts), Value::U64(id)) =
-                                        (&v[2], &v[3], &v[1], &v[0])
-                                    {
-                                        if k == want {
-                                            session.give((d.clone(), *ts, *id));
-                                        }
-                                    }
-                                }
-                            });
-                        }
-                    })
-                };
-                let readings = split("reading");
-                let status = split("status");
-                let route = |x: &(Key, i64, u64)| {
-                    use std::hash::{Hash, Hasher};
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    x.0.hash(&mut h);
-                    h.finish()
-                };
-                // Versions: +1 at their time, -1 at their successor's.
-                let versions = status.unary::<timely::container::CapacityContainerBuilder<
-                    Vec<((Key, (i64, u64)), u64, isize)>,
-                >, _, _, _>(Exchange::new(route), "Versions", |_, _| {
-                    let mut live: HashMap<Key, BTreeMap<(i64, u64), ()>> = HashMap::new();
-                    move |input, output| {
-                        input.for_each(|cap, data: &mut Vec<(Key, i64, u64)>| {
-                            let mut session = output.session(&cap);
-                            for (k, ts, id) in data.drain(..) {
-                                let vs = live.entry(k.clone()).or_default();
-                                let me = (ts, id);
-                                let before = vs.range(..me).next_back().map(|(v, _)| *v);
-                                let after = vs.range(me..).next().map(|(v, _)| v.0);
-                                session.give(((k.clone(), me), ts as u64, 1));
-                                if let Some(s) = after {
-                                    session.give(((k.clone(), me), s as u64, -1));
-                                }
-                                if let Some(p) = before {
-                                    if let Some(s) = after {
-                                        session.give(((k.clone(), p), s as u64, 1));
-                                    }
-                                    session.give(((k.clone(), p), ts as u64, -1));
-                                }
-                                vs.insert(me, ());
-                                while vs.len() > 2 {
-                                    vs.pop_first();
+    run_hand_written(events, workers, move |scope, seen| {
+        let events = iot_source(scope, events, 4096, 100_000);
+        // (device, ts, id) of readings and of status updates.
+        let split = |want: &'static str| {
+            events.clone().unary::<timely::container::CapacityContainerBuilder<
+                Vec<(Key, i64, u64)>,
+            >, _, _, _>(Pipeline, want, move |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data: &mut Vec<Record>| {
+                        let mut session = output.session(&cap);
+                        for r in data.drain(..) {
+                            let v = r.values;
+                            if let (Value::Str(k), Value::Str(d), Value::Ts(ts), Value::U64(id)) =
+                                (&v[2], &v[3], &v[1], &v[0])
+                            {
+                                if k == want {
+                                    session.give((d.clone(), *ts, *id));
                                 }
                             }
-                        });
+                        }
+                    });
+                }
+            })
+        };
+        let readings = split("reading");
+        let status = split("status");
+        let route = |x: &(Key, i64, u64)| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            x.0.hash(&mut h);
+            h.finish()
+        };
+        // Versions: +1 at their time, -1 at their successor's.
+        let versions = status.unary::<timely::container::CapacityContainerBuilder<
+            Vec<((Key, (i64, u64)), u64, isize)>,
+        >, _, _, _>(Exchange::new(route), "Versions", |_, _| {
+            let mut live: HashMap<Key, BTreeMap<(i64, u64), ()>> = HashMap::new();
+            move |input, output| {
+                input.for_each(|cap, data: &mut Vec<(Key, i64, u64)>| {
+                    let mut session = output.session(&cap);
+                    for (k, ts, id) in data.drain(..) {
+                        let vs = live.entry(k.clone()).or_default();
+                        let me = (ts, id);
+                        let before = vs.range(..me).next_back().map(|(v, _)| *v);
+                        let after = vs.range(me..).next().map(|(v, _)| v.0);
+                        session.give(((k.clone(), me), ts as u64, 1));
+                        if let Some(s) = after {
+                            session.give(((k.clone(), me), s as u64, -1));
+                        }
+                        if let Some(p) = before {
+                            if let Some(s) = after {
+                                session.give(((k.clone(), p), s as u64, 1));
+                            }
+                            session.give(((k.clone(), p), ts as u64, -1));
+                        }
+                        vs.insert(me, ());
+                        while vs.len() > 2 {
+                            vs.pop_first();
+                        }
                     }
                 });
-                let table = versions.as_collection().arrange_by_key();
-                let lefts = readings
-                    .unary::<timely::container::CapacityContainerBuilder<
-                        Vec<((Key, (i64, u64)), u64, isize)>,
-                    >, _, _, _>(Pipeline, "Pulses", |_, _| {
-                        move |input, output| {
-                            input.for_each(|cap, data: &mut Vec<(Key, i64, u64)>| {
-                                let mut session = output.session(&cap);
-                                for (k, ts, id) in data.drain(..) {
-                                    session.give(((k.clone(), (ts, id)), ts as u64, 1));
-                                    session.give(((k, (ts, id)), ts as u64 + 1, -1));
-                                }
-                            });
+            }
+        });
+        let table = versions.as_collection().arrange_by_key();
+        let lefts = readings
+            .unary::<timely::container::CapacityContainerBuilder<
+                Vec<((Key, (i64, u64)), u64, isize)>,
+            >, _, _, _>(Pipeline, "Pulses", |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data: &mut Vec<(Key, i64, u64)>| {
+                        let mut session = output.session(&cap);
+                        for (k, ts, id) in data.drain(..) {
+                            session.give(((k.clone(), (ts, id)), ts as u64, 1));
+                            session.give(((k, (ts, id)), ts as u64 + 1, -1));
                         }
-                    })
-                    .as_collection();
-                lefts
-                    .join_core(table, |_k, l: &(i64, u64), v: &(i64, u64)| {
-                        (v.0 <= l.0).then_some((*l, *v))
-                    })
-                    .reduce(|_l, vs, out| out.push((*vs[vs.len() - 1].0, 1)))
-                    .inner
-                    .sink(Pipeline, "count", move |(input, _)| {
-                        input.for_each(|_, data: &mut Enriched| {
-                            let n: isize = data.iter().map(|x| x.2.max(0)).sum();
-                            seen.set(seen.get() + n as u64);
-                        });
                     });
+                }
+            })
+            .as_collection();
+        lefts
+            .join_core(table, |_k, l: &(i64, u64), v: &(i64, u64)| {
+                (v.0 <= l.0).then_some((*l, *v))
+            })
+            .reduce(|_l, vs, out| out.push((*vs[vs.len() - 1].0, 1)))
+            .inner
+            .sink(Pipeline, "count", move |(input, _)| {
+                input.for_each(|_, data: &mut Enriched| {
+                    let n: isize = data.iter().map(|x| x.2.max(0)).sum();
+                    seen.set(seen.get() + n as u64);
+                });
             });
-            while worker.step_or_park(None) {}
-            count.get()
-        })
-        .expect("timely runs")
-        .join()
-    });
-    let out = results.into_iter().map(|r| r.expect("worker")).sum();
-    (events as f64 / t.as_secs_f64(), out)
+    })
 }
 
 fn main() {

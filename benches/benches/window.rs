@@ -16,16 +16,14 @@
 //! `cargo bench -p weir-benches --bench window`; `WEIR_BENCH_EVENTS` (default 10,000,000) and
 //! `WEIR_BENCH_REPS` (default 5) change the size.
 
-use std::cell::Cell;
 use std::collections::HashMap;
-use std::rc::Rc;
 
 use smol_str::SmolStr;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use weir_benches::{
-    closed_panes, env_or, iot_source, machine, median, run_weir, sink_records, timed,
+    closed_panes, env_or, iot_source, machine, median, run_hand_written, run_weir, sink_records,
 };
 use weir_engine::summary::{micros, PERCENTILES};
 use weir_operators::schema::Record;
@@ -84,83 +82,71 @@ fn weir(events: u64, workers: usize, mode: &str) -> (f64, u64) {
 /// The hand-written timely program: returns (events/s, window results). `batch` is the number
 /// of events a worker generates before it advances its capability.
 fn hand_written(events: u64, workers: usize, batch: u64) -> (f64, u64) {
-    let (results, t) = timed(|| {
-        timely::execute(timely::Config::process(workers), move |worker| {
-            let count = Rc::new(Cell::new(0u64));
-            let seen = Rc::clone(&count);
-            worker.dataflow::<u64, _, _>(|scope| {
-                let s = iot_source(scope, events, batch, 1000);
-                // Readings only, as (device, ts, temperature).
-                let readings = s.unary::<timely::container::CapacityContainerBuilder<
-                    Vec<(SmolStr, i64, f64)>,
-                >, _, _, _>(Pipeline, "filter", |_, _| {
-                    move |input, output| {
-                        input.for_each(|cap, data: &mut Vec<Record>| {
-                            let mut session = output.session(&cap);
-                            for r in data.drain(..) {
-                                let v = r.values;
-                                if let (
-                                    Value::Str(k),
-                                    Value::Str(d),
-                                    Value::Ts(ts),
-                                    Value::F64(t),
-                                ) = (&v[2], &v[3], &v[1], &v[4])
-                                {
-                                    if k == "reading" {
-                                        session.give((d.clone(), *ts, *t));
-                                    }
-                                }
-                            }
-                        });
-                    }
-                });
-                let route = |r: &(SmolStr, i64, f64)| {
-                    use std::hash::{Hash, Hasher};
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    r.0.hash(&mut h);
-                    h.finish()
-                };
-                readings
-                    .unary_frontier::<timely::container::CapacityContainerBuilder<
-                        Vec<(SmolStr, i64, f64)>,
-                    >, _, _, _>(Exchange::new(route), "window", |_, _| {
-                        type Pane = (Capability<u64>, HashMap<SmolStr, (f64, u64)>);
-                        let mut panes: HashMap<i64, Pane> = HashMap::new();
-                        move |(input, frontier), output| {
-                            input.for_each(|cap, data: &mut Vec<(SmolStr, i64, f64)>| {
-                                for (d, ts, t) in data.drain(..) {
-                                    let end = ts - ts.rem_euclid(SECOND) + SECOND;
-                                    let pane = panes.entry(end).or_insert_with(|| {
-                                        (cap.delayed(&(end as u64 - 1), 0), HashMap::new())
-                                    });
-                                    let e = pane.1.entry(d).or_insert((0.0, 0));
-                                    e.0 += t;
-                                    e.1 += 1;
-                                }
-                            });
-                            for end in closed_panes(&panes, |t| frontier.less_equal(&t)) {
-                                let (cap, groups) = panes.remove(&end).expect("listed");
-                                let mut session = output.session(&cap);
-                                for (d, (sum, n)) in groups {
-                                    session.give((d, end - SECOND, sum / n as f64));
-                                }
+    run_hand_written(events, workers, move |scope, seen| {
+        let s = iot_source(scope, events, batch, 1000);
+        // Readings only, as (device, ts, temperature).
+        let readings = s.unary::<timely::container::CapacityContainerBuilder<
+            Vec<(SmolStr, i64, f64)>,
+        >, _, _, _>(Pipeline, "filter", |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data: &mut Vec<Record>| {
+                    let mut session = output.session(&cap);
+                    for r in data.drain(..) {
+                        let v = r.values;
+                        if let (
+                            Value::Str(k),
+                            Value::Str(d),
+                            Value::Ts(ts),
+                            Value::F64(t),
+                        ) = (&v[2], &v[3], &v[1], &v[4])
+                        {
+                            if k == "reading" {
+                                session.give((d.clone(), *ts, *t));
                             }
                         }
-                    })
-                    .sink(Pipeline, "count", move |(input, _)| {
-                        input.for_each(|_, data: &mut Vec<(SmolStr, i64, f64)>| {
-                            seen.set(seen.get() + data.len() as u64)
-                        });
+                    }
+                });
+            }
+        });
+        let route = |r: &(SmolStr, i64, f64)| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            r.0.hash(&mut h);
+            h.finish()
+        };
+        readings
+            .unary_frontier::<timely::container::CapacityContainerBuilder<
+                Vec<(SmolStr, i64, f64)>,
+            >, _, _, _>(Exchange::new(route), "window", |_, _| {
+                type Pane = (Capability<u64>, HashMap<SmolStr, (f64, u64)>);
+                let mut panes: HashMap<i64, Pane> = HashMap::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data: &mut Vec<(SmolStr, i64, f64)>| {
+                        for (d, ts, t) in data.drain(..) {
+                            let end = ts - ts.rem_euclid(SECOND) + SECOND;
+                            let pane = panes.entry(end).or_insert_with(|| {
+                                (cap.delayed(&(end as u64 - 1), 0), HashMap::new())
+                            });
+                            let e = pane.1.entry(d).or_insert((0.0, 0));
+                            e.0 += t;
+                            e.1 += 1;
+                        }
                     });
+                    for end in closed_panes(&panes, |t| frontier.less_equal(&t)) {
+                        let (cap, groups) = panes.remove(&end).expect("listed");
+                        let mut session = output.session(&cap);
+                        for (d, (sum, n)) in groups {
+                            session.give((d, end - SECOND, sum / n as f64));
+                        }
+                    }
+                }
+            })
+            .sink(Pipeline, "count", move |(input, _)| {
+                input.for_each(|_, data: &mut Vec<(SmolStr, i64, f64)>| {
+                    seen.set(seen.get() + data.len() as u64)
+                });
             });
-            while worker.step_or_park(None) {}
-            count.get()
-        })
-        .expect("timely runs")
-        .join()
-    });
-    let out = results.into_iter().map(|r| r.expect("worker")).sum();
-    (events as f64 / t.as_secs_f64(), out)
+    })
 }
 
 fn main() {

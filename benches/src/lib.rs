@@ -98,6 +98,31 @@ pub fn iot_source<'s>(
     })
 }
 
+/// Runs a hand-written timely program on `workers` workers and times it: `build` makes each
+/// worker's dataflow (over its share of `events`) and adds what the dataflow outputs to the
+/// counter it is given. Returns (events/s, outputs over all workers).
+pub fn run_hand_written<F>(events: u64, workers: usize, build: F) -> (f64, u64)
+where
+    F: for<'s> Fn(timely::dataflow::Scope<'s, u64>, std::rc::Rc<std::cell::Cell<u64>>)
+        + Send
+        + Sync
+        + 'static,
+{
+    let (results, t) = timed(|| {
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
+            let seen = std::rc::Rc::clone(&count);
+            worker.dataflow::<u64, _, _>(|scope| build(scope, seen));
+            while worker.step_or_park(None) {}
+            count.get()
+        })
+        .expect("timely runs")
+        .join()
+    });
+    let out = results.into_iter().map(|r| r.expect("worker")).sum();
+    (events as f64 / t.as_secs_f64(), out)
+}
+
 /// Runs a pipeline (TOML text) through Weir on `workers` workers, timing the run (planning
 /// excluded). Panics if the pipeline has any diagnostic.
 pub fn run_weir(text: &str, workers: usize) -> (weir_engine::run::RunReport, std::time::Duration) {
