@@ -183,7 +183,8 @@ pub struct Row {
     pub processing_second_half: Option<Histogram<u64>>,
     /// Event-time latency, when measured.
     pub event: Option<Histogram<u64>>,
-    /// Time sources were held back by backpressure, seconds (summed over workers).
+    /// Time sources were held back by backpressure, seconds (summed over workers and
+    /// processes).
     pub held: f64,
     /// The largest peak memory of the run's processes, bytes.
     pub peak_rss: Option<u64>,
@@ -349,6 +350,8 @@ pub fn table(rows: &[Row]) -> String {
         "achieved/s",
         "kept up",
         "backlog",
+        "held",
+        "peak mem",
     ]
     .map(String::from)
     .to_vec();
@@ -386,6 +389,9 @@ pub fn table(rows: &[Row]) -> String {
                     Some(false) => "NO".into(),
                 },
                 thousands(r.backlog_end),
+                format!("{:.1}s", r.held),
+                r.peak_rss
+                    .map_or("-".into(), |b| format!("{:.0}MB", b as f64 / 1e6)),
             ];
             row.extend(cells(Some(&r.processing)));
             if any_event {

@@ -95,6 +95,8 @@ fn compare_tabulates_plots_and_redraws_saved_reports() {
         assert!(!h.is_empty());
         assert_eq!(row[col("proc p99")], shown(h.value_at_percentile(99.0)));
         assert_eq!(row[col("proc max")], shown(h.max()));
+        let rss = r["peak_rss_bytes"].as_u64().unwrap() as f64;
+        assert_eq!(row[col("peak mem")], format!("{:.0}MB", rss / 1e6));
         let e = histogram(&sink["event_time_latency"]);
         assert_eq!(row[col("event p50")], shown(e.value_at_percentile(50.0)));
         // Nothing written during the warm-up is recorded: the results of the first 1s window
