@@ -395,6 +395,12 @@ fn weir_produce_feeds_the_bundled_tcp_pipeline() {
         "{}",
         stderr(&out)
     );
+    // The producer stamps events as it makes them: window results get event-time latency.
+    assert!(
+        stderr(&out).contains("sinks.report event-time"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

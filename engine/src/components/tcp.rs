@@ -48,6 +48,8 @@ pub struct TcpSourceConfig {
     /// Where sinks count a record's latency from: "read" (default: when Weir read it) or
     /// "event_time" (its event time — when a producer that stamps events as it makes them
     /// made it: end-to-end latency, including the time spent in the producer and the network).
+    /// Event time is then taken to follow the wall clock, so sinks of window results downstream
+    /// also record event-time latency.
     pub latency_from: Option<Spanned<String>>,
 }
 
