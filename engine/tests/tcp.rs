@@ -4,19 +4,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Connects to `port`, retrying while the listener starts.
 fn connect(port: u16) -> TcpStream {
@@ -28,30 +19,6 @@ fn connect(port: u16) -> TcpStream {
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
-}
-
-fn spawn_weir(dir: &std::path::Path, args: &[&str]) -> Child {
-    Command::new(assert_cmd::cargo::cargo_bin("weir"))
-        .current_dir(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for a child, with a deadline.
-fn finish(mut c: Child) -> std::process::Output {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while c.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            panic!("weir did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    c.wait_with_output().unwrap()
 }
 
 fn pipeline(port: u16) -> String {
@@ -116,7 +83,7 @@ fn the_tcp_source_reads_every_connection_and_dead_letters_bad_lines() {
     }
     want.sort();
     for config in configurations() {
-        let port = free_port();
+        let port = free_ports(1)[0];
         write(dir.path(), "tcp.toml", &pipeline(port));
         let mut args = vec!["run", "tcp.toml", "--status-every", "0s"];
         args.extend(config.iter().copied());
@@ -167,7 +134,7 @@ fn a_producer_faster_than_the_pipeline_is_pushed_back() {
     // that decodes and windows them far more slowly: Weir stops reading, the producer blocks,
     // and Weir's memory stays far below the data's size — with nothing lost.
     let dir = workspace();
-    let port = free_port();
+    let port = free_ports(1)[0];
     write(
         dir.path(),
         "flood.toml",
@@ -310,7 +277,7 @@ inputs = ["in"]
     assert!(err.contains("bad-sink.toml:8:11"), "{err}");
     assert!(err.contains("`127.0.0.1:99999` is not an address"), "{err}");
     // A sink whose receiver is not there fails before the run, saying what to do.
-    let port = free_port();
+    let port = free_ports(1)[0];
     write(
         dir.path(),
         "nobody.toml",
@@ -341,7 +308,7 @@ inputs = ["in"]
 #[test]
 fn weir_produce_feeds_the_bundled_tcp_pipeline() {
     let dir = workspace();
-    let port = free_port();
+    let port = free_ports(1)[0];
     let addr = format!("sources.sensors.address=\"127.0.0.1:{port}\"");
     let weir_run = spawn_weir(
         dir.path(),
@@ -413,7 +380,7 @@ fn latency_can_count_from_when_the_producer_made_the_event() {
         ("read", 0, 1_000_000),
         ("event_time", 2_000_000, 10_000_000),
     ] {
-        let port = free_port();
+        let port = free_ports(1)[0];
         write(
             dir.path(),
             "e2e.toml",
