@@ -293,7 +293,8 @@ impl Row {
 
     /// Whether the offered rate is sustainable: the engine kept up, its backlog did not grow
     /// from the first half of the measurement to the second, and neither did its p99 latency
-    /// (at most twice the first half's, plus 5ms). Otherwise, why not.
+    /// (at most twice the first half's, plus 25ms: a scheduling hiccup on a shared machine is
+    /// not growth). Otherwise, why not.
     pub fn sustainable(&self) -> Result<(), String> {
         match self.kept_up() {
             None => return Err("no offered rate".into()),
@@ -323,7 +324,7 @@ impl Row {
                     first.value_at_quantile(0.99),
                     second.value_at_quantile(0.99),
                 );
-                if p2 > 2 * p1 + 5_000 {
+                if p2 > 2 * p1 + 25_000 {
                     return Err(format!(
                         "p99 latency grew: {} in the first half, {} in the second",
                         micros(p1),
@@ -783,7 +784,7 @@ mod tests {
         assert_eq!(backlog.kept_up(), Some(false));
         let grew = row(1e5, 1e5, (1_000, 30_000, 5), (1_000, 1_000));
         assert!(grew.sustainable().unwrap_err().starts_with("backlog grew"));
-        let slower = row(1e5, 1e5, (10, 10, 5), (1_000, 20_000));
+        let slower = row(1e5, 1e5, (10, 10, 5), (1_000, 40_000));
         assert!(slower
             .sustainable()
             .unwrap_err()

@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -13,6 +12,14 @@ use common::*;
 use hdrhistogram::serialization::Deserializer;
 use serde_json::Value;
 use weir_engine::summary::micros as shown;
+
+/// Held by the tests that load the machine (floods, overloads) or whose verdicts depend on
+/// timing (kept up, sustainable), so they do not run alongside each other.
+static TIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn timing() -> std::sync::MutexGuard<'static, ()> {
+    TIMING.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A report's JSON.
 fn report(path: &Path) -> Value {
@@ -178,8 +185,9 @@ fn compare_reports_configuration_errors() {
     assert!(stderr(&out).contains("bad.json is not a weir run report"));
 }
 
-/// Every record goes to one worker (a window without `group_by`), and the generator is not
-/// throttled: without backpressure the other worker floods it.
+/// Every record goes to one worker (a window without `group_by`), which also keeps every id of
+/// a window (`count(distinct id)`), and the generator is not throttled: without backpressure
+/// the other worker, which only generates, floods it.
 const FLOOD: &str = r#"
 [pipeline]
 name = "flood"
@@ -198,7 +206,7 @@ event_time_interval = "1us"
 type = "window"
 inputs = ["fast"]
 size = "10ms"
-aggregates = { n = "count(*)", devices = "count(distinct device_id)", low = "min(temperature)", high = "max(temperature)" }
+aggregates = { n = "count(*)", ids = "count(distinct id)", devices = "count(distinct device_id)", low = "min(temperature)", high = "max(temperature)" }
 
 [sinks.out]
 type = "file"
@@ -208,6 +216,7 @@ path = "out.jsonl"
 
 #[test]
 fn backpressure_bounds_in_flight_work_and_memory_and_loses_nothing() {
+    let _serial = timing();
     let dir = workspace();
     write(dir.path(), "flood.toml", FLOOD);
     // The reference: per 10ms window (10,000 events of 1µs), its count, devices, min and max.
@@ -254,6 +263,8 @@ fn backpressure_bounds_in_flight_work_and_memory_and_loses_nothing() {
             let key = weir_operators::time::format_rfc3339(*start);
             let r = got.get(&key).unwrap_or_else(|| panic!("no window {key}"));
             assert_eq!(r["n"].as_u64(), Some(*n), "{key}");
+            // Ids are unique: as many distinct ids as events.
+            assert_eq!(r["ids"].as_u64(), Some(*n), "{key}");
             assert_eq!(r["devices"].as_u64(), Some(devices.len() as u64), "{key}");
             assert_eq!(r["low"].as_f64(), Some(*low), "{key}");
             assert_eq!(r["high"].as_f64(), Some(*high), "{key}");
@@ -291,6 +302,7 @@ fn backpressure_bounds_in_flight_work_and_memory_and_loses_nothing() {
 
 #[test]
 fn a_timed_run_measures_after_its_warmup_and_shows_its_status() {
+    let _serial = timing();
     let dir = workspace();
     let started = Instant::now();
     let out = weir(
@@ -344,17 +356,6 @@ fn a_timed_run_measures_after_its_warmup_and_shows_its_status() {
     assert!(err.contains("; kept up"), "{err}");
 }
 
-/// Two free ports on 127.0.0.1.
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 #[test]
 fn two_processes_give_the_results_of_one() {
     let dir = workspace();
@@ -382,36 +383,30 @@ fn two_processes_give_the_results_of_one() {
                 ports[0], ports[1]
             ),
         );
-        let exe = assert_cmd::cargo::cargo_bin("weir");
-        let children: Vec<_> = (0..2)
+        let logs: Vec<String> = (0..2)
             .map(|p| {
-                Command::new(&exe)
-                    .current_dir(dir.path())
-                    .args(["run", pipeline, "--workers", "1", "--status-every", "0s"])
-                    .args(&mode)
-                    .args(["--processes", "2", "--process-id", &p.to_string()])
-                    .args(["--hostfile", &hosts])
-                    .args(["--set", "sinks.out.path=\"cluster.jsonl\""])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
+                let id = p.to_string();
+                let mut args = vec!["run", pipeline, "--workers", "1", "--status-every", "0s"];
+                args.extend(mode.iter().copied());
+                args.extend([
+                    "--processes",
+                    "2",
+                    "--process-id",
+                    &id,
+                    "--hostfile",
+                    &hosts,
+                ]);
+                args.extend(["--set", "sinks.out.path=\"cluster.jsonl\""]);
+                spawn_weir(dir.path(), &args)
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|c| {
+                let o = finish(c);
+                ok(&o);
+                stderr(&o)
             })
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut logs = Vec::new();
-        for mut c in children {
-            while c.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    panic!("a process did not finish");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let o = c.wait_with_output().unwrap();
-            ok(&o);
-            logs.push(stderr(&o));
-        }
         assert!(logs[0].contains("(process 0 of 2)"), "{}", logs[0]);
         assert!(logs[1].contains("(process 1 of 2)"), "{}", logs[1]);
         assert!(logs[1].contains("process 0 writes every sink's output"));
@@ -463,6 +458,7 @@ fn cluster_flags_are_checked() {
 
 #[test]
 fn an_engine_that_falls_behind_shows_its_queueing_delay() {
+    let _serial = timing();
     // Far more than a test build can take: the generator falls behind its schedule, and the
     // latency, measured from each event's scheduled time, shows the wait.
     let dir = workspace();
@@ -512,6 +508,7 @@ fn an_engine_that_falls_behind_shows_its_queueing_delay() {
 
 #[test]
 fn find_sustainable_searches_the_highest_rate_kept_up() {
+    let _serial = timing();
     let dir = workspace();
     let out = weir(
         dir.path(),
@@ -624,24 +621,16 @@ fn compare_runs_each_configuration_on_several_processes() {
         "hosts",
         &format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
     );
-    let exe = assert_cmd::cargo::cargo_bin("weir");
     let children: Vec<_> = (0..2)
         .map(|p| {
-            Command::new(&exe)
-                .current_dir(dir.path())
-                .args(args)
-                .args(["--processes", "2", "--process-id", &p.to_string()])
-                .args(["--hostfile", &hosts, "--out", &format!("m{p}")])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            let (id, out) = (p.to_string(), format!("m{p}"));
+            let mut all = args.to_vec();
+            all.extend(["--processes", "2", "--process-id", &id]);
+            all.extend(["--hostfile", &hosts, "--out", &out]);
+            spawn_weir(dir.path(), &all)
         })
         .collect();
-    let outs: Vec<_> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect();
+    let outs: Vec<_> = children.into_iter().map(finish).collect();
     for o in &outs {
         ok(o);
     }
