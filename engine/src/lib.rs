@@ -42,6 +42,7 @@ mod introspect;
 pub mod monitor;
 pub mod plan;
 pub mod produce;
+pub mod recovery;
 pub mod report;
 pub mod run;
 pub mod spec;

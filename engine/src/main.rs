@@ -77,8 +77,8 @@ enum Command {
     /// Run a pipeline under several configurations (modes, rates, workers) and compare their
     /// throughput and latency in a table and a percentile plot; or redraw saved reports.
     Compare(compare_cli::Args),
-    /// Write the generator's events to a pipeline's TCP source, as a producer would: JSON lines
-    /// on an open-loop schedule, blocking when the receiver pushes back.
+    /// Write the generator's events as a producer would, on an open-loop schedule: JSON lines to
+    /// a pipeline's TCP source (blocking when it pushes back), or JSON messages to a Kafka topic.
     Produce {
         /// Which events: iot, clickstream or nexmark.
         #[arg(long, default_value = "iot")]
@@ -93,8 +93,26 @@ enum Command {
         #[arg(long, default_value = "0")]
         seed: u64,
         /// The receiver: a tcp source's `address`, such as 127.0.0.1:9000.
-        #[arg(long, value_name = "HOST:PORT")]
-        tcp: String,
+        #[arg(
+            long,
+            value_name = "HOST:PORT",
+            required_unless_present = "topic",
+            conflicts_with = "topic"
+        )]
+        tcp: Option<String>,
+        /// The Kafka topic to write (created if it does not exist; needs --brokers).
+        #[arg(long, requires = "brokers")]
+        topic: Option<String>,
+        /// The Kafka brokers, such as 127.0.0.1:9092.
+        #[arg(long, value_name = "HOST:PORT[,...]", requires = "topic")]
+        brokers: Option<String>,
+        /// Partitions of a topic that does not exist yet.
+        #[arg(long, default_value = "3", value_parser = clap::value_parser!(i32).range(1..=10000))]
+        partitions: i32,
+        /// The field whose value keys each Kafka message, such as device_id (default: no key,
+        /// messages spread over the partitions).
+        #[arg(long, value_name = "FIELD")]
+        key: Option<String>,
     },
     /// Check a pipeline without running it: report every problem with its line and column.
     Validate {
@@ -279,6 +297,10 @@ fn main() -> ExitCode {
             rate,
             seed,
             tcp,
+            topic,
+            brokers,
+            partitions,
+            key,
         } => {
             use weir_operators::generator::{GeneratorSpec, Profile};
             let Some(profile) = Profile::parse(&profile) else {
@@ -291,14 +313,25 @@ fn main() -> ExitCode {
                 seed,
                 ..GeneratorSpec::new(profile)
             };
-            let p = weir_engine::produce::Produce { spec, address: tcp };
-            match weir_engine::produce::produce_tcp(&p) {
+            use weir_engine::produce::Destination;
+            let to = match (tcp, topic, brokers) {
+                (Some(a), _, _) => Destination::Tcp(a),
+                (None, Some(topic), Some(brokers)) => Destination::Kafka {
+                    brokers,
+                    topic,
+                    partitions,
+                    key,
+                },
+                _ => unreachable!("clap requires --tcp, or --topic with --brokers"),
+            };
+            let p = weir_engine::produce::Produce { spec, to };
+            match weir_engine::produce::produce(&p) {
                 Ok(r) => {
                     let secs = r.elapsed.as_secs_f64();
                     eprintln!(
                         "weir produce: {} events to {} in {secs:.3}s ({}/s); at most {} behind schedule",
                         summary::thousands(r.events),
-                        p.address,
+                        p.to,
                         summary::thousands((r.events as f64 / secs.max(1e-9)) as u64),
                         summary::micros(r.max_behind.as_micros() as u64)
                     );

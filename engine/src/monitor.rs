@@ -109,6 +109,18 @@ impl Live {
         if !all.is_empty() {
             let _ = write!(s, ", p99 {}", micros(all.value_at_percentile(99.0)));
         }
+        for (n, _) in self.sources() {
+            if let Op::Kafka(k) = &n.op {
+                let parts = k.status.snapshot();
+                let lag: i64 = parts.iter().map(|p| p.lag).sum();
+                let _ = write!(s, ", {} lag {}", n.id, thousands(lag.max(0) as u64));
+                if let Some(p) = parts.iter().filter(|p| p.lag > 0).max_by_key(|p| p.lag) {
+                    if !compact && parts.len() > 1 {
+                        let _ = write!(s, " (most: {} {})", p.partition, thousands(p.lag as u64));
+                    }
+                }
+            }
+        }
         let f = self.frontier.load(Relaxed);
         if let (true, Some(clock)) = (
             self.wall_clock_time && f != u64::MAX && f > 0,

@@ -384,6 +384,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             (ComponentConfig::FileSource(f), _) => f.plan(&ctx),
             (ComponentConfig::Stdin(s), _) => s.plan(&ctx),
             (ComponentConfig::TcpSource(t), _) => t.plan(&ctx),
+            (ComponentConfig::KafkaSource(k), _) => k.plan(&ctx),
             (ComponentConfig::Filter(f), Some(s)) => f.plan(&ctx, s),
             (ComponentConfig::Map(m), Some(s)) => m.plan(&ctx, s),
             (ComponentConfig::Window(w), Some(s)) => w.plan(&ctx, s),
@@ -391,6 +392,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             (ComponentConfig::FileSink(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::Null(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::TcpSink(o), Some(s)) => o.plan(&ctx, s),
+            (ComponentConfig::KafkaSink(o), Some(s)) => o.plan(&ctx, s),
             _ => continue,
         };
         match result {

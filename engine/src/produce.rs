@@ -1,14 +1,17 @@
-//! `weir produce`: writes the generator's events to a receiver as a producer would — JSON lines
-//! over TCP, on an open-loop schedule — so a user can feed a pipeline from outside and see
-//! backpressure reach the producer: when Weir falls behind, its TCP source stops reading,
-//! the producer's writes block, and it falls behind its schedule.
+//! `weir produce`: writes the generator's events as a producer would, on an open-loop schedule
+//! — JSON lines over TCP straight to a pipeline's `tcp` source, or JSON messages to a Kafka
+//! topic — so a user can feed a pipeline from outside and measure end to end (with
+//! `latency_from = "event_time"`: each event's time is when it was due). Over TCP, backpressure
+//! reaches the producer: when Weir falls behind, its TCP source stops reading, the producer's
+//! writes block, and it falls behind its schedule. Through Kafka, the queue absorbs the
+//! difference and the consumer's lag grows instead.
 //!
 //! ```no_run
-//! use weir_engine::produce::{produce_tcp, Produce};
+//! use weir_engine::produce::{produce, Destination, Produce};
 //! use weir_operators::generator::{GeneratorSpec, Profile};
 //!
 //! let spec = GeneratorSpec { events: Some(1000), rate: Some(10_000.0), ..GeneratorSpec::new(Profile::Iot) };
-//! let report = produce_tcp(&Produce { spec, address: "127.0.0.1:9000".into() }).unwrap();
+//! let report = produce(&Produce { spec, to: Destination::Tcp("127.0.0.1:9000".into()) }).unwrap();
 //! assert_eq!(report.events, 1000);
 //! ```
 
@@ -18,14 +21,42 @@ use std::time::{Duration, Instant};
 
 use weir_operators::encode::{Encoder, Format};
 use weir_operators::generator::{GeneratorSpec, RunClock};
+use weir_operators::kafka;
+
+/// Where events go.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    /// A `tcp` source, `host:port`.
+    Tcp(String),
+    /// A Kafka topic, created with `partitions` partitions if it does not exist.
+    Kafka {
+        /// The brokers.
+        brokers: String,
+        /// The topic.
+        topic: String,
+        /// Partitions of a topic Weir creates.
+        partitions: i32,
+        /// The field whose value keys each message (default: none, spread over partitions).
+        key: Option<String>,
+    },
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Tcp(a) => f.write_str(a),
+            Destination::Kafka { brokers, topic, .. } => write!(f, "topic `{topic}` on {brokers}"),
+        }
+    }
+}
 
 /// What to produce and where.
 pub struct Produce {
     /// The events: profile, seed, count (`events`), rate (`None`: as fast as the receiver
     /// takes them).
     pub spec: GeneratorSpec,
-    /// The receiver, `host:port`.
-    pub address: String,
+    /// Where they go.
+    pub to: Destination,
 }
 
 /// What a producer did.
@@ -42,30 +73,76 @@ pub struct Produced {
 /// Events encoded per write.
 const PER_WRITE: u64 = 1024;
 
-/// Connects (retrying for up to 10 s while the receiver starts), then writes the events, each
-/// with its scheduled time as event time when there is a rate, or the time it is made.
-pub fn produce_tcp(p: &Produce) -> Result<Produced, String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let stream = loop {
-        match TcpStream::connect(&p.address) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => {
-                return Err(format!(
-                    "cannot connect to {}: {e} (is a pipeline with a tcp source listening there?)",
-                    p.address
-                ))
+/// The open connection to a destination.
+enum Out {
+    Tcp(std::io::BufWriter<TcpStream>),
+    Kafka(kafka::Messages, Option<usize>),
+}
+
+impl Out {
+    fn open(
+        to: &Destination,
+        encoder_schema: &weir_operators::schema::Schema,
+    ) -> Result<Out, String> {
+        match to {
+            Destination::Tcp(address) => {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    match TcpStream::connect(address) {
+                        Ok(s) => {
+                            return Ok(Out::Tcp(std::io::BufWriter::with_capacity(1 << 16, s)))
+                        }
+                        Err(_) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(50))
+                        }
+                        Err(e) => {
+                            return Err(format!(
+                                "cannot connect to {address}: {e} (is a pipeline with a tcp source listening there?)"
+                            ))
+                        }
+                    }
+                }
+            }
+            Destination::Kafka {
+                brokers,
+                topic,
+                partitions,
+                key,
+            } => {
+                let key = match key {
+                    None => None,
+                    Some(k) => Some(encoder_schema.index_of(k).ok_or_else(|| {
+                        format!(
+                            "the events have no field `{k}` to key by (they have: {})",
+                            encoder_schema.names().collect::<Vec<_>>().join(", ")
+                        )
+                    })?),
+                };
+                let config = kafka::client_config(brokers, &[]);
+                if kafka::create_topic(&config, topic, *partitions)? {
+                    eprintln!("weir produce: created topic `{topic}` with {partitions} partitions");
+                }
+                Ok(Out::Kafka(kafka::Messages::new(&config, topic)?, key))
             }
         }
-    };
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stream);
-    let encoder = Encoder::new(Format::Jsonl, &p.spec.profile.schema());
+    }
+}
+
+/// Connects (over TCP, retrying for up to 10 s while the receiver starts), then writes the
+/// events, each with its scheduled time as event time when there is a rate, or the time it is
+/// made. Kafka messages carry that time as their timestamp too.
+pub fn produce(p: &Produce) -> Result<Produced, String> {
+    let schema = p.spec.profile.schema();
+    let mut out = Out::open(&p.to, &schema)?;
+    let encoder = Encoder::new(Format::Jsonl, &schema);
     let clock = RunClock::now();
     let limit = p.spec.events.unwrap_or(u64::MAX);
     let ns = p.spec.rate.map(|r| 1e9 / r);
     let mut buf = Vec::with_capacity(1 << 16);
+    let mut key = String::new();
     let mut max_behind = Duration::ZERO;
     let mut next = 0u64;
+    let failed = |e: &dyn std::fmt::Display| format!("cannot write to {}: {e}", p.to);
     while next < limit {
         let due = match ns {
             Some(ns) => {
@@ -88,19 +165,36 @@ pub fn produce_tcp(p: &Produce) -> Result<Produced, String> {
                 Some(ns) => clock.wall + (next as f64 * ns / 1e3) as i64,
                 None => wall,
             };
-            encoder.encode(&p.spec.event(next, ts), &mut buf);
+            let event = p.spec.event(next, ts);
+            match &mut out {
+                Out::Tcp(..) => encoder.encode(&event, &mut buf),
+                Out::Kafka(m, k) => {
+                    buf.clear();
+                    encoder.encode(&event, &mut buf);
+                    buf.pop();
+                    let k = k.map(|k| {
+                        use std::fmt::Write as _;
+                        key.clear();
+                        let _ = write!(key, "{}", event.values[k]);
+                        key.as_bytes()
+                    });
+                    m.send(k, &buf, Some(ts.div_euclid(1000)))?;
+                }
+            }
             next += 1;
         }
-        out.write_all(&buf)
-            .map_err(|e| format!("cannot write to {}: {e}", p.address))?;
-        if ns.is_some() {
-            // On schedule: hand the events over now, not when the buffer fills.
-            out.flush()
-                .map_err(|e| format!("cannot write to {}: {e}", p.address))?;
+        if let Out::Tcp(w) = &mut out {
+            w.write_all(&buf).map_err(|e| failed(&e))?;
+            if ns.is_some() {
+                // On schedule: hand the events over now, not when the buffer fills.
+                w.flush().map_err(|e| failed(&e))?;
+            }
         }
     }
-    out.flush()
-        .map_err(|e| format!("cannot write to {}: {e}", p.address))?;
+    match &mut out {
+        Out::Tcp(w) => w.flush().map_err(|e| failed(&e))?,
+        Out::Kafka(m, _) => m.flush()?,
+    }
     Ok(Produced {
         events: next,
         elapsed: clock.instant.elapsed(),

@@ -84,6 +84,10 @@ pub struct ComponentEntry {
     /// Its counters.
     #[serde(flatten)]
     pub metrics: MetricsSnapshot,
+    /// Kafka sources: each partition's next offset, consumer lag, committed offset and
+    /// watermark.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<weir_operators::kafka::PartitionStatus>,
 }
 
 /// One sink's latencies.
@@ -215,6 +219,7 @@ impl Report {
                     component: format!("{}.{}", c.kind.section(), c.id),
                     ty: c.ty.clone(),
                     metrics: c.metrics,
+                    partitions: c.partitions.clone(),
                 })
                 .collect(),
             sinks,

@@ -20,8 +20,8 @@ use weir_operators::metrics::{ComponentMetrics, MetricsSnapshot};
 use weir_operators::sink::SharedWriter;
 use weir_operators::window::LatePolicy;
 use weir_operators::{
-    file_source, filter, interval_join, map, sink, stdin_source, tcp_source, temporal_join, window,
-    window_join, Records, Time,
+    file_source, filter, interval_join, kafka, kafka_source, map, sink, stdin_source, tcp_source,
+    temporal_join, window, window_join, Records, Time,
 };
 
 use crate::components::{Op, SinkTarget};
@@ -166,6 +166,8 @@ pub struct ComponentReport {
     pub ty: String,
     /// Its counters.
     pub metrics: MetricsSnapshot,
+    /// Kafka sources: each partition's offset, lag, committed offset and watermark.
+    pub partitions: Vec<kafka::PartitionStatus>,
 }
 
 /// A file created when first written to.
@@ -222,6 +224,18 @@ fn open_writers(plan: &Plan, process: usize) -> Result<Vec<Option<SharedWriter>>
                         path: path.clone(),
                         file: None,
                     })),
+                    SinkTarget::Kafka {
+                        brokers,
+                        topic,
+                        key,
+                        options,
+                    } => {
+                        let config = kafka::client_config(brokers, options);
+                        let m = kafka::Messages::new(&config, topic)
+                            .and_then(|m| m.check_topic(&config).map(|()| m))
+                            .map_err(|e| format!("sink `{}`: {e}", n.id))?;
+                        SharedWriter::messages(m, key.clone())
+                    }
                     SinkTarget::Tcp(address) => {
                         let stream = std::net::TcpStream::connect(address).map_err(|e| {
                             format!(
@@ -233,7 +247,7 @@ fn open_writers(plan: &Plan, process: usize) -> Result<Vec<Option<SharedWriter>>
                         SharedWriter::new(Box::new(BufWriter::with_capacity(1 << 16, stream)))
                     }
                 };
-                if let Some(h) = s.encoder.header() {
+                if let Some(h) = s.encoder.header().filter(|_| !w.is_messages()) {
                     w.write_all(&h)
                         .map_err(|e| format!("sink `{}`: {e}", n.id))?;
                 }
@@ -266,6 +280,7 @@ fn wall_clock_time(plan: &Plan, n: &crate::plan::Node) -> bool {
     match &n.op {
         Op::Generator(g) => g.start.is_none() && g.interval.is_none(),
         Op::Tcp(t) => t.decode.latency_from_event_time,
+        Op::Kafka(k) => k.decode.latency_from_event_time,
         Op::File(_) | Op::Stdin(_) => false,
         _ => n
             .inputs
@@ -281,6 +296,8 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         .cluster
         .as_ref()
         .map_or((1, 0), |c| (c.addresses.len().max(1), c.process));
+    let prepared = crate::recovery::prepare(plan)?;
+    let plan = &prepared;
     let writers = open_writers(plan, process)?;
     let metrics: Vec<Arc<ComponentMetrics>> = plan.nodes.iter().map(|_| Arc::default()).collect();
     let measured = measured_sinks(plan, workers);
@@ -400,6 +417,10 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
             kind: n.kind,
             ty: n.ty.clone(),
             metrics: m.snapshot(),
+            partitions: match &n.op {
+                Op::Kafka(k) => k.status.snapshot(),
+                _ => Vec::new(),
+            },
         })
         .collect();
     let dead_letter_file = plan
@@ -554,6 +575,12 @@ fn build<'s>(
                 streams.insert(main, r);
                 streams.insert(dead, d);
             }
+            Op::Kafka(spec) => {
+                let (r, d) =
+                    kafka_source::kafka_source(scope, name, Arc::clone(spec), env.clone(), m);
+                streams.insert(main, r);
+                streams.insert(dead, d);
+            }
             Op::Filter(e) => {
                 let s = filter::filter(input(), name, Arc::clone(e), m);
                 streams.insert(main, s);
@@ -612,8 +639,8 @@ fn build<'s>(
                     // so it is the same as a single process's.
                     stream = stream.exchange(|_| 0);
                 }
-                sink::sink(
-                    env.flow.watch(stream),
+                let written = sink::sink(
+                    stream,
                     name,
                     Arc::clone(&spec.encoder),
                     writers[i].clone(),
@@ -621,6 +648,7 @@ fn build<'s>(
                     ctl.clone(),
                     m,
                 );
+                env.flow.watch(written);
             }
         }
     }

@@ -170,6 +170,7 @@ pub fn render(r: &RunReport) -> String {
         );
     }
     out.push_str(&flow_lines(r));
+    out.push_str(&partition_lines(r));
     for c in r.components.iter().filter(|c| c.metrics.late > 0) {
         let m = c.metrics;
         let dead = m.late - m.late_dropped - m.late_side_output - m.late_updated;
@@ -219,6 +220,54 @@ pub fn render(r: &RunReport) -> String {
     }
     if let Some(f) = &r.failure {
         let _ = writeln!(out, "error: {f}");
+    }
+    out
+}
+
+/// Kafka sources: each partition's offset, consumer lag, committed offset and watermark, and
+/// the records a restart read again and skipped.
+pub fn partition_lines(r: &RunReport) -> String {
+    let mut out = String::new();
+    for c in r.components.iter().filter(|c| !c.partitions.is_empty()) {
+        let lag: i64 = c.partitions.iter().map(|p| p.lag).sum();
+        let _ = writeln!(
+            out,
+            "weir: {}.{}: {} partition{}, consumer lag {}",
+            c.kind.section(),
+            c.id,
+            c.partitions.len(),
+            if c.partitions.len() == 1 { "" } else { "s" },
+            thousands(lag.max(0) as u64)
+        );
+        let rows: Vec<Vec<String>> = c
+            .partitions
+            .iter()
+            .map(|p| {
+                vec![
+                    p.partition.clone(),
+                    thousands(p.offset.max(0) as u64),
+                    thousands(p.lag.max(0) as u64),
+                    thousands(p.committed.max(0) as u64),
+                    if p.watermark == i64::MIN {
+                        "-".to_string()
+                    } else {
+                        weir_operators::time::format_rfc3339(p.watermark)
+                    },
+                ]
+            })
+            .collect();
+        let header =
+            ["partition", "next offset", "lag", "committed", "watermark"].map(String::from);
+        out.push_str(&aligned(&header, &rows, 1, "    ", " "));
+        if c.metrics.replayed > 0 {
+            let _ = writeln!(
+                out,
+                "weir: {}.{}: {} records read again after a restart were skipped: their outputs had been written",
+                c.kind.section(),
+                c.id,
+                thousands(c.metrics.replayed)
+            );
+        }
     }
     out
 }

@@ -32,7 +32,7 @@ use smol_str::{format_smolstr, SmolStr};
 
 use crate::schema::{Field, Record, Schema};
 use crate::time::TimeFormat;
-use crate::value::{FieldType, Value};
+use crate::value::{FieldType, Micros, Value};
 use crate::watermark::WatermarkSpec;
 
 /// What a source does with a bad record.
@@ -115,6 +115,9 @@ pub struct DecodeSpec {
     /// Whether latency counts from a record's event time (its creation, for a producer that
     /// stamps events when it makes them: end-to-end latency) instead of from when it was read.
     pub latency_from_event_time: bool,
+    /// Whether the event time comes with the input (a Kafka message's timestamp) instead of
+    /// from a field of the record.
+    pub assign_time: bool,
     positions: HashMap<String, usize>,
 }
 
@@ -137,6 +140,7 @@ impl DecodeSpec {
         DecodeSpec {
             watermark: WatermarkSpec::default(),
             latency_from_event_time: false,
+            assign_time: false,
             source: SmolStr::new(source),
             schema,
             time_format,
@@ -146,17 +150,33 @@ impl DecodeSpec {
         }
     }
 
-    /// The fields read from the input (all but an assigned id).
-    pub fn input_fields(&self) -> impl Iterator<Item = (usize, &Field)> {
-        self.schema
-            .fields
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| !(self.assign_id && Some(*i) == self.schema.id))
+    /// The same decoder taking event time from the input's own timestamp (see
+    /// [`decode_json_at`](Self::decode_json_at)): the time field is not read from the record.
+    pub fn with_assigned_time(mut self) -> DecodeSpec {
+        self.assign_time = true;
+        if let Some(t) = self.schema.time {
+            self.positions.retain(|_, p| *p != t);
+        }
+        self
     }
 
-    /// Decodes one JSON object.
-    pub fn decode_json(&self, line: &str, file: &str, line_no: u64) -> Result<Record, String> {
+    /// The fields read from the input (all but an assigned id or time).
+    pub fn input_fields(&self) -> impl Iterator<Item = (usize, &Field)> {
+        self.schema.fields.iter().enumerate().filter(move |(i, _)| {
+            let id = self.assign_id && Some(*i) == self.schema.id;
+            let time = self.assign_time && Some(*i) == self.schema.time;
+            !(id || time)
+        })
+    }
+
+    /// Decodes one JSON object whose event time is `time` when the decoder assigns time.
+    pub fn decode_json_at(
+        &self,
+        line: &str,
+        file: &str,
+        line_no: u64,
+        time: Option<Micros>,
+    ) -> Result<Record, String> {
         let mut values = vec![Value::Null; self.schema.len()];
         let mut de = serde_json::Deserializer::from_str(line);
         let field_err = RowSeed {
@@ -169,7 +189,33 @@ impl DecodeSpec {
         if let Some(e) = field_err {
             return Err(e);
         }
+        self.assign(&mut values, time);
         self.finish(values, file, line_no)
+    }
+
+    /// Decodes one CSV row whose event time is `time` when the decoder assigns time.
+    pub fn decode_csv_at(
+        &self,
+        row: &csv::StringRecord,
+        columns: &[Option<usize>],
+        file: &str,
+        line_no: u64,
+        time: Option<Micros>,
+    ) -> Result<Record, String> {
+        let mut values = self.csv_values(row, columns)?;
+        self.assign(&mut values, time);
+        self.finish(values, file, line_no)
+    }
+
+    fn assign(&self, values: &mut [Value], time: Option<Micros>) {
+        if let (true, Some(t), Some(time)) = (self.assign_time, self.schema.time, time) {
+            values[t] = Value::Ts(time);
+        }
+    }
+
+    /// Decodes one JSON object.
+    pub fn decode_json(&self, line: &str, file: &str, line_no: u64) -> Result<Record, String> {
+        self.decode_json_at(line, file, line_no, None)
     }
 
     /// Maps a CSV header to schema positions: `columns[c]` is the position of column `c`.
@@ -208,6 +254,14 @@ impl DecodeSpec {
         file: &str,
         line_no: u64,
     ) -> Result<Record, String> {
+        self.decode_csv_at(row, columns, file, line_no, None)
+    }
+
+    fn csv_values(
+        &self,
+        row: &csv::StringRecord,
+        columns: &[Option<usize>],
+    ) -> Result<Vec<Value>, String> {
         if row.len() != columns.len() {
             return Err(format!(
                 "expected {} columns, found {}",
@@ -222,7 +276,7 @@ impl DecodeSpec {
             values[i] = parse_cell(cell, field.ty, self.time_format)
                 .map_err(|e| format!("field `{}`: {e}", field.name))?;
         }
-        self.finish(values, file, line_no)
+        Ok(values)
     }
 
     fn finish(&self, mut values: Vec<Value>, file: &str, line_no: u64) -> Result<Record, String> {

@@ -82,6 +82,13 @@ impl Flow {
         stream.probe_with(&self.probe)
     }
 
+    /// The frontier at the sinks now: every output at an earlier time has been written
+    /// (`u64::MAX` once no time remains).
+    pub fn frontier_now(&self) -> Time {
+        self.probe
+            .with_frontier(|f| f.first().copied().unwrap_or(u64::MAX))
+    }
+
     /// The admission control of one source instance.
     pub fn admission(&self, metrics: Arc<ComponentMetrics>) -> Admission {
         Admission {

@@ -27,6 +27,8 @@ pub mod flow;
 pub mod generator;
 pub mod interval_join;
 pub mod join;
+pub mod kafka;
+pub mod kafka_source;
 pub mod late;
 pub mod latency;
 pub mod lines;

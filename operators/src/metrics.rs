@@ -36,6 +36,7 @@ pub struct ComponentMetrics {
     in_flight_records: AtomicU64,
     max_in_flight_records: AtomicU64,
     held_micros: AtomicU64,
+    replayed: AtomicU64,
 }
 
 /// A point-in-time copy of a component's counters.
@@ -89,6 +90,10 @@ pub struct MetricsSnapshot {
     /// workers.
     #[serde(default)]
     pub held_micros: u64,
+    /// Kafka sources: records read again after a restart whose outputs had all been written
+    /// before it, so they were skipped.
+    #[serde(default)]
+    pub replayed: u64,
 }
 
 impl ComponentMetrics {
@@ -170,6 +175,13 @@ impl ComponentMetrics {
             self.held_micros.fetch_add(micros, Relaxed);
         }
     }
+    /// Adds to the count of replayed records skipped.
+    #[inline]
+    pub fn add_replayed(&self, n: u64) {
+        if n > 0 {
+            self.replayed.fetch_add(n, Relaxed);
+        }
+    }
     /// Reads the counters.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -189,6 +201,7 @@ impl ComponentMetrics {
             in_flight_records: self.in_flight_records.load(Relaxed),
             max_in_flight_records: self.max_in_flight_records.load(Relaxed),
             held_micros: self.held_micros.load(Relaxed),
+            replayed: self.replayed.load(Relaxed),
         }
     }
 }

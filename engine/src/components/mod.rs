@@ -27,6 +27,7 @@ pub mod file;
 pub mod filter;
 pub mod generator;
 pub mod join;
+pub mod kafka;
 pub mod map;
 pub mod sinks;
 pub mod stdin;
@@ -35,11 +36,11 @@ pub mod watermark;
 pub mod window;
 
 /// Source types.
-pub const SOURCE_TYPES: &[&str] = &["generator", "file", "stdin", "tcp"];
+pub const SOURCE_TYPES: &[&str] = &["generator", "file", "stdin", "tcp", "kafka"];
 /// Transform types.
 pub const TRANSFORM_TYPES: &[&str] = &["filter", "map", "window", "join"];
 /// Sink types.
-pub const SINK_TYPES: &[&str] = &["stdout", "file", "null", "tcp"];
+pub const SINK_TYPES: &[&str] = &["stdout", "file", "null", "tcp", "kafka"];
 
 /// A component's typed config.
 #[derive(Debug)]
@@ -52,6 +53,8 @@ pub enum ComponentConfig {
     Stdin(stdin::StdinConfig),
     /// `[sources.ID] type = "tcp"`
     TcpSource(tcp::TcpSourceConfig),
+    /// `[sources.ID] type = "kafka"`
+    KafkaSource(Box<kafka::KafkaSourceConfig>),
     /// `[transforms.ID] type = "filter"`
     Filter(filter::FilterConfig),
     /// `[transforms.ID] type = "map"`
@@ -68,6 +71,8 @@ pub enum ComponentConfig {
     Null(sinks::NullConfig),
     /// `[sinks.ID] type = "tcp"`
     TcpSink(tcp::TcpSinkConfig),
+    /// `[sinks.ID] type = "kafka"`
+    KafkaSink(kafka::KafkaSinkConfig),
 }
 
 /// Deserializes a component body by its section and type.
@@ -84,6 +89,7 @@ pub fn parse(
         (Kind::Source, "file") => C::FileSource(typed(body, what, diags)?),
         (Kind::Source, "stdin") => C::Stdin(typed(body, what, diags)?),
         (Kind::Source, "tcp") => C::TcpSource(typed(body, what, diags)?),
+        (Kind::Source, "kafka") => C::KafkaSource(typed(body, what, diags)?),
         (Kind::Transform, "filter") => C::Filter(typed(body, what, diags)?),
         (Kind::Transform, "map") => C::Map(typed(body, what, diags)?),
         (Kind::Transform, "window") => C::Window(typed(body, what, diags)?),
@@ -92,6 +98,7 @@ pub fn parse(
         (Kind::Sink, "file") => C::FileSink(typed(body, what, diags)?),
         (Kind::Sink, "null") => C::Null(typed(body, what, diags)?),
         (Kind::Sink, "tcp") => C::TcpSink(typed(body, what, diags)?),
+        (Kind::Sink, "kafka") => C::KafkaSink(typed(body, what, diags)?),
         _ => return None,
     })
 }
@@ -107,6 +114,8 @@ pub enum Op {
     Stdin(Arc<DecodeSpec>),
     /// The TCP source.
     Tcp(Arc<weir_operators::tcp_source::TcpSourceSpec>),
+    /// The Kafka source.
+    Kafka(Arc<weir_operators::kafka_source::KafkaSourceSpec>),
     /// A filter.
     Filter(Arc<Expr>),
     /// A map.
@@ -136,6 +145,17 @@ pub enum SinkTarget {
     Null,
     /// A TCP server (`host:port`), connected to when the run starts.
     Tcp(String),
+    /// A Kafka topic.
+    Kafka {
+        /// The brokers.
+        brokers: String,
+        /// The topic.
+        topic: String,
+        /// Input positions of the key fields.
+        key: Vec<usize>,
+        /// More librdkafka settings.
+        options: Vec<(String, String)>,
+    },
 }
 
 /// A compiled sink.

@@ -1,0 +1,338 @@
+//! `[sources.ID] type = "kafka"` and `[sinks.ID] type = "kafka"`: topics in and out through a
+//! message queue, with consumer groups, committed offsets and at-least-once delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+use weir_operators::encode::Format;
+use weir_operators::kafka::{Replay, Start};
+use weir_operators::kafka_source::KafkaSourceSpec;
+use weir_operators::schema::Schema;
+use weir_operators::suggest::did_you_mean;
+
+use super::decoding::{decode_spec, decoding_keys};
+use super::sinks::format;
+use super::watermark::WatermarkConfig;
+use super::{Ctx, Op, Planned, SinkSpec, SinkTarget};
+use crate::diag::Diag;
+
+/// Reads Kafka topics: one record per message, a JSON object or a CSV row (columns in schema
+/// order, no header). The topics' partitions are spread over all workers of all processes;
+/// each partition has its own watermark, and the source's is the least of them (with
+/// `idle_timeout`, a quiet partition stops holding it back). Offsets are committed to the
+/// consumer group only for input whose every output the sinks have written, so a restart
+/// resumes without losing anything (at-least-once). Assigned ids are `ID:TOPIC/PARTITION:OFFSET`;
+/// bad messages are handled as in the file source, their location being `TOPIC/PARTITION` and
+/// the offset.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// The brokers to bootstrap from, "host:port" or several separated by commas.
+    pub brokers: Spanned<String>,
+    /// The topics to read, such as ["sensors"].
+    pub topics: Spanned<Vec<Spanned<String>>>,
+    /// The consumer group: where Weir commits its offsets. Give each pipeline its own.
+    pub group_id: Spanned<String>,
+    /// Where to start: "committed" (default: where the group left off, or the earliest offset
+    /// of a partition it has not committed in), "earliest" or "latest".
+    pub start: Option<Spanned<String>>,
+    /// Stop at the end each partition had when the run started (default false: read until
+    /// stopped). A bounded run over a topic gives exactly the results a live one does.
+    pub bounded: Option<bool>,
+    /// How often offsets are committed (default "1s").
+    pub commit_interval: Option<Spanned<String>>,
+    /// "jsonl" (default: each message a JSON object) or "csv" (each message a CSV row with the
+    /// schema's fields in order).
+    pub format: Option<Spanned<String>>,
+    /// Where event time comes from: "field" (default: the timestamp field) or "message" (the
+    /// message's Kafka timestamp, stored in the timestamp field).
+    pub timestamp_from: Option<Spanned<String>>,
+    /// The fields to read and their types, as in the file source.
+    pub schema: Spanned<IndexMap<String, Spanned<String>>>,
+    /// The event-time field (default "ts").
+    pub timestamp_field: Option<Spanned<String>>,
+    /// How timestamps are written: "rfc3339" (default), "epoch_s", "epoch_ms" or "epoch_us".
+    pub timestamp_format: Option<Spanned<String>>,
+    /// The id field (default "id"); when the schema lacks it, Weir assigns ids.
+    pub id_field: Option<Spanned<String>>,
+    /// "dead-letter" (default), "skip" or "fail", as in the file source.
+    pub on_error: Option<Spanned<String>>,
+    /// How event time behaves, per partition: `{ max_out_of_orderness = "2s", idle_timeout =
+    /// "10s" }` (default: in order, never idle).
+    pub watermark: Option<WatermarkConfig>,
+    /// Where sinks count a record's latency from: "read" (default) or "event_time" (when its
+    /// producer made it: end-to-end latency through the queue).
+    pub latency_from: Option<Spanned<String>>,
+    /// More librdkafka consumer settings, such as `{ "fetch.wait.max.ms" = "10" }`.
+    pub librdkafka_options: Option<IndexMap<String, Spanned<String>>>,
+}
+
+/// Writes each record as one message to a Kafka topic (JSON or a CSV row), keyed by the
+/// `key` fields so that records with the same key go to the same partition. Each batch is
+/// confirmed by the brokers before the sink counts it written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// The brokers to bootstrap from, "host:port" or several separated by commas.
+    pub brokers: Spanned<String>,
+    /// The topic to write (it must exist).
+    pub topic: Spanned<String>,
+    /// The fields whose values (as text, joined by ",") form the message key (default: no
+    /// key, messages spread over the partitions).
+    pub key: Option<Spanned<Vec<Spanned<String>>>>,
+    /// "jsonl" (default) or "csv".
+    pub format: Option<Spanned<String>>,
+    /// More librdkafka producer settings, such as `{ "linger.ms" = "5" }`.
+    pub librdkafka_options: Option<IndexMap<String, Spanned<String>>>,
+}
+
+/// Checks a broker list.
+fn brokers(ctx: &Ctx, b: &Spanned<String>) -> Result<String, Diag> {
+    let text = b.get_ref().trim();
+    let ok = !text.is_empty()
+        && text.split(',').all(|a| match a.trim().rsplit_once(':') {
+            Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+            None => false,
+        });
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(ctx
+            .error(format!("`{text}` is not a list of brokers"))
+            .at(b.span())
+            .help("write `host:port`, or several separated by commas, such as \"127.0.0.1:9092\""))
+    }
+}
+
+/// Checks a topic name as Kafka does: 1 to 249 of letters, digits, `.`, `_` and `-`.
+fn topic(ctx: &Ctx, t: &Spanned<String>) -> Result<String, Diag> {
+    let name = t.get_ref();
+    if !name.is_empty()
+        && name.len() < 250
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        Ok(name.clone())
+    } else {
+        Err(ctx
+            .error(format!("`{name}` is not a Kafka topic name"))
+            .at(t.span())
+            .help("topic names have 1 to 249 letters, digits, `.`, `_` or `-`"))
+    }
+}
+
+/// Checks each librdkafka setting with librdkafka itself.
+fn options(
+    ctx: &Ctx,
+    o: &Option<IndexMap<String, Spanned<String>>>,
+    diags: &mut Vec<Diag>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in o.iter().flatten() {
+        let mut c = rdkafka::config::ClientConfig::new();
+        c.set(k, v.get_ref());
+        match c.create_native_config() {
+            Ok(_) => out.push((k.clone(), v.get_ref().clone())),
+            Err(e) => diags.push(
+                ctx.error(format!(
+                    "librdkafka rejects `{k}` = \"{}\": {e}",
+                    v.get_ref()
+                ))
+                .at(v.span())
+                .help("see librdkafka's CONFIGURATION.md for its settings and their values"),
+            ),
+        }
+    }
+    out
+}
+
+impl KafkaSourceConfig {
+    /// Validates and compiles.
+    pub fn plan(&self, ctx: &Ctx) -> Result<Planned, Vec<Diag>> {
+        let mut diags = Vec::new();
+        let watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
+        let brokers = brokers(ctx, &self.brokers).map_err(|d| diags.push(d)).ok();
+        let topics: Vec<String> = self
+            .topics
+            .get_ref()
+            .iter()
+            .filter_map(|t| topic(ctx, t).map_err(|d| diags.push(d)).ok())
+            .collect();
+        if self.topics.get_ref().is_empty() {
+            diags.push(
+                ctx.error("`topics` is empty")
+                    .at(self.topics.span())
+                    .help("name the topics to read, such as topics = [\"sensors\"]"),
+            );
+        }
+        if self.group_id.get_ref().trim().is_empty() {
+            diags.push(
+                ctx.error("`group_id` is empty")
+                    .at(self.group_id.span())
+                    .help("name the consumer group whose offsets Weir keeps, such as group_id = \"device-report\""),
+            );
+        }
+        let start_names: Vec<&str> = Start::ALL.iter().map(|s| s.name()).collect();
+        let start = match &self.start {
+            None => Some(Start::Committed),
+            Some(s) => ctx
+                .choice("start", s, &start_names)
+                .map(|i| Start::ALL[i])
+                .map_err(|d| diags.push(d))
+                .ok(),
+        };
+        let commit_interval = match &self.commit_interval {
+            None => Some(Duration::from_secs(1)),
+            Some(c) => match ctx.duration("commit_interval", c) {
+                Ok(d) if d.is_zero() => {
+                    diags.push(
+                        ctx.error("`commit_interval` must be longer than zero")
+                            .at(c.span())
+                            .help("commit every second or so: commit_interval = \"1s\""),
+                    );
+                    None
+                }
+                Ok(d) => Some(d),
+                Err(d) => {
+                    diags.push(d);
+                    None
+                }
+            },
+        };
+        let csv = format(ctx, self.format.as_ref(), Format::Jsonl)
+            .map(|f| f == Format::Csv)
+            .map_err(|d| diags.push(d))
+            .ok();
+        let from_message = match &self.timestamp_from {
+            None => Some(false),
+            Some(t) => ctx
+                .choice("timestamp_from", t, &["field", "message"])
+                .map(|i| i == 1)
+                .map_err(|d| diags.push(d))
+                .ok(),
+        };
+        let latency_from = match &self.latency_from {
+            None => Some(false),
+            Some(l) => ctx
+                .choice("latency_from", l, &["read", "event_time"])
+                .map(|i| i == 1)
+                .map_err(|d| diags.push(d))
+                .ok(),
+        };
+        let options = options(ctx, &self.librdkafka_options, &mut diags);
+        let mut decode = match decode_spec(ctx, decoding_keys!(self)) {
+            Ok(d) => d,
+            Err(mut d) => {
+                diags.append(&mut d);
+                return Err(diags);
+            }
+        };
+        let (
+            Some(brokers),
+            Some(start),
+            Some(commit_interval),
+            Some(csv),
+            Some(from_message),
+            Some(latency_from),
+            true,
+        ) = (
+            brokers,
+            start,
+            commit_interval,
+            csv,
+            from_message,
+            latency_from,
+            diags.is_empty(),
+        )
+        else {
+            return Err(diags);
+        };
+        decode.watermark = watermark;
+        decode.latency_from_event_time = latency_from;
+        if from_message {
+            decode = decode.with_assigned_time();
+        }
+        Ok(Planned {
+            schema: decode.schema.clone(),
+            dead_letters: decode.on_error == weir_operators::decode::OnError::DeadLetter,
+            late_schema: None,
+            late_right_schema: None,
+            op: Op::Kafka(Arc::new(KafkaSourceSpec {
+                decode: Arc::new(decode),
+                csv,
+                brokers,
+                topics,
+                group_id: self.group_id.get_ref().trim().to_string(),
+                start,
+                bounded: self.bounded.unwrap_or(false),
+                commit_interval,
+                options,
+                replay: Replay::Unknown,
+                partitions: Vec::new(),
+                resume_frontier: None,
+                status: Arc::default(),
+            })),
+        })
+    }
+}
+
+impl KafkaSinkConfig {
+    /// Validates and compiles.
+    pub fn plan(&self, ctx: &Ctx, input: &Schema) -> Result<Planned, Vec<Diag>> {
+        let mut diags = Vec::new();
+        let f = format(ctx, self.format.as_ref(), Format::Jsonl).map_err(|d| diags.push(d));
+        let b = brokers(ctx, &self.brokers).map_err(|d| diags.push(d));
+        let t = topic(ctx, &self.topic).map_err(|d| diags.push(d));
+        let options = options(ctx, &self.librdkafka_options, &mut diags);
+        let mut key = Vec::new();
+        for k in self.key.iter().flat_map(|k| k.get_ref()) {
+            match input.index_of(k.get_ref()) {
+                Some(p) => key.push(p),
+                None => {
+                    let names = input.fields.iter().map(|f| f.name.as_str());
+                    diags.push(
+                        ctx.error(format!(
+                            "the input has no field `{}` to key by",
+                            k.get_ref()
+                        ))
+                        .at(k.span())
+                        .help(match did_you_mean(k.get_ref(), names) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => format!(
+                                "the input's fields are: {}",
+                                input
+                                    .fields
+                                    .iter()
+                                    .map(|f| f.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        }),
+                    )
+                }
+            }
+        }
+        match (f, b, t, diags.is_empty()) {
+            (Ok(format), Ok(brokers), Ok(topic), true) => Ok(Planned {
+                op: Op::Sink(SinkSpec {
+                    target: SinkTarget::Kafka {
+                        brokers,
+                        topic,
+                        key,
+                        options,
+                    },
+                    encoder: Arc::new(weir_operators::encode::Encoder::new(format, input)),
+                }),
+                schema: input.clone(),
+                dead_letters: false,
+                late_schema: None,
+                late_right_schema: None,
+            }),
+            _ => Err(diags),
+        }
+    }
+}
