@@ -3,9 +3,11 @@
 //! *recovery point* committed beside each offset.
 //!
 //! **Recovery.** The source commits, per partition, the offset of the oldest record whose
-//! outputs may not all have been written yet, and beside it (as the offset's metadata) the
+//! outputs may not all have been written yet. Just before, it writes the offset's *recovery
+//! point* to the group's recovery topic (`GROUP.weir-recovery`, see [`RecoveryLog`]): the
 //! frontier `F` the sinks had passed — every output at a time below `F` was written — and the
-//! partition's watermark just before that offset. A record's outputs all have times at most
+//! partition's watermark just before that offset. (Kafka's commit metadata would be the natural
+//! place, but not every broker keeps it.) A record's outputs all have times at most
 //! its [`Replay::done_time`]; it is safe once `F` passes that. A restarted source resumes at
 //! the committed offsets with its watermarks restored, so each record is judged on time or
 //! late as it was the first time, and it skips the replayed records whose outputs were all
@@ -24,7 +26,7 @@
 //! assert_eq!(Replay::Unknown.done_time(Some(3_000_000), 4_000_000), None);
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -33,6 +35,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -75,8 +78,8 @@ impl fmt::Display for CommitPoint {
 }
 
 impl CommitPoint {
-    /// Reads the metadata Weir committed (`None` for anything else, such as another
-    /// consumer's commit).
+    /// Reads a recovery point written by [`Display`](fmt::Display) (`None` for anything
+    /// else).
     pub fn parse(text: &str) -> Option<CommitPoint> {
         let mut parts = text.strip_prefix("weir:1 ")?.split(' ');
         let mut field = |name: &str| -> Option<i128> {
@@ -153,7 +156,7 @@ pub fn resolve_partitions(
 ) -> Result<Vec<PartitionPlan>, String> {
     let consumer: BaseConsumer = config
         .create()
-        .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+        .map_err(|e| format!("cannot create a Kafka consumer: {e} (check `librdkafka_options`)"))?;
     let mut plans = Vec::new();
     for topic in topics {
         let md = consumer
@@ -186,6 +189,7 @@ pub fn resolve_partitions(
         }
     }
     if start == Start::Committed && !plans.is_empty() {
+        let points = RecoveryLog::read(config)?;
         let mut tpl = TopicPartitionList::new();
         for p in &plans {
             tpl.add_partition(&p.topic, p.partition);
@@ -202,7 +206,7 @@ pub fn resolve_partitions(
                 .find(|p| p.topic == e.topic() && p.partition == e.partition())
             {
                 p.start = o.clamp(p.start, p.end.max(p.start));
-                p.resume = CommitPoint::parse(e.metadata());
+                p.resume = points.get(&(p.topic.clone(), p.partition, o)).copied();
             }
         }
     }
@@ -231,6 +235,102 @@ impl Start {
             Start::Earliest => "earliest",
             Start::Latest => "latest",
         }
+    }
+}
+
+/// The recovery topic of a consumer group: one message per commit, each line of it a
+/// partition, the offset committed and its [`CommitPoint`].
+pub struct RecoveryLog {
+    messages: Messages,
+}
+
+impl RecoveryLog {
+    /// The topic of `group`.
+    pub fn topic(group: &str) -> String {
+        let safe: String = group
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(200)
+            .collect();
+        format!("{safe}.weir-recovery")
+    }
+
+    /// Opens the log of the group in `config` (`group.id`), creating its topic if needed.
+    pub fn open(config: &ClientConfig) -> Result<RecoveryLog, String> {
+        let topic = Self::topic(config.get("group.id").unwrap_or("weir"));
+        create_topic(config, &topic, 1)?;
+        Ok(RecoveryLog {
+            messages: Messages::new(config, &topic)?,
+        })
+    }
+
+    /// Writes the recovery points of offsets about to be committed, and waits until the
+    /// broker has them.
+    pub fn write(&self, points: &[(String, i32, i64, CommitPoint)]) -> Result<(), String> {
+        let text: String = points
+            .iter()
+            .map(|(t, p, o, point)| format!("{t} {p} {o} {point}\n"))
+            .collect();
+        self.messages.send(None, text.as_bytes(), None)?;
+        self.messages.flush()
+    }
+
+    /// Every recovery point of the group in `config`, by topic, partition and offset.
+    pub fn read(config: &ClientConfig) -> Result<HashMap<(String, i32, i64), CommitPoint>, String> {
+        let topic = Self::topic(config.get("group.id").unwrap_or("weir"));
+        let mut points = HashMap::new();
+        let mut c = config.clone();
+        c.set("enable.auto.commit", "false");
+        let consumer: BaseConsumer = c.create().map_err(|e| {
+            format!("cannot create a Kafka consumer: {e} (check `librdkafka_options`)")
+        })?;
+        let (low, high) = match consumer.fetch_watermarks(&topic, 0, BROKER_TIMEOUT) {
+            Ok(w) => w,
+            // No recovery topic: nothing was committed by Weir.
+            Err(_) => return Ok(points),
+        };
+        if high <= low {
+            return Ok(points);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Offset(low))
+            .map_err(|e| e.to_string())?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| format!("cannot read {topic}: {e}"))?;
+        let deadline = std::time::Instant::now() + BROKER_TIMEOUT * 3;
+        let mut next = low;
+        while next < high {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("cannot read the recovery topic `{topic}` in time"));
+            }
+            let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let m = m.map_err(|e| format!("cannot read the recovery topic `{topic}`: {e}"))?;
+            next = m.offset() + 1;
+            let text = std::str::from_utf8(m.payload().unwrap_or_default()).unwrap_or("");
+            for line in text.lines() {
+                let mut parts = line.splitn(4, ' ');
+                let (Some(t), Some(p), Some(o), Some(point)) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                if let (Ok(p), Ok(o), Some(point)) =
+                    (p.parse(), o.parse(), CommitPoint::parse(point))
+                {
+                    points.insert((t.to_string(), p, o), point);
+                }
+            }
+        }
+        Ok(points)
     }
 }
 
@@ -290,7 +390,9 @@ impl Messages {
         config.set("allow.auto.create.topics", "false");
         let producer = config
             .create_with_context(DeliveryContext(Arc::clone(&deliveries)))
-            .map_err(|e| format!("cannot create a Kafka producer: {e}"))?;
+            .map_err(|e| {
+                format!("cannot create a Kafka producer: {e} (check `librdkafka_options`)")
+            })?;
         Ok(Messages {
             producer,
             deliveries,
@@ -309,7 +411,7 @@ impl Messages {
         match md.topics().iter().find(|t| t.name() == self.topic) {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
             _ => Err(format!(
-                "topic `{}` does not exist on {} (create it, or fix `topic`)",
+                "topic `{}` does not exist on {} (create it — `weir produce --events 0 --topic NAME --partitions N --brokers ...` does — or fix `topic`)",
                 self.topic,
                 brokers(config)
             )),

@@ -12,8 +12,9 @@
 //! least of its partitions'. Event time is a field of the record, or the message's timestamp.
 //!
 //! **Offsets.** Every `commit_interval` a worker commits, for each of its partitions, the
-//! offset of the oldest record whose outputs the sinks may not all have written, with the
-//! recovery point described in [`kafka`](crate::kafka) as the offset's metadata. A source that
+//! offset of the oldest record whose outputs the sinks may not all have written, having first
+//! written its recovery point (described in [`kafka`](crate::kafka)) to the group's recovery
+//! topic. A source that
 //! reaches the end of a `bounded` run commits where it stopped. Offsets are never committed
 //! for input whose outputs are not written, so a restart after `kill -9` loses nothing.
 //!
@@ -45,7 +46,8 @@ use crate::file_source::NOT_UTF8;
 use crate::flow::{Flow, SourceEnv};
 use crate::generator::RunClock;
 use crate::kafka::{
-    client_config, CommitPoint, PartitionPlan, PartitionStatus, Partitions, Replay, Start,
+    client_config, CommitPoint, PartitionPlan, PartitionStatus, Partitions, RecoveryLog, Replay,
+    Start,
 };
 use crate::metrics::ComponentMetrics;
 use crate::reading::{reading_source, Batch, Progress};
@@ -86,6 +88,22 @@ pub struct KafkaSourceSpec {
 }
 
 impl KafkaSourceSpec {
+    /// The client configuration of the writer of its recovery log: the brokers, the group, and
+    /// the user's security settings.
+    pub fn recovery_config(&self) -> ClientConfig {
+        let mut c = client_config(&self.brokers, &[]);
+        c.set("group.id", &self.group_id);
+        for (k, v) in &self.options {
+            if ["security.", "sasl.", "ssl."]
+                .iter()
+                .any(|p| k.starts_with(p))
+            {
+                c.set(k, v);
+            }
+        }
+        c
+    }
+
     /// The client configuration of the source's consumers.
     pub fn client_config(&self) -> ClientConfig {
         let mut c = client_config(&self.brokers, &[]);
@@ -212,6 +230,7 @@ struct Reader {
     source: String,
     spec: Arc<KafkaSourceSpec>,
     consumer: BaseConsumer<Context>,
+    recovery: RecoveryLog,
     reports: Arc<Reports>,
     parts: Vec<Part>,
     csv_columns: Vec<Option<usize>>,
@@ -222,7 +241,7 @@ struct Reader {
     ctl: RunControl,
     clock: RunClock,
     metrics: Arc<ComponentMetrics>,
-    /// The last finite frontier seen at the sinks.
+    /// The last finite frontier seen at the sinks, or the resume frontier if higher.
     frontier: Time,
     last_commit: Instant,
     last_status: Instant,
@@ -249,8 +268,12 @@ impl Reader {
         let mut consumer: BaseConsumer<Context> = spec
             .client_config()
             .create_with_context(Context(Arc::clone(&reports)))
-            .map_err(|e| format!("source `{source}`: cannot create a Kafka consumer: {e}"))?;
+            .map_err(|e| {
+                format!("source `{source}`: cannot create a Kafka consumer: {e} (check `librdkafka_options`)")
+            })?;
         consumer.set_nonempty_callback(wake);
+        let recovery = RecoveryLog::open(&spec.recovery_config())
+            .map_err(|e| format!("source `{source}`: {e}"))?;
         let mut tpl = TopicPartitionList::new();
         for p in &plans {
             tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.start))
@@ -294,6 +317,7 @@ impl Reader {
             source: source.to_string(),
             spec: Arc::clone(spec),
             consumer,
+            recovery,
             reports,
             parts,
             csv_columns,
@@ -303,7 +327,9 @@ impl Reader {
             ctl,
             clock,
             metrics,
-            frontier: 0,
+            // Outputs below the resume frontier were written by an earlier run: what this one
+            // commits never says less.
+            frontier: spec.resume_frontier.unwrap_or(0),
             last_commit: now,
             last_status: now,
             backlog: 0,
@@ -480,6 +506,7 @@ impl Reader {
         let f = self.frontier;
         let known = matches!(self.spec.replay, Replay::Windows(_));
         let mut tpl = TopicPartitionList::new();
+        let mut points = Vec::new();
         for p in &mut self.parts {
             if all {
                 p.pending.clear();
@@ -506,13 +533,19 @@ impl Reader {
                 .add_partition_offset(&p.plan.topic, p.plan.partition, Offset::Offset(offset))
                 .is_ok()
             {
-                if let Some(mut e) = tpl.find_partition(&p.plan.topic, p.plan.partition) {
-                    e.set_metadata(point.to_string());
-                }
+                points.push((p.plan.topic.clone(), p.plan.partition, offset, point));
                 p.committed = Some((offset, f));
             }
         }
         if tpl.count() > 0 {
+            // The recovery points first: a committed offset always has one.
+            if let Err(e) = self.recovery.write(&points) {
+                self.note_error(format!("cannot write recovery points: {e}"));
+                for p in &mut self.parts {
+                    p.committed = None;
+                }
+                return;
+            }
             if let Err(e) = self.consumer.commit(&tpl, mode) {
                 self.note_error(format!("cannot commit offsets: {e}"));
             }

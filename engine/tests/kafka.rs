@@ -1,0 +1,621 @@
+//! Kafka in and out, against a real broker (`WEIR_KAFKA_BROKERS`, started by the README's test
+//! command): a topic equals a file, two processes share a consumer group's partitions, and a
+//! run killed with SIGKILL at several points and restarted loses nothing.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use weir_operators::kafka::{client_config, create_topic, Messages};
+
+/// The broker every test uses. The tests fail, never skip, without one.
+fn brokers() -> String {
+    std::env::var("WEIR_KAFKA_BROKERS").unwrap_or_else(|_| {
+        panic!(
+            "the Kafka tests need a broker: run the README's test command (scripts/test), which \
+             builds and starts one, or start a Kafka-compatible broker yourself and set \
+             WEIR_KAFKA_BROKERS=host:port"
+        )
+    })
+}
+
+/// A topic or group name no other test or run uses.
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+fn topic(name: &str, partitions: i32) -> String {
+    let t = unique(name);
+    assert!(create_topic(&client_config(&brokers(), &[]), &t, partitions).unwrap());
+    t
+}
+
+/// Sends `(key, line)` messages to `topic`, with librdkafka `options`.
+fn send_with(topic: &str, messages: &[(String, String)], options: &[(String, String)]) {
+    let m = Messages::new(&client_config(&brokers(), options), topic).unwrap();
+    for (k, line) in messages {
+        m.send(Some(k.as_bytes()), line.as_bytes(), None).unwrap();
+    }
+    m.flush().unwrap();
+}
+
+/// Sends `(key, line)` messages to `topic`.
+fn send(topic: &str, messages: &[(String, String)]) {
+    send_with(topic, messages, &[]);
+}
+
+/// Sensor readings keyed by device, in event-time order (so each partition is in order too),
+/// with a bad record every 500: a wrong type, or not JSON at all.
+fn events(n: u64) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let device = format!("d{}", i % 10);
+            let ts = 1_700_000_000_000 + i * 7;
+            let value = (i * 37) % 1000;
+            let line = match i % 1000 {
+                500 => format!(r#"{{"id": {i}, "ts": "soon", "device": "{device}", "value": 1}}"#),
+                999 => "not json {".to_string(),
+                _ => {
+                    format!(r#"{{"id": {i}, "ts": {ts}, "device": "{device}", "value": {value}}}"#)
+                }
+            };
+            (device, line)
+        })
+        .collect()
+}
+
+/// Good events: (id, ts in ms, device, value).
+fn good(n: u64) -> Vec<(u64, u64, String, u64)> {
+    (0..n)
+        .filter(|i| !matches!(i % 1000, 500 | 999))
+        .map(|i| {
+            (
+                i,
+                1_700_000_000_000 + i * 7,
+                format!("d{}", i % 10),
+                (i * 37) % 1000,
+            )
+        })
+        .collect()
+}
+
+/// The pipeline every test runs, with its source and sinks given.
+fn pipeline(source: &str, sinks: &str) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "kafka-test"
+
+[sources.events]
+{source}
+schema = {{ id = "u64", ts = "timestamp", device = "string", value = "i64" }}
+timestamp_format = "epoch_ms"
+
+[transforms.big]
+type = "filter"
+inputs = ["events"]
+condition = "value >= 100"
+
+[transforms.per_device]
+type = "window"
+inputs = ["big"]
+size = "1s"
+group_by = ["device"]
+aggregates = {{ n = "count(*)", total = "sum(value)", low = "min(value)", high = "max(value)" }}
+
+{sinks}
+"#
+    )
+}
+
+fn kafka_source(topic: &str, group: &str, extra: &str) -> String {
+    format!(
+        "type = \"kafka\"\nbrokers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\nbounded = true\n{extra}",
+        brokers()
+    )
+}
+
+fn file_sink(id: &str, input: &str, path: &str) -> String {
+    format!("[sinks.{id}]\ntype = \"file\"\ninputs = [\"{input}\"]\npath = \"{path}\"\n")
+}
+
+/// The window results of the good events, computed here: `{"device", "window_start",
+/// "window_end", "n", "total", "low", "high"}` as canonical JSON.
+fn reference(n: u64) -> Vec<String> {
+    let mut w: BTreeMap<(String, u64), (u64, u64, u64, u64)> = BTreeMap::new();
+    for (_, ts, device, value) in good(n) {
+        if value < 100 {
+            continue;
+        }
+        let e = w
+            .entry((device, ts / 1000 * 1000))
+            .or_insert((0, 0, u64::MAX, 0));
+        e.0 += 1;
+        e.1 += value;
+        e.2 = e.2.min(value);
+        e.3 = e.3.max(value);
+    }
+    let rfc = |ms: u64| weir_operators::time::format_rfc3339(ms as i64 * 1000);
+    let mut v: Vec<String> = w
+        .into_iter()
+        .map(|((device, start), (n, total, low, high))| {
+            serde_json::to_string(&serde_json::json!({
+                "device": device, "window_start": rfc(start), "window_end": rfc(start + 1000),
+                "n": n, "total": total, "low": low, "high": high,
+            }))
+            .unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn read(dir: &std::path::Path, path: &str) -> String {
+    std::fs::read_to_string(dir.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn report(dir: &std::path::Path, path: &str) -> Value {
+    serde_json::from_str(&read(dir, path)).unwrap()
+}
+
+fn component<'a>(r: &'a Value, id: &str) -> &'a Value {
+    r["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {r}"))
+}
+
+#[test]
+fn a_topic_with_three_partitions_gives_the_results_of_a_file() {
+    let dir = workspace();
+    let n = 6000;
+    let input = topic("readings", 3);
+    let messages = events(n);
+    send(&input, &messages);
+    let lines: String = messages.iter().map(|(_, l)| format!("{l}\n")).collect();
+    write(dir.path(), "events.jsonl", &lines);
+    // The same pipeline over a file.
+    let text = pipeline(
+        "type = \"file\"\npath = \"events.jsonl\"\nformat = \"jsonl\"",
+        &file_sink("out", "per_device", "file.jsonl"),
+    );
+    write(dir.path(), "file.toml", &text);
+    run_ok(dir.path(), "file.toml", &[]);
+    let from_file = json_multiset(&read(dir.path(), "file.jsonl"));
+    assert_eq!(
+        from_file,
+        reference(n),
+        "the file run against the reference"
+    );
+    let dead_from_file = json_lines(&dir.path().join("kafka-test.deadletter.jsonl"));
+    assert_eq!(dead_from_file.len(), 12);
+
+    for (k, flags) in [
+        vec!["--workers", "2"],
+        vec![
+            "--workers",
+            "2",
+            "--mode",
+            "micro-batch",
+            "--batch-interval",
+            "20ms",
+        ],
+        vec!["--workers", "1"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Topic to topic, keyed by device; then the output topic read back into a file.
+        let output = topic("device-report", 2);
+        let sink = format!(
+            "[sinks.out]\ntype = \"kafka\"\ninputs = [\"per_device\"]\nbrokers = \"{}\"\ntopic = \"{output}\"\nkey = [\"device\"]\n",
+            brokers()
+        );
+        let text = pipeline(&kafka_source(&input, &unique("report"), ""), &sink);
+        let name = format!("kafka-{k}.toml");
+        write(dir.path(), &name, &text);
+        let _ = std::fs::remove_file(dir.path().join("kafka-test.deadletter.jsonl"));
+        let mut args = flags.clone();
+        args.extend(["--report", "kafka.json"]);
+        let err = run_ok(dir.path(), &name, &args);
+        let r = report(dir.path(), "kafka.json");
+        let source = component(&r, "sources.events");
+        assert_eq!(source["records_in"], n, "{err}");
+        assert_eq!(source["dead_lettered"], 12, "{err}");
+        let parts = source["partitions"].as_array().unwrap();
+        assert_eq!(parts.len(), 3, "{err}");
+        for p in parts {
+            assert_eq!(p["lag"], 0, "{err}");
+            assert_eq!(p["committed"], p["offset"], "{err}");
+        }
+        assert!(
+            err.contains("sources.events: 3 partitions, consumer lag 0"),
+            "{err}"
+        );
+        // Bad messages are dead-lettered with their partition and offset.
+        let dead = json_lines(&dir.path().join("kafka-test.deadletter.jsonl"));
+        assert_eq!(dead.len(), 12);
+        for d in &dead {
+            assert!(d["file"].as_str().unwrap().starts_with(&input), "{d}");
+            assert!(d["record"] == "not json {" || d["reason"].as_str().unwrap().contains("ts"));
+        }
+        let back = format!(
+            "[pipeline]\nname = \"read-back\"\n[sources.back]\n{}\nschema = {{ device = \"string\", window_start = \"timestamp\", window_end = \"timestamp\", n = \"i64\", total = \"i64\", low = \"i64\", high = \"i64\" }}\ntimestamp_field = \"window_start\"\n{}",
+            kafka_source(&output, &unique("back"), "start = \"earliest\""),
+            file_sink("out", "back", "back.jsonl")
+        );
+        write(dir.path(), "back.toml", &back);
+        run_ok(dir.path(), "back.toml", &[]);
+        // Assigned ids are dropped: compare the window results alone.
+        let got: Vec<String> = json_multiset(&read(dir.path(), "back.jsonl"))
+            .into_iter()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(&l).unwrap();
+                v.as_object_mut().unwrap().remove("id");
+                serde_json::to_string(&v).unwrap()
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(got.len(), from_file.len(), "{flags:?}");
+        assert_eq!(got, from_file, "{flags:?}");
+    }
+}
+
+#[test]
+fn two_processes_in_one_group_share_the_partitions() {
+    let dir = workspace();
+    let n = 3000;
+    let input = topic("shared", 3);
+    send(&input, &events(n));
+    let group = unique("shared-group");
+    let text = pipeline(
+        &kafka_source(&input, &group, ""),
+        &file_sink("out", "per_device", "cluster.jsonl"),
+    );
+    write(dir.path(), "p.toml", &text);
+    let ports = free_ports(2);
+    let hosts = write(
+        dir.path(),
+        "hosts",
+        &format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    );
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            let (id, rep) = (p.to_string(), format!("r{p}.json"));
+            spawn_weir(
+                dir.path(),
+                &[
+                    "run",
+                    "p.toml",
+                    "--workers",
+                    "1",
+                    "--status-every",
+                    "0s",
+                    "--processes",
+                    "2",
+                    "--process-id",
+                    &id,
+                    "--hostfile",
+                    &hosts,
+                    "--report",
+                    &rep,
+                ],
+            )
+        })
+        .collect();
+    for c in children {
+        ok(&finish(c));
+    }
+    let mut seen: Vec<(String, u64)> = Vec::new();
+    for p in 0..2 {
+        let r = report(dir.path(), &format!("r{p}.json"));
+        let source = component(&r, "sources.events");
+        let parts = source["partitions"].as_array().unwrap();
+        assert!(!parts.is_empty(), "process {p} read no partition");
+        for part in parts {
+            seen.push((
+                part["partition"].as_str().unwrap().to_string(),
+                source["records_in"].as_u64().unwrap(),
+            ));
+        }
+    }
+    let names: BTreeSet<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        seen.len(),
+        3,
+        "each partition read by one process: {seen:?}"
+    );
+    assert_eq!(names.len(), 3, "{seen:?}");
+    let total: u64 = (0..2)
+        .map(|p| {
+            component(&report(dir.path(), &format!("r{p}.json")), "sources.events")["records_in"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, n);
+    assert_eq!(
+        json_multiset(&read(dir.path(), "cluster.jsonl")),
+        reference(n)
+    );
+    // Both processes committed their partitions for the group: a new run reads nothing.
+    let err = run_ok(
+        dir.path(),
+        "p.toml",
+        &["--set", "sinks.out.path=\"again.jsonl\""],
+    );
+    assert!(
+        err.contains("sources.events: 3 partitions, consumer lag 0"),
+        "{err}"
+    );
+    assert_eq!(read(dir.path(), "again.jsonl"), "");
+}
+
+#[test]
+fn a_run_killed_at_any_moment_and_restarted_loses_nothing() {
+    let dir = workspace();
+    let n = 40_000;
+    let input = topic("crash", 3);
+    // A few messages per record batch, so that the source's small fetches below take few.
+    let small = [("batch.num.messages", "4"), ("linger.ms", "0")]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+    send_with(&input, &events(n), &small);
+    let group = unique("crash-group");
+    // Small fetches slow the reading down, so that the kills land mid-run; offsets are
+    // committed often.
+    let source = kafka_source(
+        &input,
+        &group,
+        "commit_interval = \"20ms\"\nlibrdkafka_options = { \"max.partition.fetch.bytes\" = \"600\", \"fetch.max.bytes\" = \"1800\", \"message.max.bytes\" = \"1000\" }",
+    );
+    let sinks = format!(
+        "{}\n[transforms.high]\ntype = \"filter\"\ninputs = [\"events\"]\ncondition = \"value >= 990\"\n\n{}",
+        file_sink("out", "per_device", "out.jsonl"),
+        file_sink("alerts", "high", "alerts.jsonl")
+    );
+    write(dir.path(), "p.toml", &pipeline(&source, &sinks));
+    let expected = reference(n);
+    let expected_alerts: BTreeSet<u64> = good(n)
+        .into_iter()
+        .filter(|e| e.3 >= 990)
+        .map(|e| e.0)
+        .collect();
+    let mut results: Vec<String> = Vec::new();
+    let mut alerts: Vec<u64> = Vec::new();
+    let collect = |k: usize, results: &mut Vec<String>, alerts: &mut Vec<u64>| {
+        let out =
+            std::fs::read_to_string(dir.path().join(format!("out-{k}.jsonl"))).unwrap_or_default();
+        // A line cut short by the kill was never written whole: it is not a result.
+        let complete = out.rsplit_once('\n').map_or("", |(whole, _)| whole);
+        results.extend(json_multiset(complete));
+        let a = std::fs::read_to_string(dir.path().join(format!("alerts-{k}.jsonl")))
+            .unwrap_or_default();
+        let complete = a.rsplit_once('\n').map_or("", |(whole, _)| whole);
+        for l in complete.lines() {
+            let v: Value = serde_json::from_str(l).unwrap();
+            alerts.push(v["id"].as_u64().unwrap());
+        }
+    };
+    // Kill when this many results have been written: at the start, and twice mid-run.
+    let kills = [0usize, expected.len() / 4, expected.len() / 2];
+    let mut finished_early = 0;
+    for (k, &at) in kills.iter().enumerate() {
+        let out = format!("sinks.out.path=\"out-{k}.jsonl\"");
+        let al = format!("sinks.alerts.path=\"alerts-{k}.jsonl\"");
+        let mut child = spawn_weir(
+            dir.path(),
+            &[
+                "run",
+                "p.toml",
+                "--workers",
+                "2",
+                "--status-every",
+                "0s",
+                "--set",
+                &out,
+                "--set",
+                &al,
+            ],
+        );
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(60);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                finished_early += 1;
+                eprintln!(
+                    "run {k} ended by itself:\n{}",
+                    stderr(&child.wait_with_output().unwrap())
+                );
+                break;
+            }
+            let written = std::fs::read_to_string(dir.path().join(format!("out-{k}.jsonl")))
+                .map_or(0, |s| s.lines().count());
+            let early = at == 0 && started.elapsed() > Duration::from_millis(300);
+            if early || (at > 0 && written >= at) {
+                child.kill().unwrap(); // SIGKILL
+                let _ = child.wait();
+                break;
+            }
+            assert!(Instant::now() < deadline, "run {k} made no progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        collect(k, &mut results, &mut alerts);
+    }
+    assert_eq!(
+        finished_early, 0,
+        "a run ended before it was killed: slow the reading down"
+    );
+    // The last run goes to the end.
+    let k = kills.len();
+    let err = run_ok(
+        dir.path(),
+        "p.toml",
+        &[
+            "--workers",
+            "2",
+            "--set",
+            &format!("sinks.out.path=\"out-{k}.jsonl\""),
+            "--set",
+            &format!("sinks.alerts.path=\"alerts-{k}.jsonl\""),
+        ],
+    );
+    collect(k, &mut results, &mut alerts);
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for r in &results {
+        *counts.entry(r.as_str()).or_default() += 1;
+    }
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|e| !counts.contains_key(e.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} results missing, such as {:?}\n{err}",
+        missing.len(),
+        missing.first()
+    );
+    let wrong: Vec<&&str> = counts
+        .keys()
+        .filter(|r| expected.binary_search_by(|e| e.as_str().cmp(r)).is_err())
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} results that are not in the reference (partial windows?), such as {:?}",
+        wrong.len(),
+        wrong.first()
+    );
+    let duplicates = results.len() - expected.len();
+    let alert_set: BTreeSet<u64> = alerts.iter().copied().collect();
+    assert_eq!(
+        alert_set, expected_alerts,
+        "every alert, and no other record"
+    );
+    eprintln!(
+        "crash test: {} window results expected, {} written over {} runs ({duplicates} duplicates); {} alerts expected, {} written ({} duplicates)",
+        expected.len(),
+        results.len(),
+        kills.len() + 1,
+        expected_alerts.len(),
+        alerts.len(),
+        alerts.len() - expected_alerts.len()
+    );
+}
+
+#[test]
+fn kafka_configuration_errors_name_the_line_and_what_to_do() {
+    let dir = workspace();
+    let cases = [
+        (
+            "brokers = \"localhost\"",
+            "is not a list of brokers",
+            "write `host:port`",
+        ),
+        (
+            "start = \"newest\"",
+            "`newest` is not a valid `start`",
+            "committed, earliest, latest",
+        ),
+        ("topics = []", "`topics` is empty", "topics = [\"sensors\"]"),
+        (
+            "topics = [\"a b\"]",
+            "is not a Kafka topic name",
+            "letters, digits",
+        ),
+        ("commit_interval = \"soon\"", "is not a duration", "250ms"),
+        (
+            "librdkafka_options = { \"fetch.wait.max.ms\" = \"lots\" }",
+            "librdkafka rejects `fetch.wait.max.ms`",
+            "CONFIGURATION.md",
+        ),
+    ];
+    for (line, message, help) in cases {
+        let mut keys = vec![
+            ("brokers", "brokers = \"127.0.0.1:9092\""),
+            ("topics", "topics = [\"t\"]"),
+            ("group_id", "group_id = \"g\""),
+        ];
+        let key = line.split(' ').next().unwrap();
+        keys.retain(|(k, _)| *k != key);
+        let mut body: Vec<&str> = keys.iter().map(|(_, l)| *l).collect();
+        body.push(line);
+        let text = format!(
+            "[sources.s]\ntype = \"kafka\"\n{}\nschema = {{ ts = \"timestamp\" }}\n\n[sinks.out]\ntype = \"null\"\ninputs = [\"s\"]\n",
+            body.join("\n")
+        );
+        write(dir.path(), "bad.toml", &text);
+        let out = weir(dir.path(), &["validate", "bad.toml"], "");
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        let line_no = text.lines().position(|l| l == line).unwrap() + 1;
+        assert!(err.contains(message), "{line}: {err}");
+        assert!(err.contains(help), "{line}: {err}");
+        assert!(
+            err.contains(&format!("bad.toml:{line_no}:")),
+            "{line}: {err}"
+        );
+        assert!(err.contains("sources.s"), "{err}");
+    }
+    // A sink keyed by a field its input lacks.
+    let text = "[sources.g]\ntype = \"generator\"\nprofile = \"iot\"\n\n[sinks.k]\ntype = \"kafka\"\ninputs = [\"g\"]\nbrokers = \"127.0.0.1:9092\"\ntopic = \"t\"\nkey = [\"devce_id\"]\n";
+    write(dir.path(), "bad.toml", text);
+    let err = stderr(&weir(dir.path(), &["validate", "bad.toml"], ""));
+    assert!(
+        err.contains("no field `devce_id`") && err.contains("did you mean `device_id`?"),
+        "{err}"
+    );
+    assert!(err.contains("bad.toml:10:"), "{err}");
+}
+
+#[test]
+fn an_unreachable_broker_or_missing_topic_fails_the_run_saying_what_to_do() {
+    let dir = workspace();
+    let port = free_ports(1)[0];
+    let text = format!(
+        "[sources.s]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:{port}\"\ntopics = [\"t\"]\ngroup_id = \"g\"\nschema = {{ ts = \"timestamp\" }}\n\n[sinks.out]\ntype = \"null\"\ninputs = [\"s\"]\n"
+    );
+    write(dir.path(), "p.toml", &text);
+    let out = weir(dir.path(), &["run", "p.toml"], "");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "source `s`: cannot reach the Kafka brokers at 127.0.0.1:{port}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("start the broker, or fix `brokers`"), "{err}");
+    // A topic that does not exist, for the source and for the sink.
+    let missing = unique("missing");
+    let text = format!(
+        "[sources.s]\ntype = \"kafka\"\nbrokers = \"{b}\"\ntopics = [\"{missing}\"]\ngroup_id = \"g\"\nschema = {{ ts = \"timestamp\" }}\n\n[sinks.out]\ntype = \"null\"\ninputs = [\"s\"]\n",
+        b = brokers()
+    );
+    write(dir.path(), "p.toml", &text);
+    let err = stderr(&weir(dir.path(), &["run", "p.toml"], ""));
+    assert!(
+        err.contains(&format!("topic `{missing}` does not exist")) && err.contains("fix `topics`"),
+        "{err}"
+    );
+    let text = format!(
+        "[sources.g]\ntype = \"generator\"\nprofile = \"iot\"\nevents = 10\n\n[sinks.k]\ntype = \"kafka\"\ninputs = [\"g\"]\nbrokers = \"{b}\"\ntopic = \"{missing}\"\n",
+        b = brokers()
+    );
+    write(dir.path(), "p.toml", &text);
+    let out = weir(dir.path(), &["run", "p.toml"], "");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("sink `k`: topic `{missing}` does not exist")),
+        "{err}"
+    );
+}
