@@ -282,7 +282,7 @@ fn from_reports(a: &Args) -> ExitCode {
         }
         i += group.len();
         match Row::from_reports(&group, a.sink.as_deref()) {
-            Ok(r) => rows.push(r),
+            Ok(r) => rows.push((group[0].pipeline.clone(), r)),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
@@ -291,6 +291,16 @@ fn from_reports(a: &Args) -> ExitCode {
     }
     let mut names: Vec<&str> = reports.iter().map(|r| r.pipeline.as_str()).collect();
     names.dedup();
+    // Reports of different pipelines (the same pipeline fed two ways, say) say which is which.
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .map(|(pipeline, mut r)| {
+            if names.len() > 1 {
+                r.label = format!("{pipeline}: {}", r.label);
+            }
+            r
+        })
+        .collect();
     emit(
         &rows,
         &format!("{}: latency by configuration", names.join(", ")),

@@ -52,6 +52,43 @@ fn every_bundled_pipeline_validates_and_runs() {
                         weir(&d, &["produce", "--events", "20000", "--tcp", &target], "")
                     }));
                 }
+                Some("kafka") => {
+                    // A topic of its own on the test broker, filled before the run, read from
+                    // the start to its end.
+                    let brokers = std::env::var("WEIR_KAFKA_BROKERS")
+                        .expect("the Kafka pipelines need WEIR_KAFKA_BROKERS: run scripts/test");
+                    let topic = format!(
+                        "bundled-{}-{id}-{}",
+                        std::process::id(),
+                        p.replace('.', "-")
+                    );
+                    let o = weir(
+                        dir.path(),
+                        &[
+                            "produce",
+                            "--events",
+                            "20000",
+                            "--topic",
+                            &topic,
+                            "--brokers",
+                            &brokers,
+                            "--key",
+                            "device_id",
+                        ],
+                        "",
+                    );
+                    ok(&o);
+                    for set in [
+                        format!("sources.{id}.brokers=\"{brokers}\""),
+                        format!("sources.{id}.topics=[\"{topic}\"]"),
+                        format!("sources.{id}.group_id=\"{topic}\""),
+                        format!("sources.{id}.start=\"earliest\""),
+                        format!("sources.{id}.bounded=true"),
+                    ] {
+                        args.push("--set".into());
+                        args.push(set);
+                    }
+                }
                 _ => {}
             }
         }
@@ -63,6 +100,48 @@ fn every_bundled_pipeline_validates_and_runs() {
         }
         ok(&r);
         assert!(stderr(&r).contains("finished in"), "{p}: {}", stderr(&r));
+    }
+}
+
+#[test]
+fn the_kafka_and_tcp_feeds_of_one_pipeline_are_compared() {
+    let dir = workspace();
+    let brokers = std::env::var("WEIR_KAFKA_BROKERS")
+        .expect("the Kafka pipelines need WEIR_KAFKA_BROKERS: run scripts/test");
+    let out = std::process::Command::new(root().join("pipelines/kafka-vs-tcp.sh"))
+        .current_dir(dir.path())
+        .args([brokers.as_str(), "20k", "40k"])
+        .env("WEIR", assert_cmd::cargo::cargo_bin("weir"))
+        .env("OUT", "cmp")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    for f in ["tcp.json", "kafka.json", "latency.svg", "latency.png"] {
+        assert!(dir.path().join("cmp").join(f).exists(), "{f}: {text}");
+    }
+    let table = std::fs::read_to_string(dir.path().join("cmp/compare.txt")).unwrap();
+    assert!(
+        table.contains("tcp-device-report") && table.contains("kafka-device-report"),
+        "{table}"
+    );
+    // Every event went through each pipeline.
+    for name in ["tcp", "kafka"] {
+        let r: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("cmp/{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        let source = r["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["component"] == "sources.sensors")
+            .unwrap();
+        assert_eq!(source["records_in"], 40_000, "{name}: {text}");
     }
 }
 
