@@ -172,7 +172,9 @@ fn fill(brokers: &str, topic: &str, events: u64) {
     m.flush().unwrap();
 }
 
-fn report_pipeline(source: &str, brokers: &str, out: &str) -> String {
+/// The benchmark's pipelines: `source`, readings only, then `middle` (a window, or nothing),
+/// into a `kafka` sink reading `last`.
+fn pipeline(source: &str, middle: &str, last: &str, brokers: &str, out: &str) -> String {
     format!(
         r#"
 [pipeline]
@@ -186,21 +188,32 @@ type = "filter"
 inputs = ["sensors"]
 condition = "kind = 'reading'"
 
-[transforms.per_device]
-type = "window"
-inputs = ["readings"]
-size = "1s"
-group_by = ["device_id"]
-aggregates = {{ avg_temp = "avg(temperature)" }}
+{middle}
 
 [sinks.out]
 type = "kafka"
-inputs = ["per_device"]
+inputs = ["{last}"]
 brokers = "{brokers}"
 topic = "{out}"
 key = ["device_id"]
 "#
     )
+}
+
+/// The per-device report: a 1 s average of temperature per device.
+fn report_pipeline(source: &str, brokers: &str, out: &str) -> String {
+    let window = r#"[transforms.per_device]
+type = "window"
+inputs = ["readings"]
+size = "1s"
+group_by = ["device_id"]
+aggregates = { avg_temp = "avg(temperature)" }"#;
+    pipeline(source, window, "per_device", brokers, out)
+}
+
+/// Readings straight to the sink.
+fn latency_pipeline(source: &str, brokers: &str, out: &str) -> String {
+    pipeline(source, "", "readings", brokers, out)
 }
 
 const SCHEMA: &str = r#"schema = { id = "u64", ts = "timestamp", kind = "string", device_id = "string", temperature = "f64" }"#;
@@ -362,30 +375,6 @@ fn timed_run(text: &str, warmup: Duration, duration: Duration) -> hdrhistogram::
         .latency
         .processing
         .clone()
-}
-
-fn latency_pipeline(source: &str, brokers: &str, out: &str) -> String {
-    format!(
-        r#"
-[pipeline]
-name = "bench-kafka-latency"
-
-[sources.sensors]
-{source}
-
-[transforms.readings]
-type = "filter"
-inputs = ["sensors"]
-condition = "kind = 'reading'"
-
-[sinks.out]
-type = "kafka"
-inputs = ["readings"]
-brokers = "{brokers}"
-topic = "{out}"
-key = ["device_id"]
-"#
-    )
 }
 
 fn main() {

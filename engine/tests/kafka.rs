@@ -619,3 +619,60 @@ fn an_unreachable_broker_or_missing_topic_fails_the_run_saying_what_to_do() {
         "{err}"
     );
 }
+
+#[test]
+fn csv_messages_with_event_time_from_the_message_timestamp() {
+    let dir = workspace();
+    let input = topic("csv", 1);
+    let m = Messages::new(&client_config(&brokers(), &[]), &input).unwrap();
+    // Columns in schema order (device, value); the event time is each message's timestamp.
+    let rows = [
+        ("d1,5", 1_000),
+        ("d2,7", 2_000),
+        ("d1,x", 3_000),
+        ("d1,9", 1_500_000),
+    ];
+    for (row, ms) in rows {
+        m.send(None, row.as_bytes(), Some(ms)).unwrap();
+    }
+    m.flush().unwrap();
+    let text = format!(
+        "[pipeline]\nname = \"csv-test\"\n[sources.s]\n{}\nformat = \"csv\"\ntimestamp_from = \"message\"\nschema = {{ device = \"string\", value = \"i64\", ts = \"timestamp\" }}\n\n{}",
+        kafka_source(&input, &unique("csv"), ""),
+        file_sink("out", "s", "out.jsonl")
+    );
+    write(dir.path(), "p.toml", &text);
+    run_ok(dir.path(), "p.toml", &[]);
+    let got: Vec<(String, i64, String, String)> = json_lines(&dir.path().join("out.jsonl"))
+        .into_iter()
+        .map(|v| {
+            (
+                v["device"].as_str().unwrap().to_string(),
+                v["value"].as_i64().unwrap(),
+                v["ts"].as_str().unwrap().to_string(),
+                v["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, i64, String, String)> = [
+        ("d1", 5, 1_000, 0),
+        ("d2", 7, 2_000, 1),
+        ("d1", 9, 1_500_000, 3),
+    ]
+    .into_iter()
+    .map(|(d, v, ms, offset)| {
+        (
+            d.to_string(),
+            v,
+            weir_operators::time::format_rfc3339(ms * 1000),
+            format!("s:{input}/0:{offset}"),
+        )
+    })
+    .collect();
+    assert_eq!(got, want);
+    let dead = json_lines(&dir.path().join("csv-test.deadletter.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["file"], format!("{input}/0"));
+    assert_eq!(dead[0]["line"], 2);
+    assert_eq!(dead[0]["record"], "d1,x");
+}

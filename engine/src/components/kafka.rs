@@ -177,14 +177,9 @@ impl KafkaSourceConfig {
             );
         }
         let start_names: Vec<&str> = Start::ALL.iter().map(|s| s.name()).collect();
-        let start = match &self.start {
-            None => Some(Start::Committed),
-            Some(s) => ctx
-                .choice("start", s, &start_names)
-                .map(|i| Start::ALL[i])
-                .map_err(|d| diags.push(d))
-                .ok(),
-        };
+        let start = ctx
+            .optional_choice("start", self.start.as_ref(), &start_names, &mut diags)
+            .map(|i| Start::ALL[i]);
         let commit_interval = match &self.commit_interval {
             None => Some(Duration::from_secs(1)),
             Some(c) => match ctx.duration("commit_interval", c) {
@@ -207,22 +202,22 @@ impl KafkaSourceConfig {
             .map(|f| f == Format::Csv)
             .map_err(|d| diags.push(d))
             .ok();
-        let from_message = match &self.timestamp_from {
-            None => Some(false),
-            Some(t) => ctx
-                .choice("timestamp_from", t, &["field", "message"])
-                .map(|i| i == 1)
-                .map_err(|d| diags.push(d))
-                .ok(),
-        };
-        let latency_from = match &self.latency_from {
-            None => Some(false),
-            Some(l) => ctx
-                .choice("latency_from", l, &["read", "event_time"])
-                .map(|i| i == 1)
-                .map_err(|d| diags.push(d))
-                .ok(),
-        };
+        let from_message = ctx
+            .optional_choice(
+                "timestamp_from",
+                self.timestamp_from.as_ref(),
+                &["field", "message"],
+                &mut diags,
+            )
+            .map(|i| i == 1);
+        let latency_from = ctx
+            .optional_choice(
+                "latency_from",
+                self.latency_from.as_ref(),
+                &["read", "event_time"],
+                &mut diags,
+            )
+            .map(|i| i == 1);
         let options = options(ctx, &self.librdkafka_options, &mut diags);
         let mut decode = match decode_spec(ctx, decoding_keys!(self)) {
             Ok(d) => d,

@@ -257,6 +257,21 @@ impl Ctx<'_> {
         })
     }
 
+    /// Checks an optional string value against a list of choices: its index, 0 (the default,
+    /// listed first) when absent, or `None` with the diagnostic recorded.
+    pub fn optional_choice(
+        &self,
+        key: &str,
+        value: Option<&Spanned<String>>,
+        choices: &[&str],
+        diags: &mut Vec<Diag>,
+    ) -> Option<usize> {
+        match value {
+            None => Some(0),
+            Some(v) => self.choice(key, v, choices).map_err(|d| diags.push(d)).ok(),
+        }
+    }
+
     /// Parses a duration such as "250ms", "1s" or "5m".
     pub fn duration(
         &self,

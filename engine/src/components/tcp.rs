@@ -110,14 +110,14 @@ impl TcpSourceConfig {
                 return Err(diags);
             }
         };
-        let latency_from = match &self.latency_from {
-            None => Some(false),
-            Some(l) => ctx
-                .choice("latency_from", l, &["read", "event_time"])
-                .map(|i| i == 1)
-                .map_err(|d| diags.push(d))
-                .ok(),
-        };
+        let latency_from = ctx
+            .optional_choice(
+                "latency_from",
+                self.latency_from.as_ref(),
+                &["read", "event_time"],
+                &mut diags,
+            )
+            .map(|i| i == 1);
         let (Some(address), Some(latency_from), true) = (address, latency_from, diags.is_empty())
         else {
             return Err(diags);
