@@ -114,10 +114,22 @@ impl Live {
                 let parts = k.status.snapshot();
                 let lag: i64 = parts.iter().map(|p| p.lag).sum();
                 let _ = write!(s, ", {} lag {}", n.id, thousands(lag.max(0) as u64));
-                if let Some(p) = parts.iter().filter(|p| p.lag > 0).max_by_key(|p| p.lag) {
-                    if !compact && parts.len() > 1 {
-                        let _ = write!(s, " (most: {} {})", p.partition, thousands(p.lag as u64));
-                    }
+                if !compact && parts.len() > 1 {
+                    // Each partition's lag when they are few, else the one furthest behind.
+                    let shown: Vec<String> = if parts.len() <= 4 {
+                        parts
+                            .iter()
+                            .map(|p| thousands(p.lag.max(0) as u64))
+                            .collect()
+                    } else {
+                        let p = parts.iter().max_by_key(|p| p.lag).expect("several");
+                        vec![format!(
+                            "most {} {}",
+                            p.partition,
+                            thousands(p.lag.max(0) as u64)
+                        )]
+                    };
+                    let _ = write!(s, " ({})", shown.join(" / "));
                 }
             }
         }
