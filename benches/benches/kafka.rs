@@ -9,8 +9,8 @@
 //! - a hand-written timely program: per worker an rdkafka consumer of its partitions, JSON
 //!   parsed into a struct with serde, the filter as a closure, an exchange by device, a
 //!   `HashMap` per window closed by the frontier (each worker's capability follows the event
-//!   time of its partitions), and an rdkafka producer writing JSON results, flushed per
-//!   activation as Weir's sink is.
+//!   time of its partitions), and an rdkafka producer writing JSON results, waiting for the
+//!   brokers' confirmation after each activation that closed windows.
 //!
 //! **Latency.** Events at `WEIR_BENCH_RATE` (default 20,000/s) for `WEIR_BENCH_SECONDS`
 //! (default 10) through a filter to a `kafka` sink: from a producer thread through the topic

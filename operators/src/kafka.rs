@@ -348,9 +348,10 @@ fn unreachable_brokers(config: &ClientConfig, e: KafkaError) -> String {
     )
 }
 
-/// Counts failed deliveries and keeps the first reason.
+/// Counts confirmed messages per ticket and failed deliveries, and keeps the first reason.
 #[derive(Default)]
 struct Deliveries {
+    confirmed: Mutex<HashMap<usize, u64>>,
     failed: AtomicU64,
     first: Mutex<Option<String>>,
 }
@@ -360,8 +361,17 @@ struct DeliveryContext(Arc<Deliveries>);
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: usize) {
+        if result.is_ok() && ticket != 0 {
+            *self
+                .0
+                .confirmed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(ticket)
+                .or_default() += 1;
+        }
         if let Err((e, _)) = result {
             self.0.failed.fetch_add(1, Relaxed);
             self.0
@@ -425,7 +435,8 @@ impl Messages {
         payload: &[u8],
         timestamp_ms: Option<i64>,
     ) -> Result<(), String> {
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(payload);
+        let mut record =
+            BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.topic, 0).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -442,6 +453,64 @@ impl Messages {
                 Err((e, _)) => return Err(format!("cannot send to topic `{}`: {e}", self.topic)),
             }
         }
+    }
+
+    /// Queues one message counted under `ticket` when the brokers confirm it (see
+    /// [`confirmed`](Self::confirmed)).
+    pub fn send_ticket(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        ticket: usize,
+    ) -> Result<(), String> {
+        let mut record =
+            BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.topic, ticket).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(format!("cannot send to topic `{}`: {e}", self.topic)),
+            }
+        }
+    }
+
+    /// Serves the brokers' confirmations (without waiting).
+    pub fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Whether `records` messages of `ticket` have been confirmed; forgets the ticket if so.
+    pub fn confirmed(&self, ticket: usize, records: u64) -> bool {
+        let mut c = self
+            .deliveries
+            .confirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if c.get(&ticket).copied().unwrap_or(0) >= records {
+            c.remove(&ticket);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The first delivery failure, if any.
+    pub fn failure(&self) -> Option<String> {
+        if self.deliveries.failed.load(Relaxed) == 0 {
+            return None;
+        }
+        self.deliveries
+            .first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .or_else(|| Some("a message was not delivered".into()))
     }
 
     /// Waits until every queued message is confirmed by the brokers; fails if any was not.

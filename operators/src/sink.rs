@@ -38,8 +38,12 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use std::collections::VecDeque;
+
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
 
 use crate::kafka::Messages;
 
@@ -49,7 +53,7 @@ use crate::generator::RunClock;
 use crate::latency::{self, SinkLatency};
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
-use crate::Records;
+use crate::{Records, Time};
 
 /// A writer shared by the workers of a process.
 #[derive(Clone)]
@@ -114,38 +118,6 @@ impl SharedWriter {
         let mut w = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         w.flush()
     }
-
-    /// Sends each record as a message, encoded by `encoder` (using `buf`), then waits for the
-    /// brokers to confirm them all.
-    fn send_all(
-        &self,
-        records: &[Record],
-        encoder: &Encoder,
-        buf: &mut Vec<u8>,
-    ) -> Result<(), String> {
-        let Some((m, key)) = &self.messages else {
-            return Ok(());
-        };
-        let mut k = String::new();
-        for r in records {
-            buf.clear();
-            encoder.encode(r, buf);
-            while buf.last() == Some(&b'\n') {
-                buf.pop();
-            }
-            k.clear();
-            for (i, &p) in key.iter().enumerate() {
-                use std::fmt::Write as _;
-                if i > 0 {
-                    k.push(',');
-                }
-                let _ = write!(k, "{}", r.values[p]);
-            }
-            m.send((!key.is_empty()).then_some(k.as_bytes()), buf, None)?;
-        }
-        buf.clear();
-        m.flush()
-    }
 }
 
 /// What a sink measures: where its latency histograms are, the run's clock, and the position
@@ -171,16 +143,16 @@ pub fn sink<'s>(
     ctl: RunControl,
     metrics: Arc<ComponentMetrics>,
 ) -> Records<'s> {
+    if let Some((m, key)) = writer.as_ref().and_then(|w| w.messages.clone()) {
+        return message_sink(input, name, encoder, m, key, measure, ctl, metrics);
+    }
     let mut buf = Vec::new();
     let id = name.to_string();
     let mut broken = false;
     let worker = input.scope().index();
     // Ingest times and window ends of the batch, recorded once it is written.
-    let mut ingests: Vec<i64> = Vec::new();
-    let mut ends: Vec<i64> = Vec::new();
-    let messages = writer.as_ref().is_some_and(SharedWriter::is_messages);
-    let mut held: Vec<Record> = Vec::new();
-    input.unary::<timely::container::CapacityContainerBuilder<Vec<Record>>, _, _, _>(
+    let mut times = Times::default();
+    input.unary::<CapacityContainerBuilder<Vec<Record>>, _, _, _>(
         Pipeline,
         name,
         move |_cap, _info| {
@@ -188,35 +160,15 @@ pub fn sink<'s>(
                 let mut n = 0u64;
                 input.for_each(|_cap, data: &mut Vec<Record>| {
                     n += data.len() as u64;
-                    if let Some(m) = &measure {
-                        ingests.extend(data.iter().map(|r| r.meta.ingest));
-                        if let Some(p) = m.window_end {
-                            ends.extend(data.iter().filter_map(|r| r.values[p].as_ts()));
-                        }
-                    }
+                    times.note(&measure, data);
                     if writer.is_some() && !broken {
-                        if messages {
-                            held.append(data);
-                        } else {
-                            for r in data.iter() {
-                                encoder.encode(r, &mut buf);
-                            }
+                        for r in data.iter() {
+                            encoder.encode(r, &mut buf);
                         }
                     }
                 });
                 metrics.add_in(n);
-                if let (Some(w), true) = (&writer, messages) {
-                    if !held.is_empty() {
-                        match w.send_all(&held, &encoder, &mut buf) {
-                            Ok(()) => metrics.add_out(held.len() as u64),
-                            Err(e) => {
-                                broken = true;
-                                ctl.fail(format!("sink `{id}` cannot write: {e}"));
-                            }
-                        }
-                        held.clear();
-                    }
-                } else if let (Some(w), false) = (&writer, buf.is_empty()) {
+                if let (Some(w), false) = (&writer, buf.is_empty()) {
                     // Flushed per activation: what the sink received is visible downstream at once
                     // (a streaming sink must not sit on results), and latency counts to the write.
                     if let Err(e) = w.write_and_flush(&buf) {
@@ -233,22 +185,155 @@ pub fn sink<'s>(
                 } else if writer.is_none() {
                     metrics.add_out(n);
                 }
-                if let Some(m) = &measure {
-                    if !ingests.is_empty() {
-                        let now = m.clock.now_micros();
-                        let (all, second) = m.latency.slots_at(worker, now);
-                        for slot in [all, second].into_iter().flatten() {
-                            let mut h = slot.lock().unwrap_or_else(|p| p.into_inner());
-                            for &t in &ingests {
-                                latency::record(&mut h.processing, now - t);
-                            }
-                            for &t in &ends {
-                                latency::record(&mut h.event, now - t);
-                            }
-                        }
-                        ingests.clear();
-                        ends.clear();
+                times.record(&measure, worker);
+            }
+        },
+    )
+}
+
+/// Ingest times and window ends of records, recorded as latency once they are written.
+#[derive(Default)]
+struct Times {
+    ingests: Vec<i64>,
+    ends: Vec<i64>,
+}
+
+impl Times {
+    fn note(&mut self, measure: &Option<Measure>, data: &[Record]) {
+        if let Some(m) = measure {
+            self.ingests.extend(data.iter().map(|r| r.meta.ingest));
+            if let Some(p) = m.window_end {
+                self.ends
+                    .extend(data.iter().filter_map(|r| r.values[p].as_ts()));
+            }
+        }
+    }
+
+    /// Records the latency of everything noted, written now, and forgets it.
+    fn record(&mut self, measure: &Option<Measure>, worker: usize) {
+        let Some(m) = measure else { return };
+        if self.ingests.is_empty() {
+            return;
+        }
+        let now = m.clock.now_micros();
+        let (all, second) = m.latency.slots_at(worker, now);
+        for slot in [all, second].into_iter().flatten() {
+            let mut h = slot.lock().unwrap_or_else(|p| p.into_inner());
+            for &t in &self.ingests {
+                latency::record(&mut h.processing, now - t);
+            }
+            for &t in &self.ends {
+                latency::record(&mut h.event, now - t);
+            }
+        }
+        self.ingests.clear();
+        self.ends.clear();
+    }
+}
+
+/// A batch sent to the brokers and not yet confirmed: the sink holds its time until it is.
+struct InFlight {
+    /// Held until the brokers confirm the batch (dropping it releases the time).
+    _cap: Capability<Time>,
+    ticket: usize,
+    records: u64,
+    times: Times,
+}
+
+/// The Kafka sink: sends each record as a message tagged with its batch's ticket, and holds
+/// the batch's time until the brokers have confirmed every message of it, so its output
+/// frontier means *written* without waiting for the brokers in every activation.
+#[allow(clippy::too_many_arguments)]
+fn message_sink<'s>(
+    input: Records<'s>,
+    name: &str,
+    encoder: Arc<Encoder>,
+    messages: Arc<Messages>,
+    key: Arc<[usize]>,
+    measure: Option<Measure>,
+    ctl: RunControl,
+    metrics: Arc<ComponentMetrics>,
+) -> Records<'s> {
+    let id = name.to_string();
+    let scope = input.scope();
+    let worker = scope.index();
+    let mut buf = Vec::new();
+    let mut k = String::new();
+    // Tickets are unique over the workers sharing the producer.
+    let mut next_ticket = (worker << 40) + 1;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut broken = false;
+    input.unary::<CapacityContainerBuilder<Vec<Record>>, _, _, _>(
+        Pipeline,
+        name,
+        move |_cap, info| {
+            let activator = scope.activator_for(info.address);
+            move |input, _output| {
+                let mut n = 0u64;
+                input.for_each(|cap, data: &mut Vec<Record>| {
+                    n += data.len() as u64;
+                    if broken {
+                        return;
                     }
+                    let ticket = next_ticket;
+                    next_ticket += 1;
+                    let mut times = Times::default();
+                    times.note(&measure, data);
+                    for r in data.iter() {
+                        buf.clear();
+                        encoder.encode(r, &mut buf);
+                        while buf.last() == Some(&b'\n') {
+                            buf.pop();
+                        }
+                        k.clear();
+                        for (i, &p) in key.iter().enumerate() {
+                            use std::fmt::Write as _;
+                            if i > 0 {
+                                k.push(',');
+                            }
+                            let _ = write!(k, "{}", r.values[p]);
+                        }
+                        let key = (!key.is_empty()).then_some(k.as_bytes());
+                        if let Err(e) = messages.send_ticket(key, &buf, ticket) {
+                            broken = true;
+                            ctl.fail(format!("sink `{id}` cannot write: {e}"));
+                            return;
+                        }
+                    }
+                    if let Some(cap) = cap.retain_least(0) {
+                        in_flight.push_back(InFlight {
+                            _cap: cap,
+                            ticket,
+                            records: data.len() as u64,
+                            times,
+                        });
+                    }
+                });
+                metrics.add_in(n);
+                messages.poll();
+                if let Some(e) = messages.failure() {
+                    if !broken {
+                        broken = true;
+                        ctl.fail(format!("sink `{id}` cannot write: {e}"));
+                    }
+                }
+                if broken {
+                    // Nothing more will be confirmed: let the run end.
+                    in_flight.clear();
+                    return;
+                }
+                // Batches are confirmed in any order; release each as it is.
+                in_flight.retain_mut(|b| {
+                    if messages.confirmed(b.ticket, b.records) {
+                        metrics.add_out(b.records);
+                        b.times.record(&measure, worker);
+                        false
+                    } else {
+                        true
+                    }
+                });
+                if !in_flight.is_empty() {
+                    activator.activate_after(std::time::Duration::from_micros(500));
                 }
             }
         },
