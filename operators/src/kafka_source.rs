@@ -112,7 +112,10 @@ impl KafkaSourceSpec {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "1000");
+            .set("statistics.interval.ms", "1000")
+            // What librdkafka fetches ahead while the pipeline is busy (or held back) stays in
+            // the broker instead: at most 16 MB per worker (librdkafka's default is 64 MB).
+            .set("queued.max.messages.kbytes", "16384");
         for (k, v) in &self.options {
             c.set(k, v);
         }
