@@ -435,24 +435,7 @@ impl Messages {
         payload: &[u8],
         timestamp_ms: Option<i64>,
     ) -> Result<(), String> {
-        let mut record =
-            BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.topic, 0).payload(payload);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(ts) = timestamp_ms {
-            record = record.timestamp(ts);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    self.producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => return Err(format!("cannot send to topic `{}`: {e}", self.topic)),
-            }
-        }
+        self.enqueue(key, payload, timestamp_ms, 0)
     }
 
     /// Queues one message counted under `ticket` when the brokers confirm it (see
@@ -463,10 +446,23 @@ impl Messages {
         payload: &[u8],
         ticket: usize,
     ) -> Result<(), String> {
+        self.enqueue(key, payload, None, ticket)
+    }
+
+    fn enqueue(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        timestamp_ms: Option<i64>,
+        ticket: usize,
+    ) -> Result<(), String> {
         let mut record =
             BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.topic, ticket).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
+        }
+        if let Some(ts) = timestamp_ms {
+            record = record.timestamp(ts);
         }
         loop {
             match self.producer.send(record) {
