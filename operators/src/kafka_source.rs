@@ -237,6 +237,8 @@ struct Reader {
     reports: Arc<Reports>,
     parts: Vec<Part>,
     csv_columns: Vec<Option<usize>>,
+    /// The CSV row being decoded, reused.
+    csv_row: csv::StringRecord,
     /// The watermark floor and skip bound of a resumed run (`Micros::MIN`, `None`: none).
     floor: Micros,
     skip_below: Option<Time>,
@@ -324,6 +326,7 @@ impl Reader {
             reports,
             parts,
             csv_columns,
+            csv_row: csv::StringRecord::new(),
             floor: skip_below.map_or(Micros::MIN, |f| f.min(Micros::MAX as Time) as Micros),
             skip_below,
             flow,
@@ -400,11 +403,12 @@ impl Reader {
                     let d = if spec.csv {
                         let mut rows = csv::ReaderBuilder::new()
                             .has_headers(false)
+                            .buffer_capacity(text.len() + 1)
                             .from_reader(text.as_bytes());
-                        let mut row = csv::StringRecord::new();
-                        match rows.read_record(&mut row) {
+                        let row = &mut self.csv_row;
+                        match rows.read_record(row) {
                             Ok(true) => spec.decode.decode_csv_at(
-                                &row,
+                                row,
                                 &self.csv_columns,
                                 &p.name,
                                 line,
