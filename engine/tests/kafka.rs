@@ -676,3 +676,63 @@ fn csv_messages_with_event_time_from_the_message_timestamp() {
     assert_eq!(dead[0]["line"], 2);
     assert_eq!(dead[0]["record"], "d1,x");
 }
+
+#[test]
+fn empty_partitions_do_not_stall_windows_once_idle() {
+    let dir = workspace();
+    let input = topic("idle", 3);
+    // One key: every message in one partition, the other two empty.
+    let messages: Vec<(String, String)> = (0..30)
+        .map(|i| {
+            let line = format!(
+                r#"{{"id": {i}, "ts": {}, "device": "d1", "value": {}}}"#,
+                1_700_000_000_000u64 + i * 100,
+                100 + i
+            );
+            ("d1".to_string(), line)
+        })
+        .collect();
+    send(&input, &messages);
+    let lines = |path: &str| {
+        std::fs::read_to_string(dir.path().join(path)).map_or(0, |s| s.lines().count())
+    };
+    for (idle, path) in [(true, "idle.jsonl"), (false, "stalled.jsonl")] {
+        let watermark = if idle {
+            "watermark = { idle_timeout = \"1s\" }"
+        } else {
+            ""
+        };
+        // Unbounded: the source keeps reading, so only idleness can close the windows.
+        let source = format!(
+            "type = \"kafka\"\nbrokers = \"{}\"\ntopics = [\"{input}\"]\ngroup_id = \"{}\"\n{watermark}",
+            brokers(),
+            unique("idle")
+        );
+        let name = format!("{path}.toml");
+        write(
+            dir.path(),
+            &name,
+            &pipeline(&source, &file_sink("out", "per_device", path)),
+        );
+        let mut child = spawn_weir(dir.path(), &["run", &name, "--status-every", "0s"]);
+        let start = Instant::now();
+        if idle {
+            // Three windows of one second, ten readings each, all closed while the run goes on.
+            while lines(path) < 3 && start.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let got = json_lines(&dir.path().join(path));
+            assert_eq!(
+                got.len(),
+                3,
+                "the windows did not close although two partitions are idle"
+            );
+            assert!(got.iter().all(|w| w["n"] == 10), "{got:?}");
+        } else {
+            std::thread::sleep(Duration::from_secs(4));
+            assert_eq!(lines(path), 0, "windows closed without idle_timeout");
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+}

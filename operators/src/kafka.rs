@@ -18,7 +18,9 @@
 //! ```
 //! use weir_operators::kafka::{CommitPoint, Replay};
 //!
-//! let p = CommitPoint { max_seen: 9_000_000, idle_floor: i64::MIN, frontier: 5_000_000 };
+//! let p = CommitPoint {
+//!     max_seen: 9_000_000, idle_floor: i64::MIN, frontier: 5_000_000, read_to: 42, idle_now: i64::MIN,
+//! };
 //! assert_eq!(CommitPoint::parse(&p.to_string()), Some(p));
 //! // A tumbling window of 10 s: a record at 3 s is done once its window [0, 10 s) is out.
 //! let r = Replay::Windows(vec![(10_000_000, 0)]);
@@ -65,14 +67,20 @@ pub struct CommitPoint {
     pub idle_floor: Micros,
     /// The frontier the sinks had passed: every output at a time below it was written.
     pub frontier: Time,
+    /// The next offset to read when the commit was made: records from there on were read
+    /// after it, and are never taken for written on a restart.
+    pub read_to: i64,
+    /// The partition's idle floor when the commit was made: at least the floor any record
+    /// read before it saw.
+    pub idle_now: Micros,
 }
 
 impl fmt::Display for CommitPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "weir:1 max_seen={} idle_floor={} frontier={}",
-            self.max_seen, self.idle_floor, self.frontier
+            "weir:2 max_seen={} idle_floor={} frontier={} read_to={} idle_now={}",
+            self.max_seen, self.idle_floor, self.frontier, self.read_to, self.idle_now
         )
     }
 }
@@ -81,7 +89,7 @@ impl CommitPoint {
     /// Reads a recovery point written by [`Display`](fmt::Display) (`None` for anything
     /// else).
     pub fn parse(text: &str) -> Option<CommitPoint> {
-        let mut parts = text.strip_prefix("weir:1 ")?.split(' ');
+        let mut parts = text.strip_prefix("weir:2 ")?.split(' ');
         let mut field = |name: &str| -> Option<i128> {
             parts
                 .next()?
@@ -94,6 +102,8 @@ impl CommitPoint {
             max_seen: field("max_seen")?.try_into().ok()?,
             idle_floor: field("idle_floor")?.try_into().ok()?,
             frontier: field("frontier")?.try_into().ok()?,
+            read_to: field("read_to")?.try_into().ok()?,
+            idle_now: field("idle_now")?.try_into().ok()?,
         })
     }
 }

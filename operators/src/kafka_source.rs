@@ -133,7 +133,12 @@ pub fn kafka_source<'s>(
 ) -> (Records<'s>, Records<'s>) {
     let (index, peers) = (scope.index(), scope.peers());
     let worker = scope.worker().clone();
-    let watermark = spec.decode.watermark;
+    // Idleness is per partition, decided here (a partition is idle only with nothing unread):
+    // the shell must not call the whole worker idle because it read nothing for a while.
+    let watermark = WatermarkSpec {
+        idle_timeout: None,
+        ..spec.decode.watermark
+    };
     let (flow, ctl, clock) = (env.flow.clone(), env.ctl.clone(), env.clock);
     let source = name.to_string();
     let m = Arc::clone(&metrics);
@@ -220,6 +225,10 @@ struct Part {
     pending: VecDeque<Pending>,
     committed: Option<(i64, Time)>,
     finished: bool,
+    /// From the recovery point: records before this offset were read before the commit, and
+    /// `idle_then` bounds the idle floor they saw; records from it on are never skipped.
+    read_to: i64,
+    idle_then: Micros,
 }
 
 impl Part {
@@ -296,6 +305,13 @@ impl Reader {
                 let (max_seen, idle_floor) = plan
                     .resume
                     .map_or((Micros::MIN, Micros::MIN), |r| (r.max_seen, r.idle_floor));
+                // Without a recovery point the partition is read from its start, as it was
+                // before: the replay judges it exactly, unless idleness moved its watermark.
+                let (read_to, idle_then) = match plan.resume {
+                    Some(r) => (r.read_to, r.idle_now),
+                    None if spec.decode.watermark.idle_timeout.is_none() => (i64::MAX, Micros::MIN),
+                    None => (i64::MIN, Micros::MIN),
+                };
                 Part {
                     name: format!("{}/{}", plan.topic, plan.partition),
                     next: plan.start,
@@ -305,6 +321,8 @@ impl Reader {
                     pending: VecDeque::new(),
                     committed: None,
                     finished: spec.bounded && plan.start >= plan.end,
+                    read_to,
+                    idle_then,
                     plan,
                 }
             })
@@ -352,9 +370,18 @@ impl Reader {
         let spec = Arc::clone(&self.spec);
         let wm = spec.decode.watermark;
         if let Some(idle) = wm.idle_timeout {
+            // Idle: nothing read for idle_timeout, and nothing unread in the broker as far as
+            // librdkafka last reported (a source held back by backpressure, or one whose
+            // fetches lag, is not idle).
             let floor = wm.idle_floor(self.clock.now_micros());
+            let ends = self.reports.ends.lock().unwrap_or_else(|p| p.into_inner());
             for p in self.parts.iter_mut().filter(|p| !p.finished) {
-                if p.last_input.elapsed() >= idle {
+                let end = ends
+                    .get(&(p.plan.topic.clone(), p.plan.partition))
+                    .copied()
+                    .unwrap_or(p.plan.end)
+                    .max(p.plan.end);
+                if p.last_input.elapsed() >= idle && p.next >= end {
                     p.idle_floor = p.idle_floor.max(floor);
                 }
             }
@@ -431,7 +458,15 @@ impl Reader {
             let before = (p.max_seen, p.idle_floor);
             let max_seen = ts.map_or(p.max_seen, |t| p.max_seen.max(t));
             let original = wm.of(max_seen, p.idle_floor);
-            if let (Some(f), Some(done)) = (self.skip_below, spec.replay.done_time(ts, original)) {
+            // At least the watermark the record had when it was first read (idleness may have
+            // raised it since the commit point): its outputs were at most this done time.
+            let at_most = wm.of(max_seen, p.idle_floor.max(p.idle_then));
+            let read_before = offset < p.read_to;
+            if let (Some(f), Some(done), true) = (
+                self.skip_below,
+                spec.replay.done_time(ts, at_most),
+                read_before,
+            ) {
                 if done < f {
                     // Read again after a restart; every output it has was written before.
                     p.max_seen = max_seen;
@@ -535,6 +570,8 @@ impl Reader {
                 max_seen,
                 idle_floor,
                 frontier: f,
+                read_to: p.next,
+                idle_now: p.idle_floor,
             };
             if tpl
                 .add_partition_offset(&p.plan.topic, p.plan.partition, Offset::Offset(offset))
