@@ -110,7 +110,7 @@ fn the_kafka_and_tcp_feeds_of_one_pipeline_are_compared() {
         .expect("the Kafka pipelines need WEIR_KAFKA_BROKERS: run scripts/test");
     let out = std::process::Command::new(root().join("pipelines/kafka-vs-tcp.sh"))
         .current_dir(dir.path())
-        .args([brokers.as_str(), "20k", "40k"])
+        .args([brokers.as_str(), "5k", "10k"])
         .env("WEIR", assert_cmd::cargo::cargo_bin("weir"))
         .env("OUT", "cmp")
         .output()
@@ -141,7 +141,7 @@ fn the_kafka_and_tcp_feeds_of_one_pipeline_are_compared() {
             .iter()
             .find(|c| c["component"] == "sources.sensors")
             .unwrap();
-        assert_eq!(source["records_in"], 40_000, "{name}: {text}");
+        assert_eq!(source["records_in"], 10_000, "{name}: {text}");
     }
 }
 
