@@ -76,7 +76,7 @@ const PER_WRITE: u64 = 1024;
 /// The open connection to a destination.
 enum Out {
     Tcp(std::io::BufWriter<TcpStream>),
-    Kafka(kafka::Messages, Option<usize>),
+    Kafka(kafka::Messages, Vec<usize>),
 }
 
 impl Out {
@@ -110,13 +110,13 @@ impl Out {
                 key,
             } => {
                 let key = match key {
-                    None => None,
-                    Some(k) => Some(encoder_schema.index_of(k).ok_or_else(|| {
+                    None => Vec::new(),
+                    Some(k) => vec![encoder_schema.index_of(k).ok_or_else(|| {
                         format!(
                             "the events have no field `{k}` to key by (they have: {})",
                             encoder_schema.names().collect::<Vec<_>>().join(", ")
                         )
-                    })?),
+                    })?],
                 };
                 let config = kafka::client_config(brokers, &[]);
                 if kafka::create_topic(&config, topic, *partitions)? {
@@ -172,12 +172,7 @@ pub fn produce(p: &Produce) -> Result<Produced, String> {
                     buf.clear();
                     encoder.encode(&event, &mut buf);
                     buf.pop();
-                    let k = k.map(|k| {
-                        use std::fmt::Write as _;
-                        key.clear();
-                        let _ = write!(key, "{}", event.values[k]);
-                        key.as_bytes()
-                    });
+                    let k = kafka::message_key(&event, k, &mut key);
                     m.send(k, &buf, Some(ts.div_euclid(1000)))?;
                 }
             }

@@ -283,12 +283,7 @@ fn two_processes_in_one_group_share_the_partitions() {
         &file_sink("out", "per_device", "cluster.jsonl"),
     );
     write(dir.path(), "p.toml", &text);
-    let ports = free_ports(2);
-    let hosts = write(
-        dir.path(),
-        "hosts",
-        &format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
-    );
+    let hosts = hostfile(dir.path(), 2);
     let children: Vec<_> = (0..2)
         .map(|p| {
             let (id, rep) = (p.to_string(), format!("r{p}.json"));

@@ -615,12 +615,7 @@ fn compare_runs_each_configuration_on_several_processes() {
     let achieved: f64 = table_rows(&table)[1][2].replace(',', "").parse().unwrap();
     assert!((7_000.0..13_000.0).contains(&achieved), "{table}");
     // As on two machines: one compare per process, sharing a hostfile.
-    let ports = free_ports(2);
-    let hosts = write(
-        dir.path(),
-        "hosts",
-        &format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
-    );
+    let hosts = hostfile(dir.path(), 2);
     let children: Vec<_> = (0..2)
         .map(|p| {
             let (id, out) = (p.to_string(), format!("m{p}"));

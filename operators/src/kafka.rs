@@ -548,6 +548,27 @@ impl Messages {
     }
 }
 
+/// The message key of `record`: the values at `key` as text, joined by `,`, written into
+/// `buf`; `None` without key fields.
+pub fn message_key<'b>(
+    record: &crate::schema::Record,
+    key: &[usize],
+    buf: &'b mut String,
+) -> Option<&'b [u8]> {
+    use std::fmt::Write as _;
+    if key.is_empty() {
+        return None;
+    }
+    buf.clear();
+    for (i, &p) in key.iter().enumerate() {
+        if i > 0 {
+            buf.push(',');
+        }
+        let _ = write!(buf, "{}", record.values[p]);
+    }
+    Some(buf.as_bytes())
+}
+
 /// The state of one partition a source reads, for the run summary and status lines.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionStatus {

@@ -170,10 +170,21 @@ pub fn kafka_source<'s>(
 /// What the consumer's callbacks report.
 #[derive(Default)]
 struct Reports {
-    /// Each partition's end offset, from librdkafka's statistics.
-    ends: Mutex<HashMap<(String, i32), i64>>,
+    /// Each partition's end offset, by topic and partition, from librdkafka's statistics.
+    ends: Mutex<HashMap<String, HashMap<i32, i64>>>,
     /// The last client error, until the source shows it.
     error: Mutex<Option<String>>,
+}
+
+impl Reports {
+    /// Where `plan`'s partition ends now: the latest statistics, or where it ended when the
+    /// run started if they say less (or nothing yet).
+    fn end_of(&self, plan: &PartitionPlan) -> i64 {
+        let ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        ends.get(plan.topic.as_str())
+            .and_then(|t| t.get(&plan.partition))
+            .map_or(plan.end, |&e| e.max(plan.end))
+    }
 }
 
 struct Context(Arc<Reports>);
@@ -184,7 +195,9 @@ impl ClientContext for Context {
         for (name, topic) in statistics.topics {
             for (p, part) in topic.partitions {
                 if p >= 0 && part.hi_offset >= 0 {
-                    ends.insert((name.clone(), p), part.hi_offset);
+                    ends.entry(name.clone())
+                        .or_default()
+                        .insert(p, part.hi_offset);
                 }
             }
         }
@@ -374,14 +387,8 @@ impl Reader {
             // librdkafka last reported (a source held back by backpressure, or one whose
             // fetches lag, is not idle).
             let floor = wm.idle_floor(self.clock.now_micros());
-            let ends = self.reports.ends.lock().unwrap_or_else(|p| p.into_inner());
             for p in self.parts.iter_mut().filter(|p| !p.finished) {
-                let end = ends
-                    .get(&(p.plan.topic.clone(), p.plan.partition))
-                    .copied()
-                    .unwrap_or(p.plan.end)
-                    .max(p.plan.end);
-                if p.last_input.elapsed() >= idle && p.next >= end {
+                if p.last_input.elapsed() >= idle && p.next >= self.reports.end_of(&p.plan) {
                     p.idle_floor = p.idle_floor.max(floor);
                 }
             }
@@ -474,8 +481,7 @@ impl Reader {
                     continue;
                 }
             }
-            batch.max_seen = p.max_seen;
-            batch.idle_floor = p.idle_floor.max(self.floor);
+            batch.enter_partition(p.max_seen, p.idle_floor.max(self.floor));
             batch.accept(&spec.decode, decoded, &p.name, line, &raw);
             p.max_seen = batch.max_seen;
             let done = spec
@@ -511,8 +517,7 @@ impl Reader {
             .filter(|p| !p.finished)
             .map(|p| p.watermark(w, floor))
             .min();
-        batch.max_seen = Micros::MIN;
-        batch.idle_floor = least.unwrap_or(Micros::MAX);
+        batch.hold_at(least.unwrap_or(Micros::MAX));
         if self.last_status.elapsed() >= Duration::from_millis(500) {
             self.update_status();
         }
@@ -599,21 +604,14 @@ impl Reader {
     /// Publishes each partition's offset, lag and watermark, and the source's backlog.
     fn update_status(&mut self) {
         self.last_status = Instant::now();
-        let ends = self
-            .reports
-            .ends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         let wm = self.spec.decode.watermark;
         let mut lag_sum = 0i64;
         for p in &self.parts {
-            let end = ends
-                .get(&(p.plan.topic.clone(), p.plan.partition))
-                .copied()
-                .unwrap_or(p.plan.end)
-                .max(p.plan.end);
-            let end = if self.spec.bounded { p.plan.end } else { end };
+            let end = if self.spec.bounded {
+                p.plan.end
+            } else {
+                self.reports.end_of(&p.plan)
+            };
             let lag = (end - p.next).max(0);
             lag_sum += lag;
             self.spec.status.set(

@@ -70,6 +70,20 @@ impl Batch {
     pub fn watermark(&self, spec: &WatermarkSpec) -> Micros {
         spec.of(self.max_seen, self.idle_floor)
     }
+
+    /// For a source reading several partitions at once: switches to a partition whose state is
+    /// `max_seen` and `idle_floor` (read back from `max_seen` after [`accept`](Self::accept)).
+    pub fn enter_partition(&mut self, max_seen: Micros, idle_floor: Micros) {
+        self.max_seen = max_seen;
+        self.idle_floor = idle_floor;
+    }
+
+    /// For a source reading several partitions at once: the watermark to hold the capability
+    /// at once the step returns — the least of its partitions'.
+    pub fn hold_at(&mut self, watermark: Micros) {
+        self.max_seen = Micros::MIN;
+        self.idle_floor = watermark;
+    }
 }
 
 impl Batch {

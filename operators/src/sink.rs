@@ -285,15 +285,7 @@ fn message_sink<'s>(
                         while buf.last() == Some(&b'\n') {
                             buf.pop();
                         }
-                        k.clear();
-                        for (i, &p) in key.iter().enumerate() {
-                            use std::fmt::Write as _;
-                            if i > 0 {
-                                k.push(',');
-                            }
-                            let _ = write!(k, "{}", r.values[p]);
-                        }
-                        let key = (!key.is_empty()).then_some(k.as_bytes());
+                        let key = crate::kafka::message_key(r, &key, &mut k);
                         if let Err(e) = messages.send_ticket(key, &buf, ticket) {
                             broken = true;
                             ctl.fail(format!("sink `{id}` cannot write: {e}"));

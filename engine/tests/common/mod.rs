@@ -156,6 +156,15 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// A hostfile in `dir` for `n` processes on free ports of 127.0.0.1; returns its path.
+pub fn hostfile(dir: &Path, n: usize) -> String {
+    let lines: String = free_ports(n)
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}\n"))
+        .collect();
+    write(dir, "hosts", &lines)
+}
+
 /// Starts `weir ARGS` in `dir` in the background, capturing its output.
 pub fn spawn_weir(dir: &Path, args: &[&str]) -> std::process::Child {
     std::process::Command::new(assert_cmd::cargo::cargo_bin("weir"))
