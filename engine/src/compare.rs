@@ -68,7 +68,7 @@ pub fn parse_modes(s: &str) -> Result<Vec<ModeSpec>, String> {
                     ))
                 }
                 ("micro-batch", Some(iv)) => {
-                    let d = humantime::parse_duration(iv).map_err(|e| {
+                    let d = crate::components::parse_duration(iv).map_err(|e| {
                         format!("`{m}`: `{iv}` is not a duration ({e}); write micro-batch:100ms")
                     })?;
                     if d < Duration::from_millis(1) {

@@ -31,10 +31,10 @@ pub struct Args {
     #[arg(long, value_name = "COUNTS", default_value = "1")]
     pub workers: String,
     /// How long each run is measured, after its warm-up.
-    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = weir_engine::components::parse_duration)]
     pub duration: std::time::Duration,
     /// How long each run warms up before it is measured.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = weir_engine::components::parse_duration)]
     pub warmup: std::time::Duration,
     /// Processes per run. Without --hostfile, all on this machine, on free ports of
     /// 127.0.0.1.

@@ -6,10 +6,10 @@
 //! `--set` override, so a bad override is shown as the `--set` argument the user typed.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use miette::{
-    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic, NamedSource, Report,
-    Severity,
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic, Report, Severity,
 };
 
 /// How bad a diagnostic is.
@@ -110,7 +110,14 @@ pub struct SourceText {
     pub text: String,
     /// Length of the file part.
     pub file_len: usize,
+    /// Where each line of `text` starts, found once (diagnostics look lines up by bisection,
+    /// so thousands of them cost no more than one pass over the file).
+    line_starts: std::sync::OnceLock<Vec<usize>>,
 }
+
+/// The most bytes of one line shown around a diagnostic's mark; longer lines are shown as an
+/// excerpt (the header still gives the true line and column).
+const SHOWN: usize = 160;
 
 impl SourceText {
     /// A source with no overrides.
@@ -119,11 +126,13 @@ impl SourceText {
             name: name.to_string(),
             text: format!("{file_text}\n"),
             file_len: file_text.len(),
+            line_starts: Default::default(),
         }
     }
 
     /// Appends an override line; returns the byte range of its value.
     pub fn add_override(&mut self, arg: &str) -> (Range<usize>, Range<usize>) {
+        self.line_starts.take();
         let line_start = self.text.len();
         self.text.push_str("--set ");
         let arg_start = self.text.len();
@@ -139,20 +148,23 @@ impl SourceText {
         &self.text[..self.file_len]
     }
 
+    fn starts(&self) -> &[usize] {
+        self.line_starts.get_or_init(|| line_starts(&self.text))
+    }
+
     /// 1-based (line, column) of a byte offset in the file part, or `None` inside an override.
     pub fn line_col(&self, offset: usize) -> Option<(usize, usize)> {
         if offset > self.file_len {
             return None;
         }
-        let before = &self.text[..offset.min(self.file_len)];
-        let line = before.matches('\n').count() + 1;
-        let col = before
-            .rsplit('\n')
-            .next()
-            .map(|l| l.chars().count())
-            .unwrap_or(0)
-            + 1;
-        Some((line, col))
+        let starts = self.starts();
+        let line = starts.partition_point(|&s| s <= offset) - 1;
+        let from = starts[line];
+        let col = self
+            .text
+            .get(from..offset)
+            .map_or(offset - from, |t| t.chars().count());
+        Some((line + 1, col + 1))
     }
 
     /// Renders diagnostics for a terminal (colour when `color`).
@@ -164,6 +176,11 @@ impl SourceText {
         };
         let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1);
         let mut out = String::new();
+        let file = Lines {
+            name: self.name.as_str().into(),
+            text: self.file_text().into(),
+            starts: self.starts().into(),
+        };
         for d in diags {
             let mut md = MietteDiagnostic::new(d.headline()).with_severity(match d.level {
                 Level::Error => Severity::Error,
@@ -172,36 +189,155 @@ impl SourceText {
             if let Some(h) = &d.help {
                 md = md.with_help(h.clone());
             }
-            let report = match &d.span {
+            let label = |md: MietteDiagnostic, lines: &Lines, span: Range<usize>| {
+                let span = lines.shown(span);
+                md.with_label(LabeledSpan::new(d.label.clone(), span.start, span.len()))
+            };
+            match d.span.clone() {
                 Some(span) if span.start <= self.file_len => {
-                    let span = span.start..span.end.min(self.file_len).max(span.start);
-                    md = md.with_label(LabeledSpan::new(d.label.clone(), span.start, span.len()));
-                    Report::new(md).with_source_code(NamedSource::new(
-                        &self.name,
-                        self.file_text().to_string(),
-                    ))
+                    let md = label(md, &file, span);
+                    let report = Report::new(md).with_source_code(file.clone());
+                    let _ = handler.render_report(&mut out, report.as_ref());
                 }
                 Some(span) => {
                     // Inside an override line: show that line alone, as the user typed it.
-                    let line_start = self.text[..span.start]
-                        .rfind('\n')
-                        .map(|i| i + 1)
-                        .unwrap_or(0);
-                    let line_end = self.text[span.start..]
+                    let start = span.start.min(self.text.len());
+                    let line_start = self.text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+                    let line_end = self.text[start..]
                         .find('\n')
-                        .map(|i| span.start + i)
+                        .map(|i| start + i)
                         .unwrap_or(self.text.len());
-                    let line = self.text[line_start..line_end].to_string();
-                    let local = span.start - line_start..(span.end.min(line_end)) - line_start;
-                    md = md.with_label(LabeledSpan::new(d.label.clone(), local.start, local.len()));
-                    Report::new(md).with_source_code(NamedSource::new("command line", line))
+                    let cli = Lines {
+                        name: "command line".into(),
+                        text: self.text[line_start..line_end].into(),
+                        starts: vec![0].into(),
+                    };
+                    let local = start - line_start..span.end.clamp(start, line_end) - line_start;
+                    let md = label(md, &cli, local);
+                    let report = Report::new(md).with_source_code(cli.clone());
+                    let _ = handler.render_report(&mut out, report.as_ref());
                 }
-                None => Report::new(md),
-            };
-            let _ = handler.render_report(&mut out, report.as_ref());
+                None => {
+                    let _ = handler.render_report(&mut out, Report::new(md).as_ref());
+                }
+            }
             out.push('\n');
         }
         out
+    }
+}
+
+/// Byte offsets where each line of `text` starts.
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect()
+}
+
+/// A text with its line index, as miette reads it: only the lines around a mark, found by
+/// bisection, and of a long line only an excerpt around the mark.
+#[derive(Clone)]
+struct Lines {
+    name: Arc<str>,
+    text: Arc<str>,
+    starts: Arc<[usize]>,
+}
+
+impl Lines {
+    fn line_of(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&s| s <= offset).max(1) - 1
+    }
+
+    /// Where line `l` ends, before its newline (and carriage return).
+    fn line_end(&self, l: usize) -> usize {
+        let end = self
+            .starts
+            .get(l + 1)
+            .map_or(self.text.len(), |&n| n - 1)
+            .min(self.text.len());
+        let line = &self.text[self.starts[l].min(end)..end];
+        end - usize::from(line.ends_with('\r'))
+    }
+
+    fn line_len(&self, l: usize) -> usize {
+        self.line_end(l).saturating_sub(self.starts[l])
+    }
+
+    fn floor(&self, i: usize) -> usize {
+        (0..=i.min(self.text.len()))
+            .rev()
+            .find(|&i| self.text.is_char_boundary(i))
+            .unwrap_or(0)
+    }
+
+    fn ceil(&self, i: usize) -> usize {
+        (i.min(self.text.len())..=self.text.len())
+            .find(|&i| self.text.is_char_boundary(i))
+            .unwrap_or(self.text.len())
+    }
+
+    /// The part of a mark that is shown: on its first line, at most [`SHOWN`] bytes, on
+    /// character boundaries.
+    fn shown(&self, span: Range<usize>) -> Range<usize> {
+        let start = self.floor(span.start);
+        let l = self.line_of(start);
+        let end = span.end.min(self.line_end(l).max(start)).min(start + SHOWN);
+        start..self.ceil(end.max(start))
+    }
+}
+
+impl miette::SourceCode for Lines {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        let (s, len) = (span.offset(), span.len());
+        if s > self.text.len() {
+            return Err(miette::MietteError::OutOfBounds);
+        }
+        let l = self.line_of(s);
+        let line_start = self.starts[l];
+        let (from, to, first, last, column) = if before == 0 && after == 0 {
+            // The mark itself (miette's header takes its line and column from it).
+            (
+                s,
+                self.ceil((s + len).min(self.text.len())),
+                l,
+                l,
+                s - line_start,
+            )
+        } else if self.line_len(l) > SHOWN {
+            // A long line: an excerpt around the mark, no context lines.
+            let from = self.floor(s.saturating_sub(SHOWN / 2).max(line_start));
+            let to = self.ceil((s + len + SHOWN / 2).min(self.line_end(l)));
+            (from, to, l, l, from - line_start)
+        } else {
+            let last_line = self.starts.len() - 1;
+            let mut first = l.saturating_sub(before);
+            while first < l && (first..l).any(|k| self.line_len(k) > SHOWN) {
+                first += 1;
+            }
+            let mut last = l;
+            while last < (l + after).min(last_line) && self.line_len(last + 1) <= SHOWN {
+                last += 1;
+            }
+            let to = self
+                .starts
+                .get(last + 1)
+                .copied()
+                .unwrap_or(self.text.len());
+            (self.starts[first], to.min(self.text.len()), first, last, 0)
+        };
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            self.name.to_string(),
+            &self.text.as_bytes()[from..to],
+            (from, to - from).into(),
+            first,
+            column,
+            last - first + 1,
+        )))
     }
 }
 

@@ -52,7 +52,7 @@ enum Command {
         report: Option<PathBuf>,
         /// Print status lines this often while the run lasts (0s: never), when standard error
         /// is not a terminal or --progress is never.
-        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = weir_engine::components::parse_duration)]
         status_every: std::time::Duration,
         /// A live status line (a progress bar for a bounded run) on standard error: auto (when
         /// it is a terminal), always, never.
@@ -66,10 +66,10 @@ enum Command {
         #[arg(long)]
         unbounded: bool,
         /// Record latency and measure throughput only after this long, such as 5s.
-        #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = weir_engine::components::parse_duration)]
         warmup: std::time::Duration,
         /// Stop the run this long after the warm-up, such as 20s.
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = weir_engine::components::parse_duration)]
         duration: Option<std::time::Duration>,
         #[command(flatten)]
         cluster: ClusterArgs,

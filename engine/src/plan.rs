@@ -553,7 +553,7 @@ fn pipeline_mode(spec: &PipelineSpec, diags: &mut Vec<Diag>) -> Mode {
     let p = &spec.pipeline;
     let interval = match &p.batch_interval {
         None => Some(Duration::from_millis(100)),
-        Some(v) => match humantime::parse_duration(v.get_ref().trim()) {
+        Some(v) => match crate::components::parse_duration(v.get_ref()) {
             Ok(d) if d >= Duration::from_millis(1) => Some(d),
             Ok(_) => {
                 diags.push(

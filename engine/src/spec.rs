@@ -235,8 +235,14 @@ pub(crate) fn typed<T: serde::de::DeserializeOwned>(
         .map(|k| (k.get_ref().to_string(), k.span()))
         .collect();
     let unknown = !unknown_keys.is_empty();
+    // In one pass (removing keys one by one shifts the whole table each time). (removing keys one by one shifts the whole table each time).
+    if unknown {
+        table = std::mem::take(&mut table)
+            .into_iter()
+            .filter(|(k, _)| known.contains(&k.get_ref().as_ref()))
+            .collect();
+    }
     for (key, key_span) in unknown_keys {
-        table.remove(key.as_str());
         diags.push(
             Diag::error(format!("unknown key `{key}`"))
                 .component(what)

@@ -189,6 +189,7 @@ impl Expr {
     /// Parses `text` as one SQL expression, without compiling it (for callers, such as window
     /// aggregates, that take a SQL form apart before compiling its pieces).
     pub fn parse(text: &str) -> Result<sql::Expr, ExprError> {
+        check_operators(text)?;
         Parser::new(&GenericDialect {})
             .try_with_sql(text)
             .and_then(|mut p| {
@@ -212,7 +213,11 @@ impl Expr {
         parsed: &sql::Expr,
         schema: &Schema,
     ) -> Result<Expr, ExprError> {
-        let mut c = Compiler { text, schema };
+        let mut c = Compiler {
+            text,
+            schema,
+            depth: 0,
+        };
         let (node, ty) = c.compile(parsed)?;
         Ok(Expr { node, ty })
     }
@@ -223,6 +228,7 @@ impl Expr {
         Compiler {
             text,
             schema: &schema,
+            depth: 0,
         }
         .span_of(parsed)
     }
@@ -295,9 +301,69 @@ fn offset_of(text: &str, line: u64, col: u64) -> usize {
     text.len()
 }
 
+/// The most operators (and opening parentheses) one expression may have. Expressions are
+/// compiled and evaluated by recursion over their tree, whose depth is at most this plus the
+/// parser's own nesting limit, so the limit keeps every stack, a worker's included, far from
+/// overflowing; longer expressions are refused with a diagnostic instead of crashing.
+pub const MAX_OPERATORS: usize = 500;
+
+/// The deepest tree the compiler accepts (operators plus nested parentheses and calls).
+const MAX_DEPTH: usize = MAX_OPERATORS + 64;
+
+/// Refuses, before parsing, an expression with more than [`MAX_OPERATORS`] operators, pointing
+/// at the first operator past the limit. The tokenizer does not recurse, so this is safe on any
+/// input, and the parser then never builds a tree too deep to compile, evaluate or drop.
+fn check_operators(text: &str) -> Result<(), ExprError> {
+    use sqlparser::keywords::Keyword;
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, text).tokenize_with_location() else {
+        // The parser reports the same error with its place.
+        return Ok(());
+    };
+    let mut count = 0usize;
+    for t in &tokens {
+        let counts = match &t.token {
+            Token::Word(w) => matches!(w.keyword, Keyword::AND | Keyword::OR | Keyword::NOT),
+            Token::Whitespace(_)
+            | Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::Comma
+            | Token::RParen
+            | Token::Period
+            | Token::EOF => false,
+            _ => true,
+        };
+        if counts {
+            count += 1;
+            if count > MAX_OPERATORS {
+                let at = offset_of(text, t.span.start.line, t.span.start.column);
+                let end = text[at..]
+                    .char_indices()
+                    .nth(1)
+                    .map_or(text.len(), |(i, _)| at + i);
+                return Err(ExprError {
+                    message: format!(
+                        "the expression has more than {MAX_OPERATORS} operators, Weir's limit"
+                    ),
+                    span: at..end,
+                    help: Some(
+                        "split the condition over several filters or maps, or test a field \
+                         against a list with `field IN (a, b, c)` instead of a chain of OR"
+                            .into(),
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 struct Compiler<'a> {
     text: &'a str,
     schema: &'a Schema,
+    /// How deep in the tree the compiler is.
+    depth: usize,
 }
 
 fn boxed(n: Node) -> Box<Node> {
@@ -331,6 +397,22 @@ impl Compiler<'_> {
     }
 
     fn compile(&mut self, e: &sql::Expr) -> Result<(Node, Ty), ExprError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.err(
+                e,
+                format!("the expression nests deeper than {MAX_DEPTH} levels, Weir's limit"),
+                Some("split it over several filters or maps".into()),
+            ));
+        }
+        self.depth += 1;
+        // Debug builds spend kilobytes of stack per level here: grow the stack on the heap
+        // rather than limit the depth further.
+        let r = stacker::maybe_grow(256 << 10, 4 << 20, || self.compile_node(e));
+        self.depth -= 1;
+        r
+    }
+
+    fn compile_node(&mut self, e: &sql::Expr) -> Result<(Node, Ty), ExprError> {
         use sql::Expr as E;
         match e {
             E::Identifier(ident) => self.field(ident),
@@ -1525,5 +1607,52 @@ mod tests {
         assert!(err("sqr(temperature)").help.unwrap().contains("sqrt"));
         assert!(err("").message.contains("empty"));
         assert!(err("(SELECT 1)").message.contains("not supported"));
+    }
+
+    /// Long chains and deep nesting are refused with the place and the limit, never by
+    /// overflowing a stack; the longest accepted chain compiles and evaluates on a thread with
+    /// the default 2 MiB stack timely's workers get.
+    #[test]
+    fn long_and_deep_expressions_are_refused_not_crashed() {
+        for op in [" + ", " OR battery > "] {
+            let text = format!("battery{}", format!("{op}battery").repeat(20_000));
+            let e = err(&text);
+            assert!(
+                e.message.contains("more than 500 operators"),
+                "{}",
+                e.message
+            );
+            // The mark is on the first operator past the limit.
+            let first = text.find(op.trim()).unwrap();
+            assert!(e.span.start > first, "{:?}", e.span);
+            assert_eq!(
+                text[..e.span.start].matches(op.trim()).count(),
+                if op == " + " { 500 } else { 500 / 2 },
+                "{op}"
+            );
+        }
+        let parens = format!("{}1{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(err(&parens).message.contains("Weir's limit"), "parentheses");
+        let calls = format!("{}battery{}", "abs(".repeat(10_000), ")".repeat(10_000));
+        let calls_err = err(&calls).message;
+        assert!(calls_err.contains("Weir's limit"), "{calls_err}");
+        let calls = format!("{}battery{}", "abs(".repeat(400), ")".repeat(400));
+        let calls_err = err(&calls).message;
+        assert!(calls_err.starts_with("cannot parse"), "{calls_err}");
+
+        let sum = format!("battery{}", " + 1".repeat(MAX_OPERATORS));
+        let or = format!("n = 0{}", " OR n = 0".repeat(MAX_OPERATORS / 2 - 1));
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let s = Expr::compile(&sum, &schema()).unwrap();
+                assert_eq!(s.eval(&row()), Value::I64(40 + MAX_OPERATORS as i64));
+                drop(s);
+                let o = Expr::compile(&or, &schema()).unwrap();
+                assert_eq!(o.eval_bool(&row()), Some(false));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -100,7 +100,7 @@ fn signed(ctx: &Ctx, v: &Spanned<String>, diags: &mut Vec<Diag>) -> Option<i64> 
         Some(r) => (true, r.trim()),
         None => (false, text.strip_prefix('+').unwrap_or(text).trim()),
     };
-    match humantime::parse_duration(rest) {
+    match super::parse_duration(rest) {
         Ok(d) => {
             let us = d.as_micros().min(i64::MAX as u128) as i64;
             Some(if neg { -us } else { us })

@@ -196,6 +196,25 @@ pub struct Ctx<'a> {
     pub warnings: std::cell::RefCell<Vec<Diag>>,
 }
 
+/// The longest duration Weir takes anywhere: 1,000 years. Event times are microseconds in 64
+/// bits (about 292,000 years), so a window, bound or interval below this always fits beside any
+/// timestamp a clock or a file is likely to hold.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(1_000 * 31_557_600);
+
+/// Parses a duration such as "250ms", "1s" or "5m" (humantime's syntax), refusing any longer than
+/// [`MAX_DURATION`].
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| e.to_string())?;
+    if d > MAX_DURATION {
+        return Err(
+            "it is longer than 1000 years, the longest duration Weir takes (event times \
+                    are 64-bit microseconds, and window ends must fit beside them)"
+                .into(),
+        );
+    }
+    Ok(d)
+}
+
 impl Ctx<'_> {
     /// Records warnings about this component.
     pub fn warn(&self, warnings: Vec<Diag>) {
@@ -214,23 +233,40 @@ impl Ctx<'_> {
         let Some(raw) = self.source.text.get(span.clone()) else {
             return span;
         };
+        // A quoted TOML string, or (from `--set`) the text as typed, unquoted.
         let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
             3
-        } else {
+        } else if raw.starts_with('"') || raw.starts_with('\'') {
             1
+        } else {
+            0
         };
         if raw.len() < 2 * quote {
             return span;
         }
-        let body = &raw[quote..raw.len() - quote];
+        let Some(body) = raw.get(quote..raw.len() - quote) else {
+            return span;
+        };
         let lead = if quote == 3 && body.starts_with('\n') {
             1
         } else {
             0
         };
-        if &body[lead..] == value.get_ref().as_str() {
+        if body.get(lead..) == Some(value.get_ref().as_str()) {
             let start = span.start + quote + lead;
-            (start + inner.start)..(start + inner.end.max(inner.start + 1)).min(span.end - quote)
+            let end = span.end - quote;
+            let a = (start + inner.start).min(end);
+            let b = (start + inner.end.max(inner.start + 1)).min(end).max(a);
+            // Never split a character: widen to the boundaries around it.
+            let text = &self.source.text;
+            let a = (0..=a)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            let b = (b..=text.len())
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(text.len());
+            a..b
         } else {
             span
         }
@@ -278,7 +314,7 @@ impl Ctx<'_> {
         key: &str,
         value: &Spanned<String>,
     ) -> Result<std::time::Duration, Diag> {
-        humantime::parse_duration(value.get_ref().trim()).map_err(|e| {
+        parse_duration(value.get_ref()).map_err(|e| {
             self.error(format!("`{}` is not a duration: {e}", value.get_ref()))
                 .at(value.span())
                 .help(format!(

@@ -103,6 +103,8 @@ impl WindowConfig {
             }
         }
         let [size, slide, gap, offset] = lengths;
+        /// The most windows one record may count in (`size / slide`).
+        const MAX_WINDOWS_PER_RECORD: i64 = 100_000;
         for (key, v, value) in [
             ("size", size, &self.size),
             ("slide", slide, &self.slide),
@@ -117,7 +119,16 @@ impl WindowConfig {
             }
         }
         if let (Some(s), Some(sl)) = (size, slide) {
-            if s > 0 && sl > 0 && s % sl != 0 {
+            if s > 0 && sl > 0 && s / sl > MAX_WINDOWS_PER_RECORD {
+                diags.push(
+                    ctx.error(format!(
+                        "`size` is {} slides: a record would count in more than {MAX_WINDOWS_PER_RECORD} windows, Weir's limit",
+                        s / sl
+                    ))
+                    .at(self.size.as_ref().expect("given").span())
+                    .help("every slide emits one window per key: use a longer `slide` or a shorter `size`"),
+                );
+            } else if s > 0 && sl > 0 && s % sl != 0 {
                 diags.push(
                     ctx.error("`size` must be a whole multiple of `slide`")
                         .at(self.slide.as_ref().expect("given").span())
