@@ -171,6 +171,17 @@ pub fn render(r: &RunReport) -> String {
     }
     out.push_str(&flow_lines(r));
     out.push_str(&partition_lines(r));
+    for c in r.components.iter().filter(|c| c.metrics.blank_lines > 0) {
+        let n = c.metrics.blank_lines;
+        let _ = writeln!(
+            out,
+            "weir: {}.{}: {} blank line{} skipped (not records)",
+            c.kind.section(),
+            c.id,
+            thousands(n),
+            if n == 1 { "" } else { "s" }
+        );
+    }
     for c in r.components.iter().filter(|c| c.metrics.late > 0) {
         let m = c.metrics;
         let dead = m.late - m.late_dropped - m.late_side_output - m.late_updated;

@@ -134,3 +134,206 @@ fn twenty_thousand_diagnostics_are_all_reported() {
     );
     assert!(err.contains("p.toml:20003:1]"), "the last key's place");
 }
+
+// ---- bad input: every physical line is a record, one counted bad record, or a blank line ----
+
+/// Runs `pipeline` (text) in a scratch directory with `input` as `in.csv`/`in.jsonl`; returns
+/// (good records, dead letters, standard error).
+fn run_input(
+    pipeline: &str,
+    name: &str,
+    input: &[u8],
+    args: &[&str],
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(name), input).unwrap();
+    let p = write(dir.path(), "p.toml", pipeline);
+    let err = run_ok(dir.path(), &p, args);
+    let good = json_lines(&dir.path().join("out.jsonl"));
+    let dead_path = dir.path().join("dead.jsonl");
+    let dead = if dead_path.exists() {
+        json_lines(&dead_path)
+    } else {
+        Vec::new()
+    };
+    (good, dead, err)
+}
+
+fn file_pipeline(name: &str, format: &str, extra: &str) -> String {
+    format!(
+        r#"
+[sources.s]
+type = "file"
+path = "{name}"
+format = "{format}"
+schema = {{ ts = "timestamp", v = "f64" }}
+timestamp_format = "epoch_ms"
+watermark = {{ max_out_of_orderness = "1h" }}
+{extra}
+
+[sinks.out]
+type = "file"
+inputs = ["s"]
+path = "out.jsonl"
+
+[sinks.dead]
+type = "file"
+inputs = ["s.dead_letter"]
+path = "dead.jsonl"
+"#
+    )
+}
+
+fn lines_of(records: &[serde_json::Value], field: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = records
+        .iter()
+        .map(|r| match &r[field] {
+            serde_json::Value::String(id) => id.rsplit(':').next().unwrap().parse().unwrap(),
+            n => n.as_u64().unwrap(),
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// CRLF line endings, a byte-order mark, a stray quote followed by 900 good rows, a row that is
+/// not UTF-8, blank lines, NaN, infinity and 1e400: the reference is the line list below.
+#[test]
+fn csv_lines_are_counted_exactly_whatever_they_hold() {
+    // A third column, not in the schema, holds a quoted field over two lines.
+    let mut rows: Vec<Vec<u8>> = vec![b"\xEF\xBB\xBFts,v,note".to_vec()];
+    let mut good = Vec::new();
+    let mut bad: Vec<(u64, &str)> = Vec::new();
+    let mut blank = 0;
+    let push = |rows: &mut Vec<Vec<u8>>, r: &[u8]| {
+        rows.push(r.to_vec());
+        rows.len() as u64
+    };
+    good.push(push(&mut rows, b"1,1.5,a"));
+    bad.push((
+        push(&mut rows, b"2,\"unterminated,a"),
+        "unterminated quoted field",
+    ));
+    for i in 0..900 {
+        good.push(push(&mut rows, format!("{},{i},b", 10 + i).as_bytes()));
+    }
+    bad.push((push(&mut rows, b"3,\xff\xfe,c"), "not valid UTF-8"));
+    push(&mut rows, b"");
+    blank += 1;
+    push(&mut rows, b"   ");
+    blank += 1;
+    for v in ["NaN", "inf", "-infinity", "1e400"] {
+        bad.push((
+            push(&mut rows, format!("4,{v},d").as_bytes()),
+            "expected f64",
+        ));
+    }
+    // One record, numbered by its first line.
+    good.push(push(&mut rows, b"5,5,\"multi"));
+    push(&mut rows, b"line\"");
+    good.push(push(&mut rows, b"6,6,e"));
+    let text: Vec<u8> = rows
+        .iter()
+        .flat_map(|r| [&r[..], b"\r\n"].concat())
+        .collect();
+
+    for workers in ["1", "2"] {
+        let (out, dead, err) = run_input(
+            &file_pipeline("in.csv", "csv", ""),
+            "in.csv",
+            &text,
+            &["--workers", workers],
+        );
+        assert_eq!(lines_of(&out, "id"), good, "good rows by line");
+        assert_eq!(
+            lines_of(&dead, "line"),
+            bad.iter().map(|b| b.0).collect::<Vec<_>>()
+        );
+        for (d, (_, why)) in dead.iter().zip(&bad) {
+            assert!(d["reason"].as_str().unwrap().contains(why), "{d}");
+        }
+        let not_utf8 = dead.iter().find(|d| d["line"] == 904).unwrap();
+        assert_eq!(
+            not_utf8["record"], "3,\\xFF\\xFE,c",
+            "the raw bytes, escaped"
+        );
+        assert!(
+            err.contains(&format!("sources.s: {blank} blank lines skipped")),
+            "{err}"
+        );
+    }
+}
+
+/// JSON lines: a byte-order mark, a key given twice, a line over max_line_bytes, blank lines.
+#[test]
+fn jsonl_bom_duplicate_keys_and_long_lines() {
+    let long = format!("{{\"ts\": 3, \"v\": \"{}\"}}", "x".repeat(5000));
+    let text = format!(
+        "\u{feff}{{\"ts\": 1, \"v\": 1}}\n{{\"ts\": 2, \"v\": 2, \"v\": 3}}\n\n{long}\n{{\"ts\": 4, \"v\": 4}}\n"
+    );
+    let (out, dead, err) = run_input(
+        &file_pipeline("in.jsonl", "jsonl", "max_line_bytes = 1024"),
+        "in.jsonl",
+        text.as_bytes(),
+        &[],
+    );
+    assert_eq!(lines_of(&out, "id"), vec![1, 5]);
+    assert_eq!(lines_of(&dead, "line"), vec![2, 4]);
+    assert_eq!(dead[0]["reason"], "field `v` appears twice");
+    assert!(dead[1]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("5018 bytes, longer than max_line_bytes (1024)"));
+    assert_eq!(dead[1]["record"].as_str().unwrap().len(), 1024);
+    assert!(err.contains("1 blank line skipped"), "{err}");
+}
+
+/// A 20 MB line on standard input is one bad record (its first bytes kept), read in linear
+/// time, and the lines after it are read as usual.
+#[test]
+fn a_huge_stdin_line_is_one_bad_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "p.toml",
+        r#"
+[sources.s]
+type = "stdin"
+schema = { ts = "timestamp", v = "i64" }
+timestamp_format = "epoch_ms"
+
+[sinks.out]
+type = "file"
+inputs = ["s"]
+path = "out.jsonl"
+
+[sinks.dead]
+type = "file"
+inputs = ["s.dead_letter"]
+path = "dead.jsonl"
+"#,
+    );
+    let input = format!(
+        "{{\"ts\": 1, \"v\": 1}}\n{}\n{{\"ts\": 2, \"v\": 2}}\n",
+        "y".repeat(20 << 20)
+    );
+    let out = weir(
+        dir.path(),
+        &[
+            "run",
+            &p,
+            "--status-every",
+            "0s",
+            "--set",
+            "sources.s.max_line_bytes=65536",
+        ],
+        &input,
+    );
+    ok(&out);
+    let good = json_lines(&dir.path().join("out.jsonl"));
+    assert_eq!(lines_of(&good, "id"), vec![1, 3]);
+    let dead = json_lines(&dir.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["line"], 2);
+    assert_eq!(dead[0]["record"].as_str().unwrap().len(), 65536);
+}

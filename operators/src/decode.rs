@@ -118,6 +118,9 @@ pub struct DecodeSpec {
     /// Whether the event time comes with the input (a Kafka message's timestamp) instead of
     /// from a field of the record.
     pub assign_time: bool,
+    /// The longest line (or CSV record) read, in bytes; a longer one is a bad record, shown by
+    /// its start (default [`DEFAULT_MAX_LINE_BYTES`](crate::framing::DEFAULT_MAX_LINE_BYTES)).
+    pub max_line_bytes: usize,
     positions: HashMap<String, usize>,
 }
 
@@ -141,6 +144,7 @@ impl DecodeSpec {
             watermark: WatermarkSpec::default(),
             latency_from_event_time: false,
             assign_time: false,
+            max_line_bytes: crate::framing::DEFAULT_MAX_LINE_BYTES,
             source: SmolStr::new(source),
             schema,
             time_format,
@@ -323,7 +327,12 @@ pub fn parse_cell(text: &str, ty: FieldType, fmt: TimeFormat) -> Result<Value, S
     Ok(match ty {
         FieldType::I64 => Value::I64(t.parse().map_err(|_| bad())?),
         FieldType::U64 => Value::U64(t.parse().map_err(|_| bad())?),
-        FieldType::F64 => Value::F64(t.parse().map_err(|_| bad())?),
+        // One rule for CSV and JSON: a number is finite (JSON has no NaN or infinity, and
+        // 1e400 is out of its range).
+        FieldType::F64 => match t.parse::<f64>() {
+            Ok(v) if v.is_finite() => Value::F64(v),
+            _ => return Err(bad()),
+        },
         FieldType::Bool => match t {
             "true" | "TRUE" | "True" => Value::Bool(true),
             "false" | "FALSE" | "False" => Value::Bool(false),
@@ -358,8 +367,31 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut first_err = None;
+        // A schema field given twice is a bad record, not a silent choice of one value.
+        // (A bit per field; schemas wider than 128 fields pay for a vector.)
+        let mut seen_bits = 0u128;
+        let mut seen_wide: Vec<bool> = Vec::new();
+        let width = self.out.len();
+        let mut first_time = |i: usize| {
+            if i < 128 {
+                let new = seen_bits & (1 << i) == 0;
+                seen_bits |= 1 << i;
+                new
+            } else {
+                if seen_wide.is_empty() {
+                    seen_wide = vec![false; width];
+                }
+                !std::mem::replace(&mut seen_wide[i], true)
+            }
+        };
         while let Some(pos) = map.next_key_seed(KeySeed(&self.spec.positions))? {
             match pos {
+                Some(i) if !first_time(i) => {
+                    map.next_value::<IgnoredAny>()?;
+                    first_err.get_or_insert_with(|| {
+                        format!("field `{}` appears twice", self.spec.schema.fields[i].name)
+                    });
+                }
                 Some(i) => {
                     let field = &self.spec.schema.fields[i];
                     let cell = map.next_value_seed(CellSeed {

@@ -5,7 +5,7 @@
 //! `source:file:line`, the same on every replay of the same input.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,6 +13,10 @@ use timely::dataflow::Scope;
 
 use crate::decode::DecodeSpec;
 use crate::flow::SourceEnv;
+use crate::framing::{
+    escape_bytes, read_line, strip_bom, too_long, trim_line_end, CsvItem, CsvRecords, Line,
+    NOT_UTF8,
+};
 use crate::metrics::ComponentMetrics;
 use crate::reading::{reading_source, Batch, Progress};
 use crate::{Records, Time};
@@ -49,17 +53,15 @@ enum Open {
         line_no: u64,
         buf: Vec<u8>,
     },
-    Csv(CsvFile),
+    Csv(Box<CsvFile>),
 }
 
 /// An open CSV file's reading state.
 struct CsvFile {
-    reader: csv::Reader<File>,
+    records: CsvRecords<BufReader<File>>,
     /// Schema position of each column.
     columns: Vec<Option<usize>>,
     row: csv::StringRecord,
-    /// The delimiter, to show a bad row as it was written.
-    delimiter: char,
 }
 
 /// Builds the file source on this worker: returns (records, dead letters).
@@ -89,7 +91,7 @@ pub fn file_source<'s>(
                     let Some((path, shown)) = mine.next() else {
                         return Progress::Done;
                     };
-                    match open(&spec, &path) {
+                    match open(&spec, &path, &mut batch.blank) {
                         Ok(o) => {
                             batch.start_partition();
                             batch.later_partitions = mine.len() > 0;
@@ -139,7 +141,7 @@ pub fn file_source<'s>(
     })
 }
 
-fn open(spec: &FileSourceSpec, path: &PathBuf) -> Result<Open, String> {
+fn open(spec: &FileSourceSpec, path: &PathBuf, blank: &mut u64) -> Result<Open, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     Ok(match spec.format {
         FileFormat::Jsonl => Open::Jsonl {
@@ -148,19 +150,29 @@ fn open(spec: &FileSourceSpec, path: &PathBuf) -> Result<Open, String> {
             buf: Vec::new(),
         },
         FileFormat::Csv { delimiter } => {
-            let mut reader = csv::ReaderBuilder::new()
-                .delimiter(delimiter)
-                .flexible(true)
-                .has_headers(true)
-                .from_reader(file);
-            let header = reader.headers().map_err(|e| e.to_string())?.clone();
+            let mut records = CsvRecords::new(
+                BufReader::with_capacity(1 << 16, file),
+                delimiter,
+                spec.decode.max_line_bytes,
+            );
+            let mut header = csv::StringRecord::new();
+            // Blank lines before the header are counted like any other.
+            loop {
+                match records.next(&mut header).map_err(|e| e.to_string())? {
+                    Some(CsvItem::Blank { .. }) => *blank += 1,
+                    Some(CsvItem::Row { .. }) => break,
+                    Some(CsvItem::Bad { line, reason }) => {
+                        return Err(format!("the CSV header (line {line}) is bad: {reason}"))
+                    }
+                    None => break,
+                }
+            }
             let columns = spec.decode.csv_columns(&header)?;
-            Open::Csv(CsvFile {
-                reader,
+            Open::Csv(Box::new(CsvFile {
+                records,
                 columns,
                 row: csv::StringRecord::new(),
-                delimiter: delimiter as char,
-            })
+            }))
         }
     })
 }
@@ -177,13 +189,21 @@ fn read_jsonl(
     budget: &mut usize,
 ) -> std::io::Result<bool> {
     while *budget > 0 {
-        buf.clear();
-        if reader.read_until(b'\n', buf)? == 0 {
+        let read = read_line(reader, buf, spec.max_line_bytes)?;
+        if read == Line::End {
             return Ok(true);
         }
         *line_no += 1;
         let raw = trim_line_end(buf);
+        let raw = if *line_no == 1 { strip_bom(raw) } else { raw };
+        if let Line::TooLong(n) = read {
+            *budget -= 1;
+            let reason = too_long(n, spec.max_line_bytes);
+            batch.accept(spec, Err(reason), file, *line_no, &escape_bytes(raw));
+            continue;
+        }
         if raw.iter().all(u8::is_ascii_whitespace) {
+            batch.blank += 1;
             continue;
         }
         *budget -= 1;
@@ -193,21 +213,12 @@ fn read_jsonl(
                 batch.accept(spec, decoded, file, *line_no, line);
             }
             Err(_) => {
-                let shown = String::from_utf8_lossy(raw);
+                let shown = escape_bytes(raw);
                 batch.accept(spec, Err(NOT_UTF8.into()), file, *line_no, &shown);
             }
         }
     }
     Ok(false)
-}
-
-/// The reason given for a line that is not UTF-8.
-pub(crate) const NOT_UTF8: &str = "the line is not valid UTF-8";
-
-/// A line without its `\n` or `\r\n`.
-pub(crate) fn trim_line_end(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 fn read_csv(
@@ -217,37 +228,28 @@ fn read_csv(
     batch: &mut Batch,
     budget: &mut usize,
 ) -> std::io::Result<bool> {
+    let CsvFile {
+        records,
+        columns,
+        row,
+    } = csv;
     while *budget > 0 {
-        *budget -= 1;
-        let CsvFile {
-            reader,
-            columns,
-            row,
-            delimiter,
-        } = csv;
-        match reader.read_record(row) {
-            Ok(false) => return Ok(true),
-            Ok(true) => {
-                let line = row.position().map(|p| p.line()).unwrap_or(0);
-                if row.len() == 1 && row[0].trim().is_empty() {
-                    continue;
-                }
+        match records.next(row)? {
+            None => return Ok(true),
+            Some(CsvItem::Blank { .. }) => batch.blank += 1,
+            Some(CsvItem::Row { line }) => {
+                *budget -= 1;
                 let decoded = spec.decode_csv(row, columns, file, line);
                 let raw = if decoded.is_err() {
-                    row.iter()
-                        .collect::<Vec<_>>()
-                        .join(&String::from(*delimiter))
+                    records.raw()
                 } else {
                     String::new()
                 };
                 batch.accept(spec, decoded, file, line, &raw);
             }
-            Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                if let csv::ErrorKind::Io(_) = e.kind() {
-                    return Err(std::io::Error::other(e.to_string()));
-                }
-                batch.accept(spec, Err(format!("malformed CSV: {e}")), file, line, "");
+            Some(CsvItem::Bad { line, reason }) => {
+                *budget -= 1;
+                batch.accept(spec, Err(reason), file, line, &records.raw());
             }
         }
     }
@@ -338,7 +340,7 @@ mod tests {
         assert_eq!(dead[0].values[3], Value::Str(NOT_UTF8.into()));
         assert_eq!(
             dead[0].values[4],
-            Value::Str("{\"ts\": 2, \"v\": \"\u{fffd}\"}".into())
+            Value::Str("{\"ts\": 2, \"v\": \"\\xFF\"}".into())
         );
     }
 

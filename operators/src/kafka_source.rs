@@ -42,8 +42,8 @@ use timely::dataflow::Scope;
 
 use crate::control::RunControl;
 use crate::decode::DecodeSpec;
-use crate::file_source::NOT_UTF8;
 use crate::flow::{Flow, SourceEnv};
+use crate::framing::NOT_UTF8;
 use crate::generator::RunClock;
 use crate::kafka::{
     client_config, CommitPoint, PartitionPlan, PartitionStatus, Partitions, RecoveryLog, Replay,

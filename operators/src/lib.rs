@@ -24,6 +24,7 @@ pub mod exact_sum;
 pub mod file_source;
 pub mod filter;
 pub mod flow;
+pub mod framing;
 pub mod generator;
 pub mod interval_join;
 pub mod join;

@@ -37,6 +37,7 @@ pub struct ComponentMetrics {
     max_in_flight_records: AtomicU64,
     held_micros: AtomicU64,
     replayed: AtomicU64,
+    blank_lines: AtomicU64,
 }
 
 /// A point-in-time copy of a component's counters.
@@ -94,6 +95,9 @@ pub struct MetricsSnapshot {
     /// before it, so they were skipped.
     #[serde(default)]
     pub replayed: u64,
+    /// Sources: input lines with nothing but white space, skipped (not records).
+    #[serde(default)]
+    pub blank_lines: u64,
 }
 
 impl ComponentMetrics {
@@ -175,6 +179,14 @@ impl ComponentMetrics {
             self.held_micros.fetch_add(micros, Relaxed);
         }
     }
+    /// Adds to the count of blank input lines skipped.
+    #[inline]
+    pub fn add_blank(&self, n: u64) {
+        if n > 0 {
+            self.blank_lines.fetch_add(n, Relaxed);
+        }
+    }
+
     /// Adds to the count of replayed records skipped.
     #[inline]
     pub fn add_replayed(&self, n: u64) {
@@ -202,6 +214,7 @@ impl ComponentMetrics {
             max_in_flight_records: self.max_in_flight_records.load(Relaxed),
             held_micros: self.held_micros.load(Relaxed),
             replayed: self.replayed.load(Relaxed),
+            blank_lines: self.blank_lines.load(Relaxed),
         }
     }
 }

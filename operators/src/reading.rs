@@ -47,6 +47,8 @@ pub struct Batch {
     pub read: u64,
     /// Bad records.
     pub errors: u64,
+    /// Lines with nothing but white space, skipped.
+    pub blank: u64,
     /// A fatal error: stop the run.
     pub failure: Option<String>,
     /// The largest event time read from the partition being read.
@@ -231,6 +233,7 @@ where
             metrics.add_in(batch.read);
             metrics.add_out(batch.records.len() as u64);
             metrics.add_errors(batch.errors);
+            metrics.add_blank(batch.blank);
             metrics.add_dead_lettered(batch.dead.len() as u64);
             let sent = open.as_mut().expect("opened above");
             *sent += batch.records.len() + batch.dead.len();
@@ -250,6 +253,7 @@ where
             batch.dead.clear();
             batch.read = 0;
             batch.errors = 0;
+            batch.blank = 0;
             if let Some(f) = batch.failure.take() {
                 ctl.fail(f);
                 rec_cap = None;

@@ -11,7 +11,7 @@ use timely::dataflow::Scope;
 
 use crate::decode::DecodeSpec;
 use crate::flow::SourceEnv;
-use crate::lines::{chunks, decode_chunks, read_lines, Chunk};
+use crate::lines::{chunks, decode_chunks, read_lines, Piece};
 use crate::metrics::ComponentMetrics;
 use crate::reading::{reading_source, Batch, Progress};
 use crate::{Records, Time};
@@ -29,8 +29,9 @@ pub fn stdin_source<'s>(
     let worker = scope.worker().clone();
     let decode = Arc::clone(&spec);
     let watermark = spec.watermark;
+    let max_line = spec.max_line_bytes;
     reading_source(scope, name, watermark, env, metrics, move |address| {
-        let rx: Option<Receiver<Chunk>> = reads.then(|| {
+        let rx: Option<Receiver<Piece>> = reads.then(|| {
             let (tx, rx) = chunks();
             let wake = worker.sync_activator_for(address.to_vec());
             std::thread::Builder::new()
@@ -40,6 +41,7 @@ pub fn stdin_source<'s>(
                         std::io::stdin().lock(),
                         tx,
                         "standard input",
+                        max_line,
                         || clock.now_micros(),
                         || {
                             let _ = wake.activate();

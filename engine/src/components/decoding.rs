@@ -138,3 +138,23 @@ pub fn decode_spec(ctx: &Ctx, keys: DecodingKeys) -> Result<DecodeSpec, Vec<Diag
         on_error,
     ))
 }
+
+/// Checks `max_line_bytes` (default 16 MiB): at least 1 KiB, at most 1 GiB.
+pub fn max_line_bytes(ctx: &Ctx, v: Option<&Spanned<i64>>, diags: &mut Vec<Diag>) -> usize {
+    let default = weir_operators::framing::DEFAULT_MAX_LINE_BYTES;
+    match v {
+        None => default,
+        Some(m) if (1024..=1 << 30).contains(m.get_ref()) => *m.get_ref() as usize,
+        Some(m) => {
+            diags.push(
+                ctx.error(format!(
+                    "`max_line_bytes` must be between 1024 and 1073741824, not {}",
+                    m.get_ref()
+                ))
+                .at(m.span())
+                .help(format!("remove it for the default, {default} (16 MiB)")),
+            );
+            default
+        }
+    }
+}

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use weir_operators::file_source::{FileFormat, FileSourceSpec};
 
-use super::decoding::{decode_spec, decoding_keys};
+use super::decoding::{decode_spec, decoding_keys, max_line_bytes};
 use super::watermark::WatermarkConfig;
 use super::{Ctx, Op, Planned};
 use crate::diag::Diag;
@@ -41,6 +41,9 @@ pub struct FileSourceConfig {
     /// reason to the output `ID.dead_letter`, or, when nothing reads that output, to the file
     /// `<pipeline>.deadletter.jsonl`), "skip" (count it only) or "fail" (stop the run).
     pub on_error: Option<Spanned<String>>,
+    /// The longest line (or CSV record) read, in bytes (default 16777216, 16 MiB). A longer
+    /// line is a bad record, dead-lettered by its first bytes; it never fills memory.
+    pub max_line_bytes: Option<Spanned<i64>>,
     /// The CSV field delimiter, one character (default ",").
     pub delimiter: Option<Spanned<String>>,
     /// How event time behaves: `{ max_out_of_orderness = "2s", idle_timeout = "10s" }`
@@ -108,9 +111,11 @@ impl FileSourceConfig {
         };
         let decode = decode_spec(ctx, decoding_keys!(self));
         let watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
+        let max_line = max_line_bytes(ctx, self.max_line_bytes.as_ref(), &mut diags);
         let decode = match decode {
             Ok(mut d) => {
                 d.watermark = watermark;
+                d.max_line_bytes = max_line;
                 Some(d)
             }
             Err(mut d) => {

@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::decoding::{decode_spec, decoding_keys};
+use super::decoding::{decode_spec, decoding_keys, max_line_bytes};
 use super::watermark::WatermarkConfig;
 use super::{Ctx, Op, Planned};
 use crate::diag::Diag;
@@ -30,6 +30,9 @@ pub struct StdinConfig {
     /// How event time behaves: `{ max_out_of_orderness = "2s", idle_timeout = "10s" }`
     /// (default: in order, never idle). Standard input is one partition.
     pub watermark: Option<WatermarkConfig>,
+    /// The longest line (or CSV record) read, in bytes (default 16777216, 16 MiB). A longer
+    /// line is a bad record, dead-lettered by its first bytes; it never fills memory.
+    pub max_line_bytes: Option<Spanned<i64>>,
 }
 
 impl StdinConfig {
@@ -37,6 +40,7 @@ impl StdinConfig {
     pub fn plan(&self, ctx: &Ctx) -> Result<Planned, Vec<Diag>> {
         let mut diags = Vec::new();
         let watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
+        let max_line = max_line_bytes(ctx, self.max_line_bytes.as_ref(), &mut diags);
         let mut decode = decode_spec(ctx, decoding_keys!(self)).map_err(|mut d| {
             diags.append(&mut d);
             std::mem::take(&mut diags)
@@ -45,6 +49,7 @@ impl StdinConfig {
             return Err(diags);
         }
         decode.watermark = watermark;
+        decode.max_line_bytes = max_line;
         Ok(Planned {
             schema: decode.schema.clone(),
             dead_letters: decode.on_error == weir_operators::decode::OnError::DeadLetter,

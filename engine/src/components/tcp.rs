@@ -11,7 +11,7 @@ use weir_operators::encode::Format;
 use weir_operators::schema::Schema;
 use weir_operators::tcp_source::TcpSourceSpec;
 
-use super::decoding::{decode_spec, decoding_keys};
+use super::decoding::{decode_spec, decoding_keys, max_line_bytes};
 use super::sinks::{format, planned};
 use super::watermark::WatermarkConfig;
 use super::{Ctx, Op, Planned, SinkTarget};
@@ -31,6 +31,12 @@ pub struct TcpSourceConfig {
     /// End the source once this many connections have been accepted and have closed (default:
     /// run until stopped).
     pub max_connections: Option<Spanned<i64>>,
+    /// The most connections open at once (default 1024). Further clients wait in the listen
+    /// backlog until one closes; one reader thread serves them all.
+    pub max_open_connections: Option<Spanned<i64>>,
+    /// The longest line (or CSV record) read, in bytes (default 16777216, 16 MiB). A longer
+    /// line is a bad record, dead-lettered by its first bytes; it never fills memory.
+    pub max_line_bytes: Option<Spanned<i64>>,
     /// The fields to read and their types, as in the file source.
     pub schema: Spanned<IndexMap<String, Spanned<String>>>,
     /// The event-time field (default "ts").
@@ -102,6 +108,22 @@ impl TcpSourceConfig {
             }
             m => m.as_ref().map(|m| *m.get_ref() as u64),
         };
+        let max_open = match &self.max_open_connections {
+            None => 1024,
+            Some(m) if (1..=1_000_000).contains(m.get_ref()) => *m.get_ref() as usize,
+            Some(m) => {
+                diags.push(
+                    ctx.error(format!(
+                        "`max_open_connections` must be between 1 and 1000000, not {}",
+                        m.get_ref()
+                    ))
+                    .at(m.span())
+                    .help("remove it for the default, 1024"),
+                );
+                1024
+            }
+        };
+        let max_line = max_line_bytes(ctx, self.max_line_bytes.as_ref(), &mut diags);
         let decode = decode_spec(ctx, decoding_keys!(self));
         let mut decode = match decode {
             Ok(d) => d,
@@ -124,6 +146,7 @@ impl TcpSourceConfig {
         };
         decode.watermark = watermark;
         decode.latency_from_event_time = latency_from;
+        decode.max_line_bytes = max_line;
         Ok(Planned {
             schema: decode.schema.clone(),
             dead_letters: decode.on_error == weir_operators::decode::OnError::DeadLetter,
@@ -133,6 +156,7 @@ impl TcpSourceConfig {
                 decode: Arc::new(decode),
                 address,
                 max_connections,
+                max_open_connections: max_open,
             })),
         })
     }
