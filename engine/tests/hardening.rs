@@ -337,3 +337,138 @@ path = "dead.jsonl"
     assert_eq!(dead[0]["line"], 2);
     assert_eq!(dead[0]["record"].as_str().unwrap().len(), 65536);
 }
+
+// ---- TCP clients ----
+
+fn tcp_pipeline(port: u16, connections: usize) -> String {
+    format!(
+        r#"
+[sources.s]
+type = "tcp"
+address = "127.0.0.1:{port}"
+max_connections = {connections}
+schema = {{ ts = "timestamp", v = "i64" }}
+timestamp_format = "epoch_ms"
+watermark = {{ max_out_of_orderness = "1h" }}
+
+[sinks.out]
+type = "file"
+inputs = ["s"]
+path = "out.jsonl"
+
+[sinks.dead]
+type = "file"
+inputs = ["s.dead_letter"]
+path = "dead.jsonl"
+"#
+    )
+}
+
+fn connect(port: u16) -> std::net::TcpStream {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e) if std::time::Instant::now() > deadline => panic!("cannot connect: {e}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Waits (two minutes at most) until `path` holds `n` lines.
+fn wait_for_lines(path: &std::path::Path, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let have = std::fs::read_to_string(path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if have >= n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{have} of {n} lines");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A client that resets its connection in the middle of a line: that connection is closed,
+/// its partial line is one bad record, and the run goes on with the next clients.
+#[test]
+fn a_client_that_resets_its_connection_does_not_end_the_run() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1)[0];
+    let p = write(dir.path(), "p.toml", &tcp_pipeline(port, 3));
+    let run = spawn_weir(dir.path(), &["run", &p, "--status-every", "0s"]);
+    drop(connect(port)); // waits for the listener; counts as the first connection
+                         // The second resets (SO_LINGER 0) once Weir has written its whole first line, so the
+                         // partial second line has been read.
+    let out_path = dir.path().join("out.jsonl");
+    let script = format!(
+        "import os, socket, struct, time\n\
+         s = socket.create_connection(('127.0.0.1', {port}))\n\
+         s.sendall(b'{{\"ts\": 1, \"v\": 1}}\\n{{\"ts\": 2, \"v')\n\
+         while not (os.path.exists('{out}') and open('{out}').read().count('\\n') >= 1):\n\
+         \x20   time.sleep(0.02)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
+         s.close()\n",
+        out = out_path.display()
+    );
+    let status = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut third = connect(port);
+    third
+        .write_all(b"{\"ts\": 3, \"v\": 3}\n{\"ts\": 4, \"v\": 4}\n")
+        .unwrap();
+    drop(third);
+    let out = finish(run);
+    ok(&out);
+    let good = json_lines(&out_path);
+    let mut ts: Vec<u64> = good.iter().map(|r| r["v"].as_u64().unwrap()).collect();
+    ts.sort();
+    assert_eq!(ts, vec![1, 3, 4]);
+    let dead = json_lines(&dir.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["record"], "{\"ts\": 2, \"v");
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("cut short"),
+        "{}",
+        dead[0]
+    );
+    assert!(stderr(&out).contains("it is closed, the run goes on"));
+}
+
+/// Hundreds of open connections are served by one reader thread, not a thread each.
+#[test]
+fn many_idle_clients_cost_no_thread_each() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1)[0];
+    let n = 300;
+    let p = write(dir.path(), "p.toml", &tcp_pipeline(port, n));
+    let run = spawn_weir(dir.path(), &["run", &p, "--status-every", "0s"]);
+    let mut clients: Vec<_> = (0..n)
+        .map(|i| {
+            let mut c = connect(port);
+            writeln!(c, "{{\"ts\": {i}, \"v\": {i}}}").unwrap();
+            c
+        })
+        .collect();
+    // Every client's line is out, so every connection has been accepted and read.
+    wait_for_lines(&dir.path().join("out.jsonl"), n);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", run.id())).unwrap();
+    let threads: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(threads < 40, "{threads} threads for {n} connections");
+    clients.clear();
+    let out = finish(run);
+    ok(&out);
+    assert_eq!(json_lines(&dir.path().join("out.jsonl")).len(), n);
+}
