@@ -428,7 +428,7 @@ fn run(
     let flag = ctl.stop_flag();
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            // A second Ctrl-C: leave at once.
+            // A second Ctrl-C (or SIGTERM, handled the same way): leave at once.
             std::process::exit(130);
         }
     });

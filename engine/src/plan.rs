@@ -124,7 +124,21 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             );
             1
         }
-        Some(w) => *w.get_ref() as usize,
+        Some(w) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if *w.get_ref() as usize > cores {
+                diags.push(
+                    Diag::warning(format!(
+                        "{} workers on a machine with {cores} cores: workers beyond the cores take turns on them, which is slower, not faster",
+                        w.get_ref()
+                    ))
+                    .component("pipeline")
+                    .at(w.span())
+                    .help(format!("use at most {cores} workers here, or spread them over processes (--processes)")),
+                );
+            }
+            *w.get_ref() as usize
+        }
         None => 1,
     };
 
@@ -450,7 +464,20 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
                 )),
         );
     }
+    // No two writers of one path, and no sink writing a file a source reads (it would be
+    // truncated before it is read). Paths are compared as the files they name.
     let mut paths: HashMap<PathBuf, &str> = HashMap::new();
+    let mut read: Vec<(PathBuf, bool, &str)> = Vec::new();
+    for (i, p) in planned.iter().enumerate() {
+        if let Some(Planned {
+            op: Op::File(spec), ..
+        }) = p
+        {
+            for (f, _) in &spec.files {
+                read.push((same_file(f), false, &comps[i].id));
+            }
+        }
+    }
     for (i, p) in planned.iter().enumerate() {
         if let Some(Planned {
             op:
@@ -461,7 +488,8 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             ..
         }) = p
         {
-            if let Some(other) = paths.insert(path.clone(), &comps[i].id) {
+            let file = same_file(path);
+            if let Some(other) = paths.insert(file.clone(), &comps[i].id) {
                 diags.push(
                     Diag::error(format!(
                         "sinks `{other}` and `{}` both write `{}`",
@@ -472,6 +500,20 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
                     .at(comps[i].span.clone())
                     .help("give each file sink its own path, or have one sink read both inputs"),
                 );
+            }
+            for (r, is_dir, source) in &read {
+                if (!is_dir && *r == file) || (*is_dir && file.starts_with(r)) {
+                    diags.push(
+                        Diag::error(format!(
+                            "sink `{}` writes `{}`, which source `{source}` reads",
+                            comps[i].id,
+                            path.display()
+                        ))
+                        .component(comps[i].qualified())
+                        .at(comps[i].span.clone())
+                        .help("write the output somewhere else: the sink would empty the input before it is read"),
+                    );
+                }
             }
         }
     }
@@ -522,6 +564,32 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
         .collect();
     if !unread.is_empty() {
         let file = default_dead_letter_path(&name);
+        let dead = same_file(&file);
+        for (i, c) in comps.iter().enumerate() {
+            if let Some(SinkSpec {
+                target: SinkTarget::File(path),
+                ..
+            }) = nodes.get(new_index[i]).and_then(|n| match &n.op {
+                Op::Sink(s) => Some(s),
+                _ => None,
+            }) {
+                if same_file(path) == dead {
+                    diags.push(
+                        Diag::error(format!(
+                            "sink `{}` writes `{}`, the pipeline's default dead-letter file",
+                            c.id,
+                            path.display()
+                        ))
+                        .component(c.qualified())
+                        .at(c.span.clone())
+                        .help("choose another path, or have this sink read the dead-letter outputs (inputs = [\"SOURCE.dead_letter\"]) so there is no default dead-letter file"),
+                    );
+                }
+            }
+        }
+        if has_errors(&diags) {
+            return (None, diags);
+        }
         nodes.push(Node {
             id: "dead_letter".into(),
             kind: Kind::Sink,
@@ -615,6 +683,32 @@ fn pipeline_mode(spec: &PipelineSpec, diags: &mut Vec<Diag>) -> Mode {
 fn has_dead_letter_port(c: &crate::spec::Component) -> bool {
     (c.kind == Kind::Source && matches!(c.ty.as_str(), "file" | "stdin" | "tcp"))
         || (c.kind == Kind::Transform && matches!(c.ty.as_str(), "window" | "join"))
+}
+
+/// The file a path names, for comparing paths: absolute, with `.` and `..` resolved and the
+/// directory's links followed where it exists.
+pub fn same_file(path: &std::path::Path) -> PathBuf {
+    let abs = std::env::current_dir().unwrap_or_default().join(path);
+    if let Ok(p) = abs.canonicalize() {
+        return p;
+    }
+    let mut clean = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => clean.push(c),
+        }
+    }
+    match (
+        clean.parent().and_then(|d| d.canonicalize().ok()),
+        clean.file_name(),
+    ) {
+        (Some(dir), Some(name)) => dir.join(name),
+        _ => clean,
+    }
 }
 
 /// `<name>.deadletter.jsonl`, with the name made safe for a file name.

@@ -2,9 +2,8 @@
 //! ends when every source is exhausted (or stopped) and every record has reached its sinks.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use weir_operators::flow::{Flow, SourceEnv};
 use weir_operators::generator::{generator, RunClock};
 use weir_operators::latency::{Latencies, SinkLatency};
 use weir_operators::metrics::{ComponentMetrics, MetricsSnapshot};
-use weir_operators::sink::SharedWriter;
+use weir_operators::sink::{FileOutput, SharedWriter};
 use weir_operators::window::LatePolicy;
 use weir_operators::{
     file_source, filter, interval_join, kafka, kafka_source, map, sink, stdin_source, tcp_source,
@@ -145,7 +144,7 @@ pub struct RunReport {
 pub struct SinkReport {
     /// The sink's id.
     pub id: String,
-    /// Records it received.
+    /// Records it wrote (a sink that failed counts only what reached its output).
     pub records: u64,
     /// Whether it measured event-time latency (window results, wall-clock event time).
     pub event_time: bool,
@@ -170,10 +169,13 @@ pub struct ComponentReport {
     pub partitions: Vec<kafka::PartitionStatus>,
 }
 
-/// A file created when first written to.
+/// A file opened when first written to: the default dead-letter file (created only if a
+/// record goes there), and FIFOs (opening one waits for a reader, which must not hold up the
+/// start of the run).
 struct LazyFile {
     path: PathBuf,
-    file: Option<BufWriter<File>>,
+    append: bool,
+    file: Option<FileOutput>,
 }
 
 impl Write for LazyFile {
@@ -182,7 +184,7 @@ impl Write for LazyFile {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            self.file = Some(BufWriter::new(File::create(&self.path)?));
+            self.file = Some(open_output(&self.path, self.append)?);
         }
         self.file.as_mut().expect("opened").write(buf)
     }
@@ -194,9 +196,47 @@ impl Write for LazyFile {
     }
 }
 
+/// Opens a sink's file: truncated, or (resuming) appended to after what it holds.
+fn open_output(path: &Path, append: bool) -> std::io::Result<FileOutput> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(!append)
+        .open(path)?;
+    let len = if append {
+        let mut f = &f;
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::End(0))?
+    } else {
+        0
+    };
+    Ok(FileOutput::new(f, len))
+}
+
+fn is_fifo(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// Whether the run resumes from Weir's own Kafka commits: file sinks then append to the output
+/// of the runs before, which the resumed input does not produce again.
+pub fn resumes(plan: &Plan) -> bool {
+    plan.nodes.iter().any(|n| match &n.op {
+        Op::Kafka(s) => s.partitions.iter().any(|p| p.resume.is_some()),
+        _ => false,
+    })
+}
+
 /// Opens every sink's writer before the run starts, so a bad path fails early. In a cluster,
 /// only process 0 writes.
 fn open_writers(plan: &Plan, process: usize) -> Result<Vec<Option<SharedWriter>>, String> {
+    let append = resumes(plan);
+    if append && process == 0 {
+        eprintln!(
+            "weir: resuming from committed Kafka offsets: file sinks append to their output \
+             (delete the output files and the consumer group to start over)"
+        );
+    }
     plan.nodes
         .iter()
         .map(|n| match &n.op {
@@ -215,13 +255,27 @@ fn open_writers(plan: &Plan, process: usize) -> Result<Vec<Option<SharedWriter>>
                                 )
                             })?;
                         }
-                        let f = File::create(path).map_err(|e| {
-                            format!("sink `{}`: cannot create {}: {e}", n.id, path.display())
-                        })?;
-                        SharedWriter::new(Box::new(BufWriter::with_capacity(1 << 16, f)))
+                        if is_fifo(path) {
+                            eprintln!(
+                                "weir: sink `{}` writes to the FIFO {}: its first write waits for a reader",
+                                n.id,
+                                path.display()
+                            );
+                            SharedWriter::new(Box::new(LazyFile {
+                                path: path.clone(),
+                                append,
+                                file: None,
+                            }))
+                        } else {
+                            let f = open_output(path, append).map_err(|e| {
+                                format!("sink `{}`: cannot create {}: {e}", n.id, path.display())
+                            })?;
+                            SharedWriter::new(Box::new(f))
+                        }
                     }
                     SinkTarget::LazyFile(path) => SharedWriter::new(Box::new(LazyFile {
                         path: path.clone(),
+                        append,
                         file: None,
                     })),
                     SinkTarget::Kafka {
@@ -443,7 +497,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         .filter_map(|((n, m), c)| {
             m.as_ref().map(|(l, event)| SinkReport {
                 id: n.id.clone(),
-                records: c.metrics.records_in,
+                records: c.metrics.records_out,
                 event_time: event.is_some(),
                 latency: l.merged(),
                 second_half: l.merged_second_half(),

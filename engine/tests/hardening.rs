@@ -472,3 +472,201 @@ fn many_idle_clients_cost_no_thread_each() {
     ok(&out);
     assert_eq!(json_lines(&dir.path().join("out.jsonl")).len(), n);
 }
+
+// ---- sinks: never destroy input or each other's output; count only what was written ----
+
+#[test]
+fn a_sink_onto_an_input_or_the_dead_letter_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), "{\"ts\": 1, \"v\": 1}\n").unwrap();
+    let text = r#"[pipeline]
+name = "p"
+
+[sources.s]
+type = "file"
+path = "in.jsonl"
+format = "jsonl"
+schema = { ts = "timestamp", v = "i64" }
+timestamp_format = "epoch_ms"
+
+[sinks.out]
+type = "file"
+inputs = ["s"]
+path = "./sub/../in.jsonl"
+"#;
+    let p = write(dir.path(), "p.toml", text);
+    let out = weir(dir.path(), &["run", &p], "");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("sink `out` writes `./sub/../in.jsonl`, which source `s` reads"),
+        "{err}"
+    );
+    assert!(err.contains("p.toml:11:1]"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("in.jsonl")).unwrap(),
+        "{\"ts\": 1, \"v\": 1}\n",
+        "the input is untouched"
+    );
+
+    let text = text.replace("./sub/../in.jsonl", "p.deadletter.jsonl");
+    let p = write(dir.path(), "p.toml", &text);
+    let out = weir(dir.path(), &["validate", &p], "");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the pipeline's default dead-letter file"),
+        "{err}"
+    );
+}
+
+/// A sink on a full disk: the run fails, saying where the output ends, and the summary,
+/// latency table and report count only what was written (nothing, on /dev/full).
+#[test]
+fn a_sink_on_a_full_disk_counts_only_what_it_wrote() {
+    if !std::path::Path::new("/dev/full").exists() {
+        eprintln!("skipped: this system has no /dev/full");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        format!("{SOURCE}[sinks.out]\ntype = \"file\"\ninputs = [\"s\"]\npath = \"/dev/full\"\n");
+    let p = write(dir.path(), "p.toml", &text);
+    let out = weir(
+        dir.path(),
+        &["run", &p, "--status-every", "0s", "--report", "r.json"],
+        "",
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("sink `out` cannot write")
+            && err.contains("its output ends after the 0 records"),
+        "{err}"
+    );
+    let row = err
+        .lines()
+        .find(|l| l.trim_start().starts_with("sinks.out "))
+        .unwrap_or_else(|| panic!("{err}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[3], "0", "out: {row}");
+    let latency = err
+        .lines()
+        .find(|l| l.trim_start().starts_with("sinks.out processing"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(latency.split_whitespace().nth(2), Some("0"), "{latency}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let text = report.to_string();
+    assert!(
+        !text.contains("\"records\":10"),
+        "the report agrees: {text}"
+    );
+}
+
+#[test]
+fn a_fifo_sink_does_not_hold_up_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("out.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: mkfifo is not available");
+        return;
+    }
+    let text =
+        format!("{SOURCE}[sinks.out]\ntype = \"file\"\ninputs = [\"s\"]\npath = \"out.fifo\"\n");
+    let p = write(dir.path(), "p.toml", &text);
+    let run = spawn_weir(dir.path(), &["run", &p, "--status-every", "0s"]);
+    // The reader comes after the run has started; it reads everything, then the run ends.
+    let text = std::fs::read_to_string(&fifo).unwrap();
+    assert_eq!(text.lines().count(), 10);
+    let out = finish(run);
+    ok(&out);
+    assert!(stderr(&out).contains("its first write waits for a reader"));
+}
+
+#[test]
+fn more_workers_than_cores_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("[pipeline]\nworkers = 1024\n{SOURCE}{SINK}").replace("[\"f\"]", "[\"s\"]");
+    let p = write(dir.path(), "p.toml", &text);
+    let out = weir(dir.path(), &["validate", &p], "");
+    let err = stderr(&out);
+    ok(&out);
+    assert!(err.contains("1024 workers on a machine with"), "{err}");
+    assert!(err.contains("p.toml:2:11]"), "{err}");
+}
+
+/// SIGTERM ends a run as Ctrl-C does: open windows are flushed and the summary is printed.
+#[test]
+fn sigterm_drains_the_run_and_prints_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[sources.s]
+type = "generator"
+profile = "iot"
+rate = 1000
+
+[transforms.w]
+type = "window"
+inputs = ["s"]
+kind = "tumbling"
+size = "1h"
+aggregates = { n = "count(*)" }
+
+[sinks.out]
+type = "file"
+inputs = ["w"]
+path = "out.jsonl"
+"#;
+    let p = write(dir.path(), "p.toml", text);
+    // Status lines go to a file; once one shows events read, the run is under way.
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let run = std::process::Command::new(assert_cmd::cargo::cargo_bin("weir"))
+        .current_dir(dir.path())
+        .args([
+            "run",
+            &p,
+            "--unbounded",
+            "--status-every",
+            "100ms",
+            "--progress",
+            "never",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(dir.path().join("log"))
+        .unwrap()
+        .contains("sources: ")
+    {
+        assert!(std::time::Instant::now() < deadline, "no status line");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = finish(run);
+    let err = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert_eq!(out.status.code(), Some(130), "as after Ctrl-C: {err}");
+    assert!(err.contains("stopped after"), "the summary: {err}");
+    let windows = json_lines(&dir.path().join("out.jsonl"));
+    let total: u64 = windows.iter().map(|w| w["n"].as_u64().unwrap()).sum();
+    let sourced: u64 = err
+        .lines()
+        .find(|l| l.trim_start().starts_with("sources.s "))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        total, sourced,
+        "every event generated is in a flushed window"
+    );
+}

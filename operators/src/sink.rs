@@ -176,8 +176,15 @@ pub fn sink<'s>(
                         if w.is_stdout && e.kind() == std::io::ErrorKind::BrokenPipe {
                             ctl.close_output();
                         } else {
-                            ctl.fail(format!("sink `{id}` cannot write: {e}"));
+                            // Only what was written counts (out, latency): the writer has cut
+                            // the output back to the end of the last whole batch.
+                            let written = metrics.snapshot().records_out;
+                            ctl.fail(format!(
+                                "sink `{id}` cannot write: {e}; its output ends after the \
+                                 {written} records written before this (no partial line is left)"
+                            ));
                         }
+                        times.forget();
                     } else {
                         metrics.add_out(n);
                     }
@@ -189,6 +196,70 @@ pub fn sink<'s>(
             }
         },
     )
+}
+
+/// A file written batch by batch: each batch is kept whole until `flush`, which writes it in
+/// one piece; when a write fails (disk full), the file is cut back to the end of the last batch
+/// written whole, so it never ends in a partial line and holds exactly what the sink counted.
+pub struct FileOutput<F = std::fs::File> {
+    file: F,
+    batch: Vec<u8>,
+    /// Bytes written whole (where the output ends if a write fails).
+    written: u64,
+}
+
+/// What [`FileOutput`] needs of a file: cutting it back.
+pub trait Truncate {
+    /// Cuts the file to `len` bytes (an error where that means nothing, as for `/dev/full`).
+    fn truncate_to(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl Truncate for std::fs::File {
+    fn truncate_to(&mut self, len: u64) -> std::io::Result<()> {
+        use std::io::Seek;
+        self.set_len(len)?;
+        self.seek(std::io::SeekFrom::Start(len)).map(|_| ())
+    }
+}
+
+impl<F: Write + Truncate> FileOutput<F> {
+    /// Writes to `file`, which already holds `written` bytes that stay.
+    pub fn new(file: F, written: u64) -> FileOutput<F> {
+        FileOutput {
+            file,
+            batch: Vec::new(),
+            written,
+        }
+    }
+}
+
+impl<F: Write + Truncate> Write for FileOutput<F> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.batch.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        match self
+            .file
+            .write_all(&self.batch)
+            .and_then(|()| self.file.flush())
+        {
+            Ok(()) => {
+                self.written += self.batch.len() as u64;
+                self.batch.clear();
+                Ok(())
+            }
+            Err(e) => {
+                self.batch.clear();
+                let _ = self.file.truncate_to(self.written);
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Ingest times and window ends of records, recorded as latency once they are written.
@@ -207,6 +278,12 @@ impl Times {
                     .extend(data.iter().filter_map(|r| r.values[p].as_ts()));
             }
         }
+    }
+
+    /// Forgets what was noted (it was not written).
+    fn forget(&mut self) {
+        self.ingests.clear();
+        self.ends.clear();
     }
 
     /// Records the latency of everything noted, written now, and forgets it.
@@ -330,4 +407,50 @@ fn message_sink<'s>(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A disk that fills after `room` bytes, part-way through a write.
+    struct Filling {
+        data: Vec<u8>,
+        room: usize,
+    }
+    impl Write for Filling {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.room - self.data.len());
+            if n == 0 {
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            self.data.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Truncate for Filling {
+        fn truncate_to(&mut self, len: u64) -> std::io::Result<()> {
+            self.data.truncate(len as usize);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_only_whole_batches() {
+        let mut out = FileOutput::new(
+            Filling {
+                data: Vec::new(),
+                room: 20,
+            },
+            0,
+        );
+        out.write_all(b"{\"n\":1}\n{\"n\":2}\n").unwrap();
+        out.flush().unwrap();
+        out.write_all(b"{\"n\":3}\n").unwrap();
+        assert!(out.flush().is_err(), "the disk is full");
+        assert_eq!(out.file.data, b"{\"n\":1}\n{\"n\":2}\n");
+    }
 }
