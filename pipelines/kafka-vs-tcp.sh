@@ -17,23 +17,20 @@ here=$(dirname "$0")
 mkdir -p "$out"
 topic="sensors-$$-$(date +%s)"
 
-# How long the producer runs, in whole seconds.
-seconds=$(python3 -c '
-import sys
-n = lambda x: float(x[:-1]) * {"k": 1e3, "m": 1e6}[x[-1].lower()] if x[-1].lower() in "km" else float(x)
-print(max(1, round(n(sys.argv[2]) / n(sys.argv[1]))))' "$rate" "$events")
-
 echo "== Kafka: topic $topic on $brokers"
 "$weir" produce --events 0 --topic "$topic" --partitions 3 --brokers "$brokers"
-# A timed run: measured while the producer runs (after a 2 s warm-up, in which the consumer
-# starts at the end of the topic), ending a second after it. The topic never ends, so its last
-# windows would close only when the idle timeout passes; the end of the measurement leaves
-# that out, as the end of the TCP producer's connection does for the TCP run.
+# Measured while the producer runs (after a 2 s warm-up). The run reads the new topic from its
+# start, so no event is missed however late it starts, and ends once it has read every event
+# produced (--stop-after): on data, not on a clock, however busy the machine. The topic never
+# ends, so its last windows would close only when the idle timeout passes; the end of the run
+# flushes them, as the end of the TCP producer's connection does for the TCP run.
 "$weir" run "$here/kafka-device-report.toml" --status-every 0s --report "$out/kafka.json" \
-    --warmup 2s --duration "$((seconds + 1))s" \
+    --warmup 2s --stop-after "$events" \
     --set "sources.sensors.brokers=\"$brokers\"" --set "sources.sensors.topics=[\"$topic\"]" \
-    --set "sources.sensors.group_id=\"$topic\"" 2>"$out/kafka.log" &
+    --set "sources.sensors.group_id=\"$topic\"" --set 'sources.sensors.start="earliest"' \
+    2>"$out/kafka.log" &
 run=$!
+# Give the consumer its warm-up before producing (this affects only the latency figures).
 sleep 2
 "$weir" produce --profile iot --rate "$rate" --events "$events" --topic "$topic" --brokers "$brokers" \
     --key device_id 2>&1 | tee "$out/kafka-produce.log"

@@ -71,6 +71,10 @@ enum Command {
         /// Stop the run this long after the warm-up, such as 20s.
         #[arg(long, value_name = "DURATION", value_parser = weir_engine::components::parse_duration)]
         duration: Option<std::time::Duration>,
+        /// End the run once its sources have read this many events (in this process), such as
+        /// 10k: for live input that should end on data rather than on a clock.
+        #[arg(long, value_name = "N", value_parser = parse_count)]
+        stop_after: Option<u64>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -254,6 +258,7 @@ fn main() -> ExitCode {
             unbounded,
             warmup,
             duration,
+            stop_after,
             cluster,
         } => {
             // The flags are overrides of `[pipeline]`, validated (and reported) like the file.
@@ -289,6 +294,7 @@ fn main() -> ExitCode {
                 cluster,
                 warmup,
                 duration,
+                stop_after,
             };
             let file = pipeline.display().to_string();
             run(&plan, &opts, report.as_deref(), &file, &set)

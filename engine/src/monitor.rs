@@ -187,6 +187,11 @@ pub fn monitor(
         if at_warmup.is_none() && t >= warmup {
             at_warmup = Some((t, live.events()));
         }
+        if !ended && opts.stop_after.is_some_and(|n| live.events() >= n) {
+            finish(&mut m, at_warmup, t);
+            ended = true;
+            ctl.end_of_duration();
+        }
         if !ended && at_warmup.is_some() {
             let b = live.backlog();
             if half.is_some_and(|h| t >= h) {

@@ -43,6 +43,9 @@ pub struct RunOptions {
     pub warmup: Duration,
     /// Stop the run this long after the warm-up.
     pub duration: Option<Duration>,
+    /// Stop the run, as `duration` would, once this process's sources have read this many
+    /// events: an end on data rather than on a clock, for live input (a topic, a socket).
+    pub stop_after: Option<u64>,
 }
 
 impl RunReport {
