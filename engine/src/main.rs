@@ -184,11 +184,41 @@ impl ClusterArgs {
             None => (0..n).map(|i| format!("127.0.0.1:{}", 2101 + i)).collect(),
             Some(path) => read_hostfile(path, n)?,
         };
+        let secret = match weir_engine::cluster::Secret::find(self.hostfile.as_deref())? {
+            Some(s) => s,
+            None if addresses.iter().all(|a| is_loopback(a)) => {
+                eprintln!(
+                    "weir: warning: no cluster secret ({} or {} beside the hostfile): the processes \
+                     prove to each other only that they run Weir, so any user of this machine could join",
+                    weir_engine::cluster::SECRET_VAR,
+                    weir_engine::cluster::SECRET_FILE
+                );
+                weir_engine::cluster::Secret::new(b"weir: no secret, loopback only".to_vec())
+            }
+            None => {
+                return Err(format!(
+                    "a cluster whose processes are not all on 127.0.0.1 needs a secret they share\n  help: set {}=... (at least 16 bytes, such as `head -c 32 /dev/urandom | base64`) for every process, or write it to {} beside the hostfile",
+                    weir_engine::cluster::SECRET_VAR,
+                    weir_engine::cluster::SECRET_FILE
+                ))
+            }
+        };
         Ok(Some(run::Cluster {
             process: usize::from(self.process_id),
             addresses,
+            secret,
         }))
     }
+}
+
+/// Whether `host:port` names this machine's loopback interface.
+fn is_loopback(address: &str) -> bool {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Reads `n` addresses from a hostfile: one `host:port` per line; blank lines and lines

@@ -73,6 +73,8 @@ pub struct Cluster {
     pub process: usize,
     /// Every process's address (`host:port`), in process order.
     pub addresses: Vec<String>,
+    /// The secret the processes prove to each other when they connect.
+    pub secret: crate::cluster::Secret,
 }
 
 /// What a run measured between the end of its warm-up and its end (or stop).
@@ -410,35 +412,54 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
             measured.clone(),
         );
         let mode = plan.mode;
-        let config = match &opts.cluster {
-            None => timely::Config::process(workers),
-            Some(c) => timely::Config {
-                communication: timely::CommunicationConfig::Cluster {
-                    threads: workers,
-                    process: c.process,
-                    addresses: c.addresses.clone(),
-                    report: false,
-                    zerocopy: false,
-                },
-                worker: timely::WorkerConfig::default(),
-            },
-        };
         let gather = processes > 1;
         let clock_cell = Arc::clone(&clock_cell);
-        timely::execute(config, move |worker| {
-            let plan = Arc::clone(&plan_arc);
-            let clock = *clock_cell.get_or_init(&start_clock);
-            let env = SourceEnv {
-                mode,
-                clock,
-                ctl: ctl.clone(),
-                flow: Flow::shared(plan.max_in_flight, Arc::clone(&frontier)),
-            };
-            worker.dataflow::<Time, _, _>(|scope| {
-                build(scope, &plan, &env, gather, &metrics, &writers, &measured);
-            });
-            while worker.step_or_park(Some(Duration::from_millis(100))) {}
-        })
+        // Weir connects the processes itself (authenticated), then hands timely the sockets.
+        let (builders, guard): (
+            Vec<timely::communication::AllocatorBuilder>,
+            Box<dyn std::any::Any + Send>,
+        ) = match &opts.cluster {
+            None => timely::CommunicationConfig::Process(workers).try_build()?,
+            Some(c) => {
+                let sockets = crate::cluster::connect(&c.addresses, c.process, &c.secret)?;
+                let hooks = timely_communication::Hooks::default();
+                let local = timely_communication::allocator::ProcessBuilder::new_typed_vector(
+                    workers,
+                    hooks.refill.clone(),
+                    hooks.spill.clone(),
+                );
+                let (tcp, guard) =
+                        timely_communication::allocator::zero_copy::initialize::initialize_networking_from_sockets(
+                            local, sockets, c.process, workers, hooks,
+                        )
+                        .map_err(|e| format!("cannot start the cluster's connections: {e}"))?;
+                (
+                    tcp.into_iter()
+                        .map(timely::communication::AllocatorBuilder::Tcp)
+                        .collect(),
+                    Box::new(guard),
+                )
+            }
+        };
+        timely::execute::execute_from(
+            builders,
+            guard,
+            timely::WorkerConfig::default(),
+            move |worker| {
+                let plan = Arc::clone(&plan_arc);
+                let clock = *clock_cell.get_or_init(&start_clock);
+                let env = SourceEnv {
+                    mode,
+                    clock,
+                    ctl: ctl.clone(),
+                    flow: Flow::shared(plan.max_in_flight, Arc::clone(&frontier)),
+                };
+                worker.dataflow::<Time, _, _>(|scope| {
+                    build(scope, &plan, &env, gather, &metrics, &writers, &measured);
+                });
+                while worker.step_or_park(Some(Duration::from_millis(100))) {}
+            },
+        )
         .map_err(|e| format!("cannot start the workers: {e}"))
         .and_then(|guards| {
             for r in guards.join() {

@@ -670,3 +670,306 @@ path = "out.jsonl"
         "every event generated is in a flushed window"
     );
 }
+
+// ---- cluster security ----
+
+/// Starts process `id` of a two-process run of the alarm counter, with `secret`.
+fn cluster_process(
+    dir: &std::path::Path,
+    hosts: &str,
+    id: &str,
+    secret: &str,
+    out: &str,
+) -> std::process::Child {
+    let set = format!("sinks.out.path=\"{out}\"");
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("weir"))
+        .current_dir(dir)
+        .args([
+            "run",
+            "pipelines/iot-alarm-counter.toml",
+            "--workers",
+            "1",
+            "--status-every",
+            "0s",
+            "--processes",
+            "2",
+            "--process-id",
+            id,
+            "--hostfile",
+            hosts,
+            "--set",
+            &set,
+        ])
+        .env("WEIR_CLUSTER_SECRET", secret)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Strangers reach process 0's port before process 1 joins: one connects and closes, one stays
+/// silent, one sends garbage, one sends the index of process 1 as timely's own handshake would.
+/// The cluster forms with the real process 1 all the same and gives the single process's
+/// results; a process 1 with the wrong secret is refused and says why.
+#[test]
+fn strangers_cannot_crash_hang_or_join_a_cluster() {
+    use std::io::Write;
+    let dir = workspace();
+    run_ok(
+        dir.path(),
+        "pipelines/iot-alarm-counter.toml",
+        &["--set", "sinks.out.path=\"one.jsonl\""],
+    );
+    let one = json_multiset(&std::fs::read_to_string(dir.path().join("one.jsonl")).unwrap());
+    assert!(one.len() > 100);
+
+    let ports = free_ports(2);
+    let hosts = write(
+        dir.path(),
+        "hosts",
+        &format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    );
+    let secret = "the right secret, 32 bytes long..";
+    let zero = cluster_process(dir.path(), &hosts, "0", secret, "cluster.jsonl");
+    let closes = connect(ports[0]);
+    drop(closes);
+    let _silent = connect(ports[0]);
+    let mut garbage = connect(ports[0]);
+    garbage.write_all(&[0xAB; 4096]).unwrap();
+    let mut impostor = connect(ports[0]);
+    impostor.write_all(&1u64.to_be_bytes()).unwrap();
+    impostor.write_all(&1u64.to_le_bytes()).unwrap();
+
+    // A process 1 with another secret is refused, and stops saying so.
+    let wrong = cluster_process(
+        dir.path(),
+        &hosts,
+        "1",
+        "a wrong secret of 32 bytes length",
+        "x.jsonl",
+    );
+    let wrong = finish(wrong);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        stderr(&wrong).contains("refused this process (1)"),
+        "{}",
+        stderr(&wrong)
+    );
+
+    let real = cluster_process(dir.path(), &hosts, "1", secret, "cluster.jsonl");
+    let (zero, real) = (finish(zero), finish(real));
+    ok(&zero);
+    ok(&real);
+    let log = stderr(&zero);
+    assert!(log.contains("refused a cluster connection"), "{log}");
+    assert_eq!(
+        json_multiset(&std::fs::read_to_string(dir.path().join("cluster.jsonl")).unwrap()),
+        one
+    );
+}
+
+/// Two network namespaces joined by a veth pair: two hosts with their own addresses, removed
+/// when dropped.
+struct Hosts {
+    names: [String; 2],
+    addresses: [String; 2],
+}
+
+impl Hosts {
+    fn new() -> Result<Hosts, String> {
+        let id = std::process::id();
+        let names = [format!("weir-a-{id}"), format!("weir-b-{id}")];
+        let net = format!("10.{}.{}", 200 + id % 50, (id / 50) % 250);
+        let addresses = [format!("{net}.1"), format!("{net}.2")];
+        let hosts = Hosts { names, addresses };
+        let [a, b] = &hosts.names;
+        let (va, vb) = (format!("wa{}", id % 100_000), format!("wb{}", id % 100_000));
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), a.clone()],
+            vec!["netns".into(), "add".into(), b.clone()],
+            vec!["link", "add", &va, "type", "veth", "peer", "name", &vb]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            vec![
+                "link".into(),
+                "set".into(),
+                va.clone(),
+                "netns".into(),
+                a.clone(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                vb.clone(),
+                "netns".into(),
+                b.clone(),
+            ],
+            vec![
+                "-n".into(),
+                a.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/24", hosts.addresses[0]),
+                "dev".into(),
+                va.clone(),
+            ],
+            vec![
+                "-n".into(),
+                b.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/24", hosts.addresses[1]),
+                "dev".into(),
+                vb.clone(),
+            ],
+            vec![
+                "-n".into(),
+                a.clone(),
+                "link".into(),
+                "set".into(),
+                va.clone(),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                b.clone(),
+                "link".into(),
+                "set".into(),
+                vb.clone(),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                a.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                b.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for s in steps {
+            let out = std::process::Command::new("ip")
+                .args(&s)
+                .output()
+                .map_err(|e| format!("cannot run `ip`: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "`ip {}` failed: {}",
+                    s.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(hosts)
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", n])
+                .status();
+        }
+    }
+}
+
+/// A cluster run as two machines would run it: each process in its own network namespace with
+/// its own address, authenticated by a secret, gives the single process's results.
+#[test]
+fn a_cluster_across_two_network_namespaces_gives_the_results_of_one() {
+    let hosts = match Hosts::new() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("skipped: network namespaces cannot be made here ({e})");
+            return;
+        }
+    };
+    let dir = workspace();
+    run_ok(
+        dir.path(),
+        "pipelines/iot-alarm-counter.toml",
+        &["--set", "sinks.out.path=\"one.jsonl\""],
+    );
+    let one = json_multiset(&std::fs::read_to_string(dir.path().join("one.jsonl")).unwrap());
+    let hostfile = write(
+        dir.path(),
+        "hosts",
+        &format!("{}:2101\n{}:2101\n", hosts.addresses[0], hosts.addresses[1]),
+    );
+    // Not on loopback: without a secret, the cluster is refused.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &hosts.names[0]])
+        .arg(assert_cmd::cargo::cargo_bin("weir"))
+        .args([
+            "run",
+            "pipelines/iot-alarm-counter.toml",
+            "--processes",
+            "2",
+            "--hostfile",
+            &hostfile,
+        ])
+        .current_dir(dir.path())
+        .env_remove("WEIR_CLUSTER_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("needs a secret they share"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(
+        dir.path().join("cluster.key"),
+        "a secret beside the hostfile, 40 bytes\n",
+    )
+    .unwrap();
+    let procs: Vec<_> = (0..2)
+        .map(|p| {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &hosts.names[p]])
+                .arg(assert_cmd::cargo::cargo_bin("weir"))
+                .args([
+                    "run",
+                    "pipelines/iot-alarm-counter.toml",
+                    "--workers",
+                    "1",
+                    "--status-every",
+                    "0s",
+                    "--processes",
+                    "2",
+                    "--process-id",
+                    &p.to_string(),
+                    "--hostfile",
+                    &hostfile,
+                    "--set",
+                    "sinks.out.path=\"cluster.jsonl\"",
+                ])
+                .current_dir(dir.path())
+                .env_remove("WEIR_CLUSTER_SECRET")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in procs {
+        ok(&finish(p));
+    }
+    assert_eq!(
+        json_multiset(&std::fs::read_to_string(dir.path().join("cluster.jsonl")).unwrap()),
+        one
+    );
+}
