@@ -456,6 +456,7 @@ fn main() {
                     topic: t,
                     partitions: 3,
                     key: Some("device_id".into()),
+                    options: Vec::new(),
                 },
             };
             weir_engine::produce::produce(&p).unwrap()

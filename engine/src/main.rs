@@ -117,6 +117,10 @@ enum Command {
         /// messages spread over the partitions).
         #[arg(long, value_name = "FIELD")]
         key: Option<String>,
+        /// A librdkafka setting for the producer, such as security.protocol=SASL_SSL (repeat
+        /// for more); `${NAME}` in a value is replaced by the environment variable NAME.
+        #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+        kafka_options: Vec<String>,
     },
     /// Check a pipeline without running it: report every problem with its line and column.
     Validate {
@@ -340,6 +344,7 @@ fn main() -> ExitCode {
             brokers,
             partitions,
             key,
+            kafka_options,
         } => {
             use weir_operators::generator::{GeneratorSpec, Profile};
             let Some(profile) = Profile::parse(&profile) else {
@@ -355,12 +360,29 @@ fn main() -> ExitCode {
             use weir_engine::produce::Destination;
             let to = match (tcp, topic, brokers) {
                 (Some(a), _, _) => Destination::Tcp(a),
-                (None, Some(topic), Some(brokers)) => Destination::Kafka {
-                    brokers,
-                    topic,
-                    partitions,
-                    key,
-                },
+                (None, Some(topic), Some(brokers)) => {
+                    let mut options = Vec::new();
+                    for o in &kafka_options {
+                        let Some((k, v)) = o.split_once('=') else {
+                            eprintln!("error: --kafka-option `{o}` has no `=`\n  help: write --kafka-option KEY=VALUE, such as security.protocol=SASL_SSL");
+                            return ExitCode::from(CONFIG_ERROR);
+                        };
+                        match weir_engine::components::kafka::expand_env(v) {
+                            Ok(v) => options.push((k.trim().to_string(), v)),
+                            Err(name) => {
+                                eprintln!("error: --kafka-option {k}: the environment variable {name} is not set\n  help: export {name}=... first");
+                                return ExitCode::from(CONFIG_ERROR);
+                            }
+                        }
+                    }
+                    Destination::Kafka {
+                        brokers,
+                        topic,
+                        partitions,
+                        key,
+                        options,
+                    }
+                }
                 _ => unreachable!("clap requires --tcp, or --topic with --brokers"),
             };
             let p = weir_engine::produce::Produce { spec, to };

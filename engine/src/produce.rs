@@ -38,6 +38,8 @@ pub enum Destination {
         partitions: i32,
         /// The field whose value keys each message (default: none, spread over partitions).
         key: Option<String>,
+        /// More librdkafka settings (security), values with `${NAME}` already expanded.
+        options: Vec<(String, String)>,
     },
 }
 
@@ -108,6 +110,7 @@ impl Out {
                 topic,
                 partitions,
                 key,
+                options,
             } => {
                 let key = match key {
                     None => Vec::new(),
@@ -118,7 +121,7 @@ impl Out {
                         )
                     })?],
                 };
-                let config = kafka::client_config(brokers, &[]);
+                let config = kafka::client_config(brokers, options);
                 if kafka::create_topic(&config, topic, *partitions)? {
                     eprintln!("weir produce: created topic `{topic}` with {partitions} partitions");
                 }

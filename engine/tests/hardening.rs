@@ -973,3 +973,77 @@ fn a_cluster_across_two_network_namespaces_gives_the_results_of_one() {
         one
     );
 }
+
+// ---- Kafka security settings ----
+
+fn kafka_pipeline(options: &str) -> String {
+    format!(
+        r#"[sources.k]
+type = "kafka"
+brokers = "127.0.0.1:9"
+topics = ["t"]
+group_id = "g"
+schema = {{ ts = "timestamp", v = "i64" }}
+librdkafka_options = {{ {options} }}
+
+[sinks.out]
+type = "null"
+inputs = ["k"]
+"#
+    )
+}
+
+/// TLS and SASL (PLAIN, SCRAM) are built in: librdkafka accepts them at validation. Secrets
+/// come from environment variables; one written in the file draws a warning.
+#[test]
+fn kafka_tls_and_sasl_settings_with_secrets_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let secure = r#""security.protocol" = "SASL_SSL", "sasl.mechanism" = "SCRAM-SHA-512", "sasl.username" = "weir", "sasl.password" = "${WEIR_TEST_KAFKA_PASSWORD}""#;
+    let p = write(dir.path(), "p.toml", &kafka_pipeline(secure));
+    let out = assert_cmd::Command::cargo_bin("weir")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["validate", &p])
+        .env("WEIR_TEST_KAFKA_PASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(!stderr(&out).contains("s3cret"), "{}", stderr(&out));
+    for plain in [
+        r#""security.protocol" = "SSL""#,
+        r#""security.protocol" = "SASL_PLAINTEXT", "sasl.mechanism" = "PLAIN""#,
+    ] {
+        let p = write(dir.path(), "p.toml", &kafka_pipeline(plain));
+        ok(&weir(dir.path(), &["validate", &p], ""));
+    }
+
+    // The variable is not set: an error at its place, saying what to do.
+    let p = write(dir.path(), "p.toml", &kafka_pipeline(secure));
+    let out = assert_cmd::Command::cargo_bin("weir")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["validate", &p])
+        .env_remove("WEIR_TEST_KAFKA_PASSWORD")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "refers to the environment variable WEIR_TEST_KAFKA_PASSWORD, which is not set"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("p.toml:7:"), "{err}");
+
+    // A password in the file: valid, with a warning.
+    let literal = r#""security.protocol" = "SASL_SSL", "sasl.mechanism" = "PLAIN", "sasl.username" = "u", "sasl.password" = "hunter2""#;
+    let p = write(dir.path(), "p.toml", &kafka_pipeline(literal));
+    let out = weir(dir.path(), &["validate", &p], "");
+    ok(&out);
+    assert!(
+        stderr(&out).contains("`sasl.password` is written in the pipeline file"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -66,7 +66,10 @@ pub struct KafkaSourceConfig {
     /// Where sinks count a record's latency from: "read" (default) or "event_time" (when its
     /// producer made it: end-to-end latency through the queue).
     pub latency_from: Option<Spanned<String>>,
-    /// More librdkafka consumer settings, such as `{ "fetch.wait.max.ms" = "10" }`.
+    /// More librdkafka consumer settings, such as `{ "fetch.wait.max.ms" = "10" }`, including
+    /// security: `"security.protocol" = "SASL_SSL"`, `"sasl.mechanism" = "SCRAM-SHA-512"`,
+    /// `"ssl.ca.location" = "ca.pem"`. `${NAME}` in a value is replaced by the environment
+    /// variable NAME: write secrets as `"sasl.password" = "${KAFKA_PASSWORD}"`.
     pub librdkafka_options: Option<IndexMap<String, Spanned<String>>>,
 }
 
@@ -126,6 +129,38 @@ fn topic(ctx: &Ctx, t: &Spanned<String>) -> Result<String, Diag> {
 }
 
 /// Checks each librdkafka setting with librdkafka itself.
+/// Settings whose values are secrets: given literally in the file, they draw a warning.
+const SECRET_OPTIONS: &[&str] = &[
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.keystore.password",
+    "ssl.key.pem",
+    "sasl.oauthbearer.client.secret",
+];
+
+/// Replaces every `${NAME}` in `value` by the environment variable NAME; the name of the first
+/// variable that is not set is the error.
+pub fn expand_env(value: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[at..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        match std::env::var(name) {
+            Ok(v) => out.push_str(&v),
+            Err(_) => return Err(name.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 fn options(
     ctx: &Ctx,
     o: &Option<IndexMap<String, Spanned<String>>>,
@@ -133,10 +168,34 @@ fn options(
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (k, v) in o.iter().flatten() {
+        let value = match expand_env(v.get_ref()) {
+            Ok(value) => value,
+            Err(name) => {
+                diags.push(
+                    ctx.error(format!(
+                        "`{k}` refers to the environment variable {name}, which is not set"
+                    ))
+                    .at(v.span())
+                    .help(format!("set it before running weir: export {name}=...")),
+                );
+                continue;
+            }
+        };
+        if SECRET_OPTIONS.contains(&k.as_str()) && !v.get_ref().contains("${") {
+            ctx.warn(vec![Diag::warning(format!(
+                "`{k}` is written in the pipeline file"
+            ))
+            .component(&ctx.component)
+            .at(v.span())
+            .help(format!(
+                "keep secrets out of pipeline files: put it in an environment variable and write \"${{KAFKA_{}}}\"",
+                k.replace('.', "_").to_uppercase()
+            ))]);
+        }
         let mut c = rdkafka::config::ClientConfig::new();
-        c.set(k, v.get_ref());
+        c.set(k, &value);
         match c.create_native_config() {
-            Ok(_) => out.push((k.clone(), v.get_ref().clone())),
+            Ok(_) => out.push((k.clone(), value)),
             Err(e) => diags.push(
                 ctx.error(format!(
                     "librdkafka rejects `{k}` = \"{}\": {e}",
