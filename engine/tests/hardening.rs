@@ -673,6 +673,46 @@ path = "out.jsonl"
 
 // ---- cluster security ----
 
+/// The command for process `id` of a two-process run of the alarm counter, writing `out`; in
+/// network namespace `netns` if given.
+fn cluster_command(
+    dir: &std::path::Path,
+    hosts: &str,
+    id: &str,
+    out: &str,
+    netns: Option<&str>,
+) -> std::process::Command {
+    let weir = assert_cmd::cargo::cargo_bin("weir");
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(weir);
+            c
+        }
+        None => std::process::Command::new(weir),
+    };
+    cmd.current_dir(dir)
+        .args(["run", "pipelines/iot-alarm-counter.toml", "--workers", "1"])
+        .args([
+            "--status-every",
+            "0s",
+            "--processes",
+            "2",
+            "--process-id",
+            id,
+        ])
+        .args([
+            "--hostfile",
+            hosts,
+            "--set",
+            &format!("sinks.out.path=\"{out}\""),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
 /// Starts process `id` of a two-process run of the alarm counter, with `secret`.
 fn cluster_process(
     dir: &std::path::Path,
@@ -681,29 +721,8 @@ fn cluster_process(
     secret: &str,
     out: &str,
 ) -> std::process::Child {
-    let set = format!("sinks.out.path=\"{out}\"");
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("weir"))
-        .current_dir(dir)
-        .args([
-            "run",
-            "pipelines/iot-alarm-counter.toml",
-            "--workers",
-            "1",
-            "--status-every",
-            "0s",
-            "--processes",
-            "2",
-            "--process-id",
-            id,
-            "--hostfile",
-            hosts,
-            "--set",
-            &set,
-        ])
+    cluster_command(dir, hosts, id, out, None)
         .env("WEIR_CLUSTER_SECRET", secret)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
 }
@@ -937,32 +956,16 @@ fn a_cluster_across_two_network_namespaces_gives_the_results_of_one() {
     .unwrap();
     let procs: Vec<_> = (0..2)
         .map(|p| {
-            std::process::Command::new("ip")
-                .args(["netns", "exec", &hosts.names[p]])
-                .arg(assert_cmd::cargo::cargo_bin("weir"))
-                .args([
-                    "run",
-                    "pipelines/iot-alarm-counter.toml",
-                    "--workers",
-                    "1",
-                    "--status-every",
-                    "0s",
-                    "--processes",
-                    "2",
-                    "--process-id",
-                    &p.to_string(),
-                    "--hostfile",
-                    &hostfile,
-                    "--set",
-                    "sinks.out.path=\"cluster.jsonl\"",
-                ])
-                .current_dir(dir.path())
-                .env_remove("WEIR_CLUSTER_SECRET")
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            cluster_command(
+                dir.path(),
+                &hostfile,
+                &p.to_string(),
+                "cluster.jsonl",
+                Some(&hosts.names[p]),
+            )
+            .env_remove("WEIR_CLUSTER_SECRET")
+            .spawn()
+            .unwrap()
         })
         .collect();
     for p in procs {

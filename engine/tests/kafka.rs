@@ -731,3 +731,30 @@ fn empty_partitions_do_not_stall_windows_once_idle() {
         let _ = child.wait();
     }
 }
+
+/// Running a finished bounded pipeline again reads nothing (its group's offsets are at the
+/// end) and must not erase the output of the first run: file sinks append when a run resumes
+/// from Weir's commits, and say so.
+#[test]
+fn running_a_finished_pipeline_again_keeps_its_output() {
+    let dir = workspace();
+    let n = 3000;
+    let input = topic("again", 3);
+    send(&input, &events(n));
+    let group = unique("again-group");
+    let text = pipeline(
+        &kafka_source(&input, &group, ""),
+        &file_sink("out", "per_device", "out.jsonl"),
+    );
+    write(dir.path(), "p.toml", &text);
+    run_ok(dir.path(), "p.toml", &[]);
+    let first = read(dir.path(), "out.jsonl");
+    assert_eq!(json_multiset(&first), reference(n));
+    let err = run_ok(dir.path(), "p.toml", &[]);
+    assert!(err.contains("file sinks append to their output"), "{err}");
+    assert_eq!(
+        read(dir.path(), "out.jsonl"),
+        first,
+        "the first run's output is kept"
+    );
+}
