@@ -267,7 +267,9 @@ fn parse_error(text: &str, e: sqlparser::parser::ParserError) -> ExprError {
         let col = parts.next().and_then(|c| c.trim().parse::<u64>().ok());
         if let (Some(line), Some(col)) = (line, col) {
             let off = offset_of(text, line, col);
-            span = off..(off + 1).min(text.len()).max(off);
+            // One character (not one byte) from there.
+            let width = text[off..].chars().next().map_or(0, char::len_utf8);
+            span = off..off + width;
             message = msg[..pos].to_string();
         }
     }
@@ -1606,6 +1608,9 @@ mod tests {
         assert!(err("battery AND ok").message.contains("needs a boolean"));
         assert!(err("sqr(temperature)").help.unwrap().contains("sqrt"));
         assert!(err("").message.contains("empty"));
+        // Found by the `expr` fuzz target: the mark covers a whole character.
+        let e = err("\u{7bc}");
+        assert_eq!(e.span, 0..2, "{e:?}");
         assert!(err("(SELECT 1)").message.contains("not supported"));
     }
 
