@@ -758,3 +758,169 @@ fn running_a_finished_pipeline_again_keeps_its_output() {
         "the first run's output is kept"
     );
 }
+
+/// A broker that accepts only TLS: started by the test (the broker `scripts/test` built,
+/// `WEIR_TEST_NISSHI`) with a certificate made here by `openssl`, stopped when dropped.
+struct TlsBroker {
+    child: std::process::Child,
+    address: String,
+    _dir: tempfile::TempDir,
+    ca: std::path::PathBuf,
+}
+
+impl TlsBroker {
+    fn start() -> TlsBroker {
+        let nisshi = std::env::var("WEIR_TEST_NISSHI").unwrap_or_else(|_| {
+            panic!(
+                "the TLS test needs the test broker's binary in WEIR_TEST_NISSHI: run scripts/test"
+            )
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let made = std::process::Command::new("openssl")
+            .current_dir(dir.path())
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args([
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            .output()
+            .expect("openssl makes the test certificate");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let port = free_ports(1)[0];
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(nisshi)
+            .current_dir(dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args([
+                "--storage-engine",
+                "memory://nisshi/",
+                "--cert",
+                "cert.pem",
+                "--key",
+                "key.pem",
+            ])
+            .args(["--group-initial-rebalance-delay", "0s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the TLS broker did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TlsBroker {
+            child,
+            address: format!("127.0.0.1:{port}"),
+            ca: dir.path().join("cert.pem"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kafka over TLS, end to end: `weir produce` writes a topic over TLS, a pipeline reads it over
+/// TLS (the CA's path given through an environment variable) and gives the reference's
+/// results; a client that speaks plain TCP to the TLS broker fails saying it cannot reach it.
+#[test]
+fn kafka_over_tls_end_to_end() {
+    let broker = TlsBroker::start();
+    let dir = workspace();
+    let ca = broker.ca.display().to_string();
+    let produce = |topic: &str, tls: bool| {
+        let mut args = vec![
+            "produce".to_string(),
+            "--events".into(),
+            "2000".into(),
+            "--topic".into(),
+            topic.into(),
+            "--brokers".into(),
+            broker.address.clone(),
+            "--key".into(),
+            "device_id".into(),
+        ];
+        if tls {
+            args.extend(
+                ["security.protocol=SSL", "ssl.ca.location=${WEIR_TEST_CA}"]
+                    .iter()
+                    .flat_map(|o| ["--kafka-option".to_string(), o.to_string()]),
+            );
+        }
+        assert_cmd::Command::cargo_bin("weir")
+            .unwrap()
+            .current_dir(dir.path())
+            .args(&args)
+            .env("WEIR_TEST_CA", &ca)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap()
+    };
+    let topic_name = unique("tls");
+    let out = produce(&topic_name, true);
+    ok(&out);
+    let plain = produce(&unique("plain"), false);
+    assert!(!plain.status.success());
+    assert!(
+        stderr(&plain).contains("cannot reach the Kafka brokers"),
+        "{}",
+        stderr(&plain)
+    );
+
+    let text = format!(
+        r#"
+[sources.events]
+type = "kafka"
+brokers = "{}"
+topics = ["{topic_name}"]
+group_id = "{group}"
+start = "earliest"
+bounded = true
+schema = {{ id = "u64", ts = "timestamp", device_id = "string" }}
+librdkafka_options = {{ "security.protocol" = "SSL", "ssl.ca.location" = "${{WEIR_TEST_CA}}" }}
+
+[sinks.out]
+type = "file"
+inputs = ["events"]
+path = "tls.jsonl"
+"#,
+        broker.address,
+        group = unique("tls-group"),
+    );
+    write(dir.path(), "p.toml", &text);
+    let out = assert_cmd::Command::cargo_bin("weir")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["run", "p.toml", "--status-every", "0s"])
+        .env("WEIR_TEST_CA", &ca)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    ok(&out);
+    let got = json_lines(&dir.path().join("tls.jsonl"));
+    assert_eq!(got.len(), 2000, "every event, read over TLS");
+    let ids: BTreeSet<u64> = got.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (0..2000).collect(), "each once");
+}
