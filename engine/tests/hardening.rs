@@ -159,6 +159,19 @@ fn run_input(
     (good, dead, err)
 }
 
+/// Sinks for source `s`: its records to `out.jsonl`, its dead letters to `dead.jsonl`.
+const OUT_AND_DEAD: &str = r#"
+[sinks.out]
+type = "file"
+inputs = ["s"]
+path = "out.jsonl"
+
+[sinks.dead]
+type = "file"
+inputs = ["s.dead_letter"]
+path = "dead.jsonl"
+"#;
+
 fn file_pipeline(name: &str, format: &str, extra: &str) -> String {
     format!(
         r#"
@@ -171,16 +184,7 @@ timestamp_format = "epoch_ms"
 watermark = {{ max_out_of_orderness = "1h" }}
 {extra}
 
-[sinks.out]
-type = "file"
-inputs = ["s"]
-path = "out.jsonl"
-
-[sinks.dead]
-type = "file"
-inputs = ["s.dead_letter"]
-path = "dead.jsonl"
-"#
+{OUT_AND_DEAD}"#
     )
 }
 
@@ -296,22 +300,9 @@ fn a_huge_stdin_line_is_one_bad_record() {
     let p = write(
         dir.path(),
         "p.toml",
-        r#"
-[sources.s]
-type = "stdin"
-schema = { ts = "timestamp", v = "i64" }
-timestamp_format = "epoch_ms"
-
-[sinks.out]
-type = "file"
-inputs = ["s"]
-path = "out.jsonl"
-
-[sinks.dead]
-type = "file"
-inputs = ["s.dead_letter"]
-path = "dead.jsonl"
-"#,
+        &format!(
+            "[sources.s]\ntype = \"stdin\"\nschema = {{ ts = \"timestamp\", v = \"i64\" }}\ntimestamp_format = \"epoch_ms\"\n{OUT_AND_DEAD}"
+        ),
     );
     let input = format!(
         "{{\"ts\": 1, \"v\": 1}}\n{}\n{{\"ts\": 2, \"v\": 2}}\n",
@@ -351,16 +342,7 @@ schema = {{ ts = "timestamp", v = "i64" }}
 timestamp_format = "epoch_ms"
 watermark = {{ max_out_of_orderness = "1h" }}
 
-[sinks.out]
-type = "file"
-inputs = ["s"]
-path = "out.jsonl"
-
-[sinks.dead]
-type = "file"
-inputs = ["s.dead_letter"]
-path = "dead.jsonl"
-"#
+{OUT_AND_DEAD}"#
     )
 }
 

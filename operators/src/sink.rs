@@ -198,14 +198,15 @@ pub fn sink<'s>(
     )
 }
 
-/// A file written batch by batch: each batch is kept whole until `flush`, which writes it in
-/// one piece; when a write fails (disk full), the file is cut back to the end of the last batch
-/// written whole, so it never ends in a partial line and holds exactly what the sink counted.
+/// A file written batch by batch (one `write_all` and one `flush` per batch): when a write
+/// fails (disk full), the file is cut back to the end of the last batch flushed whole, so it
+/// never ends in a partial line and holds exactly what the sink counted.
 pub struct FileOutput<F = std::fs::File> {
     file: F,
-    batch: Vec<u8>,
-    /// Bytes written whole (where the output ends if a write fails).
+    /// Bytes flushed whole (where the output ends if a write fails).
     written: u64,
+    /// Bytes written since.
+    pending: u64,
 }
 
 /// What [`FileOutput`] needs of a file: cutting it back.
@@ -227,37 +228,37 @@ impl<F: Write + Truncate> FileOutput<F> {
     pub fn new(file: F, written: u64) -> FileOutput<F> {
         FileOutput {
             file,
-            batch: Vec::new(),
             written,
+            pending: 0,
         }
+    }
+
+    fn cut_back<T>(&mut self, e: std::io::Error) -> std::io::Result<T> {
+        self.pending = 0;
+        let _ = self.file.truncate_to(self.written);
+        Err(e)
     }
 }
 
 impl<F: Write + Truncate> Write for FileOutput<F> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.batch.extend_from_slice(buf);
-        Ok(buf.len())
+        match self.file.write(buf) {
+            Ok(n) => {
+                self.pending += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
+            Err(e) => self.cut_back(e),
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        match self
-            .file
-            .write_all(&self.batch)
-            .and_then(|()| self.file.flush())
-        {
+        match self.file.flush() {
             Ok(()) => {
-                self.written += self.batch.len() as u64;
-                self.batch.clear();
+                self.written += std::mem::take(&mut self.pending);
                 Ok(())
             }
-            Err(e) => {
-                self.batch.clear();
-                let _ = self.file.truncate_to(self.written);
-                Err(e)
-            }
+            Err(e) => self.cut_back(e),
         }
     }
 }
@@ -449,8 +450,7 @@ mod tests {
         );
         out.write_all(b"{\"n\":1}\n{\"n\":2}\n").unwrap();
         out.flush().unwrap();
-        out.write_all(b"{\"n\":3}\n").unwrap();
-        assert!(out.flush().is_err(), "the disk is full");
+        assert!(out.write_all(b"{\"n\":3}\n").is_err(), "the disk is full");
         assert_eq!(out.file.data, b"{\"n\":1}\n{\"n\":2}\n");
     }
 }
