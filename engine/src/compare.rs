@@ -592,8 +592,13 @@ impl Runner {
                 .map_err(|e| format!("cannot write {}: {e}", hostfile.display()))?;
         }
         let mut children: Vec<(Child, PathBuf, PathBuf)> = Vec::new();
-        let secret = crate::cluster::random_secret()
-            .map_err(|e| format!("cannot make a cluster secret: {e}"))?;
+        // The processes of a run started here share a fresh secret, unless one is set.
+        let secret = (self.processes > 1
+            && self.external.is_none()
+            && std::env::var_os(crate::cluster::SECRET_VAR).is_none())
+        .then(crate::cluster::random_secret)
+        .transpose()
+        .map_err(|e| format!("cannot make a cluster secret: {e}"))?;
         let mine: Vec<usize> = match &self.external {
             Some((p, _)) => vec![*p],
             None => (0..self.processes).collect(),
@@ -631,11 +636,8 @@ impl Runner {
             if let Some(r) = rate {
                 cmd.args(["--rate", &r.to_string()]);
             }
-            if self.processes > 1 && self.external.is_none() {
-                // The processes of a run started here share a fresh secret, unless one is set.
-                if std::env::var_os(crate::cluster::SECRET_VAR).is_none() {
-                    cmd.env(crate::cluster::SECRET_VAR, &secret);
-                }
+            if let Some(secret) = &secret {
+                cmd.env(crate::cluster::SECRET_VAR, secret);
             }
             if self.processes > 1 {
                 cmd.args(["--processes", &self.processes.to_string()])

@@ -227,6 +227,21 @@ impl SourceText {
     }
 }
 
+/// The largest character boundary of `text` at or before byte `i`.
+pub fn floor_char_boundary(text: &str, i: usize) -> usize {
+    (0..=i.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+/// The smallest character boundary of `text` at or after byte `i`.
+pub fn ceil_char_boundary(text: &str, i: usize) -> usize {
+    (i.min(text.len())..=text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len())
+}
+
 /// Byte offsets where each line of `text` starts.
 fn line_starts(text: &str) -> Vec<usize> {
     std::iter::once(0)
@@ -264,16 +279,11 @@ impl Lines {
     }
 
     fn floor(&self, i: usize) -> usize {
-        (0..=i.min(self.text.len()))
-            .rev()
-            .find(|&i| self.text.is_char_boundary(i))
-            .unwrap_or(0)
+        floor_char_boundary(&self.text, i)
     }
 
     fn ceil(&self, i: usize) -> usize {
-        (i.min(self.text.len())..=self.text.len())
-            .find(|&i| self.text.is_char_boundary(i))
-            .unwrap_or(self.text.len())
+        ceil_char_boundary(&self.text, i)
     }
 
     /// The part of a mark that is shown: on its first line, at most [`SHOWN`] bytes, on

@@ -466,15 +466,17 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
     }
     // No two writers of one path, and no sink writing a file a source reads (it would be
     // truncated before it is read). Paths are compared as the files they name.
-    let mut paths: HashMap<PathBuf, &str> = HashMap::new();
-    let mut read: Vec<(PathBuf, bool, &str)> = Vec::new();
+    // The file sinks' files, by the component writing each (checked against the default
+    // dead-letter file once the plan knows whether there is one).
+    let mut paths: HashMap<PathBuf, usize> = HashMap::new();
+    let mut read: Vec<(PathBuf, &str)> = Vec::new();
     for (i, p) in planned.iter().enumerate() {
         if let Some(Planned {
             op: Op::File(spec), ..
         }) = p
         {
             for (f, _) in &spec.files {
-                read.push((same_file(f), false, &comps[i].id));
+                read.push((same_file(f), &comps[i].id));
             }
         }
     }
@@ -489,7 +491,8 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
         }) = p
         {
             let file = same_file(path);
-            if let Some(other) = paths.insert(file.clone(), &comps[i].id) {
+            if let Some(other) = paths.insert(file.clone(), i) {
+                let other = &comps[other].id;
                 diags.push(
                     Diag::error(format!(
                         "sinks `{other}` and `{}` both write `{}`",
@@ -501,8 +504,8 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
                     .help("give each file sink its own path, or have one sink read both inputs"),
                 );
             }
-            for (r, is_dir, source) in &read {
-                if (!is_dir && *r == file) || (*is_dir && file.starts_with(r)) {
+            for (r, source) in &read {
+                if *r == file {
                     diags.push(
                         Diag::error(format!(
                             "sink `{}` writes `{}`, which source `{source}` reads",
@@ -564,28 +567,18 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
         .collect();
     if !unread.is_empty() {
         let file = default_dead_letter_path(&name);
-        let dead = same_file(&file);
-        for (i, c) in comps.iter().enumerate() {
-            if let Some(SinkSpec {
-                target: SinkTarget::File(path),
-                ..
-            }) = nodes.get(new_index[i]).and_then(|n| match &n.op {
-                Op::Sink(s) => Some(s),
-                _ => None,
-            }) {
-                if same_file(path) == dead {
-                    diags.push(
-                        Diag::error(format!(
-                            "sink `{}` writes `{}`, the pipeline's default dead-letter file",
-                            c.id,
-                            path.display()
-                        ))
-                        .component(c.qualified())
-                        .at(c.span.clone())
-                        .help("choose another path, or have this sink read the dead-letter outputs (inputs = [\"SOURCE.dead_letter\"]) so there is no default dead-letter file"),
-                    );
-                }
-            }
+        if let Some(&i) = paths.get(&same_file(&file)) {
+            let c = &comps[i];
+            diags.push(
+                Diag::error(format!(
+                    "sink `{}` writes `{}`, the pipeline's default dead-letter file",
+                    c.id,
+                    file.display()
+                ))
+                .component(c.qualified())
+                .at(c.span.clone())
+                .help("choose another path, or have this sink read the dead-letter outputs (inputs = [\"SOURCE.dead_letter\"]) so there is no default dead-letter file"),
+            );
         }
         if has_errors(&diags) {
             return (None, diags);

@@ -207,14 +207,9 @@ fn open_output(path: &Path, append: bool) -> std::io::Result<FileOutput> {
         .write(true)
         .create(true)
         .truncate(!append)
+        .append(append)
         .open(path)?;
-    let len = if append {
-        let mut f = &f;
-        use std::io::Seek;
-        f.seek(std::io::SeekFrom::End(0))?
-    } else {
-        0
-    };
+    let len = if append { f.metadata()?.len() } else { 0 };
     Ok(FileOutput::new(f, len))
 }
 

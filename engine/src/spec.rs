@@ -235,7 +235,7 @@ pub(crate) fn typed<T: serde::de::DeserializeOwned>(
         .map(|k| (k.get_ref().to_string(), k.span()))
         .collect();
     let unknown = !unknown_keys.is_empty();
-    // In one pass (removing keys one by one shifts the whole table each time). (removing keys one by one shifts the whole table each time).
+    // In one pass (removing keys one by one shifts the whole table each time).
     if unknown {
         table = std::mem::take(&mut table)
             .into_iter()

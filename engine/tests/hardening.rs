@@ -56,7 +56,6 @@ fn a_chain_of_20000_terms_is_refused_with_its_place_and_the_limit() {
 
 #[test]
 fn a_set_value_that_is_not_ascii_is_marked_not_panicked_on() {
-    let dir = tempfile::tempdir().unwrap();
     let out = weir(
         &root(),
         &[
@@ -67,7 +66,6 @@ fn a_set_value_that_is_not_ascii_is_marked_not_panicked_on() {
         ],
         "",
     );
-    drop(dir);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("unknown field `é` in `condition`"), "{err}");
@@ -102,7 +100,6 @@ fn durations_that_do_not_fit_are_refused_at_validation() {
     assert!(err.contains("more than 100000 windows"), "{err}");
 
     // Command-line durations too (an Instant past its range would panic).
-    let dir = tempfile::tempdir().unwrap();
     let out = weir(
         &root(),
         &[
@@ -113,7 +110,6 @@ fn durations_that_do_not_fit_are_refused_at_validation() {
         ],
         "",
     );
-    drop(dir);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("longer than 1000 years"));
 }
@@ -1031,4 +1027,22 @@ fn kafka_tls_and_sasl_settings_with_secrets_from_the_environment() {
         "{}",
         stderr(&out)
     );
+}
+
+/// The TCP source's address may name the host (`localhost:PORT`), as before its event loop.
+#[test]
+fn a_tcp_source_listens_on_a_host_name() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1)[0];
+    let text = tcp_pipeline(port, 1).replace("127.0.0.1:", "localhost:");
+    let p = write(dir.path(), "p.toml", &text);
+    let run = spawn_weir(dir.path(), &["run", &p, "--status-every", "0s"]);
+    let mut c = connect(port);
+    c.write_all(b"{\"ts\": 1, \"v\": 7}\n").unwrap();
+    drop(c);
+    ok(&finish(run));
+    let out = json_lines(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["v"], 7);
 }

@@ -13,10 +13,7 @@ use timely::dataflow::Scope;
 
 use crate::decode::DecodeSpec;
 use crate::flow::SourceEnv;
-use crate::framing::{
-    escape_bytes, read_line, strip_bom, too_long, trim_line_end, CsvItem, CsvRecords, Line,
-    NOT_UTF8,
-};
+use crate::framing::{read_line, strip_bom, trim_line_end, CsvItem, CsvRecords, Line};
 use crate::metrics::ComponentMetrics;
 use crate::reading::{reading_source, Batch, Progress};
 use crate::{Records, Time};
@@ -196,26 +193,16 @@ fn read_jsonl(
         *line_no += 1;
         let raw = trim_line_end(buf);
         let raw = if *line_no == 1 { strip_bom(raw) } else { raw };
-        if let Line::TooLong(n) = read {
+        let record = match read {
+            Line::TooLong(n) => {
+                batch.too_long(spec, raw, n, file, *line_no);
+                true
+            }
+            _ => batch.json_line(spec, raw, file, *line_no),
+        };
+        // Blank lines cost no budget.
+        if record {
             *budget -= 1;
-            let reason = too_long(n, spec.max_line_bytes);
-            batch.accept(spec, Err(reason), file, *line_no, &escape_bytes(raw));
-            continue;
-        }
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            batch.blank += 1;
-            continue;
-        }
-        *budget -= 1;
-        match std::str::from_utf8(raw) {
-            Ok(line) => {
-                let decoded = spec.decode_json(line, file, *line_no);
-                batch.accept(spec, decoded, file, *line_no, line);
-            }
-            Err(_) => {
-                let shown = escape_bytes(raw);
-                batch.accept(spec, Err(NOT_UTF8.into()), file, *line_no, &shown);
-            }
         }
     }
     Ok(false)
@@ -262,6 +249,7 @@ mod tests {
     use crate::control::RunControl;
     use crate::decode::OnError;
     use crate::epochs::Mode;
+    use crate::framing::NOT_UTF8;
     use crate::generator::RunClock;
     use crate::schema::{Field, Record, Schema};
     use crate::time::TimeFormat;

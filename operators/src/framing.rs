@@ -20,16 +20,16 @@
 //! while let Some(item) = rows.next(&mut row).unwrap() {
 //!     seen.push(match item {
 //!         CsvItem::Row { line } => format!("{line}: {:?}", row.iter().collect::<Vec<_>>()),
-//!         CsvItem::Bad { line, reason } => format!("{line}: bad ({reason})"),
+//!         CsvItem::Bad { line, reason } => format!("{line}: bad ({reason}): {}", rows.raw()),
 //!         CsvItem::Blank { line } => format!("{line}: blank"),
 //!     });
 //! }
 //! assert_eq!(seen[0], r#"1: ["ts", "v"]"#);
 //! assert_eq!(seen[1], r#"2: ["1", "a\nb"]"#);
 //! assert!(seen[2].starts_with("4: bad (unterminated quoted field"));
+//! assert!(seen[2].ends_with(r#": 2,"open"#), "the bad line as it was written");
 //! assert_eq!(seen[3], "5: blank");
 //! assert_eq!(seen[4], r#"6: ["3", "c"]"#);
-//! assert_eq!(rows.raw(), "3,c");
 //! ```
 
 use std::collections::VecDeque;
@@ -148,7 +148,9 @@ pub enum CsvItem {
     },
 }
 
-/// CSV records read line by line (see the module documentation).
+/// CSV records read line by line (see the module documentation). One buffer holds the record
+/// being read (its lines, each ending in `\n`) and is reused from record to record; lines are
+/// copied out only in the rare case of a quote left open.
 pub struct CsvRecords<R> {
     input: R,
     core: csv_core::Reader,
@@ -156,16 +158,20 @@ pub struct CsvRecords<R> {
     /// Physical lines read from the input so far.
     lines_read: u64,
     /// Lines to read again (after an unterminated quote), before reading on.
-    again: VecDeque<(u64, Vec<u8>)>,
-    /// The lines of the record being read.
-    pending: Vec<(u64, Vec<u8>)>,
-    pending_bytes: usize,
+    /// Each with its number, and its length if it was longer than the bound (its bytes are
+    /// then its start).
+    again: VecDeque<(u64, Vec<u8>, Option<u64>)>,
+    /// The record being read: its lines, without their line ends, each followed by `\n`.
+    rec: Vec<u8>,
+    /// Where each line of `rec` starts, with its number.
+    starts: Vec<(u64, usize)>,
+    /// The part of `rec` the last item was read from.
+    raw: std::ops::Range<usize>,
     out: Vec<u8>,
     ends: Vec<usize>,
     outlen: usize,
     endlen: usize,
     line: Vec<u8>,
-    raw: Vec<u8>,
 }
 
 impl<R: BufRead> CsvRecords<R> {
@@ -180,81 +186,100 @@ impl<R: BufRead> CsvRecords<R> {
             max_bytes,
             lines_read: 0,
             again: VecDeque::new(),
-            pending: Vec::new(),
-            pending_bytes: 0,
+            rec: Vec::new(),
+            starts: Vec::new(),
+            raw: 0..0,
             out: vec![0; 1024],
             ends: vec![0; 64],
             outlen: 0,
             endlen: 0,
             line: Vec::new(),
-            raw: Vec::new(),
         }
     }
 
     /// The last item's input as text (lines joined by `\n`, bytes that are not UTF-8 escaped).
     pub fn raw(&self) -> String {
-        escape_bytes(&self.raw)
+        escape_bytes(&self.rec[self.raw.clone()])
+    }
+
+    /// Starts a new record with nothing in it.
+    fn start_record(&mut self) {
+        self.rec.clear();
+        self.raw = 0..0;
+        self.starts.clear();
+        self.core.reset();
+        self.outlen = 0;
+        self.endlen = 0;
     }
 
     /// The next item; `row` holds a record's fields. `None` at the end of the input.
     pub fn next(&mut self, row: &mut csv::StringRecord) -> std::io::Result<Option<CsvItem>> {
+        if self.starts.is_empty() {
+            self.start_record();
+        }
         loop {
-            let (no, mut line) = match self.again.pop_front() {
-                Some(l) => l,
+            // The next line: one to read again, or one from the input; a line over the bound
+            // comes with its length.
+            let again = self.again.pop_front();
+            let (no, line, too_long_by): (u64, &[u8], Option<u64>) = match &again {
+                Some((no, l, n)) => (*no, l, *n),
                 None => match read_line(&mut self.input, &mut self.line, self.max_bytes)? {
-                    Line::End if self.pending.is_empty() => return Ok(None),
+                    Line::End if self.starts.is_empty() => return Ok(None),
                     Line::End => {
                         return Ok(Some(self.unterminated("the input ends inside it".into())))
                     }
                     Line::TooLong(n) => {
                         self.lines_read += 1;
-                        let no = self.lines_read;
-                        if self.pending.is_empty() {
-                            self.raw = std::mem::take(&mut self.line);
-                            return Ok(Some(CsvItem::Bad {
-                                line: no,
-                                reason: too_long(n, self.max_bytes),
-                            }));
-                        }
-                        // Inside a quoted field: the record cannot close within the bound.
-                        let mut prefix = std::mem::take(&mut self.line);
-                        prefix.push(b'\n');
-                        self.again.push_back((no, prefix));
-                        return Ok(Some(self.unterminated(format!(
-                            "no closing quote within {} bytes",
-                            self.max_bytes
-                        ))));
+                        (self.lines_read, &self.line, Some(n))
                     }
                     Line::Whole => {
                         self.lines_read += 1;
-                        (self.lines_read, std::mem::take(&mut self.line))
+                        (self.lines_read, &self.line, None)
                     }
                 },
             };
+            if let Some(n) = too_long_by {
+                if self.starts.is_empty() {
+                    self.rec.extend_from_slice(line);
+                    self.raw = 0..self.rec.len();
+                    return Ok(Some(CsvItem::Bad {
+                        line: no,
+                        reason: too_long(n, self.max_bytes),
+                    }));
+                }
+                // Inside a quoted field: the record cannot close within the bound. The long
+                // line is read again after the record's first line, still too long.
+                let prefix = line.to_vec();
+                self.again.push_front((no, prefix, Some(n)));
+                return Ok(Some(self.unterminated(format!(
+                    "no closing quote within {} bytes",
+                    self.max_bytes
+                ))));
+            }
+            let mut content = trim_line_end(line);
             if no == 1 {
-                if let Some(rest) = line.strip_prefix(b"\xEF\xBB\xBF") {
-                    line = rest.to_vec();
-                }
+                content = strip_bom(content);
             }
-            let content_len = trim_line_end(&line).len();
-            line.truncate(content_len);
-            if self.pending.is_empty() {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    self.raw.clear();
-                    return Ok(Some(CsvItem::Blank { line: no }));
-                }
-                self.core.reset();
-                self.outlen = 0;
-                self.endlen = 0;
+            if self.starts.is_empty() && content.iter().all(u8::is_ascii_whitespace) {
+                self.raw = 0..0;
+                return Ok(Some(CsvItem::Blank { line: no }));
             }
-            line.push(b'\n');
-            let complete = self.feed(&line);
-            self.pending_bytes += line.len();
-            self.pending.push((no, line));
+            let at = self.rec.len();
+            self.starts.push((no, at));
+            self.rec.extend_from_slice(content);
+            self.rec.push(b'\n');
+            let complete = feed(
+                &mut self.core,
+                &self.rec[at..],
+                &mut self.out,
+                &mut self.ends,
+                &mut self.outlen,
+                &mut self.endlen,
+            );
             if complete {
                 return Ok(Some(self.finish(row)));
             }
-            if self.pending.len() >= CSV_MAX_RECORD_LINES || self.pending_bytes > self.max_bytes {
+            if self.starts.len() >= CSV_MAX_RECORD_LINES || self.rec.len() > self.max_bytes {
                 return Ok(Some(self.unterminated(format!(
                     "no closing quote within {CSV_MAX_RECORD_LINES} lines"
                 ))));
@@ -262,38 +287,11 @@ impl<R: BufRead> CsvRecords<R> {
         }
     }
 
-    /// Feeds one line (ending in `\n`) to the CSV parser: whether it completed the record.
-    fn feed(&mut self, mut input: &[u8]) -> bool {
-        use csv_core::ReadRecordResult::*;
-        loop {
-            let (res, nin, nout, nend) = self.core.read_record(
-                input,
-                &mut self.out[self.outlen..],
-                &mut self.ends[self.endlen..],
-            );
-            input = &input[nin..];
-            self.outlen += nout;
-            self.endlen += nend;
-            match res {
-                InputEmpty | End => return false,
-                OutputFull => self.out.resize(self.out.len() * 2, 0),
-                OutputEndsFull => self.ends.resize(self.ends.len() * 2, 0),
-                Record => return true,
-            }
-        }
-    }
-
     /// The record just completed: its fields into `row`, or a bad record if not UTF-8.
     fn finish(&mut self, row: &mut csv::StringRecord) -> CsvItem {
-        let line = self.pending[0].0;
-        self.raw.clear();
-        for (i, (_, l)) in self.pending.drain(..).enumerate() {
-            if i > 0 {
-                self.raw.push(b'\n');
-            }
-            self.raw.extend_from_slice(trim_line_end(&l));
-        }
-        self.pending_bytes = 0;
+        let line = self.starts[0].0;
+        self.starts.clear();
+        self.raw = 0..self.rec.len() - 1;
         row.clear();
         let mut start = 0;
         for &end in &self.ends[..self.endlen] {
@@ -314,17 +312,45 @@ impl<R: BufRead> CsvRecords<R> {
     /// The record being read never closed its quote: its first line is one bad record, and the
     /// lines after it are read again as new records.
     fn unterminated(&mut self, why: String) -> CsvItem {
-        let mut lines = std::mem::take(&mut self.pending).into_iter();
-        let (line, first) = lines.next().expect("a pending record has a line");
-        for l in lines.rev() {
-            self.again.push_front(l);
+        let line = self.starts[0].0;
+        let first_end = self.starts.get(1).map_or(self.rec.len(), |s| s.1) - 1;
+        for w in self.starts[1..].iter().enumerate().rev() {
+            let (k, &(no, from)) = w;
+            let to = self.starts.get(k + 2).map_or(self.rec.len(), |s| s.1) - 1;
+            self.again
+                .push_front((no, self.rec[from..to].to_vec(), None));
         }
-        self.pending_bytes = 0;
-        self.core.reset();
-        self.raw = trim_line_end(&first).to_vec();
+        self.starts.clear();
+        self.raw = 0..first_end;
         CsvItem::Bad {
             line,
             reason: format!("unterminated quoted field: {why}"),
+        }
+    }
+}
+
+/// Feeds one line (ending in `\n`) to the CSV parser, growing its output buffers as needed:
+/// whether it completed the record.
+fn feed(
+    core: &mut csv_core::Reader,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+    outlen: &mut usize,
+    endlen: &mut usize,
+) -> bool {
+    use csv_core::ReadRecordResult::*;
+    loop {
+        let (res, nin, nout, nend) =
+            core.read_record(input, &mut out[*outlen..], &mut ends[*endlen..]);
+        input = &input[nin..];
+        *outlen += nout;
+        *endlen += nend;
+        match res {
+            InputEmpty | End => return false,
+            OutputFull => out.resize(out.len() * 2, 0),
+            OutputEndsFull => ends.resize(ends.len() * 2, 0),
+            Record => return true,
         }
     }
 }
@@ -368,6 +394,30 @@ mod tests {
     #[test]
     fn escaped_bytes_keep_the_text() {
         assert_eq!(escape_bytes(b"a\xffb\xc3\xa9"), "a\\xFFb\u{e9}");
+    }
+
+    /// A line over the bound inside an open quote stays one bad record when read again: its
+    /// start is never taken for a record of its own.
+    #[test]
+    fn a_long_line_inside_an_open_quote_stays_bad() {
+        let input = format!("a,\"open\n{},z\nb,c\n", "x".repeat(100));
+        let mut r = CsvRecords::new(input.as_bytes(), b',', 16);
+        let mut row = csv::StringRecord::new();
+        let mut items = Vec::new();
+        while let Some(item) = r.next(&mut row).unwrap() {
+            items.push(match item {
+                CsvItem::Row { line } => format!("{line} row"),
+                CsvItem::Bad { line, reason } => format!("{line} {reason}"),
+                CsvItem::Blank { line } => format!("{line} blank"),
+            });
+        }
+        assert_eq!(items.len(), 3, "{items:?}");
+        assert!(
+            items[0].starts_with("1 unterminated quoted field"),
+            "{items:?}"
+        );
+        assert!(items[1].starts_with("2 the line is 102 bytes"), "{items:?}");
+        assert_eq!(items[2], "3 row");
     }
 
     /// Every physical line is accounted for exactly once, whatever stray quotes the input has.

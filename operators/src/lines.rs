@@ -26,7 +26,7 @@ use std::io::Read;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 
 use crate::decode::DecodeSpec;
-use crate::framing::{escape_bytes, strip_bom, too_long, trim_line_end, NOT_UTF8};
+use crate::framing::{escape_bytes, strip_bom, trim_line_end};
 use crate::reading::{Batch, Progress};
 use crate::value::Micros;
 
@@ -252,29 +252,13 @@ pub fn decode_chunks(
                 let chunk = chunk.strip_suffix(b"\n").unwrap_or(&chunk);
                 for raw in chunk.split(|b| *b == b'\n') {
                     *line_no += 1;
-                    let raw = trim_line_end(raw);
-                    if raw.iter().all(u8::is_ascii_whitespace) {
-                        batch.blank += 1;
-                        continue;
-                    }
-                    match std::str::from_utf8(raw) {
-                        Ok(line) => {
-                            let d = decode.decode_json(line, name, *line_no);
-                            batch.accept(decode, d, name, *line_no, line);
-                        }
-                        Err(_) => {
-                            let shown = escape_bytes(raw);
-                            batch.accept(decode, Err(NOT_UTF8.into()), name, *line_no, &shown);
-                        }
-                    }
+                    batch.json_line(decode, trim_line_end(raw), name, *line_no);
                 }
             }
             Ok(Piece::TooLong(prefix, bytes, at)) => {
                 batch.ingest = at;
                 *line_no += 1;
-                let reason = too_long(bytes, decode.max_line_bytes);
-                let shown = escape_bytes(trim_line_end(&prefix));
-                batch.accept(decode, Err(reason), name, *line_no, &shown);
+                batch.too_long(decode, trim_line_end(&prefix), bytes, name, *line_no);
             }
             Ok(Piece::Broken {
                 partial,

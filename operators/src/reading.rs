@@ -30,6 +30,7 @@ use std::time::Duration;
 use crate::decode::{DecodeSpec, OnError};
 use crate::epochs::Epochs;
 use crate::flow::{SourceEnv, HELD_RETRY};
+use crate::framing::{escape_bytes, too_long, NOT_UTF8};
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
 use crate::value::Micros;
@@ -89,6 +90,33 @@ impl Batch {
 }
 
 impl Batch {
+    /// Takes one JSON line (without its line end): a blank line is counted, a line that is not
+    /// UTF-8 is a bad record (its bytes kept, escaped), any other is decoded and routed.
+    /// Whether it was a record (not blank).
+    pub fn json_line(&mut self, spec: &DecodeSpec, raw: &[u8], file: &str, line: u64) -> bool {
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            self.blank += 1;
+            return false;
+        }
+        match std::str::from_utf8(raw) {
+            Ok(text) => {
+                let decoded = spec.decode_json(text, file, line);
+                self.accept(spec, decoded, file, line, text);
+            }
+            Err(_) => {
+                let shown = escape_bytes(raw);
+                self.accept(spec, Err(NOT_UTF8.into()), file, line, &shown);
+            }
+        }
+        true
+    }
+
+    /// Takes a line longer than the source's bound: one bad record showing its `start`.
+    pub fn too_long(&mut self, spec: &DecodeSpec, start: &[u8], bytes: u64, file: &str, line: u64) {
+        let reason = too_long(bytes, spec.max_line_bytes);
+        self.accept(spec, Err(reason), file, line, &escape_bytes(start));
+    }
+
     /// Routes one decoded record (or its error) by the source's policy.
     pub fn accept(
         &mut self,

@@ -119,11 +119,9 @@ pub fn tcp_source<'s>(
             let wake = move || {
                 let _ = wake.activate();
             };
-            let listener = match spec
-                .address
-                .parse()
-                .map_err(|e| format!("{e}"))
-                .and_then(|a| TcpListener::bind(a).map_err(|e| e.to_string()))
+            // Bound by std, which resolves host names ("localhost:9000"), then handed to mio.
+            let listener = match std::net::TcpListener::bind(&spec.address)
+                .and_then(|l| l.set_nonblocking(true).map(|()| TcpListener::from_std(l)))
             {
                 Ok(l) => l,
                 Err(e) => {

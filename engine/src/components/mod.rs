@@ -259,13 +259,8 @@ impl Ctx<'_> {
             let b = (start + inner.end.max(inner.start + 1)).min(end).max(a);
             // Never split a character: widen to the boundaries around it.
             let text = &self.source.text;
-            let a = (0..=a)
-                .rev()
-                .find(|&i| text.is_char_boundary(i))
-                .unwrap_or(0);
-            let b = (b..=text.len())
-                .find(|&i| text.is_char_boundary(i))
-                .unwrap_or(text.len());
+            let a = crate::diag::floor_char_boundary(text, a);
+            let b = crate::diag::ceil_char_boundary(text, b);
             a..b
         } else {
             span
