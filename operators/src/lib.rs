@@ -16,6 +16,7 @@ pub mod value;
 pub mod watermark;
 
 mod batch;
+pub mod chunk;
 pub mod control;
 pub mod decode;
 pub mod encode;
@@ -47,5 +48,8 @@ pub mod window_join;
 /// source's capability is a lower bound on the event time of what it will still send.
 pub type Time = u64;
 
-/// A stream of records.
+/// A stream of records, as rows (inside windows and joins).
 pub type Records<'s> = timely::dataflow::Stream<'s, Time, Vec<schema::Record>>;
+
+/// A stream of columnar batches: what operators exchange.
+pub type Batches<'s> = timely::dataflow::Stream<'s, Time, Vec<chunk::Chunk>>;

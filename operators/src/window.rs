@@ -244,7 +244,8 @@ pub fn key_hash(values: &[Value], group_by: &[usize]) -> u64 {
 }
 
 /// FxHash's word step with SplitMix64's finaliser.
-struct KeyHasher(u64);
+#[derive(Clone, Default)]
+pub(crate) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     #[inline]

@@ -1,0 +1,618 @@
+//! Columnar batches: the unit of data Weir's operators exchange.
+//!
+//! A [`Chunk`] is an Apache Arrow [`RecordBatch`]: one column per field of the stream's
+//! [`Schema`], in schema order, followed by two metadata columns, [`INGEST`] (`Int64`,
+//! wall-clock microseconds when the record's newest input entered Weir) and [`WATERMARK`]
+//! (`UInt64`, its source partition's watermark when it was read). Keeping the metadata as
+//! columns means one kernel call filters, reorders or splits a whole chunk, metadata included,
+//! and a chunk crosses processes as one Arrow IPC message.
+//!
+//! Field types map to Arrow types one to one: `i64` → `Int64`, `u64` → `UInt64`, `f64` →
+//! `Float64`, `bool` → `Boolean`, `string` → `Utf8`, `timestamp` → `Timestamp(µs, "UTC")`;
+//! every column is nullable (SQL NULL is Arrow's null).
+//!
+//! ```
+//! use weir_operators::chunk::{arrow_schema, Chunk};
+//! use weir_operators::schema::{Field, Record, Schema};
+//! use weir_operators::value::{FieldType, Value};
+//!
+//! let schema = Schema::new(vec![
+//!     Field::new("device", FieldType::String),
+//!     Field::new("temperature", FieldType::F64),
+//! ]);
+//! let rows = vec![
+//!     Record::new(vec![Value::Str("a".into()), Value::F64(20.5)]),
+//!     Record::new(vec![Value::Str("b".into()), Value::Null]),
+//! ];
+//! let chunk = Chunk::from_rows(&arrow_schema(&schema), &rows);
+//! assert_eq!(chunk.len(), 2);
+//! assert_eq!(chunk.value(1, 0), Value::F64(20.5));
+//! // Split by the device column for two workers: every row goes to exactly one of them.
+//! let parts = chunk.split(&[0], 2);
+//! assert_eq!(parts.iter().map(|(_, c)| c.len()).sum::<usize>(), 2);
+//! let mut back = Vec::new();
+//! chunk.push_rows(&mut back);
+//! assert_eq!(back, rows);
+//! ```
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Builder, Int64Array,
+    Int64Builder, RecordBatch, RecordBatchOptions, StringBuilder, TimestampMicrosecondBuilder,
+    UInt32Array, UInt64Array, UInt64Builder,
+};
+use arrow::datatypes::{
+    DataType, Field as ArrowField, Float64Type, Int64Type, Schema as ArrowSchema, SchemaRef,
+    TimeUnit, TimestampMicrosecondType, UInt64Type,
+};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smol_str::SmolStr;
+
+use crate::schema::{Meta, Record, Schema};
+use crate::value::{FieldType, Value};
+use crate::window::KeyHasher;
+
+/// The name of the metadata column holding each record's ingest time.
+pub const INGEST: &str = "__weir_ingest";
+/// The name of the metadata column holding each record's watermark.
+pub const WATERMARK: &str = "__weir_watermark";
+
+/// The Arrow type of a Weir field type.
+pub fn data_type(t: FieldType) -> DataType {
+    match t {
+        FieldType::I64 => DataType::Int64,
+        FieldType::U64 => DataType::UInt64,
+        FieldType::F64 => DataType::Float64,
+        FieldType::Bool => DataType::Boolean,
+        FieldType::String => DataType::Utf8,
+        FieldType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+    }
+}
+
+/// The Weir field type of an Arrow type, when it has one.
+pub fn field_type(t: &DataType) -> Option<FieldType> {
+    Some(match t {
+        DataType::Int64 => FieldType::I64,
+        DataType::UInt64 => FieldType::U64,
+        DataType::Float64 => FieldType::F64,
+        DataType::Boolean => FieldType::Bool,
+        DataType::Utf8 => FieldType::String,
+        DataType::Timestamp(TimeUnit::Microsecond, _) => FieldType::Timestamp,
+        _ => return None,
+    })
+}
+
+/// The Arrow schema of chunks on a stream with `schema`: its fields, then the metadata columns.
+pub fn arrow_schema(schema: &Schema) -> SchemaRef {
+    let mut fields: Vec<ArrowField> = schema
+        .fields
+        .iter()
+        .map(|f| ArrowField::new(f.name.as_str(), data_type(f.ty), true))
+        .collect();
+    fields.push(ArrowField::new(INGEST, DataType::Int64, false));
+    fields.push(ArrowField::new(WATERMARK, DataType::UInt64, false));
+    Arc::new(ArrowSchema::new(fields))
+}
+
+/// A batch of records in columns: the fields of the stream's schema, then [`INGEST`] and
+/// [`WATERMARK`].
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    batch: RecordBatch,
+}
+
+impl Chunk {
+    /// Wraps a record batch whose last two columns are the metadata columns.
+    pub fn new(batch: RecordBatch) -> Chunk {
+        debug_assert!(batch.num_columns() >= 2);
+        debug_assert_eq!(
+            batch.column(batch.num_columns() - 2).data_type(),
+            &DataType::Int64
+        );
+        debug_assert_eq!(
+            batch.column(batch.num_columns() - 1).data_type(),
+            &DataType::UInt64
+        );
+        Chunk { batch }
+    }
+
+    /// A chunk of the given field columns with the given metadata columns.
+    pub fn from_columns(
+        schema: &SchemaRef,
+        mut columns: Vec<ArrayRef>,
+        ingest: ArrayRef,
+        watermark: ArrayRef,
+    ) -> Chunk {
+        let rows = ingest.len();
+        columns.push(ingest);
+        columns.push(watermark);
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .expect("columns match the schema");
+        Chunk { batch }
+    }
+
+    /// The whole record batch, metadata columns included.
+    pub fn batch(&self) -> &RecordBatch {
+        &self.batch
+    }
+
+    /// The number of records.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// Whether the chunk holds no records.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.batch.num_rows() == 0
+    }
+
+    /// The number of fields (metadata columns not counted).
+    pub fn num_fields(&self) -> usize {
+        self.batch.num_columns() - 2
+    }
+
+    /// The field columns (metadata columns not included).
+    pub fn columns(&self) -> &[ArrayRef] {
+        let n = self.num_fields();
+        &self.batch.columns()[..n]
+    }
+
+    /// The ingest-time column.
+    pub fn ingest(&self) -> &ArrayRef {
+        self.batch.column(self.num_fields())
+    }
+
+    /// The watermark column.
+    pub fn watermark(&self) -> &ArrayRef {
+        self.batch.column(self.num_fields() + 1)
+    }
+
+    /// The metadata of record `row`.
+    pub fn meta(&self, row: usize) -> Meta {
+        Meta {
+            ingest: self.ingest().as_primitive::<Int64Type>().value(row),
+            watermark: self.watermark().as_primitive::<UInt64Type>().value(row),
+        }
+    }
+
+    /// A chunk holding `rows`, laid out by `schema` (from [`arrow_schema`]). A value whose type
+    /// is not its column's becomes NULL (the plan's typing rules this out).
+    pub fn from_rows(schema: &SchemaRef, rows: &[Record]) -> Chunk {
+        let n = schema.fields().len() - 2;
+        let mut columns = Vec::with_capacity(n + 2);
+        for (c, f) in schema.fields().iter().take(n).enumerate() {
+            let t = field_type(f.data_type()).expect("a Weir field type");
+            columns.push(build_column(t, rows.iter().map(|r| &r.values[c])));
+        }
+        let ingest: Int64Array = rows.iter().map(|r| Some(r.meta.ingest)).collect();
+        let watermark: UInt64Array = rows.iter().map(|r| Some(r.meta.watermark)).collect();
+        Chunk::from_columns(schema, columns, Arc::new(ingest), Arc::new(watermark))
+    }
+
+    /// The value of field `col` in record `row`.
+    pub fn value(&self, col: usize, row: usize) -> Value {
+        value_at(self.batch.column(col), row)
+    }
+
+    /// Appends the chunk's records, as rows, to `out`.
+    pub fn push_rows(&self, out: &mut Vec<Record>) {
+        let n = self.num_fields();
+        out.reserve(self.len());
+        for row in 0..self.len() {
+            let values = (0..n).map(|c| self.value(c, row)).collect();
+            out.push(Record {
+                values,
+                meta: self.meta(row),
+            });
+        }
+    }
+
+    /// The records for which `mask` is TRUE (NULL counts as FALSE).
+    pub fn filter(&self, mask: &BooleanArray) -> Chunk {
+        let mask = if mask.null_count() > 0 {
+            arrow::compute::prep_null_mask_filter(mask)
+        } else {
+            mask.clone()
+        };
+        Chunk {
+            batch: arrow::compute::filter_record_batch(&self.batch, &mask)
+                .expect("a mask as long as the chunk"),
+        }
+    }
+
+    /// A chunk of the same records with other field columns (the metadata is kept).
+    pub fn with_fields(&self, schema: &SchemaRef, columns: Vec<ArrayRef>) -> Chunk {
+        Chunk::from_columns(
+            schema,
+            columns,
+            Arc::clone(self.ingest()),
+            Arc::clone(self.watermark()),
+        )
+    }
+
+    /// The records at `indices`, in that order.
+    pub fn take(&self, indices: &UInt32Array) -> Chunk {
+        Chunk {
+            batch: arrow::compute::take_record_batch(&self.batch, indices)
+                .expect("indices within the chunk"),
+        }
+    }
+
+    /// Each record's hash of the fields at `key`, computed column by column; the same as
+    /// [`crate::window::key_hash`] of the record's row, in every worker and process.
+    pub fn key_hashes(&self, key: &[usize]) -> Vec<u64> {
+        let mut hashers = vec![KeyHasher::default(); self.len()];
+        for &k in key {
+            hash_column(self.batch.column(k), &mut hashers);
+        }
+        hashers.iter().map(Hasher::finish).collect()
+    }
+
+    /// Splits the chunk by the hash of the fields at `key` into at most `parts` chunks, each
+    /// tagged with the part (`hash mod parts`) it belongs to; empty parts are left out and
+    /// records keep their order within a part.
+    pub fn split(&self, key: &[usize], parts: usize) -> Vec<(usize, Chunk)> {
+        if parts <= 1 || self.is_empty() {
+            return vec![(0, self.clone())];
+        }
+        let mut indices: Vec<Vec<u32>> = vec![Vec::new(); parts];
+        for (row, h) in self.key_hashes(key).into_iter().enumerate() {
+            indices[(h % parts as u64) as usize].push(row as u32);
+        }
+        indices
+            .into_iter()
+            .enumerate()
+            .filter(|(_, ix)| !ix.is_empty())
+            .map(|(p, ix)| {
+                if ix.len() == self.len() {
+                    (p, self.clone())
+                } else {
+                    (p, self.take(&UInt32Array::from(ix)))
+                }
+            })
+            .collect()
+    }
+
+    /// The chunk as one Arrow IPC stream (schema and batch).
+    pub fn to_ipc(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &self.batch.schema())
+            .expect("writing to memory");
+        w.write(&self.batch).expect("writing to memory");
+        w.finish().expect("writing to memory");
+        drop(w);
+        buf
+    }
+
+    /// Reads a chunk written by [`Chunk::to_ipc`].
+    pub fn from_ipc(bytes: &[u8]) -> Result<Chunk, String> {
+        let mut r = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(|e| e.to_string())?;
+        let schema = r.schema();
+        let batch = match r.next() {
+            Some(b) => b.map_err(|e| e.to_string())?,
+            None => RecordBatch::new_empty(schema),
+        };
+        if batch.num_columns() < 2 {
+            return Err("an IPC chunk without metadata columns".into());
+        }
+        Ok(Chunk { batch })
+    }
+}
+
+impl Serialize for Chunk {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.to_ipc())
+    }
+}
+
+impl<'de> Deserialize<'de> for Chunk {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Chunk, D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = Chunk;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an Arrow IPC stream")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Chunk, E> {
+                Chunk::from_ipc(v).map_err(E::custom)
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Chunk, E> {
+                self.visit_bytes(&v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Chunk, A::Error> {
+                let mut v = Vec::new();
+                while let Some(b) = a.next_element::<u8>()? {
+                    v.push(b);
+                }
+                self.visit_bytes(&v)
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
+}
+
+/// An Arrow column of type `t` holding `values`.
+pub fn build_column<'a>(
+    t: FieldType,
+    values: impl ExactSizeIterator<Item = &'a Value>,
+) -> ArrayRef {
+    let n = values.len();
+    match t {
+        FieldType::I64 => {
+            let mut b = Int64Builder::with_capacity(n);
+            values.for_each(|v| {
+                b.append_option(if let Value::I64(x) = v {
+                    Some(*x)
+                } else {
+                    None
+                })
+            });
+            Arc::new(b.finish())
+        }
+        FieldType::U64 => {
+            let mut b = UInt64Builder::with_capacity(n);
+            values.for_each(|v| {
+                b.append_option(if let Value::U64(x) = v {
+                    Some(*x)
+                } else {
+                    None
+                })
+            });
+            Arc::new(b.finish())
+        }
+        FieldType::F64 => {
+            let mut b = Float64Builder::with_capacity(n);
+            values.for_each(|v| {
+                b.append_option(if let Value::F64(x) = v {
+                    Some(*x)
+                } else {
+                    None
+                })
+            });
+            Arc::new(b.finish())
+        }
+        FieldType::Bool => {
+            let mut b = BooleanBuilder::with_capacity(n);
+            values.for_each(|v| {
+                b.append_option(if let Value::Bool(x) = v {
+                    Some(*x)
+                } else {
+                    None
+                })
+            });
+            Arc::new(b.finish())
+        }
+        FieldType::String => {
+            let mut b = StringBuilder::with_capacity(n, n * 8);
+            values.for_each(|v| {
+                b.append_option(if let Value::Str(x) = v {
+                    Some(x.as_str())
+                } else {
+                    None
+                })
+            });
+            Arc::new(b.finish())
+        }
+        FieldType::Timestamp => {
+            let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+            values
+                .for_each(|v| b.append_option(if let Value::Ts(x) = v { Some(*x) } else { None }));
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// The value at `row` of a column of one of Weir's types.
+pub fn value_at(a: &ArrayRef, row: usize) -> Value {
+    if a.is_null(row) {
+        return Value::Null;
+    }
+    match a.data_type() {
+        DataType::Int64 => Value::I64(a.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt64 => Value::U64(a.as_primitive::<UInt64Type>().value(row)),
+        DataType::Float64 => Value::F64(a.as_primitive::<Float64Type>().value(row)),
+        DataType::Boolean => Value::Bool(a.as_boolean().value(row)),
+        DataType::Utf8 => Value::Str(SmolStr::new(a.as_string::<i32>().value(row))),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            Value::Ts(a.as_primitive::<TimestampMicrosecondType>().value(row))
+        }
+        DataType::Null => Value::Null,
+        other => unreachable!("no Weir type is {other}"),
+    }
+}
+
+/// Feeds each row's value of `a` to its hasher, as [`Value`]'s `Hash` does.
+fn hash_column(a: &ArrayRef, hashers: &mut [KeyHasher]) {
+    fn each<T>(
+        a: &dyn Array,
+        hashers: &mut [KeyHasher],
+        get: impl Fn(usize) -> T,
+        hash: impl Fn(T, &mut KeyHasher),
+    ) {
+        for (row, h) in hashers.iter_mut().enumerate() {
+            if a.is_null(row) {
+                0u8.hash(h);
+            } else {
+                hash(get(row), h);
+            }
+        }
+    }
+    match a.data_type() {
+        DataType::Int64 => {
+            let x = a.as_primitive::<Int64Type>();
+            each(x, hashers, |r| x.value(r), |v, h| v.hash(h))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            let x = a.as_primitive::<TimestampMicrosecondType>();
+            each(x, hashers, |r| x.value(r), |v, h| v.hash(h))
+        }
+        DataType::UInt64 => {
+            let x = a.as_primitive::<UInt64Type>();
+            each(x, hashers, |r| Value::U64(x.value(r)), |v, h| v.hash(h))
+        }
+        DataType::Float64 => {
+            let x = a.as_primitive::<Float64Type>();
+            each(x, hashers, |r| Value::F64(x.value(r)), |v, h| v.hash(h))
+        }
+        DataType::Boolean => {
+            let x = a.as_boolean();
+            each(x, hashers, |r| x.value(r), |v, h| v.hash(h))
+        }
+        DataType::Utf8 => {
+            let x = a.as_string::<i32>();
+            each(x, hashers, |r| x.value(r), |v, h| v.hash(h))
+        }
+        _ => {
+            for h in hashers.iter_mut() {
+                0u8.hash(h);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Field;
+
+    fn schema() -> Schema {
+        Schema::new(vec![
+            Field::new("i", FieldType::I64),
+            Field::new("u", FieldType::U64),
+            Field::new("f", FieldType::F64),
+            Field::new("b", FieldType::Bool),
+            Field::new("s", FieldType::String),
+            Field::new("t", FieldType::Timestamp),
+        ])
+    }
+
+    /// Deterministic pseudo-random rows covering every type, NULLs and long strings.
+    fn rows(n: usize) -> Vec<Record> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        (0..n)
+            .map(|k| {
+                let r = next();
+                let null = |bit: u64| r >> bit & 7 == 0;
+                let v = |bit, v: Value| if null(bit) { Value::Null } else { v };
+                let mut rec = Record::new(vec![
+                    v(0, Value::I64((r % 13) as i64 - 6)),
+                    v(3, Value::U64(r % 11)),
+                    v(6, Value::F64((r % 17) as f64 / 4.0 - 2.0)),
+                    v(9, Value::Bool(r & 1 == 0)),
+                    v(
+                        12,
+                        Value::Str(SmolStr::new(
+                            "device-with-a-long-name-".repeat((r % 3) as usize)
+                                + &(r % 5).to_string(),
+                        )),
+                    ),
+                    v(15, Value::Ts((r % 1000) as i64 * 1_000_000 - 5)),
+                ]);
+                rec.meta = Meta {
+                    ingest: k as i64,
+                    watermark: k as u64 * 2,
+                };
+                rec
+            })
+            .collect()
+    }
+
+    fn back(c: &Chunk) -> Vec<(Record, i64, u64)> {
+        let mut out = Vec::new();
+        c.push_rows(&mut out);
+        out.into_iter()
+            .map(|r| (r.clone(), r.meta.ingest, r.meta.watermark))
+            .collect()
+    }
+
+    #[test]
+    fn rows_round_trip_with_metadata() {
+        let rs = rows(500);
+        let c = Chunk::from_rows(&arrow_schema(&schema()), &rs);
+        let expected: Vec<_> = rs
+            .iter()
+            .map(|r| (r.clone(), r.meta.ingest, r.meta.watermark))
+            .collect();
+        assert_eq!(back(&c), expected);
+    }
+
+    #[test]
+    fn ipc_round_trip_including_empty_and_single() {
+        let s = arrow_schema(&schema());
+        for n in [0, 1, 7, 300] {
+            let c = Chunk::from_rows(&s, &rows(n));
+            let bytes = c.to_ipc();
+            let d = Chunk::from_ipc(&bytes).unwrap();
+            assert_eq!(back(&d), back(&c), "{n} rows");
+            assert_eq!(d.batch().schema(), s);
+        }
+        assert!(Chunk::from_ipc(b"not arrow").is_err());
+    }
+
+    #[test]
+    fn column_hashes_equal_row_hashes() {
+        let rs = rows(400);
+        let c = Chunk::from_rows(&arrow_schema(&schema()), &rs);
+        for key in [
+            vec![0],
+            vec![1],
+            vec![2],
+            vec![3],
+            vec![4],
+            vec![5],
+            vec![4, 0, 2],
+        ] {
+            let hashes = c.key_hashes(&key);
+            for (r, h) in rs.iter().zip(hashes) {
+                assert_eq!(h, crate::window::key_hash(&r.values, &key), "key {key:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn split_keeps_every_record_once_and_groups_keys() {
+        let rs = rows(1000);
+        let c = Chunk::from_rows(&arrow_schema(&schema()), &rs);
+        for parts in [1, 2, 4] {
+            let split = c.split(&[4], parts);
+            let mut all: Vec<_> = split.iter().flat_map(|(_, p)| back(p)).collect();
+            let mut expected = back(&c);
+            all.sort_by_key(|(_, i, _)| *i);
+            expected.sort_by_key(|(_, i, _)| *i);
+            assert_eq!(all, expected, "{parts} parts");
+            for (p, chunk) in &split {
+                assert!(*p < parts);
+                for row in 0..chunk.len() {
+                    let key = chunk.value(4, row);
+                    let h = crate::window::key_hash(std::slice::from_ref(&key), &[0]);
+                    assert_eq!((h % parts as u64) as usize, *p);
+                }
+            }
+        }
+        let empty = Chunk::from_rows(&arrow_schema(&schema()), &[]);
+        assert_eq!(empty.split(&[0], 4).len(), 1);
+    }
+
+    #[test]
+    fn filter_treats_null_as_false() {
+        let rs = rows(3);
+        let c = Chunk::from_rows(&arrow_schema(&schema()), &rs);
+        let kept = c.filter(&BooleanArray::from(vec![Some(true), None, Some(false)]));
+        assert_eq!(back(&kept), back(&c)[..1].to_vec());
+    }
+}
