@@ -38,6 +38,8 @@ use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
 use crate::schema::Schema;
+
+mod vector;
 use crate::time::{format_rfc3339, parse_rfc3339};
 use crate::value::{FieldType, Value};
 
@@ -458,6 +460,8 @@ impl Compiler<'_> {
                             let negated = eval(&Node::Neg(num, boxed(Node::Const(v.clone()))), &[]);
                             return Ok((Node::Const(negated), t));
                         }
+                        // Negating an unsigned integer gives a signed one.
+                        let t = if num == Num::U64 { Some(FieldType::I64) } else { t };
                         Ok((Node::Neg(num, boxed(n)), t))
                     }
                     UnaryOperator::Plus => {
