@@ -1,5 +1,5 @@
 //! The shell of the stateless transforms (`filter`, `map`): an operator that rewrites each
-//! batch of records in place, on the worker that holds it, counting records in and out.
+//! chunk, on the worker that holds it, counting records in and out.
 
 use std::sync::Arc;
 
@@ -7,28 +7,39 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::chunk::Chunk;
 use crate::metrics::ComponentMetrics;
-use crate::schema::Record;
-use crate::Records;
+use crate::Batches;
 
-/// Builds an operator applying `rewrite` to every batch of `input`.
-pub(crate) fn per_batch<'s>(
-    input: Records<'s>,
+/// Builds an operator applying `rewrite` to every chunk of `input` (empty results are not
+/// sent).
+pub(crate) fn per_chunk<'s>(
+    input: Batches<'s>,
     name: &str,
     metrics: Arc<ComponentMetrics>,
-    mut rewrite: impl FnMut(&mut Vec<Record>) + 'static,
-) -> Records<'s> {
-    input.unary::<CapacityContainerBuilder<Vec<Record>>, _, _, _>(
+    mut rewrite: impl FnMut(&Chunk) -> Chunk + 'static,
+) -> Batches<'s> {
+    input.unary::<CapacityContainerBuilder<Vec<Chunk>>, _, _, _>(
         Pipeline,
         name,
         move |_cap, _info| {
+            let mut out = Vec::new();
             move |input, output| {
-                input.for_each(|cap, data: &mut Vec<Record>| {
-                    metrics.add_in(data.len() as u64);
-                    rewrite(data);
-                    metrics.add_out(data.len() as u64);
-                    if !data.is_empty() {
-                        output.session(&cap).give_container(data);
+                input.for_each(|cap, data: &mut Vec<Chunk>| {
+                    let (mut n_in, mut n_out) = (0, 0);
+                    for c in data.iter() {
+                        n_in += c.len() as u64;
+                        let r = rewrite(c);
+                        n_out += r.len() as u64;
+                        if !r.is_empty() {
+                            out.push(r);
+                        }
+                    }
+                    metrics.add_in(n_in);
+                    metrics.add_out(n_out);
+                    if !out.is_empty() {
+                        output.session(&cap).give_container(&mut out);
+                        out.clear();
                     }
                 });
             }

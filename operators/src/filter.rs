@@ -1,40 +1,48 @@
 //! The `filter` transform: keeps the records whose condition is TRUE (SQL semantics: a NULL
 //! condition drops the record, as SQL's `WHERE` does).
 //!
-//! The condition is compiled once; each batch is filtered in place, without allocating.
+//! The condition is compiled once and evaluated over each chunk as a whole (see
+//! [`crate::expr`]); one kernel call then keeps the rows whose condition is TRUE.
 //!
 //! ```
 //! use std::sync::Arc;
 //! use timely::dataflow::operators::{Capture, ToStream};
-//! use timely::dataflow::operators::capture::Extract;
+//! use timely::dataflow::operators::capture::Event;
 //! use weir_operators::{expr::Expr, filter::filter, metrics::ComponentMetrics, schema::*, value::*};
+//! use weir_operators::chunk::{arrow_schema, Chunk};
 //!
 //! let schema = Schema::new(vec![Field::new("t", FieldType::F64)]);
 //! let cond = Arc::new(Expr::compile("t > 30", &schema).unwrap());
 //! let rows = vec![Record::new(vec![Value::F64(31.0)]), Record::new(vec![Value::F64(3.0)])];
+//! let chunk = Chunk::from_rows(&arrow_schema(&schema), &rows);
 //! let captured = timely::example(move |scope| {
-//!     let input = rows.to_stream(scope).container::<Vec<Record>>();
+//!     let input = vec![chunk].to_stream(scope).container::<Vec<Chunk>>();
 //!     filter(input, "hot", cond, Arc::new(ComponentMetrics::default())).capture()
 //! });
-//! let kept: Vec<Record> = captured.extract().into_iter().flat_map(|(_, r)| r).collect();
+//! let mut kept = Vec::new();
+//! for event in captured.try_iter() {
+//!     if let Event::Messages(_, chunks) = event {
+//!         chunks.iter().for_each(|c| c.push_rows(&mut kept));
+//!     }
+//! }
 //! assert_eq!(kept, vec![Record::new(vec![Value::F64(31.0)])]);
 //! ```
 
 use std::sync::Arc;
 
-use crate::batch::per_batch;
+use crate::batch::per_chunk;
 use crate::expr::Expr;
 use crate::metrics::ComponentMetrics;
-use crate::Records;
+use crate::Batches;
 
 /// Builds a filter over `input`.
 pub fn filter<'s>(
-    input: Records<'s>,
+    input: Batches<'s>,
     name: &str,
     condition: Arc<Expr>,
     metrics: Arc<ComponentMetrics>,
-) -> Records<'s> {
-    per_batch(input, name, metrics, move |data| {
-        data.retain(|r| condition.eval_bool(&r.values) == Some(true))
+) -> Batches<'s> {
+    per_chunk(input, name, metrics, move |c| {
+        c.filter(&condition.eval_mask(c.columns(), c.len()))
     })
 }

@@ -1,4 +1,8 @@
-//! The `generator` source: seeded, deterministic synthetic events (IoT or clickstream).
+//! The `generator` source: seeded, deterministic synthetic events (IoT, clickstream or Nexmark).
+//!
+//! Events are written field by field straight into Arrow column builders (one chunk per
+//! activation); device and user ids are made once, so generating an event formats nothing.
+//! [`GeneratorSpec::event`] gives the same event as a row.
 //!
 //! Event `i` is a pure function of `(seed, i)`, so any number of workers produce exactly the same
 //! events between them: worker `w` of `W` generates the indices `i ≡ w (mod W)`, with no
@@ -22,17 +26,23 @@
 
 use std::time::{Duration, Instant};
 
-use smol_str::{format_smolstr, SmolStr};
+use arrow::array::{
+    ArrayRef, Float64Builder, Int64Array, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    UInt64Array, UInt64Builder,
+};
+use arrow::datatypes::SchemaRef;
+use smol_str::SmolStr;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::Scope;
 
+use crate::chunk::{arrow_schema, Chunk};
 use crate::epochs::{Epochs, CHUNK};
 use crate::flow::{SourceEnv, HELD_RETRY};
 use crate::metrics::ComponentMetrics;
 use crate::schema::{Field, Record, Schema};
 use crate::value::{FieldType, Micros, Value};
 use crate::watermark::WatermarkSpec;
-use crate::{Records, Time};
+use crate::{Batches, Time};
 use std::sync::Arc;
 
 /// Which kind of events to generate.
@@ -193,85 +203,106 @@ impl GeneratorSpec {
 
     /// Event `i`, with event time `ts`.
     pub fn event(&self, i: u64, ts: Micros) -> Record {
-        let h = mix(self.seed ^ mix(i.wrapping_add(0x9E37_79B9_7F4A_7C15)));
-        let values = match self.profile {
-            Profile::Iot => self.iot(i, ts, h),
-            Profile::Clickstream => self.click(i, ts, h),
-            Profile::Nexmark => self.nexmark(i, ts, h),
-        };
-        Record::new(values)
+        let mut out = RowOut(Vec::with_capacity(11));
+        self.write_event(i, ts, &mut out, &mut Names::new(self, 0));
+        Record::new(out.0)
     }
 
-    fn iot(&self, i: u64, ts: Micros, h: u64) -> Vec<Value> {
+    /// Writes event `i`, with event time `ts`, field by field to `out`.
+    fn write_event(&self, i: u64, ts: Micros, out: &mut impl EventOut, names: &mut Names) {
+        let h = mix(self.seed ^ mix(i.wrapping_add(0x9E37_79B9_7F4A_7C15)));
+        match self.profile {
+            Profile::Iot => self.iot(i, ts, h, out, names),
+            Profile::Clickstream => self.click(i, ts, h, out, names),
+            Profile::Nexmark => self.nexmark(i, ts, h, out, names),
+        }
+    }
+
+    fn iot(&self, i: u64, ts: Micros, h: u64, out: &mut impl EventOut, names: &mut Names) {
         const ALARMS: [&str; 4] = ["overheat", "low_battery", "tamper", "sensor_fault"];
         const SEVERITY: [&str; 4] = ["low", "medium", "high", "critical"];
         let device = h % self.devices.max(1);
-        let device_id = Value::Str(format_smolstr!("dev-{device:05}"));
         let roll = (h >> 32) % 100;
         let h2 = mix(h);
-        let mut v = vec![Value::Null; 11];
-        v[0] = Value::U64(i);
-        v[1] = Value::Ts(ts);
-        v[3] = device_id;
+        out.u64(Some(i));
+        out.ts(ts);
+        let kind = match roll {
+            0..90 => "reading",
+            90..97 => "status",
+            _ => "alarm",
+        };
+        out.str(Some(kind));
+        out.str(Some(names.device(device)));
         if roll < 90 {
             // Each device has its own baseline (15..35 °C), readings jitter ±5 °C around it.
             let base = 15.0 + (mix(self.seed ^ device) % 200) as f64 / 10.0;
-            v[2] = Value::Str(SmolStr::new_static("reading"));
-            v[4] = Value::F64(hundredths(base - 5.0 + unit(h2) * 10.0));
-            v[5] = Value::F64(hundredths(20.0 + unit(h2 >> 16) * 60.0));
-            v[6] = Value::F64(hundredths(980.0 + unit(h2 >> 32) * 60.0));
-        } else if roll < 97 {
-            v[2] = Value::Str(SmolStr::new_static("status"));
-            let online = h2 % 10 != 0;
-            v[7] = Value::Str(SmolStr::new_static(if online {
-                "online"
-            } else {
-                "offline"
-            }));
-            v[8] = Value::I64(((h2 >> 8) % 101) as i64);
+            out.f64(Some(hundredths(base - 5.0 + unit(h2) * 10.0)));
+            out.f64(Some(hundredths(20.0 + unit(h2 >> 16) * 60.0)));
+            out.f64(Some(hundredths(980.0 + unit(h2 >> 32) * 60.0)));
         } else {
-            v[2] = Value::Str(SmolStr::new_static("alarm"));
-            v[9] = Value::Str(SmolStr::new_static(ALARMS[(h2 % 4) as usize]));
-            v[10] = Value::Str(SmolStr::new_static(SEVERITY[((h2 >> 8) % 4) as usize]));
+            out.f64(None);
+            out.f64(None);
+            out.f64(None);
         }
-        v
+        if (90..97).contains(&roll) {
+            let online = h2 % 10 != 0;
+            out.str(Some(if online { "online" } else { "offline" }));
+            out.i64(Some(((h2 >> 8) % 101) as i64));
+        } else {
+            out.str(None);
+            out.i64(None);
+        }
+        if roll >= 97 {
+            out.str(Some(ALARMS[(h2 % 4) as usize]));
+            out.str(Some(SEVERITY[((h2 >> 8) % 4) as usize]));
+        } else {
+            out.str(None);
+            out.str(None);
+        }
     }
 
-    fn nexmark(&self, i: u64, ts: Micros, h: u64) -> Vec<Value> {
+    fn nexmark(&self, i: u64, ts: Micros, h: u64, out: &mut impl EventOut, names: &mut Names) {
         const CITIES: [&str; 6] = ["Phoenix", "Portland", "Kent", "Boise", "Seattle", "Bend"];
         const NAMES: [&str; 8] = ["ann", "bob", "cho", "dev", "eli", "fay", "gus", "hal"];
         let (block, pos) = (i / 50, i % 50);
         let h2 = mix(h);
-        let mut v = vec![Value::Null; 9];
-        v[0] = Value::U64(i);
-        v[1] = Value::Ts(ts);
+        out.u64(Some(i));
+        out.ts(ts);
         match pos {
             0 => {
                 // Person `block` registers.
-                v[2] = Value::Str(SmolStr::new_static("person"));
-                v[3] = Value::U64(block);
-                v[4] = Value::Str(format_smolstr!("{}-{block}", NAMES[(h % 8) as usize]));
-                v[5] = Value::Str(SmolStr::new_static(CITIES[(h2 % 6) as usize]));
+                out.str(Some("person"));
+                out.u64(Some(block));
+                out.str(Some(names.numbered(NAMES[(h % 8) as usize], "-", block, 0)));
+                out.str(Some(CITIES[(h2 % 6) as usize]));
+                out.u64(None);
+                out.i64(None);
+                out.i64(None);
             }
             1..=3 => {
                 // A recent person opens auction `3 * block + pos - 1`.
-                v[2] = Value::Str(SmolStr::new_static("auction"));
-                v[3] = Value::U64(block.saturating_sub(h % 4));
-                v[6] = Value::U64(3 * block + pos - 1);
-                v[7] = Value::I64((h2 % 10) as i64);
+                out.str(Some("auction"));
+                out.u64(Some(block.saturating_sub(h % 4)));
+                out.str(None);
+                out.str(None);
+                out.u64(Some(3 * block + pos - 1));
+                out.i64(Some((h2 % 10) as i64));
+                out.i64(None);
             }
             _ => {
                 // A bid on a recent auction by some person.
-                v[2] = Value::Str(SmolStr::new_static("bid"));
-                v[3] = Value::U64(h % (block + 1));
-                v[6] = Value::U64((3 * block + 2).saturating_sub(h2 % 30));
-                v[8] = Value::I64(100 + (h2 >> 8) as i64 % 10_000);
+                out.str(Some("bid"));
+                out.u64(Some(h % (block + 1)));
+                out.str(None);
+                out.str(None);
+                out.u64(Some((3 * block + 2).saturating_sub(h2 % 30)));
+                out.i64(None);
+                out.i64(Some(100 + (h2 >> 8) as i64 % 10_000));
             }
         }
-        v
     }
 
-    fn click(&self, i: u64, ts: Micros, h: u64) -> Vec<Value> {
+    fn click(&self, i: u64, ts: Micros, h: u64, out: &mut impl EventOut, names: &mut Names) {
         const PAGES: [&str; 5] = ["/home", "/search", "/product", "/cart", "/checkout"];
         let user = h % self.users.max(1);
         let roll = (h >> 32) % 100;
@@ -282,20 +313,232 @@ impl GeneratorSpec {
             90..=96 => "add_to_cart",
             _ => "purchase",
         };
+        out.u64(Some(i));
+        out.ts(ts);
+        out.str(Some(event));
+        out.str(Some(names.user(user)));
+        out.str(Some(names.numbered(
+            "dev",
+            "-",
+            user * 2 + (h2 >> 40) % 2,
+            0,
+        )));
         let page = PAGES[(h2 % 5) as usize];
-        let page = if page == "/product" {
-            Value::Str(format_smolstr!("/product/{}", (h2 >> 8) % 100))
+        if page == "/product" {
+            out.str(Some(names.numbered("/product", "/", (h2 >> 8) % 100, 0)));
         } else {
-            Value::Str(SmolStr::new_static(page))
+            out.str(Some(page));
+        }
+    }
+}
+
+/// Where a generated event's fields go, in schema order: one call per field.
+trait EventOut {
+    fn u64(&mut self, v: Option<u64>);
+    fn i64(&mut self, v: Option<i64>);
+    fn f64(&mut self, v: Option<f64>);
+    fn ts(&mut self, v: Micros);
+    fn str(&mut self, v: Option<&str>);
+}
+
+/// Fields as one row of values.
+struct RowOut(Vec<Value>);
+
+impl EventOut for RowOut {
+    fn u64(&mut self, v: Option<u64>) {
+        self.0.push(v.map(Value::U64).unwrap_or_default())
+    }
+    fn i64(&mut self, v: Option<i64>) {
+        self.0.push(v.map(Value::I64).unwrap_or_default())
+    }
+    fn f64(&mut self, v: Option<f64>) {
+        self.0.push(v.map(Value::F64).unwrap_or_default())
+    }
+    fn ts(&mut self, v: Micros) {
+        self.0.push(Value::Ts(v))
+    }
+    fn str(&mut self, v: Option<&str>) {
+        self.0
+            .push(v.map(|s| Value::Str(SmolStr::new(s))).unwrap_or_default())
+    }
+}
+
+/// One Arrow builder per field.
+enum Builder {
+    U64(UInt64Builder),
+    I64(Int64Builder),
+    F64(Float64Builder),
+    Ts(TimestampMicrosecondBuilder),
+    Str(StringBuilder),
+}
+
+/// Fields straight into Arrow builders, one column per field, plus the metadata columns.
+struct ColumnsOut {
+    schema: SchemaRef,
+    cols: Vec<Builder>,
+    at: usize,
+    ingest: Vec<i64>,
+    watermark: Vec<u64>,
+}
+
+impl ColumnsOut {
+    fn new(schema: &Schema) -> ColumnsOut {
+        let cols = schema
+            .fields
+            .iter()
+            .map(|f| match f.ty {
+                FieldType::U64 => Builder::U64(UInt64Builder::new()),
+                FieldType::I64 => Builder::I64(Int64Builder::new()),
+                FieldType::F64 => Builder::F64(Float64Builder::new()),
+                FieldType::Timestamp => {
+                    Builder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+                }
+                _ => Builder::Str(StringBuilder::new()),
+            })
+            .collect();
+        ColumnsOut {
+            schema: arrow_schema(schema),
+            cols,
+            at: 0,
+            ingest: Vec::new(),
+            watermark: Vec::new(),
+        }
+    }
+
+    /// Ends the current row with its metadata.
+    #[inline]
+    fn end_row(&mut self, ingest: i64, watermark: u64) {
+        debug_assert_eq!(self.at, self.cols.len());
+        self.at = 0;
+        self.ingest.push(ingest);
+        self.watermark.push(watermark);
+    }
+
+    /// The rows so far as a chunk; the builders start again empty.
+    fn finish(&mut self) -> Chunk {
+        let columns = self
+            .cols
+            .iter_mut()
+            .map(|b| -> ArrayRef {
+                match b {
+                    Builder::U64(b) => Arc::new(b.finish()),
+                    Builder::I64(b) => Arc::new(b.finish()),
+                    Builder::F64(b) => Arc::new(b.finish()),
+                    Builder::Ts(b) => Arc::new(b.finish()),
+                    Builder::Str(b) => Arc::new(b.finish()),
+                }
+            })
+            .collect();
+        Chunk::from_columns(
+            &self.schema,
+            columns,
+            Arc::new(Int64Array::from(std::mem::take(&mut self.ingest))),
+            Arc::new(UInt64Array::from(std::mem::take(&mut self.watermark))),
+        )
+    }
+
+    #[inline]
+    fn next(&mut self) -> &mut Builder {
+        self.at += 1;
+        &mut self.cols[self.at - 1]
+    }
+}
+
+impl EventOut for ColumnsOut {
+    #[inline]
+    fn u64(&mut self, v: Option<u64>) {
+        if let Builder::U64(b) = self.next() {
+            b.append_option(v)
+        }
+    }
+    #[inline]
+    fn i64(&mut self, v: Option<i64>) {
+        if let Builder::I64(b) = self.next() {
+            b.append_option(v)
+        }
+    }
+    #[inline]
+    fn f64(&mut self, v: Option<f64>) {
+        if let Builder::F64(b) = self.next() {
+            b.append_option(v)
+        }
+    }
+    #[inline]
+    fn ts(&mut self, v: Micros) {
+        if let Builder::Ts(b) = self.next() {
+            b.append_value(v)
+        }
+    }
+    #[inline]
+    fn str(&mut self, v: Option<&str>) {
+        if let Builder::Str(b) = self.next() {
+            b.append_option(v)
+        }
+    }
+}
+
+/// Device and user ids, made once (up to [`Names::CACHED`] of each), and a buffer for the
+/// other numbered names, so generating an event formats nothing.
+struct Names {
+    devices: Vec<String>,
+    users: Vec<String>,
+    buf: String,
+}
+
+impl Names {
+    /// Ids cached per kind, at most.
+    const CACHED: u64 = 100_000;
+
+    /// The names `spec` uses; with `cache`, up to that many ids of each kind are made now.
+    fn new(spec: &GeneratorSpec, cache: u64) -> Names {
+        let mut n = Names {
+            devices: Vec::new(),
+            users: Vec::new(),
+            buf: String::new(),
         };
-        vec![
-            Value::U64(i),
-            Value::Ts(ts),
-            Value::Str(SmolStr::new_static(event)),
-            Value::Str(format_smolstr!("user-{user}")),
-            Value::Str(format_smolstr!("dev-{}", user * 2 + (h2 >> 40) % 2)),
-            page,
-        ]
+        let cache = cache.min(Names::CACHED);
+        match spec.profile {
+            Profile::Iot => {
+                n.devices = (0..spec.devices.min(cache))
+                    .map(|d| n.numbered("dev", "-", d, 5).to_string())
+                    .collect()
+            }
+            Profile::Clickstream => {
+                n.users = (0..spec.users.min(cache))
+                    .map(|u| n.numbered("user", "-", u, 0).to_string())
+                    .collect()
+            }
+            Profile::Nexmark => {}
+        }
+        n
+    }
+
+    fn device(&mut self, d: u64) -> &str {
+        if (d as usize) < self.devices.len() {
+            return &self.devices[d as usize];
+        }
+        self.numbered("dev", "-", d, 5)
+    }
+
+    fn user(&mut self, u: u64) -> &str {
+        if (u as usize) < self.users.len() {
+            return &self.users[u as usize];
+        }
+        self.numbered("user", "-", u, 0)
+    }
+
+    /// `prefix`, `sep` and `n` zero-padded to `width` digits, in the reused buffer.
+    fn numbered(&mut self, prefix: &str, sep: &str, n: u64, width: usize) -> &str {
+        let mut digits = itoa::Buffer::new();
+        let d = digits.format(n);
+        self.buf.clear();
+        self.buf.push_str(prefix);
+        self.buf.push_str(sep);
+        for _ in d.len()..width {
+            self.buf.push('0');
+        }
+        self.buf.push_str(d);
+        &self.buf
     }
 }
 
@@ -355,7 +598,7 @@ pub fn generator<'s>(
     spec: GeneratorSpec,
     env: SourceEnv,
     metrics: Arc<ComponentMetrics>,
-) -> Records<'s> {
+) -> Batches<'s> {
     let SourceEnv {
         mode,
         clock,
@@ -384,6 +627,8 @@ pub fn generator<'s>(
         let mut admission = flow.admission(Arc::clone(&metrics));
         // This worker's share of the events due and not yet generated, as last published.
         let mut behind: i64 = 0;
+        let mut cols = ColumnsOut::new(&spec.profile.schema());
+        let mut names = Names::new(&spec, u64::MAX);
         move |output| {
             let Some(c) = cap.as_mut() else { return };
             let limit = spec.events.unwrap_or(u64::MAX);
@@ -445,22 +690,23 @@ pub fn generator<'s>(
             let end = (*due).min(next.saturating_add(room * peers));
             if next < end {
                 let wall = clock.now_micros();
-                let mut session = output.session(c);
                 let mut produced = 0;
                 while next < end {
                     let base = spec.event_time(next, start_ts).unwrap_or(wall).max(last_ts);
                     last_ts = base;
-                    let mut r = spec.event(next, spec.disordered(next, base));
-                    r.meta.watermark = wm.of(base, idle_floor).max(0) as Time;
-                    r.meta.ingest = match ns_per_event {
-                        // The scheduled send time, so queueing delay is not hidden.
-                        Some(ns) => clock.wall + (next as f64 * ns / 1e3) as Micros,
-                        None => wall,
-                    };
-                    session.give(r);
+                    spec.write_event(next, spec.disordered(next, base), &mut cols, &mut names);
+                    cols.end_row(
+                        match ns_per_event {
+                            // The scheduled send time, so queueing delay is not hidden.
+                            Some(ns) => clock.wall + (next as f64 * ns / 1e3) as Micros,
+                            None => wall,
+                        },
+                        wm.of(base, idle_floor).max(0) as Time,
+                    );
                     produced += 1;
                     next += peers;
                 }
+                output.session(c).give(cols.finish());
                 *sent += produced;
                 metrics.add_out(produced as u64);
             }
@@ -567,8 +813,80 @@ mod tests {
 #[cfg(test)]
 mod operator_tests {
     use super::*;
-    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::capture::Event;
     use timely::dataflow::operators::Capture;
+
+    /// What a captured stream sent, by time (`extract` needs ordered data; chunks are not).
+    fn events(rx: std::sync::mpsc::Receiver<Event<Time, Vec<Chunk>>>) -> Vec<(Time, Vec<Chunk>)> {
+        rx.try_iter()
+            .filter_map(|e| match e {
+                Event::Messages(t, c) => Some((t.iter().copied().max().unwrap_or(0), c)),
+                Event::Progress(_) => None,
+            })
+            .collect()
+    }
+
+    fn rows(chunks: Vec<Chunk>) -> Vec<Record> {
+        let mut out = Vec::new();
+        chunks.iter().for_each(|c| c.push_rows(&mut out));
+        out
+    }
+
+    /// The chunks the operator sends hold exactly the events `event` gives as rows, for every
+    /// profile, with ids made once and (past the cache) on the fly.
+    #[test]
+    fn chunks_hold_the_events_of_the_rows() {
+        for (profile, devices) in [
+            (Profile::Iot, 100),
+            (Profile::Iot, 250_000),
+            (Profile::Clickstream, 100),
+            (Profile::Nexmark, 100),
+        ] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let tx = std::sync::Mutex::new(tx);
+            let spec = GeneratorSpec {
+                events: Some(5_000),
+                start: Some(0),
+                interval: Some(7),
+                devices,
+                users: devices,
+                ..GeneratorSpec::new(profile)
+            };
+            let reference = spec.clone();
+            timely::execute(timely::Config::process(1), move |worker| {
+                let tx = tx.lock().unwrap().clone();
+                let spec = spec.clone();
+                worker.dataflow::<Time, _, _>(|scope| {
+                    generator(scope, "g", spec, env(), Arc::default()).capture_into(tx);
+                });
+            })
+            .unwrap()
+            .join();
+            let got: Vec<Record> = events(rx).into_iter().flat_map(|(_, c)| rows(c)).collect();
+            assert_eq!(got.len(), 5_000);
+            for r in got {
+                let i = r.values[0].as_u64().unwrap();
+                let want = reference.event(i, 7 * i as i64);
+                assert_eq!(r.values, want.values, "{profile:?} event {i}");
+                assert!(r
+                    .values
+                    .iter()
+                    .zip(&want.values)
+                    .all(|(a, b)| a.field_type() == b.field_type()));
+            }
+        }
+    }
+
+    #[test]
+    fn numbered_names_are_zero_padded() {
+        let mut n = Names::new(&GeneratorSpec::new(Profile::Nexmark), 0);
+        assert_eq!(n.numbered("dev", "-", 7, 5), "dev-00007");
+        assert_eq!(n.numbered("dev", "-", 123_456, 5), "dev-123456");
+        assert_eq!(n.numbered("/product", "/", 42, 0), "/product/42");
+        let mut d = Names::new(&GeneratorSpec::new(Profile::Iot), 10);
+        assert_eq!(d.device(3), "dev-00003");
+        assert_eq!(d.device(12), "dev-00012");
+    }
 
     fn env() -> SourceEnv {
         use crate::{control::RunControl, epochs::Mode};
@@ -594,10 +912,9 @@ mod operator_tests {
             })
             .unwrap()
             .join();
-            let mut ids: Vec<u64> = rx
-                .extract()
+            let mut ids: Vec<u64> = events(rx)
                 .into_iter()
-                .flat_map(|(_, r)| r)
+                .flat_map(|(_, r)| rows(r))
                 .map(|r| r.values[0].as_u64().unwrap())
                 .collect();
             ids.sort();
@@ -623,8 +940,8 @@ mod operator_tests {
         })
         .unwrap()
         .join();
-        for (time, records) in rx.extract() {
-            for r in records {
+        for (time, chunks) in events(rx) {
+            for r in rows(chunks) {
                 let (i, ts) = (r.values[0].as_u64().unwrap(), r.values[1].as_ts().unwrap());
                 assert_eq!(ts, 5_000 + 3 * i as i64);
                 assert!(

@@ -15,6 +15,7 @@
 //! the result never depends on scheduling, batching or the number of workers.
 //!
 //! ```
+//! use weir_operators::exchange::Routing;
 //! use std::sync::{Arc, Mutex};
 //! use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
 //! use weir_operators::interval_join::{interval_join, IntervalJoinSpec};
@@ -34,7 +35,7 @@
 //! timely::example(move |scope| {
 //!     let views = vec![rec(100, "a"), rec(200, "b")].to_stream(scope).container::<Vec<Record>>();
 //!     let clicks = vec![rec(105, "a"), rec(300, "b")].to_stream(scope).container::<Vec<Record>>();
-//!     let j = interval_join(views, clicks, spec, Arc::default());
+//!     let j = interval_join(views, clicks, Routing::ByKey, spec, Arc::default());
 //!     j.results.capture_into(tx.lock().unwrap().clone());
 //! });
 //! let got: Vec<Vec<Value>> = rx.extract().into_iter().flat_map(|(_, v)| v).map(|r| r.values).collect();
@@ -86,18 +87,33 @@ struct KeyState {
 pub fn interval_join<'s>(
     left: Records<'s>,
     right: Records<'s>,
+    routing: crate::exchange::Routing,
     spec: Arc<IntervalJoinSpec>,
     metrics: Arc<ComponentMetrics>,
 ) -> JoinStreams<'s> {
     let mut builder = OperatorBuilder::new(spec.common.id.to_string(), left.scope());
     let (lk, rk) = (spec.common.left_key.clone(), spec.common.right_key.clone());
+    let me = left.scope().index() as u64;
+    let partitioned = routing == crate::exchange::Routing::Partitioned;
     let mut in_left = builder.new_input(
         left,
-        Exchange::new(move |r: &Record| key_hash(&r.values, &lk)),
+        Exchange::new(move |r: &Record| {
+            if partitioned {
+                me
+            } else {
+                key_hash(&r.values, &lk)
+            }
+        }),
     );
     let mut in_right = builder.new_input(
         right,
-        Exchange::new(move |r: &Record| key_hash(&r.values, &rk)),
+        Exchange::new(move |r: &Record| {
+            if partitioned {
+                me
+            } else {
+                key_hash(&r.values, &rk)
+            }
+        }),
     );
     let (mut outs, streams) = JoinOutputs::new(&mut builder);
     builder.build(move |_caps| {

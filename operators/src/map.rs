@@ -1,9 +1,10 @@
 //! The `map` transform: selects, renames and computes fields.
 //!
-//! The output layout is compiled into [`Slot`]s: each output field either moves an input field
-//! (by position) or evaluates a compiled expression over the input record. Computed values are
-//! evaluated first, over the unchanged input; then the output row is assembled in a buffer that
-//! is swapped with the input's, so a map no wider than its input allocates nothing per record.
+//! The output layout is compiled into [`Slot`]s: each output field either takes an input field
+//! (by position) or evaluates a compiled expression over the input. Over a chunk, an input
+//! field is its column shared (no copy) and a computed field is one vectorized evaluation
+//! ([`MapSpec::apply_chunk`]); over a row ([`MapSpec::apply`]), computed values are evaluated
+//! first, then the output row is assembled in a buffer swapped with the input's.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -19,12 +20,15 @@
 
 use std::sync::Arc;
 
-use crate::batch::per_batch;
+use arrow::datatypes::SchemaRef;
+
+use crate::batch::per_chunk;
+use crate::chunk::{field_type, Chunk};
 use crate::expr::Expr;
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
-use crate::value::Value;
-use crate::Records;
+use crate::value::{FieldType, Value};
+use crate::Batches;
 
 /// Where one output field comes from.
 #[derive(Clone, Debug)]
@@ -68,6 +72,26 @@ impl MapSpec {
         }
     }
 
+    /// The chunk of `chunk`'s records laid out by this map; `schema` is the output's (from
+    /// [`crate::chunk::arrow_schema`]), which types the fields that are always NULL.
+    pub fn apply_chunk(&self, chunk: &Chunk, schema: &SchemaRef) -> Chunk {
+        let cols = chunk.columns();
+        let columns = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(k, s)| match s {
+                Slot::Input(i) => Arc::clone(&cols[*i]),
+                Slot::Compute(e) => e.eval_batch(
+                    cols,
+                    chunk.len(),
+                    field_type(schema.field(k).data_type()).unwrap_or(FieldType::I64),
+                ),
+            })
+            .collect();
+        chunk.with_fields(schema, columns)
+    }
+
     /// Rewrites one record in place; `scratch` holds buffers reused from record to record.
     #[inline]
     pub fn apply(&self, record: &mut Record, scratch: &mut MapScratch) {
@@ -103,19 +127,15 @@ pub struct MapScratch {
     out: Vec<Value>,
 }
 
-/// Builds a map over `input`.
+/// Builds a map over `input`; `schema` is the output's (from [`crate::chunk::arrow_schema`]).
 pub fn map<'s>(
-    input: Records<'s>,
+    input: Batches<'s>,
     name: &str,
     spec: Arc<MapSpec>,
+    schema: SchemaRef,
     metrics: Arc<ComponentMetrics>,
-) -> Records<'s> {
-    let mut scratch = MapScratch::default();
-    per_batch(input, name, metrics, move |data| {
-        for r in data.iter_mut() {
-            spec.apply(r, &mut scratch);
-        }
-    })
+) -> Batches<'s> {
+    per_chunk(input, name, metrics, move |c| spec.apply_chunk(c, &schema))
 }
 
 #[cfg(test)]

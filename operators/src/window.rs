@@ -19,6 +19,7 @@
 //! the record's own input partition, never on scheduling, batching or the number of workers.
 //!
 //! ```
+//! use weir_operators::exchange::Routing;
 //! use std::sync::{Arc, Mutex};
 //! use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
 //! use weir_operators::aggregate::Aggregate;
@@ -44,7 +45,7 @@
 //!         r.meta.watermark = ts as u64;
 //!         r
 //!     }).collect();
-//!     let streams = window(recs.to_stream(scope).container::<Vec<Record>>(), spec, Arc::default());
+//!     let streams = window(recs.to_stream(scope).container::<Vec<Record>>(), Routing::ByKey, spec, Arc::default());
 //!     streams.results.capture_into(tx.lock().unwrap().clone());
 //! });
 //! let mut got: Vec<Vec<Value>> = rx.extract().into_iter().flat_map(|(_, v)| v).map(|r| r.values).collect();
@@ -414,14 +415,19 @@ struct Counts {
 /// Builds a window over `input`.
 pub fn window<'s>(
     input: Records<'s>,
+    routing: crate::exchange::Routing,
     spec: Arc<WindowSpec>,
     metrics: Arc<ComponentMetrics>,
 ) -> WindowStreams<'s> {
     let mut builder = OperatorBuilder::new(spec.id.to_string(), input.scope());
     let route = Arc::clone(&spec);
+    let me = input.scope().index() as u64;
     let mut input = builder.new_input(
         input,
-        Exchange::new(move |r: &Record| key_hash(&r.values, &route.group_by)),
+        Exchange::new(move |r: &Record| match routing {
+            crate::exchange::Routing::ByKey => key_hash(&r.values, &route.group_by),
+            crate::exchange::Routing::Partitioned => me,
+        }),
     );
     let (out, results) = builder.new_output::<Vec<Record>>();
     let (dead_out, dead) = builder.new_output::<Vec<Record>>();
@@ -1023,7 +1029,12 @@ mod tests {
                 .collect();
             let (spec, m) = (Arc::clone(&spec), Arc::clone(&m));
             worker.dataflow::<Time, _, _>(move |scope| {
-                let s = window(mine.to_stream(scope).container::<Vec<Record>>(), spec, m);
+                let s = window(
+                    mine.to_stream(scope).container::<Vec<Record>>(),
+                    crate::exchange::Routing::ByKey,
+                    spec,
+                    m,
+                );
                 s.results.capture_into(tx);
                 s.dead.capture_into(dtx);
                 s.late.capture_into(ltx);

@@ -10,6 +10,7 @@
 //! watermark; late records follow the join's [`LatePolicy`] and are counted.
 //!
 //! ```
+//! use weir_operators::exchange::Routing;
 //! use std::sync::{Arc, Mutex};
 //! use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
 //! use weir_operators::join::JoinCommon;
@@ -28,7 +29,7 @@
 //! timely::example(move |scope| {
 //!     let l = vec![rec(1, "a"), rec(2, "b")].to_stream(scope).container::<Vec<Record>>();
 //!     let r = vec![rec(5, "a"), rec(15, "b")].to_stream(scope).container::<Vec<Record>>();
-//!     window_join(l, r, spec, Arc::default()).results.capture_into(tx.lock().unwrap().clone());
+//!     window_join(l, r, Routing::ByKey, spec, Arc::default()).results.capture_into(tx.lock().unwrap().clone());
 //! });
 //! let mut got: Vec<Vec<Value>> = rx.extract().into_iter().flat_map(|(_, v)| v).map(|r| r.values).collect();
 //! got.sort();
@@ -90,18 +91,33 @@ struct Bucket {
 pub fn window_join<'s>(
     left: crate::Records<'s>,
     right: crate::Records<'s>,
+    routing: crate::exchange::Routing,
     spec: Arc<WindowJoinSpec>,
     metrics: Arc<ComponentMetrics>,
 ) -> JoinStreams<'s> {
     let mut builder = OperatorBuilder::new(spec.common.id.to_string(), left.scope());
     let (lk, rk) = (spec.common.left_key.clone(), spec.common.right_key.clone());
+    let me = left.scope().index() as u64;
+    let partitioned = routing == crate::exchange::Routing::Partitioned;
     let mut in_left = builder.new_input(
         left,
-        Exchange::new(move |r: &Record| key_hash(&r.values, &lk)),
+        Exchange::new(move |r: &Record| {
+            if partitioned {
+                me
+            } else {
+                key_hash(&r.values, &lk)
+            }
+        }),
     );
     let mut in_right = builder.new_input(
         right,
-        Exchange::new(move |r: &Record| key_hash(&r.values, &rk)),
+        Exchange::new(move |r: &Record| {
+            if partitioned {
+                me
+            } else {
+                key_hash(&r.values, &rk)
+            }
+        }),
     );
     let (mut outs, streams) = JoinOutputs::new(&mut builder);
     builder.build(move |_caps| {
