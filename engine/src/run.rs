@@ -760,7 +760,7 @@ fn build<'s>(
                     stream = stream.exchange(|_| 0);
                 }
                 let written = sink::sink(
-                    to_rows(stream),
+                    stream,
                     name,
                     Arc::clone(&spec.encoder),
                     writers[i].clone(),

@@ -17,6 +17,7 @@
 //! use timely::dataflow::operators::ToStream;
 //! use weir_operators::{control::RunControl, encode::{Encoder, Format}, metrics::ComponentMetrics};
 //! use weir_operators::{schema::*, sink::{sink, SharedWriter}, value::*};
+//! use weir_operators::{chunk::arrow_schema, convert::to_chunks};
 //!
 //! let schema = Schema::new(vec![Field::new("n", FieldType::I64)]);
 //! let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
@@ -24,7 +25,8 @@
 //! let enc = Arc::new(Encoder::new(Format::Jsonl, &schema));
 //! timely::example(move |scope| {
 //!     let rows = (0..3).map(|n| Record::new(vec![Value::I64(n)])).to_stream(scope).container::<Vec<Record>>();
-//!     let _written = sink(rows, "out", enc, Some(writer), None, RunControl::default(), Arc::new(ComponentMetrics::default()));
+//!     let chunks = to_chunks(rows, arrow_schema(&schema));
+//!     let _written = sink(chunks, "out", enc, Some(writer), None, RunControl::default(), Arc::new(ComponentMetrics::default()));
 //! });
 //! assert_eq!(String::from_utf8(buf.lock().unwrap().clone()).unwrap(), "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
 //!
@@ -47,13 +49,16 @@ use timely::dataflow::operators::Capability;
 
 use crate::kafka::Messages;
 
+use crate::chunk::Chunk;
 use crate::control::RunControl;
 use crate::encode::Encoder;
 use crate::generator::RunClock;
 use crate::latency::{self, SinkLatency};
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;
-use crate::{Records, Time};
+use crate::{Batches, Records, Time};
+use arrow::array::AsArray;
+use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 
 /// A writer shared by the workers of a process.
 #[derive(Clone)]
@@ -135,7 +140,7 @@ pub struct Measure {
 /// Builds a sink over `input`; `writer` is `None` for the null sink. Returns the empty stream
 /// whose frontier says what is written.
 pub fn sink<'s>(
-    input: Records<'s>,
+    input: Batches<'s>,
     name: &str,
     encoder: Arc<Encoder>,
     writer: Option<SharedWriter>,
@@ -158,12 +163,12 @@ pub fn sink<'s>(
         move |_cap, _info| {
             move |input, _output| {
                 let mut n = 0u64;
-                input.for_each(|_cap, data: &mut Vec<Record>| {
-                    n += data.len() as u64;
-                    times.note(&measure, data);
-                    if writer.is_some() && !broken {
-                        for r in data.iter() {
-                            encoder.encode(r, &mut buf);
+                input.for_each(|_cap, data: &mut Vec<Chunk>| {
+                    for c in data.iter() {
+                        n += c.len() as u64;
+                        times.note(&measure, c);
+                        if writer.is_some() && !broken {
+                            encoder.encode_chunk(c, &mut buf);
                         }
                     }
                 });
@@ -271,12 +276,13 @@ struct Times {
 }
 
 impl Times {
-    fn note(&mut self, measure: &Option<Measure>, data: &[Record]) {
+    fn note(&mut self, measure: &Option<Measure>, c: &Chunk) {
         if let Some(m) = measure {
-            self.ingests.extend(data.iter().map(|r| r.meta.ingest));
+            self.ingests
+                .extend_from_slice(c.ingest().as_primitive::<Int64Type>().values());
             if let Some(p) = m.window_end {
-                self.ends
-                    .extend(data.iter().filter_map(|r| r.values[p].as_ts()));
+                let ends = c.columns()[p].as_primitive::<TimestampMicrosecondType>();
+                self.ends.extend(ends.iter().flatten());
             }
         }
     }
@@ -323,7 +329,7 @@ struct InFlight {
 /// frontier means *written* without waiting for the brokers in every activation.
 #[allow(clippy::too_many_arguments)]
 fn message_sink<'s>(
-    input: Records<'s>,
+    input: Batches<'s>,
     name: &str,
     encoder: Arc<Encoder>,
     messages: Arc<Messages>,
@@ -337,6 +343,7 @@ fn message_sink<'s>(
     let worker = scope.index();
     let mut buf = Vec::new();
     let mut k = String::new();
+    let mut rows: Vec<Record> = Vec::new();
     // Tickets are unique over the workers sharing the producer.
     let mut next_ticket = (worker << 40) + 1;
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
@@ -348,16 +355,22 @@ fn message_sink<'s>(
             let activator = scope.activator_for(info.address);
             move |input, _output| {
                 let mut n = 0u64;
-                input.for_each(|cap, data: &mut Vec<Record>| {
-                    n += data.len() as u64;
+                input.for_each(|cap, chunks: &mut Vec<Chunk>| {
+                    let count: usize = chunks.iter().map(Chunk::len).sum();
+                    n += count as u64;
                     if broken {
                         return;
                     }
                     let ticket = next_ticket;
                     next_ticket += 1;
                     let mut times = Times::default();
-                    times.note(&measure, data);
-                    for r in data.iter() {
+                    // One message per record: the records as rows.
+                    rows.clear();
+                    for c in chunks.iter() {
+                        times.note(&measure, c);
+                        c.push_rows(&mut rows);
+                    }
+                    for r in rows.iter() {
                         buf.clear();
                         encoder.encode(r, &mut buf);
                         while buf.last() == Some(&b'\n') {
@@ -374,7 +387,7 @@ fn message_sink<'s>(
                         in_flight.push_back(InFlight {
                             _cap: cap,
                             ticket,
-                            records: data.len() as u64,
+                            records: count as u64,
                             times,
                         });
                     }
