@@ -176,6 +176,38 @@ fn unread_component_is_a_warning() {
 }
 
 #[test]
+fn unknown_function_and_wrong_arguments_in_expression() {
+    // Column 14 of line 9 is where `date_trnc` starts inside the quoted condition.
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[transforms.hot]\ntype = \"filter\"\ninputs = [\"s\"]\ncondition = \"date_trnc('hour', ts) > ts\"\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"hot\"]\n"
+    ));
+    names(
+        &err,
+        "9:14",
+        "transforms.hot: unknown function `date_trnc` in `condition`",
+        "did you mean `date_trunc`?",
+    );
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[transforms.m]\ntype = \"map\"\ninputs = [\"s\"]\ncompute = {{ d = \"upper(device_id) || split_part(device_id)\" }}\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"m\"]\n"
+    ));
+    names(
+        &err,
+        "9:38",
+        "transforms.m: `split_part` does not take (string)",
+        "it is called as split_part(",
+    );
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[transforms.hot]\ntype = \"filter\"\ninputs = [\"s\"]\ncondition = \"ts > now()\"\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"hot\"]\n"
+    ));
+    names(
+        &err,
+        "9:19",
+        "transforms.hot: `now` is not available",
+        "use the event time",
+    );
+}
+
+#[test]
 fn unknown_field_in_expression() {
     let err = invalid(&format!(
         "{GOOD_SOURCE}\n[transforms.hot]\ntype = \"filter\"\ninputs = [\"s\"]\ncondition = \"kind = 'reading' AND temprature > 30.0\"\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"hot\"]\n"

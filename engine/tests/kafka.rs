@@ -271,6 +271,58 @@ fn a_topic_with_three_partitions_gives_the_results_of_a_file() {
     }
 }
 
+/// A Kafka source's `dead_letter` output can be read like a file source's: the bad messages
+/// (known here: events 500 and 999 of every thousand) arrive there with their partition,
+/// offset, reason and text, and no default dead-letter file is written.
+#[test]
+fn a_kafka_sources_dead_letter_output_can_be_read() {
+    let dir = workspace();
+    let n = 3000;
+    let input = topic("with-bad", 2);
+    let messages = events(n);
+    send(&input, &messages);
+    let sinks = format!(
+        "{}{}",
+        file_sink("out", "per_device", "out.jsonl"),
+        file_sink("bad", "events.dead_letter", "bad.jsonl")
+    );
+    let text = pipeline(&kafka_source(&input, &unique("dead"), ""), &sinks);
+    write(dir.path(), "dead.toml", &text);
+    let err = run_ok(dir.path(), "dead.toml", &["--workers", "2"]);
+    let dead = json_lines(&dir.path().join("bad.jsonl"));
+    let mut records: Vec<String> = dead
+        .iter()
+        .map(|d| {
+            assert!(d["file"].as_str().unwrap().starts_with(&format!("{input}/")), "{d}");
+            assert!(d["line"].as_u64().is_some(), "{d}");
+            assert_eq!(d["source"], "events", "{d}");
+            d["record"].as_str().unwrap().to_string()
+        })
+        .collect();
+    records.sort();
+    let mut expected: Vec<String> = messages
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| matches!(i % 1000, 500 | 999))
+        .map(|(_, (_, l))| l.clone())
+        .collect();
+    expected.sort();
+    assert_eq!(records, expected, "{err}");
+    for d in &dead {
+        let reason = d["reason"].as_str().unwrap();
+        if d["record"] == "not json {" {
+            assert!(!reason.contains("ts"), "{reason}");
+        } else {
+            assert!(reason.contains("ts"), "{reason}");
+        }
+    }
+    assert!(
+        !dir.path().join("kafka-test.deadletter.jsonl").exists(),
+        "the dead letters went to the sink that reads them"
+    );
+    assert_eq!(json_multiset(&read(dir.path(), "out.jsonl")), reference(n));
+}
+
 #[test]
 fn two_processes_in_one_group_share_the_partitions() {
     let dir = workspace();

@@ -317,6 +317,107 @@ inputs = [\"f\"]
     }
 }
 
+/// SQL's function library over whole batches: each computed field checked against values
+/// worked out here from the raw events, in both modes and on 1, 2 and 4 workers.
+#[test]
+fn sql_functions_match_a_brute_force_reference() {
+    let dir = workspace();
+    let source = r#"
+[sources.sensors]
+type = "generator"
+profile = "iot"
+events = 20000
+devices = 40
+seed = 5
+start = "2026-01-01T00:00:00Z"
+event_time_interval = "1s"
+"#;
+    let raw = write(
+        dir.path(),
+        "raw.toml",
+        &format!("{source}\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"sensors\"]\n"),
+    );
+    let out = weir(dir.path(), &["run", &raw], "");
+    ok(&out);
+    let mut events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    events.sort_by_key(|e| e["id"].as_u64().unwrap());
+    assert_eq!(events.len(), 20000);
+    let ts_of = |i: u64| events[i as usize]["ts"].clone();
+
+    let piped = write(
+        dir.path(),
+        "piped.toml",
+        &format!(
+            "{source}
+[transforms.pick]
+type = \"filter\"
+inputs = [\"sensors\"]
+condition = \"starts_with(device_id, 'dev-0001') AND kind = 'reading' AND id < 19000\"
+
+[transforms.f]
+type = \"map\"
+inputs = [\"pick\"]
+select = [\"id\"]
+compute = {{ hour = \"date_trunc('hour', ts)\", minute = \"EXTRACT(MINUTE FROM ts)\", device_no = \"CAST(split_part(device_id, '-', 2) AS BIGINT)\", later = \"ts + INTERVAL '1 minute'\", tag = \"upper(substr(device_id, 1, 3)) || '/' || replace(device_id, 'dev-', '')\", warm = \"nullif(temperature > 25, false)\" }}
+
+[sinks.out]
+type = \"stdout\"
+inputs = [\"f\"]
+"
+        ),
+    );
+    let mut expected = Vec::new();
+    for e in &events {
+        let i = e["id"].as_u64().unwrap();
+        let device = e["device_id"].as_str().unwrap();
+        if !(device.starts_with("dev-0001") && e["kind"] == "reading" && i < 19000) {
+            continue;
+        }
+        let number = &device[4..];
+        let warm = if e["temperature"].as_f64().unwrap() > 25.0 {
+            Value::Bool(true)
+        } else {
+            Value::Null
+        };
+        expected.push(
+            serde_json::json!({
+                "id": i, "hour": ts_of(i - i % 3600), "minute": (i / 60) % 60,
+                "device_no": number.parse::<i64>().unwrap(), "later": ts_of(i + 60),
+                "tag": format!("DEV/{number}"), "warm": warm,
+            })
+            .to_string(),
+        );
+    }
+    assert!(
+        expected.len() > 2000,
+        "the reference keeps a fair share: {}",
+        expected.len()
+    );
+    for args in [
+        vec!["--workers", "1"],
+        vec![
+            "--workers",
+            "2",
+            "--mode",
+            "micro-batch",
+            "--batch-interval",
+            "5ms",
+        ],
+        vec!["--workers", "4"],
+    ] {
+        let mut a = vec!["run", piped.as_str()];
+        a.extend(&args);
+        let out = weir(dir.path(), &a, "");
+        ok(&out);
+        let got = json_multiset(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(got, json_multiset(&expected.join("\n")), "{args:?}");
+    }
+}
+
 #[test]
 fn results_do_not_depend_on_the_number_of_workers() {
     let dir = workspace();

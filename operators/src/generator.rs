@@ -245,7 +245,7 @@ impl GeneratorSpec {
             out.f64(None);
         }
         if (90..97).contains(&roll) {
-            let online = h2 % 10 != 0;
+            let online = !h2.is_multiple_of(10);
             out.str(Some(if online { "online" } else { "offline" }));
             out.i64(Some(((h2 >> 8) % 101) as i64));
         } else {

@@ -163,7 +163,7 @@ pub fn write_rfc3339(t: Micros, out: &mut Vec<u8>) {
     out.push(b':');
     pad(out, sod % 60, 2);
     out.push(b'.');
-    if micros % 1000 == 0 {
+    if micros.is_multiple_of(1000) {
         pad(out, micros / 1000, 3);
     } else {
         pad(out, micros, 6);

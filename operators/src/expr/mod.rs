@@ -39,6 +39,7 @@ use sqlparser::parser::Parser;
 
 use crate::schema::Schema;
 
+mod library;
 mod vector;
 use crate::time::{format_rfc3339, parse_rfc3339};
 use crate::value::{FieldType, Value};
@@ -162,6 +163,10 @@ enum Node {
     Cast(Box<Node>, FieldType),
     Func(Func, Vec<Node>),
     Coalesce(Vec<Node>),
+    /// A call of a function from SQL's library (DataFusion's).
+    Lib(std::sync::Arc<library::Call>, Vec<Node>),
+    /// A timestamp moved by a fixed number of microseconds (`ts + INTERVAL '1 hour'`).
+    Shift(Box<Node>, i64),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -629,6 +634,41 @@ impl Compiler<'_> {
                 Ok((Node::Cast(boxed(n), target), Some(target)))
             }
             E::Function(f) => self.function(e, f),
+            E::Extract { field, expr, .. } => {
+                let part = field.to_string().to_ascii_lowercase();
+                let udf = library::lookup("date_part").expect("date_part is in the library");
+                let compiled = vec![
+                    (Node::Const(Value::Str(SmolStr::new(&part))), Some(FieldType::String)),
+                    self.compile(expr)?,
+                ];
+                self.library_call(e, "extract", udf, compiled)
+            }
+            E::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                shorthand,
+                ..
+            } => {
+                let udf = library::lookup("substr").expect("substr is in the library");
+                let mut compiled = vec![self.compile(expr)?];
+                match (substring_from, substring_for) {
+                    (Some(f), _) => compiled.push(self.compile(f)?),
+                    // `SUBSTRING(s FOR n)` starts at the first character.
+                    (None, Some(_)) => compiled.push((Node::Const(Value::I64(1)), Some(FieldType::I64))),
+                    (None, None) => {}
+                }
+                if let Some(n) = substring_for {
+                    compiled.push(self.compile(n)?);
+                }
+                let name = if *shorthand { "substr" } else { "substring" };
+                self.library_call(e, name, udf, compiled)
+            }
+            E::Interval(_) => Err(self.err(
+                e,
+                "an interval is only supported added to or subtracted from a timestamp".into(),
+                Some("write `ts + INTERVAL '1 hour'` or `ts - INTERVAL '30 seconds'`".into()),
+            )),
             _ => Err(self.err(
                 e,
                 format!("`{e}` is not supported in Weir expressions"),
@@ -700,6 +740,37 @@ impl Compiler<'_> {
         op: &BinaryOperator,
         right: &sql::Expr,
     ) -> Result<(Node, Ty), ExprError> {
+        if let (BinaryOperator::Plus | BinaryOperator::Minus, sql::Expr::Interval(iv)) = (op, right)
+        {
+            let (l, tl) = self.compile(left)?;
+            if tl != Some(FieldType::Timestamp) {
+                return Err(self.err(
+                    left,
+                    format!(
+                        "an interval is added to a timestamp, but this is {}",
+                        type_name(tl)
+                    ),
+                    Some("CAST(x AS TIMESTAMP) turns a value into a timestamp".into()),
+                ));
+            }
+            let micros = interval_micros(iv).map_err(|m| {
+                self.err(
+                    right,
+                    m,
+                    Some("write INTERVAL '1 hour 30 minutes', INTERVAL '5' MINUTE, ...; units: microseconds to weeks".into()),
+                )
+            })?;
+            let by = if *op == BinaryOperator::Minus {
+                micros.checked_neg()
+            } else {
+                Some(micros)
+            };
+            let by = by.ok_or_else(|| self.err(right, "the interval is too long".into(), None))?;
+            if let Node::Const(_) = l {
+                return Ok((Node::Const(eval(&Node::Shift(boxed(l), by), &[])), tl));
+            }
+            return Ok((Node::Shift(boxed(l), by), tl));
+        }
         let (l, tl) = self.compile(left)?;
         let (r, tr) = self.compile(right)?;
         let cmp = |o| Some(o);
@@ -996,18 +1067,134 @@ impl Compiler<'_> {
                     .collect();
                 Ok((Node::Coalesce(nodes), ty))
             }
-            _ => Err(self.err(
+            _ if library::REFUSED.contains(&name.as_str()) => Err(self.err(
                 e,
-                format!("unknown function `{name}`"),
-                Some(
-                    match crate::suggest::did_you_mean(&name, FUNCTIONS.iter().copied()) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => format!("Weir's functions: {}", FUNCTIONS.join(", ")),
-                    },
-                ),
+                format!("`{name}` is not available in Weir expressions"),
+                Some("a pipeline's results must not depend on when it runs (a replay gives the live run's results): use the event time, or a field".into()),
             )),
+            _ => {
+                let Some(udf) = library::lookup(&name) else {
+                    return Err(self.err(
+                        e,
+                        format!("unknown function `{name}`"),
+                        Some(
+                            match crate::suggest::did_you_mean(
+                                &name,
+                                FUNCTIONS.iter().copied().chain(library::names()),
+                            ) {
+                                Some(s) => format!("did you mean `{s}`?"),
+                                None => "README.md lists the functions (Expressions)".to_string(),
+                            },
+                        ),
+                    ));
+                };
+                self.library_call(e, &name, udf, compiled)
+            }
         }
     }
+}
+
+impl Compiler<'_> {
+    /// Types a call of a library function over compiled arguments.
+    fn library_call(
+        &self,
+        e: &sql::Expr,
+        name: &str,
+        udf: std::sync::Arc<datafusion_expr::ScalarUDF>,
+        compiled: Vec<(Node, Ty)>,
+    ) -> Result<(Node, Ty), ExprError> {
+        let args: Vec<library::Arg> = compiled
+            .iter()
+            .map(|(n, t)| library::Arg {
+                ty: *t,
+                value: match n {
+                    Node::Const(v) => Some(v),
+                    _ => None,
+                },
+            })
+            .collect();
+        let call = library::Call::plan(name, udf, &args).map_err(|(message, help)| {
+            let mut err = self.err(e, message, help);
+            // SUBSTRING and EXTRACT spans start at their first argument: widen them to the
+            // call.
+            let at = err.span.start;
+            if !self.text[at..].to_ascii_lowercase().starts_with(name) {
+                if let Some(k) = self.text[..at].to_ascii_lowercase().rfind(name) {
+                    err.span.start = k;
+                }
+            }
+            err
+        })?;
+        let ty = Some(call.out);
+        let nodes: Vec<Node> = compiled.into_iter().map(|(n, _)| n).collect();
+        let node = Node::Lib(std::sync::Arc::new(call), nodes);
+        // A call of constants is evaluated once, now.
+        if let Node::Lib(_, args) = &node {
+            if args.iter().all(|a| matches!(a, Node::Const(_))) {
+                return Ok((Node::Const(eval(&node, &[])), ty));
+            }
+        }
+        Ok((node, ty))
+    }
+}
+
+/// The length of an interval literal of fixed length, in microseconds.
+fn interval_micros(iv: &sql::Interval) -> Result<i64, String> {
+    let text = match iv.value.as_ref() {
+        sql::Expr::Value(v) => match &v.value {
+            sql::Value::SingleQuotedString(s) => s.clone(),
+            sql::Value::Number(n, _) => n.clone(),
+            other => other.to_string(),
+        },
+        other => {
+            return Err(format!(
+                "`{other}` is not an interval: write it as a quoted string"
+            ))
+        }
+    };
+    let text = match &iv.leading_field {
+        Some(f) if iv.last_field.is_none() => format!("{text} {f}"),
+        Some(_) => return Err("interval ranges (`... TO ...`) are not supported".into()),
+        None => text,
+    };
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.is_empty() || !words.len().is_multiple_of(2) {
+        return Err(format!(
+            "`{text}` is not an interval: write a number and a unit, e.g. '1 hour'"
+        ));
+    }
+    let mut total: i64 = 0;
+    for pair in words.chunks(2) {
+        let n: f64 = pair[0]
+            .parse()
+            .map_err(|_| format!("`{}` is not a number", pair[0]))?;
+        let unit = pair[1].to_ascii_lowercase();
+        let per: f64 = match unit.as_str() {
+            "us" => 1.0,
+            "ms" => 1e3,
+            u => match u.trim_end_matches('s') {
+                "microsecond" => 1.0,
+                "millisecond" => 1e3,
+                "second" | "sec" => 1e6,
+                "minute" | "min" => 60e6,
+                "hour" | "h" => 3600e6,
+                "day" => 86_400e6,
+                "week" => 604_800e6,
+                "month" | "year" => {
+                    return Err(format!("`{}` has no fixed length in microseconds", pair[1]))
+                }
+                _ => return Err(format!("unknown interval unit `{}`", pair[1])),
+            },
+        };
+        let us = n * per;
+        if !us.is_finite() || us.abs() > 3.2e19 {
+            return Err("the interval is too long".into());
+        }
+        total = total
+            .checked_add(us.round() as i64)
+            .ok_or_else(|| "the interval is too long".to_string())?;
+    }
+    Ok(total)
 }
 
 fn type_name(t: Ty) -> String {
@@ -1306,6 +1493,18 @@ fn eval(n: &Node, row: &[Value]) -> Value {
             Value::Null
         }
         Node::Func(f, args) => func(*f, args, row),
+        Node::Lib(call, args) => {
+            let values: Vec<Result<arrow::array::ArrayRef, Value>> =
+                args.iter().map(|a| Err(eval(a, row))).collect();
+            crate::chunk::value_at(&call.eval(&values, 1), 0)
+        }
+        Node::Shift(x, by) => {
+            let mut t = Value::Null;
+            match eval_ref(x, row, &mut t) {
+                Value::Ts(ts) => ts.checked_add(*by).map(Value::Ts).unwrap_or(Value::Null),
+                _ => Value::Null,
+            }
+        }
     }
 }
 

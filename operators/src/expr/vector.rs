@@ -186,6 +186,16 @@ fn eval_col(n: &Node, cols: &[ArrayRef], rows: usize) -> Col {
             }
             _ => rowwise(n, cols, rows),
         },
+        Node::Lib(call, args) => {
+            let values: Vec<Result<ArrayRef, Value>> = args
+                .iter()
+                .map(|a| match eval_col(a, cols, rows) {
+                    Col::Array(x) => Ok(x),
+                    Col::Const(v) => Err(v),
+                })
+                .collect();
+            Col::Array(call.eval(&values, rows))
+        }
         _ => rowwise(n, cols, rows),
     }
 }
@@ -379,6 +389,8 @@ fn fields_of(n: &Node, out: &mut Vec<usize>) {
         Node::Field(i) => out.push(*i),
         Node::Const(_) => {}
         Node::Not(x) | Node::IsNull(x, _) | Node::Neg(_, x) | Node::Cast(x, _) => fields_of(x, out),
+        Node::Shift(x, _) => fields_of(x, out),
+        Node::Lib(_, xs) => xs.iter().for_each(|x| fields_of(x, out)),
         Node::Like(x, _, _) => fields_of(x, out),
         Node::And(a, b) | Node::Or(a, b) | Node::Cmp(_, _, a, b) | Node::Arith(_, _, a, b) => {
             fields_of(a, out);
