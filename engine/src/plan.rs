@@ -22,30 +22,7 @@ use crate::components::{ComponentConfig, Ctx, Op, Planned, SinkSpec, SinkTarget}
 use crate::diag::{has_errors, Diag, SourceText};
 use crate::spec::{Kind, PipelineSpec};
 
-/// An output of a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Port {
-    /// The main output.
-    Main,
-    /// Bad records of a reading source; late records of a window.
-    DeadLetter,
-    /// Late records of a window (or a join's left input) with late = "side-output".
-    Late,
-    /// Late records of a join's right input with late = "side-output".
-    LateRight,
-}
-
-impl Port {
-    /// The port's name after the dot in `inputs`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Port::Main => "",
-            Port::DeadLetter => "dead_letter",
-            Port::Late => "late",
-            Port::LateRight => "late_right",
-        }
-    }
-}
+pub use crate::components::Port;
 
 /// A reference to a node's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -255,42 +232,23 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
                 );
                 continue;
             }
+            let outputs = crate::components::descriptor(target.kind, &target.ty)
+                .map(|d| d.outputs)
+                .unwrap_or(&[]);
             let port = match port {
                 None => Port::Main,
-                Some("dead_letter") if has_dead_letter_port(target) => Port::DeadLetter,
-                Some("late")
-                    if target.kind == Kind::Transform
-                        && matches!(target.ty.as_str(), "window" | "join") =>
-                {
-                    Port::Late
-                }
-                Some("late_right") if target.kind == Kind::Transform && target.ty == "join" => {
-                    Port::LateRight
-                }
-                Some(p) => {
-                    diags.push(
-                        Diag::error(format!("`{}` has no output `{p}`", target.id))
-                            .component(c.qualified())
-                            .at(span.clone())
-                            .help(if !has_dead_letter_port(target) {
-                                format!(
-                                    "`{}` has only its main output: write `{}`",
-                                    target.id, target.id
-                                )
-                            } else if target.ty == "window" {
-                                format!(
-                                    "its outputs are `{0}`, `{0}.dead_letter` and, with late = \"side-output\", `{0}.late`",
-                                    target.id
-                                )
-                            } else {
-                                format!(
-                                    "its outputs are `{}` and `{}.dead_letter`",
-                                    target.id, target.id
-                                )
-                            }),
-                    );
-                    continue;
-                }
+                Some(p) => match outputs.iter().find(|o| o.name() == p) {
+                    Some(o) => *o,
+                    None => {
+                        diags.push(
+                            Diag::error(format!("`{}` has no output `{p}`", target.id))
+                                .component(c.qualified())
+                                .at(span.clone())
+                                .help(outputs_help(&target.id, outputs)),
+                        );
+                        continue;
+                    }
+                },
             };
             inputs[i].push(PortRef { node: j, port });
             input_spans[i].push(span.clone());
@@ -671,11 +629,21 @@ fn pipeline_mode(spec: &PipelineSpec, diags: &mut Vec<Diag>) -> Mode {
     }
 }
 
-/// Whether a component has a dead-letter output: a source that reads external input, or a
-/// window (for late records).
-fn has_dead_letter_port(c: &crate::spec::Component) -> bool {
-    (c.kind == Kind::Source && matches!(c.ty.as_str(), "file" | "stdin" | "tcp"))
-        || (c.kind == Kind::Transform && matches!(c.ty.as_str(), "window" | "join"))
+/// What to write instead of an output a component does not have.
+fn outputs_help(id: &str, outputs: &[Port]) -> String {
+    if outputs.is_empty() {
+        return format!("`{id}` has only its main output: write `{id}`");
+    }
+    let mut names = vec![format!("`{id}`")];
+    for o in outputs {
+        names.push(match o {
+            Port::Late | Port::LateRight => {
+                format!("`{id}.{}` (with late = \"side-output\")", o.name())
+            }
+            _ => format!("`{id}.{}`", o.name()),
+        });
+    }
+    format!("its outputs are {}", names.join(", "))
 }
 
 /// The file a path names, for comparing paths: absolute, with `.` and `..` resolved and the

@@ -49,11 +49,11 @@ impl Kind {
     }
 
     /// The component types this section accepts.
-    pub fn types(self) -> &'static [&'static str] {
+    pub fn types(self) -> Vec<&'static str> {
         match self {
-            Kind::Source => components::SOURCE_TYPES,
-            Kind::Transform => components::TRANSFORM_TYPES,
-            Kind::Sink => components::SINK_TYPES,
+            Kind::Source => components::type_names(Kind::Source),
+            Kind::Transform => components::type_names(Kind::Transform),
+            Kind::Sink => components::type_names(Kind::Sink),
         }
     }
 

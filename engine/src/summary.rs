@@ -123,10 +123,11 @@ pub fn render(r: &RunReport) -> String {
             } else {
                 0
             };
+            let d = crate::components::descriptor(c.kind, &c.ty);
             [
                 format!("{}.{}", c.kind.section(), c.id),
                 c.ty.clone(),
-                if c.kind == Kind::Source && c.ty == "generator" {
+                if d.is_some_and(|d| d.generates) {
                     "-".into()
                 } else {
                     thousands(m.records_in)
@@ -134,12 +135,12 @@ pub fn render(r: &RunReport) -> String {
                 thousands(m.records_out),
                 thousands(m.errors),
                 thousands(m.dead_lettered),
-                if matches!(c.ty.as_str(), "window" | "join") {
+                if d.is_some_and(|d| d.stateful) {
                     thousands(m.late)
                 } else {
                     "-".into()
                 },
-                if matches!(c.ty.as_str(), "window" | "join") {
+                if d.is_some_and(|d| d.stateful) {
                     thousands(m.max_state)
                 } else {
                     "-".into()

@@ -293,7 +293,13 @@ fn a_kafka_sources_dead_letter_output_can_be_read() {
     let mut records: Vec<String> = dead
         .iter()
         .map(|d| {
-            assert!(d["file"].as_str().unwrap().starts_with(&format!("{input}/")), "{d}");
+            assert!(
+                d["file"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{input}/")),
+                "{d}"
+            );
             assert!(d["line"].as_u64().is_some(), "{d}");
             assert_eq!(d["source"], "events", "{d}");
             d["record"].as_str().unwrap().to_string()

@@ -35,12 +35,182 @@ pub mod tcp;
 pub mod watermark;
 pub mod window;
 
-/// Source types.
-pub const SOURCE_TYPES: &[&str] = &["generator", "file", "stdin", "tcp", "kafka"];
-/// Transform types.
-pub const TRANSFORM_TYPES: &[&str] = &["filter", "map", "window", "join"];
-/// Sink types.
-pub const SINK_TYPES: &[&str] = &["stdout", "file", "null", "tcp", "kafka"];
+/// An output of a component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// The main output.
+    Main,
+    /// Bad records of a reading source; late records of a window.
+    DeadLetter,
+    /// Late records of a window (or a join's left input) with late = "side-output".
+    Late,
+    /// Late records of a join's right input with late = "side-output".
+    LateRight,
+}
+
+impl Port {
+    /// The port's name after the dot in `inputs`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Port::Main => "",
+            Port::DeadLetter => "dead_letter",
+            Port::Late => "late",
+            Port::LateRight => "late_right",
+        }
+    }
+}
+
+/// What Weir knows of a component type, in one place: its section and type name, the outputs it
+/// has besides its main one, how its config is read (the config struct's `plan` step then
+/// compiles it), and what the run summary shows of it. Everything that depends on a component's
+/// type looks it up here instead of matching type names.
+pub struct Descriptor {
+    /// Its section.
+    pub kind: Kind,
+    /// Its `type` in pipeline files.
+    pub name: &'static str,
+    /// Its outputs besides the main one (a port exists only when its config turns it on: the
+    /// plan checks `on_error` and `late`).
+    pub outputs: &'static [Port],
+    /// Reads its config.
+    pub parse: fn(Spanned<DeValue<'_>>, &str, &mut Vec<Diag>) -> Option<ComponentConfig>,
+    /// Whether it makes its records rather than reading them (the summary shows no input).
+    pub generates: bool,
+    /// Whether it keeps event-time state (the summary shows late records and state size).
+    pub stateful: bool,
+}
+
+const SOURCE_OUTPUTS: &[Port] = &[Port::DeadLetter];
+
+/// Every component type.
+pub static COMPONENTS: &[Descriptor] = &[
+    Descriptor {
+        kind: Kind::Source,
+        name: "generator",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::Generator(typed(b, w, d)?)),
+        generates: true,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Source,
+        name: "file",
+        outputs: SOURCE_OUTPUTS,
+        parse: |b, w, d| Some(ComponentConfig::FileSource(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Source,
+        name: "stdin",
+        outputs: SOURCE_OUTPUTS,
+        parse: |b, w, d| Some(ComponentConfig::Stdin(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Source,
+        name: "tcp",
+        outputs: SOURCE_OUTPUTS,
+        parse: |b, w, d| Some(ComponentConfig::TcpSource(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Source,
+        name: "kafka",
+        outputs: SOURCE_OUTPUTS,
+        parse: |b, w, d| Some(ComponentConfig::KafkaSource(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Transform,
+        name: "filter",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::Filter(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Transform,
+        name: "map",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::Map(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Transform,
+        name: "window",
+        outputs: &[Port::DeadLetter, Port::Late],
+        parse: |b, w, d| Some(ComponentConfig::Window(typed(b, w, d)?)),
+        generates: false,
+        stateful: true,
+    },
+    Descriptor {
+        kind: Kind::Transform,
+        name: "join",
+        outputs: &[Port::DeadLetter, Port::Late, Port::LateRight],
+        parse: |b, w, d| Some(ComponentConfig::Join(typed(b, w, d)?)),
+        generates: false,
+        stateful: true,
+    },
+    Descriptor {
+        kind: Kind::Sink,
+        name: "stdout",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::Stdout(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Sink,
+        name: "file",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::FileSink(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Sink,
+        name: "null",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::Null(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Sink,
+        name: "tcp",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::TcpSink(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Sink,
+        name: "kafka",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::KafkaSink(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+];
+
+/// The descriptor of a component type.
+pub fn descriptor(kind: Kind, name: &str) -> Option<&'static Descriptor> {
+    COMPONENTS.iter().find(|d| d.kind == kind && d.name == name)
+}
+
+/// The type names of a section, in documentation order.
+pub fn type_names(kind: Kind) -> Vec<&'static str> {
+    COMPONENTS
+        .iter()
+        .filter(|d| d.kind == kind)
+        .map(|d| d.name)
+        .collect()
+}
 
 /// A component's typed config.
 #[derive(Debug)]
@@ -83,24 +253,7 @@ pub fn parse(
     what: &str,
     diags: &mut Vec<Diag>,
 ) -> Option<ComponentConfig> {
-    use ComponentConfig as C;
-    Some(match (kind, ty) {
-        (Kind::Source, "generator") => C::Generator(typed(body, what, diags)?),
-        (Kind::Source, "file") => C::FileSource(typed(body, what, diags)?),
-        (Kind::Source, "stdin") => C::Stdin(typed(body, what, diags)?),
-        (Kind::Source, "tcp") => C::TcpSource(typed(body, what, diags)?),
-        (Kind::Source, "kafka") => C::KafkaSource(typed(body, what, diags)?),
-        (Kind::Transform, "filter") => C::Filter(typed(body, what, diags)?),
-        (Kind::Transform, "map") => C::Map(typed(body, what, diags)?),
-        (Kind::Transform, "window") => C::Window(typed(body, what, diags)?),
-        (Kind::Transform, "join") => C::Join(typed(body, what, diags)?),
-        (Kind::Sink, "stdout") => C::Stdout(typed(body, what, diags)?),
-        (Kind::Sink, "file") => C::FileSink(typed(body, what, diags)?),
-        (Kind::Sink, "null") => C::Null(typed(body, what, diags)?),
-        (Kind::Sink, "tcp") => C::TcpSink(typed(body, what, diags)?),
-        (Kind::Sink, "kafka") => C::KafkaSink(typed(body, what, diags)?),
-        _ => return None,
-    })
+    (descriptor(kind, ty)?.parse)(body, what, diags)
 }
 
 /// A compiled component, ready to become an operator.
