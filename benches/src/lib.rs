@@ -2,6 +2,8 @@
 
 #![forbid(missing_docs)]
 
+pub mod typed;
+
 use std::time::{Duration, Instant};
 
 /// Times `f`.
