@@ -27,6 +27,7 @@ use arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, BooleanArray, Datum, Float64Array, Int64Array,
     Scalar, UInt64Array,
 };
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::compute::kernels::cmp;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 
@@ -238,16 +239,6 @@ enum F64s {
     Const(Option<f64>),
 }
 
-impl F64s {
-    #[inline]
-    fn get(&self, i: usize) -> Option<f64> {
-        match self {
-            F64s::Array(a) => a.is_valid(i).then(|| a.value(i)),
-            F64s::Const(v) => *v,
-        }
-    }
-}
-
 fn f64s(c: &Col) -> Option<F64s> {
     match c {
         Col::Const(v) => Some(F64s::Const(if v.is_null() {
@@ -316,30 +307,93 @@ fn ints<T: FromValue>(c: &Col) -> Option<Ints<T>> {
     }
 }
 
-fn cmp_f64(op: CmpOp, x: &F64s, y: &F64s, rows: usize) -> BooleanArray {
-    (0..rows)
-        .map(|i| {
-            let o = x.get(i)?.partial_cmp(&y.get(i)?)?;
-            Some(super::apply_cmp(op, o))
-        })
-        .collect()
+/// The values and validity of a float operand, for the loops below.
+fn parts(x: &F64s) -> (Option<&[f64]>, f64, Option<&NullBuffer>) {
+    match x {
+        F64s::Array(a) => (Some(a.values().as_ref()), 0.0, a.nulls()),
+        F64s::Const(v) => (None, v.unwrap_or(0.0), None),
+    }
 }
 
+/// Rows where both operands are present (and, with `nan_is_null`, neither is NaN).
+fn valid_rows(
+    x: &F64s,
+    y: &F64s,
+    rows: usize,
+    extra: impl Fn(f64, f64) -> bool,
+) -> Option<NullBuffer> {
+    if matches!(x, F64s::Const(None)) || matches!(y, F64s::Const(None)) {
+        return Some(NullBuffer::new_null(rows));
+    }
+    let ((xv, xc, xn), (yv, yc, yn)) = (parts(x), parts(y));
+    let ok = match (xv, yv) {
+        (Some(a), Some(b)) => BooleanBuffer::collect_bool(rows, |i| extra(a[i], b[i])),
+        (Some(a), None) => BooleanBuffer::collect_bool(rows, |i| extra(a[i], yc)),
+        (None, Some(b)) => BooleanBuffer::collect_bool(rows, |i| extra(xc, b[i])),
+        (None, None) => BooleanBuffer::collect_bool(rows, |_| extra(xc, yc)),
+    };
+    let mut valid = ok;
+    if let Some(n) = NullBuffer::union(xn, yn) {
+        valid = &valid & n.inner();
+    }
+    Some(NullBuffer::new(valid))
+}
+
+/// A float comparison: NULL when an operand is NULL or NaN; `-0.0 = 0.0` (IEEE comparison, as
+/// the row evaluator's `partial_cmp`).
+fn cmp_f64(op: CmpOp, x: &F64s, y: &F64s, rows: usize) -> BooleanArray {
+    let nulls = valid_rows(x, y, rows, |a, b| !a.is_nan() && !b.is_nan());
+    let ((xv, xc, _), (yv, yc, _)) = (parts(x), parts(y));
+    fn bits(
+        op: CmpOp,
+        rows: usize,
+        l: impl Fn(usize) -> f64,
+        r: impl Fn(usize) -> f64,
+    ) -> BooleanBuffer {
+        match op {
+            CmpOp::Eq => BooleanBuffer::collect_bool(rows, |i| l(i) == r(i)),
+            CmpOp::Ne => BooleanBuffer::collect_bool(rows, |i| l(i) != r(i)),
+            CmpOp::Lt => BooleanBuffer::collect_bool(rows, |i| l(i) < r(i)),
+            CmpOp::Le => BooleanBuffer::collect_bool(rows, |i| l(i) <= r(i)),
+            CmpOp::Gt => BooleanBuffer::collect_bool(rows, |i| l(i) > r(i)),
+            CmpOp::Ge => BooleanBuffer::collect_bool(rows, |i| l(i) >= r(i)),
+        }
+    }
+    let values = match (xv, yv) {
+        (Some(a), Some(b)) => bits(op, rows, |i| a[i], |i| b[i]),
+        (Some(a), None) => bits(op, rows, |i| a[i], |_| yc),
+        (None, Some(b)) => bits(op, rows, |_| xc, |i| b[i]),
+        (None, None) => bits(op, rows, |_| xc, |_| yc),
+    };
+    BooleanArray::new(values, nulls)
+}
+
+/// Float arithmetic: NULL when an operand is NULL, and for division or remainder by zero.
 fn arith_f64(op: ArithOp, x: &F64s, y: &F64s, rows: usize) -> Float64Array {
-    (0..rows)
-        .map(|i| {
-            let (a, b) = (x.get(i)?, y.get(i)?);
-            Some(match op {
-                ArithOp::Add => a + b,
-                ArithOp::Sub => a - b,
-                ArithOp::Mul => a * b,
-                ArithOp::Div if b == 0.0 => return None,
-                ArithOp::Div => a / b,
-                ArithOp::Rem if b == 0.0 => return None,
-                ArithOp::Rem => a % b,
-            })
-        })
-        .collect()
+    let by_zero = matches!(op, ArithOp::Div | ArithOp::Rem);
+    let nulls = valid_rows(x, y, rows, |_, b| !(by_zero && b == 0.0));
+    let ((xv, xc, _), (yv, yc, _)) = (parts(x), parts(y));
+    fn compute(
+        op: ArithOp,
+        rows: usize,
+        l: impl Fn(usize) -> f64,
+        r: impl Fn(usize) -> f64,
+    ) -> Vec<f64> {
+        match op {
+            ArithOp::Add => (0..rows).map(|i| l(i) + r(i)).collect(),
+            ArithOp::Sub => (0..rows).map(|i| l(i) - r(i)).collect(),
+            ArithOp::Mul => (0..rows).map(|i| l(i) * r(i)).collect(),
+            ArithOp::Div => (0..rows).map(|i| l(i) / r(i)).collect(),
+            ArithOp::Rem => (0..rows).map(|i| l(i) % r(i)).collect(),
+        }
+    }
+    let values = match (xv, yv) {
+        (Some(a), Some(b)) => compute(op, rows, |i| a[i], |i| b[i]),
+        (Some(a), None) => compute(op, rows, |i| a[i], |_| yc),
+        (None, Some(b)) => compute(op, rows, |_| xc, |i| b[i]),
+        (None, None) => compute(op, rows, |_| xc, |_| yc),
+    };
+    Float64Array::new(values.into(), nulls)
 }
 
 #[inline]
