@@ -32,7 +32,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use weir_benches::{closed_panes, env_or, machine};
-use weir_engine::compare::{self, Row};
+use weir_cli::lab::{self as compare, Row};
 use weir_engine::components::Op;
 use weir_engine::summary::micros;
 use weir_operators::generator::{GeneratorSpec, RunClock};

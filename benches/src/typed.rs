@@ -83,7 +83,7 @@ pub fn iot_event(seed: u64, devices: u64, i: u64, ts: i64) -> IotEvent {
         }
     } else if roll < 97 {
         Body::Status {
-            online: h2 % 10 != 0,
+            online: !h2.is_multiple_of(10),
             battery: ((h2 >> 8) % 101) as i64,
         }
     } else {

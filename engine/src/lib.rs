@@ -35,7 +35,6 @@
 #![allow(clippy::result_large_err)]
 
 pub mod cluster;
-pub mod compare;
 pub mod components;
 pub mod diag;
 pub mod graph;

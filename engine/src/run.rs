@@ -53,13 +53,13 @@ pub struct RunOptions {
 
 impl RunReport {
     /// Whether the engine kept up with the offered rate during the measurement
-    /// ([`compare::kept_up`](crate::compare::kept_up)); `None` without an open-loop generator.
+    /// ([`kept_up`]); `None` without an open-loop generator.
     pub fn kept_up(&self) -> Option<bool> {
         let interval = match self.mode {
             Mode::Continuous => None,
             Mode::MicroBatch(iv) => Some(iv),
         };
-        crate::compare::kept_up(
+        kept_up(
             self.offered_rate.map(|r| r / self.processes as f64),
             self.measurement.rate(),
             self.measurement.seconds,
@@ -219,6 +219,27 @@ fn open_output(path: &Path, append: bool) -> std::io::Result<FileOutput> {
 fn is_fifo(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// Input the engine may be behind at any moment without falling behind for good: one batch
+/// interval (in micro-batch mode) and 100ms of the offered rate.
+pub fn slack(offered: f64, interval: Option<Duration>) -> f64 {
+    offered * (interval.unwrap_or(Duration::ZERO) + Duration::from_millis(100)).as_secs_f64()
+}
+
+/// Whether the engine kept up with an offered rate over a measurement: it took in all but at
+/// most one batch interval and 100 ms of the input due (1% tolerance), and its backlog at the
+/// end is within that. `None` without an offered rate.
+pub fn kept_up(
+    offered: Option<f64>,
+    achieved: f64,
+    seconds: f64,
+    backlog_end: u64,
+    interval: Option<Duration>,
+) -> Option<bool> {
+    let offered = offered?;
+    let slack = slack(offered, interval);
+    Some(achieved * seconds + slack >= offered * seconds * 0.99 && backlog_end as f64 <= slack)
 }
 
 /// Whether the run resumes from Weir's own Kafka commits: file sinks then append to the output

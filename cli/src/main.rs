@@ -261,14 +261,14 @@ fn read_hostfile(path: &std::path::Path, n: usize) -> Result<Vec<String>, String
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
-    weir_engine::compare::parse_rate(s)
+    weir_cli::lab::parse_rate(s)
 }
 
 fn parse_count(s: &str) -> Result<u64, String> {
     if s.trim() == "0" {
         return Ok(0);
     }
-    weir_engine::compare::parse_rate(s)
+    weir_cli::lab::parse_rate(s)
         .map(|x| x.round() as u64)
         .map_err(|_| format!("`{s}` is not a number of events: write 1000, 500k or 1m"))
 }

@@ -1,9 +1,9 @@
-//! `weir compare`: the command around [`weir_engine::compare`].
+//! `weir compare`: the command around the latency lab ([`weir_cli::lab`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use weir_engine::compare::{self, parse_modes, parse_rate, Row, Runner};
+use weir_cli::lab::{self as compare, parse_modes, parse_rate, Row, Runner};
 use weir_engine::components::Op;
 use weir_engine::report::Report;
 use weir_engine::summary::{aligned, micros, thousands};

@@ -156,7 +156,7 @@ fn file_source_filter_map_exact_output_and_dead_letters() {
     ok(&r);
     let got = std::fs::read_to_string(dir.path().join("out/sensor-alerts.jsonl")).unwrap();
     let want =
-        std::fs::read_to_string(root().join("engine/tests/expected/sensor-alerts.jsonl")).unwrap();
+        std::fs::read_to_string(root().join("cli/tests/expected/sensor-alerts.jsonl")).unwrap();
     assert_eq!(json_multiset(&got), json_multiset(&want));
 
     // Every bad line is in the default dead-letter file, with its line and reason.
@@ -176,7 +176,7 @@ fn file_source_filter_map_exact_output_and_dead_letters() {
         .collect();
     got.sort();
     let want =
-        std::fs::read_to_string(root().join("engine/tests/expected/sensor-alerts.deadletter.tsv"))
+        std::fs::read_to_string(root().join("cli/tests/expected/sensor-alerts.deadletter.tsv"))
             .unwrap();
     let want: Vec<(u64, String)> = want
         .lines()
@@ -213,7 +213,7 @@ fn csv_in_csv_out_exact_with_named_dead_letter_sink() {
     ok(&weir(dir.path(), &["run", "pipelines/sensor-csv.toml"], ""));
     let got = std::fs::read_to_string(dir.path().join("out/readings-f.csv")).unwrap();
     let want =
-        std::fs::read_to_string(root().join("engine/tests/expected/readings-f.csv")).unwrap();
+        std::fs::read_to_string(root().join("cli/tests/expected/readings-f.csv")).unwrap();
     assert_eq!(got, want);
     let bad = std::fs::read_to_string(dir.path().join("out/readings-bad.jsonl")).unwrap();
     let lines: Vec<u64> = bad

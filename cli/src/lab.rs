@@ -1,11 +1,11 @@
-//! `weir compare`: runs one pipeline under several configurations (execution mode, workers,
+//! The latency lab behind `weir compare`: runs one pipeline under several configurations (execution mode, workers,
 //! offered rate), one after another, each in its own `weir run` process for a fixed duration
 //! after a warm-up; tabulates throughput and latency, and draws the latency distributions as a
 //! percentile plot. It can also search for the highest rate each configuration sustains, and
 //! redraw saved reports.
 //!
 //! ```
-//! use weir_engine::compare::{parse_modes, parse_rate};
+//! use weir_cli::lab::{parse_modes, parse_rate};
 //!
 //! assert_eq!(parse_rate("100k").unwrap(), 100_000.0);
 //! assert_eq!(parse_rate("2.5M").unwrap(), 2_500_000.0);
@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 
-use crate::report::Report;
-use crate::summary::{micros, thousands, PERCENTILES};
+use weir_engine::report::Report;
+use weir_engine::run::{kept_up, slack};
+use weir_engine::summary::{micros, thousands, PERCENTILES};
 
 /// An execution mode to compare: `continuous`, or `micro-batch` with an interval.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +69,7 @@ pub fn parse_modes(s: &str) -> Result<Vec<ModeSpec>, String> {
                     ))
                 }
                 ("micro-batch", Some(iv)) => {
-                    let d = crate::components::parse_duration(iv).map_err(|e| {
+                    let d = weir_engine::components::parse_duration(iv).map_err(|e| {
                         format!("`{m}`: `{iv}` is not a duration ({e}); write micro-batch:100ms")
                     })?;
                     if d < Duration::from_millis(1) {
@@ -137,27 +138,6 @@ fn round_significant(x: f64, digits: i32) -> f64 {
 fn trim_float(x: f64) -> String {
     let s = format!("{x:.2}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-/// Input the engine may be behind at any moment without falling behind for good: one batch
-/// interval (in micro-batch mode) and 100ms of the offered rate.
-fn slack(offered: f64, interval: Option<Duration>) -> f64 {
-    offered * (interval.unwrap_or(Duration::ZERO) + Duration::from_millis(100)).as_secs_f64()
-}
-
-/// Whether the engine kept up with an offered rate over a measurement: it took in all but at
-/// most one batch interval and 100 ms of the input due (1% tolerance), and its backlog at the
-/// end is within that. `None` without an offered rate.
-pub fn kept_up(
-    offered: Option<f64>,
-    achieved: f64,
-    seconds: f64,
-    backlog_end: u64,
-    interval: Option<Duration>,
-) -> Option<bool> {
-    let offered = offered?;
-    let slack = slack(offered, interval);
-    Some(achieved * seconds + slack >= offered * seconds * 0.99 && backlog_end as f64 <= slack)
 }
 
 /// One configuration's results: one row of the table, one curve of the plot.
@@ -401,7 +381,7 @@ pub fn table(rows: &[Row]) -> String {
             row
         })
         .collect();
-    crate::summary::aligned(&header, &body, 1, "", "  ")
+    weir_engine::summary::aligned(&header, &body, 1, "", "  ")
 }
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -595,8 +575,8 @@ impl Runner {
         // The processes of a run started here share a fresh secret, unless one is set.
         let secret = (self.processes > 1
             && self.external.is_none()
-            && std::env::var_os(crate::cluster::SECRET_VAR).is_none())
-        .then(crate::cluster::random_secret)
+            && std::env::var_os(weir_engine::cluster::SECRET_VAR).is_none())
+        .then(weir_engine::cluster::random_secret)
         .transpose()
         .map_err(|e| format!("cannot make a cluster secret: {e}"))?;
         let mine: Vec<usize> = match &self.external {
@@ -637,7 +617,7 @@ impl Runner {
                 cmd.args(["--rate", &r.to_string()]);
             }
             if let Some(secret) = &secret {
-                cmd.env(crate::cluster::SECRET_VAR, secret);
+                cmd.env(weir_engine::cluster::SECRET_VAR, secret);
             }
             if self.processes > 1 {
                 cmd.args(["--processes", &self.processes.to_string()])
