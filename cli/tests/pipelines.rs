@@ -212,8 +212,7 @@ fn csv_in_csv_out_exact_with_named_dead_letter_sink() {
     let dir = workspace();
     ok(&weir(dir.path(), &["run", "pipelines/sensor-csv.toml"], ""));
     let got = std::fs::read_to_string(dir.path().join("out/readings-f.csv")).unwrap();
-    let want =
-        std::fs::read_to_string(root().join("cli/tests/expected/readings-f.csv")).unwrap();
+    let want = std::fs::read_to_string(root().join("cli/tests/expected/readings-f.csv")).unwrap();
     assert_eq!(got, want);
     let bad = std::fs::read_to_string(dir.path().join("out/readings-bad.jsonl")).unwrap();
     let lines: Vec<u64> = bad

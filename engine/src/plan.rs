@@ -507,6 +507,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             implicit: false,
         });
     }
+    prune_generators(&mut nodes);
     // Dead-letter outputs nothing reads go to the default dead-letter file.
     let unread: Vec<PortRef> = (0..nodes.len())
         .filter(|&i| nodes[i].dead_letters)
@@ -565,6 +566,44 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
         }),
         diags,
     )
+}
+
+/// Which fields of each node's main output its readers use (`None`: all of them), worked out
+/// from the sinks back: a sink, window or join reads every field; a filter reads what its own
+/// readers read and its condition's fields; a map reads the fields it keeps and computes from.
+/// Generators then fill only the fields something reads: the others are NULL columns, which
+/// nothing sees.
+fn prune_generators(nodes: &mut [Node]) {
+    let mut used: Vec<Option<Vec<bool>>> = nodes
+        .iter()
+        .map(|n| Some(vec![false; n.schema.len()]))
+        .collect();
+    for i in (0..nodes.len()).rev() {
+        let reads: Option<Vec<usize>> = match &nodes[i].op {
+            Op::Filter(e) => used[i].as_ref().map(|mine| {
+                let mut f: Vec<usize> = (0..mine.len()).filter(|&k| mine[k]).collect();
+                f.extend(e.fields());
+                f
+            }),
+            Op::Map(m) => Some(m.input_fields()),
+            _ => None,
+        };
+        for r in nodes[i].inputs.clone() {
+            if r.port != Port::Main {
+                continue;
+            }
+            match (&reads, &mut used[r.node]) {
+                (Some(fields), Some(u)) => fields.iter().for_each(|&k| u[k] = true),
+                (None, u) => *u = None,
+                (Some(_), None) => {}
+            }
+        }
+    }
+    for (n, u) in nodes.iter_mut().zip(used) {
+        if let Op::Generator(g) = &mut n.op {
+            g.columns = u;
+        }
+    }
 }
 
 /// The execution mode from `[pipeline]`: `mode` and `batch_interval`.
@@ -851,4 +890,56 @@ pub fn load(name: &str, text: &str, overrides: &[String]) -> (Option<Plan>, Vec<
     // In file order, as a compiler reports; problems with no place first.
     diags.sort_by_key(|d| d.span.as_ref().map(|s| s.start + 1).unwrap_or(0));
     (plan, diags, spec.source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generator_columns(text: &str) -> Option<Vec<bool>> {
+        let (plan, diags, _) = load("p.toml", text, &[]);
+        assert!(diags.is_empty(), "{diags:?}");
+        let plan = plan.unwrap();
+        match &plan.nodes[0].op {
+            Op::Generator(g) => g.columns.clone(),
+            _ => panic!("the generator comes first"),
+        }
+    }
+
+    const SOURCE: &str = "[sources.s]\ntype = \"generator\"\nprofile = \"iot\"\nevents = 10\n";
+
+    /// The IoT fields: id ts kind device_id temperature humidity pressure status battery alarm
+    /// severity.
+    #[test]
+    fn generators_fill_only_the_fields_something_reads() {
+        let quick_start = format!(
+            "{SOURCE}[transforms.hot]\ntype = \"filter\"\ninputs = [\"s\"]\ncondition = \"kind = 'reading' AND temperature > 30.0\"\n\
+             [transforms.f]\ntype = \"map\"\ninputs = [\"hot\"]\nselect = [\"id\", \"ts\", \"device_id\"]\ncompute = {{ t = \"temperature * 2\" }}\n\
+             [sinks.o]\ntype = \"null\"\ninputs = [\"f\"]\n"
+        );
+        let (t, f) = (true, false);
+        assert_eq!(
+            generator_columns(&quick_start),
+            Some(vec![t, t, t, t, t, f, f, f, f, f, f])
+        );
+        // A second reader that needs everything (a sink) makes every field filled.
+        let two = format!("{quick_start}[sinks.all]\ntype = \"null\"\ninputs = [\"s\"]\n");
+        assert_eq!(generator_columns(&two), None);
+        // A filter passes on what its readers read: here, a map keeping the battery.
+        let through = format!(
+            "{SOURCE}[transforms.low]\ntype = \"filter\"\ninputs = [\"s\"]\ncondition = \"battery < 10\"\n\
+             [transforms.m]\ntype = \"map\"\ninputs = [\"low\"]\nselect = [\"status\"]\n\
+             [sinks.o]\ntype = \"null\"\ninputs = [\"m\"]\n"
+        );
+        assert_eq!(
+            generator_columns(&through),
+            Some(vec![f, f, f, f, f, f, f, t, t, f, f])
+        );
+        // Windows read everything.
+        let window = format!(
+            "{SOURCE}[transforms.w]\ntype = \"window\"\ninputs = [\"s\"]\nsize = \"1s\"\naggregates = {{ n = \"count(*)\" }}\n\
+             [sinks.o]\ntype = \"null\"\ninputs = [\"w\"]\n"
+        );
+        assert_eq!(generator_columns(&window), None);
+    }
 }

@@ -215,16 +215,38 @@ impl Chunk {
         }
     }
 
-    /// The records for which `mask` is TRUE (NULL counts as FALSE).
+    /// The records for which `mask` is TRUE (NULL counts as FALSE). A column that is all NULL
+    /// (one nothing downstream reads, see the generator) is not copied.
     pub fn filter(&self, mask: &BooleanArray) -> Chunk {
         let mask = if mask.null_count() > 0 {
             arrow::compute::prep_null_mask_filter(mask)
         } else {
             mask.clone()
         };
+        let kept = mask.true_count();
+        if kept == self.len() {
+            return self.clone();
+        }
+        let predicate = arrow::compute::FilterBuilder::new(&mask).optimize().build();
+        let columns = self
+            .batch
+            .columns()
+            .iter()
+            .map(|c| {
+                if c.null_count() == c.len() {
+                    arrow::array::new_null_array(c.data_type(), kept)
+                } else {
+                    predicate.filter(c).expect("a mask as long as the chunk")
+                }
+            })
+            .collect();
         Chunk {
-            batch: arrow::compute::filter_record_batch(&self.batch, &mask)
-                .expect("a mask as long as the chunk"),
+            batch: RecordBatch::try_new_with_options(
+                self.batch.schema(),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(kept)),
+            )
+            .expect("the same columns, filtered"),
         }
     }
 

@@ -27,15 +27,15 @@
 use std::time::{Duration, Instant};
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int64Array, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-    UInt64Array, UInt64Builder,
+    new_null_array, ArrayRef, Float64Builder, Int64Array, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder, UInt64Array, UInt64Builder,
 };
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use smol_str::SmolStr;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::Scope;
 
-use crate::chunk::{arrow_schema, Chunk};
+use crate::chunk::{arrow_schema, data_type, Chunk};
 use crate::epochs::{Epochs, CHUNK};
 use crate::flow::{SourceEnv, HELD_RETRY};
 use crate::metrics::ComponentMetrics;
@@ -148,6 +148,9 @@ pub struct GeneratorSpec {
     pub late_by: Micros,
     /// Pause: when a worker reaches event index `.0`, it sends nothing for `.1`.
     pub pause: Option<(u64, Duration)>,
+    /// The fields the operator fills (`None`: all); the others are sent as NULL columns, because
+    /// nothing downstream reads them (the plan works this out).
+    pub columns: Option<Vec<bool>>,
 }
 
 impl GeneratorSpec {
@@ -167,6 +170,7 @@ impl GeneratorSpec {
             late_fraction: 0.0,
             late_by: 5_000_000,
             pause: None,
+            columns: None,
         }
     }
 
@@ -365,6 +369,8 @@ impl EventOut for RowOut {
 
 /// One Arrow builder per field.
 enum Builder {
+    /// A field nothing reads: sent as a NULL column.
+    Skip(DataType),
     U64(UInt64Builder),
     I64(Int64Builder),
     F64(Float64Builder),
@@ -382,11 +388,13 @@ struct ColumnsOut {
 }
 
 impl ColumnsOut {
-    fn new(schema: &Schema) -> ColumnsOut {
+    fn new(schema: &Schema, columns: Option<&[bool]>) -> ColumnsOut {
         let cols = schema
             .fields
             .iter()
-            .map(|f| match f.ty {
+            .enumerate()
+            .map(|(k, f)| match f.ty {
+                _ if columns.is_some_and(|c| !c[k]) => Builder::Skip(data_type(f.ty)),
                 FieldType::U64 => Builder::U64(UInt64Builder::new()),
                 FieldType::I64 => Builder::I64(Int64Builder::new()),
                 FieldType::F64 => Builder::F64(Float64Builder::new()),
@@ -416,11 +424,13 @@ impl ColumnsOut {
 
     /// The rows so far as a chunk; the builders start again empty.
     fn finish(&mut self) -> Chunk {
+        let rows = self.ingest.len();
         let columns = self
             .cols
             .iter_mut()
             .map(|b| -> ArrayRef {
                 match b {
+                    Builder::Skip(t) => new_null_array(t, rows),
                     Builder::U64(b) => Arc::new(b.finish()),
                     Builder::I64(b) => Arc::new(b.finish()),
                     Builder::F64(b) => Arc::new(b.finish()),
@@ -627,7 +637,7 @@ pub fn generator<'s>(
         let mut admission = flow.admission(Arc::clone(&metrics));
         // This worker's share of the events due and not yet generated, as last published.
         let mut behind: i64 = 0;
-        let mut cols = ColumnsOut::new(&spec.profile.schema());
+        let mut cols = ColumnsOut::new(&spec.profile.schema(), spec.columns.as_deref());
         let mut names = Names::new(&spec, u64::MAX);
         move |output| {
             let Some(c) = cap.as_mut() else { return };

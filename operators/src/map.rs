@@ -72,6 +72,20 @@ impl MapSpec {
         }
     }
 
+    /// The positions of the input fields the map reads (kept or used by a computed field).
+    pub fn input_fields(&self) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        for s in &self.slots {
+            match s {
+                Slot::Input(i) => out.push(*i),
+                Slot::Compute(e) => out.extend(e.fields()),
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// The chunk of `chunk`'s records laid out by this map; `schema` is the output's (from
     /// [`crate::chunk::arrow_schema`]), which types the fields that are always NULL.
     pub fn apply_chunk(&self, chunk: &Chunk, schema: &SchemaRef) -> Chunk {

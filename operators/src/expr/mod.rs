@@ -245,6 +245,15 @@ impl Expr {
         self.ty
     }
 
+    /// The positions of the fields the expression reads, in order, without repeats.
+    pub fn fields(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        vector::fields_of(&self.node, &mut out);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Evaluates the expression over one record's values.
     #[inline]
     pub fn eval(&self, row: &[Value]) -> Value {

@@ -438,7 +438,7 @@ fn rowwise(n: &Node, cols: &[ArrayRef], rows: usize) -> Col {
     }
 }
 
-fn fields_of(n: &Node, out: &mut Vec<usize>) {
+pub(super) fn fields_of(n: &Node, out: &mut Vec<usize>) {
     match n {
         Node::Field(i) => out.push(*i),
         Node::Const(_) => {}
