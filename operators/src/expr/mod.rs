@@ -1538,28 +1538,38 @@ fn arith(op: ArithOp, num: Num, a: &Value, b: &Value) -> Value {
             let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) else {
                 return Value::Null;
             };
-            let r = match op {
-                ArithOp::Add => x.checked_add(y),
-                ArithOp::Sub => x.checked_sub(y),
-                ArithOp::Mul => x.checked_mul(y),
-                ArithOp::Div => x.checked_div(y),
-                ArithOp::Rem => x.checked_rem(y),
-            };
-            r.map(Value::I64).unwrap_or(Value::Null)
+            checked_i64(op, x, y).map(Value::I64).unwrap_or(Value::Null)
         }
         Num::U64 => {
             let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) else {
                 return Value::Null;
             };
-            let r = match op {
-                ArithOp::Add => x.checked_add(y),
-                ArithOp::Sub => x.checked_sub(y),
-                ArithOp::Mul => x.checked_mul(y),
-                ArithOp::Div => x.checked_div(y),
-                ArithOp::Rem => x.checked_rem(y),
-            };
-            r.map(Value::U64).unwrap_or(Value::Null)
+            checked_u64(op, x, y).map(Value::U64).unwrap_or(Value::Null)
         }
+    }
+}
+
+#[inline]
+/// Integer arithmetic; `None` (NULL) on overflow and division by zero.
+fn checked_i64(op: ArithOp, a: i64, b: i64) -> Option<i64> {
+    match op {
+        ArithOp::Add => a.checked_add(b),
+        ArithOp::Sub => a.checked_sub(b),
+        ArithOp::Mul => a.checked_mul(b),
+        ArithOp::Div => a.checked_div(b),
+        ArithOp::Rem => a.checked_rem(b),
+    }
+}
+
+#[inline]
+/// Unsigned arithmetic; `None` (NULL) on overflow and division by zero.
+fn checked_u64(op: ArithOp, a: u64, b: u64) -> Option<u64> {
+    match op {
+        ArithOp::Add => a.checked_add(b),
+        ArithOp::Sub => a.checked_sub(b),
+        ArithOp::Mul => a.checked_mul(b),
+        ArithOp::Div => a.checked_div(b),
+        ArithOp::Rem => a.checked_rem(b),
     }
 }
 

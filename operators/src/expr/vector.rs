@@ -31,7 +31,7 @@ use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::compute::kernels::cmp;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 
-use super::{eval, ArithOp, CmpKind, CmpOp, Expr, Node, Num};
+use super::{checked_i64, checked_u64, eval, ArithOp, CmpKind, CmpOp, Expr, Node, Num};
 use crate::chunk::{build_column, data_type, value_at};
 use crate::value::{FieldType, Value};
 
@@ -394,28 +394,6 @@ fn arith_f64(op: ArithOp, x: &F64s, y: &F64s, rows: usize) -> Float64Array {
         (None, None) => compute(op, rows, |_| xc, |_| yc),
     };
     Float64Array::new(values.into(), nulls)
-}
-
-#[inline]
-fn checked_i64(op: ArithOp, a: i64, b: i64) -> Option<i64> {
-    match op {
-        ArithOp::Add => a.checked_add(b),
-        ArithOp::Sub => a.checked_sub(b),
-        ArithOp::Mul => a.checked_mul(b),
-        ArithOp::Div => a.checked_div(b),
-        ArithOp::Rem => a.checked_rem(b),
-    }
-}
-
-#[inline]
-fn checked_u64(op: ArithOp, a: u64, b: u64) -> Option<u64> {
-    match op {
-        ArithOp::Add => a.checked_add(b),
-        ArithOp::Sub => a.checked_sub(b),
-        ArithOp::Mul => a.checked_mul(b),
-        ArithOp::Div => a.checked_div(b),
-        ArithOp::Rem => a.checked_rem(b),
-    }
 }
 
 /// Evaluates `n` row by row with the row evaluator, reading only the fields it uses.
