@@ -53,31 +53,20 @@ pub fn machine() -> String {
 /// Event time of the benchmarks' first event: 2026-01-01T00:00:00Z, in microseconds.
 pub const START: i64 = 1_767_225_600_000_000;
 
-/// The hand-written programs' source: the same IoT events as a Weir generator with `seed = 7`,
-/// `devices`, `start = START` and `event_time_interval = "1us"`, split across workers the same
-/// way. Each activation emits `batch` events per worker, then advances the capability to the
-/// next event's time.
-pub fn iot_source<'s>(
+/// A source of `events` items made by `make(i)`: worker `w` of `W` makes the items
+/// `i ≡ w (mod W)`, `batch` per activation, at time `START + i` µs, advancing its capability to
+/// the next item's time.
+pub fn indexed_source<'s, T: Clone + 'static>(
     scope: timely::dataflow::Scope<'s, u64>,
     events: u64,
     batch: u64,
-    devices: u64,
-) -> timely::dataflow::Stream<'s, u64, Vec<weir_operators::schema::Record>> {
+    make: impl Fn(u64) -> T + 'static,
+) -> timely::dataflow::Stream<'s, u64, Vec<T>> {
     use timely::container::CapacityContainerBuilder;
     use timely::dataflow::operators::generic::operator::source;
-    use weir_operators::generator::{GeneratorSpec, Profile};
-    use weir_operators::schema::Record;
 
-    let spec = GeneratorSpec {
-        events: Some(events),
-        seed: 7,
-        devices,
-        start: Some(START),
-        interval: Some(1),
-        ..GeneratorSpec::new(Profile::Iot)
-    };
     let (index, peers) = (scope.index() as u64, scope.peers() as u64);
-    source::<_, CapacityContainerBuilder<Vec<Record>>, _, _>(scope, "gen", move |cap, info| {
+    source::<_, CapacityContainerBuilder<Vec<T>>, _, _>(scope, "gen", move |cap, info| {
         let activator = scope.activator_for(info.address);
         let mut cap = Some(cap);
         let mut next = index;
@@ -86,7 +75,7 @@ pub fn iot_source<'s>(
             let end = events.min(next + batch * peers);
             let mut session = output.session(c);
             while next < end {
-                session.give(spec.event(next, START + next as i64));
+                session.give(make(next));
                 next += peers;
             }
             drop(session);
@@ -97,6 +86,29 @@ pub fn iot_source<'s>(
                 activator.activate();
             }
         }
+    })
+}
+
+/// The old hand-written programs' source: the same IoT events as a Weir generator with
+/// `seed = 7`, `devices`, `start = START` and `event_time_interval = "1us"`, as Weir's rows.
+pub fn iot_source<'s>(
+    scope: timely::dataflow::Scope<'s, u64>,
+    events: u64,
+    batch: u64,
+    devices: u64,
+) -> timely::dataflow::Stream<'s, u64, Vec<weir_operators::schema::Record>> {
+    use weir_operators::generator::{GeneratorSpec, Profile};
+
+    let spec = GeneratorSpec {
+        events: Some(events),
+        seed: 7,
+        devices,
+        start: Some(START),
+        interval: Some(1),
+        ..GeneratorSpec::new(Profile::Iot)
+    };
+    indexed_source(scope, events, batch, move |i| {
+        spec.event(i, START + i as i64)
     })
 }
 

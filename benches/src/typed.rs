@@ -4,9 +4,6 @@
 //! sides see the same events, but keeps them as plain structs: a device is its number, a kind
 //! is an enum, and nothing is formatted.
 
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::generic::operator::source;
-
 use crate::START;
 
 /// What an IoT event says.
@@ -101,34 +98,15 @@ pub fn iot_event(seed: u64, devices: u64, i: u64, ts: i64) -> IotEvent {
 }
 
 /// The typed programs' source: worker `w` of `W` makes events `i ≡ w (mod W)` (seed 7), at
-/// `START + i` µs, `batch` per activation, advancing its capability to the next event's time.
+/// `START + i` µs, `batch` per activation.
 pub fn typed_iot_source<'s>(
     scope: timely::dataflow::Scope<'s, u64>,
     events: u64,
     batch: u64,
     devices: u64,
 ) -> timely::dataflow::Stream<'s, u64, Vec<IotEvent>> {
-    let (index, peers) = (scope.index() as u64, scope.peers() as u64);
-    source::<_, CapacityContainerBuilder<Vec<IotEvent>>, _, _>(scope, "gen", move |cap, info| {
-        let activator = scope.activator_for(info.address);
-        let mut cap = Some(cap);
-        let mut next = index;
-        move |output| {
-            let Some(c) = cap.as_mut() else { return };
-            let end = events.min(next + batch * peers);
-            let mut session = output.session(c);
-            while next < end {
-                session.give(iot_event(7, devices, next, START + next as i64));
-                next += peers;
-            }
-            drop(session);
-            if next >= events {
-                cap = None;
-            } else {
-                c.downgrade(&((START + next as i64) as u64));
-                activator.activate();
-            }
-        }
+    crate::indexed_source(scope, events, batch, move |i| {
+        iot_event(7, devices, i, START + i as i64)
     })
 }
 
