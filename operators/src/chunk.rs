@@ -227,6 +227,11 @@ impl Chunk {
         if kept == self.len() {
             return self.clone();
         }
+        if kept == 0 {
+            return Chunk {
+                batch: self.batch.slice(0, 0),
+            };
+        }
         let predicate = arrow::compute::FilterBuilder::new(&mask).optimize().build();
         let columns = self
             .batch
