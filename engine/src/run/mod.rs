@@ -1,0 +1,332 @@
+//! Running a plan: the plan becomes a timely dataflow on every worker, sinks write, and the run
+//! ends when every source is exhausted (or stopped) and every record has reached its sinks.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use std::sync::atomic::AtomicU64;
+
+use weir_operators::control::RunControl;
+use weir_operators::flow::{Flow, SourceEnv};
+use weir_operators::generator::RunClock;
+use weir_operators::latency::SinkLatency;
+use weir_operators::metrics::ComponentMetrics;
+use weir_operators::Time;
+
+use crate::components::{Op, SinkTarget};
+use crate::plan::Plan;
+use crate::spec::Kind;
+
+mod build;
+mod outputs;
+mod report;
+
+pub use report::*;
+
+/// How to run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Worker threads per process (overrides the pipeline's `workers`).
+    pub workers: Option<usize>,
+    /// Print status lines to standard error this often while the run lasts.
+    pub status_every: Option<Duration>,
+    /// Show a live status line (or a progress bar, for a bounded run) on standard error
+    /// instead of status lines. Only for a terminal.
+    pub progress: bool,
+    /// Run as one process of a cluster (timely's cluster mode).
+    pub cluster: Option<Cluster>,
+    /// Latency is recorded, and throughput measured, only after this long.
+    pub warmup: Duration,
+    /// Stop the run this long after the warm-up.
+    pub duration: Option<Duration>,
+    /// Stop the run, as `duration` would, once this process's sources have read this many
+    /// events: an end on data rather than on a clock, for live input (a topic, a socket).
+    pub stop_after: Option<u64>,
+}
+
+/// Whether the run resumes from Weir's own Kafka commits: file sinks then append to the output
+/// of the runs before, which the resumed input does not produce again.
+pub fn resumes(plan: &Plan) -> bool {
+    plan.nodes.iter().any(|n| match &n.op {
+        Op::Kafka(s) => s.partitions.iter().any(|p| p.resume.is_some()),
+        _ => false,
+    })
+}
+
+/// Which sinks measure latency: every sink the user declared (not the default dead-letter
+/// sink), with the position of `window_end` when event-time latency is meaningful.
+fn measured_sinks(plan: &Plan, workers: usize) -> Vec<Option<(Arc<SinkLatency>, Option<usize>)>> {
+    plan.nodes
+        .iter()
+        .map(|n| match n.op {
+            Op::Sink(_) if !n.implicit => {
+                let event = n.schema.window_end.filter(|_| wall_clock_time(plan, n));
+                Some((Arc::new(SinkLatency::new(workers)), event))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether a node's event time follows the wall clock: every source upstream is a generator
+/// stamping events with their scheduled (or generation) time, or a TCP source whose producer
+/// does (`latency_from = "event_time"`).
+fn wall_clock_time(plan: &Plan, n: &crate::plan::Node) -> bool {
+    match &n.op {
+        Op::Generator(g) => g.start.is_none() && g.interval.is_none(),
+        Op::Tcp(t) => t.decode.latency_from_event_time,
+        Op::Kafka(k) => k.decode.latency_from_event_time,
+        Op::File(_) | Op::Stdin(_) => false,
+        _ => n
+            .inputs
+            .iter()
+            .all(|r| wall_clock_time(plan, &plan.nodes[r.node])),
+    }
+}
+
+/// Runs `plan` to completion (or until `ctl` stops it, or its duration is over).
+pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport, String> {
+    let workers = opts.workers.unwrap_or(plan.workers).max(1);
+    let (processes, process) = opts
+        .cluster
+        .as_ref()
+        .map_or((1, 0), |c| (c.addresses.len().max(1), c.process));
+    let prepared = crate::recovery::prepare(plan)?;
+    let plan = &prepared;
+    let writers = outputs::open_writers(plan, process)?;
+    let metrics: Vec<Arc<ComponentMetrics>> = plan.nodes.iter().map(|_| Arc::default()).collect();
+    let measured = measured_sinks(plan, workers);
+    let plan_arc = Arc::new(plan.clone());
+    // The run's clock starts when the workers do: in a cluster, after the processes have
+    // connected (which may take seconds), so the schedule, warm-up and duration count from then.
+    let clock_cell: Arc<OnceLock<RunClock>> = Arc::default();
+    let start_clock = {
+        let measured = measured.clone();
+        let (warmup, duration) = (opts.warmup, opts.duration);
+        move || {
+            let clock = RunClock::now();
+            let warmup_us = warmup.as_micros() as i64;
+            let half_us = duration.map_or(i64::MAX / 4, |d| d.as_micros() as i64 / 2);
+            // Writes after a timed run's end are the flush of windows its stop closed early.
+            let until =
+                duration.map_or(i64::MAX, |d| clock.wall + warmup_us + d.as_micros() as i64);
+            for (l, _) in measured.iter().flatten() {
+                l.set_phases(
+                    clock.wall + warmup_us,
+                    clock.wall + warmup_us + half_us,
+                    until,
+                );
+            }
+            clock
+        }
+    };
+    let frontier = Arc::new(AtomicU64::new(0));
+    // The monitor thread measures, prints status and stops a timed run; it ends when the run
+    // does (the sender is dropped).
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let monitor = {
+        let live = crate::monitor::Live {
+            plan: plan.clone(),
+            metrics: metrics.clone(),
+            measured: measured.clone(),
+            frontier: Arc::clone(&frontier),
+            clock: Arc::clone(&clock_cell),
+            wall_clock_time: plan
+                .nodes
+                .iter()
+                .filter(|n| n.kind == Kind::Sink)
+                .all(|n| wall_clock_time(plan, n)),
+        };
+        let (opts, ctl) = (opts.clone(), ctl.clone());
+        std::thread::spawn(move || crate::monitor::monitor(live, &opts, &ctl, finished))
+    };
+    let result = {
+        let (metrics, writers, ctl, measured) = (
+            metrics.clone(),
+            writers.clone(),
+            ctl.clone(),
+            measured.clone(),
+        );
+        let mode = plan.mode;
+        let gather = processes > 1;
+        let clock_cell = Arc::clone(&clock_cell);
+        // Weir connects the processes itself (authenticated), then hands timely the sockets.
+        let (builders, guard): (
+            Vec<timely::communication::AllocatorBuilder>,
+            Box<dyn std::any::Any + Send>,
+        ) = match &opts.cluster {
+            None => timely::CommunicationConfig::Process(workers).try_build()?,
+            Some(c) => {
+                let sockets = crate::cluster::connect(&c.addresses, c.process, &c.secret)?;
+                let hooks = timely_communication::Hooks::default();
+                let local = timely_communication::allocator::ProcessBuilder::new_typed_vector(
+                    workers,
+                    hooks.refill.clone(),
+                    hooks.spill.clone(),
+                );
+                let (tcp, guard) =
+                        timely_communication::allocator::zero_copy::initialize::initialize_networking_from_sockets(
+                            local, sockets, c.process, workers, hooks,
+                        )
+                        .map_err(|e| format!("cannot start the cluster's connections: {e}"))?;
+                (
+                    tcp.into_iter()
+                        .map(timely::communication::AllocatorBuilder::Tcp)
+                        .collect(),
+                    Box::new(guard),
+                )
+            }
+        };
+        timely::execute::execute_from(
+            builders,
+            guard,
+            timely::WorkerConfig::default(),
+            move |worker| {
+                let plan = Arc::clone(&plan_arc);
+                let clock = *clock_cell.get_or_init(&start_clock);
+                let env = SourceEnv {
+                    mode,
+                    clock,
+                    ctl: ctl.clone(),
+                    flow: Flow::shared(plan.max_in_flight, Arc::clone(&frontier)),
+                };
+                worker.dataflow::<Time, _, _>(|scope| {
+                    build::build(scope, &plan, &env, gather, &metrics, &writers, &measured);
+                });
+                while worker.step_or_park(Some(Duration::from_millis(100))) {}
+            },
+        )
+        .map_err(|e| format!("cannot start the workers: {e}"))
+        .and_then(|guards| {
+            for r in guards.join() {
+                r.map_err(|e| format!("a worker failed: {e}"))?;
+            }
+            Ok(())
+        })
+    };
+    let clock = *clock_cell.get_or_init(RunClock::now);
+    let elapsed = clock.instant.elapsed();
+    drop(done);
+    let measurement = monitor
+        .join()
+        .map_err(|_| "the monitor thread failed".to_string())?;
+    result?;
+    for (n, w) in plan.nodes.iter().zip(&writers) {
+        if let Some(w) = w {
+            if let Err(e) = w.flush() {
+                if !(matches!(n.op, Op::Sink(ref s) if s.target == SinkTarget::Stdout)
+                    && e.kind() == std::io::ErrorKind::BrokenPipe)
+                {
+                    ctl.fail(format!("sink `{}` cannot write: {e}", n.id));
+                }
+            }
+        }
+    }
+    let components: Vec<ComponentReport> = plan
+        .nodes
+        .iter()
+        .zip(&metrics)
+        .map(|(n, m)| ComponentReport {
+            id: n.id.clone(),
+            kind: n.kind,
+            ty: n.ty.clone(),
+            metrics: m.snapshot(),
+            partitions: match &n.op {
+                Op::Kafka(k) => k.status.snapshot(),
+                _ => Vec::new(),
+            },
+        })
+        .collect();
+    let dead_letter_file = plan
+        .nodes
+        .iter()
+        .zip(&components)
+        .find_map(|(n, c)| match &n.op {
+            Op::Sink(s) if n.implicit && c.metrics.records_in > 0 => match &s.target {
+                SinkTarget::LazyFile(p) => Some(p.clone()),
+                _ => None,
+            },
+            _ => None,
+        });
+    let failure = ctl.failure();
+    let sinks = plan
+        .nodes
+        .iter()
+        .zip(&measured)
+        .zip(&components)
+        .filter_map(|((n, m), c)| {
+            m.as_ref().map(|(l, event)| SinkReport {
+                id: n.id.clone(),
+                records: c.metrics.records_out,
+                event_time: event.is_some(),
+                latency: l.merged(),
+                second_half: l.merged_second_half(),
+            })
+        })
+        .collect();
+    Ok(RunReport {
+        pipeline: plan.name.clone(),
+        workers,
+        processes,
+        process,
+        offered_rate: offered_rate(plan),
+        measurement,
+        peak_rss: peak_rss(),
+        max_in_flight: plan.max_in_flight,
+        mode: plan.mode,
+        started: clock.wall,
+        sinks,
+        elapsed,
+        components,
+        stopped: ctl.stopped() && failure.is_none() && !ctl.time_up(),
+        output_closed: ctl.output_closed(),
+        failure,
+        dead_letter_file,
+    })
+}
+
+/// Sets the rate of every generator source (`weir run --rate`), and lifts their `events`
+/// bound (`--unbounded`). A rate needs a generator to apply to.
+pub fn override_generators(
+    plan: &mut Plan,
+    rate: Option<f64>,
+    unbounded: bool,
+) -> Result<(), String> {
+    let mut any = false;
+    for n in &mut plan.nodes {
+        if let Op::Generator(g) = &mut n.op {
+            any = true;
+            if rate.is_some() {
+                g.rate = rate;
+            }
+            if unbounded {
+                g.events = None;
+            }
+        }
+    }
+    if rate.is_some() && !any {
+        return Err("--rate sets the rate of generator sources, and this pipeline has none".into());
+    }
+    Ok(())
+}
+
+/// The rate the plan's open-loop generators offer together (events/s), if any has a rate.
+pub fn offered_rate(plan: &Plan) -> Option<f64> {
+    let rates: Vec<f64> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Generator(g) => g.rate,
+            _ => None,
+        })
+        .collect();
+    (!rates.is_empty()).then(|| rates.iter().sum())
+}
+
+/// The process's peak resident set size (`VmHWM` on Linux).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
