@@ -40,6 +40,8 @@ pub mod diag;
 pub mod graph;
 mod introspect;
 pub mod monitor;
+pub mod options;
+pub mod outcome;
 pub mod plan;
 pub mod produce;
 pub mod recovery;

@@ -15,7 +15,8 @@ use weir_operators::metrics::ComponentMetrics;
 
 use crate::components::Op;
 use crate::plan::Plan;
-use crate::run::{Measurement, RunOptions};
+use crate::options::RunOptions;
+use crate::outcome::Measurement;
 use crate::spec::Kind;
 use crate::summary::{micros, thousands};
 use weir_operators::control::RunControl;

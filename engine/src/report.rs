@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use weir_operators::epochs::Mode;
 use weir_operators::metrics::MetricsSnapshot;
 
-use crate::run::{Measurement, RunReport};
+use crate::outcome::{Measurement, RunReport};
 
 fn one() -> usize {
     1

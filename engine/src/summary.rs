@@ -11,7 +11,7 @@ use weir_operators::latency::SinkLatency;
 use weir_operators::metrics::ComponentMetrics;
 
 use crate::plan::Plan;
-use crate::run::RunReport;
+use crate::outcome::RunReport;
 use crate::spec::Kind;
 
 /// The percentiles shown, with their labels.

@@ -19,30 +19,10 @@ use crate::spec::Kind;
 
 mod build;
 mod outputs;
-mod report;
 
-pub use report::*;
+pub use crate::options::*;
+pub use crate::outcome::*;
 
-/// How to run.
-#[derive(Clone, Debug, Default)]
-pub struct RunOptions {
-    /// Worker threads per process (overrides the pipeline's `workers`).
-    pub workers: Option<usize>,
-    /// Print status lines to standard error this often while the run lasts.
-    pub status_every: Option<Duration>,
-    /// Show a live status line (or a progress bar, for a bounded run) on standard error
-    /// instead of status lines. Only for a terminal.
-    pub progress: bool,
-    /// Run as one process of a cluster (timely's cluster mode).
-    pub cluster: Option<Cluster>,
-    /// Latency is recorded, and throughput measured, only after this long.
-    pub warmup: Duration,
-    /// Stop the run this long after the warm-up.
-    pub duration: Option<Duration>,
-    /// Stop the run, as `duration` would, once this process's sources have read this many
-    /// events: an end on data rather than on a clock, for live input (a topic, a socket).
-    pub stop_after: Option<u64>,
-}
 
 /// Whether the run resumes from Weir's own Kafka commits: file sinks then append to the output
 /// of the runs before, which the resumed input does not produce again.

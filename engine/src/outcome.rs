@@ -1,5 +1,7 @@
 //! What a run reports: per-component metrics, sink latencies, the measurement window, and
-//! the rule that says whether the engine kept up with an offered rate.
+//! the rule that says whether the engine kept up with an offered rate. Kept apart from
+//! [`run`](crate::run) so that the monitor, the summary and the report file read it without
+//! depending on the runtime.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,17 +29,6 @@ impl RunReport {
             interval,
         )
     }
-}
-
-/// One process's place in a cluster.
-#[derive(Clone, Debug)]
-pub struct Cluster {
-    /// This process's index, from 0.
-    pub process: usize,
-    /// Every process's address (`host:port`), in process order.
-    pub addresses: Vec<String>,
-    /// The secret the processes prove to each other when they connect.
-    pub secret: crate::cluster::Secret,
 }
 
 /// What a run measured between the end of its warm-up and its end (or stop).
