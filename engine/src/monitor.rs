@@ -9,14 +9,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use weir_operators::generator::RunClock;
+use weir_operators::clock::RunClock;
 use weir_operators::latency::SinkLatency;
 use weir_operators::metrics::ComponentMetrics;
 
 use crate::components::Op;
-use crate::plan::Plan;
 use crate::options::RunOptions;
 use crate::outcome::Measurement;
+use crate::plan::Plan;
 use crate::spec::Kind;
 use crate::summary::{micros, thousands};
 use weir_operators::control::RunControl;

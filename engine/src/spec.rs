@@ -14,51 +14,11 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 use weir_operators::suggest::did_you_mean;
 
+use crate::components::typed;
 use crate::components::{self, ComponentConfig};
 use crate::diag::{Diag, SourceText};
-use crate::introspect;
 
-/// Which section a component is declared in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// `[sources.ID]`
-    Source,
-    /// `[transforms.ID]`
-    Transform,
-    /// `[sinks.ID]`
-    Sink,
-}
-
-impl Kind {
-    /// The section's name.
-    pub fn section(self) -> &'static str {
-        match self {
-            Kind::Source => "sources",
-            Kind::Transform => "transforms",
-            Kind::Sink => "sinks",
-        }
-    }
-
-    /// One component of this section: "source", "transform" or "sink".
-    pub fn singular(self) -> &'static str {
-        match self {
-            Kind::Source => "source",
-            Kind::Transform => "transform",
-            Kind::Sink => "sink",
-        }
-    }
-
-    /// The component types this section accepts.
-    pub fn types(self) -> Vec<&'static str> {
-        match self {
-            Kind::Source => components::type_names(Kind::Source),
-            Kind::Transform => components::type_names(Kind::Transform),
-            Kind::Sink => components::type_names(Kind::Sink),
-        }
-    }
-
-    const ALL: [Kind; 3] = [Kind::Source, Kind::Transform, Kind::Sink];
-}
+pub use crate::components::Kind;
 
 /// The `[pipeline]` section.
 #[derive(Debug, Default, Deserialize)]
@@ -210,76 +170,6 @@ pub fn parse(name: &str, text: &str, overrides: &[String]) -> (Option<PipelineSp
         }),
         diags,
     )
-}
-
-/// Deserializes a table into a config struct, reporting unknown keys (all of them) and type
-/// errors against `what`.
-pub(crate) fn typed<T: serde::de::DeserializeOwned>(
-    value: Spanned<DeValue<'_>>,
-    what: &str,
-    diags: &mut Vec<Diag>,
-) -> Option<T> {
-    let span = value.span();
-    let DeValue::Table(mut table) = value.into_inner() else {
-        diags.push(
-            Diag::error(format!("`{what}` must be a table"))
-                .component(what)
-                .at(span),
-        );
-        return None;
-    };
-    let known = introspect::fields::<T>();
-    let unknown_keys: Vec<(String, Range<usize>)> = table
-        .keys()
-        .filter(|k| !known.contains(&k.get_ref().as_ref()))
-        .map(|k| (k.get_ref().to_string(), k.span()))
-        .collect();
-    let unknown = !unknown_keys.is_empty();
-    // In one pass (removing keys one by one shifts the whole table each time).
-    if unknown {
-        table = std::mem::take(&mut table)
-            .into_iter()
-            .filter(|(k, _)| known.contains(&k.get_ref().as_ref()))
-            .collect();
-    }
-    for (key, key_span) in unknown_keys {
-        diags.push(
-            Diag::error(format!("unknown key `{key}`"))
-                .component(what)
-                .at_labelled(key_span, "not a key of this component")
-                .help(match did_you_mean(&key, known.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("the keys here are: {}", known.join(", ")),
-                }),
-        );
-    }
-    let value = Spanned::new(span.clone(), DeValue::Table(table));
-    match T::deserialize(toml::de::ValueDeserializer::from(value)) {
-        Ok(t) if !unknown => Some(t),
-        Ok(_) => None,
-        Err(e) => {
-            diags.push(serde_diag(&e, what, span));
-            None
-        }
-    }
-}
-
-fn serde_diag(e: &toml::de::Error, what: &str, table: Range<usize>) -> Diag {
-    let message = e.message().trim().to_string();
-    let help = if let Some(field) = message
-        .strip_prefix("missing field `")
-        .and_then(|m| m.strip_suffix('`'))
-    {
-        format!("add `{field} = ...` to this component")
-    } else if message.starts_with("invalid type") {
-        "give the key a value of the expected type".to_string()
-    } else {
-        "see the component reference in README.md".to_string()
-    };
-    Diag::error(message)
-        .component(what)
-        .at(e.span().unwrap_or(table))
-        .help(help)
 }
 
 fn component(

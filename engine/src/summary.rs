@@ -10,8 +10,8 @@ use hdrhistogram::Histogram;
 use weir_operators::latency::SinkLatency;
 use weir_operators::metrics::ComponentMetrics;
 
-use crate::plan::Plan;
 use crate::outcome::RunReport;
+use crate::plan::Plan;
 use crate::spec::Kind;
 
 /// The percentiles shown, with their labels.

@@ -24,7 +24,7 @@
 //! ```
 //! use std::time::Duration;
 //! use weir_operators::epochs::{Epochs, Mode, CHUNK, MAX_BATCH};
-//! use weir_operators::generator::RunClock;
+//! use weir_operators::clock::RunClock;
 //!
 //! let mut continuous = Epochs::new(Mode::Continuous, RunClock::now());
 //! assert!(continuous.start_batch());
@@ -35,7 +35,7 @@
 //! assert_eq!(batched.batch_max(), MAX_BATCH);
 //! ```
 
-use crate::generator::RunClock;
+use crate::clock::RunClock;
 use std::time::Duration;
 
 /// How a pipeline's epochs advance.

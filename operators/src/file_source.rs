@@ -246,11 +246,11 @@ fn read_csv(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::RunClock;
     use crate::control::RunControl;
     use crate::decode::OnError;
     use crate::epochs::Mode;
     use crate::framing::NOT_UTF8;
-    use crate::generator::RunClock;
     use crate::schema::{Field, Record, Schema};
     use crate::time::TimeFormat;
     use crate::value::{FieldType, Value};

@@ -44,9 +44,9 @@ use std::time::Instant;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Probe;
 
+use crate::clock::RunClock;
 use crate::control::RunControl;
 use crate::epochs::Mode;
-use crate::generator::RunClock;
 use crate::metrics::ComponentMetrics;
 use crate::{Records, Time};
 

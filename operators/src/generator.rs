@@ -24,7 +24,7 @@
 //! assert_eq!(a.values[schema.index_of("id").unwrap()], Value::U64(3));
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{
     new_null_array, ArrayRef, Float64Builder, Int64Array, Int64Builder, StringBuilder,
@@ -36,6 +36,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::Scope;
 
 use crate::chunk::{arrow_schema, data_type, Chunk};
+pub use crate::clock::RunClock;
 use crate::epochs::{Epochs, CHUNK};
 use crate::flow::{SourceEnv, HELD_RETRY};
 use crate::metrics::ComponentMetrics;
@@ -569,31 +570,6 @@ fn unit(h: u64) -> f64 {
 #[inline]
 fn hundredths(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
-}
-
-/// How a run's clock started, shared by all workers so their schedules agree.
-#[derive(Clone, Copy, Debug)]
-pub struct RunClock {
-    /// Monotonic instant of the run's start.
-    pub instant: Instant,
-    /// Wall-clock time of the run's start, microseconds since the epoch.
-    pub wall: Micros,
-}
-
-impl RunClock {
-    /// The clock starting now.
-    pub fn now() -> RunClock {
-        RunClock {
-            instant: Instant::now(),
-            wall: crate::time::now_micros(),
-        }
-    }
-
-    /// The wall-clock time now, in microseconds since the epoch, read from the monotonic clock
-    /// (so it never goes backwards during a run).
-    pub fn now_micros(&self) -> Micros {
-        self.wall + self.instant.elapsed().as_micros() as Micros
-    }
 }
 
 /// Builds the generator operator on this worker's scope. It emits events in batches by the

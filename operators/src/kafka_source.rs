@@ -40,11 +40,11 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use timely::dataflow::Scope;
 
+use crate::clock::RunClock;
 use crate::control::RunControl;
 use crate::decode::DecodeSpec;
 use crate::flow::{Flow, SourceEnv};
 use crate::framing::NOT_UTF8;
-use crate::generator::RunClock;
 use crate::kafka::{
     client_config, CommitPoint, PartitionPlan, PartitionStatus, Partitions, RecoveryLog, Replay,
     Start,

@@ -17,6 +17,7 @@ pub mod watermark;
 
 mod batch;
 pub mod chunk;
+pub mod clock;
 pub mod control;
 pub mod convert;
 pub mod decode;

@@ -50,9 +50,9 @@ use timely::dataflow::operators::Capability;
 use crate::kafka::Messages;
 
 use crate::chunk::Chunk;
+use crate::clock::RunClock;
 use crate::control::RunControl;
 use crate::encode::Encoder;
-use crate::generator::RunClock;
 use crate::latency::{self, SinkLatency};
 use crate::metrics::ComponentMetrics;
 use crate::schema::Record;

@@ -54,7 +54,7 @@
 //!     worker.dataflow::<u64, _, _>(|scope| {
 //!         let env = SourceEnv::new(
 //!             weir_operators::epochs::Mode::Continuous,
-//!             weir_operators::generator::RunClock::now(),
+//!             weir_operators::clock::RunClock::now(),
 //!             Default::default(),
 //!         );
 //!         let (records, _dead) = tcp_source(scope, "in", spec, env, Arc::default());
@@ -77,9 +77,9 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use timely::dataflow::Scope;
 
+use crate::clock::RunClock;
 use crate::decode::DecodeSpec;
 use crate::flow::SourceEnv;
-use crate::generator::RunClock;
 use crate::lines::{chunks, decode_chunks, Piece, Splitter};
 use crate::metrics::ComponentMetrics;
 use crate::reading::{reading_source, Batch, Progress};

@@ -9,8 +9,10 @@
 //! assert_eq!(TimeFormat::EpochMs.parse_str("1000").unwrap(), 1_000_000);
 //! ```
 
-use crate::value::Micros;
 use serde::{Deserialize, Serialize};
+
+/// Microseconds since the Unix epoch (UTC).
+pub type Micros = i64;
 
 /// How a source's timestamp fields are written in its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,8 +19,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
-/// Microseconds since the Unix epoch (UTC).
-pub type Micros = i64;
+pub use crate::time::Micros;
 
 /// The type of a field, as named in a pipeline's `schema`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

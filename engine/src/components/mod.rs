@@ -20,9 +20,14 @@ use weir_operators::suggest::did_you_mean;
 use weir_operators::window::WindowSpec;
 
 use crate::diag::{Diag, SourceText};
-use crate::spec::{typed, Kind};
 
 pub mod decoding;
+mod kind;
+mod read;
+
+pub use kind::Kind;
+pub(crate) use read::typed;
+
 pub mod file;
 pub mod filter;
 pub mod generator;

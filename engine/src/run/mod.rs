@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use std::sync::atomic::AtomicU64;
 
+use weir_operators::clock::RunClock;
 use weir_operators::control::RunControl;
 use weir_operators::flow::{Flow, SourceEnv};
-use weir_operators::generator::RunClock;
 use weir_operators::latency::SinkLatency;
 use weir_operators::metrics::ComponentMetrics;
 use weir_operators::Time;
@@ -22,7 +22,6 @@ mod outputs;
 
 pub use crate::options::*;
 pub use crate::outcome::*;
-
 
 /// Whether the run resumes from Weir's own Kafka commits: file sinks then append to the output
 /// of the runs before, which the resumed input does not produce again.
