@@ -243,16 +243,18 @@ impl Call {
                 ),
             });
         }
-        let result = self
-            .udf
-            .invoke_with_args(ScalarFunctionArgs {
+        // A library function that panics on some input costs its value, not the run.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.udf.invoke_with_args(ScalarFunctionArgs {
                 args: values,
                 arg_fields: self.arg_fields.clone(),
                 number_rows: rows,
                 return_field: Arc::clone(&self.return_field),
                 config_options: Arc::clone(&self.config),
             })
-            .ok()?;
+        }))
+        .ok()?
+        .ok()?;
         let array = result.into_array(rows).ok()?;
         let out = data_type(self.out);
         if array.data_type() == &out {
@@ -404,6 +406,20 @@ mod tests {
             let (v, null) = eval(text);
             assert_eq!(v, want, "{text}");
             assert_eq!(null, of_null, "{text} of NULL");
+        }
+    }
+
+    #[test]
+    fn hostile_arguments_are_null_not_a_crash() {
+        for text in [
+            "repeat(s, 9223372036854775807)",
+            "lpad(s, 9223372036854775807, 'x')",
+            "regexp_like(s, '(')",
+            "to_timestamp(s, '%Q')",
+            "date_trunc('fortnight', t)",
+        ] {
+            let (v, null) = eval(text);
+            assert_eq!((v, null), (Value::Null, Value::Null), "{text}");
         }
     }
 
