@@ -2,8 +2,9 @@
 //! through Weir (the pipeline below, compiled from TOML) and through a hand-written timely
 //! program doing the same work, in the same run, in both execution modes.
 //!
-//! Both sides generate the same events with the same generator function. The hand-written side
-//! filters with a Rust closure, exchanges by device, and keeps `(sum, count)` per device and
+//! Two hand-written sides: the typed program (its own generator, `weir_benches::typed`, plain
+//! structs, a device as a number), and the old one, which shares Weir's generator and rows. Both
+//! filter with a Rust closure, exchanges by device, and keeps `(sum, count)` per device and
 //! window in a `HashMap`, summing naively in `f64`; Weir evaluates its compiled SQL filter, and
 //! its `avg` is an exact, order-independent sum (the price of results that do not depend on the
 //! number of workers). In micro-batch mode both sides release input in batches of 65,536
@@ -22,6 +23,7 @@ use smol_str::SmolStr;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
+use weir_benches::typed::{typed_iot_source, Body, IotEvent};
 use weir_benches::{
     closed_panes, env_or, iot_source, machine, median, run_hand_written, run_weir, sink_records,
 };
@@ -81,6 +83,66 @@ fn weir(events: u64, workers: usize, mode: &str) -> (f64, u64) {
 
 /// The hand-written timely program: returns (events/s, window results). `batch` is the number
 /// of events a worker generates before it advances its capability.
+/// The typed program, with its own generator: readings as (device number, ts, temperature),
+/// exchanged by device, summed per device and pane.
+fn typed(events: u64, workers: usize, batch: u64) -> (f64, u64) {
+    run_hand_written(events, workers, move |scope, seen| {
+        let s = typed_iot_source(scope, events, batch, 1000);
+        let readings = s
+            .unary::<timely::container::CapacityContainerBuilder<Vec<(u32, i64, f64)>>, _, _, _>(
+                Pipeline,
+                "filter",
+                |_, _| {
+                    move |input, output| {
+                        input.for_each(|cap, data: &mut Vec<IotEvent>| {
+                            let mut session = output.session(&cap);
+                            for e in data.drain(..) {
+                                if let Body::Reading { temperature, .. } = e.body {
+                                    session.give((e.device, e.ts, temperature));
+                                }
+                            }
+                        });
+                    }
+                },
+            );
+        readings
+            .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(u32, i64, f64)>>, _, _, _>(
+                Exchange::new(|r: &(u32, i64, f64)| r.0 as u64),
+                "window",
+                |_, _| {
+                    type Pane = (Capability<u64>, HashMap<u32, (f64, u64)>);
+                    let mut panes: HashMap<i64, Pane> = HashMap::new();
+                    move |(input, frontier), output| {
+                        input.for_each(|cap, data: &mut Vec<(u32, i64, f64)>| {
+                            for (d, ts, t) in data.drain(..) {
+                                let end = ts - ts.rem_euclid(SECOND) + SECOND;
+                                let pane = panes.entry(end).or_insert_with(|| {
+                                    (cap.delayed(&(end as u64 - 1), 0), HashMap::new())
+                                });
+                                let e = pane.1.entry(d).or_insert((0.0, 0));
+                                e.0 += t;
+                                e.1 += 1;
+                            }
+                        });
+                        for end in closed_panes(&panes, |t| frontier.less_equal(&t)) {
+                            let (cap, groups) = panes.remove(&end).expect("listed");
+                            let mut session = output.session(&cap);
+                            for (d, (sum, n)) in groups {
+                                session.give((d, end - SECOND, sum / n as f64));
+                            }
+                        }
+                    }
+                },
+            )
+            .sink(Pipeline, "count", move |(input, _)| {
+                input.for_each(|_, data: &mut Vec<(u32, i64, f64)>| {
+                    seen.set(seen.get() + data.len() as u64)
+                });
+            });
+    })
+}
+
+/// The old hand-written program, over Weir's generator and rows.
 fn hand_written(events: u64, workers: usize, batch: u64) -> (f64, u64) {
     run_hand_written(events, workers, move |scope, seen| {
         let s = iot_source(scope, events, batch, 1000);
@@ -157,25 +219,30 @@ fn main() {
     );
     println!("machine: {}", machine());
     println!(
-        "{:>12}  {:>7}  {:>14}  {:>14}  {:>12}",
-        "mode", "workers", "weir ev/s", "timely ev/s", "weir/timely"
+        "{:>12}  {:>7}  {:>14}  {:>14}  {:>10}  {:>14}  {:>9}",
+        "mode", "workers", "weir ev/s", "typed ev/s", "weir/typed", "old ev/s", "weir/old"
     );
     for (mode, batch) in [("continuous", 4096), ("micro-batch", 65_536)] {
         for workers in [1, 2] {
-            let (mut w, mut h) = (Vec::new(), Vec::new());
-            let mut outs = (0, 0);
+            let (mut w, mut t, mut h) = (Vec::new(), Vec::new(), Vec::new());
+            let mut outs = (0, 0, 0);
             for _ in 0..reps {
                 let (rate, out) = weir(events, workers, mode);
                 w.push(rate);
                 outs.0 = out;
+                let (rate, out) = typed(events, workers, batch);
+                t.push(rate);
+                outs.1 = out;
                 let (rate, out) = hand_written(events, workers, batch);
                 h.push(rate);
-                outs.1 = out;
+                outs.2 = out;
             }
             assert_eq!(outs.0, outs.1, "both sides must produce the same windows");
-            let (wm, hm) = (median(w), median(h));
+            assert_eq!(outs.0, outs.2, "both sides must produce the same windows");
+            let (wm, tm, hm) = (median(w), median(t), median(h));
             println!(
-                "{mode:>12}  {workers:>7}  {wm:>14.0}  {hm:>14.0}  {:>12.2}",
+                "{mode:>12}  {workers:>7}  {wm:>14.0}  {tm:>14.0}  {:>10.2}  {hm:>14.0}  {:>9.2}",
+                wm / tm,
                 wm / hm
             );
         }
