@@ -199,6 +199,61 @@ impl Call {
         })
     }
 
+    /// Checks the constant arguments whose mistakes would otherwise make every value NULL: a
+    /// regular expression that does not parse, a time format chrono does not know, a date part
+    /// the function does not know.
+    pub(crate) fn check_constants(&self, args: &[Arg]) -> Result<(), (String, Option<String>)> {
+        let name = self.udf.name();
+        let text = |k: usize| match args.get(k).and_then(|a| a.value) {
+            Some(Value::Str(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        if name.starts_with("regexp_") {
+            if let Some(p) = text(1) {
+                if let Err(e) = regex::Regex::new(p) {
+                    let detail = e.to_string();
+                    let last = detail.lines().last().unwrap_or("").trim().to_string();
+                    return Err((
+                        format!("`{p}` is not a regular expression `{name}` can use: {last}"),
+                        Some(
+                            "patterns use the syntax of the regex crate (https://docs.rs/regex)"
+                                .into(),
+                        ),
+                    ));
+                }
+            }
+        }
+        if name.starts_with("to_timestamp") || name == "to_date" || name == "to_char" {
+            for k in 1..args.len() {
+                if let Some(f) = text(k) {
+                    let bad = chrono::format::StrftimeItems::new(f)
+                        .any(|i| matches!(i, chrono::format::Item::Error));
+                    if bad {
+                        return Err((
+                            format!("`{f}` is not a time format `{name}` can use"),
+                            Some(
+                                "formats use chrono's strftime codes, e.g. '%Y-%m-%d %H:%M:%S'"
+                                    .into(),
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if matches!(name, "date_trunc" | "date_part") && args.len() == 2 {
+            if let (Some(part), Some(FieldType::Timestamp)) = (text(0), args[1].ty) {
+                let probe = [Err(Value::Str(part.into())), Err(Value::Ts(0))];
+                if self.invoke(&probe, 1).is_none() {
+                    return Err((
+                        format!("`{part}` is not a part `{name}` knows"),
+                        Some("parts are year, quarter, month, week, day, hour, minute, second, millisecond, microsecond (and, for date_part, dow, doy, epoch)".into()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Evaluates the call over `rows` rows; `args` are columns of `rows` values or constants.
     /// A failure of the whole batch is retried row by row, and a row that fails is NULL.
     pub(crate) fn eval(&self, args: &[Result<ArrayRef, Value>], rows: usize) -> ArrayRef {
@@ -414,9 +469,6 @@ mod tests {
         for text in [
             "repeat(s, 9223372036854775807)",
             "lpad(s, 9223372036854775807, 'x')",
-            "regexp_like(s, '(')",
-            "to_timestamp(s, '%Q')",
-            "date_trunc('fortnight', t)",
         ] {
             let (v, null) = eval(text);
             assert_eq!((v, null), (Value::Null, Value::Null), "{text}");
@@ -439,6 +491,25 @@ mod tests {
         assert_eq!(e.span.start, 12);
         let e = err("regexp_like(s)");
         assert_eq!(e.message, "`regexp_like` does not take (string)");
+        let e = err("regexp_like(s, '(')");
+        assert!(
+            e.message
+                .starts_with("`(` is not a regular expression `regexp_like` can use"),
+            "{}",
+            e.message
+        );
+        let e = err("to_timestamp(s, '%Q')");
+        assert_eq!(
+            e.message,
+            "`%Q` is not a time format `to_timestamp` can use"
+        );
+        let e = err("date_trunc('fortnight', t)");
+        assert_eq!(e.message, "`fortnight` is not a part `date_trunc` knows");
+        let e = err("EXTRACT(HOUR FROM t) + date_part('decade_and_a_bit', t)");
+        assert_eq!(
+            e.message,
+            "`decade_and_a_bit` is not a part `date_part` knows"
+        );
         let e = err("now() > t");
         assert_eq!(e.message, "`now` is not available in Weir expressions");
         let e = err("t + INTERVAL '1 month'");

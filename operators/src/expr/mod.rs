@@ -1122,7 +1122,7 @@ impl Compiler<'_> {
                 },
             })
             .collect();
-        let call = library::Call::plan(name, udf, &args).map_err(|(message, help)| {
+        let fail = |(message, help): (String, Option<String>)| {
             let mut err = self.err(e, message, help);
             // SUBSTRING and EXTRACT spans start at their first argument: widen them to the
             // call.
@@ -1133,7 +1133,9 @@ impl Compiler<'_> {
                 }
             }
             err
-        })?;
+        };
+        let call = library::Call::plan(name, udf, &args).map_err(fail)?;
+        call.check_constants(&args).map_err(fail)?;
         let ty = Some(call.out);
         let nodes: Vec<Node> = compiled.into_iter().map(|(n, _)| n).collect();
         let node = Node::Lib(std::sync::Arc::new(call), nodes);
