@@ -105,40 +105,7 @@ fn typed(events: u64, workers: usize, batch: u64) -> (f64, u64) {
                     }
                 },
             );
-        readings
-            .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(u32, i64, f64)>>, _, _, _>(
-                Exchange::new(|r: &(u32, i64, f64)| r.0 as u64),
-                "window",
-                |_, _| {
-                    type Pane = (Capability<u64>, HashMap<u32, (f64, u64)>);
-                    let mut panes: HashMap<i64, Pane> = HashMap::new();
-                    move |(input, frontier), output| {
-                        input.for_each(|cap, data: &mut Vec<(u32, i64, f64)>| {
-                            for (d, ts, t) in data.drain(..) {
-                                let end = ts - ts.rem_euclid(SECOND) + SECOND;
-                                let pane = panes.entry(end).or_insert_with(|| {
-                                    (cap.delayed(&(end as u64 - 1), 0), HashMap::new())
-                                });
-                                let e = pane.1.entry(d).or_insert((0.0, 0));
-                                e.0 += t;
-                                e.1 += 1;
-                            }
-                        });
-                        for end in closed_panes(&panes, |t| frontier.less_equal(&t)) {
-                            let (cap, groups) = panes.remove(&end).expect("listed");
-                            let mut session = output.session(&cap);
-                            for (d, (sum, n)) in groups {
-                                session.give((d, end - SECOND, sum / n as f64));
-                            }
-                        }
-                    }
-                },
-            )
-            .sink(Pipeline, "count", move |(input, _)| {
-                input.for_each(|_, data: &mut Vec<(u32, i64, f64)>| {
-                    seen.set(seen.get() + data.len() as u64)
-                });
-            });
+        average_per_key(readings, |r: &(u32, i64, f64)| r.0 as u64, seen);
     })
 }
 
@@ -176,14 +143,35 @@ fn hand_written(events: u64, workers: usize, batch: u64) -> (f64, u64) {
             r.0.hash(&mut h);
             h.finish()
         };
-        readings
-            .unary_frontier::<timely::container::CapacityContainerBuilder<
-                Vec<(SmolStr, i64, f64)>,
-            >, _, _, _>(Exchange::new(route), "window", |_, _| {
-                type Pane = (Capability<u64>, HashMap<SmolStr, (f64, u64)>);
-                let mut panes: HashMap<i64, Pane> = HashMap::new();
+        average_per_key(readings, route, seen);
+    })
+}
+
+/// The hand-written window: readings `(key, ts, value)` exchanged by `route`, `(sum, count)`
+/// per key in a `HashMap` per 1 s pane, each pane's averages sent when the frontier passes its
+/// end; counts the results into `seen`.
+fn average_per_key<'s, K>(
+    readings: timely::dataflow::Stream<'s, u64, Vec<(K, i64, f64)>>,
+    route: impl Fn(&(K, i64, f64)) -> u64 + 'static,
+    seen: std::rc::Rc<std::cell::Cell<u64>>,
+) where
+    K: std::hash::Hash
+        + Eq
+        + Clone
+        + serde::Serialize
+        + for<'a> serde::Deserialize<'a>
+        + Send
+        + 'static,
+{
+    readings
+        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(K, i64, f64)>>, _, _, _>(
+            Exchange::new(route),
+            "window",
+            |_, _| {
+                type Pane<K> = (Capability<u64>, HashMap<K, (f64, u64)>);
+                let mut panes: HashMap<i64, Pane<K>> = HashMap::new();
                 move |(input, frontier), output| {
-                    input.for_each(|cap, data: &mut Vec<(SmolStr, i64, f64)>| {
+                    input.for_each(|cap, data: &mut Vec<(K, i64, f64)>| {
                         for (d, ts, t) in data.drain(..) {
                             let end = ts - ts.rem_euclid(SECOND) + SECOND;
                             let pane = panes.entry(end).or_insert_with(|| {
@@ -202,13 +190,13 @@ fn hand_written(events: u64, workers: usize, batch: u64) -> (f64, u64) {
                         }
                     }
                 }
-            })
-            .sink(Pipeline, "count", move |(input, _)| {
-                input.for_each(|_, data: &mut Vec<(SmolStr, i64, f64)>| {
-                    seen.set(seen.get() + data.len() as u64)
-                });
+            },
+        )
+        .sink(Pipeline, "count", move |(input, _)| {
+            input.for_each(|_, data: &mut Vec<(K, i64, f64)>| {
+                seen.set(seen.get() + data.len() as u64)
             });
-    })
+        });
 }
 
 fn main() {
