@@ -104,20 +104,6 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// Wraps a record batch whose last two columns are the metadata columns.
-    pub fn new(batch: RecordBatch) -> Chunk {
-        debug_assert!(batch.num_columns() >= 2);
-        debug_assert_eq!(
-            batch.column(batch.num_columns() - 2).data_type(),
-            &DataType::Int64
-        );
-        debug_assert_eq!(
-            batch.column(batch.num_columns() - 1).data_type(),
-            &DataType::UInt64
-        );
-        Chunk { batch }
-    }
-
     /// A chunk of the given field columns with the given metadata columns.
     pub fn from_columns(
         schema: &SchemaRef,
