@@ -353,6 +353,131 @@ impl<'de> Deserialize<'de> for Chunk {
     }
 }
 
+/// Builds a chunk a record at a time, straight into Arrow builders: sources decode each
+/// record into a reused row of [`Value`]s and push it here, so no record is allocated.
+///
+/// ```
+/// use weir_operators::chunk::{arrow_schema, ChunkBuilder};
+/// use weir_operators::schema::{Field, Meta, Schema};
+/// use weir_operators::value::{FieldType, Value};
+///
+/// let schema = Schema::new(vec![Field::new("x", FieldType::I64), Field::new("s", FieldType::String)]);
+/// let mut b = ChunkBuilder::new(&arrow_schema(&schema));
+/// b.push(&[Value::I64(1), Value::Str("a".into())], Meta { ingest: 5, watermark: 0 });
+/// b.push(&[Value::Null, Value::Str("b".into())], Meta { ingest: 6, watermark: 0 });
+/// let c = b.finish().unwrap();
+/// assert_eq!((c.len(), c.value(0, 1), c.meta(1).ingest), (2, Value::Null, 6));
+/// assert!(b.finish().is_none(), "the builder starts again empty");
+/// ```
+pub struct ChunkBuilder {
+    schema: SchemaRef,
+    cols: Vec<ColumnBuilder>,
+    ingest: Vec<i64>,
+    watermark: Vec<u64>,
+}
+
+enum ColumnBuilder {
+    I64(Int64Builder),
+    U64(UInt64Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    Str(StringBuilder),
+    Ts(TimestampMicrosecondBuilder),
+}
+
+impl ChunkBuilder {
+    /// An empty builder for chunks laid out by `schema` (from [`arrow_schema`]).
+    pub fn new(schema: &SchemaRef) -> ChunkBuilder {
+        let n = schema.fields().len() - 2;
+        let cols = schema
+            .fields()
+            .iter()
+            .take(n)
+            .map(
+                |f| match field_type(f.data_type()).expect("a Weir field type") {
+                    FieldType::I64 => ColumnBuilder::I64(Int64Builder::new()),
+                    FieldType::U64 => ColumnBuilder::U64(UInt64Builder::new()),
+                    FieldType::F64 => ColumnBuilder::F64(Float64Builder::new()),
+                    FieldType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
+                    FieldType::String => ColumnBuilder::Str(StringBuilder::new()),
+                    FieldType::Timestamp => {
+                        ColumnBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+                    }
+                },
+            )
+            .collect();
+        ChunkBuilder {
+            schema: Arc::clone(schema),
+            cols,
+            ingest: Vec::new(),
+            watermark: Vec::new(),
+        }
+    }
+
+    /// Appends one record: `values` in schema order (a value whose type is not its column's
+    /// becomes NULL; the plan's typing rules this out).
+    #[inline]
+    pub fn push(&mut self, values: &[Value], meta: Meta) {
+        debug_assert_eq!(values.len(), self.cols.len());
+        for (b, v) in self.cols.iter_mut().zip(values) {
+            match (b, v) {
+                (ColumnBuilder::I64(b), Value::I64(x)) => b.append_value(*x),
+                (ColumnBuilder::U64(b), Value::U64(x)) => b.append_value(*x),
+                (ColumnBuilder::F64(b), Value::F64(x)) => b.append_value(*x),
+                (ColumnBuilder::Bool(b), Value::Bool(x)) => b.append_value(*x),
+                (ColumnBuilder::Str(b), Value::Str(x)) => b.append_value(x.as_str()),
+                (ColumnBuilder::Ts(b), Value::Ts(x)) => b.append_value(*x),
+                (ColumnBuilder::I64(b), _) => b.append_null(),
+                (ColumnBuilder::U64(b), _) => b.append_null(),
+                (ColumnBuilder::F64(b), _) => b.append_null(),
+                (ColumnBuilder::Bool(b), _) => b.append_null(),
+                (ColumnBuilder::Str(b), _) => b.append_null(),
+                (ColumnBuilder::Ts(b), _) => b.append_null(),
+            }
+        }
+        self.ingest.push(meta.ingest);
+        self.watermark.push(meta.watermark);
+    }
+
+    /// The records pushed since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.ingest.len()
+    }
+
+    /// Whether nothing was pushed since the last [`finish`](Self::finish).
+    pub fn is_empty(&self) -> bool {
+        self.ingest.is_empty()
+    }
+
+    /// The records pushed so far as one chunk (`None` if there are none); the builder starts
+    /// again empty.
+    pub fn finish(&mut self) -> Option<Chunk> {
+        if self.is_empty() {
+            return None;
+        }
+        let columns = self
+            .cols
+            .iter_mut()
+            .map(|b| -> ArrayRef {
+                match b {
+                    ColumnBuilder::I64(b) => Arc::new(b.finish()),
+                    ColumnBuilder::U64(b) => Arc::new(b.finish()),
+                    ColumnBuilder::F64(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Str(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Ts(b) => Arc::new(b.finish()),
+                }
+            })
+            .collect();
+        Some(Chunk::from_columns(
+            &self.schema,
+            columns,
+            Arc::new(Int64Array::from(std::mem::take(&mut self.ingest))),
+            Arc::new(UInt64Array::from(std::mem::take(&mut self.watermark))),
+        ))
+    }
+}
+
 /// An Arrow column of type `t` holding `values`.
 pub fn build_column<'a>(
     t: FieldType,

@@ -121,7 +121,7 @@ pub struct DecodeSpec {
     /// The longest line (or CSV record) read, in bytes; a longer one is a bad record, shown by
     /// its start (default [`DEFAULT_MAX_LINE_BYTES`](crate::framing::DEFAULT_MAX_LINE_BYTES)).
     pub max_line_bytes: usize,
-    positions: HashMap<String, usize>,
+    positions: FieldNames,
 }
 
 impl DecodeSpec {
@@ -138,7 +138,7 @@ impl DecodeSpec {
             .iter()
             .enumerate()
             .filter(|(i, _)| !(assign_id && Some(*i) == schema.id))
-            .map(|(i, f)| (f.name.to_string(), i))
+            .map(|(i, f)| (f.name.as_str(), i))
             .collect();
         DecodeSpec {
             watermark: WatermarkSpec::default(),
@@ -159,7 +159,7 @@ impl DecodeSpec {
     pub fn with_assigned_time(mut self) -> DecodeSpec {
         self.assign_time = true;
         if let Some(t) = self.schema.time {
-            self.positions.retain(|_, p| *p != t);
+            self.positions.retain(|p| p != t);
         }
         self
     }
@@ -181,11 +181,28 @@ impl DecodeSpec {
         line_no: u64,
         time: Option<Micros>,
     ) -> Result<Record, String> {
-        let mut values = vec![Value::Null; self.schema.len()];
+        let mut values = Vec::new();
+        self.decode_json_into(line, file, line_no, time, &mut values)?;
+        Ok(Record::new(values))
+    }
+
+    /// Decodes one JSON object into `values` (cleared first, then one value per schema field),
+    /// for a caller that reuses one row for every record; as
+    /// [`decode_json_at`](Self::decode_json_at) otherwise.
+    pub fn decode_json_into(
+        &self,
+        line: &str,
+        file: &str,
+        line_no: u64,
+        time: Option<Micros>,
+        values: &mut Vec<Value>,
+    ) -> Result<(), String> {
+        values.clear();
+        values.resize(self.schema.len(), Value::Null);
         let mut de = serde_json::Deserializer::from_str(line);
         let field_err = RowSeed {
             spec: self,
-            out: &mut values,
+            out: values,
         }
         .deserialize(&mut de)
         .map_err(|e| format!("malformed JSON: {e}"))?;
@@ -193,7 +210,7 @@ impl DecodeSpec {
         if let Some(e) = field_err {
             return Err(e);
         }
-        self.assign(&mut values, time);
+        self.assign(values, time);
         self.finish(values, file, line_no)
     }
 
@@ -206,8 +223,24 @@ impl DecodeSpec {
         line_no: u64,
         time: Option<Micros>,
     ) -> Result<Record, String> {
-        let mut values = self.csv_values(row, columns)?;
-        self.assign(&mut values, time);
+        let mut values = Vec::new();
+        self.decode_csv_into(row, columns, file, line_no, time, &mut values)?;
+        Ok(Record::new(values))
+    }
+
+    /// Decodes one CSV row into `values` (cleared first), for a caller that reuses one row for
+    /// every record; as [`decode_csv_at`](Self::decode_csv_at) otherwise.
+    pub fn decode_csv_into(
+        &self,
+        row: &csv::StringRecord,
+        columns: &[Option<usize>],
+        file: &str,
+        line_no: u64,
+        time: Option<Micros>,
+        values: &mut Vec<Value>,
+    ) -> Result<(), String> {
+        self.csv_values(row, columns, values)?;
+        self.assign(values, time);
         self.finish(values, file, line_no)
     }
 
@@ -227,7 +260,7 @@ impl DecodeSpec {
     pub fn csv_columns(&self, header: &csv::StringRecord) -> Result<Vec<Option<usize>>, String> {
         let columns: Vec<Option<usize>> = header
             .iter()
-            .map(|h| self.positions.get(h.trim()).copied())
+            .map(|h| self.positions.get(h.trim()))
             .collect();
         let missing: Vec<&str> = self
             .input_fields()
@@ -265,7 +298,8 @@ impl DecodeSpec {
         &self,
         row: &csv::StringRecord,
         columns: &[Option<usize>],
-    ) -> Result<Vec<Value>, String> {
+        values: &mut Vec<Value>,
+    ) -> Result<(), String> {
         if row.len() != columns.len() {
             return Err(format!(
                 "expected {} columns, found {}",
@@ -273,17 +307,18 @@ impl DecodeSpec {
                 row.len()
             ));
         }
-        let mut values = vec![Value::Null; self.schema.len()];
+        values.clear();
+        values.resize(self.schema.len(), Value::Null);
         for (cell, col) in row.iter().zip(columns) {
             let Some(i) = *col else { continue };
             let field = &self.schema.fields[i];
             values[i] = parse_cell(cell, field.ty, self.time_format)
                 .map_err(|e| format!("field `{}`: {e}", field.name))?;
         }
-        Ok(values)
+        Ok(())
     }
 
-    fn finish(&self, mut values: Vec<Value>, file: &str, line_no: u64) -> Result<Record, String> {
+    fn finish(&self, values: &mut [Value], file: &str, line_no: u64) -> Result<(), String> {
         if let Some(t) = self.schema.time {
             if values[t].is_null() {
                 return Err(format!(
@@ -302,7 +337,7 @@ impl DecodeSpec {
                 ));
             }
         }
-        Ok(Record::new(values))
+        Ok(())
     }
 
     /// The dead-letter record for a bad input record.
@@ -384,7 +419,9 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                 !std::mem::replace(&mut seen_wide[i], true)
             }
         };
-        while let Some(pos) = map.next_key_seed(KeySeed(&self.spec.positions))? {
+        // Where the next key is looked for first: producers write keys in one order.
+        let mut hint = 0;
+        while let Some(pos) = map.next_key_seed(KeySeed(&self.spec.positions, &mut hint))? {
             match pos {
                 Some(i) if !first_time(i) => {
                     map.next_value::<IgnoredAny>()?;
@@ -414,8 +451,69 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     }
 }
 
+/// The schema positions of the fields read from the input, by name. A short list is searched
+/// from where the last key was found (producers write keys in one order, so the next key is
+/// usually the next entry), a long one through a hash map.
+#[derive(Clone, Debug)]
+struct FieldNames {
+    names: Vec<(SmolStr, usize)>,
+    map: Option<HashMap<SmolStr, usize>>,
+}
+
+/// Up to this many names, a search beats hashing.
+const NAMES_SEARCHED: usize = 24;
+
+impl<'a> FromIterator<(&'a str, usize)> for FieldNames {
+    fn from_iter<I: IntoIterator<Item = (&'a str, usize)>>(iter: I) -> FieldNames {
+        let mut f = FieldNames {
+            names: iter
+                .into_iter()
+                .map(|(n, i)| (SmolStr::new(n), i))
+                .collect(),
+            map: None,
+        };
+        f.index();
+        f
+    }
+}
+
+impl FieldNames {
+    fn index(&mut self) {
+        self.map =
+            (self.names.len() > NAMES_SEARCHED).then(|| self.names.iter().cloned().collect());
+    }
+
+    fn retain(&mut self, keep: impl Fn(usize) -> bool) {
+        self.names.retain(|(_, p)| keep(*p));
+        self.index();
+    }
+
+    fn get(&self, key: &str) -> Option<usize> {
+        self.find(key, &mut 0)
+    }
+
+    /// The position of `key`, looking first at entry `hint`, which is left after the entry
+    /// found.
+    #[inline]
+    fn find(&self, key: &str, hint: &mut usize) -> Option<usize> {
+        if let Some(map) = &self.map {
+            return map.get(key).copied();
+        }
+        let n = self.names.len();
+        for k in 0..n {
+            let at = (*hint + k) % n;
+            let (name, pos) = &self.names[at];
+            if name.as_str() == key {
+                *hint = at + 1;
+                return Some(*pos);
+            }
+        }
+        None
+    }
+}
+
 /// Resolves a key to its schema position (`None`: not in the schema).
-struct KeySeed<'a>(&'a HashMap<String, usize>);
+struct KeySeed<'a>(&'a FieldNames, &'a mut usize);
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
     type Value = Option<usize>;
@@ -430,7 +528,7 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
         f.write_str("a field name")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.get(v).copied())
+        Ok(self.0.find(v, self.1))
     }
 }
 

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use timely::dataflow::Scope;
 
+use crate::chunk::arrow_schema;
 use crate::decode::DecodeSpec;
 use crate::flow::SourceEnv;
 use crate::framing::{read_line, strip_bom, trim_line_end, CsvItem, CsvRecords, Line};
 use crate::metrics::ComponentMetrics;
 use crate::reading::{reading_source, Batch, Progress};
-use crate::{Records, Time};
+use crate::{Batches, Time};
 
 /// The format of a file source's files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,74 +69,83 @@ pub fn file_source<'s>(
     spec: Arc<FileSourceSpec>,
     env: SourceEnv,
     metrics: Arc<ComponentMetrics>,
-) -> (Records<'s>, Records<'s>) {
+) -> (Batches<'s>, Batches<'s>) {
     let (index, peers) = (scope.index(), scope.peers());
     let watermark = spec.decode.watermark;
-    reading_source(scope, name, watermark, env, metrics, move |_address| {
-        let mut mine = spec
-            .files
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| k % peers == index)
-            .map(|(_, f)| f.clone())
-            .collect::<Vec<_>>()
-            .into_iter();
-        let mut current: Option<(String, Open)> = None;
-        move |batch: &mut Batch| {
-            let mut budget = LINES_PER_STEP;
-            while budget > 0 {
-                if current.is_none() {
-                    let Some((path, shown)) = mine.next() else {
-                        return Progress::Done;
-                    };
-                    match open(&spec, &path, &mut batch.blank) {
-                        Ok(o) => {
-                            batch.start_partition();
-                            batch.later_partitions = mine.len() > 0;
-                            current = Some((shown, o));
+    let schema = arrow_schema(&spec.decode.schema);
+    reading_source(
+        scope,
+        name,
+        schema,
+        watermark,
+        env,
+        metrics,
+        move |_address| {
+            let mut mine = spec
+                .files
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| k % peers == index)
+                .map(|(_, f)| f.clone())
+                .collect::<Vec<_>>()
+                .into_iter();
+            let mut current: Option<(String, Open)> = None;
+            move |batch: &mut Batch| {
+                let mut budget = LINES_PER_STEP;
+                while budget > 0 {
+                    if current.is_none() {
+                        let Some((path, shown)) = mine.next() else {
+                            return Progress::Done;
+                        };
+                        match open(&spec, &path, &mut batch.blank) {
+                            Ok(o) => {
+                                batch.start_partition();
+                                batch.later_partitions = mine.len() > 0;
+                                current = Some((shown, o));
+                            }
+                            Err(e) => {
+                                batch.failure = Some(format!(
+                                    "source `{}`: cannot read {}: {e}",
+                                    spec.decode.source,
+                                    path.display()
+                                ));
+                                return Progress::Done;
+                            }
                         }
+                    }
+                    let (shown, open) = current.as_mut().expect("opened above");
+                    let finished = match open {
+                        Open::Jsonl {
+                            reader,
+                            line_no,
+                            buf,
+                        } => read_jsonl(
+                            &spec.decode,
+                            reader,
+                            line_no,
+                            buf,
+                            shown,
+                            batch,
+                            &mut budget,
+                        ),
+                        Open::Csv(csv) => read_csv(&spec.decode, csv, shown, batch, &mut budget),
+                    };
+                    match finished {
+                        Ok(true) => current = None,
+                        Ok(false) => {}
                         Err(e) => {
                             batch.failure = Some(format!(
-                                "source `{}`: cannot read {}: {e}",
-                                spec.decode.source,
-                                path.display()
+                                "source `{}`: cannot read {shown}: {e}",
+                                spec.decode.source
                             ));
                             return Progress::Done;
                         }
                     }
                 }
-                let (shown, open) = current.as_mut().expect("opened above");
-                let finished = match open {
-                    Open::Jsonl {
-                        reader,
-                        line_no,
-                        buf,
-                    } => read_jsonl(
-                        &spec.decode,
-                        reader,
-                        line_no,
-                        buf,
-                        shown,
-                        batch,
-                        &mut budget,
-                    ),
-                    Open::Csv(csv) => read_csv(&spec.decode, csv, shown, batch, &mut budget),
-                };
-                match finished {
-                    Ok(true) => current = None,
-                    Ok(false) => {}
-                    Err(e) => {
-                        batch.failure = Some(format!(
-                            "source `{}`: cannot read {shown}: {e}",
-                            spec.decode.source
-                        ));
-                        return Progress::Done;
-                    }
-                }
+                Progress::More
             }
-            Progress::More
-        }
-    })
+        },
+    )
 }
 
 fn open(spec: &FileSourceSpec, path: &PathBuf, blank: &mut u64) -> Result<Open, String> {
@@ -226,7 +236,7 @@ fn read_csv(
             Some(CsvItem::Blank { .. }) => batch.blank += 1,
             Some(CsvItem::Row { line }) => {
                 *budget -= 1;
-                let decoded = spec.decode_csv(row, columns, file, line);
+                let decoded = batch.decode_csv(spec, row, columns, file, line, None);
                 let raw = if decoded.is_err() {
                     records.raw()
                 } else {
@@ -248,6 +258,7 @@ mod tests {
     use super::*;
     use crate::clock::RunClock;
     use crate::control::RunControl;
+    use crate::convert::to_rows;
     use crate::decode::OnError;
     use crate::epochs::Mode;
     use crate::framing::NOT_UTF8;
@@ -295,8 +306,8 @@ mod tests {
                     SourceEnv::new(Mode::Continuous, RunClock::now(), RunControl::default()),
                     Arc::default(),
                 );
-                r.capture_into(tx.clone());
-                d.capture_into(tx);
+                to_rows(r).capture_into(tx.clone());
+                to_rows(d).capture_into(tx);
             });
         })
         .unwrap()

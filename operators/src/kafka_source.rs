@@ -40,6 +40,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use timely::dataflow::Scope;
 
+use crate::chunk::arrow_schema;
 use crate::clock::RunClock;
 use crate::control::RunControl;
 use crate::decode::DecodeSpec;
@@ -53,7 +54,7 @@ use crate::metrics::ComponentMetrics;
 use crate::reading::{reading_source, Batch, Progress};
 use crate::value::Micros;
 use crate::watermark::WatermarkSpec;
-use crate::{Records, Time};
+use crate::{Batches, Time};
 
 /// A validated Kafka source. The engine fills in `partitions` and `resume_frontier` before
 /// the run.
@@ -130,7 +131,7 @@ pub fn kafka_source<'s>(
     spec: Arc<KafkaSourceSpec>,
     env: SourceEnv,
     metrics: Arc<ComponentMetrics>,
-) -> (Records<'s>, Records<'s>) {
+) -> (Batches<'s>, Batches<'s>) {
     let (index, peers) = (scope.index(), scope.peers());
     let worker = scope.worker().clone();
     // Idleness is per partition, decided here (a partition is idle only with nothing unread):
@@ -142,29 +143,38 @@ pub fn kafka_source<'s>(
     let (flow, ctl, clock) = (env.flow.clone(), env.ctl.clone(), env.clock);
     let source = name.to_string();
     let m = Arc::clone(&metrics);
-    reading_source(scope, name, watermark, env, metrics, move |address| {
-        let mine: Vec<PartitionPlan> = spec
-            .partitions
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| k % peers == index)
-            .map(|(_, p)| p.clone())
-            .collect();
-        let mut reader = (!mine.is_empty()).then(|| {
-            let wake = Mutex::new(worker.sync_activator_for(address.to_vec()));
-            Reader::new(&source, &spec, mine, flow, ctl, clock, m, move || {
-                let _ = wake.lock().map(|w| w.activate());
-            })
-        });
-        move |batch: &mut Batch| match reader.as_mut() {
-            None => Progress::Done,
-            Some(Err(e)) => {
-                batch.failure = Some(std::mem::take(e));
-                Progress::Done
+    let schema = arrow_schema(&spec.decode.schema);
+    reading_source(
+        scope,
+        name,
+        schema,
+        watermark,
+        env,
+        metrics,
+        move |address| {
+            let mine: Vec<PartitionPlan> = spec
+                .partitions
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| k % peers == index)
+                .map(|(_, p)| p.clone())
+                .collect();
+            let mut reader = (!mine.is_empty()).then(|| {
+                let wake = Mutex::new(worker.sync_activator_for(address.to_vec()));
+                Reader::new(&source, &spec, mine, flow, ctl, clock, m, move || {
+                    let _ = wake.lock().map(|w| w.activate());
+                })
+            });
+            move |batch: &mut Batch| match reader.as_mut() {
+                None => Progress::Done,
+                Some(Err(e)) => {
+                    batch.failure = Some(std::mem::take(e));
+                    Progress::Done
+                }
+                Some(Ok(r)) => r.step(batch),
             }
-            Some(Ok(r)) => r.step(batch),
-        }
-    })
+        },
+    )
 }
 
 /// What the consumer's callbacks report.
@@ -441,7 +451,8 @@ impl Reader {
                             .from_reader(text.as_bytes());
                         let row = &mut self.csv_row;
                         match rows.read_record(row) {
-                            Ok(true) => spec.decode.decode_csv_at(
+                            Ok(true) => batch.decode_csv(
+                                &spec.decode,
                                 row,
                                 &self.csv_columns,
                                 &p.name,
@@ -452,7 +463,7 @@ impl Reader {
                             Err(e) => Err(format!("malformed CSV: {e}")),
                         }
                     } else {
-                        spec.decode.decode_json_at(text, &p.name, line, time)
+                        batch.decode_json(&spec.decode, text, &p.name, line, time)
                     };
                     (d, std::borrow::Cow::Borrowed(text))
                 }
@@ -461,7 +472,7 @@ impl Reader {
             let ts = decoded
                 .as_ref()
                 .ok()
-                .and_then(|r| spec.decode.schema.time.and_then(|t| r.values[t].as_ts()));
+                .and_then(|()| batch.event_time(&spec.decode));
             let before = (p.max_seen, p.idle_floor);
             let max_seen = ts.map_or(p.max_seen, |t| p.max_seen.max(t));
             let original = wm.of(max_seen, p.idle_floor);

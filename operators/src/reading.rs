@@ -1,6 +1,7 @@
-//! The shell shared by sources that read and decode external input (`file`, `stdin`): a timely
-//! operator with two outputs — records, and dead letters — that applies the bad-record policy,
-//! counts, stamps each record's [`Meta`](crate::schema::Meta), and reads in batches by the
+//! The shell shared by sources that read and decode external input (`file`, `stdin`, `tcp`,
+//! `kafka`): a timely operator with two outputs — records, and dead letters, both as
+//! [`Chunk`]s — that applies the bad-record policy, counts, stamps each record's
+//! [`Meta`](crate::schema::Meta), and reads in batches by the
 //! execution mode ([`epochs`](crate::epochs)): in micro-batch mode it reads nothing between
 //! batches, so input waits where it is (a file, or the standard-input pipe, which then pushes
 //! back on its writer).
@@ -16,7 +17,9 @@
 //! Batches start only when the source's [`flow`](crate::flow) admits them (backpressure).
 //!
 //! The source-specific part is a `step` function that reads some input into a [`Batch`] per
-//! activation and says whether input remains.
+//! activation and says whether input remains. Records are decoded into one reused row of
+//! values and appended from it to Arrow builders ([`ChunkBuilder`]): a record costs no
+//! allocation of its own, and each activation sends one chunk.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,21 +30,25 @@ use timely::dataflow::Scope;
 
 use std::time::Duration;
 
-use crate::decode::{DecodeSpec, OnError};
+use arrow::datatypes::SchemaRef;
+
+use crate::chunk::{arrow_schema, Chunk, ChunkBuilder};
+use crate::decode::{dead_letter_schema, DecodeSpec, OnError};
 use crate::epochs::Epochs;
 use crate::flow::{SourceEnv, HELD_RETRY};
 use crate::framing::{escape_bytes, too_long, NOT_UTF8};
 use crate::metrics::ComponentMetrics;
-use crate::schema::Record;
-use crate::value::Micros;
+use crate::schema::{Meta, Record};
+use crate::value::{Micros, Value};
 use crate::watermark::WatermarkSpec;
-use crate::{Records, Time};
+use crate::{Batches, Time};
 
 /// What one activation of a reading source produced.
-#[derive(Default)]
 pub struct Batch {
     /// Good records.
-    pub records: Vec<Record>,
+    pub records: ChunkBuilder,
+    /// The row the last record was decoded into (see [`decode_json`](Self::decode_json)).
+    pub values: Vec<Value>,
     /// Dead-letter records.
     pub dead: Vec<Record>,
     /// Input records read (good and bad).
@@ -63,6 +70,23 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// An empty batch of records laid out by `schema` (from [`arrow_schema`]).
+    pub fn new(schema: &SchemaRef) -> Batch {
+        Batch {
+            records: ChunkBuilder::new(schema),
+            values: Vec::new(),
+            dead: Vec::new(),
+            read: 0,
+            errors: 0,
+            blank: 0,
+            failure: None,
+            max_seen: Micros::MIN,
+            idle_floor: Micros::MIN,
+            later_partitions: false,
+            ingest: 0,
+        }
+    }
+
     /// Starts reading a new partition: its watermark starts from nothing.
     pub fn start_partition(&mut self) {
         self.max_seen = Micros::MIN;
@@ -100,7 +124,7 @@ impl Batch {
         }
         match std::str::from_utf8(raw) {
             Ok(text) => {
-                let decoded = spec.decode_json(text, file, line);
+                let decoded = self.decode_json(spec, text, file, line, None);
                 self.accept(spec, decoded, file, line, text);
             }
             Err(_) => {
@@ -117,28 +141,63 @@ impl Batch {
         self.accept(spec, Err(reason), file, line, &escape_bytes(start));
     }
 
-    /// Routes one decoded record (or its error) by the source's policy.
+    /// Decodes one JSON object into [`values`](Self::values) (see
+    /// [`DecodeSpec::decode_json_at`]); pass the result to [`accept`](Self::accept).
+    pub fn decode_json(
+        &mut self,
+        spec: &DecodeSpec,
+        text: &str,
+        file: &str,
+        line: u64,
+        time: Option<Micros>,
+    ) -> Result<(), String> {
+        spec.decode_json_into(text, file, line, time, &mut self.values)
+    }
+
+    /// Decodes one CSV row into [`values`](Self::values) (see
+    /// [`DecodeSpec::decode_csv_at`]); pass the result to [`accept`](Self::accept).
+    pub fn decode_csv(
+        &mut self,
+        spec: &DecodeSpec,
+        row: &csv::StringRecord,
+        columns: &[Option<usize>],
+        file: &str,
+        line: u64,
+        time: Option<Micros>,
+    ) -> Result<(), String> {
+        spec.decode_csv_into(row, columns, file, line, time, &mut self.values)
+    }
+
+    /// The event time of the record last decoded into [`values`](Self::values).
+    pub fn event_time(&self, spec: &DecodeSpec) -> Option<Micros> {
+        spec.schema.time.and_then(|t| self.values[t].as_ts())
+    }
+
+    /// Routes one record by the source's policy: `Ok` takes the record decoded into
+    /// [`values`](Self::values), `Err` is a bad record with its reason.
     pub fn accept(
         &mut self,
         spec: &DecodeSpec,
-        decoded: Result<Record, String>,
+        decoded: Result<(), String>,
         file: &str,
         line: u64,
         raw: &str,
     ) {
         self.read += 1;
         match decoded {
-            Ok(mut r) => {
-                let t = spec.schema.time.and_then(|t| r.values[t].as_ts());
+            Ok(()) => {
+                let t = self.event_time(spec);
                 if let Some(t) = t {
                     self.max_seen = self.max_seen.max(t);
                 }
-                r.meta.watermark = self.watermark(&spec.watermark).max(0) as Time;
-                r.meta.ingest = match (spec.latency_from_event_time, t) {
-                    (true, Some(t)) => t,
-                    _ => self.ingest,
+                let meta = Meta {
+                    watermark: self.watermark(&spec.watermark).max(0) as Time,
+                    ingest: match (spec.latency_from_event_time, t) {
+                        (true, Some(t)) => t,
+                        _ => self.ingest,
+                    },
                 };
-                self.records.push(r);
+                self.records.push(&self.values, meta);
             }
             Err(reason) => {
                 self.errors += 1;
@@ -174,17 +233,19 @@ pub enum Progress {
     Done,
 }
 
-/// Builds a two-output reading source. `make_step` receives the operator's address (to build
-/// activators) and returns the per-activation step.
+/// Builds a two-output reading source whose records have `schema` (from [`arrow_schema`]).
+/// `make_step` receives the operator's address (to build activators) and returns the
+/// per-activation step.
 #[allow(clippy::too_many_arguments)]
 pub fn reading_source<'s, S, F>(
     scope: Scope<'s, Time>,
     name: &str,
+    schema: SchemaRef,
     watermark: WatermarkSpec,
     env: SourceEnv,
     metrics: Arc<ComponentMetrics>,
     make_step: F,
-) -> (Records<'s>, Records<'s>)
+) -> (Batches<'s>, Batches<'s>)
 where
     F: FnOnce(Rc<[usize]>) -> S,
     S: FnMut(&mut Batch) -> Progress + 'static,
@@ -197,26 +258,22 @@ where
     } = env;
     let mut builder = OperatorBuilder::new(name.to_owned(), scope);
     let address = builder.operator_info().address;
-    let (records_out, records) = builder.new_output::<Vec<Record>>();
-    let (dead_out, dead) = builder.new_output::<Vec<Record>>();
-    let mut records_out = OutputBuilder::<
-        _,
-        timely::container::CapacityContainerBuilder<Vec<Record>>,
-    >::from(records_out);
-    let mut dead_out =
-        OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<Record>>>::from(
-            dead_out,
+    let (records_out, records) = builder.new_output::<Vec<Chunk>>();
+    let (dead_out, dead) = builder.new_output::<Vec<Chunk>>();
+    let mut records_out =
+        OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<Chunk>>>::from(
+            records_out,
         );
+    let mut dead_out =
+        OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<Chunk>>>::from(dead_out);
+    let dead_schema = arrow_schema(&dead_letter_schema());
     let activator = scope.activator_for(Rc::clone(&address));
     let mut step = make_step(Rc::clone(&address));
     builder.build(move |mut caps| {
         let mut dead_cap = caps.pop();
         let mut rec_cap = caps.pop();
-        let mut batch = Batch {
-            max_seen: Micros::MIN,
-            idle_floor: Micros::MIN,
-            ..Batch::default()
-        };
+        let mut batch = Batch::new(&schema);
+        let mut chunks: Vec<Chunk> = Vec::with_capacity(1);
         // When this worker last read input (processing time), for idleness.
         let mut last_input = clock.instant.elapsed();
         let mut epochs = Epochs::new(mode, clock);
@@ -265,19 +322,22 @@ where
             metrics.add_dead_lettered(batch.dead.len() as u64);
             let sent = open.as_mut().expect("opened above");
             *sent += batch.records.len() + batch.dead.len();
-            if !batch.records.is_empty() {
+            if let Some(chunk) = batch.records.finish() {
+                chunks.push(chunk);
                 records_out
                     .activate()
                     .session(&*rc)
-                    .give_container(&mut batch.records);
+                    .give_container(&mut chunks);
+                chunks.clear();
             }
             if !batch.dead.is_empty() {
+                chunks.push(Chunk::from_rows(&dead_schema, &batch.dead));
                 dead_out
                     .activate()
                     .session(&*dc)
-                    .give_container(&mut batch.dead);
+                    .give_container(&mut chunks);
+                chunks.clear();
             }
-            batch.records.clear();
             batch.dead.clear();
             batch.read = 0;
             batch.errors = 0;

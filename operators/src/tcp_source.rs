@@ -58,7 +58,7 @@
 //!             Default::default(),
 //!         );
 //!         let (records, _dead) = tcp_source(scope, "in", spec, env, Arc::default());
-//!         records.capture_into(tx);
+//!         weir_operators::convert::to_rows(records).capture_into(tx);
 //!     });
 //! })
 //! .unwrap();
@@ -77,13 +77,14 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use timely::dataflow::Scope;
 
+use crate::chunk::arrow_schema;
 use crate::clock::RunClock;
 use crate::decode::DecodeSpec;
 use crate::flow::SourceEnv;
 use crate::lines::{chunks, decode_chunks, Piece, Splitter};
 use crate::metrics::ComponentMetrics;
 use crate::reading::{reading_source, Batch, Progress};
-use crate::{Records, Time};
+use crate::{Batches, Time};
 
 /// A validated TCP source.
 #[derive(Clone, Debug)]
@@ -105,15 +106,23 @@ pub fn tcp_source<'s>(
     spec: Arc<TcpSourceSpec>,
     env: SourceEnv,
     metrics: Arc<ComponentMetrics>,
-) -> (Records<'s>, Records<'s>) {
+) -> (Batches<'s>, Batches<'s>) {
     let listens = scope.index() == 0;
     let clock = env.clock;
     let control = env.ctl.clone();
     let worker = scope.worker().clone();
     let watermark = spec.decode.watermark;
     let source = name.to_string();
-    reading_source(scope, name, watermark, env, metrics, move |address| {
-        let rx: Option<Receiver<Piece>> = listens.then(|| {
+    let schema = arrow_schema(&spec.decode.schema);
+    reading_source(
+        scope,
+        name,
+        schema,
+        watermark,
+        env,
+        metrics,
+        move |address| {
+            let rx: Option<Receiver<Piece>> = listens.then(|| {
             let (tx, rx) = chunks();
             let wake = worker.sync_activator_for(address.to_vec());
             let wake = move || {
@@ -166,13 +175,14 @@ pub fn tcp_source<'s>(
                 .expect("spawning the TCP reader thread");
             rx
         });
-        let decode = Arc::clone(&spec.decode);
-        let mut line_no = 0u64;
-        move |batch: &mut Batch| match rx.as_ref() {
-            None => Progress::Done,
-            Some(rx) => decode_chunks(rx, &decode, "tcp", &mut line_no, batch),
-        }
-    })
+            let decode = Arc::clone(&spec.decode);
+            let mut line_no = 0u64;
+            move |batch: &mut Batch| match rx.as_ref() {
+                None => Progress::Done,
+                Some(rx) => decode_chunks(rx, &decode, "tcp", &mut line_no, batch),
+            }
+        },
+    )
 }
 
 /// The reader thread's settings.

@@ -88,8 +88,8 @@ pub(super) fn build<'s>(
             node: i,
             port: Port::LateRight,
         };
-        // Sources and the row-based operators (windows, joins) are joined to the chunk streams
-        // by conversions at their outputs (and, for windows and joins, at their inputs).
+        // The row-based operators (windows, joins) are joined to the chunk streams by
+        // conversions at their inputs and outputs.
         let mut rows_out: Vec<(PortRef, weir_operators::Records<'s>)> = Vec::new();
         let mut put =
             |port: PortRef, rows: weir_operators::Records<'s>| rows_out.push((port, rows));
@@ -100,25 +100,25 @@ pub(super) fn build<'s>(
             Op::File(spec) => {
                 let (r, d) =
                     file_source::file_source(scope, name, Arc::clone(spec), env.clone(), m);
-                put(main, r);
-                put(dead, d);
+                streams.insert(main, r);
+                streams.insert(dead, d);
             }
             Op::Stdin(spec) => {
                 let (r, d) =
                     stdin_source::stdin_source(scope, name, Arc::clone(spec), env.clone(), m);
-                put(main, r);
-                put(dead, d);
+                streams.insert(main, r);
+                streams.insert(dead, d);
             }
             Op::Tcp(spec) => {
                 let (r, d) = tcp_source::tcp_source(scope, name, Arc::clone(spec), env.clone(), m);
-                put(main, r);
-                put(dead, d);
+                streams.insert(main, r);
+                streams.insert(dead, d);
             }
             Op::Kafka(spec) => {
                 let (r, d) =
                     kafka_source::kafka_source(scope, name, Arc::clone(spec), env.clone(), m);
-                put(main, r);
-                put(dead, d);
+                streams.insert(main, r);
+                streams.insert(dead, d);
             }
             Op::Filter(e) => {
                 let s = filter::filter(input(), name, Arc::clone(e), m);
