@@ -455,25 +455,53 @@ impl ChunkBuilder {
         if self.is_empty() {
             return None;
         }
+        // Each builder starts again with room for a chunk like this one, so filling it does
+        // not reallocate and copy as it grows.
+        let rows = self.len();
+        fn again<B>(b: &mut B, fresh: B, finish: impl FnOnce(&mut B) -> ArrayRef) -> ArrayRef {
+            finish(&mut std::mem::replace(b, fresh))
+        }
         let columns = self
             .cols
             .iter_mut()
             .map(|b| -> ArrayRef {
                 match b {
-                    ColumnBuilder::I64(b) => Arc::new(b.finish()),
-                    ColumnBuilder::U64(b) => Arc::new(b.finish()),
-                    ColumnBuilder::F64(b) => Arc::new(b.finish()),
-                    ColumnBuilder::Bool(b) => Arc::new(b.finish()),
-                    ColumnBuilder::Str(b) => Arc::new(b.finish()),
-                    ColumnBuilder::Ts(b) => Arc::new(b.finish()),
+                    ColumnBuilder::I64(b) => again(b, Int64Builder::with_capacity(rows), |b| {
+                        Arc::new(b.finish())
+                    }),
+                    ColumnBuilder::U64(b) => again(b, UInt64Builder::with_capacity(rows), |b| {
+                        Arc::new(b.finish())
+                    }),
+                    ColumnBuilder::F64(b) => again(b, Float64Builder::with_capacity(rows), |b| {
+                        Arc::new(b.finish())
+                    }),
+                    ColumnBuilder::Bool(b) => again(b, BooleanBuilder::with_capacity(rows), |b| {
+                        Arc::new(b.finish())
+                    }),
+                    ColumnBuilder::Str(b) => {
+                        let bytes = b.values_slice().len();
+                        let fresh = StringBuilder::with_capacity(rows, bytes);
+                        again(b, fresh, |b| Arc::new(b.finish()))
+                    }
+                    ColumnBuilder::Ts(b) => {
+                        let fresh =
+                            TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+                        again(b, fresh, |b| Arc::new(b.finish()))
+                    }
                 }
             })
             .collect();
         Some(Chunk::from_columns(
             &self.schema,
             columns,
-            Arc::new(Int64Array::from(std::mem::take(&mut self.ingest))),
-            Arc::new(UInt64Array::from(std::mem::take(&mut self.watermark))),
+            Arc::new(Int64Array::from(std::mem::replace(
+                &mut self.ingest,
+                Vec::with_capacity(rows),
+            ))),
+            Arc::new(UInt64Array::from(std::mem::replace(
+                &mut self.watermark,
+                Vec::with_capacity(rows),
+            ))),
         ))
     }
 }
