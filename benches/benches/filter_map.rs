@@ -9,7 +9,10 @@
 //! alternate between the sides, and the report gives medians and ratios.
 //!
 //! `cargo bench -p weir-benches --bench filter_map`; `WEIR_BENCH_EVENTS` (default 10,000,000)
-//! and `WEIR_BENCH_REPS` (default 5) change the size.
+//! and `WEIR_BENCH_REPS` (default 5) change the size. `WEIR_BENCH_SIDE=weir` (or `typed`, `old`)
+//! runs that side alone, once, on one worker: run it under `valgrind --tool=callgrind` with two
+//! sizes, and the difference of the counts over the difference of the sizes is the side's
+//! instructions per event.
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -135,6 +138,17 @@ fn hand_written(events: u64, workers: usize) -> (f64, u64) {
 fn main() {
     let events = env_or("WEIR_BENCH_EVENTS", 10_000_000);
     let reps = env_or("WEIR_BENCH_REPS", 5) as usize;
+    // One side alone, once on 1 worker, for counting its instructions under callgrind.
+    if let Ok(side) = std::env::var("WEIR_BENCH_SIDE") {
+        let (_, out) = match side.as_str() {
+            "weir" => weir(events, 1),
+            "typed" => typed(events, 1),
+            "old" => hand_written(events, 1),
+            other => panic!("WEIR_BENCH_SIDE is weir, typed or old, not {other:?}"),
+        };
+        println!("{side}: {out} records out");
+        return;
+    }
     println!("filter+map over {events} generated IoT events, {reps} runs each, medians");
     println!("machine: {}", machine());
     println!(
