@@ -371,12 +371,16 @@ impl<'de> Deserialize<'de> for Chunk {
 /// ```
 pub struct ChunkBuilder {
     schema: SchemaRef,
-    cols: Vec<ColumnBuilder>,
+    pub(crate) cols: Vec<ColumnBuilder>,
     ingest: Vec<i64>,
     watermark: Vec<u64>,
 }
 
-enum ColumnBuilder {
+/// One column of a [`ChunkBuilder`].
+pub(crate) enum ColumnBuilder {
+    /// A field nothing downstream reads: sent as a NULL column (the last one made, while
+    /// chunks keep their length), whatever is pushed.
+    Skip(DataType, Option<ArrayRef>),
     I64(Int64Builder),
     U64(UInt64Builder),
     F64(Float64Builder),
@@ -385,26 +389,79 @@ enum ColumnBuilder {
     Ts(TimestampMicrosecondBuilder),
 }
 
+impl ColumnBuilder {
+    fn new(t: FieldType, rows: usize, bytes: usize) -> ColumnBuilder {
+        match t {
+            FieldType::I64 => ColumnBuilder::I64(Int64Builder::with_capacity(rows)),
+            FieldType::U64 => ColumnBuilder::U64(UInt64Builder::with_capacity(rows)),
+            FieldType::F64 => ColumnBuilder::F64(Float64Builder::with_capacity(rows)),
+            FieldType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+            FieldType::String => ColumnBuilder::Str(StringBuilder::with_capacity(rows, bytes)),
+            FieldType::Timestamp => ColumnBuilder::Ts(
+                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            ),
+        }
+    }
+
+    /// The column of the `rows` values appended; the builder starts again empty, with room
+    /// for a column like this one, so filling it does not reallocate and copy as it grows.
+    fn finish(&mut self, rows: usize) -> ArrayRef {
+        fn again<B>(b: &mut B, fresh: B, finish: impl FnOnce(&mut B) -> ArrayRef) -> ArrayRef {
+            finish(&mut std::mem::replace(b, fresh))
+        }
+        match self {
+            ColumnBuilder::Skip(t, null) => match null {
+                Some(a) if a.len() == rows => Arc::clone(a),
+                _ => Arc::clone(null.insert(arrow::array::new_null_array(t, rows))),
+            },
+            ColumnBuilder::I64(b) => again(b, Int64Builder::with_capacity(rows), |b| {
+                Arc::new(b.finish())
+            }),
+            ColumnBuilder::U64(b) => again(b, UInt64Builder::with_capacity(rows), |b| {
+                Arc::new(b.finish())
+            }),
+            ColumnBuilder::F64(b) => again(b, Float64Builder::with_capacity(rows), |b| {
+                Arc::new(b.finish())
+            }),
+            ColumnBuilder::Bool(b) => again(b, BooleanBuilder::with_capacity(rows), |b| {
+                Arc::new(b.finish())
+            }),
+            ColumnBuilder::Str(b) => {
+                let bytes = b.values_slice().len();
+                let fresh = StringBuilder::with_capacity(rows, bytes);
+                again(b, fresh, |b| Arc::new(b.finish()))
+            }
+            ColumnBuilder::Ts(b) => {
+                let fresh = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+                again(b, fresh, |b| Arc::new(b.finish()))
+            }
+        }
+    }
+}
+
 impl ChunkBuilder {
     /// An empty builder for chunks laid out by `schema` (from [`arrow_schema`]).
     pub fn new(schema: &SchemaRef) -> ChunkBuilder {
+        ChunkBuilder::pruned(schema, None)
+    }
+
+    /// An empty builder whose fields `k` with `used[k] == false` are sent as NULL columns,
+    /// whatever is pushed (for a source whose fields nothing downstream reads).
+    pub(crate) fn pruned(schema: &SchemaRef, used: Option<&[bool]>) -> ChunkBuilder {
         let n = schema.fields().len() - 2;
         let cols = schema
             .fields()
             .iter()
             .take(n)
-            .map(
-                |f| match field_type(f.data_type()).expect("a Weir field type") {
-                    FieldType::I64 => ColumnBuilder::I64(Int64Builder::new()),
-                    FieldType::U64 => ColumnBuilder::U64(UInt64Builder::new()),
-                    FieldType::F64 => ColumnBuilder::F64(Float64Builder::new()),
-                    FieldType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
-                    FieldType::String => ColumnBuilder::Str(StringBuilder::new()),
-                    FieldType::Timestamp => {
-                        ColumnBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
-                    }
-                },
-            )
+            .enumerate()
+            .map(|(k, f)| {
+                if used.is_some_and(|u| !u[k]) {
+                    ColumnBuilder::Skip(f.data_type().clone(), None)
+                } else {
+                    let t = field_type(f.data_type()).expect("a Weir field type");
+                    ColumnBuilder::new(t, 0, 0)
+                }
+            })
             .collect();
         ChunkBuilder {
             schema: Arc::clone(schema),
@@ -427,6 +484,7 @@ impl ChunkBuilder {
                 (ColumnBuilder::Bool(b), Value::Bool(x)) => b.append_value(*x),
                 (ColumnBuilder::Str(b), Value::Str(x)) => b.append_value(x.as_str()),
                 (ColumnBuilder::Ts(b), Value::Ts(x)) => b.append_value(*x),
+                (ColumnBuilder::Skip(..), _) => {}
                 (ColumnBuilder::I64(b), _) => b.append_null(),
                 (ColumnBuilder::U64(b), _) => b.append_null(),
                 (ColumnBuilder::F64(b), _) => b.append_null(),
@@ -435,6 +493,12 @@ impl ChunkBuilder {
                 (ColumnBuilder::Ts(b), _) => b.append_null(),
             }
         }
+        self.end_row(meta);
+    }
+
+    /// Ends a record whose fields were appended to [`cols`](Self::cols) directly.
+    #[inline]
+    pub(crate) fn end_row(&mut self, meta: Meta) {
         self.ingest.push(meta.ingest);
         self.watermark.push(meta.watermark);
     }
@@ -450,47 +514,13 @@ impl ChunkBuilder {
     }
 
     /// The records pushed so far as one chunk (`None` if there are none); the builder starts
-    /// again empty.
+    /// again empty, with room for a chunk like this one.
     pub fn finish(&mut self) -> Option<Chunk> {
         if self.is_empty() {
             return None;
         }
-        // Each builder starts again with room for a chunk like this one, so filling it does
-        // not reallocate and copy as it grows.
         let rows = self.len();
-        fn again<B>(b: &mut B, fresh: B, finish: impl FnOnce(&mut B) -> ArrayRef) -> ArrayRef {
-            finish(&mut std::mem::replace(b, fresh))
-        }
-        let columns = self
-            .cols
-            .iter_mut()
-            .map(|b| -> ArrayRef {
-                match b {
-                    ColumnBuilder::I64(b) => again(b, Int64Builder::with_capacity(rows), |b| {
-                        Arc::new(b.finish())
-                    }),
-                    ColumnBuilder::U64(b) => again(b, UInt64Builder::with_capacity(rows), |b| {
-                        Arc::new(b.finish())
-                    }),
-                    ColumnBuilder::F64(b) => again(b, Float64Builder::with_capacity(rows), |b| {
-                        Arc::new(b.finish())
-                    }),
-                    ColumnBuilder::Bool(b) => again(b, BooleanBuilder::with_capacity(rows), |b| {
-                        Arc::new(b.finish())
-                    }),
-                    ColumnBuilder::Str(b) => {
-                        let bytes = b.values_slice().len();
-                        let fresh = StringBuilder::with_capacity(rows, bytes);
-                        again(b, fresh, |b| Arc::new(b.finish()))
-                    }
-                    ColumnBuilder::Ts(b) => {
-                        let fresh =
-                            TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
-                        again(b, fresh, |b| Arc::new(b.finish()))
-                    }
-                }
-            })
-            .collect();
+        let columns = self.cols.iter_mut().map(|b| b.finish(rows)).collect();
         Some(Chunk::from_columns(
             &self.schema,
             columns,

@@ -26,21 +26,16 @@
 
 use std::time::Duration;
 
-use arrow::array::{
-    new_null_array, ArrayRef, Float64Builder, Int64Array, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder, UInt64Array, UInt64Builder,
-};
-use arrow::datatypes::{DataType, SchemaRef};
 use smol_str::SmolStr;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::Scope;
 
-use crate::chunk::{arrow_schema, data_type, Chunk};
+use crate::chunk::{arrow_schema, Chunk, ChunkBuilder, ColumnBuilder};
 pub use crate::clock::RunClock;
 use crate::epochs::{Epochs, CHUNK};
 use crate::flow::{SourceEnv, HELD_RETRY};
 use crate::metrics::ComponentMetrics;
-use crate::schema::{Field, Record, Schema};
+use crate::schema::{Field, Meta, Record, Schema};
 use crate::value::{FieldType, Micros, Value};
 use crate::watermark::WatermarkSpec;
 use crate::{Batches, Time};
@@ -372,160 +367,75 @@ impl EventOut for RowOut {
     }
 }
 
-/// One Arrow builder per field.
-enum Builder {
-    /// A field nothing reads: sent as a NULL column.
-    Skip(DataType),
-    U64(UInt64Builder),
-    I64(Int64Builder),
-    F64(Float64Builder),
-    Ts(TimestampMicrosecondBuilder),
-    Str(StringBuilder),
-}
-
-/// Fields straight into Arrow builders, one column per field, plus the metadata columns.
+/// Fields straight into Arrow builders ([`ChunkBuilder`]'s columns, pruned fields skipped),
+/// one column after the other, plus the metadata columns.
 struct ColumnsOut {
-    schema: SchemaRef,
-    cols: Vec<Builder>,
-    /// The NULL column of each skipped field for chunks of the length last sent, made once.
-    nulls: Vec<Option<ArrayRef>>,
+    chunk: ChunkBuilder,
     at: usize,
-    ingest: Vec<i64>,
-    watermark: Vec<u64>,
 }
 
 impl ColumnsOut {
     fn new(schema: &Schema, columns: Option<&[bool]>) -> ColumnsOut {
-        let cols: Vec<Builder> = schema
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(k, f)| match f.ty {
-                _ if columns.is_some_and(|c| !c[k]) => Builder::Skip(data_type(f.ty)),
-                FieldType::U64 => Builder::U64(UInt64Builder::new()),
-                FieldType::I64 => Builder::I64(Int64Builder::new()),
-                FieldType::F64 => Builder::F64(Float64Builder::new()),
-                FieldType::Timestamp => {
-                    Builder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
-                }
-                _ => Builder::Str(StringBuilder::new()),
-            })
-            .collect();
         ColumnsOut {
-            schema: arrow_schema(schema),
-            nulls: vec![None; cols.len()],
-            cols,
+            chunk: ChunkBuilder::pruned(&arrow_schema(schema), columns),
             at: 0,
-            ingest: Vec::new(),
-            watermark: Vec::new(),
         }
     }
 
     /// Ends the current row with its metadata.
     #[inline]
     fn end_row(&mut self, ingest: i64, watermark: u64) {
-        debug_assert_eq!(self.at, self.cols.len());
+        debug_assert_eq!(self.at, self.chunk.cols.len());
         self.at = 0;
-        self.ingest.push(ingest);
-        self.watermark.push(watermark);
+        self.chunk.end_row(Meta { ingest, watermark });
     }
 
     /// The rows so far as a chunk; the builders start again empty.
     fn finish(&mut self) -> Chunk {
-        // Each builder starts again with room for a chunk like this one, so filling it does
-        // not reallocate and copy as it grows.
-        let rows = self.ingest.len();
-        let columns = self
-            .cols
-            .iter_mut()
-            .zip(&mut self.nulls)
-            .map(|(b, null)| -> ArrayRef {
-                match b {
-                    Builder::Skip(t) => match null {
-                        Some(a) if a.len() == rows => Arc::clone(a),
-                        _ => Arc::clone(null.insert(new_null_array(t, rows))),
-                    },
-                    Builder::U64(b) => {
-                        Arc::new(std::mem::replace(b, UInt64Builder::with_capacity(rows)).finish())
-                    }
-                    Builder::I64(b) => {
-                        Arc::new(std::mem::replace(b, Int64Builder::with_capacity(rows)).finish())
-                    }
-                    Builder::F64(b) => {
-                        Arc::new(std::mem::replace(b, Float64Builder::with_capacity(rows)).finish())
-                    }
-                    Builder::Ts(b) => Arc::new(
-                        std::mem::replace(
-                            b,
-                            TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
-                        )
-                        .finish(),
-                    ),
-                    Builder::Str(b) => {
-                        let bytes = b.values_slice().len();
-                        Arc::new(
-                            std::mem::replace(b, StringBuilder::with_capacity(rows, bytes))
-                                .finish(),
-                        )
-                    }
-                }
-            })
-            .collect();
-        Chunk::from_columns(
-            &self.schema,
-            columns,
-            Arc::new(Int64Array::from(std::mem::replace(
-                &mut self.ingest,
-                Vec::with_capacity(rows),
-            ))),
-            Arc::new(UInt64Array::from(std::mem::replace(
-                &mut self.watermark,
-                Vec::with_capacity(rows),
-            ))),
-        )
+        self.chunk.finish().expect("a chunk is sent only with rows")
     }
 
     #[inline]
-    fn next(&mut self) -> &mut Builder {
+    fn next(&mut self) -> &mut ColumnBuilder {
         self.at += 1;
-        &mut self.cols[self.at - 1]
+        &mut self.chunk.cols[self.at - 1]
     }
 }
 
 impl EventOut for ColumnsOut {
     #[inline]
     fn f64_with(&mut self, v: impl FnOnce() -> f64) {
-        if let Builder::F64(b) = self.next() {
+        if let ColumnBuilder::F64(b) = self.next() {
             b.append_value(v())
         }
     }
     #[inline]
     fn u64(&mut self, v: Option<u64>) {
-        if let Builder::U64(b) = self.next() {
+        if let ColumnBuilder::U64(b) = self.next() {
             b.append_option(v)
         }
     }
     #[inline]
     fn i64(&mut self, v: Option<i64>) {
-        if let Builder::I64(b) = self.next() {
+        if let ColumnBuilder::I64(b) = self.next() {
             b.append_option(v)
         }
     }
     #[inline]
     fn f64(&mut self, v: Option<f64>) {
-        if let Builder::F64(b) = self.next() {
+        if let ColumnBuilder::F64(b) = self.next() {
             b.append_option(v)
         }
     }
     #[inline]
     fn ts(&mut self, v: Micros) {
-        if let Builder::Ts(b) = self.next() {
+        if let ColumnBuilder::Ts(b) = self.next() {
             b.append_value(v)
         }
     }
     #[inline]
     fn str(&mut self, v: Option<&str>) {
-        if let Builder::Str(b) = self.next() {
+        if let ColumnBuilder::Str(b) = self.next() {
             b.append_option(v)
         }
     }
