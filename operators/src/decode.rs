@@ -155,7 +155,7 @@ impl DecodeSpec {
     }
 
     /// The same decoder taking event time from the input's own timestamp (see
-    /// [`decode_json_at`](Self::decode_json_at)): the time field is not read from the record.
+    /// [`decode_json_into`](Self::decode_json_into)): the time field is not read from the record.
     pub fn with_assigned_time(mut self) -> DecodeSpec {
         self.assign_time = true;
         if let Some(t) = self.schema.time {
@@ -173,22 +173,9 @@ impl DecodeSpec {
         })
     }
 
-    /// Decodes one JSON object whose event time is `time` when the decoder assigns time.
-    pub fn decode_json_at(
-        &self,
-        line: &str,
-        file: &str,
-        line_no: u64,
-        time: Option<Micros>,
-    ) -> Result<Record, String> {
-        let mut values = Vec::new();
-        self.decode_json_into(line, file, line_no, time, &mut values)?;
-        Ok(Record::new(values))
-    }
-
     /// Decodes one JSON object into `values` (cleared first, then one value per schema field),
-    /// for a caller that reuses one row for every record; as
-    /// [`decode_json_at`](Self::decode_json_at) otherwise.
+    /// for a caller that reuses one row for every record; its event time is `time` when the
+    /// decoder assigns time.
     pub fn decode_json_into(
         &self,
         line: &str,
@@ -214,22 +201,8 @@ impl DecodeSpec {
         self.finish(values, file, line_no)
     }
 
-    /// Decodes one CSV row whose event time is `time` when the decoder assigns time.
-    pub fn decode_csv_at(
-        &self,
-        row: &csv::StringRecord,
-        columns: &[Option<usize>],
-        file: &str,
-        line_no: u64,
-        time: Option<Micros>,
-    ) -> Result<Record, String> {
-        let mut values = Vec::new();
-        self.decode_csv_into(row, columns, file, line_no, time, &mut values)?;
-        Ok(Record::new(values))
-    }
-
     /// Decodes one CSV row into `values` (cleared first), for a caller that reuses one row for
-    /// every record; as [`decode_csv_at`](Self::decode_csv_at) otherwise.
+    /// every record; its event time is `time` when the decoder assigns time.
     pub fn decode_csv_into(
         &self,
         row: &csv::StringRecord,
@@ -250,9 +223,11 @@ impl DecodeSpec {
         }
     }
 
-    /// Decodes one JSON object.
+    /// Decodes one JSON object into a record.
     pub fn decode_json(&self, line: &str, file: &str, line_no: u64) -> Result<Record, String> {
-        self.decode_json_at(line, file, line_no, None)
+        let mut values = Vec::new();
+        self.decode_json_into(line, file, line_no, None, &mut values)?;
+        Ok(Record::new(values))
     }
 
     /// Maps a CSV header to schema positions: `columns[c]` is the position of column `c`.
@@ -291,7 +266,9 @@ impl DecodeSpec {
         file: &str,
         line_no: u64,
     ) -> Result<Record, String> {
-        self.decode_csv_at(row, columns, file, line_no, None)
+        let mut values = Vec::new();
+        self.decode_csv_into(row, columns, file, line_no, None, &mut values)?;
+        Ok(Record::new(values))
     }
 
     fn csv_values(

@@ -11,12 +11,11 @@ use std::sync::Arc;
 
 use timely::dataflow::Scope;
 
-use crate::chunk::arrow_schema;
 use crate::decode::DecodeSpec;
 use crate::flow::SourceEnv;
 use crate::framing::{read_line, strip_bom, trim_line_end, CsvItem, CsvRecords, Line};
 use crate::metrics::ComponentMetrics;
-use crate::reading::{reading_source, Batch, Progress};
+use crate::reading::{reading_source, Batch, Output, Progress};
 use crate::{Batches, Time};
 
 /// The format of a file source's files.
@@ -71,81 +70,72 @@ pub fn file_source<'s>(
     metrics: Arc<ComponentMetrics>,
 ) -> (Batches<'s>, Batches<'s>) {
     let (index, peers) = (scope.index(), scope.peers());
-    let watermark = spec.decode.watermark;
-    let schema = arrow_schema(&spec.decode.schema);
-    reading_source(
-        scope,
-        name,
-        schema,
-        watermark,
-        env,
-        metrics,
-        move |_address| {
-            let mut mine = spec
-                .files
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| k % peers == index)
-                .map(|(_, f)| f.clone())
-                .collect::<Vec<_>>()
-                .into_iter();
-            let mut current: Option<(String, Open)> = None;
-            move |batch: &mut Batch| {
-                let mut budget = LINES_PER_STEP;
-                while budget > 0 {
-                    if current.is_none() {
-                        let Some((path, shown)) = mine.next() else {
-                            return Progress::Done;
-                        };
-                        match open(&spec, &path, &mut batch.blank) {
-                            Ok(o) => {
-                                batch.start_partition();
-                                batch.later_partitions = mine.len() > 0;
-                                current = Some((shown, o));
-                            }
-                            Err(e) => {
-                                batch.failure = Some(format!(
-                                    "source `{}`: cannot read {}: {e}",
-                                    spec.decode.source,
-                                    path.display()
-                                ));
-                                return Progress::Done;
-                            }
-                        }
-                    }
-                    let (shown, open) = current.as_mut().expect("opened above");
-                    let finished = match open {
-                        Open::Jsonl {
-                            reader,
-                            line_no,
-                            buf,
-                        } => read_jsonl(
-                            &spec.decode,
-                            reader,
-                            line_no,
-                            buf,
-                            shown,
-                            batch,
-                            &mut budget,
-                        ),
-                        Open::Csv(csv) => read_csv(&spec.decode, csv, shown, batch, &mut budget),
+    let out = Output::of(&spec.decode);
+    reading_source(scope, name, out, env, metrics, move |_address| {
+        let mut mine = spec
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| k % peers == index)
+            .map(|(_, f)| f.clone())
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut current: Option<(String, Open)> = None;
+        move |batch: &mut Batch| {
+            let mut budget = LINES_PER_STEP;
+            while budget > 0 {
+                if current.is_none() {
+                    let Some((path, shown)) = mine.next() else {
+                        return Progress::Done;
                     };
-                    match finished {
-                        Ok(true) => current = None,
-                        Ok(false) => {}
+                    match open(&spec, &path, &mut batch.blank) {
+                        Ok(o) => {
+                            batch.start_partition();
+                            batch.later_partitions = mine.len() > 0;
+                            current = Some((shown, o));
+                        }
                         Err(e) => {
                             batch.failure = Some(format!(
-                                "source `{}`: cannot read {shown}: {e}",
-                                spec.decode.source
+                                "source `{}`: cannot read {}: {e}",
+                                spec.decode.source,
+                                path.display()
                             ));
                             return Progress::Done;
                         }
                     }
                 }
-                Progress::More
+                let (shown, open) = current.as_mut().expect("opened above");
+                let finished = match open {
+                    Open::Jsonl {
+                        reader,
+                        line_no,
+                        buf,
+                    } => read_jsonl(
+                        &spec.decode,
+                        reader,
+                        line_no,
+                        buf,
+                        shown,
+                        batch,
+                        &mut budget,
+                    ),
+                    Open::Csv(csv) => read_csv(&spec.decode, csv, shown, batch, &mut budget),
+                };
+                match finished {
+                    Ok(true) => current = None,
+                    Ok(false) => {}
+                    Err(e) => {
+                        batch.failure = Some(format!(
+                            "source `{}`: cannot read {shown}: {e}",
+                            spec.decode.source
+                        ));
+                        return Progress::Done;
+                    }
+                }
             }
-        },
-    )
+            Progress::More
+        }
+    })
 }
 
 fn open(spec: &FileSourceSpec, path: &PathBuf, blank: &mut u64) -> Result<Open, String> {

@@ -40,7 +40,6 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use timely::dataflow::Scope;
 
-use crate::chunk::arrow_schema;
 use crate::clock::RunClock;
 use crate::control::RunControl;
 use crate::decode::DecodeSpec;
@@ -51,7 +50,7 @@ use crate::kafka::{
     Start,
 };
 use crate::metrics::ComponentMetrics;
-use crate::reading::{reading_source, Batch, Progress};
+use crate::reading::{reading_source, Batch, Output, Progress};
 use crate::value::Micros;
 use crate::watermark::WatermarkSpec;
 use crate::{Batches, Time};
@@ -136,45 +135,34 @@ pub fn kafka_source<'s>(
     let worker = scope.worker().clone();
     // Idleness is per partition, decided here (a partition is idle only with nothing unread):
     // the shell must not call the whole worker idle because it read nothing for a while.
-    let watermark = WatermarkSpec {
-        idle_timeout: None,
-        ..spec.decode.watermark
-    };
+    let mut out = Output::of(&spec.decode);
+    out.watermark.idle_timeout = None;
     let (flow, ctl, clock) = (env.flow.clone(), env.ctl.clone(), env.clock);
     let source = name.to_string();
     let m = Arc::clone(&metrics);
-    let schema = arrow_schema(&spec.decode.schema);
-    reading_source(
-        scope,
-        name,
-        schema,
-        watermark,
-        env,
-        metrics,
-        move |address| {
-            let mine: Vec<PartitionPlan> = spec
-                .partitions
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| k % peers == index)
-                .map(|(_, p)| p.clone())
-                .collect();
-            let mut reader = (!mine.is_empty()).then(|| {
-                let wake = Mutex::new(worker.sync_activator_for(address.to_vec()));
-                Reader::new(&source, &spec, mine, flow, ctl, clock, m, move || {
-                    let _ = wake.lock().map(|w| w.activate());
-                })
-            });
-            move |batch: &mut Batch| match reader.as_mut() {
-                None => Progress::Done,
-                Some(Err(e)) => {
-                    batch.failure = Some(std::mem::take(e));
-                    Progress::Done
-                }
-                Some(Ok(r)) => r.step(batch),
+    reading_source(scope, name, out, env, metrics, move |address| {
+        let mine: Vec<PartitionPlan> = spec
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| k % peers == index)
+            .map(|(_, p)| p.clone())
+            .collect();
+        let mut reader = (!mine.is_empty()).then(|| {
+            let wake = Mutex::new(worker.sync_activator_for(address.to_vec()));
+            Reader::new(&source, &spec, mine, flow, ctl, clock, m, move || {
+                let _ = wake.lock().map(|w| w.activate());
+            })
+        });
+        move |batch: &mut Batch| match reader.as_mut() {
+            None => Progress::Done,
+            Some(Err(e)) => {
+                batch.failure = Some(std::mem::take(e));
+                Progress::Done
             }
-        },
-    )
+            Some(Ok(r)) => r.step(batch),
+        }
+    })
 }
 
 /// What the consumer's callbacks report.

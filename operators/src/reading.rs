@@ -142,7 +142,7 @@ impl Batch {
     }
 
     /// Decodes one JSON object into [`values`](Self::values) (see
-    /// [`DecodeSpec::decode_json_at`]); pass the result to [`accept`](Self::accept).
+    /// [`DecodeSpec::decode_json_into`]); pass the result to [`accept`](Self::accept).
     pub fn decode_json(
         &mut self,
         spec: &DecodeSpec,
@@ -155,7 +155,7 @@ impl Batch {
     }
 
     /// Decodes one CSV row into [`values`](Self::values) (see
-    /// [`DecodeSpec::decode_csv_at`]); pass the result to [`accept`](Self::accept).
+    /// [`DecodeSpec::decode_csv_into`]); pass the result to [`accept`](Self::accept).
     pub fn decode_csv(
         &mut self,
         spec: &DecodeSpec,
@@ -233,15 +233,30 @@ pub enum Progress {
     Done,
 }
 
-/// Builds a two-output reading source whose records have `schema` (from [`arrow_schema`]).
-/// `make_step` receives the operator's address (to build activators) and returns the
-/// per-activation step.
-#[allow(clippy::too_many_arguments)]
+/// What a reading source sends: its records' layout and how their event time behaves.
+pub struct Output {
+    /// The records' layout (from [`arrow_schema`]).
+    pub schema: SchemaRef,
+    /// The source's watermark rule.
+    pub watermark: WatermarkSpec,
+}
+
+impl Output {
+    /// The output of a source decoding by `decode`.
+    pub fn of(decode: &DecodeSpec) -> Output {
+        Output {
+            schema: arrow_schema(&decode.schema),
+            watermark: decode.watermark,
+        }
+    }
+}
+
+/// Builds a two-output reading source. `make_step` receives the operator's address (to build
+/// activators) and returns the per-activation step.
 pub fn reading_source<'s, S, F>(
     scope: Scope<'s, Time>,
     name: &str,
-    schema: SchemaRef,
-    watermark: WatermarkSpec,
+    Output { schema, watermark }: Output,
     env: SourceEnv,
     metrics: Arc<ComponentMetrics>,
     make_step: F,

@@ -9,12 +9,11 @@ use std::sync::Arc;
 
 use timely::dataflow::Scope;
 
-use crate::chunk::arrow_schema;
 use crate::decode::DecodeSpec;
 use crate::flow::SourceEnv;
 use crate::lines::{chunks, decode_chunks, read_lines, Piece};
 use crate::metrics::ComponentMetrics;
-use crate::reading::{reading_source, Batch, Progress};
+use crate::reading::{reading_source, Batch, Output, Progress};
 use crate::{Batches, Time};
 
 /// Builds the stdin source on this worker: returns (records, dead letters).
@@ -29,42 +28,33 @@ pub fn stdin_source<'s>(
     let clock = env.clock;
     let worker = scope.worker().clone();
     let decode = Arc::clone(&spec);
-    let watermark = spec.watermark;
     let max_line = spec.max_line_bytes;
-    let schema = arrow_schema(&spec.schema);
-    reading_source(
-        scope,
-        name,
-        schema,
-        watermark,
-        env,
-        metrics,
-        move |address| {
-            let rx: Option<Receiver<Piece>> = reads.then(|| {
-                let (tx, rx) = chunks();
-                let wake = worker.sync_activator_for(address.to_vec());
-                std::thread::Builder::new()
-                    .name("weir-stdin".into())
-                    .spawn(move || {
-                        read_lines(
-                            std::io::stdin().lock(),
-                            tx,
-                            "standard input",
-                            max_line,
-                            || clock.now_micros(),
-                            || {
-                                let _ = wake.activate();
-                            },
-                        )
-                    })
-                    .expect("spawning the stdin reader thread");
-                rx
-            });
-            let mut line_no = 0u64;
-            move |batch: &mut Batch| match rx.as_ref() {
-                None => Progress::Done,
-                Some(rx) => decode_chunks(rx, &decode, "stdin", &mut line_no, batch),
-            }
-        },
-    )
+    let out = Output::of(&spec);
+    reading_source(scope, name, out, env, metrics, move |address| {
+        let rx: Option<Receiver<Piece>> = reads.then(|| {
+            let (tx, rx) = chunks();
+            let wake = worker.sync_activator_for(address.to_vec());
+            std::thread::Builder::new()
+                .name("weir-stdin".into())
+                .spawn(move || {
+                    read_lines(
+                        std::io::stdin().lock(),
+                        tx,
+                        "standard input",
+                        max_line,
+                        || clock.now_micros(),
+                        || {
+                            let _ = wake.activate();
+                        },
+                    )
+                })
+                .expect("spawning the stdin reader thread");
+            rx
+        });
+        let mut line_no = 0u64;
+        move |batch: &mut Batch| match rx.as_ref() {
+            None => Progress::Done,
+            Some(rx) => decode_chunks(rx, &decode, "stdin", &mut line_no, batch),
+        }
+    })
 }

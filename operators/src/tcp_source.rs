@@ -77,13 +77,12 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use timely::dataflow::Scope;
 
-use crate::chunk::arrow_schema;
 use crate::clock::RunClock;
 use crate::decode::DecodeSpec;
 use crate::flow::SourceEnv;
 use crate::lines::{chunks, decode_chunks, Piece, Splitter};
 use crate::metrics::ComponentMetrics;
-use crate::reading::{reading_source, Batch, Progress};
+use crate::reading::{reading_source, Batch, Output, Progress};
 use crate::{Batches, Time};
 
 /// A validated TCP source.
@@ -111,18 +110,10 @@ pub fn tcp_source<'s>(
     let clock = env.clock;
     let control = env.ctl.clone();
     let worker = scope.worker().clone();
-    let watermark = spec.decode.watermark;
     let source = name.to_string();
-    let schema = arrow_schema(&spec.decode.schema);
-    reading_source(
-        scope,
-        name,
-        schema,
-        watermark,
-        env,
-        metrics,
-        move |address| {
-            let rx: Option<Receiver<Piece>> = listens.then(|| {
+    let out = Output::of(&spec.decode);
+    reading_source(scope, name, out, env, metrics, move |address| {
+        let rx: Option<Receiver<Piece>> = listens.then(|| {
             let (tx, rx) = chunks();
             let wake = worker.sync_activator_for(address.to_vec());
             let wake = move || {
@@ -175,14 +166,13 @@ pub fn tcp_source<'s>(
                 .expect("spawning the TCP reader thread");
             rx
         });
-            let decode = Arc::clone(&spec.decode);
-            let mut line_no = 0u64;
-            move |batch: &mut Batch| match rx.as_ref() {
-                None => Progress::Done,
-                Some(rx) => decode_chunks(rx, &decode, "tcp", &mut line_no, batch),
-            }
-        },
-    )
+        let decode = Arc::clone(&spec.decode);
+        let mut line_no = 0u64;
+        move |batch: &mut Batch| match rx.as_ref() {
+            None => Progress::Done,
+            Some(rx) => decode_chunks(rx, &decode, "tcp", &mut line_no, batch),
+        }
+    })
 }
 
 /// The reader thread's settings.
