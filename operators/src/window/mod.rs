@@ -1,0 +1,379 @@
+//! The `window` transform: tumbling event-time windows with grouped aggregates.
+//!
+//! A record with event time `ts` belongs to the window `[start, start + size)` where
+//! `start = offset + size * floor((ts - offset) / size)`. Records are exchanged by the hash of
+//! their group key, so each key's state lives on one worker. A window's result — one record per
+//! group, laid out as the group fields, `window_start`, `window_end`, then the aggregates — is
+//! emitted exactly once, when the operator's input frontier (timely's, which is the event-time
+//! watermark) passes the window's end; then its state is freed. Windows with no records emit
+//! nothing.
+//!
+//! A result is sent at timely time `window_end - 1µs` (like Flink's window `maxTimestamp`), so a
+//! downstream window of the same or a larger aligned size receives it on time.
+//!
+//! **Late records.** Each record carries the watermark of its source partition when it was read
+//! ([`Meta::watermark`]), and is sent at or below it. A record whose window ends at or before
+//! that watermark is *late*: its window may already have been emitted. Late records, and records
+//! without an event time, are counted and sent to the operator's dead-letter output with the
+//! reason. Because the watermark travels with the record, lateness depends only on the order of
+//! the record's own input partition, never on scheduling, batching or the number of workers.
+//!
+//! ```
+//! use weir_operators::exchange::Routing;
+//! use std::sync::{Arc, Mutex};
+//! use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
+//! use weir_operators::aggregate::Aggregate;
+//! use weir_operators::schema::{Field, Record, Schema};
+//! use weir_operators::value::{FieldType, Value};
+//! use weir_operators::window::{window, WindowSpec};
+//!
+//! let schema = Schema::new(vec![
+//!     Field::new("ts", FieldType::Timestamp),
+//!     Field::new("device", FieldType::String),
+//!     Field::new("t", FieldType::F64),
+//! ]).with_time("ts");
+//! let spec = Arc::new(WindowSpec::new(
+//!     "per_device", 1_000_000, 0, &schema, vec![1],
+//!     vec![Aggregate::compile("avg(t)", &schema).unwrap()],
+//! ));
+//! let rows = [(100, "a", 1.0), (200, "a", 2.0), (300, "b", 5.0), (1_000_100, "a", 7.0)];
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! let tx = Mutex::new(tx);
+//! timely::example(move |scope| {
+//!     let recs: Vec<Record> = rows.iter().map(|&(ts, d, t)| {
+//!         let mut r = Record::new(vec![Value::Ts(ts), Value::Str(d.into()), Value::F64(t)]);
+//!         r.meta.watermark = ts as u64;
+//!         r
+//!     }).collect();
+//!     let streams = window(recs.to_stream(scope).container::<Vec<Record>>(), Routing::ByKey, spec, Arc::default());
+//!     streams.results.capture_into(tx.lock().unwrap().clone());
+//! });
+//! let mut got: Vec<Vec<Value>> = rx.extract().into_iter().flat_map(|(_, v)| v).map(|r| r.values).collect();
+//! got.sort();
+//! assert_eq!(got, vec![
+//!     vec![Value::Str("a".into()), Value::Ts(0), Value::Ts(1_000_000), Value::F64(1.5)],
+//!     vec![Value::Str("a".into()), Value::Ts(1_000_000), Value::Ts(2_000_000), Value::F64(7.0)],
+//!     vec![Value::Str("b".into()), Value::Ts(0), Value::Ts(1_000_000), Value::F64(5.0)],
+//! ]);
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use hashbrown::hash_table::HashTable;
+use smol_str::SmolStr;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+
+use crate::aggregate::Aggregate;
+use crate::batch::give_at;
+use crate::encode::{Encoder, Format};
+use crate::metrics::ComponentMetrics;
+use crate::schema::{Field, Meta, Record, Schema};
+use crate::time::format_rfc3339;
+use crate::value::{FieldType, Micros, Value};
+use crate::{Records, Time};
+
+mod key;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use key::key_hash;
+pub(crate) use key::KeyHasher;
+use state::{Partial, State};
+
+/// The kinds of window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Fixed windows of `size`, back to back.
+    Tumbling,
+    /// Windows of `size` every `slide` (`size` a multiple of `slide`), overlapping.
+    Sliding {
+        /// The distance between window starts (µs).
+        slide: Micros,
+    },
+    /// Per key, records closer than `gap` to each other share a window.
+    Session {
+        /// The inactivity gap that ends a session (µs).
+        gap: Micros,
+    },
+}
+
+pub use crate::late::{LateCounts, LatePolicy};
+
+/// A compiled window.
+#[derive(Debug)]
+pub struct WindowSpec {
+    /// The window's component id, named in dead letters.
+    pub id: SmolStr,
+    /// Tumbling, sliding or session.
+    pub shape: Shape,
+    /// Window size (µs; for sessions, the gap).
+    pub size: Micros,
+    /// Window offset from the epoch (µs, `0 <= offset < pane width`).
+    pub offset: Micros,
+    /// Input position of the event-time field.
+    pub time: usize,
+    /// Input position of the id field, which breaks ties in `first` / `last`.
+    pub id_field: Option<usize>,
+    /// Input positions of the group-by fields.
+    pub group_by: Vec<usize>,
+    /// The aggregates, in output order.
+    pub aggregates: Vec<Aggregate>,
+    /// What happens to late records.
+    pub late: LatePolicy,
+    /// Encodes a dead-lettered input record as JSON.
+    input_encoder: Encoder,
+}
+
+impl WindowSpec {
+    /// A tumbling window of `size` over `input` records, late records dead-lettered.
+    /// `group_by` holds input positions.
+    pub fn new(
+        id: &str,
+        size: Micros,
+        offset: Micros,
+        input: &Schema,
+        group_by: Vec<usize>,
+        aggregates: Vec<Aggregate>,
+    ) -> WindowSpec {
+        WindowSpec {
+            id: SmolStr::new(id),
+            shape: Shape::Tumbling,
+            size: size.max(1),
+            offset: offset.rem_euclid(size.max(1)),
+            time: input.time.unwrap_or(0),
+            id_field: input.id,
+            group_by,
+            aggregates,
+            late: LatePolicy::DeadLetter,
+            input_encoder: Encoder::new(Format::Jsonl, input),
+        }
+    }
+
+    /// The same window with another shape (the offset is taken modulo the pane width).
+    pub fn with_shape(mut self, shape: Shape) -> WindowSpec {
+        self.shape = shape;
+        if let Shape::Session { gap } = shape {
+            self.size = gap.max(1);
+        }
+        self.offset = self.offset.rem_euclid(self.pane());
+        self
+    }
+
+    /// The same window with another late policy.
+    pub fn with_late(mut self, late: LatePolicy) -> WindowSpec {
+        self.late = late;
+        self
+    }
+
+    /// The width of a pane: the slide of a sliding window, else the size.
+    #[inline]
+    pub fn pane(&self) -> Micros {
+        match self.shape {
+            Shape::Sliding { slide } => slide.max(1),
+            _ => self.size,
+        }
+    }
+
+    /// The schema of the window's results, given the input schema and the aggregates' names:
+    /// the group fields, `window_start`, `window_end`, the aggregates, and with
+    /// `late = "update"`, `late_records` (how many late records the result includes). Its event
+    /// time is `window_start`.
+    pub fn output_schema(&self, input: &Schema, names: &[String]) -> Schema {
+        let mut fields: Vec<Field> = self
+            .group_by
+            .iter()
+            .map(|&p| input.fields[p].clone())
+            .collect();
+        fields.push(Field::new("window_start", FieldType::Timestamp));
+        fields.push(Field::new("window_end", FieldType::Timestamp));
+        for (a, n) in self.aggregates.iter().zip(names) {
+            // An always-NULL aggregate is typed by its function's usual type.
+            fields.push(Field::new(n, a.output_type().unwrap_or(FieldType::F64)));
+        }
+        if matches!(self.late, LatePolicy::Update { .. }) {
+            fields.push(Field::new("late_records", FieldType::I64));
+        }
+        let mut schema = Schema::new(fields).with_time("window_start");
+        schema.window_end = Some(self.group_by.len() + 1);
+        schema
+    }
+
+    /// The tumbling window `[start, end)` containing event time `ts` (for a sliding window,
+    /// the pane containing it).
+    #[inline]
+    pub fn window_of(&self, ts: Micros) -> (Micros, Micros) {
+        let w = self.pane();
+        let start = self.offset + (ts - self.offset).div_euclid(w) * w;
+        (start, start.saturating_add(w))
+    }
+
+    fn dead_letter(&self, r: &Record, reason: String) -> Record {
+        crate::decode::operator_dead_letter(&self.id, &self.input_encoder, r, reason)
+    }
+
+    fn same_key(&self, key: &[Value], row: &[Value]) -> bool {
+        key.iter().zip(&self.group_by).all(|(k, &p)| *k == row[p])
+    }
+
+    fn result(&self, key: &[Value], start: Micros, end: Micros, g: &Partial) -> Record {
+        let mut values = Vec::with_capacity(key.len() + 3 + g.accs.len());
+        values.extend(key.iter().cloned());
+        values.push(Value::Ts(start));
+        values.push(Value::Ts(end));
+        for (a, acc) in self.aggregates.iter().zip(g.accs.iter()) {
+            values.push(a.finish(acc));
+        }
+        if matches!(self.late, LatePolicy::Update { .. }) {
+            values.push(Value::I64(g.late as i64));
+        }
+        Record {
+            values,
+            meta: Meta {
+                ingest: g.ingest,
+                watermark: end.max(1) as Time - 1,
+            },
+        }
+    }
+}
+
+/// The reason given for a late record.
+fn closed(spec: &WindowSpec, ps: Micros, pe: Micros) -> String {
+    let (ws, we) = match spec.shape {
+        Shape::Sliding { .. } => (pe - spec.size, pe),
+        _ => (ps, pe),
+    };
+    format!(
+        "its window [{}, {}) had closed",
+        format_rfc3339(ws),
+        format_rfc3339(we)
+    )
+}
+
+/// A window's three outputs.
+pub struct WindowStreams<'s> {
+    /// The results.
+    pub results: Records<'s>,
+    /// Late records (with `late = "dead-letter"`, and beyond `allowed_lateness` with
+    /// `"update"`) and records without an event time, with the reason.
+    pub dead: Records<'s>,
+    /// Late records, unchanged (with `late = "side-output"`).
+    pub late: Records<'s>,
+}
+
+/// Counts of one activation, added to the metrics once.
+#[derive(Default)]
+struct Counts {
+    input: u64,
+    out: u64,
+    late: LateCounts,
+    state: i64,
+}
+
+/// Builds a window over `input`.
+pub fn window<'s>(
+    input: Records<'s>,
+    routing: crate::exchange::Routing,
+    spec: Arc<WindowSpec>,
+    metrics: Arc<ComponentMetrics>,
+) -> WindowStreams<'s> {
+    let mut builder = OperatorBuilder::new(spec.id.to_string(), input.scope());
+    let route = Arc::clone(&spec);
+    let me = input.scope().index() as u64;
+    let mut input = builder.new_input(
+        input,
+        Exchange::new(move |r: &Record| match routing {
+            crate::exchange::Routing::ByKey => key_hash(&r.values, &route.group_by),
+            crate::exchange::Routing::Partitioned => me,
+        }),
+    );
+    let (out, results) = builder.new_output::<Vec<Record>>();
+    let (dead_out, dead) = builder.new_output::<Vec<Record>>();
+    let (late_out, late) = builder.new_output::<Vec<Record>>();
+    let mut out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(out);
+    let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(dead_out);
+    let mut late_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(late_out);
+    builder.build(move |_initial_caps| {
+        let spec = spec;
+        let mut state = State {
+            panes: BTreeMap::new(),
+            fired_through: Micros::MIN,
+            queues: HashTable::new(),
+            keys: HashTable::new(),
+            session_ends: BTreeSet::new(),
+            held: None,
+        };
+        let mut dead_buf: Vec<Record> = Vec::new();
+        let mut late_buf: Vec<Record> = Vec::new();
+        let mut updates: Vec<Record> = Vec::new();
+        move |frontiers| {
+            let spec = &*spec;
+            let mut n = Counts::default();
+            input.for_each(|cap, data: &mut Vec<Record>| {
+                let Some(&t) = cap.least() else {
+                    // Weir's operators always send with a capability; nothing to hold.
+                    return;
+                };
+                n.input += data.len() as u64;
+                for r in data.drain(..) {
+                    let Some(ts) = r.values[spec.time].as_ts() else {
+                        let why = "the record has no event time".to_string();
+                        n.late
+                            .untimed(&r, |r| spec.dead_letter(r, why), &mut dead_buf);
+                        continue;
+                    };
+                    let wm = r.meta.watermark.max(t);
+                    let verdict = match spec.shape {
+                        Shape::Session { .. } => state.add_session(spec, &r, ts, wm, &cap, &mut n),
+                        _ => state.add_to_pane(spec, &r, ts, wm, &cap, &mut n, &mut updates),
+                    };
+                    let Err(closed) = verdict else { continue };
+                    let why = format!(
+                        "late: {closed} (watermark {})",
+                        format_rfc3339(wm as Micros)
+                    );
+                    n.late.route(
+                        spec.late,
+                        r,
+                        |r| spec.dead_letter(r, why),
+                        &mut dead_buf,
+                        &mut late_buf,
+                    );
+                }
+                n.out += give_at(&mut out, &cap, t, 0, &mut updates);
+                give_at(&mut dead_out, &cap, t, 1, &mut dead_buf);
+                give_at(&mut late_out, &cap, t, 2, &mut late_buf);
+            });
+            let mut emitted = Vec::new();
+            match spec.shape {
+                Shape::Session { .. } => {
+                    state.fire_sessions(spec, &frontiers[0], &mut emitted, &mut n)
+                }
+                _ => state.fire_panes(spec, &frontiers[0], &mut emitted, &mut n),
+            }
+            for (time, mut batch) in emitted {
+                let held = state
+                    .held
+                    .as_ref()
+                    .expect("a capability is held while results are pending");
+                let c = held.delayed(&time.max(*held.time()));
+                n.out += batch.len() as u64;
+                out.activate().session(&c).give_container(&mut batch);
+            }
+            state.release(spec);
+            metrics.add_in(n.input);
+            metrics.add_out(n.out);
+            n.late.report(&metrics);
+            metrics.add_state(n.state);
+        }
+    });
+    WindowStreams {
+        results,
+        dead,
+        late,
+    }
+}
