@@ -1,9 +1,10 @@
 //! Joins over generated IoT data with many keys: readings (left, ~90% of events) against device
 //! status updates (right, ~7%), on the device, over 100,000 devices. Each join kind through
-//! Weir; then the temporal join beside a hand-written timely + differential program doing the
-//! same work (same generator; typed keys and values instead of Weir's records; the same plan:
-//! versions arranged by key, readings as pulses, `join_core`, a `reduce` for the latest
-//! version).
+//! Weir; then the temporal join beside hand-written timely + differential programs doing the
+//! same work with the same plan (versions arranged by key, readings as pulses, `join_core`, a
+//! `reduce` for the latest version): the typed program, with its own generator
+//! (`weir_benches::typed`) and devices as numbers, and the old one, over Weir's generator and
+//! rows with devices as strings, kept so earlier figures stay comparable.
 //!
 //! `cargo bench -p weir-benches --bench joins`; `WEIR_BENCH_EVENTS` (default 5,000,000) and
 //! `WEIR_BENCH_REPS` (default 3) change the size.
@@ -14,6 +15,7 @@ use differential_dataflow::AsCollection;
 use smol_str::SmolStr;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
+use weir_benches::typed::{typed_iot_source, Body, IotEvent};
 use weir_benches::{env_or, iot_source, machine, median, run_hand_written, run_weir, sink_records};
 use weir_operators::schema::Record;
 use weir_operators::value::Value;
@@ -69,20 +71,128 @@ fn weir(events: u64, workers: usize, join: &str) -> (f64, u64) {
     )
 }
 
-type Key = SmolStr;
 /// A (time, id) pair: a reading, or a status version.
 type Event = (i64, u64);
 /// Updates of (reading, its latest version).
 type Enriched = Vec<((Event, Event), u64, isize)>;
 
-/// The temporal join written by hand: returns (events/s, results).
+/// The temporal join written by hand over `(key, ts, id)` of readings and of status updates,
+/// exchanged by the key's hash: versions arranged by key, readings as pulses, `join_core`, a
+/// `reduce` for the latest version; counts the results into `seen`.
+fn temporal_join<'s, K>(
+    readings: timely::dataflow::Stream<'s, u64, Vec<(K, i64, u64)>>,
+    status: timely::dataflow::Stream<'s, u64, Vec<(K, i64, u64)>>,
+    seen: std::rc::Rc<std::cell::Cell<u64>>,
+) where
+    K: differential_dataflow::ExchangeData
+        + differential_dataflow::Hashable
+        + std::hash::Hash,
+{
+    let route = |x: &(K, i64, u64)| {
+        use std::hash::Hasher;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        x.0.hash(&mut h);
+        h.finish()
+    };
+    // Versions: +1 at their time, -1 at their successor's.
+    let versions = status.unary::<timely::container::CapacityContainerBuilder<
+        Vec<((K, (i64, u64)), u64, isize)>,
+    >, _, _, _>(Exchange::new(route), "Versions", |_, _| {
+        let mut live: HashMap<K, BTreeMap<(i64, u64), ()>> = HashMap::new();
+        move |input, output| {
+            input.for_each(|cap, data: &mut Vec<(K, i64, u64)>| {
+                let mut session = output.session(&cap);
+                for (k, ts, id) in data.drain(..) {
+                    let vs = live.entry(k.clone()).or_default();
+                    let me = (ts, id);
+                    let before = vs.range(..me).next_back().map(|(v, _)| *v);
+                    let after = vs.range(me..).next().map(|(v, _)| v.0);
+                    session.give(((k.clone(), me), ts as u64, 1));
+                    if let Some(s) = after {
+                        session.give(((k.clone(), me), s as u64, -1));
+                    }
+                    if let Some(p) = before {
+                        if let Some(s) = after {
+                            session.give(((k.clone(), p), s as u64, 1));
+                        }
+                        session.give(((k.clone(), p), ts as u64, -1));
+                    }
+                    vs.insert(me, ());
+                    while vs.len() > 2 {
+                        vs.pop_first();
+                    }
+                }
+            });
+        }
+    });
+    let table = versions.as_collection().arrange_by_key();
+    let lefts = readings
+        .unary::<timely::container::CapacityContainerBuilder<
+            Vec<((K, (i64, u64)), u64, isize)>,
+        >, _, _, _>(Pipeline, "Pulses", |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data: &mut Vec<(K, i64, u64)>| {
+                    let mut session = output.session(&cap);
+                    for (k, ts, id) in data.drain(..) {
+                        session.give(((k.clone(), (ts, id)), ts as u64, 1));
+                        session.give(((k, (ts, id)), ts as u64 + 1, -1));
+                    }
+                });
+            }
+        })
+        .as_collection();
+    lefts
+        .join_core(table, |_k, l: &(i64, u64), v: &(i64, u64)| {
+            (v.0 <= l.0).then_some((*l, *v))
+        })
+        .reduce(|_l, vs, out| out.push((*vs[vs.len() - 1].0, 1)))
+        .inner
+        .sink(Pipeline, "count", move |(input, _)| {
+            input.for_each(|_, data: &mut Enriched| {
+                let n: isize = data.iter().map(|x| x.2.max(0)).sum();
+                seen.set(seen.get() + n as u64);
+            });
+        });
+}
+
+/// The typed program: its own generator, devices as numbers: returns (events/s, results).
+fn typed(events: u64, workers: usize) -> (f64, u64) {
+    run_hand_written(events, workers, move |scope, seen| {
+        let events = typed_iot_source(scope, events, 4096, 100_000);
+        let split = |reading: bool| {
+            events.clone().unary::<timely::container::CapacityContainerBuilder<
+                Vec<(u32, i64, u64)>,
+            >, _, _, _>(Pipeline, "split", move |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data: &mut Vec<IotEvent>| {
+                        let mut session = output.session(&cap);
+                        for e in data.drain(..) {
+                            let keep = match e.body {
+                                Body::Reading { .. } => reading,
+                                Body::Status { .. } => !reading,
+                                Body::Alarm { .. } => false,
+                            };
+                            if keep {
+                                session.give((e.device, e.ts, e.id));
+                            }
+                        }
+                    });
+                }
+            })
+        };
+        temporal_join(split(true), split(false), seen);
+    })
+}
+
+/// The old hand-written program, over Weir's generator and rows (devices as strings): returns
+/// (events/s, results).
 fn hand_written(events: u64, workers: usize) -> (f64, u64) {
     run_hand_written(events, workers, move |scope, seen| {
         let events = iot_source(scope, events, 4096, 100_000);
         // (device, ts, id) of readings and of status updates.
         let split = |want: &'static str| {
             events.clone().unary::<timely::container::CapacityContainerBuilder<
-                Vec<(Key, i64, u64)>,
+                Vec<(SmolStr, i64, u64)>,
             >, _, _, _>(Pipeline, want, move |_, _| {
                 move |input, output| {
                     input.for_each(|cap, data: &mut Vec<Record>| {
@@ -101,73 +211,7 @@ fn hand_written(events: u64, workers: usize) -> (f64, u64) {
                 }
             })
         };
-        let readings = split("reading");
-        let status = split("status");
-        let route = |x: &(Key, i64, u64)| {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            x.0.hash(&mut h);
-            h.finish()
-        };
-        // Versions: +1 at their time, -1 at their successor's.
-        let versions = status.unary::<timely::container::CapacityContainerBuilder<
-            Vec<((Key, (i64, u64)), u64, isize)>,
-        >, _, _, _>(Exchange::new(route), "Versions", |_, _| {
-            let mut live: HashMap<Key, BTreeMap<(i64, u64), ()>> = HashMap::new();
-            move |input, output| {
-                input.for_each(|cap, data: &mut Vec<(Key, i64, u64)>| {
-                    let mut session = output.session(&cap);
-                    for (k, ts, id) in data.drain(..) {
-                        let vs = live.entry(k.clone()).or_default();
-                        let me = (ts, id);
-                        let before = vs.range(..me).next_back().map(|(v, _)| *v);
-                        let after = vs.range(me..).next().map(|(v, _)| v.0);
-                        session.give(((k.clone(), me), ts as u64, 1));
-                        if let Some(s) = after {
-                            session.give(((k.clone(), me), s as u64, -1));
-                        }
-                        if let Some(p) = before {
-                            if let Some(s) = after {
-                                session.give(((k.clone(), p), s as u64, 1));
-                            }
-                            session.give(((k.clone(), p), ts as u64, -1));
-                        }
-                        vs.insert(me, ());
-                        while vs.len() > 2 {
-                            vs.pop_first();
-                        }
-                    }
-                });
-            }
-        });
-        let table = versions.as_collection().arrange_by_key();
-        let lefts = readings
-            .unary::<timely::container::CapacityContainerBuilder<
-                Vec<((Key, (i64, u64)), u64, isize)>,
-            >, _, _, _>(Pipeline, "Pulses", |_, _| {
-                move |input, output| {
-                    input.for_each(|cap, data: &mut Vec<(Key, i64, u64)>| {
-                        let mut session = output.session(&cap);
-                        for (k, ts, id) in data.drain(..) {
-                            session.give(((k.clone(), (ts, id)), ts as u64, 1));
-                            session.give(((k, (ts, id)), ts as u64 + 1, -1));
-                        }
-                    });
-                }
-            })
-            .as_collection();
-        lefts
-            .join_core(table, |_k, l: &(i64, u64), v: &(i64, u64)| {
-                (v.0 <= l.0).then_some((*l, *v))
-            })
-            .reduce(|_l, vs, out| out.push((*vs[vs.len() - 1].0, 1)))
-            .inner
-            .sink(Pipeline, "count", move |(input, _)| {
-                input.for_each(|_, data: &mut Enriched| {
-                    let n: isize = data.iter().map(|x| x.2.max(0)).sum();
-                    seen.set(seen.get() + n as u64);
-                });
-            });
+        temporal_join(split("reading"), split("status"), seen);
     })
 }
 
@@ -206,24 +250,32 @@ fn main() {
         }
     }
     println!();
-    println!("temporal join: Weir against hand-written timely + differential");
+    println!("temporal join: Weir against hand-written timely + differential (typed, and old)");
     println!(
-        "{:>8}  {:>14}  {:>14}  {:>12}",
-        "workers", "weir ev/s", "hand ev/s", "weir/hand"
+        "{:>8}  {:>14}  {:>14}  {:>12}  {:>14}  {:>10}",
+        "workers", "weir ev/s", "typed ev/s", "weir/typed", "old ev/s", "weir/old"
     );
     for workers in [1, 2] {
-        let (mut w, mut h) = (Vec::new(), Vec::new());
-        let mut outs = (0, 0);
+        let (mut w, mut t, mut h) = (Vec::new(), Vec::new(), Vec::new());
+        let mut outs = (0, 0, 0);
         for _ in 0..reps {
             let (r, o) = weir(events, workers, "kind = \"temporal\"");
             w.push(r);
             outs.0 = o;
+            let (r, o) = typed(events, workers);
+            t.push(r);
+            outs.1 = o;
             let (r, o) = hand_written(events, workers);
             h.push(r);
-            outs.1 = o;
+            outs.2 = o;
         }
         assert_eq!(outs.0, outs.1, "both sides must produce the same results");
-        let (wm, hm) = (median(w), median(h));
-        println!("{workers:>8}  {wm:>14.0}  {hm:>14.0}  {:>12.2}", wm / hm);
+        assert_eq!(outs.0, outs.2, "both sides must produce the same results");
+        let (wm, tm, hm) = (median(w), median(t), median(h));
+        println!(
+            "{workers:>8}  {wm:>14.0}  {tm:>14.0}  {:>12.2}  {hm:>14.0}  {:>10.2}",
+            wm / tm,
+            wm / hm
+        );
     }
 }
