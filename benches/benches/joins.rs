@@ -84,9 +84,7 @@ fn temporal_join<'s, K>(
     status: timely::dataflow::Stream<'s, u64, Vec<(K, i64, u64)>>,
     seen: std::rc::Rc<std::cell::Cell<u64>>,
 ) where
-    K: differential_dataflow::ExchangeData
-        + differential_dataflow::Hashable
-        + std::hash::Hash,
+    K: differential_dataflow::ExchangeData + differential_dataflow::Hashable + std::hash::Hash,
 {
     let route = |x: &(K, i64, u64)| {
         use std::hash::Hasher;

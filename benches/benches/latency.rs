@@ -4,7 +4,9 @@
 //! hand-written timely program doing the same work, in the same run.
 //!
 //! Both sides generate the same events (the pipeline's own generator configuration, with the
-//! rate set to `WEIR_BENCH_RATE`, default 200,000 events/s) on the same open-loop schedule, and
+//! rate set to `WEIR_BENCH_RATE`, default 200,000 events/s) on the same open-loop schedule —
+//! the hand-written side as typed structs from its own generator (`weir_benches::typed`, taking
+//! only the seed, the number of keys and the event times from the pipeline file) — and
 //! measure processing-time latency the same way: from the scheduled time of the newest event
 //! that contributed to an output record to the moment the sink has it, after a warm-up
 //! (`WEIR_BENCH_WARMUP`, default 2 s) for `WEIR_BENCH_SECONDS` (default 10). Both release input
@@ -25,20 +27,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use smol_str::SmolStr;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
+use weir_benches::typed::{click_event, iot_event, Body, ClickEvent, ClickKind, IotEvent, Page};
 use weir_benches::{closed_panes, env_or, machine};
 use weir_cli::lab::{self as compare, Row};
 use weir_engine::components::Op;
 use weir_engine::summary::micros;
 use weir_operators::generator::{GeneratorSpec, RunClock};
 use weir_operators::latency::{histogram, record};
-use weir_operators::schema::Record;
-use weir_operators::value::Value;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -100,39 +100,67 @@ fn weir(text: &str, mode: Option<Duration>, s: Setup) -> (f64, Histogram<u64>) {
     (report.measurement.rate(), h)
 }
 
-/// The generator configuration of a pipeline, at `rate`.
-fn generator_of(text: &str, rate: f64) -> GeneratorSpec {
-    let (plan, _, _) = weir_engine::plan::load("bench.toml", text, &[]);
-    let plan = plan.expect("valid");
-    let spec = plan
-        .nodes
-        .iter()
-        .find_map(|n| match &n.op {
-            Op::Generator(g) => Some(g.clone()),
-            _ => None,
-        })
-        .expect("a generator");
-    GeneratorSpec {
-        rate: Some(rate),
-        events: None,
-        ..spec
+/// The hand-written side's generator settings, read from the pipeline's generator
+/// configuration: its seed, how many devices (or users), the first event's time, and the time
+/// between events (or none: then an event's time is its scheduled send time).
+#[derive(Clone, Copy)]
+struct Gen {
+    seed: u64,
+    keys: u64,
+    /// The first event's time, or none: the run's start.
+    start: Option<i64>,
+    interval: Option<i64>,
+    rate: f64,
+}
+
+impl Gen {
+    fn of(text: &str, rate: f64, keys: impl Fn(&GeneratorSpec) -> u64) -> Gen {
+        let (plan, _, _) = weir_engine::plan::load("bench.toml", text, &[]);
+        let plan = plan.expect("valid");
+        let spec = plan
+            .nodes
+            .iter()
+            .find_map(|n| match &n.op {
+                Op::Generator(g) => Some(g.clone()),
+                _ => None,
+            })
+            .expect("a generator");
+        Gen {
+            seed: spec.seed,
+            keys: keys(&spec),
+            start: spec.start,
+            interval: spec.interval,
+            rate,
+        }
+    }
+
+    /// Event `i`'s time, given the first's: `start + i * interval`, or its scheduled send time.
+    fn time(&self, start: i64, i: u64) -> i64 {
+        match self.interval {
+            Some(iv) => start + i as i64 * iv,
+            None => start + (i as f64 * 1e6 / self.rate) as i64,
+        }
     }
 }
 
-/// The hand-written side's open-loop source: worker `w` of `W` generates events `i ≡ w (mod W)`,
-/// event `i` due at `i / rate` after the start, stamped with its scheduled time as ingest time.
-fn open_loop<'s>(
+/// How the hand-written side makes typed event `i` at time `ts`.
+type Make<T> = fn(&Gen, u64, i64) -> T;
+
+/// The hand-written side's open-loop source of typed events (`make(gen, i, ts)`): worker `w` of
+/// `W` generates events `i ≡ w (mod W)`, event `i` due at `i / rate` after the start, each
+/// paired with its scheduled time as ingest time.
+fn open_loop<'s, T: Clone + 'static>(
     scope: timely::dataflow::Scope<'s, u64>,
-    spec: GeneratorSpec,
+    (gen, make): (Gen, Make<T>),
     clock: RunClock,
     batch: Option<Duration>,
     (warmup, stop): (Duration, Duration),
     generated: Arc<AtomicU64>,
-) -> timely::dataflow::Stream<'s, u64, Vec<Record>> {
+) -> timely::dataflow::Stream<'s, u64, Vec<(T, i64)>> {
     let (index, peers) = (scope.index() as u64, scope.peers() as u64);
-    let ns = 1e9 / spec.rate.expect("a rate");
-    let start_ts = spec.start.unwrap_or(clock.wall);
-    source::<_, CapacityContainerBuilder<Vec<Record>>, _, _>(scope, "gen", move |cap, info| {
+    let ns = 1e9 / gen.rate;
+    let start = gen.start.unwrap_or(clock.wall);
+    source::<_, CapacityContainerBuilder<Vec<(T, i64)>>, _, _>(scope, "gen", move |cap, info| {
         let activator = scope.activator_for(info.address);
         let mut cap = Some(cap);
         let mut next = index;
@@ -163,10 +191,8 @@ fn open_loop<'s>(
             let mut session = output.session(c);
             let mut n = 0;
             while next < due && n < max {
-                let ts = spec.event_time(next, start_ts).expect("a rate fixes it");
-                let mut r = spec.event(next, ts);
-                r.meta.ingest = clock.wall + (next as f64 * ns / 1e3) as i64;
-                session.give(r);
+                let ingest = clock.wall + (next as f64 * ns / 1e3) as i64;
+                session.give((make(&gen, next, gen.time(start, next)), ingest));
                 next += peers;
                 n += 1;
             }
@@ -174,8 +200,7 @@ fn open_loop<'s>(
             if now >= warmup {
                 generated.fetch_add(n as u64, Relaxed);
             }
-            let ts = spec.event_time(next, start_ts).expect("a rate fixes it");
-            c.downgrade(&(ts.max(0) as u64));
+            c.downgrade(&(gen.time(start, next).max(0) as u64));
             let wait = match batch {
                 Some(_) if n < max => next_batch.saturating_sub(clock.instant.elapsed()),
                 _ if n == max => Duration::ZERO,
@@ -213,26 +238,23 @@ fn latency_sink<'s, D: 'static>(
 }
 
 /// The hand-written IoT device report: (achieved events/s, latency).
-fn hand_iot(spec: GeneratorSpec, batch: Option<Duration>, s: Setup) -> (f64, Histogram<u64>) {
-    run_hand(spec, batch, s, |scope, events, clock, from| {
+fn hand_iot(text: &str, batch: Option<Duration>, s: Setup) -> (f64, Histogram<u64>) {
+    let gen = Gen::of(text, s.rate, |g| g.devices);
+    let make: Make<IotEvent> = |g, i, ts| iot_event(g.seed, g.keys, i, ts);
+    run_hand((gen, make), batch, s, |scope, events, clock, from| {
         const SECOND: i64 = 1_000_000;
         // Readings as (device, ts, temperature, ingest).
-        type Reading = (SmolStr, i64, f64, i64);
+        type Reading = (u32, i64, f64, i64);
         let readings = events.unary::<CapacityContainerBuilder<Vec<Reading>>, _, _, _>(
             Pipeline,
             "filter",
             |_, _| {
                 move |input, output| {
-                    input.for_each(|cap, data: &mut Vec<Record>| {
+                    input.for_each(|cap, data: &mut Vec<(IotEvent, i64)>| {
                         let mut session = output.session(&cap);
-                        for r in data.drain(..) {
-                            let v = &r.values;
-                            if let (Value::Str(k), Value::Str(d), Value::Ts(ts), Value::F64(t)) =
-                                (&v[2], &v[3], &v[1], &v[4])
-                            {
-                                if k == "reading" {
-                                    session.give((d.clone(), *ts, *t, r.meta.ingest));
-                                }
+                        for (e, ingest) in data.drain(..) {
+                            if let Body::Reading { temperature, .. } = e.body {
+                                session.give((e.device, e.ts, temperature, ingest));
                             }
                         }
                     });
@@ -247,12 +269,12 @@ fn hand_iot(spec: GeneratorSpec, batch: Option<Duration>, s: Setup) -> (f64, His
         };
         // Per device and window: (count, sum, min, max, newest ingest).
         type Acc = (u64, f64, f64, f64, i64);
-        type Out = (SmolStr, i64, u64, f64, f64, f64, i64);
+        type Out = (u32, i64, u64, f64, f64, f64, i64);
         let results = readings.unary_frontier::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
             Exchange::new(route),
             "window",
             |_, _| {
-                type Pane = (Capability<u64>, HashMap<SmolStr, Acc>);
+                type Pane = (Capability<u64>, HashMap<u32, Acc>);
                 let mut panes: HashMap<i64, Pane> = HashMap::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data: &mut Vec<Reading>| {
@@ -285,46 +307,25 @@ fn hand_iot(spec: GeneratorSpec, batch: Option<Duration>, s: Setup) -> (f64, His
 }
 
 /// The hand-written clickstream purchases: (achieved events/s, latency).
-fn hand_clicks(spec: GeneratorSpec, batch: Option<Duration>, s: Setup) -> (f64, Histogram<u64>) {
-    run_hand(spec, batch, s, |_, events, clock, from| {
-        // (id, ts, user_id, device_id, page, on_product_page, ingest)
-        type Out = (u64, i64, SmolStr, SmolStr, SmolStr, bool, i64);
-        let schema = weir_operators::generator::Profile::Clickstream.schema();
-        let at = |f: &str| schema.index_of(f).expect("field");
-        let (id, ts, user, device, page, event) = (
-            at("id"),
-            at("ts"),
-            at("user_id"),
-            at("device_id"),
-            at("page"),
-            at("event"),
-        );
+fn hand_clicks(text: &str, batch: Option<Duration>, s: Setup) -> (f64, Histogram<u64>) {
+    let gen = Gen::of(text, s.rate, |g| g.users);
+    let make: Make<ClickEvent> = |g, i, ts| click_event(g.seed, g.keys, i, ts);
+    run_hand((gen, make), batch, s, |_, events, clock, from| {
+        // (id, ts, user, device, page, on_product_page, ingest)
+        type Out = (u64, i64, u64, u64, Page, bool, i64);
         let shaped = events.unary::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
             Pipeline,
             "filter-map",
             move |_, _| {
                 move |input, output| {
-                    input.for_each(|cap, data: &mut Vec<Record>| {
+                    input.for_each(|cap, data: &mut Vec<(ClickEvent, i64)>| {
                         let mut session = output.session(&cap);
-                        for r in data.drain(..) {
-                            let v = &r.values;
-                            if v[event].as_str() != Some("purchase") {
-                                continue;
+                        for (e, ingest) in data.drain(..) {
+                            if e.kind == ClickKind::Purchase {
+                                let product = matches!(e.page, Page::Product(_));
+                                session
+                                    .give((e.id, e.ts, e.user, e.device, e.page, product, ingest));
                             }
-                            let s = |k: usize| match &v[k] {
-                                Value::Str(s) => s.clone(),
-                                _ => SmolStr::default(),
-                            };
-                            let p = s(page);
-                            session.give((
-                                v[id].as_u64().unwrap_or(0),
-                                v[ts].as_ts().unwrap_or(0),
-                                s(user),
-                                s(device),
-                                p.clone(),
-                                p.starts_with("/product/"),
-                                r.meta.ingest,
-                            ));
                         }
                     });
                 }
@@ -334,19 +335,20 @@ fn hand_clicks(spec: GeneratorSpec, batch: Option<Duration>, s: Setup) -> (f64, 
     })
 }
 
-type Build = for<'s> fn(
+type Build<T> = for<'s> fn(
     timely::dataflow::Scope<'s, u64>,
-    timely::dataflow::Stream<'s, u64, Vec<Record>>,
+    timely::dataflow::Stream<'s, u64, Vec<(T, i64)>>,
     RunClock,
     (i64, i64),
 ) -> std::rc::Rc<std::cell::RefCell<Histogram<u64>>>;
 
-/// Runs a hand-written dataflow over the open-loop source for the warm-up and the duration.
-fn run_hand(
-    spec: GeneratorSpec,
+/// Runs a hand-written dataflow over the open-loop source of typed events for the warm-up and
+/// the duration.
+fn run_hand<T: Clone + 'static>(
+    source: (Gen, Make<T>),
     batch: Option<Duration>,
     s: Setup,
-    build: Build,
+    build: Build<T>,
 ) -> (f64, Histogram<u64>) {
     let clock = RunClock::now();
     let stop = s.warmup + s.duration;
@@ -354,14 +356,12 @@ fn run_hand(
         clock.wall + s.warmup.as_micros() as i64,
         clock.wall + stop.as_micros() as i64,
     );
-    let spec = Arc::new(spec);
     let generated = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&generated);
     let results = timely::execute(timely::Config::process(s.workers), move |worker| {
-        let spec = (*spec).clone();
         let count = Arc::clone(&count);
         let h = worker.dataflow::<u64, _, _>(|scope| {
-            let events = open_loop(scope, spec, clock, batch, (s.warmup, stop), count);
+            let events = open_loop(scope, source, clock, batch, (s.warmup, stop), count);
             build(scope, events, clock, from)
         });
         while worker.step_or_park(Some(Duration::from_millis(100))) {}
@@ -397,7 +397,7 @@ fn main() {
     println!("machine: {}", machine());
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/latency-bench");
     std::fs::create_dir_all(&out).unwrap();
-    type Hand = fn(GeneratorSpec, Option<Duration>, Setup) -> (f64, Histogram<u64>);
+    type Hand = fn(&str, Option<Duration>, Setup) -> (f64, Histogram<u64>);
     let pipelines: [(&str, Hand); 2] = [
         ("iot-device-report", hand_iot),
         ("clickstream-purchases", hand_clicks),
@@ -415,7 +415,7 @@ fn main() {
             ("micro-batch 100ms", Some(Duration::from_millis(100))),
         ] {
             let (wr, wh) = weir(&text, mode, setup);
-            let (hr, hh) = hand(generator_of(&text, setup.rate), mode, setup);
+            let (hr, hh) = hand(&text, mode, setup);
             let q = |h: &Histogram<u64>, p: f64| micros(h.value_at_quantile(p));
             for (side, r, h) in [("weir", wr, &wh), ("hand-written timely", hr, &hh)] {
                 println!(

@@ -1,8 +1,8 @@
-//! The hand-written programs' own data: typed IoT events from a generator written here, sharing
-//! no Weir types or functions. It computes the same values as Weir's `generator` with the
-//! benchmarks' settings (seed, devices, `start = START`, one event per microsecond), so both
-//! sides see the same events, but keeps them as plain structs: a device is its number, a kind
-//! is an enum, and nothing is formatted.
+//! The hand-written programs' own data: typed IoT and clickstream events from generators
+//! written here, sharing no Weir types or functions. They compute the same values as Weir's
+//! `generator` with the same seed and keys (tests check it field by field), so both sides see
+//! the same events, but keep them as plain structs: a device is its number, a kind is an enum,
+//! and nothing is formatted.
 
 use crate::START;
 
@@ -110,6 +110,80 @@ pub fn typed_iot_source<'s>(
     })
 }
 
+/// What a clickstream event is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClickKind {
+    /// A page was shown.
+    PageView,
+    /// Something was clicked.
+    Click,
+    /// A product went into the cart.
+    AddToCart,
+    /// A purchase.
+    Purchase,
+}
+
+/// The page of a clickstream event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Page {
+    /// `/home`.
+    Home,
+    /// `/search`.
+    Search,
+    /// `/product/N`.
+    Product(u8),
+    /// `/cart`.
+    Cart,
+    /// `/checkout`.
+    Checkout,
+}
+
+/// One typed clickstream event.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClickEvent {
+    /// Its id (its index).
+    pub id: u64,
+    /// Event time, µs since the epoch.
+    pub ts: i64,
+    /// What happened.
+    pub kind: ClickKind,
+    /// The user's number.
+    pub user: u64,
+    /// The device's number (each user has two).
+    pub device: u64,
+    /// Where.
+    pub page: Page,
+}
+
+/// Event `i` of the clickstream profile with `seed` over `users` users, at time `ts`.
+#[inline]
+pub fn click_event(seed: u64, users: u64, i: u64, ts: i64) -> ClickEvent {
+    let h = mix(seed ^ mix(i.wrapping_add(0x9E37_79B9_7F4A_7C15)));
+    let user = h % users.max(1);
+    let h2 = mix(h);
+    let kind = match (h >> 32) % 100 {
+        0..=69 => ClickKind::PageView,
+        70..=89 => ClickKind::Click,
+        90..=96 => ClickKind::AddToCart,
+        _ => ClickKind::Purchase,
+    };
+    let page = match h2 % 5 {
+        0 => Page::Home,
+        1 => Page::Search,
+        2 => Page::Product(((h2 >> 8) % 100) as u8),
+        3 => Page::Cart,
+        _ => Page::Checkout,
+    };
+    ClickEvent {
+        id: i,
+        ts,
+        kind,
+        user,
+        device: user * 2 + (h2 >> 40) % 2,
+        page,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +231,49 @@ mod tests {
                 Body::Alarm { .. } => assert_eq!(w[2], Value::Str("alarm".into())),
             }
         }
+    }
+
+    /// The typed clickstream events are Weir's, field for field.
+    #[test]
+    fn the_same_clicks_as_weirs_generator() {
+        let spec = GeneratorSpec {
+            seed: 42,
+            users: 5000,
+            ..GeneratorSpec::new(Profile::Clickstream)
+        };
+        let schema = Profile::Clickstream.schema();
+        let at = |f: &str| schema.index_of(f).expect("a field");
+        let mut kinds = std::collections::HashSet::new();
+        for i in 0..20_000 {
+            let w = spec.event(i, START + i as i64).values;
+            let t = click_event(42, 5000, i, START + i as i64);
+            kinds.insert(format!("{:?}", t.kind));
+            assert_eq!(w[at("id")], Value::U64(t.id));
+            assert_eq!(w[at("ts")], Value::Ts(t.ts));
+            let kind = match t.kind {
+                ClickKind::PageView => "page_view",
+                ClickKind::Click => "click",
+                ClickKind::AddToCart => "add_to_cart",
+                ClickKind::Purchase => "purchase",
+            };
+            assert_eq!(w[at("event")], Value::Str(kind.into()));
+            assert_eq!(
+                w[at("user_id")],
+                Value::Str(format!("user-{}", t.user).into())
+            );
+            assert_eq!(
+                w[at("device_id")],
+                Value::Str(format!("dev-{}", t.device).into())
+            );
+            let page = match t.page {
+                Page::Home => "/home".to_string(),
+                Page::Search => "/search".to_string(),
+                Page::Product(n) => format!("/product/{n}"),
+                Page::Cart => "/cart".to_string(),
+                Page::Checkout => "/checkout".to_string(),
+            };
+            assert_eq!(w[at("page")], Value::Str(page.into()));
+        }
+        assert_eq!(kinds.len(), 4, "every kind of event appears");
     }
 }
