@@ -172,15 +172,11 @@ impl Chunk {
     /// A chunk holding `rows`, laid out by `schema` (from [`arrow_schema`]). A value whose type
     /// is not its column's becomes NULL (the plan's typing rules this out).
     pub fn from_rows(schema: &SchemaRef, rows: &[Record]) -> Chunk {
-        let n = schema.fields().len() - 2;
-        let mut columns = Vec::with_capacity(n + 2);
-        for (c, f) in schema.fields().iter().take(n).enumerate() {
-            let t = field_type(f.data_type()).expect("a Weir field type");
-            columns.push(build_column(t, rows.iter().map(|r| &r.values[c])));
+        let mut b = ChunkBuilder::new(schema);
+        for r in rows {
+            b.push(&r.values, r.meta);
         }
-        let ingest: Int64Array = rows.iter().map(|r| Some(r.meta.ingest)).collect();
-        let watermark: UInt64Array = rows.iter().map(|r| Some(r.meta.watermark)).collect();
-        Chunk::from_columns(schema, columns, Arc::new(ingest), Arc::new(watermark))
+        b.into_chunk()
     }
 
     /// The value of field `col` in record `row`.
@@ -403,39 +399,59 @@ impl ColumnBuilder {
         }
     }
 
-    /// The column of the `rows` values appended; the builder starts again empty, with room
-    /// for a column like this one, so filling it does not reallocate and copy as it grows.
-    fn finish(&mut self, rows: usize) -> ArrayRef {
-        fn again<B>(b: &mut B, fresh: B, finish: impl FnOnce(&mut B) -> ArrayRef) -> ArrayRef {
-            finish(&mut std::mem::replace(b, fresh))
+    /// Appends one value (a value whose type is not the column's becomes NULL; a skipped
+    /// column ignores it).
+    #[inline]
+    fn push(&mut self, v: &Value) {
+        match (self, v) {
+            (ColumnBuilder::I64(b), Value::I64(x)) => b.append_value(*x),
+            (ColumnBuilder::U64(b), Value::U64(x)) => b.append_value(*x),
+            (ColumnBuilder::F64(b), Value::F64(x)) => b.append_value(*x),
+            (ColumnBuilder::Bool(b), Value::Bool(x)) => b.append_value(*x),
+            (ColumnBuilder::Str(b), Value::Str(x)) => b.append_value(x.as_str()),
+            (ColumnBuilder::Ts(b), Value::Ts(x)) => b.append_value(*x),
+            (ColumnBuilder::Skip(..), _) => {}
+            (ColumnBuilder::I64(b), _) => b.append_null(),
+            (ColumnBuilder::U64(b), _) => b.append_null(),
+            (ColumnBuilder::F64(b), _) => b.append_null(),
+            (ColumnBuilder::Bool(b), _) => b.append_null(),
+            (ColumnBuilder::Str(b), _) => b.append_null(),
+            (ColumnBuilder::Ts(b), _) => b.append_null(),
         }
+    }
+
+    /// The column of the `rows` values appended.
+    fn into_array(self, rows: usize) -> ArrayRef {
         match self {
-            ColumnBuilder::Skip(t, null) => match null {
-                Some(a) if a.len() == rows => Arc::clone(a),
-                _ => Arc::clone(null.insert(arrow::array::new_null_array(t, rows))),
-            },
-            ColumnBuilder::I64(b) => again(b, Int64Builder::with_capacity(rows), |b| {
-                Arc::new(b.finish())
-            }),
-            ColumnBuilder::U64(b) => again(b, UInt64Builder::with_capacity(rows), |b| {
-                Arc::new(b.finish())
-            }),
-            ColumnBuilder::F64(b) => again(b, Float64Builder::with_capacity(rows), |b| {
-                Arc::new(b.finish())
-            }),
-            ColumnBuilder::Bool(b) => again(b, BooleanBuilder::with_capacity(rows), |b| {
-                Arc::new(b.finish())
-            }),
-            ColumnBuilder::Str(b) => {
-                let bytes = b.values_slice().len();
-                let fresh = StringBuilder::with_capacity(rows, bytes);
-                again(b, fresh, |b| Arc::new(b.finish()))
-            }
-            ColumnBuilder::Ts(b) => {
-                let fresh = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
-                again(b, fresh, |b| Arc::new(b.finish()))
-            }
+            ColumnBuilder::Skip(t, _) => arrow::array::new_null_array(&t, rows),
+            ColumnBuilder::I64(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::U64(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::F64(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Str(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Ts(mut b) => Arc::new(b.finish()),
         }
+    }
+
+    /// The column of the `rows` values appended; the builder starts again empty, with room
+    /// for a column like this one, so filling it does not reallocate and copy as it grows. A
+    /// skipped column sends the NULL column it made last while chunks keep their length.
+    fn finish(&mut self, rows: usize) -> ArrayRef {
+        let (t, bytes) = match self {
+            ColumnBuilder::Skip(t, null) => {
+                return match null {
+                    Some(a) if a.len() == rows => Arc::clone(a),
+                    _ => Arc::clone(null.insert(arrow::array::new_null_array(t, rows))),
+                }
+            }
+            ColumnBuilder::I64(_) => (FieldType::I64, 0),
+            ColumnBuilder::U64(_) => (FieldType::U64, 0),
+            ColumnBuilder::F64(_) => (FieldType::F64, 0),
+            ColumnBuilder::Bool(_) => (FieldType::Bool, 0),
+            ColumnBuilder::Str(b) => (FieldType::String, b.values_slice().len()),
+            ColumnBuilder::Ts(_) => (FieldType::Timestamp, 0),
+        };
+        std::mem::replace(self, ColumnBuilder::new(t, rows, bytes)).into_array(rows)
     }
 }
 
@@ -477,21 +493,7 @@ impl ChunkBuilder {
     pub fn push(&mut self, values: &[Value], meta: Meta) {
         debug_assert_eq!(values.len(), self.cols.len());
         for (b, v) in self.cols.iter_mut().zip(values) {
-            match (b, v) {
-                (ColumnBuilder::I64(b), Value::I64(x)) => b.append_value(*x),
-                (ColumnBuilder::U64(b), Value::U64(x)) => b.append_value(*x),
-                (ColumnBuilder::F64(b), Value::F64(x)) => b.append_value(*x),
-                (ColumnBuilder::Bool(b), Value::Bool(x)) => b.append_value(*x),
-                (ColumnBuilder::Str(b), Value::Str(x)) => b.append_value(x.as_str()),
-                (ColumnBuilder::Ts(b), Value::Ts(x)) => b.append_value(*x),
-                (ColumnBuilder::Skip(..), _) => {}
-                (ColumnBuilder::I64(b), _) => b.append_null(),
-                (ColumnBuilder::U64(b), _) => b.append_null(),
-                (ColumnBuilder::F64(b), _) => b.append_null(),
-                (ColumnBuilder::Bool(b), _) => b.append_null(),
-                (ColumnBuilder::Str(b), _) => b.append_null(),
-                (ColumnBuilder::Ts(b), _) => b.append_null(),
-            }
+            b.push(v);
         }
         self.end_row(meta);
     }
@@ -534,77 +536,30 @@ impl ChunkBuilder {
             ))),
         ))
     }
+
+    /// The records pushed, as one chunk (an empty one if there are none).
+    pub fn into_chunk(self) -> Chunk {
+        let rows = self.len();
+        let columns = self.cols.into_iter().map(|b| b.into_array(rows)).collect();
+        Chunk::from_columns(
+            &self.schema,
+            columns,
+            Arc::new(Int64Array::from(self.ingest)),
+            Arc::new(UInt64Array::from(self.watermark)),
+        )
+    }
 }
 
-/// An Arrow column of type `t` holding `values`.
+/// An Arrow column of type `t` holding `values` (a value of another type is NULL).
 pub fn build_column<'a>(
     t: FieldType,
     values: impl ExactSizeIterator<Item = &'a Value>,
 ) -> ArrayRef {
     let n = values.len();
-    match t {
-        FieldType::I64 => {
-            let mut b = Int64Builder::with_capacity(n);
-            values.for_each(|v| {
-                b.append_option(if let Value::I64(x) = v {
-                    Some(*x)
-                } else {
-                    None
-                })
-            });
-            Arc::new(b.finish())
-        }
-        FieldType::U64 => {
-            let mut b = UInt64Builder::with_capacity(n);
-            values.for_each(|v| {
-                b.append_option(if let Value::U64(x) = v {
-                    Some(*x)
-                } else {
-                    None
-                })
-            });
-            Arc::new(b.finish())
-        }
-        FieldType::F64 => {
-            let mut b = Float64Builder::with_capacity(n);
-            values.for_each(|v| {
-                b.append_option(if let Value::F64(x) = v {
-                    Some(*x)
-                } else {
-                    None
-                })
-            });
-            Arc::new(b.finish())
-        }
-        FieldType::Bool => {
-            let mut b = BooleanBuilder::with_capacity(n);
-            values.for_each(|v| {
-                b.append_option(if let Value::Bool(x) = v {
-                    Some(*x)
-                } else {
-                    None
-                })
-            });
-            Arc::new(b.finish())
-        }
-        FieldType::String => {
-            let mut b = StringBuilder::with_capacity(n, n * 8);
-            values.for_each(|v| {
-                b.append_option(if let Value::Str(x) = v {
-                    Some(x.as_str())
-                } else {
-                    None
-                })
-            });
-            Arc::new(b.finish())
-        }
-        FieldType::Timestamp => {
-            let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-            values
-                .for_each(|v| b.append_option(if let Value::Ts(x) = v { Some(*x) } else { None }));
-            Arc::new(b.finish())
-        }
-    }
+    let bytes = if t == FieldType::String { n * 8 } else { 0 };
+    let mut b = ColumnBuilder::new(t, n, bytes);
+    values.for_each(|v| b.push(v));
+    b.into_array(n)
 }
 
 /// The value at `row` of a column of one of Weir's types.
