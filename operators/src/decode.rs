@@ -476,16 +476,17 @@ impl FieldNames {
         if let Some(map) = &self.map {
             return map.get(key).copied();
         }
-        let n = self.names.len();
-        for k in 0..n {
-            let at = (*hint + k) % n;
-            let (name, pos) = &self.names[at];
-            if name.as_str() == key {
-                *hint = at + 1;
-                return Some(*pos);
-            }
-        }
-        None
+        let from = (*hint).min(self.names.len());
+        let (before, after) = self.names.split_at(from);
+        let found = after
+            .iter()
+            .zip(from..)
+            .chain(before.iter().zip(0..))
+            .find(|((name, _), _)| name.as_str() == key);
+        found.map(|((_, pos), at)| {
+            *hint = at + 1;
+            *pos
+        })
     }
 }
 
@@ -649,6 +650,30 @@ mod tests {
         assert_eq!(r.values[2], Value::Null);
         assert_eq!(r.values[3], Value::F64(3.0));
         assert_eq!(r.values[4], Value::Null);
+    }
+
+    #[test]
+    fn field_names_are_found_from_any_starting_point() {
+        let names: FieldNames = [("a", 0), ("bb", 3), ("c", 7)].into_iter().collect();
+        for start in 0..5 {
+            for (key, pos, next) in [("a", 0, 1), ("bb", 3, 2), ("c", 7, 3)] {
+                let mut hint = start;
+                assert_eq!(names.find(key, &mut hint), Some(pos), "{key} from {start}");
+                assert_eq!(hint, next);
+            }
+            let mut hint = start;
+            assert_eq!(names.find("b", &mut hint), None);
+            assert_eq!(hint, start, "a miss leaves the hint");
+        }
+        let many: Vec<String> = (0..40).map(|i| format!("f{i}")).collect();
+        let hashed: FieldNames = many
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        assert!(hashed.map.is_some(), "past the search limit, a hash map");
+        assert_eq!(hashed.get("f39"), Some(39));
+        assert_eq!(hashed.get("f40"), None);
     }
 
     #[test]
