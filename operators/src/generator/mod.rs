@@ -1,7 +1,8 @@
 //! The `generator` source: seeded, deterministic synthetic events (IoT, clickstream or Nexmark).
 //!
-//! Events are written field by field straight into Arrow column builders (one chunk per
-//! activation); device and user ids are made once, so generating an event formats nothing.
+//! Events go straight into Arrow columns, one chunk per activation: IoT events column by
+//! column over a whole chunk (the `iot` module), the other profiles field by field into
+//! column builders. Device and user ids are made once, so generating an event formats nothing.
 //! [`GeneratorSpec::event`] gives the same event as a row.
 //!
 //! Event `i` is a pure function of `(seed, i)`, so any number of workers produce exactly the same
@@ -40,6 +41,8 @@ use crate::value::{FieldType, Micros, Value};
 use crate::watermark::WatermarkSpec;
 use crate::{Batches, Time};
 use std::sync::Arc;
+
+mod iot;
 
 /// Which kind of events to generate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,52 +215,9 @@ impl GeneratorSpec {
     fn write_event(&self, i: u64, ts: Micros, out: &mut impl EventOut, names: &mut Names) {
         let h = mix(self.seed ^ mix(i.wrapping_add(0x9E37_79B9_7F4A_7C15)));
         match self.profile {
-            Profile::Iot => self.iot(i, ts, h, out, names),
+            Profile::Iot => iot::write(self, i, ts, out, names),
             Profile::Clickstream => self.click(i, ts, h, out, names),
             Profile::Nexmark => self.nexmark(i, ts, h, out, names),
-        }
-    }
-
-    fn iot(&self, i: u64, ts: Micros, h: u64, out: &mut impl EventOut, names: &mut Names) {
-        const ALARMS: [&str; 4] = ["overheat", "low_battery", "tamper", "sensor_fault"];
-        const SEVERITY: [&str; 4] = ["low", "medium", "high", "critical"];
-        let device = h % self.devices.max(1);
-        let roll = (h >> 32) % 100;
-        let h2 = mix(h);
-        out.u64(Some(i));
-        out.ts(ts);
-        let kind = match roll {
-            0..90 => "reading",
-            90..97 => "status",
-            _ => "alarm",
-        };
-        out.str(Some(kind));
-        out.str(Some(names.device(device)));
-        if roll < 90 {
-            // Each device has its own baseline (15..35 °C), readings jitter ±5 °C around it.
-            let base = 15.0 + (mix(self.seed ^ device) % 200) as f64 / 10.0;
-            out.f64_with(|| hundredths(base - 5.0 + unit(h2) * 10.0));
-            out.f64_with(|| hundredths(20.0 + unit(h2 >> 16) * 60.0));
-            out.f64_with(|| hundredths(980.0 + unit(h2 >> 32) * 60.0));
-        } else {
-            out.f64(None);
-            out.f64(None);
-            out.f64(None);
-        }
-        if (90..97).contains(&roll) {
-            let online = !h2.is_multiple_of(10);
-            out.str(Some(if online { "online" } else { "offline" }));
-            out.i64(Some(((h2 >> 8) % 101) as i64));
-        } else {
-            out.str(None);
-            out.i64(None);
-        }
-        if roll >= 97 {
-            out.str(Some(ALARMS[(h2 % 4) as usize]));
-            out.str(Some(SEVERITY[((h2 >> 8) % 4) as usize]));
-        } else {
-            out.str(None);
-            out.str(None);
         }
     }
 
@@ -367,6 +327,13 @@ impl EventOut for RowOut {
     }
 }
 
+/// Where the operator writes its events: IoT events a chunk at a time, column by column (see
+/// [`iot`]); the other profiles field by field into Arrow builders.
+enum Out {
+    Iot(iot::Columns),
+    Fields(ColumnsOut),
+}
+
 /// Fields straight into Arrow builders ([`ChunkBuilder`]'s columns, pruned fields skipped),
 /// one column after the other, plus the metadata columns.
 struct ColumnsOut {
@@ -390,9 +357,9 @@ impl ColumnsOut {
         self.chunk.end_row(Meta { ingest, watermark });
     }
 
-    /// The rows so far as a chunk; the builders start again empty.
-    fn finish(&mut self) -> Chunk {
-        self.chunk.finish().expect("a chunk is sent only with rows")
+    /// The rows so far as a chunk (`None` if there are none); the builders start again empty.
+    fn finish(&mut self) -> Option<Chunk> {
+        self.chunk.finish()
     }
 
     #[inline]
@@ -403,12 +370,6 @@ impl ColumnsOut {
 }
 
 impl EventOut for ColumnsOut {
-    #[inline]
-    fn f64_with(&mut self, v: impl FnOnce() -> f64) {
-        if let ColumnBuilder::F64(b) = self.next() {
-            b.append_value(v())
-        }
-    }
     #[inline]
     fn u64(&mut self, v: Option<u64>) {
         if let ColumnBuilder::U64(b) = self.next() {
@@ -587,7 +548,17 @@ pub fn generator<'s>(
         let mut admission = flow.admission(Arc::clone(&metrics));
         // This worker's share of the events due and not yet generated, as last published.
         let mut behind: i64 = 0;
-        let mut cols = ColumnsOut::new(&spec.profile.schema(), spec.columns.as_deref());
+        let mut out = match spec.profile {
+            Profile::Iot => Out::Iot(iot::Columns::new(
+                &spec,
+                arrow_schema(&spec.profile.schema()),
+                spec.columns.as_deref(),
+            )),
+            _ => Out::Fields(ColumnsOut::new(
+                &spec.profile.schema(),
+                spec.columns.as_deref(),
+            )),
+        };
         let mut names = Names::new(&spec, u64::MAX);
         move |output| {
             let Some(c) = cap.as_mut() else { return };
@@ -654,19 +625,30 @@ pub fn generator<'s>(
                 while next < end {
                     let base = spec.event_time(next, start_ts).unwrap_or(wall).max(last_ts);
                     last_ts = base;
-                    spec.write_event(next, spec.disordered(next, base), &mut cols, &mut names);
-                    cols.end_row(
-                        match ns_per_event {
-                            // The scheduled send time, so queueing delay is not hidden.
-                            Some(ns) => clock.wall + (next as f64 * ns / 1e3) as Micros,
-                            None => wall,
-                        },
-                        wm.of(base, idle_floor).max(0) as Time,
-                    );
+                    let ts = spec.disordered(next, base);
+                    let ingest = match ns_per_event {
+                        // The scheduled send time, so queueing delay is not hidden.
+                        Some(ns) => clock.wall + (next as f64 * ns / 1e3) as Micros,
+                        None => wall,
+                    };
+                    let watermark = wm.of(base, idle_floor).max(0) as Time;
+                    match &mut out {
+                        Out::Iot(cols) => cols.push(next, ts, ingest, watermark),
+                        Out::Fields(cols) => {
+                            spec.write_event(next, ts, cols, &mut names);
+                            cols.end_row(ingest, watermark);
+                        }
+                    }
                     produced += 1;
                     next += peers;
                 }
-                output.session(c).give(cols.finish());
+                let chunk = match &mut out {
+                    Out::Iot(cols) => cols.finish(&spec, &mut names),
+                    Out::Fields(cols) => cols.finish(),
+                };
+                output
+                    .session(c)
+                    .give(chunk.expect("a chunk is sent only with rows"));
                 *sent += produced;
                 metrics.add_out(produced as u64);
             }

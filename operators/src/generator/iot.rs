@@ -1,0 +1,422 @@
+//! The IoT profile: what an event is made of, and two ways to write it — field by field (a row,
+//! or any [`EventOut`]) and a chunk at a time, column by column.
+//!
+//! Every field is a function of an event's [`Draw`] (its device and two hashes of its index), so
+//! both writers share the same functions and differ only in how they lay values out. The
+//! column writer draws a whole chunk first, then fills each column in one tight loop over the
+//! draws (straight into the column's buffer, nulls as a bitmap made in one pass), and does not
+//! compute a field nothing downstream reads: this is most of what the generator costs, so it
+//! is where the generator is fast.
+//!
+//! ```
+//! use weir_operators::generator::{GeneratorSpec, Profile};
+//!
+//! let spec = GeneratorSpec { devices: 10, ..GeneratorSpec::new(Profile::Iot) };
+//! let e = spec.event(0, 0);
+//! let kind = e.values[2].as_str().unwrap();
+//! assert!(["reading", "status", "alarm"].contains(&kind));
+//! assert!(e.values[3].as_str().unwrap().starts_with("dev-0000"));
+//! ```
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, UInt64Array,
+};
+use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::SchemaRef;
+
+use super::{hundredths, mix, unit, EventOut, GeneratorSpec, Names};
+use crate::chunk::{Chunk, NullColumns};
+use crate::value::Micros;
+
+const KINDS: [&str; 3] = ["reading", "status", "alarm"];
+const ALARMS: [&str; 4] = ["overheat", "low_battery", "tamper", "sensor_fault"];
+const SEVERITY: [&str; 4] = ["low", "medium", "high", "critical"];
+
+/// The random draws an IoT event is made of.
+#[derive(Clone, Copy, Debug)]
+struct Draw {
+    device: u64,
+    /// 0..100: below 90 a reading, below 97 a status update, else an alarm.
+    roll: u64,
+    h2: u64,
+}
+
+impl Draw {
+    #[inline]
+    fn new(spec: &GeneratorSpec, i: u64) -> Draw {
+        let h = mix(spec.seed ^ mix(i.wrapping_add(0x9E37_79B9_7F4A_7C15)));
+        Draw {
+            device: h % spec.devices.max(1),
+            roll: (h >> 32) % 100,
+            h2: mix(h),
+        }
+    }
+
+    #[inline]
+    fn reading(self) -> bool {
+        self.roll < 90
+    }
+
+    #[inline]
+    fn status(self) -> bool {
+        (90..97).contains(&self.roll)
+    }
+
+    #[inline]
+    fn alarm(self) -> bool {
+        self.roll >= 97
+    }
+
+    /// 0 for a reading, 1 for a status update, 2 for an alarm (an index into [`KINDS`]).
+    #[inline]
+    fn class(self) -> usize {
+        (self.roll >= 90) as usize + (self.roll >= 97) as usize
+    }
+
+    #[inline]
+    fn kind(self) -> &'static str {
+        KINDS[self.class()]
+    }
+
+    /// Readings jitter ±5 °C around their device's `base`.
+    #[inline]
+    fn temperature(self, base: f64) -> f64 {
+        hundredths(base - 5.0 + unit(self.h2) * 10.0)
+    }
+
+    #[inline]
+    fn humidity(self) -> f64 {
+        hundredths(20.0 + unit(self.h2 >> 16) * 60.0)
+    }
+
+    #[inline]
+    fn pressure(self) -> f64 {
+        hundredths(980.0 + unit(self.h2 >> 32) * 60.0)
+    }
+
+    #[inline]
+    fn online(self) -> &'static str {
+        if self.h2.is_multiple_of(10) {
+            "offline"
+        } else {
+            "online"
+        }
+    }
+
+    #[inline]
+    fn battery(self) -> i64 {
+        ((self.h2 >> 8) % 101) as i64
+    }
+
+    #[inline]
+    fn alarm_name(self) -> &'static str {
+        ALARMS[(self.h2 % 4) as usize]
+    }
+
+    #[inline]
+    fn severity(self) -> &'static str {
+        SEVERITY[((self.h2 >> 8) % 4) as usize]
+    }
+}
+
+/// Each device's baseline temperature (15..35 °C).
+#[inline]
+fn base(spec: &GeneratorSpec, device: u64) -> f64 {
+    15.0 + (mix(spec.seed ^ device) % 200) as f64 / 10.0
+}
+
+/// Writes IoT event `i`, with event time `ts`, field by field to `out`.
+pub(super) fn write(
+    spec: &GeneratorSpec,
+    i: u64,
+    ts: Micros,
+    out: &mut impl EventOut,
+    names: &mut Names,
+) {
+    let d = Draw::new(spec, i);
+    out.u64(Some(i));
+    out.ts(ts);
+    out.str(Some(d.kind()));
+    out.str(Some(names.device(d.device)));
+    if d.reading() {
+        out.f64_with(|| d.temperature(base(spec, d.device)));
+        out.f64_with(|| d.humidity());
+        out.f64_with(|| d.pressure());
+    } else {
+        out.f64(None);
+        out.f64(None);
+        out.f64(None);
+    }
+    if d.status() {
+        out.str(Some(d.online()));
+        out.i64(Some(d.battery()));
+    } else {
+        out.str(None);
+        out.i64(None);
+    }
+    if d.alarm() {
+        out.str(Some(d.alarm_name()));
+        out.str(Some(d.severity()));
+    } else {
+        out.str(None);
+        out.str(None);
+    }
+}
+
+/// IoT events a chunk at a time: [`push`](Columns::push) takes each event's index, time and
+/// metadata, [`finish`](Columns::finish) makes the chunk, column by column.
+pub(super) struct Columns {
+    schema: SchemaRef,
+    /// Which fields to fill; the others are NULL columns.
+    used: [bool; 11],
+    idx: Vec<u64>,
+    ts: Vec<Micros>,
+    ingest: Vec<i64>,
+    watermark: Vec<u64>,
+    draws: Vec<Draw>,
+    /// Baseline temperatures of the first devices, made once.
+    bases: Vec<f64>,
+    /// The names of the first devices (those of up to 16 bytes), made once.
+    devices: Vec<Short>,
+    kinds: [Short; 3],
+    /// The NULL columns of the fields not filled, made once.
+    nulls: NullColumns,
+}
+
+impl Columns {
+    pub(super) fn new(spec: &GeneratorSpec, schema: SchemaRef, used: Option<&[bool]>) -> Columns {
+        let mut keep = [true; 11];
+        if let Some(u) = used {
+            keep.iter_mut().zip(u).for_each(|(k, u)| *k = *u);
+        }
+        Columns {
+            schema,
+            used: keep,
+            idx: Vec::new(),
+            ts: Vec::new(),
+            ingest: Vec::new(),
+            watermark: Vec::new(),
+            draws: Vec::new(),
+            bases: (0..spec.devices.min(Names::CACHED))
+                .map(|d| base(spec, d))
+                .collect(),
+            nulls: NullColumns::default(),
+            devices: Names::new(spec, Names::CACHED)
+                .devices
+                .iter()
+                .map_while(|d| Short::new(d))
+                .collect(),
+            kinds: KINDS.map(|k| Short::new(k).expect("short kind names")),
+        }
+    }
+
+    /// Adds event `i` with event time `ts` and its metadata.
+    #[inline]
+    pub(super) fn push(&mut self, i: u64, ts: Micros, ingest: i64, watermark: u64) {
+        self.idx.push(i);
+        self.ts.push(ts);
+        self.ingest.push(ingest);
+        self.watermark.push(watermark);
+    }
+
+    /// The events pushed since the last call, as one chunk (`None` if there are none).
+    pub(super) fn finish(&mut self, spec: &GeneratorSpec, names: &mut Names) -> Option<Chunk> {
+        let n = self.idx.len();
+        if n == 0 {
+            return None;
+        }
+        self.draws.clear();
+        self.draws
+            .extend(self.idx.iter().map(|&i| Draw::new(spec, i)));
+        let draws = &self.draws;
+        let idx = std::mem::replace(&mut self.idx, Vec::with_capacity(n));
+        let mut ts = Some(std::mem::replace(&mut self.ts, Vec::with_capacity(n)));
+        let mut idx = Some(idx);
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(11);
+        for field in 0..11 {
+            if !self.used[field] {
+                let t = self.schema.field(field).data_type();
+                columns.push(self.nulls.get(field, t, n));
+                continue;
+            }
+            let column: ArrayRef = match field {
+                0 => Arc::new(UInt64Array::from(idx.take().unwrap_or_default())),
+                1 => Arc::new(
+                    TimestampMicrosecondArray::from(ts.take().unwrap_or_default())
+                        .with_timezone("UTC"),
+                ),
+                2 => {
+                    let mut out = ShortStrings::new(n);
+                    draws.iter().for_each(|d| out.push(&self.kinds[d.class()]));
+                    Arc::new(out.finish(None))
+                }
+                3 => {
+                    let mut out = ShortStrings::new(n);
+                    for d in draws {
+                        match self.devices.get(d.device as usize) {
+                            Some(s) => out.push(s),
+                            None => out.push_str(names.device(d.device)),
+                        }
+                    }
+                    Arc::new(out.finish(None))
+                }
+                4 => {
+                    let bases = &self.bases;
+                    floats(draws, Draw::reading, |d| {
+                        let b = match bases.get(d.device as usize) {
+                            Some(b) => *b,
+                            None => base(spec, d.device),
+                        };
+                        d.temperature(b)
+                    })
+                }
+                5 => floats(draws, Draw::reading, Draw::humidity),
+                6 => floats(draws, Draw::reading, Draw::pressure),
+                7 => Arc::new(strings(draws, |d| d.status().then(|| d.online()))),
+                8 => Arc::new(Int64Array::new(
+                    draws
+                        .iter()
+                        .map(|d| if d.status() { d.battery() } else { 0 })
+                        .collect(),
+                    validity(draws, Draw::status),
+                )),
+                9 => Arc::new(strings(draws, |d| d.alarm().then(|| d.alarm_name()))),
+                _ => Arc::new(strings(draws, |d| d.alarm().then(|| d.severity()))),
+            };
+            columns.push(column);
+        }
+        let chunk = Chunk::from_columns(
+            &self.schema,
+            columns,
+            Arc::new(Int64Array::from(std::mem::replace(
+                &mut self.ingest,
+                Vec::with_capacity(n),
+            ))),
+            Arc::new(UInt64Array::from(std::mem::replace(
+                &mut self.watermark,
+                Vec::with_capacity(n),
+            ))),
+        );
+        Some(chunk)
+    }
+}
+
+/// The validity of a column that has a value where `has` holds (`None`: everywhere).
+fn validity(draws: &[Draw], has: impl Fn(Draw) -> bool) -> Option<NullBuffer> {
+    let valid = BooleanBuffer::collect_bool(draws.len(), |k| has(draws[k]));
+    Some(NullBuffer::new(valid)).filter(|n| n.null_count() > 0)
+}
+
+/// A float column: `value` where `has` holds, NULL elsewhere (not computed there).
+fn floats(
+    draws: &[Draw],
+    has: impl Fn(Draw) -> bool + Copy,
+    value: impl Fn(Draw) -> f64,
+) -> ArrayRef {
+    let values: ScalarBuffer<f64> = draws
+        .iter()
+        .map(|&d| if has(d) { value(d) } else { 0.0 })
+        .collect();
+    Arc::new(Float64Array::new(values, validity(draws, has)))
+}
+
+/// A string column of static strings (`None`: NULL).
+fn strings(draws: &[Draw], value: impl Fn(Draw) -> Option<&'static str>) -> StringArray {
+    let mut values = Vec::with_capacity(draws.len() * 8);
+    let mut offsets = Vec::with_capacity(draws.len() + 1);
+    offsets.push(0i32);
+    let mut nulls = 0;
+    for &d in draws {
+        match value(d) {
+            Some(s) => values.extend_from_slice(s.as_bytes()),
+            None => nulls += 1,
+        }
+        offsets.push(values.len() as i32);
+    }
+    let nulls = (nulls > 0).then(|| {
+        NullBuffer::new(BooleanBuffer::collect_bool(draws.len(), |k| {
+            value(draws[k]).is_some()
+        }))
+    });
+    string_array(offsets, values, nulls)
+}
+
+/// A string of up to 16 bytes, padded with zeros to 16.
+#[derive(Clone, Copy, Debug)]
+struct Short {
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl Short {
+    fn new(s: &str) -> Option<Short> {
+        let mut bytes = [0; 16];
+        bytes.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
+        Some(Short {
+            bytes,
+            len: s.len(),
+        })
+    }
+}
+
+/// A string column written mostly from [`Short`]s: each is one fixed-size 16-byte copy (no
+/// call to `memcpy`), whose padding the next string overwrites.
+struct ShortStrings {
+    /// The strings so far are `values[..end]` (padding may follow).
+    values: Vec<u8>,
+    end: usize,
+    offsets: Vec<i32>,
+}
+
+impl ShortStrings {
+    fn new(rows: usize) -> ShortStrings {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        ShortStrings {
+            values: Vec::with_capacity(rows * 12 + 16),
+            end: 0,
+            offsets,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, s: &Short) {
+        self.values.truncate(self.end);
+        self.values.extend_from_slice(&s.bytes);
+        self.end += s.len;
+        self.offsets.push(self.end as i32);
+    }
+
+    /// Any string.
+    fn push_str(&mut self, s: &str) {
+        self.values.truncate(self.end);
+        self.values.extend_from_slice(s.as_bytes());
+        self.end += s.len();
+        self.offsets.push(self.end as i32);
+    }
+
+    fn finish(mut self, nulls: Option<NullBuffer>) -> StringArray {
+        self.values.truncate(self.end);
+        string_array(self.offsets, self.values, nulls)
+    }
+}
+
+/// A string column from its offsets and bytes, which are whole strings (`&str`s) laid end to
+/// end, each ending at its offset.
+fn string_array(offsets: Vec<i32>, values: Vec<u8>, nulls: Option<NullBuffer>) -> StringArray {
+    debug_assert!(std::str::from_utf8(&values).is_ok());
+    // SAFETY: the callers lay whole `&str`s end to end in `values` (a `Short` is one, followed
+    // by padding that the next string overwrites or `finish` cuts off) and push each one's end
+    // to `offsets` (starting at 0), so the offsets are increasing, end at `values.len()` and
+    // cut the bytes only between strings: every value is valid UTF-8. Checking it again (what
+    // `StringArray::new` does) was a tenth of the generator's work.
+    unsafe {
+        StringArray::new_unchecked(
+            OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)),
+            Buffer::from_vec(values),
+            nulls,
+        )
+    }
+}
