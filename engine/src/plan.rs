@@ -52,6 +52,9 @@ pub struct Node {
     pub dead_letters: bool,
     /// Whether Weir added it (the default dead-letter sink).
     pub implicit: bool,
+    /// Which fields of its main output something downstream reads (`None`: all of them, or
+    /// not worked out); filters send the others as NULL columns instead of copying them.
+    pub read: Option<Vec<bool>>,
 }
 
 /// Records a source may have in flight per worker unless `[pipeline] max_in_flight` says: four
@@ -505,9 +508,10 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             op: p.op,
             dead_letters: p.dead_letters,
             implicit: false,
+            read: None,
         });
     }
-    prune_generators(&mut nodes);
+    prune_fields(&mut nodes);
     // Dead-letter outputs nothing reads go to the default dead-letter file.
     let unread: Vec<PortRef> = (0..nodes.len())
         .filter(|&i| nodes[i].dead_letters)
@@ -554,6 +558,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             }),
             dead_letters: false,
             implicit: true,
+            read: None,
         });
     }
     (
@@ -571,9 +576,9 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
 /// Which fields of each node's main output its readers use (`None`: all of them), worked out
 /// from the sinks back: a sink, window or join reads every field; a filter reads what its own
 /// readers read and its condition's fields; a map reads the fields it keeps and computes from.
-/// Generators then fill only the fields something reads: the others are NULL columns, which
-/// nothing sees.
-fn prune_generators(nodes: &mut [Node]) {
+/// Generators then fill only the fields something reads, and filters copy only those: the
+/// others are NULL columns, which nothing sees.
+fn prune_fields(nodes: &mut [Node]) {
     let mut used: Vec<Option<Vec<bool>>> = nodes
         .iter()
         .map(|n| Some(vec![false; n.schema.len()]))
@@ -601,8 +606,9 @@ fn prune_generators(nodes: &mut [Node]) {
     }
     for (n, u) in nodes.iter_mut().zip(used) {
         if let Op::Generator(g) = &mut n.op {
-            g.columns = u;
+            g.columns = u.clone();
         }
+        n.read = u;
     }
 }
 

@@ -200,30 +200,51 @@ impl Chunk {
     /// The records for which `mask` is TRUE (NULL counts as FALSE). A column that is all NULL
     /// (one nothing downstream reads, see the generator) is not copied.
     pub fn filter(&self, mask: &BooleanArray) -> Chunk {
+        self.filter_fields(mask, None, &mut NullColumns::default())
+    }
+
+    /// As [`filter`](Self::filter), copying only the fields `k` with `read[k]` (`None`: all);
+    /// the others become NULL columns (from `nulls`, so they are made once).
+    pub fn filter_fields(
+        &self,
+        mask: &BooleanArray,
+        read: Option<&[bool]>,
+        nulls: &mut NullColumns,
+    ) -> Chunk {
         let mask = if mask.null_count() > 0 {
             arrow::compute::prep_null_mask_filter(mask)
         } else {
             mask.clone()
         };
         let kept = mask.true_count();
-        if kept == self.len() {
-            return self.clone();
-        }
         if kept == 0 {
             return Chunk {
                 batch: self.batch.slice(0, 0),
             };
         }
-        let predicate = arrow::compute::FilterBuilder::new(&mask).optimize().build();
+        let fields = self.num_fields();
+        let unread = |k: usize| k < fields && read.is_some_and(|r| !r[k]);
+        if kept == self.len() && !(0..fields).any(unread) {
+            return self.clone();
+        }
+        let predicate = (kept < self.len())
+            .then(|| arrow::compute::FilterBuilder::new(&mask).optimize().build());
         let columns = self
             .batch
             .columns()
             .iter()
-            .map(|c| {
-                if c.null_count() == c.len() {
-                    arrow::array::new_null_array(c.data_type(), kept)
+            .enumerate()
+            .map(|(k, c)| {
+                if unread(k) {
+                    nulls.get(k, c.data_type(), kept)
+                } else if c.null_count() == c.len() {
+                    // Any `kept` rows of it are the same: share them.
+                    c.slice(0, kept)
                 } else {
-                    predicate.filter(c).expect("a mask as long as the chunk")
+                    match &predicate {
+                        Some(p) => p.filter(c).expect("a mask as long as the chunk"),
+                        None => Arc::clone(c),
+                    }
                 }
             })
             .collect();
@@ -346,6 +367,24 @@ impl<'de> Deserialize<'de> for Chunk {
             }
         }
         d.deserialize_byte_buf(Bytes)
+    }
+}
+
+/// NULL columns made once and shared: column `k` of `len` rows is a slice of the longest one
+/// made for `k` so far.
+#[derive(Default)]
+pub struct NullColumns(Vec<Option<ArrayRef>>);
+
+impl NullColumns {
+    /// A NULL column of type `t` with `len` rows, for column `k`.
+    pub fn get(&mut self, k: usize, t: &DataType, len: usize) -> ArrayRef {
+        if self.0.len() <= k {
+            self.0.resize(k + 1, None);
+        }
+        match &self.0[k] {
+            Some(a) if a.len() >= len && a.data_type() == t => a.slice(0, len),
+            _ => Arc::clone(self.0[k].insert(arrow::array::new_null_array(t, len))),
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! condition drops the record, as SQL's `WHERE` does).
 //!
 //! The condition is compiled once and evaluated over each chunk as a whole (see
-//! [`crate::expr`]); one kernel call then keeps the rows whose condition is TRUE.
+//! [`crate::expr`]); one kernel call then keeps the rows whose condition is TRUE, in the
+//! columns something downstream reads (the plan works them out; the others become NULL).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -17,7 +18,7 @@
 //! let chunk = Chunk::from_rows(&arrow_schema(&schema), &rows);
 //! let captured = timely::example(move |scope| {
 //!     let input = vec![chunk].to_stream(scope).container::<Vec<Chunk>>();
-//!     filter(input, "hot", cond, Arc::new(ComponentMetrics::default())).capture()
+//!     filter(input, "hot", cond, None, Arc::new(ComponentMetrics::default())).capture()
 //! });
 //! let mut kept = Vec::new();
 //! for event in captured.try_iter() {
@@ -31,18 +32,23 @@
 use std::sync::Arc;
 
 use crate::batch::per_chunk;
+use crate::chunk::NullColumns;
 use crate::expr::Expr;
 use crate::metrics::ComponentMetrics;
 use crate::Batches;
 
-/// Builds a filter over `input`.
+/// Builds a filter over `input`. With `read`, only the fields `k` with `read[k]` (those
+/// something downstream reads) are copied; the others leave as NULL columns.
 pub fn filter<'s>(
     input: Batches<'s>,
     name: &str,
     condition: Arc<Expr>,
+    read: Option<Vec<bool>>,
     metrics: Arc<ComponentMetrics>,
 ) -> Batches<'s> {
+    let mut nulls = NullColumns::default();
     per_chunk(input, name, metrics, move |c| {
-        c.filter(&condition.eval_mask(c.columns(), c.len()))
+        let mask = condition.eval_mask(c.columns(), c.len());
+        c.filter_fields(&mask, read.as_deref(), &mut nulls)
     })
 }

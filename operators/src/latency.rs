@@ -144,3 +144,42 @@ fn merge(slots: &[Mutex<Latencies>]) -> Latencies {
 pub fn record(h: &mut Histogram<u64>, micros: i64) {
     h.saturating_record(micros.clamp(0, MAX_MICROS as i64) as u64);
 }
+
+/// Records `now - t` (clamped to `0..=MAX_MICROS`) for every `t` in `times`, each run of equal times at once (records of
+/// one batch often share their ingest time).
+pub fn record_since(h: &mut Histogram<u64>, now: i64, times: &[i64]) {
+    let mut rest = times;
+    while let Some(&t) = rest.first() {
+        let run = rest.iter().take_while(|&&x| x == t).count();
+        let micros = (now - t).clamp(0, MAX_MICROS as i64) as u64;
+        h.saturating_record_n(micros, run as u64);
+        rest = &rest[run..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recording runs at once gives the histogram that recording each time alone gives,
+    /// clamping included.
+    #[test]
+    fn runs_record_as_single_times() {
+        let times = [5, 5, 5, 7, 5, 9, 9, -3, 2_000_000_000_000, 10, 10];
+        let mut runs = Histogram::<u64>::new_with_bounds(1, MAX_MICROS, 3).unwrap();
+        record_since(&mut runs, 10, &times);
+        let mut single = Histogram::<u64>::new_with_bounds(1, MAX_MICROS, 3).unwrap();
+        for t in times {
+            record(&mut single, 10 - t);
+        }
+        assert_eq!(runs.len(), times.len() as u64);
+        let values = |h: &Histogram<u64>| {
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values(&runs), values(&single));
+        record_since(&mut runs, 0, &[]);
+        assert_eq!(runs.len(), times.len() as u64);
+    }
+}

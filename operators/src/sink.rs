@@ -303,12 +303,8 @@ impl Times {
         let (all, second) = m.latency.slots_at(worker, now);
         for slot in [all, second].into_iter().flatten() {
             let mut h = slot.lock().unwrap_or_else(|p| p.into_inner());
-            for &t in &self.ingests {
-                latency::record(&mut h.processing, now - t);
-            }
-            for &t in &self.ends {
-                latency::record(&mut h.event, now - t);
-            }
+            latency::record_since(&mut h.processing, now, &self.ingests);
+            latency::record_since(&mut h.event, now, &self.ends);
         }
         self.ingests.clear();
         self.ends.clear();

@@ -121,7 +121,8 @@ pub(super) fn build<'s>(
                 streams.insert(dead, d);
             }
             Op::Filter(e) => {
-                let s = filter::filter(input(), name, Arc::clone(e), m);
+                let read = node.read.clone();
+                let s = filter::filter(input(), name, Arc::clone(e), read, m);
                 streams.insert(main, s);
             }
             Op::Map(spec) => {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, BooleanArray, Datum, Float64Array, Int64Array,
-    Scalar, UInt64Array,
+    Scalar, StringArray, UInt64Array,
 };
 use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::compute::kernels::cmp;
@@ -111,6 +111,9 @@ fn eval_col(n: &Node, cols: &[ArrayRef], rows: usize) -> Col {
             let (x, y) = (eval_col(a, cols, rows), eval_col(b, cols, rows));
             if let (Col::Const(_), Col::Const(_)) = (&x, &y) {
                 return Col::Const(eval(n, &[]));
+            }
+            if let (CmpOp::Eq | CmpOp::Ne, Some((a, s))) = (op, str_and_const(&x, &y)) {
+                return Col::Array(Arc::new(str_eq_const(a, s, *op == CmpOp::Ne)));
             }
             match kind {
                 CmpKind::Num(Num::F64) => match (f64s(&x), f64s(&y)) {
@@ -199,6 +202,69 @@ fn eval_col(n: &Node, cols: &[ArrayRef], rows: usize) -> Col {
         }
         _ => rowwise(n, cols, rows),
     }
+}
+
+/// A string column and a string constant, in either order.
+fn str_and_const<'a>(x: &'a Col, y: &'a Col) -> Option<(&'a StringArray, &'a str)> {
+    match (x, y) {
+        (Col::Array(a), Col::Const(Value::Str(s))) | (Col::Const(Value::Str(s)), Col::Array(a)) => {
+            Some((a.as_string_opt::<i32>()?, s.as_str()))
+        }
+        _ => None,
+    }
+}
+
+/// `a = s` (or, with `ne`, `a <> s`) per row, NULL where `a` is: byte equality, the lengths
+/// compared first (the common case of a string column against a literal, without building an
+/// Arrow scalar for it). A literal of up to 8 bytes is compared as one masked 64-bit word.
+fn str_eq_const(a: &StringArray, s: &str, ne: bool) -> BooleanArray {
+    let offsets = a.value_offsets();
+    let bytes = a.value_data();
+    let needle = s.as_bytes();
+    let n = needle.len();
+    let word = |b: &[u8]| -> u64 {
+        let mut w = [0u8; 8];
+        w[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    let want = if n <= 8 { word(needle) } else { 0 };
+    // The bytes of a word that hold the literal.
+    let mask = match n {
+        0 => 0,
+        1..=7 => (1u64 << (8 * n)) - 1,
+        _ => u64::MAX,
+    };
+    let equal = |start: usize, end: usize| -> bool {
+        if end - start != n {
+            return false;
+        }
+        match bytes.get(start..start + 8) {
+            Some(w) if n <= 8 => {
+                let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+                (w ^ want) & mask == 0
+            }
+            _ => bytes[start..end] == *needle,
+        }
+    };
+    let flip = if ne { u64::MAX } else { 0 };
+    let len = a.len();
+    let mut words = Vec::with_capacity(len.div_ceil(64));
+    let (mut w, mut bit) = (0u64, 0);
+    for (&start, &end) in offsets.iter().zip(&offsets[1..]) {
+        w |= (equal(start as usize, end as usize) as u64) << bit;
+        bit += 1;
+        if bit == 64 {
+            words.push(w ^ flip);
+            (w, bit) = (0, 0);
+        }
+    }
+    if bit > 0 {
+        words.push((w ^ flip) & (u64::MAX >> (64 - bit)));
+    }
+    BooleanArray::new(
+        BooleanBuffer::new(arrow::buffer::Buffer::from_vec(words), 0, len),
+        a.nulls().cloned(),
+    )
 }
 
 /// A column or a constant as an Arrow datum (a constant as a one-element scalar).
@@ -496,7 +562,18 @@ mod tests {
                     v(
                         18,
                         Value::Str(SmolStr::new(
-                            ["a", "b", "ab", "", "a%"][(r >> 40) as usize % 5],
+                            [
+                                "a",
+                                "b",
+                                "ab",
+                                "",
+                                "a%",
+                                "reading",
+                                "abcdefgh",
+                                "abcdefghi",
+                                "sensor_fault",
+                                "é",
+                            ][(r >> 40) as usize % 10],
                         )),
                     ),
                     v(21, Value::Ts((r % 5) as i64 * 1_000_000)),
@@ -540,6 +617,13 @@ mod tests {
             "u < f",
             "s = 'a'",
             "s < 'ab'",
+            "s = 'reading'",
+            "'sensor_fault' <> s",
+            "s = ''",
+            "s <> ''",
+            "s = 'abcdefgh'",
+            "s = 'abcdefghi'",
+            "s = 'é'",
             "t > '1970-01-01T00:00:02Z'",
             "b = TRUE",
             "t = t",
@@ -612,8 +696,46 @@ mod tests {
                         "{text}"
                     );
                 }
+                // Over a slice of the columns (not starting at their first row) too.
+                let (from, len) = (3, 1_500);
+                let sliced: Vec<ArrayRef> =
+                    chunk.columns().iter().map(|c| c.slice(from, len)).collect();
+                let mask = e.eval_mask(&sliced, len);
+                for (k, r) in rs[from..from + len].iter().enumerate() {
+                    assert_eq!(
+                        mask.is_valid(k).then(|| mask.value(k)),
+                        e.eval_bool(&r.values),
+                        "{text}, sliced"
+                    );
+                }
             }
         }
+    }
+
+    /// The string-literal comparison at the end of a column's bytes (fewer than 8 left), on
+    /// NULLs, and for literals of 0, 8 and more bytes.
+    #[test]
+    fn string_literal_comparisons() {
+        let a = StringArray::from(vec![
+            Some("x"),
+            None,
+            Some(""),
+            Some("abcdefgh"),
+            Some("abcdefghi"),
+            Some("reading"),
+        ]);
+        let got = |s: &str, ne: bool| str_eq_const(&a, s, ne).iter().collect::<Vec<_>>();
+        let (t, f) = (Some(true), Some(false));
+        assert_eq!(got("reading", false), [f, None, f, f, f, t]);
+        assert_eq!(got("reading", true), [t, None, t, t, t, f]);
+        assert_eq!(got("", false), [f, None, t, f, f, f]);
+        assert_eq!(got("abcdefgh", false), [f, None, f, t, f, f]);
+        assert_eq!(got("abcdefghi", false), [f, None, f, f, t, f]);
+        assert_eq!(got("readinG", false), [f, None, f, f, f, f]);
+        let many = StringArray::from(vec!["reading"; 130]);
+        let eq = str_eq_const(&many, "reading", false);
+        assert_eq!(eq.true_count(), 130);
+        assert_eq!(str_eq_const(&many, "reading", true).true_count(), 0);
     }
 
     #[test]
