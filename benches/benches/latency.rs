@@ -12,13 +12,15 @@
 //! (`WEIR_BENCH_WARMUP`, default 2 s) for `WEIR_BENCH_SECONDS` (default 10). Both release input
 //! the same way: in continuous mode whatever is due (up to 4,096 events per worker) per
 //! activation, in micro-batch mode everything due at each 100 ms boundary; the frontier
-//! advances after each batch. Sinks discard their output on both sides. Weir's runs also have
+//! advances after each batch. Both sides' workers set a timer slack of 1 µs, so a worker that
+//! sleeps until its next event is due wakes on time. Sinks discard their output on both sides. Weir's runs also have
 //! backpressure on; the hand-written program has none.
 //!
 //! Prints a table per pipeline and draws each pipeline's percentile plot (Weir and hand-written
 //! curves) to `target/latency-bench/PIPELINE.svg` and `.png`.
 //!
-//! `cargo bench -p weir-benches --bench latency`; `WEIR_BENCH_WORKERS` (default 2).
+//! `cargo bench -p weir-benches --bench latency`; `WEIR_BENCH_WORKERS` (default 2);
+//! `WEIR_BENCH_PIPELINE` runs one of the two pipelines only.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -359,6 +361,12 @@ fn run_hand<T: Clone + 'static>(
     let generated = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&generated);
     let results = timely::execute(timely::Config::process(s.workers), move |worker| {
+        // Timed waits end within a microsecond of their deadline, as in Weir's workers.
+        #[cfg(target_os = "linux")]
+        // SAFETY: PR_SET_TIMERSLACK takes one integer and changes only this thread's slack.
+        unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong, 0, 0, 0);
+        }
         let count = Arc::clone(&count);
         let h = worker.dataflow::<u64, _, _>(|scope| {
             let events = open_loop(scope, source, clock, batch, (s.warmup, stop), count);
@@ -402,7 +410,11 @@ fn main() {
         ("iot-device-report", hand_iot),
         ("clickstream-purchases", hand_clicks),
     ];
+    let only = std::env::var("WEIR_BENCH_PIPELINE").ok();
     for (name, hand) in pipelines {
+        if only.as_ref().is_some_and(|o| o != name) {
+            continue;
+        }
         let text = bundled(name);
         println!("\n{name}");
         println!(

@@ -145,8 +145,8 @@ pub fn record(h: &mut Histogram<u64>, micros: i64) {
     h.saturating_record(micros.clamp(0, MAX_MICROS as i64) as u64);
 }
 
-/// Records `now - t` (clamped to `0..=MAX_MICROS`) for every `t` in `times`, each run of equal times at once (records of
-/// one batch often share their ingest time).
+/// Records `now - t` (clamped to `0..=MAX_MICROS`) for every `t` in `times`, each run of
+/// equal times at once (records of one batch often share their ingest time).
 pub fn record_since(h: &mut Histogram<u64>, now: i64, times: &[i64]) {
     let mut rest = times;
     while let Some(&t) = rest.first() {
