@@ -221,6 +221,27 @@ impl Columns {
         self.watermark.push(watermark);
     }
 
+    /// Adds `n` events `first, first + step, ...` with event times `t0, t0 + dt, ...` (which
+    /// the caller checked do not overflow), all ingested at `ingest`, the watermark of each
+    /// a function of its time; returns the last event time.
+    pub(super) fn push_run(
+        &mut self,
+        first: u64,
+        step: u64,
+        n: usize,
+        (t0, dt): (Micros, Micros),
+        ingest: i64,
+        watermark: impl Fn(Micros) -> u64,
+    ) -> Micros {
+        let at = self.ts.len();
+        self.idx.extend((0..n as u64).map(|k| first + k * step));
+        self.ts.extend((0..n as i64).map(|k| t0 + k * dt));
+        self.ingest.extend(std::iter::repeat_n(ingest, n));
+        self.watermark
+            .extend(self.ts[at..].iter().map(|&t| watermark(t)));
+        self.ts.last().copied().unwrap_or(t0)
+    }
+
     /// The events pushed since the last call, as one chunk (`None` if there are none).
     pub(super) fn finish(&mut self, spec: &GeneratorSpec, names: &mut Names) -> Option<Chunk> {
         let n = self.idx.len();
