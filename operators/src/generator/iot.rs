@@ -23,11 +23,11 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, UInt64Array,
 };
-use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow::datatypes::SchemaRef;
 
 use super::{hundredths, mix, unit, EventOut, GeneratorSpec, Names};
-use crate::chunk::{Chunk, NullColumns};
+use crate::chunk::{string_array, Chunk, NullColumns};
 use crate::value::Micros;
 
 const KINDS: [&str; 3] = ["reading", "status", "alarm"];
@@ -421,23 +421,5 @@ impl ShortStrings {
     fn finish(mut self, nulls: Option<NullBuffer>) -> StringArray {
         self.values.truncate(self.end);
         string_array(self.offsets, self.values, nulls)
-    }
-}
-
-/// A string column from its offsets and bytes, which are whole strings (`&str`s) laid end to
-/// end, each ending at its offset.
-fn string_array(offsets: Vec<i32>, values: Vec<u8>, nulls: Option<NullBuffer>) -> StringArray {
-    debug_assert!(std::str::from_utf8(&values).is_ok());
-    // SAFETY: the callers lay whole `&str`s end to end in `values` (a `Short` is one, followed
-    // by padding that the next string overwrites or `finish` cuts off) and push each one's end
-    // to `offsets` (starting at 0), so the offsets are increasing, end at `values.len()` and
-    // cut the bytes only between strings: every value is valid UTF-8. Checking it again (what
-    // `StringArray::new` does) was a tenth of the generator's work.
-    unsafe {
-        StringArray::new_unchecked(
-            OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)),
-            Buffer::from_vec(values),
-            nulls,
-        )
     }
 }

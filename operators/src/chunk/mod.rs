@@ -39,9 +39,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Builder, Int64Array,
-    Int64Builder, RecordBatch, RecordBatchOptions, StringBuilder, TimestampMicrosecondBuilder,
-    UInt32Array, UInt64Array, UInt64Builder,
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
 };
 use arrow::datatypes::{
     DataType, Field as ArrowField, Float64Type, Int64Type, Schema as ArrowSchema, SchemaRef,
@@ -53,6 +51,10 @@ use smol_str::SmolStr;
 use crate::schema::{Meta, Record, Schema};
 use crate::value::{FieldType, Value};
 use crate::window::KeyHasher;
+
+mod builder;
+pub(crate) use builder::{string_array, ColumnBuilder};
+pub use builder::{ChunkBuilder, NullColumns};
 
 /// The name of the metadata column holding each record's ingest time.
 pub const INGEST: &str = "__weir_ingest";
@@ -370,225 +372,6 @@ impl<'de> Deserialize<'de> for Chunk {
     }
 }
 
-/// NULL columns made once and shared: column `k` of `len` rows is a slice of the longest one
-/// made for `k` so far.
-#[derive(Default)]
-pub struct NullColumns(Vec<Option<ArrayRef>>);
-
-impl NullColumns {
-    /// A NULL column of type `t` with `len` rows, for column `k`.
-    pub fn get(&mut self, k: usize, t: &DataType, len: usize) -> ArrayRef {
-        if self.0.len() <= k {
-            self.0.resize(k + 1, None);
-        }
-        match &self.0[k] {
-            Some(a) if a.len() >= len && a.data_type() == t => a.slice(0, len),
-            _ => Arc::clone(self.0[k].insert(arrow::array::new_null_array(t, len))),
-        }
-    }
-}
-
-/// Builds a chunk a record at a time, straight into Arrow builders: sources decode each
-/// record into a reused row of [`Value`]s and push it here, so no record is allocated.
-///
-/// ```
-/// use weir_operators::chunk::{arrow_schema, ChunkBuilder};
-/// use weir_operators::schema::{Field, Meta, Schema};
-/// use weir_operators::value::{FieldType, Value};
-///
-/// let schema = Schema::new(vec![Field::new("x", FieldType::I64), Field::new("s", FieldType::String)]);
-/// let mut b = ChunkBuilder::new(&arrow_schema(&schema));
-/// b.push(&[Value::I64(1), Value::Str("a".into())], Meta { ingest: 5, watermark: 0 });
-/// b.push(&[Value::Null, Value::Str("b".into())], Meta { ingest: 6, watermark: 0 });
-/// let c = b.finish().unwrap();
-/// assert_eq!((c.len(), c.value(0, 1), c.meta(1).ingest), (2, Value::Null, 6));
-/// assert!(b.finish().is_none(), "the builder starts again empty");
-/// ```
-pub struct ChunkBuilder {
-    schema: SchemaRef,
-    pub(crate) cols: Vec<ColumnBuilder>,
-    ingest: Vec<i64>,
-    watermark: Vec<u64>,
-}
-
-/// One column of a [`ChunkBuilder`].
-pub(crate) enum ColumnBuilder {
-    /// A field nothing downstream reads: sent as a NULL column (the last one made, while
-    /// chunks keep their length), whatever is pushed.
-    Skip(DataType, Option<ArrayRef>),
-    I64(Int64Builder),
-    U64(UInt64Builder),
-    F64(Float64Builder),
-    Bool(BooleanBuilder),
-    Str(StringBuilder),
-    Ts(TimestampMicrosecondBuilder),
-}
-
-impl ColumnBuilder {
-    fn new(t: FieldType, rows: usize, bytes: usize) -> ColumnBuilder {
-        match t {
-            FieldType::I64 => ColumnBuilder::I64(Int64Builder::with_capacity(rows)),
-            FieldType::U64 => ColumnBuilder::U64(UInt64Builder::with_capacity(rows)),
-            FieldType::F64 => ColumnBuilder::F64(Float64Builder::with_capacity(rows)),
-            FieldType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
-            FieldType::String => ColumnBuilder::Str(StringBuilder::with_capacity(rows, bytes)),
-            FieldType::Timestamp => ColumnBuilder::Ts(
-                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
-            ),
-        }
-    }
-
-    /// Appends one value (a value whose type is not the column's becomes NULL; a skipped
-    /// column ignores it).
-    #[inline]
-    fn push(&mut self, v: &Value) {
-        match (self, v) {
-            (ColumnBuilder::I64(b), Value::I64(x)) => b.append_value(*x),
-            (ColumnBuilder::U64(b), Value::U64(x)) => b.append_value(*x),
-            (ColumnBuilder::F64(b), Value::F64(x)) => b.append_value(*x),
-            (ColumnBuilder::Bool(b), Value::Bool(x)) => b.append_value(*x),
-            (ColumnBuilder::Str(b), Value::Str(x)) => b.append_value(x.as_str()),
-            (ColumnBuilder::Ts(b), Value::Ts(x)) => b.append_value(*x),
-            (ColumnBuilder::Skip(..), _) => {}
-            (ColumnBuilder::I64(b), _) => b.append_null(),
-            (ColumnBuilder::U64(b), _) => b.append_null(),
-            (ColumnBuilder::F64(b), _) => b.append_null(),
-            (ColumnBuilder::Bool(b), _) => b.append_null(),
-            (ColumnBuilder::Str(b), _) => b.append_null(),
-            (ColumnBuilder::Ts(b), _) => b.append_null(),
-        }
-    }
-
-    /// The column of the `rows` values appended.
-    fn into_array(self, rows: usize) -> ArrayRef {
-        match self {
-            ColumnBuilder::Skip(t, _) => arrow::array::new_null_array(&t, rows),
-            ColumnBuilder::I64(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::U64(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::F64(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Str(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Ts(mut b) => Arc::new(b.finish()),
-        }
-    }
-
-    /// The column of the `rows` values appended; the builder starts again empty, with room
-    /// for a column like this one, so filling it does not reallocate and copy as it grows. A
-    /// skipped column sends the NULL column it made last while chunks keep their length.
-    fn finish(&mut self, rows: usize) -> ArrayRef {
-        let (t, bytes) = match self {
-            ColumnBuilder::Skip(t, null) => {
-                return match null {
-                    Some(a) if a.len() == rows => Arc::clone(a),
-                    _ => Arc::clone(null.insert(arrow::array::new_null_array(t, rows))),
-                }
-            }
-            ColumnBuilder::I64(_) => (FieldType::I64, 0),
-            ColumnBuilder::U64(_) => (FieldType::U64, 0),
-            ColumnBuilder::F64(_) => (FieldType::F64, 0),
-            ColumnBuilder::Bool(_) => (FieldType::Bool, 0),
-            ColumnBuilder::Str(b) => (FieldType::String, b.values_slice().len()),
-            ColumnBuilder::Ts(_) => (FieldType::Timestamp, 0),
-        };
-        std::mem::replace(self, ColumnBuilder::new(t, rows, bytes)).into_array(rows)
-    }
-}
-
-impl ChunkBuilder {
-    /// An empty builder for chunks laid out by `schema` (from [`arrow_schema`]).
-    pub fn new(schema: &SchemaRef) -> ChunkBuilder {
-        ChunkBuilder::pruned(schema, None)
-    }
-
-    /// An empty builder whose fields `k` with `used[k] == false` are sent as NULL columns,
-    /// whatever is pushed (for a source whose fields nothing downstream reads).
-    pub(crate) fn pruned(schema: &SchemaRef, used: Option<&[bool]>) -> ChunkBuilder {
-        let n = schema.fields().len() - 2;
-        let cols = schema
-            .fields()
-            .iter()
-            .take(n)
-            .enumerate()
-            .map(|(k, f)| {
-                if used.is_some_and(|u| !u[k]) {
-                    ColumnBuilder::Skip(f.data_type().clone(), None)
-                } else {
-                    let t = field_type(f.data_type()).expect("a Weir field type");
-                    ColumnBuilder::new(t, 0, 0)
-                }
-            })
-            .collect();
-        ChunkBuilder {
-            schema: Arc::clone(schema),
-            cols,
-            ingest: Vec::new(),
-            watermark: Vec::new(),
-        }
-    }
-
-    /// Appends one record: `values` in schema order (a value whose type is not its column's
-    /// becomes NULL; the plan's typing rules this out).
-    #[inline]
-    pub fn push(&mut self, values: &[Value], meta: Meta) {
-        debug_assert_eq!(values.len(), self.cols.len());
-        for (b, v) in self.cols.iter_mut().zip(values) {
-            b.push(v);
-        }
-        self.end_row(meta);
-    }
-
-    /// Ends a record whose fields were appended to [`cols`](Self::cols) directly.
-    #[inline]
-    pub(crate) fn end_row(&mut self, meta: Meta) {
-        self.ingest.push(meta.ingest);
-        self.watermark.push(meta.watermark);
-    }
-
-    /// The records pushed since the last [`finish`](Self::finish).
-    pub fn len(&self) -> usize {
-        self.ingest.len()
-    }
-
-    /// Whether nothing was pushed since the last [`finish`](Self::finish).
-    pub fn is_empty(&self) -> bool {
-        self.ingest.is_empty()
-    }
-
-    /// The records pushed so far as one chunk (`None` if there are none); the builder starts
-    /// again empty, with room for a chunk like this one.
-    pub fn finish(&mut self) -> Option<Chunk> {
-        if self.is_empty() {
-            return None;
-        }
-        let rows = self.len();
-        let columns = self.cols.iter_mut().map(|b| b.finish(rows)).collect();
-        Some(Chunk::from_columns(
-            &self.schema,
-            columns,
-            Arc::new(Int64Array::from(std::mem::replace(
-                &mut self.ingest,
-                Vec::with_capacity(rows),
-            ))),
-            Arc::new(UInt64Array::from(std::mem::replace(
-                &mut self.watermark,
-                Vec::with_capacity(rows),
-            ))),
-        ))
-    }
-
-    /// The records pushed, as one chunk (an empty one if there are none).
-    pub fn into_chunk(self) -> Chunk {
-        let rows = self.len();
-        let columns = self.cols.into_iter().map(|b| b.into_array(rows)).collect();
-        Chunk::from_columns(
-            &self.schema,
-            columns,
-            Arc::new(Int64Array::from(self.ingest)),
-            Arc::new(UInt64Array::from(self.watermark)),
-        )
-    }
-}
-
 /// An Arrow column of type `t` holding `values` (a value of another type is NULL).
 pub fn build_column<'a>(
     t: FieldType,
@@ -739,6 +522,38 @@ mod tests {
             .map(|r| (r.clone(), r.meta.ingest, r.meta.watermark))
             .collect();
         assert_eq!(back(&c), expected);
+    }
+
+    /// One builder, finished again and again (chunks of 1, 500 and 3 records, one with no
+    /// NULLs at all), gives exactly the rows pushed, in columns Arrow's full validation
+    /// accepts.
+    #[test]
+    fn a_reused_builder_gives_the_rows_pushed() {
+        let s = arrow_schema(&schema());
+        let mut b = ChunkBuilder::new(&s);
+        assert!(b.finish().is_none());
+        let all = rows(504);
+        let no_nulls: Vec<Record> = all
+            .iter()
+            .filter(|r| r.values.iter().all(|v| !v.is_null()))
+            .take(3)
+            .cloned()
+            .collect();
+        assert_eq!(no_nulls.len(), 3);
+        for part in [&all[..1], &all[1..501], &no_nulls[..]] {
+            for r in part {
+                b.push(&r.values, r.meta);
+            }
+            let c = b.finish().expect("rows were pushed");
+            for col in c.batch().columns() {
+                col.to_data().validate_full().expect("valid Arrow data");
+            }
+            let want: Vec<_> = part
+                .iter()
+                .map(|r| (r.clone(), r.meta.ingest, r.meta.watermark))
+                .collect();
+            assert_eq!(back(&c), want);
+        }
     }
 
     #[test]
