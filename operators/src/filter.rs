@@ -31,7 +31,7 @@
 
 use std::sync::Arc;
 
-use crate::batch::per_chunk;
+use crate::batch::{chain, Stage};
 use crate::chunk::NullColumns;
 use crate::expr::Expr;
 use crate::metrics::ComponentMetrics;
@@ -46,8 +46,18 @@ pub fn filter<'s>(
     read: Option<Vec<bool>>,
     metrics: Arc<ComponentMetrics>,
 ) -> Batches<'s> {
+    chain(input, vec![stage(name, condition, read, metrics)])
+}
+
+/// The filter as a stage of a [`chain`] of stateless transforms (see [`filter`]).
+pub fn stage(
+    name: &str,
+    condition: Arc<Expr>,
+    read: Option<Vec<bool>>,
+    metrics: Arc<ComponentMetrics>,
+) -> Stage {
     let mut nulls = NullColumns::default();
-    per_chunk(input, name, metrics, move |c| {
+    Stage::new(name, metrics, move |c| {
         let mask = condition.eval_mask(c.columns(), c.len());
         c.filter_fields(&mask, read.as_deref(), &mut nulls)
     })

@@ -15,7 +15,7 @@ pub mod time;
 pub mod value;
 pub mod watermark;
 
-mod batch;
+pub mod batch;
 pub mod chunk;
 pub mod clock;
 pub mod control;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 
-use crate::batch::per_chunk;
+use crate::batch::{chain, Stage};
 use crate::chunk::{field_type, Chunk};
 use crate::expr::Expr;
 use crate::metrics::ComponentMetrics;
@@ -149,7 +149,17 @@ pub fn map<'s>(
     schema: SchemaRef,
     metrics: Arc<ComponentMetrics>,
 ) -> Batches<'s> {
-    per_chunk(input, name, metrics, move |c| spec.apply_chunk(c, &schema))
+    chain(input, vec![stage(name, spec, schema, metrics)])
+}
+
+/// The map as a stage of a [`chain`] of stateless transforms (see [`map`]).
+pub fn stage(
+    name: &str,
+    spec: Arc<MapSpec>,
+    schema: SchemaRef,
+    metrics: Arc<ComponentMetrics>,
+) -> Stage {
+    Stage::new(name, metrics, move |c| spec.apply_chunk(c, &schema))
 }
 
 #[cfg(test)]

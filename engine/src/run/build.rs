@@ -1,10 +1,12 @@
 //! Building the timely dataflow of a plan on one worker: each component's operator, in
-//! topological order, joined by chunk streams.
+//! topological order, joined by chunk streams; a run of filters and maps, each read only by
+//! the next, is one operator (chained).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use timely::dataflow::operators::{Concatenate, Exchange};
+use weir_operators::batch::{chain, Stage};
 use weir_operators::chunk::arrow_schema;
 use weir_operators::convert::{to_chunks, to_rows};
 use weir_operators::exchange::{exchange_by_key, Routing};
@@ -24,6 +26,27 @@ use crate::plan::{Plan, Port, PortRef};
 
 /// Builds the dataflow for one worker.
 #[allow(clippy::too_many_arguments)]
+/// Which nodes hand their output to the next stage of a chain instead of a stream: a filter or
+/// map whose main output one node reads, a filter or map with that one input.
+fn chained(plan: &Plan) -> Vec<bool> {
+    let stateless = |op: &Op| matches!(op, Op::Filter(_) | Op::Map(_));
+    (0..plan.nodes.len())
+        .map(|i| {
+            let main = PortRef {
+                node: i,
+                port: Port::Main,
+            };
+            let readers: Vec<_> = plan
+                .nodes
+                .iter()
+                .filter(|n| n.inputs.contains(&main))
+                .collect();
+            stateless(&plan.nodes[i].op)
+                && matches!(readers.as_slice(), [r] if stateless(&r.op) && r.inputs == [main])
+        })
+        .collect()
+}
+
 /// The schema of the records on an output port.
 fn port_schema(plan: &Plan, r: PortRef) -> weir_operators::schema::Schema {
     let n = &plan.nodes[r.node];
@@ -60,6 +83,10 @@ pub(super) fn build<'s>(
     // the same way.
     type TableKey = (PortRef, (Vec<usize>, Vec<usize>, usize, LatePolicy));
     let mut tables: HashMap<TableKey, temporal_join::Table<'s>> = HashMap::new();
+    // Filters and maps whose output only one filter or map reads run in one operator with it
+    // (see `weir_operators::batch::chain`): their stages wait here for the rest of the chain.
+    let chains = chained(plan);
+    let mut pending: HashMap<PortRef, (Batches<'s>, Vec<Stage>)> = HashMap::new();
     for (i, node) in plan.nodes.iter().enumerate() {
         let m = Arc::clone(&metrics[i]);
         let name = node.id.as_str();
@@ -120,14 +147,23 @@ pub(super) fn build<'s>(
                 streams.insert(main, r);
                 streams.insert(dead, d);
             }
-            Op::Filter(e) => {
-                let read = node.read.clone();
-                let s = filter::filter(input(), name, Arc::clone(e), read, m);
-                streams.insert(main, s);
-            }
-            Op::Map(spec) => {
-                let s = map::map(input(), name, Arc::clone(spec), layout(main), m);
-                streams.insert(main, s);
+            Op::Filter(_) | Op::Map(_) => {
+                let stage = match &node.op {
+                    Op::Filter(e) => filter::stage(name, Arc::clone(e), node.read.clone(), m),
+                    Op::Map(spec) => map::stage(name, Arc::clone(spec), layout(main), m),
+                    _ => unreachable!("matched above"),
+                };
+                // Continue the chain this node's only input hands it, or start one.
+                let (from, mut stages) = match node.inputs.as_slice() {
+                    [r] if pending.contains_key(r) => pending.remove(r).expect("checked"),
+                    _ => (input(), Vec::new()),
+                };
+                stages.push(stage);
+                if chains[i] {
+                    pending.insert(main, (from, stages));
+                } else {
+                    streams.insert(main, chain(from, stages));
+                }
             }
             Op::Window(spec) => {
                 let keyed = exchange_by_key(input(), spec.group_by.clone());
@@ -204,6 +240,73 @@ pub(super) fn build<'s>(
         for (port, rows) in rows_out {
             let s = to_chunks(rows, layout(port));
             streams.insert(port, s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A filter and a map read only by each other chain; a transform read by two, or by a
+    /// sink, or a source, ends a chain.
+    #[test]
+    fn chains_end_where_a_stream_has_another_reader() {
+        let text = r#"
+[pipeline]
+name = "c"
+[sources.g]
+type = "generator"
+profile = "iot"
+events = 10
+[transforms.a]
+type = "filter"
+inputs = ["g"]
+condition = "kind = 'reading'"
+[transforms.b]
+type = "map"
+inputs = ["a"]
+select = ["id", "temperature"]
+[transforms.c]
+type = "filter"
+inputs = ["b"]
+condition = "temperature > 1"
+[transforms.d]
+type = "filter"
+inputs = ["b"]
+condition = "temperature < 1"
+[transforms.e]
+type = "map"
+inputs = ["c"]
+select = ["id"]
+[sinks.x]
+type = "null"
+inputs = ["e"]
+[sinks.y]
+type = "null"
+inputs = ["d"]
+"#;
+        let (plan, diags, _) = crate::plan::load("c.toml", text, &[]);
+        assert!(diags.is_empty(), "{diags:?}");
+        let plan = plan.unwrap();
+        let chained: Vec<(&str, bool)> = plan
+            .nodes
+            .iter()
+            .zip(chained(&plan))
+            .map(|(n, c)| (n.id.as_str(), c))
+            .collect();
+        let want = [
+            ("g", false),
+            ("a", true),
+            ("b", false),
+            ("c", true),
+            ("d", false),
+            ("e", false),
+            ("x", false),
+            ("y", false),
+        ];
+        for (id, c) in want {
+            assert!(chained.contains(&(id, c)), "{id}: {chained:?}");
         }
     }
 }
