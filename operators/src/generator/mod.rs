@@ -843,6 +843,23 @@ mod operator_tests {
             .collect()
     }
 
+    /// What a generator with `spec` sends on `workers` workers, by time.
+    fn run(spec: &GeneratorSpec, workers: usize) -> Vec<(Time, Vec<Chunk>)> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let spec = spec.clone();
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let tx = tx.lock().unwrap().clone();
+            let spec = spec.clone();
+            worker.dataflow::<Time, _, _>(|scope| {
+                generator(scope, "g", spec, env(), Arc::default()).capture_into(tx);
+            });
+        })
+        .unwrap()
+        .join();
+        events(rx)
+    }
+
     fn rows(chunks: Vec<Chunk>) -> Vec<Record> {
         let mut out = Vec::new();
         chunks.iter().for_each(|c| c.push_rows(&mut out));
@@ -870,8 +887,6 @@ mod operator_tests {
             (Profile::Clickstream, 100, odd(Profile::Clickstream)),
             (Profile::Nexmark, 100, odd(Profile::Nexmark)),
         ] {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let tx = std::sync::Mutex::new(tx);
             let spec = GeneratorSpec {
                 events: Some(5_000),
                 start: Some(0),
@@ -882,16 +897,8 @@ mod operator_tests {
                 ..GeneratorSpec::new(profile)
             };
             let reference = spec.clone();
-            timely::execute(timely::Config::process(1), move |worker| {
-                let tx = tx.lock().unwrap().clone();
-                let spec = spec.clone();
-                worker.dataflow::<Time, _, _>(|scope| {
-                    generator(scope, "g", spec, env(), Arc::default()).capture_into(tx);
-                });
-            })
-            .unwrap()
-            .join();
-            let got: Vec<Record> = events(rx).into_iter().flat_map(|(_, c)| rows(c)).collect();
+            let sent = run(&spec, 1);
+            let got: Vec<Record> = sent.into_iter().flat_map(|(_, c)| rows(c)).collect();
             assert_eq!(got.len(), 5_000);
             for r in got {
                 let i = r.values[0].as_u64().unwrap();
@@ -924,28 +931,18 @@ mod operator_tests {
             (Profile::Iot, -20_000, 2),
             (Profile::Clickstream, 5_000, 2),
         ] {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let tx = std::sync::Mutex::new(tx);
-            timely::execute(timely::Config::process(workers), move |worker| {
-                let tx = tx.lock().unwrap().clone();
-                let spec = GeneratorSpec {
-                    events: Some(9_001),
-                    start: Some(start),
-                    interval: Some(7),
-                    watermark: WatermarkSpec {
-                        max_out_of_orderness: 1_000,
-                        idle_timeout: None,
-                    },
-                    ..GeneratorSpec::new(profile)
-                };
-                worker.dataflow::<Time, _, _>(|scope| {
-                    generator(scope, "g", spec, env(), Arc::default()).capture_into(tx);
-                });
-            })
-            .unwrap()
-            .join();
+            let spec = GeneratorSpec {
+                events: Some(9_001),
+                start: Some(start),
+                interval: Some(7),
+                watermark: WatermarkSpec {
+                    max_out_of_orderness: 1_000,
+                    idle_timeout: None,
+                },
+                ..GeneratorSpec::new(profile)
+            };
             let mut seen = 0;
-            for (_, chunks) in events(rx) {
+            for (_, chunks) in run(&spec, workers) {
                 for c in &chunks {
                     let ingest = c.meta(0).ingest;
                     for r in rows(vec![c.clone()]) {
@@ -981,23 +978,13 @@ mod operator_tests {
     #[test]
     fn workers_share_the_events_without_duplicates_or_gaps() {
         for workers in [1, 2, 3] {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let tx = std::sync::Mutex::new(tx);
-            timely::execute(timely::Config::process(workers), move |worker| {
-                let tx = tx.lock().unwrap().clone();
-                let spec = GeneratorSpec {
-                    events: Some(10_001),
-                    start: Some(0),
-                    interval: Some(10),
-                    ..GeneratorSpec::new(Profile::Iot)
-                };
-                worker.dataflow::<Time, _, _>(|scope| {
-                    generator(scope, "g", spec, env(), Arc::default()).capture_into(tx);
-                });
-            })
-            .unwrap()
-            .join();
-            let mut ids: Vec<u64> = events(rx)
+            let spec = GeneratorSpec {
+                events: Some(10_001),
+                start: Some(0),
+                interval: Some(10),
+                ..GeneratorSpec::new(Profile::Iot)
+            };
+            let mut ids: Vec<u64> = run(&spec, workers)
                 .into_iter()
                 .flat_map(|(_, r)| rows(r))
                 .map(|r| r.values[0].as_u64().unwrap())
@@ -1009,23 +996,13 @@ mod operator_tests {
 
     #[test]
     fn event_times_follow_the_interval_and_never_precede_the_capability() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let tx = std::sync::Mutex::new(tx);
-        timely::execute(timely::Config::process(2), move |worker| {
-            let tx = tx.lock().unwrap().clone();
-            let spec = GeneratorSpec {
-                events: Some(20_000),
-                start: Some(5_000),
-                interval: Some(3),
-                ..GeneratorSpec::new(Profile::Clickstream)
-            };
-            worker.dataflow::<Time, _, _>(|scope| {
-                generator(scope, "g", spec, env(), Arc::default()).capture_into(tx);
-            });
-        })
-        .unwrap()
-        .join();
-        for (time, chunks) in events(rx) {
+        let spec = GeneratorSpec {
+            events: Some(20_000),
+            start: Some(5_000),
+            interval: Some(3),
+            ..GeneratorSpec::new(Profile::Clickstream)
+        };
+        for (time, chunks) in run(&spec, 2) {
             for r in rows(chunks) {
                 let (i, ts) = (r.values[0].as_u64().unwrap(), r.values[1].as_ts().unwrap());
                 assert_eq!(ts, 5_000 + 3 * i as i64);
