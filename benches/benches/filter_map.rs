@@ -10,9 +10,9 @@
 //!
 //! `cargo bench -p weir-benches --bench filter_map`; `WEIR_BENCH_EVENTS` (default 10,000,000)
 //! and `WEIR_BENCH_REPS` (default 5) change the size. `WEIR_BENCH_SIDE=weir` (or `typed`, `old`)
-//! runs that side alone, once, on one worker: run it under `valgrind --tool=callgrind` with two
-//! sizes, and the difference of the counts over the difference of the sizes is the side's
-//! instructions per event.
+//! runs that side alone, once, on one worker (or `WEIR_BENCH_WORKERS`): run it under
+//! `valgrind --tool=callgrind` with two sizes, and the difference of the counts over the
+//! difference of the sizes is the side's instructions per event.
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -140,10 +140,11 @@ fn main() {
     let reps = env_or("WEIR_BENCH_REPS", 5) as usize;
     // One side alone, once on 1 worker, for counting its instructions under callgrind.
     if let Ok(side) = std::env::var("WEIR_BENCH_SIDE") {
+        let w = env_or("WEIR_BENCH_WORKERS", 1) as usize;
         let (_, out) = match side.as_str() {
-            "weir" => weir(events, 1),
-            "typed" => typed(events, 1),
-            "old" => hand_written(events, 1),
+            "weir" => weir(events, w),
+            "typed" => typed(events, w),
+            "old" => hand_written(events, w),
             other => panic!("WEIR_BENCH_SIDE is weir, typed or old, not {other:?}"),
         };
         println!("{side}: {out} records out");
