@@ -186,7 +186,14 @@ pub(super) struct Columns {
 }
 
 impl Columns {
-    pub(super) fn new(spec: &GeneratorSpec, schema: SchemaRef, used: Option<&[bool]>) -> Columns {
+    /// A writer of IoT chunks laid out by `schema`, filling the fields `used` (`None`: all),
+    /// with device names from `names`.
+    pub(super) fn new(
+        spec: &GeneratorSpec,
+        schema: SchemaRef,
+        used: Option<&[bool]>,
+        names: &Names,
+    ) -> Columns {
         let mut keep = [true; 11];
         if let Some(u) = used {
             keep.iter_mut().zip(u).for_each(|(k, u)| *k = *u);
@@ -203,11 +210,7 @@ impl Columns {
                 .map(|d| base(spec, d))
                 .collect(),
             nulls: NullColumns::default(),
-            devices: Names::new(spec, Names::CACHED)
-                .devices
-                .iter()
-                .map_while(|d| Short::new(d))
-                .collect(),
+            devices: names.devices.iter().map_while(|d| Short::new(d)).collect(),
             kinds: KINDS.map(|k| Short::new(k).expect("short kind names")),
         }
     }

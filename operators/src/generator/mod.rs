@@ -570,18 +570,19 @@ pub fn generator<'s>(
         let mut admission = flow.admission(Arc::clone(&metrics));
         // This worker's share of the events due and not yet generated, as last published.
         let mut behind: i64 = 0;
+        let mut names = Names::new(&spec, u64::MAX);
         let mut out = match spec.profile {
             Profile::Iot => Out::Iot(iot::Columns::new(
                 &spec,
                 arrow_schema(&spec.profile.schema()),
                 spec.columns.as_deref(),
+                &names,
             )),
             _ => Out::Fields(ColumnsOut::new(
                 &spec.profile.schema(),
                 spec.columns.as_deref(),
             )),
         };
-        let mut names = Names::new(&spec, u64::MAX);
         move |output| {
             let Some(c) = cap.as_mut() else { return };
             let limit = spec.events.unwrap_or(u64::MAX);
