@@ -10,7 +10,8 @@
 //!
 //! `cargo bench -p weir-benches --bench filter_map`; `WEIR_BENCH_EVENTS` (default 10,000,000)
 //! and `WEIR_BENCH_REPS` (default 5) change the size. `WEIR_BENCH_SIDE=weir` (or `typed`, `old`)
-//! runs that side alone, once, on one worker (or `WEIR_BENCH_WORKERS`): run it under
+//! runs that side alone, once, on one worker (or `WEIR_BENCH_WORKERS`), and prints its records
+//! and rate: run it under
 //! `valgrind --tool=callgrind` with two sizes, and the difference of the counts over the
 //! difference of the sizes is the side's instructions per event.
 
@@ -141,13 +142,13 @@ fn main() {
     // One side alone, once on 1 worker, for counting its instructions under callgrind.
     if let Ok(side) = std::env::var("WEIR_BENCH_SIDE") {
         let w = env_or("WEIR_BENCH_WORKERS", 1) as usize;
-        let (_, out) = match side.as_str() {
+        let (rate, out) = match side.as_str() {
             "weir" => weir(events, w),
             "typed" => typed(events, w),
             "old" => hand_written(events, w),
             other => panic!("WEIR_BENCH_SIDE is weir, typed or old, not {other:?}"),
         };
-        println!("{side}: {out} records out");
+        println!("{side}: {out} records out, {rate:.0} events/s");
         return;
     }
     println!("filter+map over {events} generated IoT events, {reps} runs each, medians");
