@@ -127,7 +127,8 @@ pub(crate) struct Strings {
 }
 
 impl Strings {
-    fn with_capacity(rows: usize, bytes: usize) -> Strings {
+    /// Room for `rows` strings of `bytes` bytes in all.
+    pub(crate) fn with_capacity(rows: usize, bytes: usize) -> Strings {
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
         Strings {
@@ -159,7 +160,7 @@ impl Strings {
     }
 
     /// The strings so far as an array; empty again, with room for `room` strings like these.
-    fn take(&mut self, room: usize) -> StringArray {
+    pub(crate) fn take(&mut self, room: usize) -> StringArray {
         let bytes = if room == 0 { 0 } else { self.bytes.len() };
         let mut offsets = Vec::with_capacity(room + 1);
         offsets.push(0);

@@ -53,7 +53,7 @@ use crate::value::{FieldType, Value};
 use crate::window::KeyHasher;
 
 mod builder;
-pub(crate) use builder::{string_array, ColumnBuilder};
+pub(crate) use builder::{string_array, ColumnBuilder, Strings};
 pub use builder::{ChunkBuilder, NullColumns};
 
 /// The name of the metadata column holding each record's ingest time.

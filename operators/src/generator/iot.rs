@@ -27,7 +27,7 @@ use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow::datatypes::SchemaRef;
 
 use super::{hundredths, mix, unit, EventOut, GeneratorSpec, Names};
-use crate::chunk::{string_array, Chunk, NullColumns};
+use crate::chunk::{string_array, Chunk, NullColumns, Strings};
 use crate::value::Micros;
 
 const KINDS: [&str; 3] = ["reading", "status", "alarm"];
@@ -348,23 +348,9 @@ fn floats(
 
 /// A string column of static strings (`None`: NULL).
 fn strings(draws: &[Draw], value: impl Fn(Draw) -> Option<&'static str>) -> StringArray {
-    let mut values = Vec::with_capacity(draws.len() * 8);
-    let mut offsets = Vec::with_capacity(draws.len() + 1);
-    offsets.push(0i32);
-    let mut nulls = 0;
-    for &d in draws {
-        match value(d) {
-            Some(s) => values.extend_from_slice(s.as_bytes()),
-            None => nulls += 1,
-        }
-        offsets.push(values.len() as i32);
-    }
-    let nulls = (nulls > 0).then(|| {
-        NullBuffer::new(BooleanBuffer::collect_bool(draws.len(), |k| {
-            value(draws[k]).is_some()
-        }))
-    });
-    string_array(offsets, values, nulls)
+    let mut out = Strings::with_capacity(draws.len(), draws.len() * 8);
+    draws.iter().for_each(|&d| out.append_option(value(d)));
+    out.take(0)
 }
 
 /// A string of up to 16 bytes, padded with zeros to 16.
