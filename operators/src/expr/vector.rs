@@ -381,7 +381,7 @@ fn parts(x: &F64s) -> (Option<&[f64]>, f64, Option<&NullBuffer>) {
     }
 }
 
-/// Rows where both operands are present (and, with `nan_is_null`, neither is NaN).
+/// Rows where both operands are present and `extra` holds of their values.
 fn valid_rows(
     x: &F64s,
     y: &F64s,
@@ -405,10 +405,30 @@ fn valid_rows(
     Some(NullBuffer::new(valid))
 }
 
+/// Whether an operand holds a NaN (one pass the compiler vectorizes, no early exit).
+fn has_nan(x: &F64s) -> bool {
+    match x {
+        F64s::Array(a) => a.values().iter().fold(false, |m, v| m | v.is_nan()),
+        F64s::Const(v) => v.is_some_and(f64::is_nan),
+    }
+}
+
+/// The rows where both operands are present.
+fn both_present(x: &F64s, y: &F64s, rows: usize) -> Option<NullBuffer> {
+    if matches!(x, F64s::Const(None)) || matches!(y, F64s::Const(None)) {
+        return Some(NullBuffer::new_null(rows));
+    }
+    NullBuffer::union(parts(x).2, parts(y).2)
+}
+
 /// A float comparison: NULL when an operand is NULL or NaN; `-0.0 = 0.0` (IEEE comparison, as
 /// the row evaluator's `partial_cmp`).
 fn cmp_f64(op: CmpOp, x: &F64s, y: &F64s, rows: usize) -> BooleanArray {
-    let nulls = valid_rows(x, y, rows, |a, b| !a.is_nan() && !b.is_nan());
+    let nulls = if has_nan(x) || has_nan(y) {
+        valid_rows(x, y, rows, |a, b| !a.is_nan() && !b.is_nan())
+    } else {
+        both_present(x, y, rows)
+    };
     let ((xv, xc, _), (yv, yc, _)) = (parts(x), parts(y));
     fn bits(
         op: CmpOp,
@@ -436,8 +456,11 @@ fn cmp_f64(op: CmpOp, x: &F64s, y: &F64s, rows: usize) -> BooleanArray {
 
 /// Float arithmetic: NULL when an operand is NULL, and for division or remainder by zero.
 fn arith_f64(op: ArithOp, x: &F64s, y: &F64s, rows: usize) -> Float64Array {
-    let by_zero = matches!(op, ArithOp::Div | ArithOp::Rem);
-    let nulls = valid_rows(x, y, rows, |_, b| !(by_zero && b == 0.0));
+    let nulls = if matches!(op, ArithOp::Div | ArithOp::Rem) {
+        valid_rows(x, y, rows, |_, b| b != 0.0)
+    } else {
+        both_present(x, y, rows)
+    };
     let ((xv, xc, _), (yv, yc, _)) = (parts(x), parts(y));
     fn compute(
         op: ArithOp,
@@ -611,6 +634,9 @@ mod tests {
             "f = g",
             "f < g",
             "f > 0",
+            "g > 0",
+            "g * 2 <= 1",
+            "g - 1 = g",
             "f = 0",
             "f <> f",
             "i > f",
