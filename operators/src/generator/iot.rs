@@ -3,8 +3,8 @@
 //!
 //! Every field is a function of an event's [`Draw`] (its device and two hashes of its index), so
 //! both writers share the same functions and differ only in how they lay values out. The
-//! column writer draws a whole chunk first, then fills each column in one tight loop over the
-//! draws (straight into the column's buffer, nulls as a bitmap made in one pass), and does not
+//! column writer makes a whole chunk in one pass over its events, writing each event's values
+//! straight into the buffers of the columns that are filled (nulls as bitmaps), and does not
 //! compute a field nothing downstream reads: this is most of what the generator costs, so it
 //! is where the generator is fast.
 //!
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, UInt64Array,
 };
-use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
+use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
 use arrow::datatypes::SchemaRef;
 
 use super::{hundredths, mix, unit, EventOut, GeneratorSpec, Names};
@@ -175,7 +175,6 @@ pub(super) struct Columns {
     ts: Vec<Micros>,
     ingest: Vec<i64>,
     watermark: Vec<u64>,
-    draws: Vec<Draw>,
     /// Baseline temperatures of the first devices, made once.
     bases: Vec<f64>,
     /// The names of the first devices (those of up to 16 bytes), made once.
@@ -205,7 +204,6 @@ impl Columns {
             ts: Vec::new(),
             ingest: Vec::new(),
             watermark: Vec::new(),
-            draws: Vec::new(),
             bases: (0..spec.devices.min(Names::CACHED))
                 .map(|d| base(spec, d))
                 .collect(),
@@ -251,66 +249,94 @@ impl Columns {
         if n == 0 {
             return None;
         }
-        self.draws.clear();
-        self.draws
-            .extend(self.idx.iter().map(|&i| Draw::new(spec, i)));
-        let draws = &self.draws;
-        let idx = std::mem::replace(&mut self.idx, Vec::with_capacity(n));
-        let mut ts = Some(std::mem::replace(&mut self.ts, Vec::with_capacity(n)));
-        let mut idx = Some(idx);
+        let used = self.used;
+        // One pass over the events: each event's draw is made once and written to every
+        // column that is filled; nothing per event is kept besides the columns.
+        let mut kind = used[2].then(|| ShortStrings::new(n));
+        let mut device = used[3].then(|| ShortStrings::new(n));
+        let mut floats: [Option<Vec<f64>>; 3] =
+            std::array::from_fn(|k| used[4 + k].then(|| Vec::with_capacity(n)));
+        let mut status = used[7].then(|| Strings::with_capacity(n, n * 7));
+        let mut battery = used[8].then(|| Vec::with_capacity(n));
+        let mut alarm = used[9].then(|| Strings::with_capacity(n, n));
+        let mut severity = used[10].then(|| Strings::with_capacity(n, n));
+        let mut readings = Bits::new(used[4] || used[5] || used[6], n);
+        let mut statuses = Bits::new(used[8], n);
+        for &i in &self.idx {
+            let d = Draw::new(spec, i);
+            if let Some(k) = &mut kind {
+                k.push(&self.kinds[d.class()]);
+            }
+            if let Some(out) = &mut device {
+                match self.devices.get(d.device as usize) {
+                    Some(s) => out.push(s),
+                    None => out.push_str(names.device(d.device)),
+                }
+            }
+            let reading = d.reading();
+            readings.push(reading);
+            if let Some(t) = &mut floats[0] {
+                t.push(if reading {
+                    let b = match self.bases.get(d.device as usize) {
+                        Some(b) => *b,
+                        None => base(spec, d.device),
+                    };
+                    d.temperature(b)
+                } else {
+                    0.0
+                });
+            }
+            if let Some(h) = &mut floats[1] {
+                h.push(if reading { d.humidity() } else { 0.0 });
+            }
+            if let Some(p) = &mut floats[2] {
+                p.push(if reading { d.pressure() } else { 0.0 });
+            }
+            statuses.push(d.status());
+            if let Some(s) = &mut status {
+                s.append_option(d.status().then(|| d.online()));
+            }
+            if let Some(b) = &mut battery {
+                b.push(if d.status() { d.battery() } else { 0 });
+            }
+            if let Some(a) = &mut alarm {
+                a.append_option(d.alarm().then(|| d.alarm_name()));
+            }
+            if let Some(s) = &mut severity {
+                s.append_option(d.alarm().then(|| d.severity()));
+            }
+        }
+        let readings = readings.finish();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(11);
         for field in 0..11 {
-            if !self.used[field] {
-                let t = self.schema.field(field).data_type();
-                columns.push(self.nulls.get(field, t, n));
-                continue;
-            }
-            let column: ArrayRef = match field {
-                0 => Arc::new(UInt64Array::from(idx.take().unwrap_or_default())),
-                1 => Arc::new(
-                    TimestampMicrosecondArray::from(ts.take().unwrap_or_default())
-                        .with_timezone("UTC"),
-                ),
-                2 => {
-                    let mut out = ShortStrings::new(n);
-                    draws.iter().for_each(|d| out.push(&self.kinds[d.class()]));
-                    Arc::new(out.finish(None))
-                }
-                3 => {
-                    let mut out = ShortStrings::new(n);
-                    for d in draws {
-                        match self.devices.get(d.device as usize) {
-                            Some(s) => out.push(s),
-                            None => out.push_str(names.device(d.device)),
-                        }
-                    }
-                    Arc::new(out.finish(None))
-                }
-                4 => {
-                    let bases = &self.bases;
-                    floats(draws, Draw::reading, |d| {
-                        let b = match bases.get(d.device as usize) {
-                            Some(b) => *b,
-                            None => base(spec, d.device),
-                        };
-                        d.temperature(b)
-                    })
-                }
-                5 => floats(draws, Draw::reading, Draw::humidity),
-                6 => floats(draws, Draw::reading, Draw::pressure),
-                7 => Arc::new(strings(draws, |d| d.status().then(|| d.online()))),
-                8 => Arc::new(Int64Array::new(
-                    draws
-                        .iter()
-                        .map(|d| if d.status() { d.battery() } else { 0 })
-                        .collect(),
-                    validity(draws, Draw::status),
-                )),
-                9 => Arc::new(strings(draws, |d| d.alarm().then(|| d.alarm_name()))),
-                _ => Arc::new(strings(draws, |d| d.alarm().then(|| d.severity()))),
+            let column: Option<ArrayRef> = match field {
+                0 => used[0].then(|| {
+                    let ids = std::mem::replace(&mut self.idx, Vec::with_capacity(n));
+                    Arc::new(UInt64Array::from(ids)) as ArrayRef
+                }),
+                1 => used[1].then(|| {
+                    let ts = std::mem::replace(&mut self.ts, Vec::with_capacity(n));
+                    Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")) as ArrayRef
+                }),
+                2 => kind.take().map(|k| Arc::new(k.finish(None)) as ArrayRef),
+                3 => device.take().map(|d| Arc::new(d.finish(None)) as ArrayRef),
+                4..=6 => floats[field - 4]
+                    .take()
+                    .map(|v| Arc::new(Float64Array::new(v.into(), readings.clone())) as ArrayRef),
+                7 => status.take().map(|mut s| Arc::new(s.take(0)) as ArrayRef),
+                8 => battery
+                    .take()
+                    .map(|v| Arc::new(Int64Array::new(v.into(), statuses.finish())) as ArrayRef),
+                9 => alarm.take().map(|mut s| Arc::new(s.take(0)) as ArrayRef),
+                _ => severity.take().map(|mut s| Arc::new(s.take(0)) as ArrayRef),
             };
-            columns.push(column);
+            columns.push(column.unwrap_or_else(|| {
+                let t = self.schema.field(field).data_type();
+                self.nulls.get(field, t, n)
+            }));
         }
+        self.idx.clear();
+        self.ts.clear();
         let chunk = Chunk::from_columns(
             &self.schema,
             columns,
@@ -327,30 +353,47 @@ impl Columns {
     }
 }
 
-/// The validity of a column that has a value where `has` holds (`None`: everywhere).
-fn validity(draws: &[Draw], has: impl Fn(Draw) -> bool) -> Option<NullBuffer> {
-    let valid = BooleanBuffer::collect_bool(draws.len(), |k| has(draws[k]));
-    Some(NullBuffer::new(valid)).filter(|n| n.null_count() > 0)
+/// A validity bitmap written a bit at a time, 64 to a word (or nothing, when not `on`).
+struct Bits {
+    on: bool,
+    words: Vec<u64>,
+    word: u64,
+    len: usize,
 }
 
-/// A float column: `value` where `has` holds, NULL elsewhere (not computed there).
-fn floats(
-    draws: &[Draw],
-    has: impl Fn(Draw) -> bool + Copy,
-    value: impl Fn(Draw) -> f64,
-) -> ArrayRef {
-    let values: ScalarBuffer<f64> = draws
-        .iter()
-        .map(|&d| if has(d) { value(d) } else { 0.0 })
-        .collect();
-    Arc::new(Float64Array::new(values, validity(draws, has)))
-}
+impl Bits {
+    fn new(on: bool, rows: usize) -> Bits {
+        Bits {
+            on,
+            words: Vec::with_capacity(if on { rows.div_ceil(64) } else { 0 }),
+            word: 0,
+            len: 0,
+        }
+    }
 
-/// A string column of static strings (`None`: NULL).
-fn strings(draws: &[Draw], value: impl Fn(Draw) -> Option<&'static str>) -> StringArray {
-    let mut out = Strings::with_capacity(draws.len(), draws.len() * 8);
-    draws.iter().for_each(|&d| out.append_option(value(d)));
-    out.take(0)
+    #[inline]
+    fn push(&mut self, valid: bool) {
+        if self.on {
+            self.word |= (valid as u64) << (self.len % 64);
+            self.len += 1;
+            if self.len.is_multiple_of(64) {
+                self.words.push(std::mem::take(&mut self.word));
+            }
+        }
+    }
+
+    /// The validity written (`None`: every value valid).
+    fn finish(&mut self) -> Option<NullBuffer> {
+        if !self.len.is_multiple_of(64) {
+            self.words.push(std::mem::take(&mut self.word));
+        }
+        let bits = BooleanBuffer::new(
+            Buffer::from_vec(std::mem::take(&mut self.words)),
+            0,
+            self.len,
+        );
+        Some(NullBuffer::new(bits)).filter(|n| n.null_count() > 0)
+    }
 }
 
 /// A string of up to 16 bytes, padded with zeros to 16.
