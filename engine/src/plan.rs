@@ -605,9 +605,6 @@ fn prune_fields(nodes: &mut [Node]) {
         }
     }
     for (n, u) in nodes.iter_mut().zip(used) {
-        if let Op::Generator(g) = &mut n.op {
-            g.columns = u.clone();
-        }
         n.read = u;
     }
 }
@@ -902,14 +899,17 @@ pub fn load(name: &str, text: &str, overrides: &[String]) -> (Option<Plan>, Vec<
 mod tests {
     use super::*;
 
-    fn generator_columns(text: &str) -> Option<Vec<bool>> {
+    /// Which fields of node `id`'s output are read.
+    fn read_of(text: &str, id: &str) -> Option<Vec<bool>> {
         let (plan, diags, _) = load("p.toml", text, &[]);
         assert!(diags.is_empty(), "{diags:?}");
         let plan = plan.unwrap();
-        match &plan.nodes[0].op {
-            Op::Generator(g) => g.columns.clone(),
-            _ => panic!("the generator comes first"),
-        }
+        let node = plan.nodes.iter().find(|n| n.id == id).expect("the node");
+        node.read.clone()
+    }
+
+    fn generator_columns(text: &str) -> Option<Vec<bool>> {
+        read_of(text, "s")
     }
 
     const SOURCE: &str = "[sources.s]\ntype = \"generator\"\nprofile = \"iot\"\nevents = 10\n";
@@ -927,6 +927,11 @@ mod tests {
         assert_eq!(
             generator_columns(&quick_start),
             Some(vec![t, t, t, t, t, f, f, f, f, f, f])
+        );
+        // The filter copies what the map reads: not the kind, which only its condition reads.
+        assert_eq!(
+            read_of(&quick_start, "hot"),
+            Some(vec![t, t, f, t, t, f, f, f, f, f, f])
         );
         // A second reader that needs everything (a sink) makes every field filled.
         let two = format!("{quick_start}[sinks.all]\ntype = \"null\"\ninputs = [\"s\"]\n");

@@ -11,7 +11,7 @@ use weir_operators::chunk::arrow_schema;
 use weir_operators::convert::{to_chunks, to_rows};
 use weir_operators::exchange::{exchange_by_key, Routing};
 use weir_operators::flow::SourceEnv;
-use weir_operators::generator::generator;
+use weir_operators::generator::{generator, GeneratorSpec};
 use weir_operators::latency::SinkLatency;
 use weir_operators::metrics::ComponentMetrics;
 use weir_operators::sink::SharedWriter;
@@ -122,7 +122,12 @@ pub(super) fn build<'s>(
             |port: PortRef, rows: weir_operators::Records<'s>| rows_out.push((port, rows));
         match &node.op {
             Op::Generator(spec) => {
-                streams.insert(main, generator(scope, name, spec.clone(), env.clone(), m));
+                // The generator fills only the fields something reads.
+                let spec = GeneratorSpec {
+                    columns: node.read.clone(),
+                    ..spec.clone()
+                };
+                streams.insert(main, generator(scope, name, spec, env.clone(), m));
             }
             Op::File(spec) => {
                 let (r, d) =
