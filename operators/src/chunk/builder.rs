@@ -54,6 +54,8 @@ pub struct ChunkBuilder {
     pub(crate) cols: Vec<ColumnBuilder>,
     ingest: Vec<i64>,
     watermark: Vec<u64>,
+    /// The NULL columns of skipped fields.
+    nulls: NullColumns,
 }
 
 /// One column of a [`ChunkBuilder`]: plain vectors (values, and a validity bitmap made only
@@ -61,9 +63,9 @@ pub struct ChunkBuilder {
 /// several times as much per value, and a few aligned allocations per column and chunk, which
 /// one-record chunks in continuous mode pay for every record.
 pub(crate) enum ColumnBuilder {
-    /// A field nothing downstream reads: sent as a NULL column (the last one made, while
-    /// chunks keep their length), whatever is pushed.
-    Skip(DataType, Option<ArrayRef>),
+    /// A field nothing downstream reads: sent as a NULL column (the builder's
+    /// [`NullColumns`], made once), whatever is pushed.
+    Skip(DataType),
     I64(Values<i64>),
     U64(Values<u64>),
     F64(Values<f64>),
@@ -241,8 +243,8 @@ impl ColumnBuilder {
     }
 
     /// The column of the `rows` values appended; the builder starts again empty, with room
-    /// for a column like this one, so filling it does not reallocate and copy as it grows. A
-    /// skipped column sends the NULL column it made last while chunks keep their length.
+    /// for a column like this one, so filling it does not reallocate and copy as it grows. (A
+    /// skipped column is a new NULL column: [`ChunkBuilder`] shares its own instead.)
     pub(crate) fn finish(&mut self, rows: usize) -> ArrayRef {
         self.take(rows, rows)
     }
@@ -255,10 +257,7 @@ impl ColumnBuilder {
     /// The column of the `rows` values appended, leaving room for `room` more.
     fn take(&mut self, rows: usize, room: usize) -> ArrayRef {
         match self {
-            ColumnBuilder::Skip(t, null) => match null {
-                Some(a) if a.len() == rows => Arc::clone(a),
-                _ => Arc::clone(null.insert(arrow::array::new_null_array(t, rows))),
-            },
+            ColumnBuilder::Skip(t) => arrow::array::new_null_array(t, rows),
             ColumnBuilder::I64(b) => {
                 let (v, n) = b.take(room);
                 Arc::new(Int64Array::new(v, n))
@@ -300,7 +299,7 @@ impl ChunkBuilder {
             .enumerate()
             .map(|(k, f)| {
                 if used.is_some_and(|u| !u[k]) {
-                    ColumnBuilder::Skip(f.data_type().clone(), None)
+                    ColumnBuilder::Skip(f.data_type().clone())
                 } else {
                     let t = field_type(f.data_type()).expect("a Weir field type");
                     ColumnBuilder::new(t, 0, 0)
@@ -312,6 +311,7 @@ impl ChunkBuilder {
             cols,
             ingest: Vec::new(),
             watermark: Vec::new(),
+            nulls: NullColumns::default(),
         }
     }
 
@@ -350,7 +350,16 @@ impl ChunkBuilder {
             return None;
         }
         let rows = self.len();
-        let columns = self.cols.iter_mut().map(|b| b.finish(rows)).collect();
+        let nulls = &mut self.nulls;
+        let columns = self
+            .cols
+            .iter_mut()
+            .enumerate()
+            .map(|(k, b)| match b {
+                ColumnBuilder::Skip(t) => nulls.get(k, t, rows),
+                b => b.finish(rows),
+            })
+            .collect();
         Some(Chunk::from_columns(
             &self.schema,
             columns,
