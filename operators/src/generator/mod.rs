@@ -235,11 +235,11 @@ impl GeneratorSpec {
 
     /// Writes event `i`, with event time `ts`, field by field to `out`.
     fn write_event(&self, i: u64, ts: Micros, out: &mut impl EventOut, names: &mut Names) {
-        let h = mix(self.seed ^ mix(i.wrapping_add(0x9E37_79B9_7F4A_7C15)));
+        let h = || mix(self.seed ^ mix(i.wrapping_add(0x9E37_79B9_7F4A_7C15)));
         match self.profile {
             Profile::Iot => iot::write(self, i, ts, out, names),
-            Profile::Clickstream => self.click(i, ts, h, out, names),
-            Profile::Nexmark => self.nexmark(i, ts, h, out, names),
+            Profile::Clickstream => self.click(i, ts, h(), out, names),
+            Profile::Nexmark => self.nexmark(i, ts, h(), out, names),
         }
     }
 
