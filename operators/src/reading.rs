@@ -18,7 +18,7 @@
 //!
 //! The source-specific part is a `step` function that reads some input into a [`Batch`] per
 //! activation and says whether input remains. Records are decoded into one reused row of
-//! values and appended from it to Arrow builders ([`ChunkBuilder`]): a record costs no
+//! values and appended from it to column builders ([`ChunkBuilder`]): a record costs no
 //! allocation of its own, and each activation sends one chunk.
 
 use std::rc::Rc;

@@ -1,5 +1,5 @@
 //! The IoT profile: what an event is made of, and two ways to write it — field by field (a row,
-//! or any [`EventOut`]) and a chunk at a time, column by column.
+//! or any [`EventOut`]) and a chunk at a time, straight into column buffers.
 //!
 //! Every field is a function of an event's [`Draw`] (its device and two hashes of its index), so
 //! both writers share the same functions and differ only in how they lay values out. The
@@ -166,7 +166,7 @@ pub(super) fn write(
 }
 
 /// IoT events a chunk at a time: [`push`](Columns::push) takes each event's index, time and
-/// metadata, [`finish`](Columns::finish) makes the chunk, column by column.
+/// metadata, [`finish`](Columns::finish) makes the chunk in one pass.
 pub(super) struct Columns {
     schema: SchemaRef,
     /// Which fields to fill; the others are NULL columns.

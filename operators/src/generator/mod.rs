@@ -1,8 +1,8 @@
 //! The `generator` source: seeded, deterministic synthetic events (IoT, clickstream or Nexmark).
 //!
-//! Events go straight into Arrow columns, one chunk per activation: IoT events column by
-//! column over a whole chunk (the `iot` module), the other profiles field by field into
-//! column builders. Device and user ids are made once, so generating an event formats nothing.
+//! Events go straight into Arrow columns, one chunk per activation: IoT events a whole chunk
+//! in one pass (the `iot` module), the other profiles field by field into the chunk
+//! builder's columns. Device and user ids are made once, so generating an event formats nothing.
 //! [`GeneratorSpec::event`] gives the same event as a row.
 //!
 //! Event `i` is a pure function of `(seed, i)`, so any number of workers produce exactly the same
@@ -349,14 +349,14 @@ impl EventOut for RowOut {
     }
 }
 
-/// Where the operator writes its events: IoT events a chunk at a time, column by column (see
-/// [`iot`]); the other profiles field by field into Arrow builders.
+/// Where the operator writes its events: IoT events a chunk at a time into column buffers (see
+/// [`iot`]); the other profiles field by field into the chunk builder's columns.
 enum Out {
     Iot(iot::Columns),
     Fields(ColumnsOut),
 }
 
-/// Fields straight into Arrow builders ([`ChunkBuilder`]'s columns, pruned fields skipped),
+/// Fields straight into the chunk builder's columns ([`ChunkBuilder`]'s columns, pruned fields skipped),
 /// one column after the other, plus the metadata columns.
 struct ColumnsOut {
     chunk: ChunkBuilder,
