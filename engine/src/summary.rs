@@ -183,6 +183,22 @@ pub fn render(r: &RunReport) -> String {
             if n == 1 { "" } else { "s" }
         );
     }
+    for c in r
+        .components
+        .iter()
+        .filter(|c| c.metrics.max_state_bytes > 0)
+    {
+        let m = c.metrics;
+        let _ = writeln!(
+            out,
+            "weir: {}.{}: at most {} bytes of state ({} per entry at the peak of {} entries)",
+            c.kind.section(),
+            c.id,
+            thousands(m.max_state_bytes),
+            thousands(m.max_state_bytes / m.max_state.max(1)),
+            thousands(m.max_state)
+        );
+    }
     for c in r.components.iter().filter(|c| c.metrics.late > 0) {
         let m = c.metrics;
         let dead = m.late - m.late_dropped - m.late_side_output - m.late_updated;

@@ -1,14 +1,30 @@
-//! Window aggregates: `count(*)`, `count(x)`, `count(distinct x)`, `sum(x)`, `min(x)`,
-//! `max(x)`, `avg(x)`, `first(x)` and `last(x)`, written in SQL and compiled against the
-//! window's input schema. `x` is any expression over the record's fields.
+//! Window aggregates, written in SQL and compiled against the window's input schema:
+//! `count(*)`, `count(x)`, `count(distinct x)`, `sum(x)`, `min(x)`, `max(x)`, `avg(x)`,
+//! `first(x)`, `last(x)`, `variance(x)` / `var_samp(x)`, `var_pop(x)`, `stddev(x)` /
+//! `stddev_samp(x)`, `stddev_pop(x)`, `approx_percentile(x, q)` and `approx_count_distinct(x)`.
+//! `x` is any expression over the record's fields, and any aggregate may take
+//! `FILTER (WHERE condition)`: then only records for which the condition is true count.
 //!
 //! Semantics follow SQL: every aggregate but `count(*)`, `first` and `last` ignores NULL
-//! values; `sum`, `min`, `max` and `avg` of no (non-NULL) values are NULL. Results never depend
-//! on the order in which records arrive:
-//! - `sum` and `avg` of floats are exact sums rounded once ([`ExactSum`]); `sum` of integers is
+//! values; aggregates of no (non-NULL) values are NULL, except counts, which are 0. Results
+//! never depend on the order in which records arrive:
+//! - `sum` and `avg` of floats are exact sums rounded once ([`SmallSum`]); `sum` of integers is
 //!   exact too, and NULL if the result does not fit in 64 bits; `avg` is always `f64`.
 //! - `first(x)` / `last(x)` take `x` from the record with the smallest / largest event time;
 //!   ties are broken by the record's id, then by the value of `x`.
+//! - `variance` and `stddev` (sample; `_pop` for the population) are computed from exact sums
+//!   of `x` and of `x * x` (each product rounded once), as `(Σx² - (Σx)²/n) / (n - 1)`: the same
+//!   bits whatever the order, with a relative error of about `2⁻⁵² · Σx² / (n · variance)`
+//!   (negligible unless the values' mean dwarfs their spread). Of one value, the sample forms are
+//!   NULL.
+//! - `approx_percentile(x, q)` is within 1% (relative) of the value of rank `floor(q·(n-1))`
+//!   among the group's sorted values ([`Quantiles`]); `approx_count_distinct(x)` is exact up to
+//!   512 distinct values and a HyperLogLog estimate beyond, with a standard error of 1.6%
+//!   ([`Distinct`]).
+//!
+//! States live in columns ([`States`]): one vector per aggregate holding every group's state,
+//! updated a batch at a time from the argument's Arrow column. [`Acc`] is one group's state,
+//! for callers that work a record at a time.
 //!
 //! ```
 //! use weir_operators::aggregate::Aggregate;
@@ -22,19 +38,31 @@
 //!     avg.update(&mut acc, &[Value::F64(t)], 0, &Value::Null);
 //! }
 //! assert_eq!(avg.finish(&acc), Value::F64(21.166666666666668));
+//! let hot = Aggregate::compile("count(*) FILTER (WHERE t > 21)", &schema).unwrap();
+//! let mut acc = hot.init();
+//! for t in [20.0, 21.0, 22.5] {
+//!     hot.update(&mut acc, &[Value::F64(t)], 0, &Value::Null);
+//! }
+//! assert_eq!(hot.finish(&acc), Value::I64(1));
 //! assert!(Aggregate::compile("median(t)", &schema).unwrap_err().message.contains("median"));
 //! ```
 
 use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
 
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 use sqlparser::ast::{
     self as sql, DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArguments,
 };
 
-use crate::exact_sum::ExactSum;
+use crate::chunk::value_at;
+use crate::exact_sum::SmallSum;
 use crate::expr::{Expr, ExprError};
 use crate::schema::Schema;
+use crate::sketch::{Distinct, Quantiles};
 use crate::value::{FieldType, Micros, Value};
+use crate::window::KeyHasher;
 
 /// The aggregate functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,10 +85,42 @@ pub enum Func {
     First,
     /// `last(x)`, by event time.
     Last,
+    /// `variance(x)`, `var_samp(x)`: the sample variance.
+    VarSamp,
+    /// `var_pop(x)`: the population variance.
+    VarPop,
+    /// `stddev(x)`, `stddev_samp(x)`: the sample standard deviation.
+    StddevSamp,
+    /// `stddev_pop(x)`: the population standard deviation.
+    StddevPop,
+    /// `approx_percentile(x, q)`.
+    ApproxPercentile,
+    /// `approx_count_distinct(x)`.
+    ApproxCountDistinct,
 }
 
 /// The function names, for messages.
-pub const NAMES: &str = "count, sum, min, max, avg, first, last";
+pub const NAMES: &str = "count, sum, min, max, avg, first, last, stddev, stddev_pop, variance, var_pop, approx_percentile, approx_count_distinct";
+
+/// Every name an aggregate call may use (aliases included), lower case.
+pub const CALL_NAMES: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "first",
+    "last",
+    "variance",
+    "var_samp",
+    "var_pop",
+    "stddev",
+    "stddev_samp",
+    "stddev_pop",
+    "approx_percentile",
+    "approx_percentile_cont",
+    "approx_count_distinct",
+];
 
 /// One compiled aggregate.
 #[derive(Clone, Debug)]
@@ -68,33 +128,161 @@ pub struct Aggregate {
     /// The function.
     pub func: Func,
     arg: Option<Expr>,
+    /// `FILTER (WHERE ...)`: only records for which it is true count.
+    filter: Option<Expr>,
     /// Whether `sum`/`avg` work on floats (otherwise integers).
     float: bool,
     output: Option<FieldType>,
+    /// The quantile of `approx_percentile`.
+    q: f64,
 }
 
-/// The running state of one aggregate over one group in one window.
+/// The states of one aggregate for many groups, one slot per group: a vector per kind of state.
 #[derive(Clone, Debug)]
-pub enum Acc {
-    /// A count.
-    Count(u64),
-    /// Distinct values seen.
-    Distinct(BTreeSet<Value>),
-    /// An integer sum and whether any value was added.
-    SumInt(i128, bool),
-    /// A float sum and how many values were added.
-    SumFloat(Box<ExactSum>, u64),
-    /// An integer sum and count, for `avg`.
-    AvgInt(i128, u64),
-    /// The smallest or largest value so far.
-    Extreme(Option<Value>),
+pub enum States {
+    /// Counts.
+    Count(Vec<u64>),
+    /// Integer sums and how many values each adds (for `sum` and `avg` of integers).
+    IntSum(Vec<(i128, u64)>),
+    /// Exact float sums and how many values each adds.
+    FloatSum(Vec<(SmallSum, u64)>),
+    /// The smallest or largest value so far (NULL: none yet).
+    Extreme(Vec<Value>),
     /// The chosen record's (event time, id, value).
-    Pick(Option<(Micros, Value, Value)>),
+    Pick(Vec<Option<Box<(Micros, Value, Value)>>>),
+    /// Distinct values seen.
+    Distinct(Vec<BTreeSet<Value>>),
+    /// Exact sums of x and x², and the count, for variance and standard deviation.
+    Moments(Vec<(SmallSum, SmallSum, u64)>),
+    /// Quantile sketches.
+    Quantiles(Vec<Option<Box<Quantiles>>>),
+    /// Distinct-count sketches.
+    Sketch(Vec<Option<Box<Distinct>>>),
+}
+
+/// One group's state: a [`States`] of one slot.
+#[derive(Clone, Debug)]
+pub struct Acc(pub States);
+
+/// An aggregate's inputs for one batch: its argument column and its FILTER's column.
+pub struct Args {
+    arg: Option<ArrayRef>,
+    filter: Option<BooleanArray>,
+    ids: Option<ArrayRef>,
+}
+
+impl Args {
+    #[inline]
+    fn passes(&self, row: usize) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|m| m.is_valid(row) && m.value(row))
+    }
+}
+
+impl States {
+    /// How many slots.
+    pub fn len(&self) -> usize {
+        match self {
+            States::Count(v) => v.len(),
+            States::IntSum(v) => v.len(),
+            States::FloatSum(v) => v.len(),
+            States::Extreme(v) => v.len(),
+            States::Pick(v) => v.len(),
+            States::Distinct(v) => v.len(),
+            States::Moments(v) => v.len(),
+            States::Quantiles(v) => v.len(),
+            States::Sketch(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a slot holding the state of no records.
+    pub fn push_default(&mut self) {
+        match self {
+            States::Count(v) => v.push(0),
+            States::IntSum(v) => v.push((0, 0)),
+            States::FloatSum(v) => v.push((SmallSum::default(), 0)),
+            States::Extreme(v) => v.push(Value::Null),
+            States::Pick(v) => v.push(None),
+            States::Distinct(v) => v.push(BTreeSet::new()),
+            States::Moments(v) => v.push((SmallSum::default(), SmallSum::default(), 0)),
+            States::Quantiles(v) => v.push(None),
+            States::Sketch(v) => v.push(None),
+        }
+    }
+
+    /// Adds a slot holding a copy of `from`'s slot `j` (of the same aggregate).
+    pub fn push_copy(&mut self, from: &States, j: usize) {
+        match (self, from) {
+            (States::Count(v), States::Count(f)) => v.push(f[j]),
+            (States::IntSum(v), States::IntSum(f)) => v.push(f[j]),
+            (States::FloatSum(v), States::FloatSum(f)) => v.push(f[j].clone()),
+            (States::Extreme(v), States::Extreme(f)) => v.push(f[j].clone()),
+            (States::Pick(v), States::Pick(f)) => v.push(f[j].clone()),
+            (States::Distinct(v), States::Distinct(f)) => v.push(f[j].clone()),
+            (States::Moments(v), States::Moments(f)) => v.push(f[j].clone()),
+            (States::Quantiles(v), States::Quantiles(f)) => v.push(f[j].clone()),
+            (States::Sketch(v), States::Sketch(f)) => v.push(f[j].clone()),
+            _ => unreachable!("states of one aggregate"),
+        }
+    }
+
+    /// Resets slot `i` to the state of no records.
+    pub fn reset(&mut self, i: usize) {
+        match self {
+            States::Count(v) => v[i] = 0,
+            States::IntSum(v) => v[i] = (0, 0),
+            States::FloatSum(v) => v[i] = (SmallSum::default(), 0),
+            States::Extreme(v) => v[i] = Value::Null,
+            States::Pick(v) => v[i] = None,
+            States::Distinct(v) => v[i] = BTreeSet::new(),
+            States::Moments(v) => v[i] = (SmallSum::default(), SmallSum::default(), 0),
+            States::Quantiles(v) => v[i] = None,
+            States::Sketch(v) => v[i] = None,
+        }
+    }
+
+    /// Approximate bytes held by slot `i` beyond its fixed size (distinct sets, sketches,
+    /// wide sums).
+    pub fn extra_bytes(&self, i: usize) -> usize {
+        let wide = |s: &SmallSum| match s {
+            SmallSum::Wide(_) => 560,
+            SmallSum::Fixed { .. } => 0,
+        };
+        match self {
+            States::FloatSum(v) => wide(&v[i].0),
+            States::Moments(v) => wide(&v[i].0) + wide(&v[i].1),
+            States::Pick(v) => v[i].as_ref().map_or(0, |_| 64),
+            States::Distinct(v) => v[i].len() * 48,
+            States::Quantiles(v) => v[i].as_ref().map_or(0, |q| q.bytes()),
+            States::Sketch(v) => v[i].as_ref().map_or(0, |d| d.bytes()),
+            _ => 0,
+        }
+    }
+
+    /// The fixed size of one slot.
+    pub fn slot_bytes(&self) -> usize {
+        match self {
+            States::Count(_) => 8,
+            States::IntSum(_) => 32,
+            States::FloatSum(_) => 32,
+            States::Extreme(_) => std::mem::size_of::<Value>(),
+            States::Pick(_) => 8,
+            States::Distinct(_) => 24,
+            States::Moments(_) => 56,
+            States::Quantiles(_) | States::Sketch(_) => 8,
+        }
+    }
 }
 
 impl Aggregate {
-    /// Parses and compiles one aggregate against the window's input schema. Error spans are
-    /// byte ranges within `text`.
+    /// Parses and compiles one aggregate call against the window's input schema. Error spans
+    /// are byte ranges within `text`.
     pub fn compile(text: &str, schema: &Schema) -> Result<Aggregate, ExprError> {
         let parsed = Expr::parse(text)?;
         let whole = 0..text.len();
@@ -123,10 +311,12 @@ impl Aggregate {
                 ))
             }
         };
-        if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() {
+        if f.over.is_some() || !f.within_group.is_empty() {
             return Err(err(
-                format!("`{name}`: FILTER, OVER and WITHIN GROUP are not supported"),
-                Some("filter records with a `filter` transform before the window".into()),
+                format!("`{name}`: OVER and WITHIN GROUP are not supported"),
+                Some(
+                    "a window transform already groups by key and window; use FILTER (WHERE ...) to count only some records".into(),
+                ),
             ));
         }
         let star = matches!(
@@ -143,13 +333,24 @@ impl Aggregate {
             ("avg", false, false) => Func::Avg,
             ("first", false, false) => Func::First,
             ("last", false, false) => Func::Last,
-            ("count" | "sum" | "min" | "max" | "avg" | "first" | "last", true, _) => {
+            ("variance" | "var_samp", false, false) => Func::VarSamp,
+            ("var_pop", false, false) => Func::VarPop,
+            ("stddev" | "stddev_samp", false, false) => Func::StddevSamp,
+            ("stddev_pop", false, false) => Func::StddevPop,
+            ("approx_percentile" | "approx_percentile_cont", false, false) => {
+                Func::ApproxPercentile
+            }
+            ("approx_count_distinct", false, false) => Func::ApproxCountDistinct,
+            (n, true, _) if CALL_NAMES.contains(&n) => {
                 return Err(err(
                     format!("`{name}(distinct ...)` is not supported"),
-                    Some("only count takes DISTINCT".into()),
+                    Some(
+                        "only count takes DISTINCT; approx_count_distinct(x) estimates it in little memory"
+                            .into(),
+                    ),
                 ))
             }
-            ("sum" | "min" | "max" | "avg" | "first" | "last", _, true) => {
+            (n, _, true) if CALL_NAMES.contains(&n) => {
                 return Err(err(
                     format!("`{name}(*)` is not meaningful"),
                     Some(format!(
@@ -164,16 +365,66 @@ impl Aggregate {
                 ))
             }
         };
+        let filter = match &f.filter {
+            None => None,
+            Some(cond) => {
+                let e = Expr::compile_parsed(text, cond, schema)?;
+                if !matches!(e.output_type(), Some(FieldType::Bool) | None) {
+                    return Err(ExprError {
+                        message: format!(
+                            "FILTER needs a condition, and this is {}",
+                            e.output_type().map(|t| t.name()).unwrap_or("null")
+                        ),
+                        span: Expr::span_in(text, cond.as_ref()),
+                        help: Some(
+                            "write a comparison, such as FILTER (WHERE level = 'critical')".into(),
+                        ),
+                    });
+                }
+                Some(e)
+            }
+        };
         if func == Func::CountStar {
             return Ok(Aggregate {
                 func,
                 arg: None,
+                filter,
                 float: false,
                 output: Some(FieldType::I64),
+                q: 0.0,
             });
         }
-        let arg = match args.as_slice() {
-            [FunctionArg::Unnamed(FunctionArgExpr::Expr(x))] => x,
+        let (arg, q) = match (func, args.as_slice()) {
+            (
+                Func::ApproxPercentile,
+                [FunctionArg::Unnamed(FunctionArgExpr::Expr(x)), FunctionArg::Unnamed(FunctionArgExpr::Expr(q))],
+            ) => {
+                let qe = Expr::compile_parsed(text, q, schema)?;
+                let value = if qe.fields().is_empty() {
+                    qe.eval(&[]).as_f64()
+                } else {
+                    None
+                };
+                match value {
+                    Some(v) if (0.0..=1.0).contains(&v) => (x, v),
+                    _ => {
+                        return Err(ExprError {
+                            message:
+                                "the quantile of `approx_percentile` must be a number from 0 to 1"
+                                    .into(),
+                            span: Expr::span_in(text, q),
+                            help: Some("for example `approx_percentile(latency_ms, 0.99)`".into()),
+                        })
+                    }
+                }
+            }
+            (Func::ApproxPercentile, _) => {
+                return Err(err(
+                    "`approx_percentile` takes a value and a quantile".into(),
+                    Some("for example `approx_percentile(latency_ms, 0.99)`".into()),
+                ))
+            }
+            (_, [FunctionArg::Unnamed(FunctionArgExpr::Expr(x))]) => (x, 0.0),
             _ => {
                 return Err(err(
                     format!("`{name}` takes exactly one argument"),
@@ -187,7 +438,17 @@ impl Aggregate {
             ty,
             Some(FieldType::I64 | FieldType::U64 | FieldType::F64) | None
         );
-        if matches!(func, Func::Sum | Func::Avg) && !numeric {
+        let needs_number = matches!(
+            func,
+            Func::Sum
+                | Func::Avg
+                | Func::VarSamp
+                | Func::VarPop
+                | Func::StddevSamp
+                | Func::StddevPop
+                | Func::ApproxPercentile
+        );
+        if needs_number && !numeric {
             return Err(ExprError {
                 message: format!(
                     "`{name}` needs a number, and its argument is {}",
@@ -199,16 +460,25 @@ impl Aggregate {
         }
         let float = ty == Some(FieldType::F64);
         let output = match func {
-            Func::Count | Func::CountDistinct | Func::CountStar => Some(FieldType::I64),
-            Func::Avg => Some(FieldType::F64),
+            Func::Count | Func::CountDistinct | Func::CountStar | Func::ApproxCountDistinct => {
+                Some(FieldType::I64)
+            }
+            Func::Avg
+            | Func::VarSamp
+            | Func::VarPop
+            | Func::StddevSamp
+            | Func::StddevPop
+            | Func::ApproxPercentile => Some(FieldType::F64),
             Func::Sum if ty.is_none() => Some(FieldType::I64),
             _ => ty,
         };
         Ok(Aggregate {
             func,
             arg: Some(expr),
+            filter,
             float,
             output,
+            q,
         })
     }
 
@@ -217,128 +487,322 @@ impl Aggregate {
         self.output
     }
 
-    /// A fresh accumulator.
-    pub fn init(&self) -> Acc {
+    /// The input fields the aggregate reads (its argument's and its FILTER's).
+    pub fn fields(&self) -> Vec<usize> {
+        let mut f: Vec<usize> = self
+            .arg
+            .iter()
+            .chain(&self.filter)
+            .flat_map(Expr::fields)
+            .collect();
+        f.sort_unstable();
+        f.dedup();
+        f
+    }
+
+    /// Empty states (no slots) of this aggregate.
+    pub fn states(&self) -> States {
         match self.func {
-            Func::CountStar | Func::Count => Acc::Count(0),
-            Func::CountDistinct => Acc::Distinct(BTreeSet::new()),
-            Func::Sum if self.float => Acc::SumFloat(Box::default(), 0),
-            Func::Sum => Acc::SumInt(0, false),
-            Func::Avg if self.float => Acc::SumFloat(Box::default(), 0),
-            Func::Avg => Acc::AvgInt(0, 0),
-            Func::Min | Func::Max => Acc::Extreme(None),
-            Func::First | Func::Last => Acc::Pick(None),
+            Func::CountStar | Func::Count => States::Count(Vec::new()),
+            Func::CountDistinct => States::Distinct(Vec::new()),
+            Func::Sum | Func::Avg if self.float => States::FloatSum(Vec::new()),
+            Func::Sum | Func::Avg => States::IntSum(Vec::new()),
+            Func::Min | Func::Max => States::Extreme(Vec::new()),
+            Func::First | Func::Last => States::Pick(Vec::new()),
+            Func::VarSamp | Func::VarPop | Func::StddevSamp | Func::StddevPop => {
+                States::Moments(Vec::new())
+            }
+            Func::ApproxPercentile => States::Quantiles(Vec::new()),
+            Func::ApproxCountDistinct => States::Sketch(Vec::new()),
         }
     }
 
+    /// A fresh accumulator for one group.
+    pub fn init(&self) -> Acc {
+        let mut s = self.states();
+        s.push_default();
+        Acc(s)
+    }
+
     /// Adds one record (its values, event time and id) to `acc`.
-    #[inline]
     pub fn update(&self, acc: &mut Acc, row: &[Value], ts: Micros, id: &Value) {
-        let Some(arg) = &self.arg else {
-            if let Acc::Count(n) = acc {
-                *n += 1;
+        if let Some(f) = &self.filter {
+            if f.eval_bool(row) != Some(true) {
+                return;
             }
-            return;
+        }
+        let v = match &self.arg {
+            None => Value::Null,
+            Some(a) => a.eval(row),
         };
-        let v = arg.eval(row);
-        match acc {
-            Acc::Pick(cur) => {
-                let better = match cur {
-                    None => true,
-                    Some((t, i, x)) => {
-                        let ord = (ts, id, &v).cmp(&(*t, &*i, &*x));
-                        if self.func == Func::First {
-                            ord.is_lt()
-                        } else {
-                            ord.is_gt()
+        self.add_value(&mut acc.0, 0, v, ts, id);
+    }
+
+    /// Evaluates the aggregate's argument and FILTER over a batch of field columns.
+    pub fn args(&self, columns: &[ArrayRef], rows: usize, id: Option<usize>) -> Args {
+        Args {
+            arg: self
+                .arg
+                .as_ref()
+                .map(|a| a.eval_batch(columns, rows, FieldType::F64)),
+            filter: self.filter.as_ref().map(|f| f.eval_mask(columns, rows)),
+            ids: match (self.func, id) {
+                (Func::First | Func::Last, Some(p)) => Some(std::sync::Arc::clone(&columns[p])),
+                _ => None,
+            },
+        }
+    }
+
+    /// Adds batch rows `rows[k]` to slots `slots[k]`, with their event times `ts[rows[k]]`.
+    pub fn update_batch(
+        &self,
+        st: &mut States,
+        args: &Args,
+        rows: &[u32],
+        slots: &[u32],
+        ts: &[Micros],
+    ) {
+        let pairs = rows
+            .iter()
+            .zip(slots)
+            .map(|(&r, &s)| (r as usize, s as usize));
+        let filtered = args.filter.is_some();
+        match (st, &args.arg) {
+            (States::Count(v), None) => {
+                for (r, s) in pairs {
+                    if !filtered || args.passes(r) {
+                        v[s] += 1;
+                    }
+                }
+            }
+            (States::Count(v), Some(a)) => {
+                for (r, s) in pairs {
+                    if a.is_valid(r) && (!filtered || args.passes(r)) {
+                        v[s] += 1;
+                    }
+                }
+            }
+            (States::FloatSum(v), Some(a)) if a.data_type() == &DataType::Float64 => {
+                let a = a.as_primitive::<Float64Type>();
+                let xs = a.values();
+                match a.nulls().filter(|n| n.null_count() > 0) {
+                    None if !filtered => {
+                        for (r, s) in pairs {
+                            let e = &mut v[s];
+                            e.0.add(xs[r]);
+                            e.1 += 1;
                         }
                     }
+                    _ => {
+                        for (r, s) in pairs {
+                            if a.is_valid(r) && args.passes(r) {
+                                let e = &mut v[s];
+                                e.0.add(xs[r]);
+                                e.1 += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            (States::IntSum(v), Some(a)) if a.data_type() == &DataType::Int64 => {
+                let a = a.as_primitive::<Int64Type>();
+                for (r, s) in pairs {
+                    if a.is_valid(r) && args.passes(r) {
+                        let e = &mut v[s];
+                        e.0 += a.value(r) as i128;
+                        e.1 += 1;
+                    }
+                }
+            }
+            (States::IntSum(v), Some(a)) if a.data_type() == &DataType::UInt64 => {
+                let a = a.as_primitive::<UInt64Type>();
+                for (r, s) in pairs {
+                    if a.is_valid(r) && args.passes(r) {
+                        let e = &mut v[s];
+                        e.0 += a.value(r) as i128;
+                        e.1 += 1;
+                    }
+                }
+            }
+            (st, arg) => {
+                for (r, s) in pairs {
+                    if !args.passes(r) {
+                        continue;
+                    }
+                    let v = arg.as_ref().map_or(Value::Null, |a| value_at(a, r));
+                    let id = args.ids.as_ref().map_or(Value::Null, |a| value_at(a, r));
+                    self.add_value(st, s, v, ts[r], &id);
+                }
+            }
+        }
+    }
+
+    /// Adds one value (of a record passing the FILTER) to slot `i`.
+    fn add_value(&self, st: &mut States, i: usize, v: Value, ts: Micros, id: &Value) {
+        if let States::Pick(p) = st {
+            let better = match &p[i] {
+                None => true,
+                Some(cur) => {
+                    let ord = (ts, id, &v).cmp(&(cur.0, &cur.1, &cur.2));
+                    if self.func == Func::First {
+                        ord.is_lt()
+                    } else {
+                        ord.is_gt()
+                    }
+                }
+            };
+            if better {
+                p[i] = Some(Box::new((ts, id.clone(), v)));
+            }
+            return;
+        }
+        if v == Value::Null {
+            if self.func == Func::CountStar {
+                if let States::Count(c) = st {
+                    c[i] += 1;
+                }
+            }
+            return;
+        }
+        match st {
+            States::Count(c) => c[i] += 1,
+            States::Distinct(d) => {
+                if !d[i].contains(&v) {
+                    d[i].insert(v);
+                }
+            }
+            States::IntSum(s) => {
+                s[i].0 += int(&v);
+                s[i].1 += 1;
+            }
+            States::FloatSum(s) => {
+                s[i].0.add(v.as_f64().unwrap_or(0.0));
+                s[i].1 += 1;
+            }
+            States::Extreme(x) => {
+                let better = match &x[i] {
+                    Value::Null => true,
+                    cur if self.func == Func::Min => v < *cur,
+                    cur => v > *cur,
                 };
                 if better {
-                    *cur = Some((ts, id.clone(), v));
+                    x[i] = v;
                 }
             }
-            _ if v == Value::Null => {}
-            Acc::Count(n) => *n += 1,
-            Acc::Distinct(set) => {
-                if !set.contains(&v) {
-                    set.insert(v);
-                }
+            States::Moments(m) => {
+                let x = v.as_f64().unwrap_or(0.0);
+                let e = &mut m[i];
+                e.0.add(x);
+                e.1.add(x * x);
+                e.2 += 1;
             }
-            Acc::SumInt(s, any) => {
-                *s += int(&v);
-                *any = true;
+            States::Quantiles(q) => {
+                q[i].get_or_insert_with(Box::default)
+                    .add(v.as_f64().unwrap_or(0.0));
             }
-            Acc::AvgInt(s, n) => {
-                *s += int(&v);
-                *n += 1;
+            States::Sketch(d) => {
+                let mut h = KeyHasher::default();
+                v.hash(&mut h);
+                d[i].get_or_insert_with(Box::default).add(h.finish());
             }
-            Acc::SumFloat(s, n) => {
-                s.add(v.as_f64().unwrap_or(0.0));
-                *n += 1;
-            }
-            Acc::Extreme(cur) => {
-                let better = match cur {
-                    None => true,
-                    Some(x) if self.func == Func::Min => v < *x,
-                    Some(x) => v > *x,
-                };
-                if better {
-                    *cur = Some(v);
-                }
-            }
+            States::Pick(_) => unreachable!("handled above"),
         }
     }
 
     /// The aggregate's value.
     pub fn finish(&self, acc: &Acc) -> Value {
-        match acc {
-            Acc::Count(n) => Value::I64(*n as i64),
-            Acc::Distinct(set) => Value::I64(set.len() as i64),
-            Acc::SumInt(_, false) => Value::Null,
-            Acc::SumInt(s, true) => match self.output {
-                Some(FieldType::U64) => u64::try_from(*s).map(Value::U64).unwrap_or(Value::Null),
-                _ => i64::try_from(*s).map(Value::I64).unwrap_or(Value::Null),
+        self.finish_at(&acc.0, 0)
+    }
+
+    /// The value of slot `i`.
+    pub fn finish_at(&self, st: &States, i: usize) -> Value {
+        match st {
+            States::Count(c) => Value::I64(c[i] as i64),
+            States::Distinct(d) => Value::I64(d[i].len() as i64),
+            States::IntSum(s) => match s[i] {
+                (_, 0) => Value::Null,
+                (sum, n) if self.func == Func::Avg => Value::F64(sum as f64 / n as f64),
+                (sum, _) => match self.output {
+                    Some(FieldType::U64) => {
+                        u64::try_from(sum).map(Value::U64).unwrap_or(Value::Null)
+                    }
+                    _ => i64::try_from(sum).map(Value::I64).unwrap_or(Value::Null),
+                },
             },
-            Acc::SumFloat(_, 0) | Acc::AvgInt(_, 0) => Value::Null,
-            Acc::SumFloat(s, n) if self.func == Func::Avg => Value::F64(s.value() / *n as f64),
-            Acc::SumFloat(s, _) => Value::F64(s.value()),
-            Acc::AvgInt(s, n) => Value::F64(*s as f64 / *n as f64),
-            Acc::Extreme(v) => v.clone().unwrap_or(Value::Null),
-            Acc::Pick(p) => p.as_ref().map(|(_, _, v)| v.clone()).unwrap_or(Value::Null),
+            States::FloatSum(s) => match &s[i] {
+                (_, 0) => Value::Null,
+                (sum, n) if self.func == Func::Avg => Value::F64(sum.value() / *n as f64),
+                (sum, _) => Value::F64(sum.value()),
+            },
+            States::Extreme(x) => x[i].clone(),
+            States::Pick(p) => p[i].as_ref().map_or(Value::Null, |b| b.2.clone()),
+            States::Moments(m) => {
+                let (s1, s2, n) = &m[i];
+                let sample = matches!(self.func, Func::VarSamp | Func::StddevSamp);
+                let n = *n;
+                if n == 0 || (sample && n == 1) {
+                    return Value::Null;
+                }
+                let (s1, s2, nf) = (s1.value(), s2.value(), n as f64);
+                let m2 = (s2 - s1 * (s1 / nf)).max(0.0);
+                let var = if sample { m2 / (nf - 1.0) } else { m2 / nf };
+                let var = if var.is_nan() && s1.is_finite() && s2.is_finite() {
+                    0.0
+                } else {
+                    var
+                };
+                match self.func {
+                    Func::StddevSamp | Func::StddevPop => Value::F64(var.sqrt()),
+                    _ => Value::F64(var),
+                }
+            }
+            States::Quantiles(q) => q[i]
+                .as_ref()
+                .and_then(|q| q.quantile(self.q))
+                .map_or(Value::Null, Value::F64),
+            States::Sketch(d) => Value::I64(d[i].as_ref().map_or(0, |d| d.estimate()) as i64),
         }
     }
 
     /// Adds the state `from` (of the same aggregate) into `into`, as if `into` had also seen
     /// every record `from` saw. Sliding and session windows combine partial states with it.
     pub fn merge(&self, into: &mut Acc, from: &Acc) {
+        self.merge_at(&mut into.0, 0, &from.0, 0)
+    }
+
+    /// Adds `from`'s slot `j` into `into`'s slot `i`.
+    pub fn merge_at(&self, into: &mut States, i: usize, from: &States, j: usize) {
         match (into, from) {
-            (Acc::Count(a), Acc::Count(b)) => *a += b,
-            (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b.iter().cloned()),
-            (Acc::SumInt(a, x), Acc::SumInt(b, y)) => {
-                *a += b;
-                *x |= y;
+            (States::Count(a), States::Count(b)) => a[i] += b[j],
+            (States::Distinct(a), States::Distinct(b)) => {
+                let b = &b[j];
+                a[i].extend(b.iter().cloned())
             }
-            (Acc::AvgInt(a, n), Acc::AvgInt(b, m)) => {
-                *a += b;
-                *n += m;
+            (States::IntSum(a), States::IntSum(b)) => {
+                a[i].0 += b[j].0;
+                a[i].1 += b[j].1;
             }
-            (Acc::SumFloat(a, n), Acc::SumFloat(b, m)) => {
-                a.merge(b);
-                *n += m;
+            (States::FloatSum(a), States::FloatSum(b)) => {
+                a[i].0.merge(&b[j].0);
+                a[i].1 += b[j].1;
             }
-            (Acc::Extreme(a), Acc::Extreme(Some(b))) => {
-                let better = match a {
-                    None => true,
-                    Some(x) if self.func == Func::Min => b < x,
-                    Some(x) => b > x,
+            (States::Extreme(a), States::Extreme(b)) => {
+                let b = &b[j];
+                if *b == Value::Null {
+                    return;
+                }
+                let better = match &a[i] {
+                    Value::Null => true,
+                    x if self.func == Func::Min => b < x,
+                    x => b > x,
                 };
                 if better {
-                    *a = Some(b.clone());
+                    a[i] = b.clone();
                 }
             }
-            (Acc::Pick(a), Acc::Pick(Some(b))) => {
-                let better = match a {
+            (States::Pick(a), States::Pick(b)) => {
+                let Some(b) = &b[j] else { return };
+                let better = match &a[i] {
                     None => true,
                     Some(x) => {
                         let ord = (b.0, &b.1, &b.2).cmp(&(x.0, &x.1, &x.2));
@@ -350,17 +814,32 @@ impl Aggregate {
                     }
                 };
                 if better {
-                    *a = Some(b.clone());
+                    a[i] = Some(b.clone());
                 }
             }
-            _ => {}
+            (States::Moments(a), States::Moments(b)) => {
+                a[i].0.merge(&b[j].0);
+                a[i].1.merge(&b[j].1);
+                a[i].2 += b[j].2;
+            }
+            (States::Quantiles(a), States::Quantiles(b)) => {
+                if let Some(b) = &b[j] {
+                    a[i].get_or_insert_with(Box::default).merge(b);
+                }
+            }
+            (States::Sketch(a), States::Sketch(b)) => {
+                if let Some(b) = &b[j] {
+                    a[i].get_or_insert_with(Box::default).merge(b);
+                }
+            }
+            _ => unreachable!("states of one aggregate"),
         }
     }
 
     /// How many values `acc` holds (its state size beyond a constant, for `count(distinct)`).
     pub fn size(acc: &Acc) -> usize {
-        match acc {
-            Acc::Distinct(s) => s.len(),
+        match &acc.0 {
+            States::Distinct(s) => s[0].len(),
             _ => 0,
         }
     }

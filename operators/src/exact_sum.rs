@@ -219,6 +219,276 @@ impl ExactSum {
     }
 }
 
+/// An exact sum in 24 bytes: the sum as a 128-bit integer times a power of two while the
+/// inputs' bits fit in that window (any run of values within about 2^70 of each other in
+/// magnitude, such as sensor readings), and an [`ExactSum`] from the first value that does not
+/// fit. Either way the sum is exact, so its value — rounded once — does not depend on the order
+/// of additions and merges. Windows keep one per group, where an `ExactSum` (560 bytes) would
+/// dominate their state.
+///
+/// ```
+/// use weir_operators::exact_sum::SmallSum;
+///
+/// let mut s = SmallSum::default();
+/// [1e16, 1.0, -1e16, 0.1].iter().for_each(|&x| s.add(x));
+/// assert_eq!(s.value(), 1.1);
+/// assert_eq!(std::mem::size_of::<SmallSum>(), 24);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SmallSum {
+    /// `(hi * 2^64 + lo) * 2^exp`, plus the non-finite inputs seen.
+    Fixed {
+        /// The low 64 bits of the integer.
+        lo: u64,
+        /// The high 64 bits (two's complement).
+        hi: i64,
+        /// The weight of the integer's unit: `2^exp`.
+        exp: i16,
+        /// A NaN was added.
+        nan: bool,
+        /// `+inf` was added.
+        pos_inf: bool,
+        /// `-inf` was added.
+        neg_inf: bool,
+    },
+    /// The wide form, for inputs spread over a larger range.
+    Wide(Box<ExactSum>),
+}
+
+impl Default for SmallSum {
+    fn default() -> SmallSum {
+        SmallSum::Fixed {
+            lo: 0,
+            hi: 0,
+            exp: 0,
+            nan: false,
+            pos_inf: false,
+            neg_inf: false,
+        }
+    }
+}
+
+/// The fixed form's unit stays at or above `2^MIN_EXP` (so its value is a normal `f64`) and
+/// at or below `2^MAX_EXP` (so every piece of it is finite).
+const MIN_EXP: i32 = -1000;
+const MAX_EXP: i32 = 850;
+
+impl SmallSum {
+    /// Adds `x`.
+    #[inline]
+    pub fn add(&mut self, x: f64) {
+        let bits = x.to_bits();
+        let e = ((bits >> 52) & 0x7ff) as i32;
+        let frac = bits & ((1 << 52) - 1);
+        if e == 0x7ff {
+            self.add_special(x);
+            return;
+        }
+        let (m, ex) = if e == 0 {
+            (frac, -1074)
+        } else {
+            (frac | (1 << 52), e - 1075)
+        };
+        if m == 0 {
+            return;
+        }
+        let m = m as i128;
+        self.add_scaled(if x < 0.0 { -m } else { m }, ex);
+    }
+
+    fn add_special(&mut self, x: f64) {
+        match self {
+            SmallSum::Fixed {
+                nan,
+                pos_inf,
+                neg_inf,
+                ..
+            } => {
+                if x.is_nan() {
+                    *nan = true;
+                } else if x > 0.0 {
+                    *pos_inf = true;
+                } else {
+                    *neg_inf = true;
+                }
+            }
+            SmallSum::Wide(w) => w.add(x),
+        }
+    }
+
+    /// Adds `v * 2^e`.
+    #[inline]
+    fn add_scaled(&mut self, mut v: i128, mut e: i32) {
+        let SmallSum::Fixed { lo, hi, exp, .. } = self else {
+            let SmallSum::Wide(w) = self else {
+                unreachable!()
+            };
+            add_pieces(w, v, e);
+            return;
+        };
+        let tz = v.trailing_zeros().min(127) as i32;
+        v >>= tz;
+        e += tz;
+        let acc = ((*hi as i128) << 64) | (*lo as i128);
+        let result = if acc == 0 {
+            (MIN_EXP..=MAX_EXP).contains(&e).then_some((v, e))
+        } else {
+            let e0 = *exp as i32;
+            if e >= e0 {
+                shl(v, e - e0)
+                    .and_then(|s| acc.checked_add(s))
+                    .map(|a| (a, e0))
+            } else if e < MIN_EXP {
+                None
+            } else {
+                shl(acc, e0 - e)
+                    .and_then(|a| a.checked_add(v))
+                    .map(|a| (a, e))
+            }
+        };
+        match result {
+            Some((a, e)) => {
+                *lo = a as u64;
+                *hi = (a >> 64) as i64;
+                *exp = if a == 0 { 0 } else { e as i16 };
+            }
+            None => {
+                let mut w = self.widen();
+                add_pieces(&mut w, v, e);
+                *self = SmallSum::Wide(w);
+            }
+        }
+    }
+
+    /// The same sum as an [`ExactSum`].
+    fn widen(&self) -> Box<ExactSum> {
+        match self {
+            SmallSum::Wide(w) => w.clone(),
+            SmallSum::Fixed {
+                lo,
+                hi,
+                exp,
+                nan,
+                pos_inf,
+                neg_inf,
+            } => {
+                let mut w = Box::<ExactSum>::default();
+                add_pieces(&mut w, ((*hi as i128) << 64) | (*lo as i128), *exp as i32);
+                w.nan = *nan;
+                w.pos_inf = *pos_inf;
+                w.neg_inf = *neg_inf;
+                w
+            }
+        }
+    }
+
+    /// Adds another sum into this one.
+    pub fn merge(&mut self, other: &SmallSum) {
+        match other {
+            SmallSum::Fixed {
+                lo,
+                hi,
+                exp,
+                nan,
+                pos_inf,
+                neg_inf,
+            } => {
+                for (flag, x) in [
+                    (*nan, f64::NAN),
+                    (*pos_inf, f64::INFINITY),
+                    (*neg_inf, f64::NEG_INFINITY),
+                ] {
+                    if flag {
+                        self.add_special(x);
+                    }
+                }
+                let v = ((*hi as i128) << 64) | (*lo as i128);
+                if v != 0 {
+                    self.add_scaled(v, *exp as i32);
+                }
+            }
+            SmallSum::Wide(o) => {
+                let mut w = self.widen();
+                w.merge(o);
+                *self = SmallSum::Wide(w);
+            }
+        }
+    }
+
+    /// The sum, correctly rounded (NaN if any input was NaN or both infinities were added).
+    pub fn value(&self) -> f64 {
+        match self {
+            SmallSum::Wide(w) => w.value(),
+            SmallSum::Fixed {
+                lo,
+                hi,
+                exp,
+                nan,
+                pos_inf,
+                neg_inf,
+            } => {
+                if *nan || (*pos_inf && *neg_inf) {
+                    return f64::NAN;
+                }
+                if *pos_inf {
+                    return f64::INFINITY;
+                }
+                if *neg_inf {
+                    return f64::NEG_INFINITY;
+                }
+                let a = ((*hi as i128) << 64) | (*lo as i128);
+                // `as` rounds to nearest, ties to even; scaling by a power of two whose result
+                // is a normal number is exact.
+                (a as f64) * pow2(*exp as i32)
+            }
+        }
+    }
+}
+
+/// `v << by`, if no bit is lost and the sign is kept.
+#[inline]
+fn shl(v: i128, by: i32) -> Option<i128> {
+    if by >= 127 {
+        return (v == 0).then_some(0);
+    }
+    let s = v << by;
+    (s >> by == v).then_some(s)
+}
+
+/// `2^e` for `e` in `-1022..=1023`.
+#[inline]
+fn pow2(e: i32) -> f64 {
+    f64::from_bits(((e + 1023) as u64) << 52)
+}
+
+/// Adds `v * 2^e` to `w` exactly, in pieces of at most 50 bits (each an exact `f64`).
+fn add_pieces(w: &mut ExactSum, v: i128, e: i32) {
+    let negative = v < 0;
+    let mut u = v.unsigned_abs();
+    let mut e = e;
+    while u != 0 {
+        let piece = (u & ((1 << 50) - 1)) as u64;
+        if piece != 0 {
+            // piece * 2^e, built from its bits so that no step rounds.
+            let x = piece as f64 * pow2_any(e);
+            w.add(if negative { -x } else { x });
+        }
+        u >>= 50;
+        e += 50;
+    }
+}
+
+/// `2^e` for any `e` a piece of a fixed sum can carry (`MIN_EXP - 127..=MAX_EXP + 128`), as
+/// an exact product of two powers when it is below the normal range.
+fn pow2_any(e: i32) -> f64 {
+    if e < -1022 {
+        // Pieces come from fixed sums, whose unit is at least 2^MIN_EXP.
+        pow2(e + 64) * pow2(-64)
+    } else {
+        pow2(e)
+    }
+}
+
 /// The correctly rounded sum by another method: CPython's `math.fsum` (Shewchuk's algorithm,
 /// with its exact final rounding). Slower, and it allocates; it is an independent reference
 /// that tests check [`ExactSum`] and window averages against.
@@ -360,5 +630,60 @@ mod tests {
         xs[400..].iter().for_each(|&x| b.add(x));
         a.merge(&b);
         assert_eq!(a.value().to_bits(), sum(&xs).to_bits());
+    }
+
+    fn small(xs: &[f64]) -> SmallSum {
+        let mut s = SmallSum::default();
+        xs.iter().for_each(|&x| s.add(x));
+        s
+    }
+
+    #[test]
+    fn small_sums_match_the_reference_in_both_forms() {
+        // Narrow ranges stay fixed; wide ones widen; every one is correctly rounded.
+        for (seed, range) in [(1, 4), (2, 20), (3, 60), (4, 300), (5, 1000)] {
+            for n in [1, 2, 10, 1000] {
+                let xs = floats(seed * 31 + n as u64, n, range);
+                let s = small(&xs);
+                assert_eq!(
+                    s.value().to_bits(),
+                    fsum(&xs).to_bits(),
+                    "seed {seed} range {range} n {n}"
+                );
+                let mut rev = xs.clone();
+                rev.reverse();
+                assert_eq!(small(&rev).value().to_bits(), s.value().to_bits());
+                // Merging halves, fixed into wide and back, equals one pass.
+                for split in [0, n / 3, n] {
+                    let mut a = small(&xs[..split]);
+                    a.merge(&small(&xs[split..]));
+                    assert_eq!(a.value().to_bits(), s.value().to_bits(), "split {split}");
+                }
+            }
+        }
+        let readings: Vec<f64> = (0..10_000)
+            .map(|i| 15.0 + (i % 997) as f64 * 0.013)
+            .collect();
+        assert!(
+            matches!(small(&readings), SmallSum::Fixed { .. }),
+            "sensor readings stay small"
+        );
+        assert_eq!(small(&readings).value(), fsum(&readings));
+        for edge in [
+            vec![f64::MAX, f64::MAX, -f64::MAX],
+            vec![5e-324, 5e-324, 1.0, -1.0],
+            vec![f64::INFINITY, 1.0],
+            vec![f64::INFINITY, f64::NEG_INFINITY],
+            vec![f64::NAN, 1.0],
+            vec![-0.0, -0.0],
+            vec![1e300, 1e-300, -1e300],
+        ] {
+            let want = sum(&edge);
+            let got = small(&edge).value();
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{edge:?}: {got} vs {want}"
+            );
+        }
     }
 }

@@ -41,6 +41,7 @@ pub mod map;
 pub mod metrics;
 pub mod reading;
 pub mod sink;
+pub mod sketch;
 pub mod stdin_source;
 pub mod tcp_source;
 pub mod temporal_join;

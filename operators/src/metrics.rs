@@ -30,6 +30,8 @@ pub struct ComponentMetrics {
     late_updated: AtomicU64,
     state: AtomicI64,
     max_state: AtomicU64,
+    state_bytes: AtomicI64,
+    max_state_bytes: AtomicU64,
     backlog: AtomicI64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -70,6 +72,13 @@ pub struct MetricsSnapshot {
     /// The most entries of state held at once.
     #[serde(default)]
     pub max_state: u64,
+    /// Bytes of state held now (window keys and aggregate states), over all workers of the
+    /// process.
+    #[serde(default)]
+    pub state_bytes: u64,
+    /// The most bytes of state held at once.
+    #[serde(default)]
+    pub max_state_bytes: u64,
     /// Sources: input due but not yet admitted (an open-loop generator's events behind
     /// schedule), over all workers of the process.
     #[serde(default)]
@@ -157,6 +166,19 @@ impl ComponentMetrics {
             self.max_state.fetch_max(now.max(0) as u64, Relaxed);
         }
     }
+    /// The entries of state held now, over all workers of the process.
+    #[inline]
+    pub fn state(&self) -> u64 {
+        self.state.load(Relaxed).max(0) as u64
+    }
+    /// Changes the state-bytes gauge by `delta`, and keeps its high-water mark.
+    #[inline]
+    pub fn add_state_bytes(&self, delta: i64) {
+        if delta != 0 {
+            let now = self.state_bytes.fetch_add(delta, Relaxed) + delta;
+            self.max_state_bytes.fetch_max(now.max(0) as u64, Relaxed);
+        }
+    }
     /// Changes the backlog gauge by `delta`.
     #[inline]
     pub fn add_backlog(&self, delta: i64) {
@@ -207,6 +229,8 @@ impl ComponentMetrics {
             late_updated: self.late_updated.load(Relaxed),
             state: self.state.load(Relaxed).max(0) as u64,
             max_state: self.max_state.load(Relaxed),
+            state_bytes: self.state_bytes.load(Relaxed).max(0) as u64,
+            max_state_bytes: self.max_state_bytes.load(Relaxed),
             backlog: self.backlog.load(Relaxed).max(0) as u64,
             in_flight: self.in_flight.load(Relaxed),
             max_in_flight: self.max_in_flight.load(Relaxed),

@@ -50,6 +50,11 @@ pub struct WindowConfig {
     /// With late = "update": how long after a window's end late records still update it
     /// (default "0s").
     pub allowed_lateness: Option<Spanned<String>>,
+    /// The most entries of state the window may hold in one process — the groups of every
+    /// open window, the queued panes of sliding windows, the open sessions — before it stops
+    /// the run with an error naming the window (default: no limit). A guard against a runaway
+    /// key space: the run fails with a message instead of being killed for lack of memory.
+    pub max_state: Option<Spanned<i64>>,
 }
 
 impl WindowConfig {
@@ -247,6 +252,18 @@ impl WindowConfig {
             }
             agg_names.push(name.clone());
         }
+        let max_state = match &self.max_state {
+            Some(m) if *m.get_ref() < 1 => {
+                diags.push(
+                    ctx.error("`max_state` must be at least 1")
+                        .at(m.span())
+                        .help("give the most entries of state to hold, such as max_state = 1000000, or remove it for no limit"),
+                );
+                None
+            }
+            Some(m) => Some(*m.get_ref() as u64),
+            None => None,
+        };
         if !diags.is_empty() {
             return Err(diags);
         }
@@ -268,7 +285,8 @@ impl WindowConfig {
             aggregates,
         )
         .with_shape(shape)
-        .with_late(late);
+        .with_late(late)
+        .with_max_state(max_state);
         let schema = spec.output_schema(input, &agg_names);
         Ok(Planned {
             op: Op::Window(Arc::new(spec)),

@@ -172,7 +172,7 @@ pub(super) fn build<'s>(
             }
             Op::Window(spec) => {
                 let keyed = exchange_by_key(input(), spec.group_by.clone());
-                let w = window::window(to_rows(keyed), Routing::Partitioned, Arc::clone(spec), m);
+                let w = window::window_batches(keyed, Arc::clone(spec), m, ctl.clone());
                 put(main, w.results);
                 put(dead, w.dead);
                 put(late, w.late);

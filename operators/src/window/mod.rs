@@ -57,33 +57,35 @@
 //! ]);
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use hashbrown::hash_table::HashTable;
+use arrow::datatypes::SchemaRef;
 use smol_str::SmolStr;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 
 use crate::aggregate::Aggregate;
 use crate::batch::give_at;
+use crate::chunk::{arrow_schema, Chunk};
 use crate::encode::{Encoder, Format};
 use crate::metrics::ComponentMetrics;
 use crate::schema::{Field, Meta, Record, Schema};
 use crate::time::format_rfc3339;
 use crate::value::{FieldType, Micros, Value};
-use crate::{Records, Time};
+use crate::{Batches, Records, Time};
 
+mod groups;
 mod key;
 mod state;
 #[cfg(test)]
 mod tests;
 
+use groups::KeyKind;
 pub use key::key_hash;
 pub(crate) use key::KeyHasher;
-use state::{Partial, State};
+use state::{Accs, Batch, Outs, State};
 
 /// The kinds of window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +129,13 @@ pub struct WindowSpec {
     pub late: LatePolicy,
     /// Encodes a dead-lettered input record as JSON.
     input_encoder: Encoder,
+    /// The input's Arrow layout.
+    input_schema: SchemaRef,
+    /// How group keys are stored.
+    key_kind: KeyKind,
+    /// The most entries of state (groups per pane, queued panes, sessions) the window may
+    /// hold in one process before it fails the run.
+    pub max_state: Option<u64>,
 }
 
 impl WindowSpec {
@@ -140,8 +149,12 @@ impl WindowSpec {
         group_by: Vec<usize>,
         aggregates: Vec<Aggregate>,
     ) -> WindowSpec {
+        let key_types: Vec<FieldType> = group_by.iter().map(|&p| input.fields[p].ty).collect();
         WindowSpec {
             id: SmolStr::new(id),
+            input_schema: arrow_schema(input),
+            key_kind: KeyKind::new(&key_types),
+            max_state: None,
             shape: Shape::Tumbling,
             size: size.max(1),
             offset: offset.rem_euclid(size.max(1)),
@@ -167,6 +180,12 @@ impl WindowSpec {
     /// The same window with another late policy.
     pub fn with_late(mut self, late: LatePolicy) -> WindowSpec {
         self.late = late;
+        self
+    }
+
+    /// The same window with a limit on its state (entries in one process).
+    pub fn with_max_state(mut self, max_state: Option<u64>) -> WindowSpec {
+        self.max_state = max_state;
         self
     }
 
@@ -216,25 +235,27 @@ impl WindowSpec {
         crate::decode::operator_dead_letter(&self.id, &self.input_encoder, r, reason)
     }
 
-    fn same_key(&self, key: &[Value], row: &[Value]) -> bool {
-        key.iter().zip(&self.group_by).all(|(k, &p)| *k == row[p])
-    }
-
-    fn result(&self, key: &[Value], start: Micros, end: Micros, g: &Partial) -> Record {
-        let mut values = Vec::with_capacity(key.len() + 3 + g.accs.len());
-        values.extend(key.iter().cloned());
+    fn result(
+        &self,
+        mut values: Vec<Value>,
+        start: Micros,
+        end: Micros,
+        accs: &Accs,
+        slot: u32,
+    ) -> Record {
+        values.reserve(3 + self.aggregates.len());
         values.push(Value::Ts(start));
         values.push(Value::Ts(end));
-        for (a, acc) in self.aggregates.iter().zip(g.accs.iter()) {
-            values.push(a.finish(acc));
+        for (a, st) in self.aggregates.iter().zip(&accs.states) {
+            values.push(a.finish_at(st, slot as usize));
         }
         if matches!(self.late, LatePolicy::Update { .. }) {
-            values.push(Value::I64(g.late as i64));
+            values.push(Value::I64(accs.late_of(slot) as i64));
         }
         Record {
             values,
             meta: Meta {
-                ingest: g.ingest,
+                ingest: accs.ingest[slot as usize],
                 watermark: end.max(1) as Time - 1,
             },
         }
@@ -274,23 +295,33 @@ struct Counts {
     state: i64,
 }
 
-/// Builds a window over `input`.
+/// Builds a window over `input` rows: packs them into chunks, exchanges them by key (with
+/// [`Routing::ByKey`](crate::exchange::Routing::ByKey)) and runs [`window_batches`].
 pub fn window<'s>(
     input: Records<'s>,
     routing: crate::exchange::Routing,
     spec: Arc<WindowSpec>,
     metrics: Arc<ComponentMetrics>,
 ) -> WindowStreams<'s> {
+    let chunks = crate::convert::to_chunks(input, Arc::clone(&spec.input_schema));
+    let chunks = match routing {
+        crate::exchange::Routing::ByKey => {
+            crate::exchange::exchange_by_key(chunks, spec.group_by.clone())
+        }
+        crate::exchange::Routing::Partitioned => chunks,
+    };
+    window_batches(chunks, spec, metrics, crate::control::RunControl::default())
+}
+
+/// Builds a window over batches already on the worker that holds their keys' state.
+pub fn window_batches<'s>(
+    input: Batches<'s>,
+    spec: Arc<WindowSpec>,
+    metrics: Arc<ComponentMetrics>,
+    ctl: crate::control::RunControl,
+) -> WindowStreams<'s> {
     let mut builder = OperatorBuilder::new(spec.id.to_string(), input.scope());
-    let route = Arc::clone(&spec);
-    let me = input.scope().index() as u64;
-    let mut input = builder.new_input(
-        input,
-        Exchange::new(move |r: &Record| match routing {
-            crate::exchange::Routing::ByKey => key_hash(&r.values, &route.group_by),
-            crate::exchange::Routing::Partitioned => me,
-        }),
-    );
+    let mut input = builder.new_input(input, Pipeline);
     let (out, results) = builder.new_output::<Vec<Record>>();
     let (dead_out, dead) = builder.new_output::<Vec<Record>>();
     let (late_out, late) = builder.new_output::<Vec<Record>>();
@@ -299,54 +330,31 @@ pub fn window<'s>(
     let mut late_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(late_out);
     builder.build(move |_initial_caps| {
         let spec = spec;
-        let mut state = State {
-            panes: BTreeMap::new(),
-            fired_through: Micros::MIN,
-            queues: HashTable::new(),
-            keys: HashTable::new(),
-            session_ends: BTreeSet::new(),
-            held: None,
-        };
-        let mut dead_buf: Vec<Record> = Vec::new();
-        let mut late_buf: Vec<Record> = Vec::new();
-        let mut updates: Vec<Record> = Vec::new();
+        let mut state = State::new(&spec);
+        let mut outs = Outs::default();
+        let mut bytes_reported = 0i64;
+        let mut failed = false;
         move |frontiers| {
             let spec = &*spec;
             let mut n = Counts::default();
-            input.for_each(|cap, data: &mut Vec<Record>| {
+            input.for_each(|cap, data: &mut Vec<Chunk>| {
                 let Some(&t) = cap.least() else {
                     // Weir's operators always send with a capability; nothing to hold.
                     return;
                 };
-                n.input += data.len() as u64;
-                for r in data.drain(..) {
-                    let Some(ts) = r.values[spec.time].as_ts() else {
-                        let why = "the record has no event time".to_string();
-                        n.late
-                            .untimed(&r, |r| spec.dead_letter(r, why), &mut dead_buf);
-                        continue;
-                    };
-                    let wm = r.meta.watermark.max(t);
-                    let verdict = match spec.shape {
-                        Shape::Session { .. } => state.add_session(spec, &r, ts, wm, &cap, &mut n),
-                        _ => state.add_to_pane(spec, &r, ts, wm, &cap, &mut n, &mut updates),
-                    };
-                    let Err(closed) = verdict else { continue };
-                    let why = format!(
-                        "late: {closed} (watermark {})",
-                        format_rfc3339(wm as Micros)
-                    );
-                    n.late.route(
-                        spec.late,
-                        r,
-                        |r| spec.dead_letter(r, why),
-                        &mut dead_buf,
-                        &mut late_buf,
-                    );
+                for chunk in data.iter() {
+                    n.input += chunk.len() as u64;
+                    let b = Batch::new(spec, chunk);
+                    match spec.shape {
+                        Shape::Session { .. } => {
+                            state.add_to_sessions(spec, &b, &cap, t, &mut n, &mut outs)
+                        }
+                        _ => state.add_to_panes(spec, &b, &cap, t, &mut n, &mut outs),
+                    }
                 }
-                n.out += give_at(&mut out, &cap, t, 0, &mut updates);
-                give_at(&mut dead_out, &cap, t, 1, &mut dead_buf);
-                give_at(&mut late_out, &cap, t, 2, &mut late_buf);
+                n.out += give_at(&mut out, &cap, t, 0, &mut outs.updates);
+                give_at(&mut dead_out, &cap, t, 1, &mut outs.dead);
+                give_at(&mut late_out, &cap, t, 2, &mut outs.late);
             });
             let mut emitted = Vec::new();
             match spec.shape {
@@ -369,6 +377,22 @@ pub fn window<'s>(
             metrics.add_out(n.out);
             n.late.report(&metrics);
             metrics.add_state(n.state);
+            if n.state != 0 {
+                let bytes = state.bytes() as i64;
+                metrics.add_state_bytes(bytes - bytes_reported);
+                bytes_reported = bytes;
+                if let Some(max) = spec.max_state {
+                    let held = metrics.state();
+                    if held > max && !failed {
+                        failed = true;
+                        ctl.fail(format!(
+                            "window `{}` holds {held} entries of state, more than its max_state = {max}: its key space grows without bound (group_by {}), or the limit is too low; raise max_state, group by fewer distinct values, or shorten the window",
+                            spec.id,
+                            if spec.group_by.is_empty() { "none".to_string() } else { format!("{} field(s)", spec.group_by.len()) }
+                        ));
+                    }
+                }
+            }
         }
     });
     WindowStreams {

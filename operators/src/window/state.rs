@@ -1,100 +1,250 @@
 //! A window operator's state on one worker: panes of grouped partial aggregates (tumbling and
 //! sliding windows), per-key pane queues (sliding windows), and per-key sessions, with the
-//! rules that add records to them and fire the windows the frontier has passed.
+//! rules that add a batch's records to them and fire the windows the frontier has passed.
+//!
+//! Aggregate states live in columns ([`Accs`]: one vector per aggregate, a slot per group), and
+//! keys in a [`Groups`] table that maps a key to its slot. A batch is added a run of records at
+//! a time: the records of one run fall in one pane, their keys are looked up to slots in one
+//! pass, then each aggregate is updated over the whole run from its argument's column.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use hashbrown::hash_table::{Entry, HashTable};
-use timely::dataflow::operators::Capability;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Int64Type, TimestampMicrosecondType, UInt64Type};
+use timely::dataflow::operators::{Capability, InputCapability};
 
-use super::{closed, key_hash, Counts, LatePolicy, Shape, WindowSpec};
-use crate::aggregate::{Acc, Aggregate};
+use super::groups::{Groups, KeyView};
+use super::{closed, Counts, LatePolicy, Shape, WindowSpec};
+use crate::aggregate::{Args, States};
+use crate::chunk::Chunk;
 use crate::schema::Record;
-use crate::value::{Micros, Value};
+use crate::time::format_rfc3339;
+use crate::value::Micros;
 use crate::Time;
 
-/// Aggregate state: of one group in one pane, or merged over panes.
-#[derive(Clone)]
-pub(super) struct Partial {
-    pub(super) accs: Box<[Acc]>,
-    /// The newest ingest time among its records.
-    pub(super) ingest: Micros,
-    /// Late records included (with `late = "update"`).
-    pub(super) late: u64,
+/// Aggregate states of many groups (or sessions, or queued panes), one slot each.
+pub(super) struct Accs {
+    pub(super) states: Vec<States>,
+    /// Each slot's newest ingest time.
+    pub(super) ingest: Vec<Micros>,
+    /// Late records each slot includes (kept with `late = "update"` only).
+    pub(super) late: Vec<u64>,
+    free: Vec<u32>,
+    track_late: bool,
 }
 
-impl Partial {
-    pub(super) fn new(spec: &WindowSpec) -> Partial {
-        Partial {
-            accs: spec.aggregates.iter().map(Aggregate::init).collect(),
-            ingest: Micros::MIN,
-            late: 0,
+impl Accs {
+    pub(super) fn new(spec: &WindowSpec) -> Accs {
+        Accs {
+            states: spec.aggregates.iter().map(|a| a.states()).collect(),
+            ingest: Vec::new(),
+            late: Vec::new(),
+            free: Vec::new(),
+            track_late: matches!(spec.late, LatePolicy::Update { .. }),
         }
     }
 
-    #[inline]
-    pub(super) fn add(&mut self, spec: &WindowSpec, r: &Record, ts: Micros) {
-        self.ingest = self.ingest.max(r.meta.ingest);
-        let id = spec.id_field.map(|p| &r.values[p]).unwrap_or(&Value::Null);
-        for (a, acc) in spec.aggregates.iter().zip(self.accs.iter_mut()) {
-            a.update(acc, &r.values, ts, id);
+    /// A slot holding the state of no records.
+    pub(super) fn alloc(&mut self) -> u32 {
+        if let Some(i) = self.free.pop() {
+            let u = i as usize;
+            self.states.iter_mut().for_each(|s| s.reset(u));
+            self.ingest[u] = Micros::MIN;
+            if self.track_late {
+                self.late[u] = 0;
+            }
+            return i;
         }
+        self.states.iter_mut().for_each(States::push_default);
+        self.ingest.push(Micros::MIN);
+        if self.track_late {
+            self.late.push(0);
+        }
+        (self.ingest.len() - 1) as u32
     }
 
-    pub(super) fn merge(&mut self, spec: &WindowSpec, other: &Partial) {
-        self.ingest = self.ingest.max(other.ingest);
-        self.late += other.late;
-        for (a, (acc, o)) in spec
+    /// Frees slot `i` for reuse.
+    pub(super) fn release(&mut self, i: u32) {
+        self.free.push(i);
+    }
+
+    /// Adds `from`'s slot `j` into slot `i`.
+    pub(super) fn merge(&mut self, spec: &WindowSpec, i: u32, from: &Accs, j: u32) {
+        let (iu, ju) = (i as usize, j as usize);
+        for (a, (s, f)) in spec
             .aggregates
             .iter()
-            .zip(self.accs.iter_mut().zip(other.accs.iter()))
+            .zip(self.states.iter_mut().zip(&from.states))
         {
-            a.merge(acc, o);
+            a.merge_at(s, iu, f, ju);
+        }
+        self.ingest[iu] = self.ingest[iu].max(from.ingest[ju]);
+        if self.track_late {
+            self.late[iu] += from.late.get(ju).copied().unwrap_or(0);
+        }
+    }
+
+    /// A new slot holding a copy of slot `j` of `from`.
+    pub(super) fn copy_of(&mut self, spec: &WindowSpec, from: &Accs, j: u32) -> u32 {
+        let i = self.alloc();
+        self.merge(spec, i, from, j);
+        i
+    }
+
+    /// Adds slot `j` into slot `i` of the same states.
+    pub(super) fn merge_within(&mut self, spec: &WindowSpec, i: u32, j: u32) {
+        let mut one = Accs::new(spec);
+        one.copy_of(spec, self, j);
+        self.merge(spec, i, &one, 0);
+    }
+
+    /// Adds batch rows `rows` to `slots`.
+    pub(super) fn update(
+        &mut self,
+        spec: &WindowSpec,
+        batch: &Batch<'_>,
+        rows: &[u32],
+        slots: &[u32],
+    ) {
+        for ((a, s), args) in spec
+            .aggregates
+            .iter()
+            .zip(self.states.iter_mut())
+            .zip(&batch.args)
+        {
+            a.update_batch(s, args, rows, slots, batch.ts);
+        }
+        for (&r, &s) in rows.iter().zip(slots) {
+            let e = &mut self.ingest[s as usize];
+            *e = (*e).max(batch.ingest[r as usize]);
+        }
+    }
+
+    /// The late records slot `i` includes.
+    pub(super) fn late_of(&self, i: u32) -> u64 {
+        self.late.get(i as usize).copied().unwrap_or(0)
+    }
+
+    /// Bytes held by `slots`.
+    pub(super) fn bytes(&self, slots: impl Iterator<Item = u32> + Clone) -> usize {
+        let fixed: usize = self.states.iter().map(States::slot_bytes).sum::<usize>()
+            + 8
+            + if self.track_late { 8 } else { 0 };
+        let mut total = self.ingest.capacity() * fixed;
+        for s in &self.states {
+            total += slots
+                .clone()
+                .map(|i| s.extra_bytes(i as usize))
+                .sum::<usize>();
+        }
+        total
+    }
+}
+
+/// A batch read for the window: its columns, keys, times and aggregate arguments.
+pub(super) struct Batch<'c> {
+    pub(super) chunk: &'c Chunk,
+    pub(super) keys: KeyView<'c>,
+    pub(super) hashes: Vec<u64>,
+    pub(super) ts: &'c [Micros],
+    pub(super) ts_valid: Option<&'c arrow::buffer::NullBuffer>,
+    pub(super) ingest: &'c [Micros],
+    pub(super) watermark: &'c [u64],
+    pub(super) args: Vec<Args>,
+}
+
+impl<'c> Batch<'c> {
+    pub(super) fn new(spec: &WindowSpec, chunk: &'c Chunk) -> Batch<'c> {
+        let cols = chunk.columns();
+        let n = chunk.len();
+        let key_cols: Vec<&ArrayRefAlias> = spec.group_by.iter().map(|&p| &cols[p]).collect();
+        let keys = KeyView::new(&spec.key_kind, &key_cols);
+        let hashes = keys.hashes(n);
+        let t = &cols[spec.time];
+        let (ts, ts_valid): (&[Micros], _) = match t.data_type() {
+            arrow::datatypes::DataType::Timestamp(..) => {
+                let a = t.as_primitive::<TimestampMicrosecondType>();
+                (a.values(), a.nulls().filter(|x| x.null_count() > 0))
+            }
+            _ => (&[], None),
+        };
+        Batch {
+            chunk,
+            keys,
+            hashes,
+            ts,
+            ts_valid,
+            ingest: chunk.ingest().as_primitive::<Int64Type>().values(),
+            watermark: chunk.watermark().as_primitive::<UInt64Type>().values(),
+            args: spec
+                .aggregates
+                .iter()
+                .map(|a| a.args(cols, n, spec.id_field))
+                .collect(),
+        }
+    }
+
+    /// Record `r`'s event time, if it has one.
+    #[inline]
+    pub(super) fn time(&self, r: usize) -> Option<Micros> {
+        if self.ts.is_empty() || self.ts_valid.is_some_and(|v| v.is_null(r)) {
+            return None;
+        }
+        Some(self.ts[r])
+    }
+
+    /// Record `r` as a row (for dead letters and late outputs).
+    pub(super) fn record(&self, r: usize) -> Record {
+        Record {
+            values: (0..self.chunk.num_fields())
+                .map(|c| self.chunk.value(c, r))
+                .collect(),
+            meta: self.chunk.meta(r),
         }
     }
 }
 
-/// One group's state in one pane (or session).
-pub(super) struct Group {
-    pub(super) hash: u64,
-    pub(super) key: Box<[Value]>,
-    pub(super) part: Partial,
+type ArrayRefAlias = arrow::array::ArrayRef;
+
+/// Groups and their states, a slot each.
+pub(super) struct Table {
+    pub(super) groups: Groups,
+    pub(super) accs: Accs,
 }
 
-/// Finds or adds the group of `row` in `table`; returns it and whether it is new.
-pub(super) fn group_of<'t>(
-    spec: &WindowSpec,
-    table: &'t mut HashTable<Group>,
-    hash: u64,
-    row: &[Value],
-) -> (&'t mut Group, bool) {
-    match table.entry(
-        hash,
-        |g| g.hash == hash && spec.same_key(&g.key, row),
-        |g| g.hash,
-    ) {
-        Entry::Occupied(e) => (e.into_mut(), false),
-        Entry::Vacant(e) => (
-            e.insert(Group {
-                hash,
-                key: spec.group_by.iter().map(|&p| row[p].clone()).collect(),
-                part: Partial::new(spec),
-            })
-            .into_mut(),
-            true,
-        ),
+impl Table {
+    pub(super) fn new(spec: &WindowSpec) -> Table {
+        Table {
+            groups: Groups::new(&spec.key_kind, false),
+            accs: Accs::new(spec),
+        }
+    }
+
+    /// The slot of batch row `r`'s group, added if new (counted in `n`).
+    #[inline]
+    fn slot(&mut self, b: &Batch<'_>, r: usize, n: &mut Counts) -> u32 {
+        let (g, new) = self.groups.slot(&b.keys, r, b.hashes[r]);
+        if new {
+            let a = self.accs.alloc();
+            debug_assert_eq!(a, g);
+            n.state += 1;
+        }
+        g
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        self.groups.bytes() + self.accs.bytes(self.groups.slots())
     }
 }
 
 /// One key's panes in a sliding window, as a two-stack queue: `back` holds the panes added
 /// most recently (with their merge in `back_agg`); `front` holds older panes as suffix
-/// aggregates, the oldest on top.
+/// aggregates, the oldest on top. Entries are slots of the queues' [`Accs`].
+#[derive(Default)]
 pub(super) struct KeyQueue {
-    pub(super) hash: u64,
-    pub(super) key: Box<[Value]>,
-    pub(super) front: Vec<(Micros, Partial)>,
-    pub(super) back: Vec<(Micros, Partial)>,
-    pub(super) back_agg: Option<Partial>,
+    pub(super) front: Vec<(Micros, u32)>,
+    pub(super) back: Vec<(Micros, u32)>,
+    pub(super) back_agg: Option<u32>,
 }
 
 /// One session of one key.
@@ -102,15 +252,8 @@ pub(super) struct Session {
     pub(super) start: Micros,
     /// The last event time plus the gap.
     pub(super) end: Micros,
-    pub(super) part: Partial,
-}
-
-/// The open sessions of one key, sorted by start, never overlapping. Sessions mostly close
-/// at the front and open at the back, hence a deque.
-pub(super) struct KeySessions {
-    pub(super) hash: u64,
-    pub(super) key: Box<[Value]>,
-    pub(super) sessions: VecDeque<Session>,
+    /// Its slot in the sessions' [`Accs`].
+    pub(super) slot: u32,
 }
 
 /// A window operator's state on one worker.
@@ -119,12 +262,18 @@ pub(super) struct State {
     pub(super) panes: BTreeMap<Micros, Pane>,
     /// The largest window end emitted so far.
     pub(super) fired_through: Micros,
-    /// Sliding windows (without late updates): per key, the panes in the current window.
-    pub(super) queues: HashTable<KeyQueue>,
-    /// Sessions: the open sessions of each key.
-    pub(super) keys: HashTable<KeySessions>,
-    /// Sessions: every open session as (end, key hash, start), in the order they close.
-    pub(super) session_ends: BTreeSet<(Micros, u64, Micros)>,
+    /// Sliding windows (without late updates): the keys with queued panes, each key's queue
+    /// (by key slot) and the queued states.
+    pub(super) queue_keys: Groups,
+    pub(super) queues: Vec<KeyQueue>,
+    pub(super) queue_accs: Accs,
+    /// Sessions: keys with open sessions, each key's sessions (sorted by start, never
+    /// overlapping; by key slot) and the sessions' states.
+    pub(super) keys: Groups,
+    pub(super) sessions: Vec<VecDeque<Session>>,
+    pub(super) session_accs: Accs,
+    /// Sessions: every open session as (end, key slot, start), in the order they close.
+    pub(super) session_ends: BTreeSet<(Micros, u32, Micros)>,
     /// A capability at or below the time of every result still to be sent.
     pub(super) held: Option<Capability<Time>>,
 }
@@ -133,140 +282,199 @@ pub(super) struct State {
 pub(super) struct Pane {
     pub(super) start: Micros,
     /// On-time records, which count in every window of the pane.
-    pub(super) groups: HashTable<Group>,
+    pub(super) table: Table,
     /// Late records applied as updates (late = "update"), by the end of the first window they
     /// count in: a late record counts only in the windows it is not too late for.
-    pub(super) late: BTreeMap<Micros, HashTable<Group>>,
+    pub(super) late: BTreeMap<Micros, Table>,
 }
 
 impl Pane {
-    /// The partial states of the pane that count in the window ending at `end`.
-    pub(super) fn parts(&self, end: Micros) -> impl Iterator<Item = &Group> {
-        self.groups
-            .iter()
-            .chain(self.late.range(..=end).flat_map(|(_, t)| t.iter()))
-    }
-
-    /// Those of one key.
-    pub(super) fn parts_of<'a>(
-        &'a self,
-        end: Micros,
-        hash: u64,
-        key: &'a [Value],
-    ) -> impl Iterator<Item = &'a Group> + 'a {
-        self.groups
-            .find(hash, |g| g.hash == hash && *g.key == *key)
-            .into_iter()
-            .chain(
-                self.late
-                    .range(..=end)
-                    .flat_map(move |(_, t)| t.find(hash, |g| g.hash == hash && *g.key == *key)),
-            )
+    /// The tables of the pane that count in the window ending at `end`.
+    pub(super) fn parts(&self, end: Micros) -> impl Iterator<Item = &Table> {
+        std::iter::once(&self.table).chain(self.late.range(..=end).map(|(_, t)| t))
     }
 
     pub(super) fn len(&self) -> usize {
-        self.groups.len() + self.late.values().map(HashTable::len).sum::<usize>()
+        self.table.groups.len() + self.late.values().map(|t| t.groups.len()).sum::<usize>()
     }
 }
 
 impl State {
+    pub(super) fn new(spec: &WindowSpec) -> State {
+        State {
+            panes: BTreeMap::new(),
+            fired_through: Micros::MIN,
+            queue_keys: Groups::new(&spec.key_kind, true),
+            queues: Vec::new(),
+            queue_accs: Accs::new(spec),
+            keys: Groups::new(&spec.key_kind, true),
+            sessions: Vec::new(),
+            session_accs: Accs::new(spec),
+            session_ends: BTreeSet::new(),
+            held: None,
+        }
+    }
+
     /// Makes sure a capability at or below `time` is held (taken from the input's).
-    pub(super) fn hold(
-        &mut self,
-        cap: &timely::dataflow::operators::InputCapability<Time>,
-        time: Time,
-    ) {
+    pub(super) fn hold(&mut self, cap: &InputCapability<Time>, time: Time) {
         if self.held.as_ref().is_none_or(|h| *h.time() > time) {
             self.held = Some(cap.delayed(&time, 0));
         }
     }
 
-    /// Adds a record to its pane, or says which window had closed.
+    /// Bytes of aggregate and key state held.
+    pub(super) fn bytes(&self) -> usize {
+        self.panes
+            .values()
+            .map(|p| p.table.bytes() + p.late.values().map(Table::bytes).sum::<usize>())
+            .sum::<usize>()
+            + self.queue_keys.bytes()
+            + self.queues.capacity() * std::mem::size_of::<KeyQueue>()
+            + self
+                .queue_accs
+                .bytes(0..self.queue_accs.ingest.len() as u32)
+            + self.keys.bytes()
+            + self.sessions.capacity() * std::mem::size_of::<VecDeque<Session>>()
+            + self
+                .sessions
+                .iter()
+                .map(|s| s.capacity() * std::mem::size_of::<Session>())
+                .sum::<usize>()
+            + self
+                .session_accs
+                .bytes(0..self.session_accs.ingest.len() as u32)
+            + self.session_ends.len() * 40
+    }
+
+    /// Adds a batch's records to their panes; late ones are routed by the late policy (those
+    /// applied as updates re-emit their windows into `updates`), untimed ones dead-lettered.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn add_to_pane(
+    pub(super) fn add_to_panes(
         &mut self,
         spec: &WindowSpec,
-        r: &Record,
-        ts: Micros,
-        wm: Time,
-        cap: &timely::dataflow::operators::InputCapability<Time>,
+        b: &Batch<'_>,
+        cap: &InputCapability<Time>,
+        t: Time,
         n: &mut Counts,
-        updates: &mut Vec<Record>,
-    ) -> Result<(), String> {
+        out: &mut Outs,
+    ) {
+        let len = b.chunk.len();
+        let mut rows: Vec<u32> = Vec::with_capacity(len);
+        let mut slots: Vec<u32> = Vec::with_capacity(len);
+        let mut r = 0;
+        while r < len {
+            let Some(ts) = b.time(r) else {
+                out.untimed(spec, b, r, n);
+                r += 1;
+                continue;
+            };
+            let (ps, pe) = spec.window_of(ts);
+            let pe_t = pe.max(1) as Time;
+            if pe_t <= b.watermark[r].max(t) {
+                self.add_late(spec, b, r, ts, cap, t, n, out);
+                r += 1;
+                continue;
+            }
+            // A run of on-time records in this pane.
+            self.hold(cap, pe_t - 1);
+            let pane = self.panes.entry(pe).or_insert_with(|| Pane {
+                start: ps,
+                table: Table::new(spec),
+                late: BTreeMap::new(),
+            });
+            rows.clear();
+            slots.clear();
+            while r < len {
+                let Some(ts) = b.time(r) else { break };
+                if ts < ps || ts >= pe || pe_t <= b.watermark[r].max(t) {
+                    break;
+                }
+                slots.push(pane.table.slot(b, r, n));
+                rows.push(r as u32);
+                r += 1;
+            }
+            pane.table.accs.update(spec, b, &rows, &slots);
+        }
+    }
+
+    /// Adds a late record within the allowed lateness (or routes it by the late policy).
+    #[allow(clippy::too_many_arguments)]
+    fn add_late(
+        &mut self,
+        spec: &WindowSpec,
+        b: &Batch<'_>,
+        r: usize,
+        ts: Micros,
+        cap: &InputCapability<Time>,
+        t: Time,
+        n: &mut Counts,
+        out: &mut Outs,
+    ) {
         let (ps, pe) = spec.window_of(ts);
-        let pe_t = pe.max(1) as Time;
+        let wm = b.watermark[r].max(t);
         // The last window containing the record ends here.
         let last = ps.saturating_add(spec.size);
-        let on_time = pe_t > wm;
+        let LatePolicy::Update { allowed_lateness } = spec.late else {
+            out.late(spec, b, r, closed(spec, ps, pe), wm, n);
+            return;
+        };
         // The first window a late record still counts in: the first not more than
         // `allowed_lateness` behind its watermark.
+        let w = spec.pane();
         let mut first = pe;
-        if on_time {
-            self.hold(cap, pe_t - 1);
-        } else {
-            let LatePolicy::Update { allowed_lateness } = spec.late else {
-                return Err(closed(spec, ps, pe));
-            };
-            let w = spec.pane();
-            while first <= last && (first.saturating_add(allowed_lateness).max(1) as Time) <= wm {
-                first += w;
-            }
-            if first > last {
-                return Err(closed(spec, ps, pe));
-            }
-            if last > self.fired_through {
-                // Windows still to fire will include it: hold a capability for them.
-                self.hold(cap, *cap.least().unwrap_or(&0));
-            }
+        while first <= last && (first.saturating_add(allowed_lateness).max(1) as Time) <= wm {
+            first += w;
         }
-        let hash = key_hash(&r.values, &spec.group_by);
+        if first > last {
+            out.late(spec, b, r, closed(spec, ps, pe), wm, n);
+            return;
+        }
+        if last > self.fired_through {
+            // Windows still to fire will include it: hold a capability for them.
+            self.hold(cap, t);
+        }
         let pane = self.panes.entry(pe).or_insert_with(|| Pane {
             start: ps,
-            groups: HashTable::new(),
+            table: Table::new(spec),
             late: BTreeMap::new(),
         });
-        let table = if on_time {
-            &mut pane.groups
-        } else {
-            pane.late.entry(first).or_default()
-        };
-        let (g, new) = group_of(spec, table, hash, &r.values);
-        if new {
-            n.state += 1;
-        }
-        g.part.add(spec, r, ts);
-        if on_time {
-            return Ok(());
-        }
-        // Late, within the allowed lateness: emit again every window it counts in that was
-        // already emitted (the others will include it when they fire).
-        g.part.late += 1;
+        let table = pane.late.entry(first).or_insert_with(|| Table::new(spec));
+        let g = table.slot(b, r, n);
+        table.accs.update(spec, b, &[r as u32], &[g]);
+        table.accs.late[g as usize] += 1;
         n.late.updated();
-        let key: Box<[Value]> = g.key.clone();
+        // Emit again every window it counts in that was already emitted (the others will
+        // include it when they fire).
+        let table = &self.panes[&pe].late[&first];
+        let key = table.groups.values(&spec.key_kind, g);
         let mut e = first;
         while e <= last && e <= self.fired_through {
-            if let Some(part) = self.merged(spec, e, hash, &key) {
-                updates.push(spec.result(&key, e - spec.size, e, &part));
+            if let Some(part) = self.merged(spec, e, &table.groups, g) {
+                out.updates
+                    .push(spec.result(key.clone(), e - spec.size, e, &part, 0));
             }
             e += spec.pane();
         }
-        Ok(())
     }
 
-    /// One key's result for the window ending at `end`, merged over its panes.
+    /// One key's result for the window ending at `end`, merged over its panes (in slot 0).
     pub(super) fn merged(
         &self,
         spec: &WindowSpec,
         end: Micros,
-        hash: u64,
-        key: &[Value],
-    ) -> Option<Partial> {
-        let mut acc: Option<Partial> = None;
+        src: &Groups,
+        g: u32,
+    ) -> Option<Accs> {
+        let mut acc: Option<Accs> = None;
         for (_, pane) in self.panes.range((end - spec.size + 1)..=end) {
-            for g in pane.parts_of(end, hash, key) {
-                match &mut acc {
-                    None => acc = Some(g.part.clone()),
-                    Some(a) => a.merge(spec, &g.part),
+            for t in pane.parts(end) {
+                if let Some(s) = t.groups.find_from(src, g) {
+                    let a = acc.get_or_insert_with(|| {
+                        let mut a = Accs::new(spec);
+                        a.alloc();
+                        a
+                    });
+                    a.merge(spec, 0, &t.accs, s);
                 }
             }
         }
@@ -277,7 +485,7 @@ impl State {
     /// data.
     pub(super) fn next_window(&self, spec: &WindowSpec) -> Option<Micros> {
         let w = spec.pane();
-        if !self.queues.is_empty() {
+        if self.queue_keys.len() > 0 {
             // Queued panes have windows still to emit: the very next one.
             return Some(self.fired_through + w);
         }
@@ -309,67 +517,81 @@ impl State {
         n: &mut Counts,
     ) {
         if let Some(pane) = self.panes.remove(&e) {
-            for g in pane.groups {
-                let q = match self.queues.entry(
-                    g.hash,
-                    |q| q.hash == g.hash && q.key == g.key,
-                    |q| q.hash,
-                ) {
-                    Entry::Occupied(o) => o.into_mut(),
-                    Entry::Vacant(v) => v
-                        .insert(KeyQueue {
-                            hash: g.hash,
-                            key: g.key,
-                            front: Vec::new(),
-                            back: Vec::new(),
-                            back_agg: None,
-                        })
-                        .into_mut(),
-                };
-                match &mut q.back_agg {
-                    None => q.back_agg = Some(g.part.clone()),
-                    Some(a) => a.merge(spec, &g.part),
+            let t = &pane.table;
+            for g in t.groups.slots() {
+                let (q, new) = self.queue_keys.slot_from(&t.groups, g);
+                let qi = q as usize;
+                if qi >= self.queues.len() {
+                    self.queues.resize_with(qi + 1, KeyQueue::default);
                 }
-                q.back.push((e, g.part));
+                if new {
+                    self.queues[qi] = KeyQueue::default();
+                }
+                let part = self.queue_accs.copy_of(spec, &t.accs, g);
+                let queue = &mut self.queues[qi];
+                match queue.back_agg {
+                    None => queue.back_agg = Some(self.queue_accs.copy_of(spec, &t.accs, g)),
+                    Some(b) => self.queue_accs.merge(spec, b, &t.accs, g),
+                }
+                queue.back.push((e, part));
             }
         }
         let oldest = e - spec.size; // panes ending at or before this have left the window
-        self.queues.retain(|q| {
+        let live: Vec<u32> = self.queue_keys.slots().collect();
+        for q in live {
+            let accs = &mut self.queue_accs;
+            let queue = &mut self.queues[q as usize];
             loop {
-                match q.front.last() {
-                    Some((pe, _)) if *pe <= oldest => {
-                        q.front.pop();
+                match queue.front.last() {
+                    Some(&(pe, s)) if pe <= oldest => {
+                        queue.front.pop();
+                        accs.release(s);
                         n.state -= 1;
                     }
                     Some(_) => break,
-                    None if q.back.first().is_some_and(|(pe, _)| *pe <= oldest) => {
+                    None if queue.back.first().is_some_and(|(pe, _)| *pe <= oldest) => {
                         // Flip: the back stack becomes the front, as suffix aggregates.
-                        let mut running: Option<Partial> = None;
-                        for (pe, part) in q.back.drain(..).rev() {
-                            match &mut running {
-                                None => running = Some(part),
-                                Some(r) => r.merge(spec, &part),
-                            }
-                            q.front.push((pe, running.clone().expect("set above")));
+                        let mut running: Option<u32> = None;
+                        for (pe, part) in queue.back.drain(..).rev() {
+                            let r = match running {
+                                None => {
+                                    running = Some(part);
+                                    part
+                                }
+                                Some(r) => {
+                                    accs.merge_within(spec, r, part);
+                                    accs.release(part);
+                                    r
+                                }
+                            };
+                            let mut one = Accs::new(spec);
+                            one.copy_of(spec, accs, r);
+                            let snap = accs.copy_of(spec, &one, 0);
+                            queue.front.push((pe, snap));
                         }
-                        q.back_agg = None;
+                        if let Some(r) = running {
+                            accs.release(r);
+                        }
+                        if let Some(b) = queue.back_agg.take() {
+                            accs.release(b);
+                        }
                     }
                     None => break,
                 }
             }
-            let result = match (q.front.last(), &q.back_agg) {
-                (Some((_, f)), Some(b)) => {
-                    let mut r = f.clone();
-                    r.merge(spec, b);
-                    r
+            let key = || self.queue_keys.values(&spec.key_kind, q);
+            match (queue.front.last(), queue.back_agg) {
+                (Some(&(_, f)), Some(b)) => {
+                    let mut one = Accs::new(spec);
+                    one.copy_of(spec, accs, f);
+                    one.merge(spec, 0, accs, b);
+                    batch.push(spec.result(key(), e - spec.size, e, &one, 0));
                 }
-                (Some((_, f)), None) => f.clone(),
-                (None, Some(b)) => b.clone(),
-                (None, None) => return false,
-            };
-            batch.push(spec.result(&q.key, e - spec.size, e, &result));
-            true
-        });
+                (Some(&(_, f)), None) => batch.push(spec.result(key(), e - spec.size, e, accs, f)),
+                (None, Some(b)) => batch.push(spec.result(key(), e - spec.size, e, accs, b)),
+                (None, None) => self.queue_keys.remove(q),
+            }
+        }
     }
 
     /// Emits every window the frontier has passed.
@@ -393,31 +615,28 @@ impl State {
             if spec.size != w && !matches!(spec.late, LatePolicy::Update { .. }) {
                 self.slide_queues(spec, e, &mut batch, n);
             } else if let Some(p) = single {
-                for g in p.groups.iter() {
-                    batch.push(spec.result(&g.key, p.start, e, &g.part));
+                let t = &p.table;
+                batch.reserve(t.groups.len());
+                for g in t.groups.slots() {
+                    let key = t.groups.values(&spec.key_kind, g);
+                    batch.push(spec.result(key, p.start, e, &t.accs, g));
                 }
             } else {
-                let mut merged: HashTable<Group> = HashTable::new();
+                let mut merged = Table::new(spec);
                 for (_, p) in self.panes.range((e - spec.size + 1)..=e) {
-                    for g in p.parts(e) {
-                        match merged.entry(
-                            g.hash,
-                            |m| m.hash == g.hash && m.key == g.key,
-                            |m| m.hash,
-                        ) {
-                            Entry::Occupied(mut o) => o.get_mut().part.merge(spec, &g.part),
-                            Entry::Vacant(v) => {
-                                v.insert(Group {
-                                    hash: g.hash,
-                                    key: g.key.clone(),
-                                    part: g.part.clone(),
-                                });
+                    for t in p.parts(e) {
+                        for g in t.groups.slots() {
+                            let (m, new) = merged.groups.slot_from(&t.groups, g);
+                            if new {
+                                merged.accs.alloc();
                             }
+                            merged.accs.merge(spec, m, &t.accs, g);
                         }
                     }
                 }
-                for g in merged.iter() {
-                    batch.push(spec.result(&g.key, e - spec.size, e, &g.part));
+                for g in merged.groups.slots() {
+                    let key = merged.groups.values(&spec.key_kind, g);
+                    batch.push(spec.result(key, e - spec.size, e, &merged.accs, g));
                 }
             }
             self.fired_through = e;
@@ -441,75 +660,93 @@ impl State {
         }
     }
 
-    /// Adds a record to its key's sessions, or says why it is late.
-    pub(super) fn add_session(
+    /// Adds a batch's records to their keys' sessions; late and untimed ones are routed.
+    pub(super) fn add_to_sessions(
         &mut self,
         spec: &WindowSpec,
-        r: &Record,
-        ts: Micros,
-        wm: Time,
-        cap: &timely::dataflow::operators::InputCapability<Time>,
+        b: &Batch<'_>,
+        cap: &InputCapability<Time>,
+        t: Time,
         n: &mut Counts,
-    ) -> Result<(), String> {
+        out: &mut Outs,
+    ) {
         let gap = spec.size;
-        if (ts.max(0) as Time) < wm {
-            return Err(format!(
-                "it is behind the watermark, so the session it would join or start may have closed (gap {}µs)",
-                gap
-            ));
-        }
-        let end = ts.saturating_add(gap);
-        self.hold(cap, end.max(1) as Time - 1);
-        let hash = key_hash(&r.values, &spec.group_by);
-        let ks = match self.keys.entry(
-            hash,
-            |k| k.hash == hash && spec.same_key(&k.key, &r.values),
-            |k| k.hash,
-        ) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e
-                .insert(KeySessions {
-                    hash,
-                    key: spec.group_by.iter().map(|&p| r.values[p].clone()).collect(),
-                    sessions: VecDeque::new(),
-                })
-                .into_mut(),
-        };
-        // Sessions overlapping [ts, ts + gap) merge with it. They do not overlap each other and
-        // are sorted by start, so they form one run: those starting before ts + gap and ending
-        // after ts. The first of them takes the record and absorbs the others.
-        let hi = ks.sessions.partition_point(|s| s.start < end);
-        let mut lo = hi;
-        while lo > 0 && ks.sessions[lo - 1].end > ts {
-            lo -= 1;
-        }
-        if lo == hi {
-            let mut session = Session {
-                start: ts,
-                end,
-                part: Partial::new(spec),
+        for r in 0..b.chunk.len() {
+            let Some(ts) = b.time(r) else {
+                out.untimed(spec, b, r, n);
+                continue;
             };
-            session.part.add(spec, r, ts);
-            self.session_ends.insert((end, hash, ts));
-            n.state += 1;
-            ks.sessions.insert(lo, session);
-            return Ok(());
+            let wm = b.watermark[r].max(t);
+            if (ts.max(0) as Time) < wm {
+                out.late(
+                    spec,
+                    b,
+                    r,
+                    format!(
+                        "it is behind the watermark, so the session it would join or start may have closed (gap {}µs)",
+                        gap
+                    ),
+                    wm,
+                    n,
+                );
+                continue;
+            }
+            let end = ts.saturating_add(gap);
+            self.hold(cap, end.max(1) as Time - 1);
+            let (k, new) = self.keys.slot(&b.keys, r, b.hashes[r]);
+            let ku = k as usize;
+            if ku >= self.sessions.len() {
+                self.sessions.resize_with(ku + 1, VecDeque::new);
+            }
+            if new {
+                self.sessions[ku].clear();
+            }
+            let ss = &mut self.sessions[ku];
+            if ss.capacity() == 0 {
+                // Most keys have one open session at a time: no room for four.
+                ss.reserve_exact(1);
+            }
+            let accs = &mut self.session_accs;
+            // Sessions overlapping [ts, ts + gap) merge with it. They do not overlap each
+            // other and are sorted by start, so they form one run: those starting before
+            // ts + gap and ending after ts. The first of them takes the record and absorbs
+            // the others.
+            let hi = ss.partition_point(|s| s.start < end);
+            let mut lo = hi;
+            while lo > 0 && ss[lo - 1].end > ts {
+                lo -= 1;
+            }
+            if lo == hi {
+                let slot = accs.alloc();
+                accs.update(spec, b, &[r as u32], &[slot]);
+                self.session_ends.insert((end, k, ts));
+                n.state += 1;
+                ss.insert(
+                    lo,
+                    Session {
+                        start: ts,
+                        end,
+                        slot,
+                    },
+                );
+                continue;
+            }
+            let absorbed: Vec<Session> = ss.drain(lo + 1..hi).collect();
+            let base = &mut ss[lo];
+            self.session_ends.remove(&(base.end, k, base.start));
+            accs.update(spec, b, &[r as u32], &[base.slot]);
+            base.start = base.start.min(ts);
+            base.end = base.end.max(end);
+            for s in absorbed {
+                self.session_ends.remove(&(s.end, k, s.start));
+                n.state -= 1;
+                base.start = base.start.min(s.start);
+                base.end = base.end.max(s.end);
+                accs.merge_within(spec, base.slot, s.slot);
+                accs.release(s.slot);
+            }
+            self.session_ends.insert((base.end, k, base.start));
         }
-        let absorbed: Vec<Session> = ks.sessions.drain(lo + 1..hi).collect();
-        let base = &mut ks.sessions[lo];
-        self.session_ends.remove(&(base.end, hash, base.start));
-        base.part.add(spec, r, ts);
-        base.start = base.start.min(ts);
-        base.end = base.end.max(end);
-        for s in absorbed {
-            self.session_ends.remove(&(s.end, hash, s.start));
-            n.state -= 1;
-            base.start = base.start.min(s.start);
-            base.end = base.end.max(s.end);
-            base.part.merge(spec, &s.part);
-        }
-        self.session_ends.insert((base.end, hash, base.start));
-        Ok(())
     }
 
     /// Emits every session whose end the frontier has passed, in the order they end.
@@ -521,32 +758,23 @@ impl State {
         n: &mut Counts,
     ) {
         let mut batch = Vec::new();
-        while let Some(&(end, hash, start)) = self.session_ends.first() {
+        while let Some(&(end, k, start)) = self.session_ends.first() {
             if frontier.less_equal(&(end.max(1) as Time - 1)) {
                 break;
             }
             self.session_ends.pop_first();
             n.state -= 1;
-            // The key with this hash that has this session.
-            let found = self.keys.find_entry(hash, |k| {
-                k.hash == hash
-                    && k.sessions
-                        .binary_search_by_key(&start, |s| s.start)
-                        .is_ok_and(|i| k.sessions[i].end == end)
-            });
-            let Ok(mut entry) = found else {
+            let ss = &mut self.sessions[k as usize];
+            let Ok(i) = ss.binary_search_by_key(&start, |s| s.start) else {
                 debug_assert!(false, "an indexed session exists");
                 continue;
             };
-            let ks = entry.get_mut();
-            let i = ks
-                .sessions
-                .binary_search_by_key(&start, |s| s.start)
-                .expect("found above");
-            let s = ks.sessions.remove(i).expect("found above");
-            batch.push(spec.result(&ks.key, s.start, s.end, &s.part));
-            if ks.sessions.is_empty() {
-                entry.remove();
+            let s = ss.remove(i).expect("found above");
+            let key = self.keys.values(&spec.key_kind, k);
+            batch.push(spec.result(key, s.start, s.end, &self.session_accs, s.slot));
+            self.session_accs.release(s.slot);
+            if ss.is_empty() {
+                self.keys.remove(k);
             }
         }
         if !batch.is_empty() {
@@ -569,5 +797,46 @@ impl State {
             (Some(t), Some(h)) if *h.time() < t => h.downgrade(&t),
             _ => {}
         }
+    }
+}
+
+/// Where an activation's late, untimed and re-emitted records go.
+#[derive(Default)]
+pub(super) struct Outs {
+    pub(super) dead: Vec<Record>,
+    pub(super) late: Vec<Record>,
+    pub(super) updates: Vec<Record>,
+}
+
+impl Outs {
+    fn untimed(&mut self, spec: &WindowSpec, b: &Batch<'_>, r: usize, n: &mut Counts) {
+        let why = "the record has no event time".to_string();
+        n.late.untimed(
+            &b.record(r),
+            |rec| spec.dead_letter(rec, why),
+            &mut self.dead,
+        );
+    }
+
+    fn late(
+        &mut self,
+        spec: &WindowSpec,
+        b: &Batch<'_>,
+        r: usize,
+        closed: String,
+        wm: Time,
+        n: &mut Counts,
+    ) {
+        let why = format!(
+            "late: {closed} (watermark {})",
+            format_rfc3339(wm as Micros)
+        );
+        n.late.route(
+            spec.late,
+            b.record(r),
+            |rec| spec.dead_letter(rec, why),
+            &mut self.dead,
+            &mut self.late,
+        );
     }
 }
