@@ -568,3 +568,224 @@ path = "s.jsonl"
         );
     }
 }
+
+/// The aggregates beyond the basic ones, and FILTER, over out-of-order input with late records
+/// dropped: per device and 1 s window, against a reference computed here from the raw events
+/// (two-pass variance, sorted values for the percentile, sets for distinct counts), and a
+/// global window whose ids are too many to count exactly. The same results in every mode and
+/// worker count: the sketches and the exact sums do not depend on arrival order.
+#[test]
+fn statistical_and_approximate_aggregates_and_filter_match_the_reference() {
+    let dir = workspace();
+    let p = write(
+        dir.path(),
+        "t.toml",
+        r#"
+[sources.s]
+type = "generator"
+profile = "iot"
+events = 20000
+devices = 7
+seed = 9
+start = "2026-01-01T00:00:00Z"
+event_time_interval = "1ms"
+disorder = "500ms"
+late_fraction = 0.02
+late_by = "3s"
+watermark = { max_out_of_orderness = "500ms" }
+
+[transforms.w]
+type = "window"
+inputs = ["s"]
+size = "1s"
+group_by = ["device_id"]
+late = "drop"
+max_state = 1000
+
+[transforms.w.aggregates]
+n = "count(*)"
+var = "variance(temperature)"
+sd_pop = "stddev_pop(temperature)"
+p90 = "approx_percentile(temperature, 0.9)"
+kinds = "approx_count_distinct(kind)"
+alarms = "count(*) FILTER (WHERE kind = 'alarm')"
+hot_avg = "avg(temperature) FILTER (WHERE temperature > 20)"
+
+[transforms.all]
+type = "window"
+inputs = ["s"]
+size = "2s"
+late = "drop"
+aggregates = { ids = "approx_count_distinct(id)", n = "count(*)" }
+
+[sinks.o]
+type = "file"
+inputs = ["w"]
+path = "t.jsonl"
+
+[sinks.a]
+type = "file"
+inputs = ["all"]
+path = "a.jsonl"
+"#,
+    );
+    let (spec, start) = generator(&std::fs::read_to_string(&p).unwrap(), "s", &[]);
+    let schema = Profile::Iot.schema();
+    let (dev, temp, kind) = (
+        schema.index_of("device_id").unwrap(),
+        schema.index_of("temperature").unwrap(),
+        schema.index_of("kind").unwrap(),
+    );
+    // Per (device, window end): the events' temperatures and kinds.
+    #[derive(Default)]
+    struct G {
+        n: u64,
+        temps: Vec<f64>,
+        kinds: BTreeSet<String>,
+        alarms: u64,
+    }
+    let mut groups: BTreeMap<(String, i64), G> = BTreeMap::new();
+    let mut global: BTreeMap<i64, u64> = BTreeMap::new();
+    for e in events(&spec, 20_000, start, 1_000) {
+        let on_time = |size: i64| e.ts - e.ts.rem_euclid(size) + size > e.base - 500_000;
+        if on_time(2 * S) {
+            *global
+                .entry(e.ts - e.ts.rem_euclid(2 * S) + 2 * S)
+                .or_default() += 1;
+        }
+        if !on_time(S) {
+            continue;
+        }
+        let end = e.ts - e.ts.rem_euclid(S) + S;
+        let g = groups
+            .entry((e.values[dev].as_str().unwrap().to_string(), end))
+            .or_default();
+        g.n += 1;
+        if let Some(t) = e.values[temp].as_f64() {
+            g.temps.push(t);
+        }
+        let k = e.values[kind].as_str().unwrap().to_string();
+        g.alarms += u64::from(k == "alarm");
+        g.kinds.insert(k);
+    }
+    let close = |got: &Value, want: Option<f64>, rel: f64, what: &str| match want {
+        None => assert!(got.is_null(), "{what}: {got} should be NULL"),
+        Some(w) => {
+            let g = got.as_f64().unwrap_or_else(|| panic!("{what}: {got}"));
+            assert!(
+                (g - w).abs() <= rel * w.abs() + 1e-12,
+                "{what}: {g} against {w}"
+            );
+        }
+    };
+    for config in configurations() {
+        run_ok(dir.path(), &p, &config);
+        let got = json_lines(&dir.path().join("t.jsonl"));
+        assert_eq!(got.len(), groups.len(), "{config:?}");
+        for v in &got {
+            let key = (
+                v["device_id"].as_str().unwrap().to_string(),
+                parse_rfc3339(v["window_end"].as_str().unwrap()).unwrap(),
+            );
+            let g = &groups[&key];
+            let what = format!("{key:?} {config:?}");
+            assert_eq!(v["n"].as_u64().unwrap(), g.n, "{what}");
+            assert_eq!(v["alarms"].as_u64().unwrap(), g.alarms, "{what}");
+            assert_eq!(v["kinds"].as_u64().unwrap(), g.kinds.len() as u64, "{what}");
+            let m = g.temps.len() as f64;
+            let mean = g.temps.iter().sum::<f64>() / m;
+            let ss: f64 = g.temps.iter().map(|t| (t - mean) * (t - mean)).sum();
+            close(
+                &v["var"],
+                (g.temps.len() > 1).then(|| ss / (m - 1.0)),
+                1e-9,
+                &what,
+            );
+            close(
+                &v["sd_pop"],
+                (!g.temps.is_empty()).then(|| (ss / m).sqrt()),
+                1e-9,
+                &what,
+            );
+            let mut sorted = g.temps.clone();
+            sorted.sort_by(f64::total_cmp);
+            let p90 = (!sorted.is_empty())
+                .then(|| sorted[(0.9 * (sorted.len() - 1) as f64).floor() as usize]);
+            close(&v["p90"], p90, 0.01, &what);
+            let hot: Vec<f64> = g.temps.iter().copied().filter(|&t| t > 20.0).collect();
+            let hot_avg = (!hot.is_empty()).then(|| fsum(&hot) / hot.len() as f64);
+            assert_eq!(v["hot_avg"].as_f64(), hot_avg, "{what}");
+        }
+        let all = json_lines(&dir.path().join("a.jsonl"));
+        assert_eq!(all.len(), global.len(), "{config:?}");
+        for v in &all {
+            let end = parse_rfc3339(v["window_end"].as_str().unwrap()).unwrap();
+            let n = global[&end];
+            assert_eq!(v["n"].as_u64().unwrap(), n);
+            let ids = v["ids"].as_u64().unwrap() as f64;
+            // Ids are distinct: counted exactly up to 512, beyond by the HyperLogLog
+            // (standard error 1.6%; 5% is three standard errors).
+            if n <= 512 {
+                assert_eq!(ids, n as f64);
+            } else {
+                assert!(
+                    (ids - n as f64).abs() <= 0.05 * n as f64,
+                    "{ids} against {n}"
+                );
+            }
+        }
+        assert!(global.values().filter(|&&n| n > 512).count() >= 5);
+    }
+}
+
+/// A window whose key space outgrows `max_state` fails the run with a message naming it.
+#[test]
+fn max_state_fails_the_run_with_a_message() {
+    let dir = workspace();
+    let p = write(
+        dir.path(),
+        "t.toml",
+        r#"
+[sources.s]
+type = "generator"
+profile = "iot"
+events = 50000
+devices = 5000
+start = "2026-01-01T00:00:00Z"
+event_time_interval = "1ms"
+
+[transforms.w]
+type = "window"
+inputs = ["s"]
+size = "1h"
+group_by = ["device_id"]
+aggregates = { n = "count(*)" }
+max_state = 100
+
+[sinks.o]
+type = "null"
+inputs = ["w"]
+"#,
+    );
+    let o = weir(dir.path(), &["run", &p], "");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("window `w` holds") && err.contains("max_state = 100"),
+        "{err}"
+    );
+    let bad = write(
+        dir.path(),
+        "b.toml",
+        &std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("max_state = 100", "max_state = 0"),
+    );
+    let o = weir(dir.path(), &["validate", &bad], "");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("`max_state` must be at least 1") && err.contains("b.toml:"),
+        "{err}"
+    );
+}

@@ -950,6 +950,12 @@ mod tests {
             "first(i)",
             "last(s)",
             "last(f)",
+            "variance(f)",
+            "stddev_pop(i)",
+            "approx_percentile(f, 0.5)",
+            "approx_count_distinct(s)",
+            "count(*) FILTER (WHERE i > 0)",
+            "sum(f) FILTER (WHERE s = 'b')",
         ] {
             let a = Aggregate::compile(text, &schema()).unwrap();
             for split in 0..=r.len() {
@@ -961,6 +967,52 @@ mod tests {
                 a.merge(&mut right, &left);
                 assert_eq!(a.finish(&right), run(text, &r), "{text}, split at {split}");
             }
+        }
+    }
+
+    #[test]
+    fn statistics_sketches_and_filters_on_a_small_group() {
+        use Value::*;
+        let r = rows();
+        // f: 0.5, 1.5, NULL, 2.0 -> mean 4/3, squared deviations sum 7/6. The documented
+        // bound: a relative error of about 2^-52 * sum(x^2) / (n * variance), here ~1e-15.
+        let near = |text: &str, want: f64| {
+            let got = run(text, &r).as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-14 * want,
+                "{text}: {got} against {want}"
+            );
+        };
+        near("var_pop(f)", (7.0 / 6.0) / 3.0);
+        near("variance(f)", (7.0 / 6.0) / 2.0);
+        near("stddev(f)", ((7.0f64 / 6.0) / 2.0).sqrt());
+        assert_eq!(run("stddev_samp(i * 0)", &r), F64(0.0));
+        assert_eq!(run("approx_count_distinct(s)", &r), I64(2));
+        assert_eq!(run("approx_count_distinct(f)", &r), I64(3));
+        let p = run("approx_percentile(f, 1.0)", &r).as_f64().unwrap();
+        assert!((p - 2.0).abs() <= 0.02, "{p}");
+        assert_eq!(run("count(*) FILTER (WHERE i > 0)", &r), I64(2));
+        assert_eq!(run("sum(i) FILTER (WHERE s = 'b')", &r), I64(-4));
+        assert_eq!(run("avg(f) FILTER (WHERE i IS NULL)", &r), F64(1.5));
+        assert_eq!(run("max(s) FILTER (WHERE false)", &r), Null);
+        let one = vec![(1, 1, vec![I64(1), F64(3.0), Null])];
+        assert_eq!(
+            run("variance(f)", &one),
+            Null,
+            "a sample of one has no variance"
+        );
+        assert_eq!(run("var_pop(f)", &one), F64(0.0));
+        let s = schema();
+        for (text, says) in [
+            ("approx_percentile(f, 2)", "from 0 to 1"),
+            ("approx_percentile(f, i)", "from 0 to 1"),
+            ("approx_percentile(f)", "a value and a quantile"),
+            ("stddev(s)", "needs a number"),
+            ("count(*) FILTER (WHERE i + 1)", "FILTER needs a condition"),
+            ("sum(i) OVER ()", "OVER"),
+        ] {
+            let e = Aggregate::compile(text, &s).unwrap_err();
+            assert!(e.message.contains(says), "{text}: {e}");
         }
     }
 
