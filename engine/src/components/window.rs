@@ -37,8 +37,10 @@ pub struct WindowConfig {
     /// Fields to group by (default: none, one global group per window).
     pub group_by: Option<Spanned<Vec<Spanned<String>>>>,
     /// Named aggregates, in output order, in SQL: count(*), count(x), count(distinct x),
-    /// sum(x), min(x), max(x), avg(x), first(x), last(x) — for example
-    /// `aggregates = { avg_temp = "avg(temperature)", readings = "count(*)" }`.
+    /// sum(x), min(x), max(x), avg(x), first(x), last(x), variance(x), var_pop(x), stddev(x),
+    /// stddev_pop(x), approx_percentile(x, q), approx_count_distinct(x), each optionally with
+    /// FILTER (WHERE condition) — for example
+    /// `aggregates = { avg_temp = "avg(temperature)", alarms = "count(*) FILTER (WHERE kind = 'alarm')" }`.
     pub aggregates: Spanned<IndexMap<String, Spanned<String>>>,
     /// What happens to a late record (one whose window had closed by its source's watermark):
     /// "dead-letter" (default: to `ID.dead_letter` with the reason), "drop" (count it only),
