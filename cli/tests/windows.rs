@@ -528,3 +528,78 @@ fn long_runs_print_status_lines() {
         );
     }
 }
+
+/// Result fields that are expressions over aggregates (and over the group fields and the
+/// window's bounds), hand-checked in every mode and worker count; an error inside one points
+/// at its place in the file.
+#[test]
+fn expressions_over_aggregates_hand_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "in.jsonl",
+        r#"{"ts":"2026-01-01T00:00:01Z","device_id":"a","temperature":20.125}
+{"ts":"2026-01-01T00:00:04.5Z","device_id":"a","temperature":21.5}
+{"ts":"2026-01-01T00:00:05Z","device_id":"a","temperature":19.0}
+{"ts":"2026-01-01T00:00:07Z","device_id":"b","temperature":30.0}
+{"ts":"2026-01-01T00:00:12Z","device_id":"a","temperature":18.0}
+"#,
+    );
+    let text = r#"
+[sources.in]
+type = "file"
+path = "in.jsonl"
+format = "jsonl"
+schema = { ts = "timestamp", device_id = "string", temperature = "f64" }
+
+[transforms.w]
+type = "window"
+inputs = ["in"]
+size = "10s"
+group_by = ["device_id"]
+
+[transforms.w.aggregates]
+avg2 = "round(avg(temperature), 2)"
+span_s = "max(ts) - min(ts)"
+hot_pct = "count(*) FILTER (WHERE temperature > 20) * 100 / count(*)"
+label = "device_id || ':' || CAST(count(*) AS string)"
+width = "window_end - window_start"
+
+[sinks.o]
+type = "file"
+inputs = ["w"]
+path = "out.jsonl"
+"#;
+    let p = write(dir.path(), "w.toml", text);
+    let row = |d: &str, s: u32, avg2: f64, span: f64, hot: i64, label: &str| {
+        json!({"device_id": d, "window_start": format!("2026-01-01T00:00:{s:02}.000Z"),
+            "window_end": format!("2026-01-01T00:00:{:02}.000Z", s + 10), "avg2": avg2,
+            "span_s": span, "hot_pct": hot, "label": label, "width": 10.0})
+    };
+    // a in [0, 10): 20.125, 21.5, 19.0 -> avg 20.208.. -> 20.21; 4 s apart; 2 of 3 above 20.
+    let want = canonical(vec![
+        row("a", 0, 20.21, 4.0, 66, "a:3"),
+        row("b", 0, 30.0, 0.0, 100, "b:1"),
+        row("a", 10, 18.0, 0.0, 0, "a:1"),
+    ]);
+    for config in common::configurations() {
+        let mut args = vec!["run", p.as_str()];
+        args.extend(config.iter().copied());
+        let o = weir(dir.path(), &args, "");
+        ok(&o);
+        let got: Vec<Value> = json_lines(&dir.path().join("out.jsonl"));
+        assert_eq!(canonical(got), want, "{config:?}");
+    }
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        &text.replace("round(avg(temperature), 2)", "round(avg(temprature), 2)"),
+    );
+    let o = weir(dir.path(), &["validate", &bad], "");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("unknown field `temprature`") && err.contains("bad.toml:15:19"),
+        "{err}"
+    );
+}

@@ -845,6 +845,189 @@ impl Aggregate {
     }
 }
 
+/// A window result field: one aggregate, or an expression over aggregates.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// The value of aggregate `k` of the window.
+    Agg(usize),
+    /// An expression over the result's group fields, `window_start`, `window_end` and the
+    /// aggregates `aggs` (in that order, as fields of one row).
+    Expr {
+        /// The window's aggregates the expression reads.
+        aggs: std::ops::Range<usize>,
+        /// The compiled expression.
+        expr: Expr,
+    },
+}
+
+/// The aggregate calls in `text`: each call's byte range (with its FILTER clause).
+fn calls(text: &str) -> Vec<std::ops::Range<usize>> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    // The end of the parenthesised group opening at `open`, skipping quoted text.
+    let close = |open: usize| -> Option<usize> {
+        let mut depth = 0;
+        let mut j = open;
+        while j < b.len() {
+            match b[j] {
+                q @ (b'\'' | b'"') => {
+                    j += 1;
+                    while j < b.len() && b[j] != q {
+                        j += 1;
+                    }
+                }
+                b'(' => depth += 1,
+                b')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(j + 1);
+                    }
+                }
+                _ => {}
+            }
+            j += 1;
+        }
+        None
+    };
+    let skip_ws = |mut j: usize| {
+        while j < b.len() && b[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        j
+    };
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                let word = text[start..i].to_ascii_lowercase();
+                let open = skip_ws(i);
+                if !CALL_NAMES.contains(&word.as_str()) || open >= b.len() || b[open] != b'(' {
+                    continue;
+                }
+                let Some(mut end) = close(open) else { break };
+                // A FILTER clause belongs to the call.
+                let f = skip_ws(end);
+                if text.len() >= f + 6 && text[f..f + 6].eq_ignore_ascii_case("filter") {
+                    let open = skip_ws(f + 6);
+                    if open < b.len() && b[open] == b'(' {
+                        if let Some(e) = close(open) {
+                            end = e;
+                        }
+                    }
+                }
+                out.push(start..end);
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+impl Output {
+    /// Compiles one window result field: an aggregate call (`avg(temperature)`), or an
+    /// expression over calls and the result's other fields (`round(avg(temperature), 2)`,
+    /// `max(ts) - min(ts)`, `count(*) FILTER (WHERE kind = 'alarm') * 100 / count(*)`).
+    /// `first` is the index the field's first aggregate will have among the window's
+    /// aggregates; `result` holds the group fields, `window_start` and `window_end`. Returns
+    /// the field and its aggregates. Error spans are byte ranges within `text`.
+    pub fn compile(
+        text: &str,
+        input: &Schema,
+        result: &Schema,
+        first: usize,
+    ) -> Result<(Output, Vec<Aggregate>), ExprError> {
+        let found = calls(text);
+        let trimmed = text.trim();
+        let lead = text.len() - text.trim_start().len();
+        if found.len() == 1 && found[0] == (lead..lead + trimmed.len()) {
+            return Aggregate::compile(text, input).map(|a| (Output::Agg(first), vec![a]));
+        }
+        if found.is_empty() {
+            // An expression over the group fields and the window's bounds only; otherwise
+            // the text is no aggregate at all: say what one looks like.
+            return match Expr::compile(text, result) {
+                Ok(expr) => Ok((
+                    Output::Expr {
+                        aggs: first..first,
+                        expr,
+                    },
+                    Vec::new(),
+                )),
+                Err(_) => Aggregate::compile(text, input).map(|a| (Output::Agg(first), vec![a])),
+            };
+        }
+        if found.len() > 99 {
+            return Err(ExprError {
+                message: "too many aggregate calls in one field".into(),
+                span: 0..text.len(),
+                help: Some("split it into several fields".into()),
+            });
+        }
+        let mut aggs = Vec::new();
+        let mut outer = String::with_capacity(text.len());
+        let mut fields = result.fields.clone();
+        let mut names = Vec::new();
+        let mut at = 0;
+        for (k, span) in found.iter().enumerate() {
+            let a = Aggregate::compile(&text[span.clone()], input).map_err(|mut e| {
+                e.span = e.span.start + span.start..e.span.end + span.start;
+                e
+            })?;
+            // A field name as long as the call, so that spans in the expression still point
+            // at the text.
+            let mut name = format!("__a{k}");
+            while name.len() < span.len() {
+                name.push('_');
+            }
+            outer.push_str(&text[at..span.start]);
+            outer.push_str(&name);
+            at = span.end;
+            fields.push(crate::schema::Field::new(
+                &name,
+                a.output_type().unwrap_or(FieldType::F64),
+            ));
+            names.push((name, text[span.clone()].to_string()));
+            aggs.push(a);
+        }
+        outer.push_str(&text[at..]);
+        let schema = Schema::new(fields);
+        let expr = Expr::compile(&outer, &schema).map_err(|mut e| {
+            for (name, call) in &names {
+                e.message = e.message.replace(name.as_str(), call);
+            }
+            e
+        })?;
+        let n = aggs.len();
+        Ok((
+            Output::Expr {
+                aggs: first..first + n,
+                expr,
+            },
+            aggs,
+        ))
+    }
+
+    /// The field's type (`None` when it is always NULL).
+    pub fn output_type(&self, aggregates: &[Aggregate]) -> Option<FieldType> {
+        match self {
+            Output::Agg(k) => aggregates[*k].output_type(),
+            Output::Expr { expr, .. } => expr.output_type(),
+        }
+    }
+}
+
 #[inline]
 fn int(v: &Value) -> i128 {
     match v {

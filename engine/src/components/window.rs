@@ -6,7 +6,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde::Deserialize;
 use toml::Spanned;
-use weir_operators::aggregate::{Aggregate, NAMES};
+use weir_operators::aggregate::{Output, NAMES};
 use weir_operators::schema::Schema;
 use weir_operators::suggest::did_you_mean;
 use weir_operators::window::{LatePolicy, Shape, WindowSpec};
@@ -39,7 +39,8 @@ pub struct WindowConfig {
     /// Named aggregates, in output order, in SQL: count(*), count(x), count(distinct x),
     /// sum(x), min(x), max(x), avg(x), first(x), last(x), variance(x), var_pop(x), stddev(x),
     /// stddev_pop(x), approx_percentile(x, q), approx_count_distinct(x), each optionally with
-    /// FILTER (WHERE condition) — for example
+    /// FILTER (WHERE condition), or an expression over aggregates and the group fields,
+    /// window_start and window_end, such as `round(avg(temperature), 2)` — for example
     /// `aggregates = { avg_temp = "avg(temperature)", alarms = "count(*) FILTER (WHERE kind = 'alarm')" }`.
     pub aggregates: Spanned<IndexMap<String, Spanned<String>>>,
     /// What happens to a late record (one whose window had closed by its source's watermark):
@@ -235,7 +236,20 @@ impl WindowConfig {
             );
         }
         let mut aggregates = Vec::new();
+        let mut outputs = Vec::new();
         let mut agg_names = Vec::new();
+        // The fields an expression over aggregates may read besides them.
+        let mut result_fields: Vec<weir_operators::schema::Field> =
+            group_by.iter().map(|&p| input.fields[p].clone()).collect();
+        result_fields.push(weir_operators::schema::Field::new(
+            "window_start",
+            weir_operators::value::FieldType::Timestamp,
+        ));
+        result_fields.push(weir_operators::schema::Field::new(
+            "window_end",
+            weir_operators::value::FieldType::Timestamp,
+        ));
+        let result = Schema::new(result_fields);
         for (name, text) in self.aggregates.get_ref() {
             if names.contains(name) || agg_names.contains(name) {
                 diags.push(
@@ -244,8 +258,11 @@ impl WindowConfig {
                         .help("give the aggregate another name: window results hold the group_by fields, window_start and window_end, then the aggregates"),
                 );
             }
-            match Aggregate::compile(text.get_ref(), input) {
-                Ok(a) => aggregates.push(a),
+            match Output::compile(text.get_ref(), input, &result, aggregates.len()) {
+                Ok((o, aggs)) => {
+                    outputs.push(o);
+                    aggregates.extend(aggs);
+                }
                 Err(e) => diags.push(
                     ctx.error(format!("{} in aggregate `{name}`", e.message))
                         .at(ctx.inner_span(text, e.span.clone()))
@@ -288,7 +305,8 @@ impl WindowConfig {
         )
         .with_shape(shape)
         .with_late(late)
-        .with_max_state(max_state);
+        .with_max_state(max_state)
+        .with_outputs(outputs);
         let schema = spec.output_schema(input, &agg_names);
         Ok(Planned {
             op: Op::Window(Arc::new(spec)),

@@ -167,6 +167,8 @@ enum Node {
     Lib(std::sync::Arc<library::Call>, Vec<Node>),
     /// A timestamp moved by a fixed number of microseconds (`ts + INTERVAL '1 hour'`).
     Shift(Box<Node>, i64),
+    /// The difference of two timestamps, in seconds (exact to the microsecond, then f64).
+    TsDiff(Box<Node>, Box<Node>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -804,6 +806,9 @@ impl Compiler<'_> {
             BinaryOperator::Modulo => Some(ArithOp::Rem),
             _ => None,
         };
+        if aop_is_ts_diff(arith, tl, tr) {
+            return Ok((Node::TsDiff(boxed(l), boxed(r)), Some(FieldType::F64)));
+        }
         if let Some(aop) = arith {
             let nl = self.expect_num(left, tl, &op.to_string())?;
             let nr = self.expect_num(right, tr, &op.to_string())?;
@@ -1433,6 +1438,13 @@ fn compare(kind: CmpKind, a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     }
 }
 
+/// Whether a subtraction is of two timestamps (whose difference is in seconds).
+fn aop_is_ts_diff(op: Option<ArithOp>, tl: Ty, tr: Ty) -> bool {
+    matches!(op, Some(ArithOp::Sub))
+        && tl == Some(FieldType::Timestamp)
+        && tr == Some(FieldType::Timestamp)
+}
+
 fn eval(n: &Node, row: &[Value]) -> Value {
     match n {
         Node::Field(i) => row[*i].clone(),
@@ -1509,6 +1521,13 @@ fn eval(n: &Node, row: &[Value]) -> Value {
                 args.iter().map(|a| Err(eval(a, row))).collect();
             crate::chunk::value_at(&call.eval(&values, 1), 0)
         }
+        Node::TsDiff(a, b) => match (eval(a, row), eval(b, row)) {
+            (Value::Ts(a), Value::Ts(b)) => a
+                .checked_sub(b)
+                .map(|d| Value::F64(d as f64 / 1e6))
+                .unwrap_or(Value::Null),
+            _ => Value::Null,
+        },
         Node::Shift(x, by) => {
             let mut t = Value::Null;
             match eval_ref(x, row, &mut t) {

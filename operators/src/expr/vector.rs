@@ -513,7 +513,11 @@ pub(super) fn fields_of(n: &Node, out: &mut Vec<usize>) {
         Node::Shift(x, _) => fields_of(x, out),
         Node::Lib(_, xs) => xs.iter().for_each(|x| fields_of(x, out)),
         Node::Like(x, _, _) => fields_of(x, out),
-        Node::And(a, b) | Node::Or(a, b) | Node::Cmp(_, _, a, b) | Node::Arith(_, _, a, b) => {
+        Node::And(a, b)
+        | Node::Or(a, b)
+        | Node::Cmp(_, _, a, b)
+        | Node::Arith(_, _, a, b)
+        | Node::TsDiff(a, b) => {
             fields_of(a, out);
             fields_of(b, out);
         }

@@ -66,7 +66,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 
-use crate::aggregate::Aggregate;
+use crate::aggregate::{Aggregate, Output};
 use crate::batch::give_at;
 use crate::chunk::{arrow_schema, Chunk};
 use crate::encode::{Encoder, Format};
@@ -123,8 +123,12 @@ pub struct WindowSpec {
     pub id_field: Option<usize>,
     /// Input positions of the group-by fields.
     pub group_by: Vec<usize>,
-    /// The aggregates, in output order.
+    /// The aggregates, in output order (several for a field that is an expression over
+    /// aggregates).
     pub aggregates: Vec<Aggregate>,
+    /// The result fields after the group fields and window bounds: aggregates, or
+    /// expressions over them.
+    pub outputs: Vec<Output>,
     /// What happens to late records.
     pub late: LatePolicy,
     /// Encodes a dead-lettered input record as JSON.
@@ -161,6 +165,7 @@ impl WindowSpec {
             time: input.time.unwrap_or(0),
             id_field: input.id,
             group_by,
+            outputs: (0..aggregates.len()).map(Output::Agg).collect(),
             aggregates,
             late: LatePolicy::DeadLetter,
             input_encoder: Encoder::new(Format::Jsonl, input),
@@ -180,6 +185,12 @@ impl WindowSpec {
     /// The same window with another late policy.
     pub fn with_late(mut self, late: LatePolicy) -> WindowSpec {
         self.late = late;
+        self
+    }
+
+    /// The same window with these result fields (over its aggregates).
+    pub fn with_outputs(mut self, outputs: Vec<Output>) -> WindowSpec {
+        self.outputs = outputs;
         self
     }
 
@@ -210,9 +221,12 @@ impl WindowSpec {
             .collect();
         fields.push(Field::new("window_start", FieldType::Timestamp));
         fields.push(Field::new("window_end", FieldType::Timestamp));
-        for (a, n) in self.aggregates.iter().zip(names) {
+        for (o, n) in self.outputs.iter().zip(names) {
             // An always-NULL aggregate is typed by its function's usual type.
-            fields.push(Field::new(n, a.output_type().unwrap_or(FieldType::F64)));
+            fields.push(Field::new(
+                n,
+                o.output_type(&self.aggregates).unwrap_or(FieldType::F64),
+            ));
         }
         if matches!(self.late, LatePolicy::Update { .. }) {
             fields.push(Field::new("late_records", FieldType::I64));
@@ -243,11 +257,21 @@ impl WindowSpec {
         accs: &Accs,
         slot: u32,
     ) -> Record {
-        values.reserve(3 + self.aggregates.len());
+        values.reserve(3 + self.outputs.len());
         values.push(Value::Ts(start));
         values.push(Value::Ts(end));
-        for (a, st) in self.aggregates.iter().zip(&accs.states) {
-            values.push(a.finish_at(st, slot as usize));
+        let fixed = values.len();
+        let agg = |k: usize| self.aggregates[k].finish_at(&accs.states[k], slot as usize);
+        for o in &self.outputs {
+            let v = match o {
+                Output::Agg(k) => agg(*k),
+                Output::Expr { aggs, expr } => {
+                    let mut row = values[..fixed].to_vec();
+                    row.extend(aggs.clone().map(agg));
+                    expr.eval(&row)
+                }
+            };
+            values.push(v);
         }
         if matches!(self.late, LatePolicy::Update { .. }) {
             values.push(Value::I64(accs.late_of(slot) as i64));
