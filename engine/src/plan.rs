@@ -574,7 +574,8 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
 }
 
 /// Which fields of each node's main output its readers use (`None`: all of them), worked out
-/// from the sinks back: a sink, window or join reads every field; a filter reads what its own
+/// from the sinks back: a sink or join reads every field, and so does a window unless its input
+/// is orderly (see [`orderly`]: then it reads its key, time and arguments); a filter reads what its own
 /// readers read and its condition's fields; a map reads the fields it keeps and computes from.
 /// Generators then fill only the fields something reads, and filters copy only those: the
 /// others are NULL columns, which nothing sees.
@@ -591,6 +592,11 @@ fn prune_fields(nodes: &mut [Node]) {
                 f
             }),
             Op::Map(m) => Some(m.input_fields()),
+            // A window puts a record in its dead-letter or late output whole; when none can
+            // be late or untimed, it reads only its key, time and arguments.
+            Op::Window(w) if nodes[i].inputs.iter().all(|r| orderly(nodes, r.node)) => {
+                Some(w.fields_read())
+            }
             _ => None,
         };
         for r in nodes[i].inputs.clone() {
@@ -606,6 +612,27 @@ fn prune_fields(nodes: &mut [Node]) {
     }
     for (n, u) in nodes.iter_mut().zip(used) {
         n.read = u;
+    }
+}
+
+/// Whether every record of a node's main output has an event time and is never behind its
+/// watermark: a generator without disorder, late events, pauses or an idle timeout, through
+/// filters. Nothing read from
+/// outside (a file, a socket, Kafka) is.
+fn orderly(nodes: &[Node], i: usize) -> bool {
+    match &nodes[i].op {
+        // A pause with an idle timeout lets the watermark pass events still to come.
+        Op::Generator(g) => {
+            g.disorder == 0
+                && g.late_fraction == 0.0
+                && g.pause.is_none()
+                && g.watermark.idle_timeout.is_none()
+        }
+        Op::Filter(_) => nodes[i]
+            .inputs
+            .iter()
+            .all(|r| r.port == Port::Main && orderly(nodes, r.node)),
+        _ => false,
     }
 }
 
@@ -946,11 +973,23 @@ mod tests {
             generator_columns(&through),
             Some(vec![f, f, f, f, f, f, f, t, t, f, f])
         );
-        // Windows read everything.
-        let window = format!(
-            "{SOURCE}[transforms.w]\ntype = \"window\"\ninputs = [\"s\"]\nsize = \"1s\"\naggregates = {{ n = \"count(*)\" }}\n\
-             [sinks.o]\ntype = \"null\"\ninputs = [\"w\"]\n"
+        // A window over input that may be late or untimed reads everything (it dead-letters
+        // such records whole); over an orderly generator, only its key, time and arguments.
+        let window = |source: &str| {
+            format!(
+                "{source}[transforms.w]\ntype = \"window\"\ninputs = [\"s\"]\nsize = \"1s\"\ngroup_by = [\"device_id\"]\n\
+                 aggregates = {{ n = \"count(*)\", t = \"avg(temperature) FILTER (WHERE battery > 5)\" }}\n\
+                 [sinks.o]\ntype = \"null\"\ninputs = [\"w\"]\n"
+            )
+        };
+        assert_eq!(
+            generator_columns(&window(SOURCE)),
+            Some(vec![f, t, f, t, t, f, f, f, t, f, f])
         );
-        assert_eq!(generator_columns(&window), None);
+        let disordered =
+            format!("{SOURCE}disorder = \"1s\"\nwatermark = {{ max_out_of_orderness = \"1s\" }}\n");
+        assert_eq!(generator_columns(&window(&disordered)), None);
+        let late = format!("{SOURCE}late_fraction = 0.01\n");
+        assert_eq!(generator_columns(&window(&late)), None);
     }
 }

@@ -553,19 +553,19 @@ impl Aggregate {
         }
     }
 
-    /// Adds batch rows `rows[k]` to slots `slots[k]`, with their event times `ts[rows[k]]`.
+    /// Adds batch rows `start + k` to slots `slots[k]`, with their event times `ts[row]`.
     pub fn update_batch(
         &self,
         st: &mut States,
         args: &Args,
-        rows: &[u32],
+        start: usize,
         slots: &[u32],
         ts: &[Micros],
     ) {
-        let pairs = rows
+        let pairs = slots
             .iter()
-            .zip(slots)
-            .map(|(&r, &s)| (r as usize, s as usize));
+            .enumerate()
+            .map(|(k, &s)| (start + k, s as usize));
         let filtered = args.filter.is_some();
         match (st, &args.arg) {
             (States::Count(v), None) => {
@@ -587,9 +587,10 @@ impl Aggregate {
                 let xs = a.values();
                 match a.nulls().filter(|n| n.null_count() > 0) {
                     None if !filtered => {
-                        for (r, s) in pairs {
-                            let e = &mut v[s];
-                            e.0.add(xs[r]);
+                        let xs = &xs[start..start + slots.len()];
+                        for (&x, &s) in xs.iter().zip(slots) {
+                            let e = &mut v[s as usize];
+                            e.0.add(x);
                             e.1 += 1;
                         }
                     }

@@ -275,7 +275,7 @@ const MAX_EXP: i32 = 850;
 
 impl SmallSum {
     /// Adds `x`.
-    #[inline]
+    #[inline(always)]
     pub fn add(&mut self, x: f64) {
         let bits = x.to_bits();
         let e = ((bits >> 52) & 0x7ff) as i32;
@@ -291,6 +291,23 @@ impl SmallSum {
         };
         if m == 0 {
             return;
+        }
+        // The common case: a value at or above the sum's unit, shifted into place within
+        // 64 bits, and no overflow.
+        if let SmallSum::Fixed { lo, hi, exp, .. } = self {
+            let by = ex - *exp as i32;
+            let acc = ((*hi as i128) << 64) | (*lo as i128);
+            if acc != 0 && (0..=64).contains(&by) {
+                let v = (m as i128) << by;
+                let v = if x < 0.0 { -v } else { v };
+                if let Some(a) = acc.checked_add(v) {
+                    if a != 0 {
+                        *lo = a as u64;
+                        *hi = (a >> 64) as i64;
+                        return;
+                    }
+                }
+            }
         }
         let m = m as i128;
         self.add_scaled(if x < 0.0 { -m } else { m }, ex);

@@ -307,10 +307,37 @@ impl Chunk {
                 if ix.len() == self.len() {
                     (p, self.clone())
                 } else {
-                    (p, self.take(&UInt32Array::from(ix)))
+                    (p, self.take_rows(&UInt32Array::from(ix)))
                 }
             })
             .collect()
+    }
+
+    /// The records at `indices`, like [`Chunk::take`], with all-NULL columns (fields nothing
+    /// downstream reads) sliced rather than gathered.
+    fn take_rows(&self, indices: &UInt32Array) -> Chunk {
+        let n = indices.len();
+        let columns: Vec<ArrayRef> = self
+            .batch
+            .columns()
+            .iter()
+            .map(|c| {
+                if c.null_count() == c.len() {
+                    c.slice(0, n)
+                } else {
+                    arrow::compute::take(c.as_ref(), indices, None)
+                        .expect("indices within the chunk")
+                }
+            })
+            .collect();
+        Chunk {
+            batch: RecordBatch::try_new_with_options(
+                self.batch.schema(),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(n)),
+            )
+            .expect("columns match the schema"),
+        }
     }
 
     /// The chunk as one Arrow IPC stream (schema and batch).
@@ -439,6 +466,15 @@ fn hash_column(a: &ArrayRef, hashers: &mut [KeyHasher]) {
         DataType::Boolean => {
             let x = a.as_boolean();
             each(x, hashers, |r| x.value(r), |v, h| v.hash(h))
+        }
+        DataType::Utf8 if a.null_count() == 0 => {
+            // `str`'s hash is its bytes, then 0xff: straight from the offsets.
+            let x = a.as_string::<i32>();
+            let (offs, data) = (x.value_offsets(), x.value_data());
+            for (w, h) in offs.windows(2).zip(hashers.iter_mut()) {
+                h.write(&data[w[0] as usize..w[1] as usize]);
+                h.write_u8(0xff);
+            }
         }
         DataType::Utf8 => {
             let x = a.as_string::<i32>();

@@ -69,8 +69,31 @@ fn hash_int(v: i64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A hash of a byte key: short keys (most ids) in two word loads, longer ones word by word.
 #[inline]
 fn hash_bytes(b: &[u8]) -> u64 {
+    let n = b.len();
+    if n <= 16 {
+        let word = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("8 bytes"));
+        let (a, c) = if n >= 8 {
+            (word(&b[..8]), word(&b[n - 8..]))
+        } else if n >= 4 {
+            (
+                u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as u64,
+                u32::from_le_bytes(b[n - 4..].try_into().expect("4 bytes")) as u64,
+            )
+        } else if n > 0 {
+            (
+                b[0] as u64 | (b[n / 2] as u64) << 8 | (b[n - 1] as u64) << 16,
+                0,
+            )
+        } else {
+            (0, 0)
+        };
+        return hash_int(
+            (a ^ (n as u64).rotate_left(56)).wrapping_add(c.rotate_left(29)) as i64 ^ c as i64,
+        );
+    }
     let mut h = KeyHasher::default();
     h.write(b);
     h.finish()
@@ -139,6 +162,14 @@ impl<'a> KeyView<'a> {
                     _ => hash_int(x),
                 })
                 .collect(),
+            KeyView::Str(a) if a.null_count() == 0 => {
+                let offs = a.value_offsets();
+                let data = a.value_data();
+                offs.windows(2)
+                    .take(rows)
+                    .map(|w| hash_bytes(&data[w[0] as usize..w[1] as usize]))
+                    .collect()
+            }
             KeyView::Str(a) => (0..rows)
                 .map(|i| {
                     if a.is_null(i) {
@@ -299,6 +330,63 @@ impl Groups {
     pub(crate) fn slot(&mut self, view: &KeyView<'_>, row: usize, hash: u64) -> (u32, bool) {
         let key = Self::view_key(view, row);
         self.slot_of(key, hash)
+    }
+
+    /// The slots of batch rows `rows`, keys added if new, appended to `out`; returns how
+    /// many keys were new. Tight loops for a string or integer key without NULLs.
+    pub(crate) fn slots_of(
+        &mut self,
+        view: &KeyView<'_>,
+        hashes: &[u64],
+        rows: std::ops::Range<usize>,
+        out: &mut Vec<u32>,
+    ) -> usize {
+        let mut new = 0;
+        match (view, self.store) {
+            (KeyView::Str(a), Store::Bytes)
+                if !self.removable && self.nulls.is_empty() && a.null_count() == 0 =>
+            {
+                let offs = a.value_offsets();
+                let data = a.value_data();
+                for r in rows {
+                    let key = &data[offs[r] as usize..offs[r + 1] as usize];
+                    let h = hashes[r];
+                    let (bytes, offsets) = (&self.bytes, &self.offsets);
+                    let found = self.table.find(h, |&g| {
+                        let g = g as usize;
+                        &bytes[offsets[g] as usize..offsets[g + 1] as usize] == key
+                    });
+                    match found {
+                        Some(&g) => out.push(g),
+                        None => {
+                            out.push(self.slot_of(KeyRef::Bytes(key), h).0);
+                            new += 1;
+                        }
+                    }
+                }
+            }
+            (KeyView::Int(v, None), Store::Int) if self.nulls.is_empty() => {
+                for r in rows {
+                    let (key, h) = (v[r], hashes[r]);
+                    let ints = &self.ints;
+                    match self.table.find(h, |&g| ints[g as usize] == key) {
+                        Some(&g) => out.push(g),
+                        None => {
+                            out.push(self.slot_of(KeyRef::Int(key), h).0);
+                            new += 1;
+                        }
+                    }
+                }
+            }
+            _ => {
+                for r in rows {
+                    let (g, n) = self.slot(view, r, hashes[r]);
+                    out.push(g);
+                    new += usize::from(n);
+                }
+            }
+        }
+        new
     }
 
     /// The slot of `other`'s key `g`, added if new; and whether it is new.

@@ -188,6 +188,27 @@ impl WindowSpec {
         self
     }
 
+    /// The input fields the window reads to compute its results: the key, the event time, the
+    /// id (for `first` / `last`) and the aggregates' arguments and filters.
+    pub fn fields_read(&self) -> Vec<usize> {
+        let mut f = self.group_by.clone();
+        f.push(self.time);
+        if self.aggregates.iter().any(|a| {
+            matches!(
+                a.func,
+                crate::aggregate::Func::First | crate::aggregate::Func::Last
+            )
+        }) {
+            f.extend(self.id_field);
+        }
+        for a in &self.aggregates {
+            f.extend(a.fields());
+        }
+        f.sort_unstable();
+        f.dedup();
+        f
+    }
+
     /// The same window with these result fields (over its aggregates).
     pub fn with_outputs(mut self, outputs: Vec<Output>) -> WindowSpec {
         self.outputs = outputs;

@@ -98,12 +98,12 @@ impl Accs {
         self.merge(spec, i, &one, 0);
     }
 
-    /// Adds batch rows `rows` to `slots`.
+    /// Adds batch rows `start..start + slots.len()` to `slots`.
     pub(super) fn update(
         &mut self,
         spec: &WindowSpec,
         batch: &Batch<'_>,
-        rows: &[u32],
+        start: usize,
         slots: &[u32],
     ) {
         for ((a, s), args) in spec
@@ -112,11 +112,11 @@ impl Accs {
             .zip(self.states.iter_mut())
             .zip(&batch.args)
         {
-            a.update_batch(s, args, rows, slots, batch.ts);
+            a.update_batch(s, args, start, slots, batch.ts);
         }
-        for (&r, &s) in rows.iter().zip(slots) {
+        for (&i, &s) in batch.ingest[start..start + slots.len()].iter().zip(slots) {
             let e = &mut self.ingest[s as usize];
-            *e = (*e).max(batch.ingest[r as usize]);
+            *e = (*e).max(i);
         }
     }
 
@@ -359,7 +359,6 @@ impl State {
         out: &mut Outs,
     ) {
         let len = b.chunk.len();
-        let mut rows: Vec<u32> = Vec::with_capacity(len);
         let mut slots: Vec<u32> = Vec::with_capacity(len);
         let mut r = 0;
         while r < len {
@@ -382,18 +381,30 @@ impl State {
                 table: Table::new(spec),
                 late: BTreeMap::new(),
             });
-            rows.clear();
-            slots.clear();
-            while r < len {
-                let Some(ts) = b.time(r) else { break };
-                if ts < ps || ts >= pe || pe_t <= b.watermark[r].max(t) {
-                    break;
+            let start = r;
+            if b.ts_valid.is_none() {
+                while r < len && (ps..pe).contains(&b.ts[r]) && pe_t > b.watermark[r].max(t) {
+                    r += 1;
                 }
-                slots.push(pane.table.slot(b, r, n));
-                rows.push(r as u32);
-                r += 1;
+            } else {
+                while r < len {
+                    let Some(ts) = b.time(r) else { break };
+                    if ts < ps || ts >= pe || pe_t <= b.watermark[r].max(t) {
+                        break;
+                    }
+                    r += 1;
+                }
             }
-            pane.table.accs.update(spec, b, &rows, &slots);
+            slots.clear();
+            let table = &mut pane.table;
+            let new = table
+                .groups
+                .slots_of(&b.keys, &b.hashes, start..r, &mut slots);
+            for _ in 0..new {
+                table.accs.alloc();
+            }
+            n.state += new as i64;
+            table.accs.update(spec, b, start, &slots);
         }
     }
 
@@ -440,7 +451,7 @@ impl State {
         });
         let table = pane.late.entry(first).or_insert_with(|| Table::new(spec));
         let g = table.slot(b, r, n);
-        table.accs.update(spec, b, &[r as u32], &[g]);
+        table.accs.update(spec, b, r, &[g]);
         table.accs.late[g as usize] += 1;
         n.late.updated();
         // Emit again every window it counts in that was already emitted (the others will
@@ -718,7 +729,7 @@ impl State {
             }
             if lo == hi {
                 let slot = accs.alloc();
-                accs.update(spec, b, &[r as u32], &[slot]);
+                accs.update(spec, b, r, &[slot]);
                 self.session_ends.insert((end, k, ts));
                 n.state += 1;
                 ss.insert(
@@ -734,7 +745,7 @@ impl State {
             let absorbed: Vec<Session> = ss.drain(lo + 1..hi).collect();
             let base = &mut ss[lo];
             self.session_ends.remove(&(base.end, k, base.start));
-            accs.update(spec, b, &[r as u32], &[base.slot]);
+            accs.update(spec, b, r, &[base.slot]);
             base.start = base.start.min(ts);
             base.end = base.end.max(end);
             for s in absorbed {
