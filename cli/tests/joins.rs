@@ -616,3 +616,36 @@ path = "out/hot-status.jsonl"
     assert!(want.len() > 10);
     assert_eq!(got, want);
 }
+
+/// An interval join whose stored records outgrow `max_state` fails the run with a message
+/// naming it; `max_state` on a temporal join, or below 1, is refused with its place.
+#[test]
+fn join_max_state_fails_the_run_with_a_message() {
+    let dir = workspace();
+    let text = bundled_text("clickstream-view-click.toml")
+        .replace(
+            "between = [\"0s\", \"10s\"]",
+            "between = [\"0s\", \"1h\"]\nmax_state = 1000",
+        )
+        .replace("path = \"out/view-click.jsonl\"", "path = \"vc.jsonl\"");
+    let p = write(dir.path(), "j.toml", &text);
+    let o = weir(dir.path(), &["run", &p], "");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("join `view_click` holds") && err.contains("max_state = 1000"),
+        "{err}"
+    );
+    let bad = write(
+        dir.path(),
+        "b.toml",
+        &text.replace("max_state = 1000", "max_state = 0"),
+    );
+    let o = weir(dir.path(), &["validate", &bad], "");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("`max_state` must be at least 1") && err.contains("b.toml:"),
+        "{err}"
+    );
+}

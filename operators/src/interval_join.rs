@@ -42,22 +42,23 @@
 //! assert_eq!(got, vec![vec![Value::Ts(100), Value::Ts(105)]]);
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
-use hashbrown::hash_table::{Entry, HashTable};
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::batch::give_at;
-use crate::join::{JoinCommon, JoinOutputs, JoinStreams};
+use crate::chunk::Chunk;
+use crate::join::{JoinBatch, JoinCommon, JoinOutputs, JoinStreams, Src};
 use crate::late::LateCounts;
 use crate::metrics::ComponentMetrics;
-use crate::schema::Record;
-use crate::value::{Micros, Value};
-use crate::window::key_hash;
-use crate::{Records, Time};
+use crate::side_store::Stored;
+use crate::value::Micros;
+use crate::window::Groups;
+use crate::{Batches, Records, Time};
 
 /// A compiled interval join.
 #[derive(Debug)]
@@ -72,18 +73,134 @@ pub struct IntervalJoinSpec {
     pub left_outer: bool,
 }
 
-/// The stored records of one key.
-struct KeyState {
-    hash: u64,
-    /// The key's values (from whichever side stored first), to tell colliding hashes apart.
-    key: Box<[Value]>,
-    /// Left records by (time, sequence number), with whether they matched.
-    left: BTreeMap<(Micros, u64), (Record, bool)>,
-    /// Right records by (time, sequence number).
-    right: BTreeMap<(Micros, u64), Record>,
+/// The stored records of one side: in columns ([`Stored`]), indexed per key by event time.
+struct Side {
+    stored: Stored,
+    keys: Groups,
+    /// Per key slot: stored rows, sorted by event time.
+    index: Vec<VecDeque<u32>>,
+    /// (expiry of a key's earliest record, key slot); entries may be stale.
+    expiry: BinaryHeap<Reverse<(Micros, u32)>>,
+    /// A record of this side expires at its time plus this.
+    expires_after: Micros,
 }
 
-/// Builds an interval join of `left` and `right`.
+impl Side {
+    fn new(spec: &IntervalJoinSpec, side: usize) -> Side {
+        let c = &spec.common;
+        Side {
+            stored: Stored::new(&c.stored_types[side]),
+            keys: Groups::new(&c.key_kind, true),
+            index: Vec::new(),
+            expiry: BinaryHeap::new(),
+            expires_after: if side == 0 { spec.upper } else { -spec.lower },
+        }
+    }
+
+    /// Stores a batch row under its key; returns its stored row.
+    fn insert(
+        &mut self,
+        c: &JoinCommon,
+        side: usize,
+        b: &JoinBatch<'_>,
+        r: usize,
+        ts: Micros,
+    ) -> u32 {
+        let row = c.store(side, &mut self.stored, b.chunk, r, ts);
+        let (k, new) = self.keys.slot(&b.keys, r, b.hashes[r]);
+        let ku = k as usize;
+        if ku >= self.index.len() {
+            self.index.resize_with(ku + 1, VecDeque::new);
+        }
+        let ix = &mut self.index[ku];
+        if new {
+            ix.clear();
+        }
+        let st = &self.stored;
+        let at = ix.partition_point(|&row| st.ts(row) <= ts);
+        ix.insert(at, row);
+        if at == 0 {
+            self.expiry
+                .push(Reverse((ts.saturating_add(self.expires_after), k)));
+        }
+        row
+    }
+
+    /// The stored rows of batch row `r`'s key with times in `lo..=hi`.
+    fn matches(&self, b: &JoinBatch<'_>, r: usize, lo: Micros, hi: Micros) -> Vec<u32> {
+        let Some(k) = self.keys.find(&b.keys, r, b.hashes[r]) else {
+            return Vec::new();
+        };
+        let (ix, st) = (&self.index[k as usize], &self.stored);
+        let from = ix.partition_point(|&row| st.ts(row) < lo);
+        ix.range(from..)
+            .take_while(|&&row| st.ts(row) <= hi)
+            .copied()
+            .collect()
+    }
+
+    /// Frees every record whose expiry `passed`, calling `gone` on each first.
+    fn expire(
+        &mut self,
+        passed: impl Fn(Micros) -> bool,
+        mut gone: impl FnMut(&Stored, u32),
+    ) -> i64 {
+        let mut freed = 0;
+        while let Some(&Reverse((exp, k))) = self.expiry.peek() {
+            if !passed(exp) {
+                break;
+            }
+            self.expiry.pop();
+            let Some(ix) = self.index.get_mut(k as usize) else {
+                continue;
+            };
+            let mut popped = false;
+            while let Some(&row) = ix.front() {
+                if !passed(self.stored.ts(row).saturating_add(self.expires_after)) {
+                    break;
+                }
+                ix.pop_front();
+                gone(&self.stored, row);
+                self.stored.free(row);
+                freed += 1;
+                popped = true;
+            }
+            if !popped {
+                continue; // a stale entry
+            }
+            match ix.front() {
+                Some(&row) => self.expiry.push(Reverse((
+                    self.stored.ts(row).saturating_add(self.expires_after),
+                    k,
+                ))),
+                None => self.keys.remove(k),
+            }
+        }
+        if let Some(map) = self.stored.compact() {
+            for ix in &mut self.index {
+                for row in ix.iter_mut() {
+                    *row = map[*row as usize];
+                }
+            }
+        }
+        freed
+    }
+
+    fn bytes(&self) -> usize {
+        self.stored.bytes()
+            + self.keys.bytes()
+            + self
+                .index
+                .iter()
+                .map(|d| d.capacity() * 4 + 32)
+                .sum::<usize>()
+            + self.expiry.capacity() * 16
+    }
+}
+
+/// Builds an interval join of `left` and `right` rows: packs them into chunks, exchanges them
+/// by key (with [`Routing::ByKey`](crate::exchange::Routing::ByKey)) and runs
+/// [`interval_join_batches`].
 pub fn interval_join<'s>(
     left: Records<'s>,
     right: Records<'s>,
@@ -91,121 +208,101 @@ pub fn interval_join<'s>(
     spec: Arc<IntervalJoinSpec>,
     metrics: Arc<ComponentMetrics>,
 ) -> JoinStreams<'s> {
+    let c = &spec.common;
+    let (l, r) = crate::join::keyed_batches(c, left, right, routing);
+    interval_join_batches(l, r, spec, metrics, crate::control::RunControl::default())
+}
+
+/// Builds an interval join of batches already on the worker that holds their keys' state.
+pub fn interval_join_batches<'s>(
+    left: Batches<'s>,
+    right: Batches<'s>,
+    spec: Arc<IntervalJoinSpec>,
+    metrics: Arc<ComponentMetrics>,
+    ctl: crate::control::RunControl,
+) -> JoinStreams<'s> {
     let mut builder = OperatorBuilder::new(spec.common.id.to_string(), left.scope());
-    let (lk, rk) = (spec.common.left_key.clone(), spec.common.right_key.clone());
-    let me = left.scope().index() as u64;
-    let partitioned = routing == crate::exchange::Routing::Partitioned;
-    let mut in_left = builder.new_input(
-        left,
-        Exchange::new(move |r: &Record| {
-            if partitioned {
-                me
-            } else {
-                key_hash(&r.values, &lk)
-            }
-        }),
-    );
-    let mut in_right = builder.new_input(
-        right,
-        Exchange::new(move |r: &Record| {
-            if partitioned {
-                me
-            } else {
-                key_hash(&r.values, &rk)
-            }
-        }),
-    );
+    let mut in_left = builder.new_input(left, Pipeline);
+    let mut in_right = builder.new_input(right, Pipeline);
     let (mut outs, streams) = JoinOutputs::new(&mut builder);
     builder.build(move |_caps| {
-        let mut keys: HashTable<KeyState> = HashTable::new();
-        // (expiry, key hash, time, seq) of stored left and right records.
-        let mut expiry: [BTreeSet<(Micros, u64, Micros, u64)>; 2] =
-            [BTreeSet::new(), BTreeSet::new()];
+        let mut sides = [Side::new(&spec, 0), Side::new(&spec, 1)];
         // Unmatched left records are emitted at `time + upper`: held at or below the earliest.
         let mut held: Option<Capability<Time>> = None;
-        let mut seq = 0u64;
-        let mut buf: Vec<Record> = Vec::new();
-        let mut dead_buf: Vec<Record> = Vec::new();
-        let mut late_buf: Vec<Record> = Vec::new();
+        let mut buf = Vec::new();
+        let mut dead_buf = Vec::new();
+        let mut late_buf = Vec::new();
+        let mut bytes_reported = 0i64;
+        let mut failed = false;
         move |frontiers| {
             let spec = &*spec;
+            let c = &spec.common;
             let (mut n_in, mut out_n, mut state) = (0u64, 0u64, 0i64);
             let mut counts = LateCounts::default();
-            #[allow(clippy::needless_range_loop)]
             for side in 0..2 {
-                let mut handle = |cap: InputCapability<Time>, data: &mut Vec<Record>| {
+                let mut handle = |cap: InputCapability<Time>, data: &mut Vec<Chunk>| {
                     let Some(&t) = cap.least() else { return };
-                    n_in += data.len() as u64;
-                    for r in data.drain(..) {
-                        let c = &spec.common;
-                        let Some(ts) = r.values[c.time(side)].as_ts() else {
-                            c.untimed(side, &r, &mut counts, &mut dead_buf);
-                            continue;
-                        };
-                        let wm = r.meta.watermark.max(t);
-                        if (ts.max(0) as Time) < wm {
-                            c.route_late(
-                                side,
-                                r,
-                                ts,
-                                wm,
-                                "records it should join may be gone",
-                                &mut counts,
-                                &mut dead_buf,
-                                &mut late_buf,
-                            );
-                            continue;
-                        }
-                        let kpos = c.keys(side);
-                        let hash = key_hash(&r.values, kpos);
-                        let ks = match keys.entry(
-                            hash,
-                            |k| {
-                                k.hash == hash
-                                    && k.key.iter().zip(kpos).all(|(v, &p)| *v == r.values[p])
-                            },
-                            |k| k.hash,
-                        ) {
-                            Entry::Occupied(e) => e.into_mut(),
-                            Entry::Vacant(e) => e
-                                .insert(KeyState {
-                                    hash,
-                                    key: kpos.iter().map(|&p| r.values[p].clone()).collect(),
-                                    left: BTreeMap::new(),
-                                    right: BTreeMap::new(),
-                                })
-                                .into_mut(),
-                        };
-                        seq += 1;
-                        if side == 0 {
-                            let range = (ts.saturating_add(spec.lower), 0)
-                                ..=(ts.saturating_add(spec.upper), u64::MAX);
-                            let mut matched = false;
-                            for (_, rr) in ks.right.range(range) {
-                                buf.push(c.joined(Some(&r), Some(rr), &[], wm));
-                                matched = true;
+                    for chunk in data.iter() {
+                        n_in += chunk.len() as u64;
+                        let b = JoinBatch::new(c, side, chunk);
+                        for r in 0..chunk.len() {
+                            let Some(ts) = b.time(r) else {
+                                c.untimed(side, &b.record(r), &mut counts, &mut dead_buf);
+                                continue;
+                            };
+                            let wm = b.watermark(r).max(t);
+                            if (ts.max(0) as Time) < wm {
+                                c.route_late(
+                                    side,
+                                    b.record(r),
+                                    ts,
+                                    wm,
+                                    "records it should join may be gone",
+                                    &mut counts,
+                                    &mut dead_buf,
+                                    &mut late_buf,
+                                );
+                                continue;
                             }
-                            let exp = ts.saturating_add(spec.upper);
-                            if spec.left_outer && !matched {
-                                // Its outer row goes out at `exp`: hold a capability for it.
-                                let at = (exp.max(0) as Time).max(t);
-                                if held.as_ref().is_none_or(|h| *h.time() > at) {
-                                    held = Some(cap.delayed(&at, 0));
+                            let [left_side, right_side] = &mut sides;
+                            if side == 0 {
+                                let lo = ts.saturating_add(spec.lower);
+                                let hi = ts.saturating_add(spec.upper);
+                                let found = right_side.matches(&b, r, lo, hi);
+                                for &row in &found {
+                                    buf.push(c.joined_src(
+                                        Src::Row(chunk, r),
+                                        Src::Stored(&right_side.stored, row),
+                                        &[],
+                                        wm,
+                                    ));
                                 }
+                                let row = left_side.insert(c, 0, &b, r, ts);
+                                if !found.is_empty() {
+                                    left_side.stored.set_matched(row);
+                                } else if spec.left_outer {
+                                    // Its outer row goes out at `time + upper`: hold for it.
+                                    let at = (hi.max(0) as Time).max(t);
+                                    if held.as_ref().is_none_or(|h| *h.time() > at) {
+                                        held = Some(cap.delayed(&at, 0));
+                                    }
+                                }
+                            } else {
+                                let lo = ts.saturating_sub(spec.upper);
+                                let hi = ts.saturating_sub(spec.lower);
+                                for row in left_side.matches(&b, r, lo, hi) {
+                                    left_side.stored.set_matched(row);
+                                    buf.push(c.joined_src(
+                                        Src::Stored(&left_side.stored, row),
+                                        Src::Row(chunk, r),
+                                        &[],
+                                        wm,
+                                    ));
+                                }
+                                right_side.insert(c, 1, &b, r, ts);
                             }
-                            ks.left.insert((ts, seq), (r, matched));
-                            expiry[0].insert((exp, hash, ts, seq));
-                        } else {
-                            let range = (ts.saturating_sub(spec.upper), 0)
-                                ..=(ts.saturating_sub(spec.lower), u64::MAX);
-                            for (_, (lr, matched)) in ks.left.range_mut(range) {
-                                buf.push(c.joined(Some(lr), Some(&r), &[], wm));
-                                *matched = true;
-                            }
-                            ks.right.insert((ts, seq), r);
-                            expiry[1].insert((ts.saturating_sub(spec.lower), hash, ts, seq));
+                            state += 1;
                         }
-                        state += 1;
                     }
                     out_n += give_at(&mut outs.results, &cap, t, 0, &mut buf);
                     outs.give_set_aside(&cap, t, side, &mut dead_buf, &mut late_buf);
@@ -216,49 +313,27 @@ pub fn interval_join<'s>(
                     in_right.for_each(|cap, data| handle(cap, data));
                 }
             }
-            // Free what no on-time record can match any more; emit unmatched left records.
-            let passed = |x: Micros, f: &timely::progress::frontier::MutableAntichain<Time>| {
-                !f.less_equal(&(x.max(0) as Time))
+            // Free what no on-time record can match any more (both inputs must have passed
+            // it); emit unmatched left records.
+            let passed = |x: Micros| {
+                let t = x.max(0) as Time;
+                !frontiers[0].less_equal(&t) && !frontiers[1].less_equal(&t)
             };
             let mut outer = Vec::new();
-            for (side, expiry) in expiry.iter_mut().enumerate() {
-                while let Some(&(exp, hash, ts, s)) = expiry.first() {
-                    // Both inputs must have passed it.
-                    if !(passed(exp, &frontiers[0]) && passed(exp, &frontiers[1])) {
-                        break;
-                    }
-                    expiry.pop_first();
-                    state -= 1;
-                    let Ok(mut e) = keys.find_entry(hash, |k| {
-                        k.hash == hash
-                            && if side == 0 {
-                                k.left.contains_key(&(ts, s))
-                            } else {
-                                k.right.contains_key(&(ts, s))
-                            }
-                    }) else {
-                        continue;
-                    };
-                    let ks = e.get_mut();
-                    if side == 0 {
-                        if let Some((l, matched)) = ks.left.remove(&(ts, s)) {
-                            if spec.left_outer && !matched {
-                                outer.push(spec.common.joined(
-                                    Some(&l),
-                                    None,
-                                    &[],
-                                    exp.max(0) as Time,
-                                ));
-                            }
-                        }
-                    } else {
-                        ks.right.remove(&(ts, s));
-                    }
-                    if ks.left.is_empty() && ks.right.is_empty() {
-                        e.remove();
-                    }
+            let left_outer = spec.left_outer;
+            let after = spec.upper;
+            state -= sides[0].expire(passed, |st, row| {
+                if left_outer && !st.matched(row) {
+                    let exp = st.ts(row).saturating_add(after);
+                    outer.push(c.joined_src(
+                        Src::Stored(st, row),
+                        Src::Missing,
+                        &[],
+                        exp.max(0) as Time,
+                    ));
                 }
-            }
+            });
+            state -= sides[1].expire(passed, |_, _| {});
             if !outer.is_empty() {
                 let h = held.as_ref().expect("held for unmatched left records");
                 out_n += outer.len() as u64;
@@ -269,7 +344,10 @@ pub fn interval_join<'s>(
             }
             // Hold only what the unmatched left records still need.
             let next = if spec.left_outer {
-                expiry[0].first().map(|&(exp, ..)| exp.max(0) as Time)
+                sides[0]
+                    .expiry
+                    .peek()
+                    .map(|Reverse((exp, _))| (*exp).max(0) as Time)
             } else {
                 None
             };
@@ -282,6 +360,12 @@ pub fn interval_join<'s>(
             metrics.add_out(out_n);
             counts.report(&metrics);
             metrics.add_state(state);
+            if state != 0 {
+                let bytes = (sides[0].bytes() + sides[1].bytes()) as i64;
+                metrics.add_state_bytes(bytes - bytes_reported);
+                bytes_reported = bytes;
+                crate::join::check_max_state(c, &metrics, &ctl, &mut failed);
+            }
         }
     });
     streams

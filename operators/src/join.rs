@@ -32,6 +32,16 @@ pub struct JoinCommon {
     /// What happens to late records (not `Update`).
     pub late: LatePolicy,
     encoders: [Encoder; 2],
+    /// Each side's Arrow layout.
+    pub(crate) schemas: [arrow::datatypes::SchemaRef; 2],
+    /// How keys are stored (both sides' key fields have the same types).
+    pub(crate) key_kind: crate::window::KeyKind,
+    /// Per side, the input positions of the fields the join outputs from it (what it stores).
+    pub(crate) stored: [Vec<usize>; 2],
+    /// Their types.
+    pub(crate) stored_types: [Vec<crate::value::FieldType>; 2],
+    /// The most records the join may store in one process before it fails the run.
+    pub max_state: Option<u64>,
 }
 
 impl JoinCommon {
@@ -46,8 +56,33 @@ impl JoinCommon {
         output: Vec<(u8, usize)>,
         late: LatePolicy,
     ) -> JoinCommon {
+        let stored = |side: u8| {
+            let mut f: Vec<usize> = output
+                .iter()
+                .filter(|(s, _)| *s == side)
+                .map(|&(_, p)| p)
+                .collect();
+            f.sort_unstable();
+            f.dedup();
+            f
+        };
+        let stored = [stored(0), stored(1)];
+        let stored_types = [
+            stored[0].iter().map(|&p| left.fields[p].ty).collect(),
+            stored[1].iter().map(|&p| right.fields[p].ty).collect(),
+        ];
+        let key_types: Vec<crate::value::FieldType> =
+            left_key.iter().map(|&p| left.fields[p].ty).collect();
         JoinCommon {
             id: SmolStr::new(id),
+            schemas: [
+                crate::chunk::arrow_schema(left),
+                crate::chunk::arrow_schema(right),
+            ],
+            key_kind: crate::window::KeyKind::new(&key_types),
+            stored,
+            stored_types,
+            max_state: None,
             left_key,
             right_key,
             left_time: left.time.unwrap_or(0),
@@ -108,6 +143,53 @@ impl JoinCommon {
         }
     }
 
+    /// The output values of a pair whose sides are each a batch row, a stored row or missing
+    /// (NULL fields), then `extra`.
+    pub(crate) fn joined_src(
+        &self,
+        l: Src<'_>,
+        r: Src<'_>,
+        extra: &[Value],
+        watermark: Time,
+    ) -> Record {
+        let mut values: Vec<Value> = Vec::with_capacity(self.output.len() + extra.len());
+        for &(side, p) in &self.output {
+            let src = if side == 0 { &l } else { &r };
+            values.push(match src {
+                Src::Missing => Value::Null,
+                Src::Row(chunk, row) => chunk.value(p, *row),
+                Src::Stored(st, row) => {
+                    let f = self.stored[side as usize]
+                        .binary_search(&p)
+                        .expect("output fields are stored");
+                    st.value(*row, f)
+                }
+            });
+        }
+        values.extend(extra.iter().cloned());
+        let ingest = l.ingest().into_iter().chain(r.ingest()).max().unwrap_or(0);
+        Record {
+            values,
+            meta: Meta { ingest, watermark },
+        }
+    }
+
+    /// Stores row `r` of a batch of `side` in `st`.
+    pub(crate) fn store(
+        &self,
+        side: usize,
+        st: &mut crate::side_store::Stored,
+        chunk: &crate::chunk::Chunk,
+        r: usize,
+        ts: Micros,
+    ) -> u32 {
+        let cols: Vec<&arrow::array::ArrayRef> = self.stored[side]
+            .iter()
+            .map(|&p| &chunk.columns()[p])
+            .collect();
+        st.push(&cols, r, ts, chunk.meta(r).ingest)
+    }
+
     /// A dead letter for a record of `side` (late, or without event time).
     pub fn dead_letter(&self, side: usize, r: &Record, reason: String) -> Record {
         crate::decode::operator_dead_letter(&self.id, &self.encoders[side], r, reason)
@@ -143,6 +225,125 @@ impl JoinCommon {
     ) {
         let why = JoinCommon::late_reason(ts, watermark, what);
         n.route(self.late, r, |r| self.dead_letter(side, r, why), dead, late);
+    }
+}
+
+/// Both inputs of a join as batches, exchanged by key with [`Routing::ByKey`].
+///
+/// [`Routing::ByKey`]: crate::exchange::Routing::ByKey
+pub(crate) fn keyed_batches<'s>(
+    c: &JoinCommon,
+    left: Records<'s>,
+    right: Records<'s>,
+    routing: crate::exchange::Routing,
+) -> (crate::Batches<'s>, crate::Batches<'s>) {
+    let l = crate::convert::to_chunks(left, std::sync::Arc::clone(&c.schemas[0]));
+    let r = crate::convert::to_chunks(right, std::sync::Arc::clone(&c.schemas[1]));
+    match routing {
+        crate::exchange::Routing::ByKey => (
+            crate::exchange::exchange_by_key(l, c.left_key.clone()),
+            crate::exchange::exchange_by_key(r, c.right_key.clone()),
+        ),
+        crate::exchange::Routing::Partitioned => (l, r),
+    }
+}
+
+/// Fails the run (once) when the join's state passes its `max_state`.
+pub(crate) fn check_max_state(
+    c: &JoinCommon,
+    metrics: &crate::metrics::ComponentMetrics,
+    ctl: &crate::control::RunControl,
+    failed: &mut bool,
+) {
+    let Some(max) = c.max_state else { return };
+    let held = metrics.state();
+    if held > max && !*failed {
+        *failed = true;
+        ctl.fail(format!(
+            "join `{}` holds {held} records, more than its max_state = {max}: the inputs' keys or times drift apart (a stalled input holds back the watermark), or the limit is too low; raise max_state, shorten the interval or window, or set idle_timeout on quiet sources",
+            c.id
+        ));
+    }
+}
+
+/// One side of a joined pair.
+pub(crate) enum Src<'a> {
+    /// No record: NULL fields.
+    Missing,
+    /// A row of an input batch.
+    Row(&'a crate::chunk::Chunk, usize),
+    /// A stored row.
+    Stored(&'a crate::side_store::Stored, u32),
+}
+
+impl Src<'_> {
+    fn ingest(&self) -> Option<Micros> {
+        match self {
+            Src::Missing => None,
+            Src::Row(c, r) => Some(c.meta(*r).ingest),
+            Src::Stored(s, r) => Some(s.ingest(*r)),
+        }
+    }
+}
+
+/// A join input batch read for probing and storing: its keys, event times and watermarks.
+pub(crate) struct JoinBatch<'c> {
+    pub(crate) chunk: &'c crate::chunk::Chunk,
+    pub(crate) keys: crate::window::KeyView<'c>,
+    pub(crate) hashes: Vec<u64>,
+    ts: Option<&'c arrow::array::TimestampMicrosecondArray>,
+    watermark: &'c [u64],
+}
+
+impl<'c> JoinBatch<'c> {
+    pub(crate) fn new(
+        c: &JoinCommon,
+        side: usize,
+        chunk: &'c crate::chunk::Chunk,
+    ) -> JoinBatch<'c> {
+        use arrow::array::AsArray;
+        let cols = chunk.columns();
+        let key_cols: Vec<&arrow::array::ArrayRef> =
+            c.keys(side).iter().map(|&p| &cols[p]).collect();
+        let keys = crate::window::KeyView::new(&c.key_kind, &key_cols);
+        let hashes = keys.hashes(chunk.len());
+        let t = &cols[c.time(side)];
+        JoinBatch {
+            chunk,
+            keys,
+            hashes,
+            ts: match t.data_type() {
+                arrow::datatypes::DataType::Timestamp(..) => {
+                    Some(t.as_primitive::<arrow::datatypes::TimestampMicrosecondType>())
+                }
+                _ => None,
+            },
+            watermark: chunk
+                .watermark()
+                .as_primitive::<arrow::datatypes::UInt64Type>()
+                .values(),
+        }
+    }
+
+    /// Row `r`'s event time, if it has one.
+    pub(crate) fn time(&self, r: usize) -> Option<Micros> {
+        use arrow::array::Array;
+        self.ts.filter(|a| a.is_valid(r)).map(|a| a.value(r))
+    }
+
+    /// Row `r`'s watermark.
+    pub(crate) fn watermark(&self, r: usize) -> Time {
+        self.watermark[r]
+    }
+
+    /// Row `r` as a record (for dead letters and late outputs).
+    pub(crate) fn record(&self, r: usize) -> Record {
+        Record {
+            values: (0..self.chunk.num_fields())
+                .map(|c| self.chunk.value(c, r))
+                .collect(),
+            meta: self.chunk.meta(r),
+        }
     }
 }
 

@@ -40,6 +40,7 @@ pub mod lines;
 pub mod map;
 pub mod metrics;
 pub mod reading;
+pub mod side_store;
 pub mod sink;
 pub mod sketch;
 pub mod stdin_source;

@@ -42,18 +42,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hashbrown::hash_table::{Entry, HashTable};
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::{Capability, InputCapability};
 
-use crate::join::{JoinCommon, JoinOutputs, JoinStreams};
+use crate::chunk::Chunk;
+use crate::join::{JoinBatch, JoinCommon, JoinOutputs, JoinStreams, Src};
 use crate::late::LateCounts;
 use crate::metrics::ComponentMetrics;
-use crate::schema::Record;
+use crate::side_store::Stored;
 use crate::value::{Micros, Value};
-use crate::window::key_hash;
-use crate::Time;
+use crate::window::Groups;
+use crate::{Batches, Time};
 
 /// Which rows without a partner are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,13 +81,15 @@ pub struct WindowJoinSpec {
     pub how: JoinHow,
 }
 
-/// One key's rows in one window.
-struct Bucket {
-    hash: u64,
-    rows: [Vec<Record>; 2],
+/// One window's keys, and per key slot each side's stored rows.
+struct WinTable {
+    keys: Groups,
+    rows: [Vec<Vec<u32>>; 2],
 }
 
-/// Builds a window join of `left` and `right`.
+/// Builds a window join of `left` and `right` rows: packs them into chunks, exchanges them by
+/// key (with [`Routing::ByKey`](crate::exchange::Routing::ByKey)) and runs
+/// [`window_join_batches`].
 pub fn window_join<'s>(
     left: crate::Records<'s>,
     right: crate::Records<'s>,
@@ -95,112 +97,93 @@ pub fn window_join<'s>(
     spec: Arc<WindowJoinSpec>,
     metrics: Arc<ComponentMetrics>,
 ) -> JoinStreams<'s> {
+    let (l, r) = crate::join::keyed_batches(&spec.common, left, right, routing);
+    window_join_batches(l, r, spec, metrics, crate::control::RunControl::default())
+}
+
+/// Builds a window join of batches already on the worker that holds their keys' state. Each
+/// record is stored once, in columns, however many (sliding) windows it belongs to; each
+/// window lists its keys' rows.
+pub fn window_join_batches<'s>(
+    left: Batches<'s>,
+    right: Batches<'s>,
+    spec: Arc<WindowJoinSpec>,
+    metrics: Arc<ComponentMetrics>,
+    ctl: crate::control::RunControl,
+) -> JoinStreams<'s> {
     let mut builder = OperatorBuilder::new(spec.common.id.to_string(), left.scope());
-    let (lk, rk) = (spec.common.left_key.clone(), spec.common.right_key.clone());
-    let me = left.scope().index() as u64;
-    let partitioned = routing == crate::exchange::Routing::Partitioned;
-    let mut in_left = builder.new_input(
-        left,
-        Exchange::new(move |r: &Record| {
-            if partitioned {
-                me
-            } else {
-                key_hash(&r.values, &lk)
-            }
-        }),
-    );
-    let mut in_right = builder.new_input(
-        right,
-        Exchange::new(move |r: &Record| {
-            if partitioned {
-                me
-            } else {
-                key_hash(&r.values, &rk)
-            }
-        }),
-    );
+    let mut in_left = builder.new_input(left, Pipeline);
+    let mut in_right = builder.new_input(right, Pipeline);
     let (mut outs, streams) = JoinOutputs::new(&mut builder);
     builder.build(move |_caps| {
-        let mut windows: BTreeMap<Micros, HashTable<Bucket>> = BTreeMap::new();
+        let c = &spec.common;
+        let mut stored = [
+            Stored::new(&c.stored_types[0]),
+            Stored::new(&c.stored_types[1]),
+        ];
+        let mut windows: BTreeMap<Micros, WinTable> = BTreeMap::new();
         let mut held: Option<Capability<Time>> = None;
-        let mut dead_buf: Vec<Record> = Vec::new();
-        let mut late_buf: Vec<Record> = Vec::new();
+        let mut dead_buf = Vec::new();
+        let mut late_buf = Vec::new();
+        let mut bytes_reported = 0i64;
+        let mut failed = false;
         move |frontiers| {
             let spec = &*spec;
             let c = &spec.common;
+            let w = spec.slide;
             let (mut n_in, mut out_n, mut state) = (0u64, 0u64, 0i64);
             let mut counts = LateCounts::default();
             #[allow(clippy::needless_range_loop)]
             for side in 0..2 {
-                let mut handle = |cap: InputCapability<Time>, data: &mut Vec<Record>| {
+                let mut handle = |cap: InputCapability<Time>, data: &mut Vec<Chunk>| {
                     let Some(&t) = cap.least() else { return };
-                    n_in += data.len() as u64;
-                    for r in data.drain(..) {
-                        let Some(ts) = r.values[c.time(side)].as_ts() else {
-                            c.untimed(side, &r, &mut counts, &mut dead_buf);
-                            continue;
-                        };
-                        let wm = r.meta.watermark.max(t);
-                        let w = spec.slide;
-                        let pe = spec.offset + (ts - spec.offset).div_euclid(w) * w + w;
-                        if (pe.max(1) as Time) <= wm {
-                            c.route_late(
-                                side,
-                                r,
-                                ts,
-                                wm,
-                                "its window had closed",
-                                &mut counts,
-                                &mut dead_buf,
-                                &mut late_buf,
-                            );
-                            continue;
-                        }
-                        let at = pe.max(1) as Time - 1;
-                        if held.as_ref().is_none_or(|h| *h.time() > at) {
-                            held = Some(cap.delayed(&at, 0));
-                        }
-                        let kpos = c.keys(side);
-                        let hash = key_hash(&r.values, kpos);
-                        let last = pe + spec.size - w;
-                        // Every window containing the record keeps a copy; the last keeps it.
-                        let mut r = Some(r);
-                        let mut e = pe;
-                        while e <= last {
-                            let row = if e + w > last {
-                                r.take().expect("moved once, in the last window")
-                            } else {
-                                r.as_ref().expect("present until the last window").clone()
+                    for chunk in data.iter() {
+                        n_in += chunk.len() as u64;
+                        let b = JoinBatch::new(c, side, chunk);
+                        for r in 0..chunk.len() {
+                            let Some(ts) = b.time(r) else {
+                                c.untimed(side, &b.record(r), &mut counts, &mut dead_buf);
+                                continue;
                             };
-                            let table = windows.entry(e).or_default();
-                            let b = match table.entry(
-                                hash,
-                                |b| {
-                                    b.hash == hash && {
-                                        let (s, stored) = if b.rows[0].is_empty() {
-                                            (1, &b.rows[1][0])
-                                        } else {
-                                            (0, &b.rows[0][0])
-                                        };
-                                        c.keys(s)
-                                            .iter()
-                                            .zip(kpos)
-                                            .all(|(&p, &q)| stored.values[p] == row.values[q])
+                            let wm = b.watermark(r).max(t);
+                            let pe = spec.offset + (ts - spec.offset).div_euclid(w) * w + w;
+                            if (pe.max(1) as Time) <= wm {
+                                c.route_late(
+                                    side,
+                                    b.record(r),
+                                    ts,
+                                    wm,
+                                    "its window had closed",
+                                    &mut counts,
+                                    &mut dead_buf,
+                                    &mut late_buf,
+                                );
+                                continue;
+                            }
+                            let at = pe.max(1) as Time - 1;
+                            if held.as_ref().is_none_or(|h| *h.time() > at) {
+                                held = Some(cap.delayed(&at, 0));
+                            }
+                            let row = c.store(side, &mut stored[side], chunk, r, ts);
+                            // Every window containing the record lists it.
+                            let last = pe + spec.size - w;
+                            let mut e = pe;
+                            while e <= last {
+                                let table = windows.entry(e).or_insert_with(|| WinTable {
+                                    keys: Groups::new(&c.key_kind, false),
+                                    rows: [Vec::new(), Vec::new()],
+                                });
+                                let (k, _) = table.keys.slot(&b.keys, r, b.hashes[r]);
+                                let k = k as usize;
+                                for s in &mut table.rows {
+                                    if s.len() <= k {
+                                        s.resize_with(k + 1, Vec::new);
                                     }
-                                },
-                                |b| b.hash,
-                            ) {
-                                Entry::Occupied(o) => o.into_mut(),
-                                Entry::Vacant(v) => v
-                                    .insert(Bucket {
-                                        hash,
-                                        rows: [Vec::new(), Vec::new()],
-                                    })
-                                    .into_mut(),
-                            };
-                            b.rows[side].push(row);
-                            state += 1;
-                            e += w;
+                                }
+                                table.rows[side][k].push(row);
+                                state += 1;
+                                e += w;
+                            }
                         }
                     }
                     outs.give_set_aside(&cap, t, side, &mut dead_buf, &mut late_buf);
@@ -212,6 +195,7 @@ pub fn window_join<'s>(
                 }
             }
             // Join and emit every window both inputs have passed.
+            let mut freed = false;
             while let Some(entry) = windows.first_entry() {
                 let e = *entry.key();
                 let t = e.max(1) as Time - 1;
@@ -221,19 +205,39 @@ pub fn window_join<'s>(
                 let table = entry.remove();
                 let extra = [Value::Ts(e - spec.size), Value::Ts(e)];
                 let mut batch = Vec::new();
-                for b in table {
-                    state -= (b.rows[0].len() + b.rows[1].len()) as i64;
-                    let [ls, rs] = &b.rows;
-                    for l in ls {
-                        for r in rs {
-                            batch.push(c.joined(Some(l), Some(r), &extra, t));
+                let [l_rows, r_rows] = &table.rows;
+                for (ls, rs) in l_rows.iter().zip(r_rows) {
+                    state -= (ls.len() + rs.len()) as i64;
+                    for &l in ls {
+                        for &r in rs {
+                            batch.push(c.joined_src(
+                                Src::Stored(&stored[0], l),
+                                Src::Stored(&stored[1], r),
+                                &extra,
+                                t,
+                            ));
                         }
                     }
                     if rs.is_empty() && spec.how != JoinHow::Inner {
-                        batch.extend(ls.iter().map(|l| c.joined(Some(l), None, &extra, t)));
+                        batch.extend(ls.iter().map(|&l| {
+                            c.joined_src(Src::Stored(&stored[0], l), Src::Missing, &extra, t)
+                        }));
                     }
                     if ls.is_empty() && spec.how == JoinHow::Full {
-                        batch.extend(rs.iter().map(|r| c.joined(None, Some(r), &extra, t)));
+                        batch.extend(rs.iter().map(|&r| {
+                            c.joined_src(Src::Missing, Src::Stored(&stored[1], r), &extra, t)
+                        }));
+                    }
+                }
+                // A record's last window is the one ending `size - slide` after its first.
+                for (side, rows) in table.rows.iter().enumerate() {
+                    for &row in rows.iter().flatten() {
+                        let ts = stored[side].ts(row);
+                        let pe = spec.offset + (ts - spec.offset).div_euclid(w) * w + w;
+                        if pe + spec.size - w <= e {
+                            stored[side].free(row);
+                            freed = true;
+                        }
                     }
                 }
                 if !batch.is_empty() {
@@ -244,6 +248,17 @@ pub fn window_join<'s>(
                         .activate()
                         .session(&cap)
                         .give_container(&mut batch);
+                }
+            }
+            if freed {
+                for (side, st) in stored.iter_mut().enumerate() {
+                    if let Some(map) = st.compact() {
+                        for table in windows.values_mut() {
+                            for row in table.rows[side].iter_mut().flatten() {
+                                *row = map[*row as usize];
+                            }
+                        }
+                    }
                 }
             }
             match (windows.keys().next(), held.as_mut()) {
@@ -260,6 +275,24 @@ pub fn window_join<'s>(
             metrics.add_out(out_n);
             counts.report(&metrics);
             metrics.add_state(state);
+            if state != 0 {
+                let bytes = stored[0].bytes()
+                    + stored[1].bytes()
+                    + windows
+                        .values()
+                        .map(|t| {
+                            t.keys.bytes()
+                                + t.rows
+                                    .iter()
+                                    .flatten()
+                                    .map(|v| 24 + v.capacity() * 4)
+                                    .sum::<usize>()
+                        })
+                        .sum::<usize>();
+                metrics.add_state_bytes(bytes as i64 - bytes_reported);
+                bytes_reported = bytes as i64;
+                crate::join::check_max_state(c, &metrics, &ctl, &mut failed);
+            }
         }
     });
     streams

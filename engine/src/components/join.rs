@@ -59,6 +59,10 @@ pub struct JoinConfig {
     /// What happens to a late record: "dead-letter" (default), "drop", or "side-output" (late
     /// left records to `ID.late`, late right records to `ID.late_right`).
     pub late: Option<Spanned<String>>,
+    /// Interval and window joins: the most records the join may store in one process before
+    /// it stops the run with an error naming the join (default: no limit). A guard against
+    /// inputs that drift apart: the run fails with a message instead of running out of memory.
+    pub max_state: Option<Spanned<i64>>,
 }
 
 /// A field list, by name, against a schema.
@@ -389,6 +393,26 @@ impl JoinConfig {
                 }
             }
         }
+        let max_state = match &self.max_state {
+            Some(m) if temporal => {
+                diags.push(
+                    ctx.error("`max_state` applies to interval and window joins")
+                        .at(m.span())
+                        .help("a temporal join keeps each key's table versions; remove max_state"),
+                );
+                None
+            }
+            Some(m) if *m.get_ref() < 1 => {
+                diags.push(
+                    ctx.error("`max_state` must be at least 1")
+                        .at(m.span())
+                        .help("give the most records to store, such as max_state = 1000000, or remove it for no limit"),
+                );
+                None
+            }
+            Some(m) => Some(*m.get_ref() as u64),
+            None => None,
+        };
         if !diags.is_empty() {
             return Err(diags);
         }
@@ -437,6 +461,8 @@ impl JoinConfig {
             out.iter().map(|&(_, s, p)| (s, p)).collect(),
             late,
         );
+        let mut common = common;
+        common.max_state = max_state;
         let op = if temporal {
             Op::TemporalJoin(Arc::new(TemporalJoinSpec {
                 common,

@@ -9,7 +9,7 @@ use timely::dataflow::operators::{Concatenate, Exchange};
 use weir_operators::batch::{chain, Stage};
 use weir_operators::chunk::arrow_schema;
 use weir_operators::convert::{to_chunks, to_rows};
-use weir_operators::exchange::{exchange_by_key, Routing};
+use weir_operators::exchange::exchange_by_key;
 use weir_operators::flow::SourceEnv;
 use weir_operators::generator::{generator, GeneratorSpec};
 use weir_operators::latency::SinkLatency;
@@ -181,27 +181,24 @@ pub(super) fn build<'s>(
                 // Interval and window joins get their inputs exchanged as chunks; the temporal
                 // join exchanges rows inside its differential part.
                 let keyed = |k: usize, key: &Vec<usize>| {
-                    to_rows(exchange_by_key(
-                        streams[&node.inputs[k]].clone(),
-                        key.clone(),
-                    ))
+                    exchange_by_key(streams[&node.inputs[k]].clone(), key.clone())
                 };
-                let left = || to_rows(streams[&node.inputs[0]].clone());
                 let right = || to_rows(streams[&node.inputs[1]].clone());
+                let left = || to_rows(streams[&node.inputs[0]].clone());
                 let j = match &node.op {
-                    Op::IntervalJoin(spec) => interval_join::interval_join(
+                    Op::IntervalJoin(spec) => interval_join::interval_join_batches(
                         keyed(0, &spec.common.left_key),
                         keyed(1, &spec.common.right_key),
-                        Routing::Partitioned,
                         Arc::clone(spec),
                         m,
+                        ctl.clone(),
                     ),
-                    Op::WindowJoin(spec) => window_join::window_join(
+                    Op::WindowJoin(spec) => window_join::window_join_batches(
                         keyed(0, &spec.common.left_key),
                         keyed(1, &spec.common.right_key),
-                        Routing::Partitioned,
                         Arc::clone(spec),
                         m,
+                        ctl.clone(),
                     ),
                     Op::TemporalJoin(spec) => {
                         let key = (node.inputs[1], spec.table_signature());

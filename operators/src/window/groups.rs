@@ -395,6 +395,14 @@ impl Groups {
         self.slot_of(key, key.hash())
     }
 
+    /// The slot of batch row `row`'s key (hashed to `hash`), if present.
+    #[inline]
+    pub(crate) fn find(&self, view: &KeyView<'_>, row: usize, hash: u64) -> Option<u32> {
+        let key = Self::view_key(view, row);
+        let keys = self.keys();
+        self.table.find(hash, |&s| keys.get(s) == key).copied()
+    }
+
     /// The slot of `other`'s key `g`, if present.
     pub(crate) fn find_from(&self, other: &Groups, g: u32) -> Option<u32> {
         let key = other.keys().get(g);

@@ -82,7 +82,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use groups::KeyKind;
+pub(crate) use groups::{Groups, KeyKind, KeyView};
 pub use key::key_hash;
 pub(crate) use key::KeyHasher;
 use state::{Accs, Batch, Outs, State};
