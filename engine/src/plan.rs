@@ -599,10 +599,18 @@ fn prune_fields(nodes: &mut [Node]) {
             }
             _ => None,
         };
-        for r in nodes[i].inputs.clone() {
+        for (k, r) in nodes[i].inputs.clone().into_iter().enumerate() {
             if r.port != Port::Main {
                 continue;
             }
+            // A join reads each side's key, time and selected fields, when nothing can be
+            // late or untimed (it dead-letters or side-outputs such records whole).
+            let join_reads = match &nodes[i].op {
+                Op::IntervalJoin(j) if orderly(nodes, r.node) => Some(j.common.fields_read(k)),
+                Op::WindowJoin(j) if orderly(nodes, r.node) => Some(j.common.fields_read(k)),
+                _ => None,
+            };
+            let reads = join_reads.or_else(|| reads.clone());
             match (&reads, &mut used[r.node]) {
                 (Some(fields), Some(u)) => fields.iter().for_each(|&k| u[k] = true),
                 (None, u) => *u = None,
@@ -991,5 +999,21 @@ mod tests {
         assert_eq!(generator_columns(&window(&disordered)), None);
         let late = format!("{SOURCE}late_fraction = 0.01\n");
         assert_eq!(generator_columns(&window(&late)), None);
+        // A join over orderly filters reads each side's key, time and selected fields.
+        let join = format!(
+            "{SOURCE}[transforms.r]\ntype = \"filter\"\ninputs = [\"s\"]\ncondition = \"kind = 'reading'\"\n\
+             [transforms.st]\ntype = \"filter\"\ninputs = [\"s\"]\ncondition = \"kind = 'status'\"\n\
+             [transforms.j]\ntype = \"join\"\nkind = \"interval\"\ninputs = [\"r\", \"st\"]\non = [\"device_id\"]\n\
+             between = [\"-1s\", \"1s\"]\nselect = [\"left.id\", \"right.battery\"]\n\
+             [sinks.o]\ntype = \"null\"\ninputs = [\"j\"]\n"
+        );
+        assert_eq!(
+            read_of(&join, "r"),
+            Some(vec![t, t, f, t, f, f, f, f, f, f, f])
+        );
+        assert_eq!(
+            read_of(&join, "st"),
+            Some(vec![f, t, f, t, f, f, f, f, t, f, f])
+        );
     }
 }

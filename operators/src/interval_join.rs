@@ -83,6 +83,8 @@ struct Side {
     expiry: BinaryHeap<Reverse<(Micros, u32)>>,
     /// A record of this side expires at its time plus this.
     expires_after: Micros,
+    /// Keys whose last record expired (dropped in sweeps).
+    empty: usize,
 }
 
 impl Side {
@@ -94,19 +96,13 @@ impl Side {
             index: Vec::new(),
             expiry: BinaryHeap::new(),
             expires_after: if side == 0 { spec.upper } else { -spec.lower },
+            empty: 0,
         }
     }
 
     /// Stores a batch row under its key; returns its stored row.
-    fn insert(
-        &mut self,
-        c: &JoinCommon,
-        side: usize,
-        b: &JoinBatch<'_>,
-        r: usize,
-        ts: Micros,
-    ) -> u32 {
-        let row = c.store(side, &mut self.stored, b.chunk, r, ts);
+    fn insert(&mut self, c: &JoinCommon, b: &JoinBatch<'_>, r: usize, ts: Micros) -> u32 {
+        let row = c.store(&mut self.stored, b, r, ts);
         let (k, new) = self.keys.slot(&b.keys, r, b.hashes[r]);
         let ku = k as usize;
         if ku >= self.index.len() {
@@ -115,10 +111,18 @@ impl Side {
         let ix = &mut self.index[ku];
         if new {
             ix.clear();
+        } else if ix.is_empty() {
+            self.empty = self.empty.saturating_sub(1);
         }
         let st = &self.stored;
-        let at = ix.partition_point(|&row| st.ts(row) <= ts);
-        ix.insert(at, row);
+        let at = if ix.back().is_none_or(|&last| st.ts(last) <= ts) {
+            ix.push_back(row);
+            ix.len() - 1
+        } else {
+            let at = ix.partition_point(|&row| st.ts(row) <= ts);
+            ix.insert(at, row);
+            at
+        };
         if at == 0 {
             self.expiry
                 .push(Reverse((ts.saturating_add(self.expires_after), k)));
@@ -126,17 +130,19 @@ impl Side {
         row
     }
 
-    /// The stored rows of batch row `r`'s key with times in `lo..=hi`.
-    fn matches(&self, b: &JoinBatch<'_>, r: usize, lo: Micros, hi: Micros) -> Vec<u32> {
+    /// The stored rows of batch row `r`'s key with times in `lo..=hi`, into `out`.
+    fn matches(&self, b: &JoinBatch<'_>, r: usize, lo: Micros, hi: Micros, out: &mut Vec<u32>) {
+        out.clear();
         let Some(k) = self.keys.find(&b.keys, r, b.hashes[r]) else {
-            return Vec::new();
+            return;
         };
         let (ix, st) = (&self.index[k as usize], &self.stored);
         let from = ix.partition_point(|&row| st.ts(row) < lo);
-        ix.range(from..)
-            .take_while(|&&row| st.ts(row) <= hi)
-            .copied()
-            .collect()
+        out.extend(
+            ix.range(from..)
+                .take_while(|&&row| st.ts(row) <= hi)
+                .copied(),
+        );
     }
 
     /// Frees every record whose expiry `passed`, calling `gone` on each first.
@@ -173,8 +179,22 @@ impl Side {
                     self.stored.ts(row).saturating_add(self.expires_after),
                     k,
                 ))),
-                None => self.keys.remove(k),
+                None => self.empty += 1,
             }
+        }
+        // Keys left without records are dropped in sweeps, once they are half the keys, so a
+        // key that comes back soon is not dropped and added again each time.
+        if self.empty > 64 && self.empty * 2 > self.keys.len() {
+            let gone: Vec<u32> = self
+                .keys
+                .slots()
+                .filter(|&k| self.index[k as usize].is_empty())
+                .collect();
+            for k in gone {
+                self.keys.remove(k);
+                self.index[k as usize] = VecDeque::new();
+            }
+            self.empty = 0;
         }
         if let Some(map) = self.stored.compact() {
             for ix in &mut self.index {
@@ -234,6 +254,7 @@ pub fn interval_join_batches<'s>(
         let mut late_buf = Vec::new();
         let mut bytes_reported = 0i64;
         let mut failed = false;
+        let mut found: Vec<u32> = Vec::new();
         move |frontiers| {
             let spec = &*spec;
             let c = &spec.common;
@@ -268,7 +289,7 @@ pub fn interval_join_batches<'s>(
                             if side == 0 {
                                 let lo = ts.saturating_add(spec.lower);
                                 let hi = ts.saturating_add(spec.upper);
-                                let found = right_side.matches(&b, r, lo, hi);
+                                right_side.matches(&b, r, lo, hi, &mut found);
                                 for &row in &found {
                                     buf.push(c.joined_src(
                                         Src::Row(chunk, r),
@@ -277,7 +298,7 @@ pub fn interval_join_batches<'s>(
                                         wm,
                                     ));
                                 }
-                                let row = left_side.insert(c, 0, &b, r, ts);
+                                let row = left_side.insert(c, &b, r, ts);
                                 if !found.is_empty() {
                                     left_side.stored.set_matched(row);
                                 } else if spec.left_outer {
@@ -290,7 +311,8 @@ pub fn interval_join_batches<'s>(
                             } else {
                                 let lo = ts.saturating_sub(spec.upper);
                                 let hi = ts.saturating_sub(spec.lower);
-                                for row in left_side.matches(&b, r, lo, hi) {
+                                left_side.matches(&b, r, lo, hi, &mut found);
+                                for &row in &found {
                                     left_side.stored.set_matched(row);
                                     buf.push(c.joined_src(
                                         Src::Stored(&left_side.stored, row),
@@ -299,7 +321,7 @@ pub fn interval_join_batches<'s>(
                                         wm,
                                     ));
                                 }
-                                right_side.insert(c, 1, &b, r, ts);
+                                right_side.insert(c, &b, r, ts);
                             }
                             state += 1;
                         }

@@ -96,6 +96,17 @@ impl JoinCommon {
         }
     }
 
+    /// The fields of a side's records the join reads: its key, its time and the fields it
+    /// outputs.
+    pub fn fields_read(&self, side: usize) -> Vec<usize> {
+        let mut f: Vec<usize> = self.keys(side).to_vec();
+        f.push(self.time(side));
+        f.extend(self.stored[side].iter().copied());
+        f.sort_unstable();
+        f.dedup();
+        f
+    }
+
     /// Key positions of a side (0 left, 1 right).
     pub fn keys(&self, side: usize) -> &[usize] {
         if side == 0 {
@@ -174,20 +185,15 @@ impl JoinCommon {
         }
     }
 
-    /// Stores row `r` of a batch of `side` in `st`.
+    /// Stores row `r` of batch `b` in `st`.
     pub(crate) fn store(
         &self,
-        side: usize,
         st: &mut crate::side_store::Stored,
-        chunk: &crate::chunk::Chunk,
+        b: &JoinBatch<'_>,
         r: usize,
         ts: Micros,
     ) -> u32 {
-        let cols: Vec<&arrow::array::ArrayRef> = self.stored[side]
-            .iter()
-            .map(|&p| &chunk.columns()[p])
-            .collect();
-        st.push(&cols, r, ts, chunk.meta(r).ingest)
+        st.push(&b.stored, r, ts, b.ingest[r])
     }
 
     /// A dead letter for a record of `side` (late, or without event time).
@@ -293,6 +299,9 @@ pub(crate) struct JoinBatch<'c> {
     pub(crate) hashes: Vec<u64>,
     ts: Option<&'c arrow::array::TimestampMicrosecondArray>,
     watermark: &'c [u64],
+    ingest: &'c [Micros],
+    /// The columns of the fields the join stores from this side.
+    stored: Vec<&'c arrow::array::ArrayRef>,
 }
 
 impl<'c> JoinBatch<'c> {
@@ -322,6 +331,11 @@ impl<'c> JoinBatch<'c> {
                 .watermark()
                 .as_primitive::<arrow::datatypes::UInt64Type>()
                 .values(),
+            ingest: chunk
+                .ingest()
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values(),
+            stored: c.stored[side].iter().map(|&p| &cols[p]).collect(),
         }
     }
 

@@ -164,7 +164,7 @@ pub fn window_join_batches<'s>(
                             if held.as_ref().is_none_or(|h| *h.time() > at) {
                                 held = Some(cap.delayed(&at, 0));
                             }
-                            let row = c.store(side, &mut stored[side], chunk, r, ts);
+                            let row = c.store(&mut stored[side], &b, r, ts);
                             // Every window containing the record lists it.
                             let last = pe + spec.size - w;
                             let mut e = pe;
