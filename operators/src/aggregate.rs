@@ -201,6 +201,21 @@ impl States {
         self.len() == 0
     }
 
+    /// Removes every slot (keeping the memory).
+    pub fn clear(&mut self) {
+        match self {
+            States::Count(v) => v.clear(),
+            States::IntSum(v) => v.clear(),
+            States::FloatSum(v) => v.clear(),
+            States::Extreme(v) => v.clear(),
+            States::Pick(v) => v.clear(),
+            States::Distinct(v) => v.clear(),
+            States::Moments(v) => v.clear(),
+            States::Quantiles(v) => v.clear(),
+            States::Sketch(v) => v.clear(),
+        }
+    }
+
     /// Adds a slot holding the state of no records.
     pub fn push_default(&mut self) {
         match self {

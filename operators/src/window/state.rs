@@ -63,6 +63,14 @@ impl Accs {
         (self.ingest.len() - 1) as u32
     }
 
+    /// Removes every slot (keeping the memory), for use as scratch.
+    pub(super) fn clear(&mut self) {
+        self.states.iter_mut().for_each(States::clear);
+        self.ingest.clear();
+        self.late.clear();
+        self.free.clear();
+    }
+
     /// Frees slot `i` for reuse.
     pub(super) fn release(&mut self, i: u32) {
         self.free.push(i);
@@ -549,6 +557,7 @@ impl State {
         }
         let oldest = e - spec.size; // panes ending at or before this have left the window
         let live: Vec<u32> = self.queue_keys.slots().collect();
+        let mut one = Accs::new(spec);
         for q in live {
             let accs = &mut self.queue_accs;
             let queue = &mut self.queues[q as usize];
@@ -575,7 +584,7 @@ impl State {
                                     r
                                 }
                             };
-                            let mut one = Accs::new(spec);
+                            one.clear();
                             one.copy_of(spec, accs, r);
                             let snap = accs.copy_of(spec, &one, 0);
                             queue.front.push((pe, snap));
@@ -593,7 +602,7 @@ impl State {
             let key = || self.queue_keys.values(&spec.key_kind, q);
             match (queue.front.last(), queue.back_agg) {
                 (Some(&(_, f)), Some(b)) => {
-                    let mut one = Accs::new(spec);
+                    one.clear();
                     one.copy_of(spec, accs, f);
                     one.merge(spec, 0, accs, b);
                     batch.push(spec.result(key(), e - spec.size, e, &one, 0));
