@@ -81,6 +81,23 @@ fn write_files(dir: &Path, lines: u64, files: u64) -> (Vec<PathBuf>, u64) {
 }
 
 fn pipeline(dir: &Path) -> String {
+    source(dir, "[transforms.hot]\ntype = \"filter\"\ninputs = [\"events\"]\ncondition = \"temperature > 30.0\"\n\n[sinks.out]\ntype = \"null\"\ninputs = [\"hot\"]\n")
+}
+
+/// The readings alone (what the report reads), or the per-device report over them.
+fn report_pipeline(dir: &Path, window: bool) -> String {
+    let tail = if window {
+        "[transforms.r]\ntype = \"filter\"\ninputs = [\"events\"]\ncondition = \"kind = 'reading'\"\n\n\
+         [transforms.w]\ntype = \"window\"\ninputs = [\"r\"]\nsize = \"1s\"\ngroup_by = [\"device_id\"]\n\
+         aggregates = { avg_temp = \"avg(temperature)\" }\n\n[sinks.out]\ntype = \"null\"\ninputs = [\"w\"]\n"
+    } else {
+        "[transforms.r]\ntype = \"filter\"\ninputs = [\"events\"]\ncondition = \"kind = 'reading'\"\n\n\
+         [sinks.out]\ntype = \"null\"\ninputs = [\"r\"]\n"
+    };
+    source(dir, tail)
+}
+
+fn source(dir: &Path, tail: &str) -> String {
     format!(
         r#"
 [pipeline]
@@ -95,15 +112,7 @@ timestamp_field = "ts"
 timestamp_format = "rfc3339"
 id_field = "id"
 
-[transforms.hot]
-type = "filter"
-inputs = ["events"]
-condition = "temperature > 30.0"
-
-[sinks.out]
-type = "null"
-inputs = ["hot"]
-"#,
+{tail}"#,
         dir.display()
     )
 }
@@ -208,5 +217,19 @@ fn main() {
             wm / tm,
             wm * workers as f64 * 1e6 / (bytes as f64 / lines as f64)
         );
+    }    println!();
+    println!("the per-device report (readings -> 1 s average per device) from the same files, against reading them alone");
+    println!(
+        "{:>7}  {:>18}  {:>18}  {:>14}",
+        "workers", "ingest alone s", "with the window s", "window/ingest"
+    );
+    for workers in [1, 2] {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            a.push(run_weir(&report_pipeline(dir.path(), false), workers).1.as_secs_f64());
+            b.push(run_weir(&report_pipeline(dir.path(), true), workers).1.as_secs_f64());
+        }
+        let (am, bm) = (median(a), median(b));
+        println!("{workers:>7}  {am:>18.3}  {bm:>18.3}  {:>14.2}", bm / am);
     }
 }
