@@ -217,7 +217,8 @@ fn main() {
             wm / tm,
             wm * workers as f64 * 1e6 / (bytes as f64 / lines as f64)
         );
-    }    println!();
+    }
+    println!();
     println!("the per-device report (readings -> 1 s average per device) from the same files, against reading them alone");
     println!(
         "{:>7}  {:>18}  {:>18}  {:>14}",
@@ -226,8 +227,16 @@ fn main() {
     for workers in [1, 2] {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for _ in 0..reps {
-            a.push(run_weir(&report_pipeline(dir.path(), false), workers).1.as_secs_f64());
-            b.push(run_weir(&report_pipeline(dir.path(), true), workers).1.as_secs_f64());
+            a.push(
+                run_weir(&report_pipeline(dir.path(), false), workers)
+                    .1
+                    .as_secs_f64(),
+            );
+            b.push(
+                run_weir(&report_pipeline(dir.path(), true), workers)
+                    .1
+                    .as_secs_f64(),
+            );
         }
         let (am, bm) = (median(a), median(b));
         println!("{workers:>7}  {am:>18.3}  {bm:>18.3}  {:>14.2}", bm / am);

@@ -280,6 +280,17 @@ impl States {
         }
     }
 
+    /// Whether slots may hold memory beyond their fixed size that [`States::extra_bytes`]
+    /// counts: distinct sets, first/last records and sketches. Wide float sums (inputs spread
+    /// over more than 128 bits, rare) are left out of the count, which would otherwise visit
+    /// every slot.
+    pub fn has_extra(&self) -> bool {
+        matches!(
+            self,
+            States::Pick(_) | States::Distinct(_) | States::Quantiles(_) | States::Sketch(_)
+        )
+    }
+
     /// The fixed size of one slot.
     pub fn slot_bytes(&self) -> usize {
         match self {

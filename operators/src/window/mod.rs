@@ -378,6 +378,7 @@ pub fn window_batches<'s>(
         let mut state = State::new(&spec);
         let mut outs = Outs::default();
         let mut bytes_reported = 0i64;
+        let (mut entries, mut peak_entries, mut changes) = (0i64, 0i64, 0u64);
         let mut failed = false;
         move |frontiers| {
             let spec = &*spec;
@@ -423,9 +424,16 @@ pub fn window_batches<'s>(
             n.late.report(&metrics);
             metrics.add_state(n.state);
             if n.state != 0 {
-                let bytes = state.bytes() as i64;
-                metrics.add_state_bytes(bytes - bytes_reported);
-                bytes_reported = bytes;
+                // Counting bytes visits every slot: do it at a new peak of entries (what the
+                // summary reports), and otherwise every 64th change.
+                entries += n.state;
+                changes += 1;
+                if entries > peak_entries || changes % 64 == 0 {
+                    peak_entries = peak_entries.max(entries);
+                    let bytes = state.bytes() as i64;
+                    metrics.add_state_bytes(bytes - bytes_reported);
+                    bytes_reported = bytes;
+                }
                 if let Some(max) = spec.max_state {
                     let held = metrics.state();
                     if held > max && !failed {

@@ -139,7 +139,7 @@ impl Accs {
             + 8
             + if self.track_late { 8 } else { 0 };
         let mut total = self.ingest.capacity() * fixed;
-        for s in &self.states {
+        for s in self.states.iter().filter(|s| s.has_extra()) {
             total += slots
                 .clone()
                 .map(|i| s.extra_bytes(i as usize))
