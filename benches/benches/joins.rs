@@ -156,29 +156,8 @@ fn temporal_join<'s, K>(
 /// The typed program: its own generator, devices as numbers: returns (events/s, results).
 fn typed(events: u64, workers: usize) -> (f64, u64) {
     run_hand_written(events, workers, move |scope, seen| {
-        let events = typed_iot_source(scope, events, 4096, 100_000);
-        let split = |reading: bool| {
-            events.clone().unary::<timely::container::CapacityContainerBuilder<
-                Vec<(u32, i64, u64)>,
-            >, _, _, _>(Pipeline, "split", move |_, _| {
-                move |input, output| {
-                    input.for_each(|cap, data: &mut Vec<IotEvent>| {
-                        let mut session = output.session(&cap);
-                        for e in data.drain(..) {
-                            let keep = match e.body {
-                                Body::Reading { .. } => reading,
-                                Body::Status { .. } => !reading,
-                                Body::Alarm { .. } => false,
-                            };
-                            if keep {
-                                session.give((e.device, e.ts, e.id));
-                            }
-                        }
-                    });
-                }
-            })
-        };
-        temporal_join(split(true), split(false), seen);
+        let (readings, status) = typed_split(scope, events);
+        temporal_join(readings, status, seen);
     })
 }
 
