@@ -945,7 +945,7 @@ fn calls(text: &str) -> Vec<std::ops::Range<usize>> {
                 let Some(mut end) = close(open) else { break };
                 // A FILTER clause belongs to the call.
                 let f = skip_ws(end);
-                if text.len() >= f + 6 && text[f..f + 6].eq_ignore_ascii_case("filter") {
+                if b.len() >= f + 6 && b[f..f + 6].eq_ignore_ascii_case(b"filter") {
                     let open = skip_ws(f + 6);
                     if open < b.len() && b[open] == b'(' {
                         if let Some(e) = close(open) {
@@ -1223,6 +1223,43 @@ mod tests {
         ] {
             let e = Aggregate::compile(text, &s).unwrap_err();
             assert!(e.message.contains(says), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn result_expressions_compile_or_say_why_and_never_panic() {
+        use crate::schema::Field;
+        let s = schema();
+        let result = Schema::new(vec![
+            Field::new("s", FieldType::String),
+            Field::new("window_start", FieldType::Timestamp),
+            Field::new("window_end", FieldType::Timestamp),
+        ]);
+        let (o, aggs) = Output::compile(
+            "round(avg(f), 1) + count(*) FILTER (WHERE s = 'é')",
+            &s,
+            &result,
+            3,
+        )
+        .unwrap();
+        assert_eq!(aggs.len(), 2);
+        assert!(matches!(o, Output::Expr { ref aggs, .. } if *aggs == (3..5)));
+        assert_eq!(o.output_type(&aggs), Some(FieldType::F64));
+        let (o, aggs) = Output::compile(" sum(i) ", &s, &result, 0).unwrap();
+        assert!(matches!(o, Output::Agg(0)) && aggs.len() == 1);
+        let (o, aggs) = Output::compile("window_end - window_start", &s, &result, 7).unwrap();
+        assert!(matches!(o, Output::Expr { ref aggs, .. } if aggs.is_empty()) && aggs.is_empty());
+        for bad in [
+            "count(",
+            "sum(i) +",
+            "avg(f) FILTERé",
+            "avg(f) FILTER (",
+            "é(count(*))",
+            "max(sum(i))",
+            "count(*) FILTER (WHERE 'x",
+            "",
+        ] {
+            assert!(Output::compile(bad, &s, &result, 0).is_err(), "{bad}");
         }
     }
 
