@@ -21,15 +21,36 @@ pub(crate) struct KeyHasher(u64);
 impl Hasher for KeyHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
+        let word = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("8 bytes"));
+        if n <= 16 {
+            // Short keys (most ids): two loads that together cover every byte, and the length.
+            let (a, b) = if n >= 8 {
+                (word(&bytes[..8]), word(&bytes[n - 8..]))
+            } else if n >= 4 {
+                (
+                    u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as u64,
+                    u32::from_le_bytes(bytes[n - 4..].try_into().expect("4 bytes")) as u64,
+                )
+            } else if n > 0 {
+                (
+                    bytes[0] as u64 | (bytes[n / 2] as u64) << 8 | (bytes[n - 1] as u64) << 16,
+                    0,
+                )
+            } else {
+                (0, 0)
+            };
+            self.write_u64(a);
+            self.write_u64(b ^ (n as u64) << 56);
+            return;
+        }
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            self.write_u64(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+            self.write_u64(word(c));
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.write_u64(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 56));
+        if !chunks.remainder().is_empty() {
+            // The last eight bytes, overlapping the last whole word.
+            self.write_u64(word(&bytes[n - 8..]) ^ (n as u64) << 56);
         }
     }
     #[inline]
