@@ -642,3 +642,54 @@ fn compare_runs_each_configuration_on_several_processes() {
     assert_eq!(r1["sinks"][0]["records"].as_u64(), Some(0));
     assert_eq!(r1["process"].as_u64(), Some(1));
 }
+
+/// Joins on batches across processes: the interval join (left outer, out-of-order input with
+/// late events) and the window join (full outer, windows over windows) give on two processes
+/// exactly what they give on one, in both modes.
+#[test]
+fn joins_on_two_processes_give_the_results_of_one() {
+    let dir = workspace();
+    for pipeline in [
+        "pipelines/clickstream-view-click.toml",
+        "pipelines/iot-two-sites.toml",
+    ] {
+        let set = "sinks.out.path=\"one.jsonl\"";
+        run_ok(dir.path(), pipeline, &["--set", set, "--workers", "1"]);
+        let one = json_multiset(&std::fs::read_to_string(dir.path().join("one.jsonl")).unwrap());
+        assert!(one.len() > 100, "{pipeline}");
+        for mode in [
+            vec!["--mode", "continuous"],
+            vec!["--mode", "micro-batch", "--batch-interval", "20ms"],
+        ] {
+            let ports = free_ports(2);
+            let hosts = write(
+                dir.path(),
+                "hosts",
+                &format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+            );
+            let children: Vec<_> = (0..2)
+                .map(|p| {
+                    let id = p.to_string();
+                    let mut args = vec!["run", pipeline, "--workers", "1", "--status-every", "0s"];
+                    args.extend(mode.iter().copied());
+                    args.extend([
+                        "--processes",
+                        "2",
+                        "--process-id",
+                        &id,
+                        "--hostfile",
+                        &hosts,
+                    ]);
+                    args.extend(["--set", "sinks.out.path=\"cluster.jsonl\""]);
+                    spawn_weir(dir.path(), &args)
+                })
+                .collect();
+            for c in children {
+                ok(&finish(c));
+            }
+            let got =
+                json_multiset(&std::fs::read_to_string(dir.path().join("cluster.jsonl")).unwrap());
+            assert_eq!(got, one, "{pipeline} {mode:?}");
+        }
+    }
+}
