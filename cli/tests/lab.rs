@@ -356,6 +356,45 @@ fn a_timed_run_measures_after_its_warmup_and_shows_its_status() {
     assert!(err.contains("; kept up"), "{err}");
 }
 
+/// Runs `pipeline` on two processes of one worker each (with `mode`'s flags), its sink `out`
+/// writing `cluster.jsonl`; returns each process's standard error.
+fn on_two_processes(dir: &Path, pipeline: &str, mode: &[&str]) -> Vec<String> {
+    let ports = free_ports(2);
+    let hosts = write(
+        dir,
+        "hosts",
+        &format!(
+            "# two processes\n127.0.0.1:{}\n127.0.0.1:{}\n",
+            ports[0], ports[1]
+        ),
+    );
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            let id = p.to_string();
+            let mut args = vec!["run", pipeline, "--workers", "1", "--status-every", "0s"];
+            args.extend(mode.iter().copied());
+            args.extend([
+                "--processes",
+                "2",
+                "--process-id",
+                &id,
+                "--hostfile",
+                &hosts,
+            ]);
+            args.extend(["--set", "sinks.out.path=\"cluster.jsonl\""]);
+            spawn_weir(dir, &args)
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let o = finish(c);
+            ok(&o);
+            stderr(&o)
+        })
+        .collect()
+}
+
 #[test]
 fn two_processes_give_the_results_of_one() {
     let dir = workspace();
@@ -374,39 +413,7 @@ fn two_processes_give_the_results_of_one() {
         vec!["--mode", "continuous"],
         vec!["--mode", "micro-batch", "--batch-interval", "20ms"],
     ] {
-        let ports = free_ports(2);
-        let hosts = write(
-            dir.path(),
-            "hosts",
-            &format!(
-                "# two processes\n127.0.0.1:{}\n127.0.0.1:{}\n",
-                ports[0], ports[1]
-            ),
-        );
-        let logs: Vec<String> = (0..2)
-            .map(|p| {
-                let id = p.to_string();
-                let mut args = vec!["run", pipeline, "--workers", "1", "--status-every", "0s"];
-                args.extend(mode.iter().copied());
-                args.extend([
-                    "--processes",
-                    "2",
-                    "--process-id",
-                    &id,
-                    "--hostfile",
-                    &hosts,
-                ]);
-                args.extend(["--set", "sinks.out.path=\"cluster.jsonl\""]);
-                spawn_weir(dir.path(), &args)
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|c| {
-                let o = finish(c);
-                ok(&o);
-                stderr(&o)
-            })
-            .collect();
+        let logs = on_two_processes(dir.path(), pipeline, &mode);
         assert!(logs[0].contains("(process 0 of 2)"), "{}", logs[0]);
         assert!(logs[1].contains("(process 1 of 2)"), "{}", logs[1]);
         assert!(logs[1].contains("process 0 writes every sink's output"));
@@ -661,32 +668,7 @@ fn joins_on_two_processes_give_the_results_of_one() {
             vec!["--mode", "continuous"],
             vec!["--mode", "micro-batch", "--batch-interval", "20ms"],
         ] {
-            let ports = free_ports(2);
-            let hosts = write(
-                dir.path(),
-                "hosts",
-                &format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
-            );
-            let children: Vec<_> = (0..2)
-                .map(|p| {
-                    let id = p.to_string();
-                    let mut args = vec!["run", pipeline, "--workers", "1", "--status-every", "0s"];
-                    args.extend(mode.iter().copied());
-                    args.extend([
-                        "--processes",
-                        "2",
-                        "--process-id",
-                        &id,
-                        "--hostfile",
-                        &hosts,
-                    ]);
-                    args.extend(["--set", "sinks.out.path=\"cluster.jsonl\""]);
-                    spawn_weir(dir.path(), &args)
-                })
-                .collect();
-            for c in children {
-                ok(&finish(c));
-            }
+            on_two_processes(dir.path(), pipeline, &mode);
             let got =
                 json_multiset(&std::fs::read_to_string(dir.path().join("cluster.jsonl")).unwrap());
             assert_eq!(got, one, "{pipeline} {mode:?}");
