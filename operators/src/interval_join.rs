@@ -252,8 +252,7 @@ pub fn interval_join_batches<'s>(
         let mut buf = Vec::new();
         let mut dead_buf = Vec::new();
         let mut late_buf = Vec::new();
-        let mut bytes_reported = 0i64;
-        let mut failed = false;
+        let mut gauge = crate::metrics::StateGauge::default();
         let mut found: Vec<u32> = Vec::new();
         move |frontiers| {
             let spec = &*spec;
@@ -382,11 +381,11 @@ pub fn interval_join_batches<'s>(
             metrics.add_out(out_n);
             counts.report(&metrics);
             metrics.add_state(state);
+            gauge.changed(&metrics, state, || sides[0].bytes() + sides[1].bytes());
             if state != 0 {
-                let bytes = (sides[0].bytes() + sides[1].bytes()) as i64;
-                metrics.add_state_bytes(bytes - bytes_reported);
-                bytes_reported = bytes;
-                crate::join::check_max_state(c, &metrics, &ctl, &mut failed);
+                gauge.guard(&metrics, &ctl, c.max_state, |h, m| {
+                    crate::join::max_state_message(c, h, m)
+                });
             }
         }
     });

@@ -254,22 +254,12 @@ pub(crate) fn keyed_batches<'s>(
     }
 }
 
-/// Fails the run (once) when the join's state passes its `max_state`.
-pub(crate) fn check_max_state(
-    c: &JoinCommon,
-    metrics: &crate::metrics::ComponentMetrics,
-    ctl: &crate::control::RunControl,
-    failed: &mut bool,
-) {
-    let Some(max) = c.max_state else { return };
-    let held = metrics.state();
-    if held > max && !*failed {
-        *failed = true;
-        ctl.fail(format!(
-            "join `{}` holds {held} records, more than its max_state = {max}: the inputs' keys or times drift apart (a stalled input holds back the watermark), or the limit is too low; raise max_state, shorten the interval or window, or set idle_timeout on quiet sources",
-            c.id
-        ));
-    }
+/// What a join's `max_state` guard says when it fails the run.
+pub(crate) fn max_state_message(c: &JoinCommon, held: u64, max: u64) -> String {
+    format!(
+        "join `{}` holds {held} records, more than its max_state = {max}: the inputs' keys or times drift apart (a stalled input holds back the watermark), or the limit is too low; raise max_state, shorten the interval or window, or set idle_timeout on quiet sources",
+        c.id
+    )
 }
 
 /// One side of a joined pair.

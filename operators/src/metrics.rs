@@ -242,3 +242,50 @@ impl ComponentMetrics {
         }
     }
 }
+
+/// An operator's account of its state for the metrics: the bytes last reported (so each report
+/// adds the change), entries seen, and its `max_state` guard, which fails the run once.
+#[derive(Default)]
+pub struct StateGauge {
+    bytes: i64,
+    entries: i64,
+    peak: i64,
+    changes: u64,
+    failed: bool,
+}
+
+impl StateGauge {
+    /// Records a change of `delta` entries (already added to `m`'s entry gauge). Counting bytes
+    /// may visit every entry, so `bytes` is called at a new peak of entries (what the summary
+    /// reports) and otherwise every 64th change.
+    pub fn changed(&mut self, m: &ComponentMetrics, delta: i64, bytes: impl FnOnce() -> usize) {
+        if delta == 0 {
+            return;
+        }
+        self.entries += delta;
+        self.changes += 1;
+        if self.entries > self.peak || self.changes.is_multiple_of(64) {
+            self.peak = self.peak.max(self.entries);
+            let b = bytes() as i64;
+            m.add_state_bytes(b - self.bytes);
+            self.bytes = b;
+        }
+    }
+
+    /// Fails the run through `ctl` (once) when the process holds more than `max` entries; the
+    /// message is made from (entries held, max).
+    pub fn guard(
+        &mut self,
+        m: &ComponentMetrics,
+        ctl: &crate::control::RunControl,
+        max: Option<u64>,
+        message: impl FnOnce(u64, u64) -> String,
+    ) {
+        let Some(max) = max else { return };
+        let held = m.state();
+        if held > max && !self.failed {
+            self.failed = true;
+            ctl.fail(message(held, max));
+        }
+    }
+}

@@ -125,8 +125,7 @@ pub fn window_join_batches<'s>(
         let mut held: Option<Capability<Time>> = None;
         let mut dead_buf = Vec::new();
         let mut late_buf = Vec::new();
-        let mut bytes_reported = 0i64;
-        let mut failed = false;
+        let mut gauge = crate::metrics::StateGauge::default();
         move |frontiers| {
             let spec = &*spec;
             let c = &spec.common;
@@ -275,8 +274,8 @@ pub fn window_join_batches<'s>(
             metrics.add_out(out_n);
             counts.report(&metrics);
             metrics.add_state(state);
-            if state != 0 {
-                let bytes = stored[0].bytes()
+            gauge.changed(&metrics, state, || {
+                stored[0].bytes()
                     + stored[1].bytes()
                     + windows
                         .values()
@@ -288,10 +287,12 @@ pub fn window_join_batches<'s>(
                                     .map(|v| 24 + v.capacity() * 4)
                                     .sum::<usize>()
                         })
-                        .sum::<usize>();
-                metrics.add_state_bytes(bytes as i64 - bytes_reported);
-                bytes_reported = bytes as i64;
-                crate::join::check_max_state(c, &metrics, &ctl, &mut failed);
+                        .sum::<usize>()
+            });
+            if state != 0 {
+                gauge.guard(&metrics, &ctl, c.max_state, |h, m| {
+                    crate::join::max_state_message(c, h, m)
+                });
             }
         }
     });

@@ -377,9 +377,7 @@ pub fn window_batches<'s>(
         let spec = spec;
         let mut state = State::new(&spec);
         let mut outs = Outs::default();
-        let mut bytes_reported = 0i64;
-        let (mut entries, mut peak_entries, mut changes) = (0i64, 0i64, 0u64);
-        let mut failed = false;
+        let mut gauge = crate::metrics::StateGauge::default();
         move |frontiers| {
             let spec = &*spec;
             let mut n = Counts::default();
@@ -423,28 +421,15 @@ pub fn window_batches<'s>(
             metrics.add_out(n.out);
             n.late.report(&metrics);
             metrics.add_state(n.state);
+            gauge.changed(&metrics, n.state, || state.bytes());
             if n.state != 0 {
-                // Counting bytes visits every slot: do it at a new peak of entries (what the
-                // summary reports), and otherwise every 64th change.
-                entries += n.state;
-                changes += 1;
-                if entries > peak_entries || changes % 64 == 0 {
-                    peak_entries = peak_entries.max(entries);
-                    let bytes = state.bytes() as i64;
-                    metrics.add_state_bytes(bytes - bytes_reported);
-                    bytes_reported = bytes;
-                }
-                if let Some(max) = spec.max_state {
-                    let held = metrics.state();
-                    if held > max && !failed {
-                        failed = true;
-                        ctl.fail(format!(
-                            "window `{}` holds {held} entries of state, more than its max_state = {max}: its key space grows without bound (group_by {}), or the limit is too low; raise max_state, group by fewer distinct values, or shorten the window",
-                            spec.id,
-                            if spec.group_by.is_empty() { "none".to_string() } else { format!("{} field(s)", spec.group_by.len()) }
-                        ));
-                    }
-                }
+                gauge.guard(&metrics, &ctl, spec.max_state, |held, max| {
+                    format!(
+                        "window `{}` holds {held} entries of state, more than its max_state = {max}: its key space grows without bound (group_by {}), or the limit is too low; raise max_state, group by fewer distinct values, or shorten the window",
+                        spec.id,
+                        if spec.group_by.is_empty() { "none".to_string() } else { format!("{} field(s)", spec.group_by.len()) }
+                    )
+                });
             }
         }
     });
