@@ -201,6 +201,21 @@ impl States {
         self.len() == 0
     }
 
+    /// Makes room for exactly `n` more slots.
+    pub fn reserve(&mut self, n: usize) {
+        match self {
+            States::Count(v) => v.reserve_exact(n),
+            States::IntSum(v) => v.reserve_exact(n),
+            States::FloatSum(v) => v.reserve_exact(n),
+            States::Extreme(v) => v.reserve_exact(n),
+            States::Pick(v) => v.reserve_exact(n),
+            States::Distinct(v) => v.reserve_exact(n),
+            States::Moments(v) => v.reserve_exact(n),
+            States::Quantiles(v) => v.reserve_exact(n),
+            States::Sketch(v) => v.reserve_exact(n),
+        }
+    }
+
     /// Removes every slot (keeping the memory).
     pub fn clear(&mut self) {
         match self {

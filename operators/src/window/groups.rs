@@ -279,6 +279,28 @@ impl Groups {
         }
     }
 
+    /// An empty, non-removable table with room for `keys` keys of `bytes` key bytes in all.
+    pub(crate) fn with_capacity(kind: &KeyKind, keys: usize, bytes: usize) -> Groups {
+        let mut g = Groups::new(kind, false);
+        if keys > 0 {
+            g.table.reserve(keys, |_| 0);
+            match g.store {
+                Store::Int => g.ints.reserve_exact(keys),
+                Store::Bytes => {
+                    g.offsets.reserve_exact(keys);
+                    g.bytes.reserve_exact(bytes);
+                }
+                Store::Unit => {}
+            }
+        }
+        g
+    }
+
+    /// The keys and key bytes held, to size a table for as many.
+    pub(crate) fn size(&self) -> (usize, usize) {
+        (self.len(), self.bytes.len())
+    }
+
     /// How many keys.
     pub(crate) fn len(&self) -> usize {
         self.table.len()

@@ -71,6 +71,15 @@ impl Accs {
         self.free.clear();
     }
 
+    /// Makes room for `n` more slots.
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.states.iter_mut().for_each(|s| s.reserve(n));
+        self.ingest.reserve_exact(n);
+        if self.track_late {
+            self.late.reserve_exact(n);
+        }
+    }
+
     /// Frees slot `i` for reuse.
     pub(super) fn release(&mut self, i: u32) {
         self.free.push(i);
@@ -222,9 +231,16 @@ pub(super) struct Table {
 
 impl Table {
     pub(super) fn new(spec: &WindowSpec) -> Table {
+        Table::with_capacity(spec, (0, 0))
+    }
+
+    /// A table with room for `keys` keys of `bytes` key bytes in all.
+    pub(super) fn with_capacity(spec: &WindowSpec, (keys, bytes): (usize, usize)) -> Table {
+        let mut accs = Accs::new(spec);
+        accs.reserve(keys);
         Table {
-            groups: Groups::new(&spec.key_kind, false),
-            accs: Accs::new(spec),
+            groups: Groups::with_capacity(&spec.key_kind, keys, bytes),
+            accs,
         }
     }
 
@@ -284,6 +300,8 @@ pub(super) struct State {
     pub(super) session_ends: BTreeSet<(Micros, u32, Micros)>,
     /// A capability at or below the time of every result still to be sent.
     pub(super) held: Option<Capability<Time>>,
+    /// The last fired pane's keys and key bytes, to size new panes.
+    pub(super) pane_size: (usize, usize),
 }
 
 /// The groups of one pane.
@@ -320,6 +338,7 @@ impl State {
             session_accs: Accs::new(spec),
             session_ends: BTreeSet::new(),
             held: None,
+            pane_size: (0, 0),
         }
     }
 
@@ -384,9 +403,12 @@ impl State {
             }
             // A run of on-time records in this pane.
             self.hold(cap, pe_t - 1);
+            // A new pane starts with room for the last one's keys (key sets are mostly
+            // stable): no regrowth while it fills, and no room to spare.
+            let size = self.pane_size;
             let pane = self.panes.entry(pe).or_insert_with(|| Pane {
                 start: ps,
-                table: Table::new(spec),
+                table: Table::with_capacity(spec, size),
                 late: BTreeMap::new(),
             });
             let start = r;
@@ -658,6 +680,9 @@ impl State {
                     let key = merged.groups.values(&spec.key_kind, g);
                     batch.push(spec.result(key, e - spec.size, e, &merged.accs, g));
                 }
+            }
+            if let Some(p) = self.panes.get(&e) {
+                self.pane_size = p.table.groups.size();
             }
             self.fired_through = e;
             if !batch.is_empty() {
