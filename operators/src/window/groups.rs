@@ -204,6 +204,9 @@ impl KeyRef<'_> {
     }
 }
 
+/// A byte key of a table that removes keys: up to 16 bytes inline, longer ones on the heap.
+type SmallKey = smallvec::SmallVec<[u8; 16]>;
+
 /// Where a table keeps its keys.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 enum Store {
@@ -225,7 +228,7 @@ pub(crate) struct Groups {
     /// where keys are removed.
     offsets: Vec<u32>,
     bytes: Vec<u8>,
-    boxed: Vec<Box<[u8]>>,
+    boxed: Vec<SmallKey>,
     /// Which slots hold a NULL key (a single nullable field), sorted: rare.
     nulls: Vec<u32>,
     /// Slots freed by `remove`.
@@ -240,7 +243,7 @@ struct Keys<'s> {
     ints: &'s [i64],
     offsets: &'s [u32],
     bytes: &'s [u8],
-    boxed: &'s [Box<[u8]>],
+    boxed: &'s [SmallKey],
     nulls: &'s [u32],
     removable: bool,
 }
@@ -317,8 +320,13 @@ impl Groups {
             + self.ints.capacity() * 8
             + self.offsets.capacity() * 4
             + self.bytes.capacity()
-            + self.boxed.capacity() * 16
-            + self.boxed.iter().map(|b| b.len()).sum::<usize>()
+            + self.boxed.capacity() * std::mem::size_of::<SmallKey>()
+            + self
+                .boxed
+                .iter()
+                .filter(|b| b.spilled())
+                .map(|b| b.capacity())
+                .sum::<usize>()
     }
 
     fn keys(&self) -> Keys<'_> {
@@ -472,10 +480,10 @@ impl Groups {
             }
             Store::Bytes if self.removable => {
                 if gi >= self.boxed.len() {
-                    self.boxed.resize(gi + 1, Box::default());
+                    self.boxed.resize(gi + 1, SmallKey::new());
                 }
                 if let KeyRef::Bytes(b) = key {
-                    self.boxed[gi] = b.into();
+                    self.boxed[gi] = SmallKey::from_slice(b);
                 }
             }
             Store::Bytes => {
@@ -520,7 +528,7 @@ impl Groups {
             self.nulls.remove(at);
         }
         if (g as usize) < self.boxed.len() {
-            self.boxed[g as usize] = Box::default();
+            self.boxed[g as usize] = SmallKey::new();
         }
         self.free.push(g);
     }

@@ -7,7 +7,12 @@
 //! a time: the records of one run fall in one pane, their keys are looked up to slots in one
 //! pass, then each aggregate is updated over the whole run from its argument's column.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
+
+use smallvec::SmallVec;
+
+/// One key's open sessions: most keys have one at a time, kept inline.
+pub(super) type Sessions = SmallVec<[Session; 1]>;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType, UInt64Type};
@@ -294,10 +299,10 @@ pub(super) struct State {
     /// Sessions: keys with open sessions, each key's sessions (sorted by start, never
     /// overlapping; by key slot) and the sessions' states.
     pub(super) keys: Groups,
-    pub(super) sessions: Vec<VecDeque<Session>>,
+    pub(super) sessions: Vec<Sessions>,
     pub(super) session_accs: Accs,
-    /// Sessions: every open session as (end, key slot, start), in the order they close.
-    pub(super) session_ends: BTreeSet<(Micros, u32, Micros)>,
+    /// Sessions: every open session as (end, key slot, state slot), in the order they close.
+    pub(super) session_ends: BTreeSet<(Micros, u32, u32)>,
     /// A capability at or below the time of every result still to be sent.
     pub(super) held: Option<Capability<Time>>,
     /// The last fired pane's keys and key bytes, to size new panes.
@@ -361,16 +366,17 @@ impl State {
                 .queue_accs
                 .bytes(0..self.queue_accs.ingest.len() as u32)
             + self.keys.bytes()
-            + self.sessions.capacity() * std::mem::size_of::<VecDeque<Session>>()
+            + self.sessions.capacity() * std::mem::size_of::<Sessions>()
             + self
                 .sessions
                 .iter()
+                .filter(|s| s.spilled())
                 .map(|s| s.capacity() * std::mem::size_of::<Session>())
                 .sum::<usize>()
             + self
                 .session_accs
                 .bytes(0..self.session_accs.ingest.len() as u32)
-            + self.session_ends.len() * 40
+            + self.session_ends.len() * 26
     }
 
     /// Adds a batch's records to their panes; late ones are routed by the late policy (those
@@ -741,16 +747,12 @@ impl State {
             let (k, new) = self.keys.slot(&b.keys, r, b.hashes[r]);
             let ku = k as usize;
             if ku >= self.sessions.len() {
-                self.sessions.resize_with(ku + 1, VecDeque::new);
+                self.sessions.resize_with(ku + 1, Sessions::new);
             }
             if new {
                 self.sessions[ku].clear();
             }
             let ss = &mut self.sessions[ku];
-            if ss.capacity() == 0 {
-                // Most keys have one open session at a time: no room for four.
-                ss.reserve_exact(1);
-            }
             let accs = &mut self.session_accs;
             // Sessions overlapping [ts, ts + gap) merge with it. They do not overlap each
             // other and are sorted by start, so they form one run: those starting before
@@ -764,7 +766,7 @@ impl State {
             if lo == hi {
                 let slot = accs.alloc();
                 accs.update(spec, b, r, &[slot]);
-                self.session_ends.insert((end, k, ts));
+                self.session_ends.insert((end, k, slot));
                 n.state += 1;
                 ss.insert(
                     lo,
@@ -778,19 +780,19 @@ impl State {
             }
             let absorbed: Vec<Session> = ss.drain(lo + 1..hi).collect();
             let base = &mut ss[lo];
-            self.session_ends.remove(&(base.end, k, base.start));
+            self.session_ends.remove(&(base.end, k, base.slot));
             accs.update(spec, b, r, &[base.slot]);
             base.start = base.start.min(ts);
             base.end = base.end.max(end);
             for s in absorbed {
-                self.session_ends.remove(&(s.end, k, s.start));
+                self.session_ends.remove(&(s.end, k, s.slot));
                 n.state -= 1;
                 base.start = base.start.min(s.start);
                 base.end = base.end.max(s.end);
                 accs.merge_within(spec, base.slot, s.slot);
                 accs.release(s.slot);
             }
-            self.session_ends.insert((base.end, k, base.start));
+            self.session_ends.insert((base.end, k, base.slot));
         }
     }
 
@@ -803,18 +805,18 @@ impl State {
         n: &mut Counts,
     ) {
         let mut batch = Vec::new();
-        while let Some(&(end, k, start)) = self.session_ends.first() {
+        while let Some(&(end, k, slot)) = self.session_ends.first() {
             if frontier.less_equal(&(end.max(1) as Time - 1)) {
                 break;
             }
             self.session_ends.pop_first();
             n.state -= 1;
             let ss = &mut self.sessions[k as usize];
-            let Ok(i) = ss.binary_search_by_key(&start, |s| s.start) else {
+            let Some(i) = ss.iter().position(|s| s.slot == slot) else {
                 debug_assert!(false, "an indexed session exists");
                 continue;
             };
-            let s = ss.remove(i).expect("found above");
+            let s = ss.remove(i);
             let key = self.keys.values(&spec.key_kind, k);
             batch.push(spec.result(key, s.start, s.end, &self.session_accs, s.slot));
             self.session_accs.release(s.slot);
