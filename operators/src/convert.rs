@@ -1,6 +1,6 @@
-//! Conversions between row streams and chunk streams, for the operators that still work on
-//! rows (windows and joins keep their row model until they are rewritten over columns):
-//! `to_chunks` packs each batch of rows into one
+//! Conversions between row streams and chunk streams: the temporal join works on rows inside
+//! differential, windows and joins emit their (comparatively few) results as rows, and the
+//! row-level APIs of windows and joins take rows; `to_chunks` packs each batch of rows into one
 //! [`Chunk`], `to_rows` unpacks chunks. Both run on the worker that holds the data.
 //!
 //! ```
