@@ -103,6 +103,22 @@ impl TemporalJoinSpec {
         cols
     }
 
+    /// The fields of a side's records the join reads: its key, its time and the fields it
+    /// keeps.
+    pub fn fields_read(&self, side: usize) -> Vec<usize> {
+        let c = &self.common;
+        let mut f: Vec<usize> = c.keys(side).to_vec();
+        f.push(c.time(side));
+        f.extend(if side == 0 {
+            self.left_cols()
+        } else {
+            self.right_cols()
+        });
+        f.sort_unstable();
+        f.dedup();
+        f
+    }
+
     /// The right fields kept: each right output field once.
     fn right_cols(&self) -> Vec<usize> {
         let mut cols = Vec::new();
