@@ -574,8 +574,9 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
 }
 
 /// Which fields of each node's main output its readers use (`None`: all of them), worked out
-/// from the sinks back: a sink or join reads every field, and so does a window unless its input
-/// is orderly (see [`orderly`]: then it reads its key, time and arguments); a filter reads what its own
+/// from the sinks back: a sink reads every field, and so does a window or a join unless its
+/// input is orderly (see [`orderly`]: then it reads its keys, time and what it computes from or
+/// outputs); a filter reads what its own
 /// readers read and its condition's fields; a map reads the fields it keeps and computes from.
 /// Generators then fill only the fields something reads, and filters copy only those: the
 /// others are NULL columns, which nothing sees.
