@@ -296,7 +296,7 @@ impl SmallSum {
         // 64 bits, and no overflow.
         if let SmallSum::Fixed { lo, hi, exp, .. } = self {
             let by = ex - *exp as i32;
-            let acc = ((*hi as i128) << 64) | (*lo as i128);
+            let acc = wide(*lo, *hi);
             if acc != 0 && (0..=64).contains(&by) {
                 let v = (m as i128) << by;
                 let v = if x < 0.0 { -v } else { v };
@@ -346,7 +346,7 @@ impl SmallSum {
         let tz = v.trailing_zeros().min(127) as i32;
         v >>= tz;
         e += tz;
-        let acc = ((*hi as i128) << 64) | (*lo as i128);
+        let acc = wide(*lo, *hi);
         let result = if acc == 0 {
             (MIN_EXP..=MAX_EXP).contains(&e).then_some((v, e))
         } else {
@@ -390,7 +390,7 @@ impl SmallSum {
                 neg_inf,
             } => {
                 let mut w = Box::<ExactSum>::default();
-                add_pieces(&mut w, ((*hi as i128) << 64) | (*lo as i128), *exp as i32);
+                add_pieces(&mut w, wide(*lo, *hi), *exp as i32);
                 w.nan = *nan;
                 w.pos_inf = *pos_inf;
                 w.neg_inf = *neg_inf;
@@ -419,7 +419,7 @@ impl SmallSum {
                         self.add_special(x);
                     }
                 }
-                let v = ((*hi as i128) << 64) | (*lo as i128);
+                let v = wide(*lo, *hi);
                 if v != 0 {
                     self.add_scaled(v, *exp as i32);
                 }
@@ -453,13 +453,19 @@ impl SmallSum {
                 if *neg_inf {
                     return f64::NEG_INFINITY;
                 }
-                let a = ((*hi as i128) << 64) | (*lo as i128);
+                let a = wide(*lo, *hi);
                 // `as` rounds to nearest, ties to even; scaling by a power of two whose result
                 // is a normal number is exact.
                 (a as f64) * pow2(*exp as i32)
             }
         }
     }
+}
+
+/// The 128-bit integer of a fixed sum's two halves.
+#[inline]
+fn wide(lo: u64, hi: i64) -> i128 {
+    ((hi as i128) << 64) | (lo as i128)
 }
 
 /// `v << by`, if no bit is lost and the sign is kept.

@@ -270,7 +270,7 @@ pub fn interval_join_batches<'s>(
                                 c.untimed(side, &b.record(r), &mut counts, &mut dead_buf);
                                 continue;
                             };
-                            let wm = b.watermark(r).max(t);
+                            let wm = b.watermark_at(r, t);
                             if (ts.max(0) as Time) < wm {
                                 c.route_late(
                                     side,

@@ -282,15 +282,10 @@ impl Src<'_> {
     }
 }
 
-/// A join input batch read for probing and storing: its keys, event times and watermarks.
+/// A join input batch read for probing and storing: its keys and times ([`Keyed`]) and the
+/// columns of the fields the join stores from its side.
 pub(crate) struct JoinBatch<'c> {
-    pub(crate) chunk: &'c crate::chunk::Chunk,
-    pub(crate) keys: crate::window::KeyView<'c>,
-    pub(crate) hashes: Vec<u64>,
-    ts: Option<&'c arrow::array::TimestampMicrosecondArray>,
-    watermark: &'c [u64],
-    ingest: &'c [Micros],
-    /// The columns of the fields the join stores from this side.
+    k: crate::keyed::Keyed<'c>,
     stored: Vec<&'c arrow::array::ArrayRef>,
 }
 
@@ -300,54 +295,18 @@ impl<'c> JoinBatch<'c> {
         side: usize,
         chunk: &'c crate::chunk::Chunk,
     ) -> JoinBatch<'c> {
-        use arrow::array::AsArray;
         let cols = chunk.columns();
-        let key_cols: Vec<&arrow::array::ArrayRef> =
-            c.keys(side).iter().map(|&p| &cols[p]).collect();
-        let keys = crate::window::KeyView::new(&c.key_kind, &key_cols);
-        let hashes = keys.hashes(chunk.len());
-        let t = &cols[c.time(side)];
         JoinBatch {
-            chunk,
-            keys,
-            hashes,
-            ts: match t.data_type() {
-                arrow::datatypes::DataType::Timestamp(..) => {
-                    Some(t.as_primitive::<arrow::datatypes::TimestampMicrosecondType>())
-                }
-                _ => None,
-            },
-            watermark: chunk
-                .watermark()
-                .as_primitive::<arrow::datatypes::UInt64Type>()
-                .values(),
-            ingest: chunk
-                .ingest()
-                .as_primitive::<arrow::datatypes::Int64Type>()
-                .values(),
+            k: crate::keyed::Keyed::new(&c.key_kind, c.keys(side), c.time(side), chunk),
             stored: c.stored[side].iter().map(|&p| &cols[p]).collect(),
         }
     }
+}
 
-    /// Row `r`'s event time, if it has one.
-    pub(crate) fn time(&self, r: usize) -> Option<Micros> {
-        use arrow::array::Array;
-        self.ts.filter(|a| a.is_valid(r)).map(|a| a.value(r))
-    }
-
-    /// Row `r`'s watermark.
-    pub(crate) fn watermark(&self, r: usize) -> Time {
-        self.watermark[r]
-    }
-
-    /// Row `r` as a record (for dead letters and late outputs).
-    pub(crate) fn record(&self, r: usize) -> Record {
-        Record {
-            values: (0..self.chunk.num_fields())
-                .map(|c| self.chunk.value(c, r))
-                .collect(),
-            meta: self.chunk.meta(r),
-        }
+impl<'c> std::ops::Deref for JoinBatch<'c> {
+    type Target = crate::keyed::Keyed<'c>;
+    fn deref(&self) -> &crate::keyed::Keyed<'c> {
+        &self.k
     }
 }
 

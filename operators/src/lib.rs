@@ -34,6 +34,7 @@ pub mod interval_join;
 pub mod join;
 pub mod kafka;
 pub mod kafka_source;
+mod keyed;
 pub mod late;
 pub mod latency;
 pub mod lines;

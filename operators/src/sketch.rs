@@ -233,12 +233,7 @@ impl Distinct {
     }
 }
 
-/// SplitMix64's finaliser: spreads any hash's bits over all 64.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use crate::window::mix64 as mix;
 
 fn set(r: &mut [u8; REGISTERS], hash: u64) {
     let i = (hash >> (64 - P)) as usize;

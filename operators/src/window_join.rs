@@ -144,7 +144,7 @@ pub fn window_join_batches<'s>(
                                 c.untimed(side, &b.record(r), &mut counts, &mut dead_buf);
                                 continue;
                             };
-                            let wm = b.watermark(r).max(t);
+                            let wm = b.watermark_at(r, t);
                             let pe = spec.offset + (ts - spec.offset).div_euclid(w) * w + w;
                             if (pe.max(1) as Time) <= wm {
                                 c.route_late(

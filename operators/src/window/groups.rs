@@ -63,37 +63,12 @@ const NULL_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
 
 #[inline]
 fn hash_int(v: i64) -> u64 {
-    let mut z = v as u64;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    super::key::mix64(v as u64)
 }
 
-/// A hash of a byte key: short keys (most ids) in two word loads, longer ones word by word.
+/// A byte key's hash ([`KeyHasher`] reads short keys in two loads).
 #[inline]
 fn hash_bytes(b: &[u8]) -> u64 {
-    let n = b.len();
-    if n <= 16 {
-        let word = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("8 bytes"));
-        let (a, c) = if n >= 8 {
-            (word(&b[..8]), word(&b[n - 8..]))
-        } else if n >= 4 {
-            (
-                u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as u64,
-                u32::from_le_bytes(b[n - 4..].try_into().expect("4 bytes")) as u64,
-            )
-        } else if n > 0 {
-            (
-                b[0] as u64 | (b[n / 2] as u64) << 8 | (b[n - 1] as u64) << 16,
-                0,
-            )
-        } else {
-            (0, 0)
-        };
-        return hash_int(
-            (a ^ (n as u64).rotate_left(56)).wrapping_add(c.rotate_left(29)) as i64 ^ c as i64,
-        );
-    }
     let mut h = KeyHasher::default();
     h.write(b);
     h.finish()
@@ -216,41 +191,25 @@ enum Store {
     Bytes,
 }
 
-/// Keys and their slots. Slots are dense from 0 unless keys are removed, which frees their
-/// slots for reuse (sessions and sliding-window queues remove keys; panes never do).
+/// A table's keys by slot.
 #[derive(Default)]
-pub(crate) struct Groups {
-    table: HashTable<u32>,
+struct KeyStore {
     store: Store,
     /// Integer keys by slot.
     ints: Vec<i64>,
-    /// Byte keys by slot, one after another (`offsets[g]..offsets[g + 1]`), or boxed each
-    /// where keys are removed.
+    /// Byte keys by slot, one after another (`offsets[g]..offsets[g + 1]`), or each in its own
+    /// [`SmallKey`] where keys are removed.
     offsets: Vec<u32>,
     bytes: Vec<u8>,
     boxed: Vec<SmallKey>,
     /// Which slots hold a NULL key (a single nullable field), sorted: rare.
     nulls: Vec<u32>,
-    /// Slots freed by `remove`.
-    free: Vec<u32>,
-    removable: bool,
-    slots: u32,
-}
-
-/// The parts of a table that read a slot's key.
-struct Keys<'s> {
-    store: Store,
-    ints: &'s [i64],
-    offsets: &'s [u32],
-    bytes: &'s [u8],
-    boxed: &'s [SmallKey],
-    nulls: &'s [u32],
     removable: bool,
 }
 
-impl<'s> Keys<'s> {
+impl KeyStore {
     #[inline]
-    fn get(&self, g: u32) -> KeyRef<'s> {
+    fn get(&self, g: u32) -> KeyRef<'_> {
         if !self.nulls.is_empty() && self.nulls.binary_search(&g).is_ok() {
             return KeyRef::Null;
         }
@@ -264,6 +223,75 @@ impl<'s> Keys<'s> {
             }
         }
     }
+
+    /// Stores `key` at slot `g` (a new slot: the next one, or a freed one when removable).
+    fn set(&mut self, g: u32, key: KeyRef<'_>) {
+        let gi = g as usize;
+        if key == KeyRef::Null {
+            let at = self.nulls.binary_search(&g).unwrap_err();
+            self.nulls.insert(at, g);
+        }
+        match self.store {
+            Store::Unit => {}
+            Store::Int => {
+                if gi >= self.ints.len() {
+                    self.ints.resize(gi + 1, 0);
+                }
+                if let KeyRef::Int(v) = key {
+                    self.ints[gi] = v;
+                }
+            }
+            Store::Bytes if self.removable => {
+                if gi >= self.boxed.len() {
+                    self.boxed.resize(gi + 1, SmallKey::new());
+                }
+                if let KeyRef::Bytes(b) = key {
+                    self.boxed[gi] = SmallKey::from_slice(b);
+                }
+            }
+            Store::Bytes => {
+                // Never removed, so slots come in order.
+                if let KeyRef::Bytes(b) = key {
+                    self.bytes.extend_from_slice(b);
+                }
+                self.offsets.push(self.bytes.len() as u32);
+            }
+        }
+    }
+
+    /// Forgets the key at slot `g` (removable stores).
+    fn clear(&mut self, g: u32) {
+        if let Ok(at) = self.nulls.binary_search(&g) {
+            self.nulls.remove(at);
+        }
+        if let Some(b) = self.boxed.get_mut(g as usize) {
+            *b = SmallKey::new();
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.ints.capacity() * 8
+            + self.offsets.capacity() * 4
+            + self.bytes.capacity()
+            + self.boxed.capacity() * std::mem::size_of::<SmallKey>()
+            + self
+                .boxed
+                .iter()
+                .filter(|b| b.spilled())
+                .map(|b| b.capacity())
+                .sum::<usize>()
+    }
+}
+
+/// Keys and their slots. Slots are dense from 0 unless keys are removed, which frees their
+/// slots for reuse (sessions and sliding-window queues remove keys; panes never do).
+#[derive(Default)]
+pub(crate) struct Groups {
+    table: HashTable<u32>,
+    keys: KeyStore,
+    /// Slots freed by `remove`.
+    free: Vec<u32>,
+    slots: u32,
 }
 
 impl Groups {
@@ -271,13 +299,16 @@ impl Groups {
     /// key is then stored in its own allocation).
     pub(crate) fn new(kind: &KeyKind, removable: bool) -> Groups {
         Groups {
-            store: match kind {
-                KeyKind::Unit => Store::Unit,
-                KeyKind::Int(_) => Store::Int,
-                KeyKind::Str | KeyKind::Rows(..) => Store::Bytes,
+            keys: KeyStore {
+                store: match kind {
+                    KeyKind::Unit => Store::Unit,
+                    KeyKind::Int(_) => Store::Int,
+                    KeyKind::Str | KeyKind::Rows(..) => Store::Bytes,
+                },
+                offsets: vec![0],
+                removable,
+                ..KeyStore::default()
             },
-            offsets: vec![0],
-            removable,
             ..Groups::default()
         }
     }
@@ -287,11 +318,12 @@ impl Groups {
         let mut g = Groups::new(kind, false);
         if keys > 0 {
             g.table.reserve(keys, |_| 0);
-            match g.store {
-                Store::Int => g.ints.reserve_exact(keys),
+            let k = &mut g.keys;
+            match k.store {
+                Store::Int => k.ints.reserve_exact(keys),
                 Store::Bytes => {
-                    g.offsets.reserve_exact(keys);
-                    g.bytes.reserve_exact(bytes);
+                    k.offsets.reserve_exact(keys);
+                    k.bytes.reserve_exact(bytes);
                 }
                 Store::Unit => {}
             }
@@ -301,7 +333,7 @@ impl Groups {
 
     /// The keys and key bytes held, to size a table for as many.
     pub(crate) fn size(&self) -> (usize, usize) {
-        (self.len(), self.bytes.len())
+        (self.len(), self.keys.bytes.len())
     }
 
     /// How many keys.
@@ -316,29 +348,7 @@ impl Groups {
 
     /// Bytes held: the table's slots and the keys' storage.
     pub(crate) fn bytes(&self) -> usize {
-        self.table.capacity() * 5
-            + self.ints.capacity() * 8
-            + self.offsets.capacity() * 4
-            + self.bytes.capacity()
-            + self.boxed.capacity() * std::mem::size_of::<SmallKey>()
-            + self
-                .boxed
-                .iter()
-                .filter(|b| b.spilled())
-                .map(|b| b.capacity())
-                .sum::<usize>()
-    }
-
-    fn keys(&self) -> Keys<'_> {
-        Keys {
-            store: self.store,
-            ints: &self.ints,
-            offsets: &self.offsets,
-            bytes: &self.bytes,
-            boxed: &self.boxed,
-            nulls: &self.nulls,
-            removable: self.removable,
-        }
+        self.table.capacity() * 5 + self.keys.bytes()
     }
 
     fn view_key<'v>(view: &'v KeyView<'_>, row: usize) -> KeyRef<'v> {
@@ -372,16 +382,17 @@ impl Groups {
         out: &mut Vec<u32>,
     ) -> usize {
         let mut new = 0;
-        match (view, self.store) {
+        let k = &self.keys;
+        match (view, k.store) {
             (KeyView::Str(a), Store::Bytes)
-                if !self.removable && self.nulls.is_empty() && a.null_count() == 0 =>
+                if !k.removable && k.nulls.is_empty() && a.null_count() == 0 =>
             {
                 let offs = a.value_offsets();
                 let data = a.value_data();
                 for r in rows {
                     let key = &data[offs[r] as usize..offs[r + 1] as usize];
                     let h = hashes[r];
-                    let (bytes, offsets) = (&self.bytes, &self.offsets);
+                    let (bytes, offsets) = (&self.keys.bytes, &self.keys.offsets);
                     let found = self.table.find(h, |&g| {
                         let g = g as usize;
                         &bytes[offsets[g] as usize..offsets[g + 1] as usize] == key
@@ -395,10 +406,10 @@ impl Groups {
                     }
                 }
             }
-            (KeyView::Int(v, None), Store::Int) if self.nulls.is_empty() => {
+            (KeyView::Int(v, None), Store::Int) if k.nulls.is_empty() => {
                 for r in rows {
                     let (key, h) = (v[r], hashes[r]);
-                    let ints = &self.ints;
+                    let ints = &self.keys.ints;
                     match self.table.find(h, |&g| ints[g as usize] == key) {
                         Some(&g) => out.push(g),
                         None => {
@@ -421,7 +432,7 @@ impl Groups {
 
     /// The slot of `other`'s key `g`, added if new; and whether it is new.
     pub(crate) fn slot_from(&mut self, other: &Groups, g: u32) -> (u32, bool) {
-        let key = other.keys().get(g);
+        let key = other.keys.get(g);
         self.slot_of(key, key.hash())
     }
 
@@ -429,31 +440,20 @@ impl Groups {
     #[inline]
     pub(crate) fn find(&self, view: &KeyView<'_>, row: usize, hash: u64) -> Option<u32> {
         let key = Self::view_key(view, row);
-        let keys = self.keys();
-        self.table.find(hash, |&s| keys.get(s) == key).copied()
+        self.table.find(hash, |&s| self.keys.get(s) == key).copied()
     }
 
     /// The slot of `other`'s key `g`, if present.
     pub(crate) fn find_from(&self, other: &Groups, g: u32) -> Option<u32> {
-        let key = other.keys().get(g);
-        let keys = self.keys();
+        let key = other.keys.get(g);
         self.table
-            .find(key.hash(), |&s| keys.get(s) == key)
+            .find(key.hash(), |&s| self.keys.get(s) == key)
             .copied()
     }
 
     #[inline]
     fn slot_of(&mut self, key: KeyRef<'_>, hash: u64) -> (u32, bool) {
-        let keys = Keys {
-            store: self.store,
-            ints: &self.ints,
-            offsets: &self.offsets,
-            bytes: &self.bytes,
-            boxed: &self.boxed,
-            nulls: &self.nulls,
-            removable: self.removable,
-        };
-        if let Some(&g) = self.table.find(hash, |&s| keys.get(s) == key) {
+        if let Some(&g) = self.table.find(hash, |&s| self.keys.get(s) == key) {
             return (g, false);
         }
         let g = match self.free.pop() {
@@ -463,79 +463,25 @@ impl Groups {
                 self.slots - 1
             }
         };
-        let gi = g as usize;
-        if key == KeyRef::Null {
-            let at = self.nulls.binary_search(&g).unwrap_err();
-            self.nulls.insert(at, g);
-        }
-        match self.store {
-            Store::Unit => {}
-            Store::Int => {
-                if gi >= self.ints.len() {
-                    self.ints.resize(gi + 1, 0);
-                }
-                if let KeyRef::Int(v) = key {
-                    self.ints[gi] = v;
-                }
-            }
-            Store::Bytes if self.removable => {
-                if gi >= self.boxed.len() {
-                    self.boxed.resize(gi + 1, SmallKey::new());
-                }
-                if let KeyRef::Bytes(b) = key {
-                    self.boxed[gi] = SmallKey::from_slice(b);
-                }
-            }
-            Store::Bytes => {
-                // Never removed, so slots come in order.
-                if let KeyRef::Bytes(b) = key {
-                    self.bytes.extend_from_slice(b);
-                }
-                self.offsets.push(self.bytes.len() as u32);
-            }
-        }
-        let Groups {
-            table,
-            store,
-            ints,
-            offsets,
-            bytes,
-            boxed,
-            nulls,
-            removable,
-            ..
-        } = self;
-        let keys = Keys {
-            store: *store,
-            ints,
-            offsets,
-            bytes,
-            boxed,
-            nulls,
-            removable: *removable,
-        };
-        table.insert_unique(hash, g, |&s| keys.get(s).hash());
+        self.keys.set(g, key);
+        let keys = &self.keys;
+        self.table.insert_unique(hash, g, |&s| keys.get(s).hash());
         (g, true)
     }
 
     /// Removes key slot `g` (only in a removable table), freeing the slot.
     pub(crate) fn remove(&mut self, g: u32) {
-        let hash = self.keys().get(g).hash();
+        let hash = self.keys.get(g).hash();
         if let Ok(e) = self.table.find_entry(hash, |&s| s == g) {
             e.remove();
         }
-        if let Ok(at) = self.nulls.binary_search(&g) {
-            self.nulls.remove(at);
-        }
-        if (g as usize) < self.boxed.len() {
-            self.boxed[g as usize] = SmallKey::new();
-        }
+        self.keys.clear(g);
         self.free.push(g);
     }
 
     /// Key `g` as values.
     pub(crate) fn values(&self, kind: &KeyKind, g: u32) -> Vec<Value> {
-        match (kind, self.keys().get(g)) {
+        match (kind, self.keys.get(g)) {
             (KeyKind::Unit, _) => Vec::new(),
             (KeyKind::Int(_) | KeyKind::Str, KeyRef::Null) => vec![Value::Null],
             (KeyKind::Int(t), KeyRef::Int(v)) => vec![match t {

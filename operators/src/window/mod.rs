@@ -84,7 +84,7 @@ mod tests;
 
 pub(crate) use groups::{Groups, KeyKind, KeyView};
 pub use key::key_hash;
-pub(crate) use key::KeyHasher;
+pub(crate) use key::{mix64, KeyHasher};
 use state::{Accs, Batch, Outs, State};
 
 /// The kinds of window.

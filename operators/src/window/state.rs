@@ -14,14 +14,13 @@ use smallvec::SmallVec;
 /// One key's open sessions: most keys have one at a time, kept inline.
 pub(super) type Sessions = SmallVec<[Session; 1]>;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Int64Type, TimestampMicrosecondType, UInt64Type};
 use timely::dataflow::operators::{Capability, InputCapability};
 
-use super::groups::{Groups, KeyView};
+use super::groups::Groups;
 use super::{closed, Counts, LatePolicy, Shape, WindowSpec};
 use crate::aggregate::{Args, States};
 use crate::chunk::Chunk;
+use crate::keyed::Keyed;
 use crate::schema::Record;
 use crate::time::format_rfc3339;
 use crate::value::Micros;
@@ -163,70 +162,31 @@ impl Accs {
     }
 }
 
-/// A batch read for the window: its columns, keys, times and aggregate arguments.
+/// A batch read for the window: its keys and times ([`Keyed`]) and its aggregates' arguments.
 pub(super) struct Batch<'c> {
-    pub(super) chunk: &'c Chunk,
-    pub(super) keys: KeyView<'c>,
-    pub(super) hashes: Vec<u64>,
-    pub(super) ts: &'c [Micros],
-    pub(super) ts_valid: Option<&'c arrow::buffer::NullBuffer>,
-    pub(super) ingest: &'c [Micros],
-    pub(super) watermark: &'c [u64],
+    pub(super) k: Keyed<'c>,
     pub(super) args: Vec<Args>,
 }
 
 impl<'c> Batch<'c> {
     pub(super) fn new(spec: &WindowSpec, chunk: &'c Chunk) -> Batch<'c> {
-        let cols = chunk.columns();
-        let n = chunk.len();
-        let key_cols: Vec<&ArrayRefAlias> = spec.group_by.iter().map(|&p| &cols[p]).collect();
-        let keys = KeyView::new(&spec.key_kind, &key_cols);
-        let hashes = keys.hashes(n);
-        let t = &cols[spec.time];
-        let (ts, ts_valid): (&[Micros], _) = match t.data_type() {
-            arrow::datatypes::DataType::Timestamp(..) => {
-                let a = t.as_primitive::<TimestampMicrosecondType>();
-                (a.values(), a.nulls().filter(|x| x.null_count() > 0))
-            }
-            _ => (&[], None),
-        };
         Batch {
-            chunk,
-            keys,
-            hashes,
-            ts,
-            ts_valid,
-            ingest: chunk.ingest().as_primitive::<Int64Type>().values(),
-            watermark: chunk.watermark().as_primitive::<UInt64Type>().values(),
+            k: Keyed::new(&spec.key_kind, &spec.group_by, spec.time, chunk),
             args: spec
                 .aggregates
                 .iter()
-                .map(|a| a.args(cols, n, spec.id_field))
+                .map(|a| a.args(chunk.columns(), chunk.len(), spec.id_field))
                 .collect(),
-        }
-    }
-
-    /// Record `r`'s event time, if it has one.
-    #[inline]
-    pub(super) fn time(&self, r: usize) -> Option<Micros> {
-        if self.ts.is_empty() || self.ts_valid.is_some_and(|v| v.is_null(r)) {
-            return None;
-        }
-        Some(self.ts[r])
-    }
-
-    /// Record `r` as a row (for dead letters and late outputs).
-    pub(super) fn record(&self, r: usize) -> Record {
-        Record {
-            values: (0..self.chunk.num_fields())
-                .map(|c| self.chunk.value(c, r))
-                .collect(),
-            meta: self.chunk.meta(r),
         }
     }
 }
 
-type ArrayRefAlias = arrow::array::ArrayRef;
+impl<'c> std::ops::Deref for Batch<'c> {
+    type Target = Keyed<'c>;
+    fn deref(&self) -> &Keyed<'c> {
+        &self.k
+    }
+}
 
 /// Groups and their states, a slot each.
 pub(super) struct Table {
@@ -402,7 +362,7 @@ impl State {
             };
             let (ps, pe) = spec.window_of(ts);
             let pe_t = pe.max(1) as Time;
-            if pe_t <= b.watermark[r].max(t) {
+            if pe_t <= b.watermark_at(r, t) {
                 self.add_late(spec, b, r, ts, cap, t, n, out);
                 r += 1;
                 continue;
@@ -418,14 +378,14 @@ impl State {
                 late: BTreeMap::new(),
             });
             let start = r;
-            if b.ts_valid.is_none() {
-                while r < len && (ps..pe).contains(&b.ts[r]) && pe_t > b.watermark[r].max(t) {
+            if b.ts_nulls.is_none() {
+                while r < len && (ps..pe).contains(&b.ts[r]) && pe_t > b.watermark_at(r, t) {
                     r += 1;
                 }
             } else {
                 while r < len {
                     let Some(ts) = b.time(r) else { break };
-                    if ts < ps || ts >= pe || pe_t <= b.watermark[r].max(t) {
+                    if ts < ps || ts >= pe || pe_t <= b.watermark_at(r, t) {
                         break;
                     }
                     r += 1;
@@ -458,7 +418,7 @@ impl State {
         out: &mut Outs,
     ) {
         let (ps, pe) = spec.window_of(ts);
-        let wm = b.watermark[r].max(t);
+        let wm = b.watermark_at(r, t);
         // The last window containing the record ends here.
         let last = ps.saturating_add(spec.size);
         let LatePolicy::Update { allowed_lateness } = spec.late else {
@@ -727,7 +687,7 @@ impl State {
                 out.untimed(spec, b, r, n);
                 continue;
             };
-            let wm = b.watermark[r].max(t);
+            let wm = b.watermark_at(r, t);
             if (ts.max(0) as Time) < wm {
                 out.late(
                     spec,

@@ -1,0 +1,80 @@
+//! A batch read for a keyed, event-time operator (a window or a join side): its key columns
+//! as a [`KeyView`] with each row's key hash, and its event times, watermarks and ingest times
+//! as plain slices, so the operator's per-row loop reads them without downcasts.
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType, UInt64Type};
+
+use crate::chunk::Chunk;
+use crate::schema::Record;
+use crate::value::Micros;
+use crate::window::{KeyKind, KeyView};
+use crate::Time;
+
+/// A chunk's keys and times.
+pub(crate) struct Keyed<'c> {
+    pub(crate) chunk: &'c Chunk,
+    pub(crate) keys: KeyView<'c>,
+    /// Each row's key hash (for the operator's key tables).
+    pub(crate) hashes: Vec<u64>,
+    /// Event times (empty when the time column is all NULL).
+    pub(crate) ts: &'c [Micros],
+    /// Which event times are NULL, when some are.
+    pub(crate) ts_nulls: Option<&'c NullBuffer>,
+    pub(crate) ingest: &'c [Micros],
+    pub(crate) watermark: &'c [u64],
+}
+
+impl<'c> Keyed<'c> {
+    /// Reads `chunk` with its key at positions `key` (stored as `kind`) and its event time at
+    /// `time`.
+    pub(crate) fn new(kind: &KeyKind, key: &[usize], time: usize, chunk: &'c Chunk) -> Keyed<'c> {
+        let cols = chunk.columns();
+        let key_cols: Vec<&ArrayRef> = key.iter().map(|&p| &cols[p]).collect();
+        let keys = KeyView::new(kind, &key_cols);
+        let hashes = keys.hashes(chunk.len());
+        let t = &cols[time];
+        let (ts, ts_nulls): (&[Micros], _) = match t.data_type() {
+            DataType::Timestamp(..) => {
+                let a = t.as_primitive::<TimestampMicrosecondType>();
+                (a.values(), a.nulls().filter(|n| n.null_count() > 0))
+            }
+            _ => (&[], None),
+        };
+        Keyed {
+            chunk,
+            keys,
+            hashes,
+            ts,
+            ts_nulls,
+            ingest: chunk.ingest().as_primitive::<Int64Type>().values(),
+            watermark: chunk.watermark().as_primitive::<UInt64Type>().values(),
+        }
+    }
+
+    /// Row `r`'s event time, if it has one.
+    #[inline]
+    pub(crate) fn time(&self, r: usize) -> Option<Micros> {
+        if self.ts.is_empty() || self.ts_nulls.is_some_and(|n| n.is_null(r)) {
+            return None;
+        }
+        Some(self.ts[r])
+    }
+
+    /// Row `r`'s watermark, or `t` (its capability's time) when that is later.
+    #[inline]
+    pub(crate) fn watermark_at(&self, r: usize, t: Time) -> Time {
+        self.watermark[r].max(t)
+    }
+
+    /// Row `r` as a record (for dead letters and late outputs).
+    pub(crate) fn record(&self, r: usize) -> Record {
+        Record {
+            values: (0..self.chunk.num_fields())
+                .map(|c| self.chunk.value(c, r))
+                .collect(),
+            meta: self.chunk.meta(r),
+        }
+    }
+}
