@@ -92,37 +92,7 @@ fn temporal_join<'s, K>(
         x.0.hash(&mut h);
         h.finish()
     };
-    // Versions: +1 at their time, -1 at their successor's.
-    let versions = status.unary::<timely::container::CapacityContainerBuilder<
-        Vec<((K, (i64, u64)), u64, isize)>,
-    >, _, _, _>(Exchange::new(route), "Versions", |_, _| {
-        let mut live: HashMap<K, BTreeMap<(i64, u64), ()>> = HashMap::new();
-        move |input, output| {
-            input.for_each(|cap, data: &mut Vec<(K, i64, u64)>| {
-                let mut session = output.session(&cap);
-                for (k, ts, id) in data.drain(..) {
-                    let vs = live.entry(k.clone()).or_default();
-                    let me = (ts, id);
-                    let before = vs.range(..me).next_back().map(|(v, _)| *v);
-                    let after = vs.range(me..).next().map(|(v, _)| v.0);
-                    session.give(((k.clone(), me), ts as u64, 1));
-                    if let Some(s) = after {
-                        session.give(((k.clone(), me), s as u64, -1));
-                    }
-                    if let Some(p) = before {
-                        if let Some(s) = after {
-                            session.give(((k.clone(), p), s as u64, 1));
-                        }
-                        session.give(((k.clone(), p), ts as u64, -1));
-                    }
-                    vs.insert(me, ());
-                    while vs.len() > 2 {
-                        vs.pop_first();
-                    }
-                }
-            });
-        }
-    });
+    let versions = typed_versions(status, route);
     let table = versions.as_collection().arrange_by_key();
     let lefts = readings
         .unary::<timely::container::CapacityContainerBuilder<
@@ -151,6 +121,50 @@ fn temporal_join<'s, K>(
                 seen.set(seen.get() + n as u64);
             });
         });
+}
+
+/// Versions as differential updates: ((device, (time, id)), time, diff).
+type VersionUpdates<'s, K> = timely::dataflow::Stream<'s, u64, Vec<((K, (i64, u64)), u64, isize)>>;
+
+/// Status updates as versions, exchanged by `route`: each +1 at its time and -1 at its
+/// successor's.
+fn typed_versions<'s, K>(
+    status: timely::dataflow::Stream<'s, u64, Vec<(K, i64, u64)>>,
+    route: impl Fn(&(K, i64, u64)) -> u64 + 'static,
+) -> VersionUpdates<'s, K>
+where
+    K: differential_dataflow::ExchangeData + std::hash::Hash + Eq,
+{
+    status.unary::<timely::container::CapacityContainerBuilder<
+        Vec<((K, (i64, u64)), u64, isize)>,
+    >, _, _, _>(Exchange::new(route), "Versions", |_, _| {
+        let mut live: HashMap<K, BTreeMap<(i64, u64), ()>> = HashMap::new();
+        move |input, output| {
+            input.for_each(|cap, data: &mut Vec<(K, i64, u64)>| {
+                let mut session = output.session(&cap);
+                for (k, ts, id) in data.drain(..) {
+                    let vs = live.entry(k.clone()).or_default();
+                    let me = (ts, id);
+                    let before = vs.range(..me).next_back().map(|(v, _)| *v);
+                    let after = vs.range(me..).next().map(|(v, _)| v.0);
+                    session.give(((k.clone(), me), ts as u64, 1));
+                    if let Some(s) = after {
+                        session.give(((k.clone(), me), s as u64, -1));
+                    }
+                    if let Some(p) = before {
+                        if let Some(s) = after {
+                            session.give(((k.clone(), p), s as u64, 1));
+                        }
+                        session.give(((k.clone(), p), ts as u64, -1));
+                    }
+                    vs.insert(me, ());
+                    while vs.len() > 2 {
+                        vs.pop_first();
+                    }
+                }
+            });
+        }
+    })
 }
 
 /// The typed program: its own generator, devices as numbers: returns (events/s, results).
@@ -193,6 +207,115 @@ fn typed_split<'s>(
         })
         };
     (split(true), split(false))
+}
+
+/// The typed as-of program: the plan of Weir's temporal join, over typed data. Versions
+/// arranged by device (exchanged by device, arranged in place); each reading waits until the
+/// arrangement is complete through its time, then looks its device up as of that time, in
+/// device order.
+fn typed_asof(events: u64, workers: usize) -> (f64, u64) {
+    use differential_dataflow::operators::arrange::arrangement::arrange_core;
+    use differential_dataflow::trace::cursor::{cursor_list, Cursor};
+    use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
+    use differential_dataflow::trace::TraceReader;
+    use std::cmp::Reverse;
+    use timely::dataflow::operators::generic::operator::Operator as _;
+    use timely::progress::Antichain;
+    run_hand_written(events, workers, move |scope, seen| {
+        let (readings, status) = typed_split(scope, events);
+        let route = |x: &(u32, i64, u64)| x.0 as u64;
+        let versions = typed_versions(status, route);
+        type Spine = ValSpine<u32, (i64, u64), u64, isize>;
+        let table = arrange_core::<_, _, ValBatcher<u32, (i64, u64), u64, isize>, Spine>(
+            versions,
+            Pipeline,
+            "Versions",
+            ValBatcher::new,
+        );
+        let mut trace = table.trace.clone();
+        readings
+            .binary_frontier::<_, timely::container::CapacityContainerBuilder<Vec<(u64, u64)>>, _, _, _, _>(
+                table.stream,
+                Exchange::new(route),
+                Pipeline,
+                "AsOf",
+                move |_, _| {
+                    let mut waiting: std::collections::BinaryHeap<Reverse<(i64, u32, u64)>> =
+                        Default::default();
+                    let mut held: Option<timely::dataflow::operators::Capability<u64>> = None;
+                    let mut upper = Antichain::from_elem(0u64);
+                    let mut ready = Vec::new();
+                    move |(in0, f0), (in1, _), output| {
+                        in1.for_each(|_, _| {});
+                        in0.for_each(|cap, data: &mut Vec<(u32, i64, u64)>| {
+                            for (k, ts, id) in data.drain(..) {
+                                let t = ts.max(0) as u64;
+                                if held.as_ref().is_none_or(|h| *h.time() > t) {
+                                    held = Some(cap.delayed(&t, 0));
+                                }
+                                waiting.push(Reverse((ts, k, id)));
+                            }
+                        });
+                        trace.read_upper(&mut upper);
+                        while let Some(&Reverse((ts, k, id))) = waiting.peek() {
+                            if upper.less_equal(&(ts.max(0) as u64)) {
+                                break;
+                            }
+                            waiting.pop();
+                            ready.push((k, ts, id));
+                        }
+                        if !ready.is_empty() {
+                            ready.sort_unstable();
+                            let batches = trace.batches_through(upper.borrow()).expect("upper");
+                            let (mut cursor, storage) = cursor_list(batches);
+                            let mut session = output.session(held.as_ref().expect("held"));
+                            for &(k, ts, id) in &ready {
+                                cursor.seek_key(&storage, &k);
+                                let mut best = None;
+                                if cursor.get_key(&storage) == Some(&k) {
+                                    cursor.rewind_vals(&storage);
+                                    while let Some(v) = cursor.get_val(&storage) {
+                                        if v.0 > ts {
+                                            break;
+                                        }
+                                        let mut sum = 0;
+                                        cursor.map_times(&storage, |t, d| {
+                                            if *t <= ts.max(0) as u64 {
+                                                sum += *d;
+                                            }
+                                        });
+                                        if sum > 0 {
+                                            best = Some(*v);
+                                        }
+                                        cursor.step_val(&storage);
+                                    }
+                                }
+                                if let Some(v) = best {
+                                    session.give((id, v.1));
+                                }
+                            }
+                            ready.clear();
+                        }
+                        let next = waiting.peek().map(|Reverse((ts, _, _))| ts.max(&0).unsigned_abs());
+                        match (next, held.as_mut()) {
+                            (None, _) => held = None,
+                            (Some(t), Some(h)) if *h.time() < t => h.downgrade(&t),
+                            _ => {}
+                        }
+                        let low = f0.frontier().iter().min().copied();
+                        let limit = [next, low, upper.iter().min().copied()].into_iter().flatten().min();
+                        let limit = limit.map(Antichain::from_elem).unwrap_or_default();
+                        trace.set_logical_compaction(limit.borrow());
+                        trace.set_physical_compaction(limit.borrow());
+                    }
+                },
+            )
+            .sink(Pipeline, "count", move |(input, _)| {
+                input.for_each(|_, data: &mut Vec<(u64, u64)>| {
+                    seen.set(seen.get() + data.len() as u64)
+                });
+            });
+    })
 }
 
 /// The typed interval join (readings against status updates of the same device within ±1 s,
@@ -363,6 +486,8 @@ fn main() {
         "joins of IoT readings with status updates over 100,000 devices, {events} events, {reps} runs each, medians"
     );
     println!("machine: {}", machine());
+    // `WEIR_BENCH_PART=temporal` runs only the temporal join's comparison.
+    let only_temporal = std::env::var("WEIR_BENCH_PART").is_ok_and(|p| p == "temporal");
     let kinds = [
         (
             "interval ±1s, inner",
@@ -376,6 +501,9 @@ fn main() {
         "workers", "join", "events/s", "results"
     );
     for workers in [1, 2] {
+        if only_temporal {
+            break;
+        }
         for (name, join) in kinds {
             let mut rates = Vec::new();
             let mut out = 0;
@@ -397,6 +525,9 @@ fn main() {
         "workers", "join", "weir ev/s", "typed ev/s", "weir/typed"
     );
     for workers in [1, 2] {
+        if only_temporal {
+            break;
+        }
         for (name, join, typed_join) in [
             (
                 "interval ±1s, inner",
@@ -431,14 +562,22 @@ fn main() {
         }
     }
     println!();
-    println!("temporal join: Weir against hand-written timely + differential (typed, and old)");
+    println!("temporal join: Weir against hand-written timely + differential programs");
+    println!("  typed: join_core + reduce plan; as-of: Weir's plan (arranged versions, lookups as of each reading's time); old: join_core + reduce over Weir's generator and rows");
     println!(
-        "{:>8}  {:>14}  {:>14}  {:>12}  {:>14}  {:>10}",
-        "workers", "weir ev/s", "typed ev/s", "weir/typed", "old ev/s", "weir/old"
+        "{:>8}  {:>12}  {:>12}  {:>12}  {:>12}  {:>11}  {:>11}  {:>9}",
+        "workers",
+        "weir ev/s",
+        "typed ev/s",
+        "as-of ev/s",
+        "old ev/s",
+        "weir/typed",
+        "weir/as-of",
+        "weir/old"
     );
     for workers in [1, 2] {
-        let (mut w, mut t, mut h) = (Vec::new(), Vec::new(), Vec::new());
-        let mut outs = (0, 0, 0);
+        let (mut w, mut t, mut a, mut h) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut outs = (0, 0, 0, 0);
         for _ in 0..reps {
             let (r, o) = weir(events, workers, "kind = \"temporal\"");
             w.push(r);
@@ -446,16 +585,21 @@ fn main() {
             let (r, o) = typed(events, workers);
             t.push(r);
             outs.1 = o;
+            let (r, o) = typed_asof(events, workers);
+            a.push(r);
+            outs.2 = o;
             let (r, o) = hand_written(events, workers);
             h.push(r);
-            outs.2 = o;
+            outs.3 = o;
         }
         assert_eq!(outs.0, outs.1, "both sides must produce the same results");
         assert_eq!(outs.0, outs.2, "both sides must produce the same results");
-        let (wm, tm, hm) = (median(w), median(t), median(h));
+        assert_eq!(outs.0, outs.3, "both sides must produce the same results");
+        let (wm, tm, am, hm) = (median(w), median(t), median(a), median(h));
         println!(
-            "{workers:>8}  {wm:>14.0}  {tm:>14.0}  {:>12.2}  {hm:>14.0}  {:>10.2}",
+            "{workers:>8}  {wm:>12.0}  {tm:>12.0}  {am:>12.0}  {hm:>12.0}  {:>11.2}  {:>11.2}  {:>9.2}",
             wm / tm,
+            wm / am,
             wm / hm
         );
     }

@@ -604,13 +604,12 @@ fn prune_fields(nodes: &mut [Node]) {
             if r.port != Port::Main {
                 continue;
             }
-            // A join reads each side's key, time and selected fields (a temporal join also
-            // the left id), when nothing can be late or untimed (it dead-letters or
-            // side-outputs such records whole).
+            // A join reads each side's key, time and selected fields, when nothing can be
+            // late or untimed (it dead-letters or side-outputs such records whole).
             let join_reads = match &nodes[i].op {
                 Op::IntervalJoin(j) if orderly(nodes, r.node) => Some(j.common.fields_read(k)),
                 Op::WindowJoin(j) if orderly(nodes, r.node) => Some(j.common.fields_read(k)),
-                Op::TemporalJoin(j) if orderly(nodes, r.node) => Some(j.fields_read(k)),
+                Op::TemporalJoin(j) if orderly(nodes, r.node) => Some(j.common.fields_read(k)),
                 _ => None,
             };
             let reads = join_reads.or_else(|| reads.clone());
@@ -1018,7 +1017,7 @@ mod tests {
             read_of(&join, "st"),
             Some(vec![f, t, f, t, f, f, f, f, t, f, f])
         );
-        // A temporal join reads the same, and the left records' id.
+        // A temporal join reads the same.
         let temporal = join.replace(
             "kind = \"interval\"\ninputs = [\"r\", \"st\"]\non = [\"device_id\"]\nbetween = [\"-1s\", \"1s\"]\n",
             "kind = \"temporal\"\ninputs = [\"r\", \"st\"]\non = [\"device_id\"]\n",

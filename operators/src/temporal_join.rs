@@ -1,18 +1,23 @@
 //! The temporal join: each left record joins the version of the right side — a versioned
 //! table, a changelog keyed by the join key — that was valid at the left record's event time:
-//! the right record with the same key and the largest event time at or before it. Inner, or
-//! left outer (a left record with no version yet comes out with NULL right fields).
+//! the right record with the same key and the largest event time at or before it (ties broken
+//! by the selected right fields, in `select` order). Inner, or left outer (a left record with no
+//! version yet comes out with NULL right fields).
 //!
-//! Built on differential dataflow: the right side becomes a collection of versions
-//! `(key, (time, record))`, each inserted at its own event time and retracted at the event time
-//! of the version that supersedes it, and is *arranged* by key once ([`arrange_table`]; several
-//! joins on the same table share the arrangement through [`join_table`]); left records enter as
-//! `(key, record)` at their event time (and leave a microsecond later), are joined with the
-//! arrangement (`join_core`), and a `reduce` per left record keeps the latest version at or
-//! before it. Because every on-time right version is sent at a timely time at or below its
-//! event time, a left record's result is final once the frontier passes its time; results are
-//! emitted then, exactly once. Superseded versions cancel out and the arrangements compact as
-//! the frontier advances, so state stays bounded by the versions still current.
+//! Built on differential dataflow. Both inputs arrive as batches exchanged by key. The right
+//! side becomes a collection of versions, each inserted at its own event time and retracted at
+//! the event time of the version that supersedes it, and is *arranged* by key once
+//! ([`arrange_table`]; several joins on the same table share the arrangement through
+//! [`join_table`]). Keys and versions are compact: a key is its hash and its bytes (an
+//! integer's 8 bytes, a string's bytes, or Arrow's row format for several fields), a version
+//! its event time, its ingest time and its selected fields in Arrow's row format (so ordering
+//! is a `memcmp`) — no vectors of values. Left records are not arranged: each waits, with only
+//! its selected fields, until the arrangement is complete through its event time, and then
+//! looks its key up in the arrangement *as of* that time (the one version whose updates at or
+//! before it add up to one is the valid one). Because every on-time right version enters at
+//! its event time, a left record's result is final then, and is emitted exactly once. The
+//! arrangement's compaction follows the earliest left record still waiting, so superseded
+//! versions cancel out and state stays bounded by the versions still current.
 //!
 //! A record behind its source partition's watermark is late (for the right side, a version
 //! that arrives after left records it should have served may be gone); late records follow the
@@ -31,7 +36,7 @@
 //!     Field::new("v", FieldType::String)]).with_time("ts");
 //! // Output: the left record's ts and v, the version's v.
 //! let common = JoinCommon::new("j", &schema, &schema, vec![1], vec![1], vec![(0, 0), (0, 2), (1, 2)], LatePolicy::DeadLetter);
-//! let spec = Arc::new(TemporalJoinSpec { common, left_outer: true, left_id: None, left_width: 3 });
+//! let spec = Arc::new(TemporalJoinSpec { common, left_outer: true });
 //! let rec = |ts: i64, v: &str| Record::new(vec![Value::Ts(ts), Value::Str("k".into()), Value::Str(v.into())]);
 //! let (tx, rx) = std::sync::mpsc::channel();
 //! let tx = Mutex::new(tx);
@@ -50,27 +55,36 @@
 //! ]);
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
+use arrow::array::ArrayRef;
+use arrow::datatypes::DataType;
+use arrow::row::{RowConverter, SortField};
+use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::ValSpine;
-use differential_dataflow::AsCollection;
+use differential_dataflow::trace::cursor::{cursor_list, Cursor};
+use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
+use differential_dataflow::trace::TraceReader;
+use smallvec::SmallVec;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Capability, Concat};
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::{Capability, Concat, InputCapability};
 use timely::dataflow::Stream;
+use timely::progress::Antichain;
 
-use crate::batch::give_at;
-use crate::join::{JoinCommon, JoinStreams};
+use crate::batch::{give_at, RecordOutput};
+use crate::chunk::{value_at, Chunk};
+use crate::join::{JoinBatch, JoinCommon, JoinOutputs, JoinStreams};
 use crate::late::LateCounts;
 use crate::metrics::ComponentMetrics;
 use crate::schema::{Meta, Record};
 use crate::value::{Micros, Value};
-use crate::window::{key_hash, LatePolicy};
-use crate::{Records, Time};
+use crate::window::LatePolicy;
+use crate::{Batches, Records, Time};
 
 /// A compiled temporal join.
 #[derive(Debug)]
@@ -79,47 +93,11 @@ pub struct TemporalJoinSpec {
     pub common: JoinCommon,
     /// Whether left records without a version are emitted (left outer join).
     pub left_outer: bool,
-    /// Position of the left records' id, which keeps distinct events distinct once records are
-    /// cut down to the fields the output needs (`None`: all left fields are kept).
-    pub left_id: Option<usize>,
-    /// How many fields left records have.
-    pub left_width: usize,
 }
 
 impl TemporalJoinSpec {
-    /// The left fields kept: the event time, the id, then each left output field once.
-    fn left_cols(&self) -> Vec<usize> {
-        let c = &self.common;
-        let mut cols = vec![c.left_time];
-        match self.left_id {
-            Some(id) => cols.push(id),
-            None => cols.extend(0..self.left_width),
-        }
-        for &(side, p) in &c.output {
-            if side == 0 && !cols.contains(&p) {
-                cols.push(p);
-            }
-        }
-        cols
-    }
-
-    /// The fields of a side's records the join reads: its key, its time and the fields it
-    /// keeps.
-    pub fn fields_read(&self, side: usize) -> Vec<usize> {
-        let c = &self.common;
-        let mut f: Vec<usize> = c.keys(side).to_vec();
-        f.push(c.time(side));
-        f.extend(if side == 0 {
-            self.left_cols()
-        } else {
-            self.right_cols()
-        });
-        f.sort_unstable();
-        f.dedup();
-        f
-    }
-
-    /// The right fields kept: each right output field once.
+    /// The right fields kept in a version: each right output field once, in output order
+    /// (which breaks ties between versions of one key at one time).
     fn right_cols(&self) -> Vec<usize> {
         let mut cols = Vec::new();
         for &(side, p) in &self.common.output {
@@ -129,201 +107,7 @@ impl TemporalJoinSpec {
         }
         cols
     }
-}
 
-/// A record cut down to `cols`, keeping its metadata.
-fn project(r: &Record, cols: &[usize]) -> Record {
-    Record {
-        values: cols.iter().map(|&p| r.values[p].clone()).collect(),
-        meta: r.meta,
-    }
-}
-
-/// A join key: its hash first, so that differential's sorting and merging mostly compare one
-/// integer, then the key's values.
-type Key = (u64, Vec<Value>);
-/// A differential update.
-type Update<D> = (D, Time, isize);
-/// A version of the right side: its event time and record.
-type Version = (Micros, Record);
-/// A left record and the version it met, if any.
-type Met = (Record, Option<Version>);
-/// Results waiting for their time to be final, by time.
-type Pending = BTreeMap<Time, Vec<(Met, isize)>>;
-/// A stream of differential updates.
-type Updates<'s, D> = Stream<'s, Time, Vec<Update<D>>>;
-
-/// Splits one side into on-time records, dead letters and late records; counts.
-fn split<'s>(
-    input: Records<'s>,
-    side: usize,
-    spec: &Arc<TemporalJoinSpec>,
-    metrics: &Arc<ComponentMetrics>,
-) -> (Records<'s>, Records<'s>, Records<'s>) {
-    let mut builder =
-        OperatorBuilder::new(format!("{} (side {side})", spec.common.id), input.scope());
-    let mut input = builder.new_input(input, Pipeline);
-    let (ok_out, ok) = builder.new_output::<Vec<Record>>();
-    let (dead_out, dead) = builder.new_output::<Vec<Record>>();
-    let (late_out, late) = builder.new_output::<Vec<Record>>();
-    type Out = crate::batch::RecordOutput;
-    let (mut ok_out, mut dead_out, mut late_out) =
-        (Out::from(ok_out), Out::from(dead_out), Out::from(late_out));
-    let (spec, metrics) = (Arc::clone(spec), Arc::clone(metrics));
-    builder.build(move |_| {
-        move |_frontiers| {
-            let c = &spec.common;
-            let mut n = 0;
-            let mut counts = LateCounts::default();
-            input.for_each(|cap, data: &mut Vec<Record>| {
-                let Some(&t) = cap.least() else { return };
-                n += data.len() as u64;
-                let (mut ok, mut dead, mut late) = (Vec::new(), Vec::new(), Vec::new());
-                for r in data.drain(..) {
-                    let Some(ts) = r.values[c.time(side)].as_ts() else {
-                        c.untimed(side, &r, &mut counts, &mut dead);
-                        continue;
-                    };
-                    let wm = r.meta.watermark.max(t);
-                    if (ts.max(0) as Time) < wm {
-                        let what = "the versions it should meet may be gone";
-                        c.route_late(side, r, ts, wm, what, &mut counts, &mut dead, &mut late);
-                        continue;
-                    }
-                    ok.push(r);
-                }
-                give_at(&mut ok_out, &cap, t, 0, &mut ok);
-                give_at(&mut dead_out, &cap, t, 1, &mut dead);
-                give_at(&mut late_out, &cap, t, 2, &mut late);
-            });
-            metrics.add_in(n);
-            counts.report(&metrics);
-        }
-    });
-    (ok, dead, late)
-}
-
-/// The right side's versions as differential updates: each version inserted at its event time
-/// and retracted at the event time of the version that supersedes it.
-fn versions<'s>(
-    right: Records<'s>,
-    spec: &Arc<TemporalJoinSpec>,
-    metrics: &Arc<ComponentMetrics>,
-) -> Updates<'s, (Key, Version)> {
-    let spec = Arc::clone(spec);
-    let metrics = Arc::clone(metrics);
-    let rk = spec.common.right_key.clone();
-    let rcols = spec.right_cols();
-    right.unary_frontier(
-        Exchange::new(move |r: &Record| key_hash(&r.values, &rk)),
-        "Versions",
-        move |_, _| {
-            // Per key, the versions that may still be the predecessor of an on-time version.
-            let mut live: HashMap<Key, BTreeMap<(Micros, Record), ()>> = HashMap::new();
-            move |(input, frontier), output| {
-                let c = &spec.common;
-                let mut state = 0i64;
-                input.for_each(|cap, data: &mut Vec<Record>| {
-                    let mut session = output.session(&cap);
-                    for r in data.drain(..) {
-                        let ts = r.values[c.right_time].as_ts().unwrap_or(0);
-                        let key: Key = (
-                            key_hash(&r.values, &c.right_key),
-                            c.right_key.iter().map(|&p| r.values[p].clone()).collect(),
-                        );
-                        let t = |x: Micros| x.max(0) as Time;
-                        let versions = live.entry(key.clone()).or_default();
-                        let me = (ts, project(&r, &rcols));
-                        let before = versions
-                            .range(..me.clone())
-                            .next_back()
-                            .map(|(v, _)| v.clone());
-                        let after = versions.range(me.clone()..).next().map(|(v, _)| v.0);
-                        // It is valid from its time until its successor's.
-                        session.give(((key.clone(), me.clone()), t(ts), 1));
-                        if let Some(s) = after {
-                            session.give(((key.clone(), me.clone()), t(s), -1));
-                        }
-                        // Its predecessor now ends here, not at the successor.
-                        if let Some(p) = before {
-                            if let Some(s) = after {
-                                session.give(((key.clone(), p.clone()), t(s), 1));
-                            }
-                            session.give(((key.clone(), p), t(ts), -1));
-                        }
-                        versions.insert(me, ());
-                        state += 1;
-                        // Forget versions whose successor the frontier has passed: no on-time
-                        // version can come between them any more.
-                        let horizon = frontier
-                            .frontier()
-                            .iter()
-                            .min()
-                            .copied()
-                            .unwrap_or(Time::MAX);
-                        while versions.len() > 1 {
-                            let mut it = versions.keys();
-                            let (_, second) = (it.next(), it.next());
-                            match second {
-                                Some((s, _)) if t(*s) < horizon => {
-                                    versions.pop_first();
-                                    state -= 1;
-                                }
-                                _ => break,
-                            }
-                        }
-                    }
-                });
-                if frontier.is_empty() {
-                    // The input has ended: no version will be asked for again.
-                    state -= live.values().map(|v| v.len() as i64).sum::<i64>();
-                    live.clear();
-                }
-                metrics.add_state(state);
-            }
-        },
-    )
-}
-
-/// Left records as differential updates: present at their event time only.
-fn pulses<'s>(
-    left: Records<'s>,
-    spec: &Arc<TemporalJoinSpec>,
-) -> Stream<'s, Time, Vec<Update<(Key, Record)>>> {
-    let spec = Arc::clone(spec);
-    let cols = spec.left_cols();
-    left.unary(Pipeline, "Pulses", move |_, _| {
-        move |input, output| {
-            let c = &spec.common;
-            input.for_each(|cap, data: &mut Vec<Record>| {
-                let mut session = output.session(&cap);
-                for r in data.drain(..) {
-                    let ts = r.values[c.left_time].as_ts().unwrap_or(0).max(0) as Time;
-                    let key: Key = (
-                        key_hash(&r.values, &c.left_key),
-                        c.left_key.iter().map(|&p| r.values[p].clone()).collect(),
-                    );
-                    let row = project(&r, &cols);
-                    session.give(((key.clone(), row.clone()), ts, 1));
-                    session.give(((key, row), ts + 1, -1));
-                }
-            });
-        }
-    })
-}
-
-/// A versioned table, arranged by key: what several temporal joins on the same table (with the
-/// same key, kept fields and late policy) share.
-#[derive(Clone)]
-pub struct Table<'s> {
-    arranged: Arranged<'s, TraceAgent<ValSpine<Key, Version, Time, isize>>>,
-    /// The right side's dead letters (given to the first join only, so they are not repeated).
-    pub dead: Records<'s>,
-    /// The right side's late records (side-output policy).
-    pub late: Records<'s>,
-}
-
-impl TemporalJoinSpec {
     /// What makes two temporal joins able to share one arranged table of the same input: the
     /// right key, the right fields kept, the right time and the late policy.
     pub fn table_signature(&self) -> (Vec<usize>, Vec<usize>, usize, LatePolicy) {
@@ -332,17 +116,244 @@ impl TemporalJoinSpec {
     }
 }
 
-/// Arranges the versioned table `right` for the temporal join `spec`; counts its late records
-/// in `metrics`.
+/// A join key in the arrangement: its hash first, so that sorting and merging mostly compare
+/// one integer, then its bytes ([`KeyView::write_bytes`](crate::window::KeyView)).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VersionKey {
+    hash: u64,
+    bytes: SmallVec<[u8; 16]>,
+}
+
+impl Hash for VersionKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// A hasher for keys that carry their hash.
+#[derive(Default)]
+struct Carried(u64);
+
+impl Hasher for Carried {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = crate::window::mix64(self.0 ^ b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A version of the right side: its event time, its selected fields in Arrow's row format, and
+/// its ingest time (for latency).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    ts: Micros,
+    row: SmallVec<[u8; 24]>,
+    ingest: Micros,
+}
+
+/// A differential update.
+type Update<D> = (D, Time, isize);
+/// The arranged versions.
+type Spine = ValSpine<VersionKey, Version, Time, isize>;
+/// A stream of version updates.
+type Updates<'s> = Stream<'s, Time, Vec<Update<(VersionKey, Version)>>>;
+
+/// Converts a side's selected fields to and from Arrow's row format.
+struct Rows {
+    converter: Option<RowConverter>,
+    types: Vec<DataType>,
+}
+
+impl Rows {
+    fn new(types: Vec<DataType>) -> Rows {
+        let converter = (!types.is_empty()).then(|| {
+            RowConverter::new(types.iter().cloned().map(SortField::new).collect())
+                .expect("Weir's types have a row format")
+        });
+        Rows { converter, types }
+    }
+
+    /// The rows of `cols` (all-NULL columns of another type take the field's type).
+    fn convert(&self, cols: &[&ArrayRef], len: usize) -> Option<arrow::row::Rows> {
+        let c = self.converter.as_ref()?;
+        let cols: Vec<ArrayRef> = cols
+            .iter()
+            .zip(&self.types)
+            .map(|(a, t)| match a.data_type() == t {
+                true => (*a).clone(),
+                false => arrow::array::new_null_array(t, len),
+            })
+            .collect();
+        Some(c.convert_columns(&cols).expect("columns match their types"))
+    }
+
+    /// The columns of `rows` (each in this converter's row format).
+    fn columns<'a>(&self, rows: impl Iterator<Item = &'a [u8]>) -> Vec<ArrayRef> {
+        let Some(c) = self.converter.as_ref() else {
+            return Vec::new();
+        };
+        let parser = c.parser();
+        c.convert_rows(rows.map(|r| parser.parse(r)))
+            .expect("rows come from this converter")
+    }
+}
+
+/// The right side's versions as differential updates, each inserted at its event time and
+/// retracted at the event time of the version that supersedes it; with its dead letters and
+/// late records.
+fn versions<'s>(
+    right: Batches<'s>,
+    spec: &Arc<TemporalJoinSpec>,
+    metrics: &Arc<ComponentMetrics>,
+) -> (Updates<'s>, Records<'s>, Records<'s>) {
+    let mut builder = OperatorBuilder::new(format!("{} (versions)", spec.common.id), right.scope());
+    let mut input = builder.new_input(right, Pipeline);
+    let (updates_out, updates) = builder.new_output::<Vec<Update<(VersionKey, Version)>>>();
+    let (dead_out, dead) = builder.new_output::<Vec<Record>>();
+    let (late_out, late) = builder.new_output::<Vec<Record>>();
+    let mut updates_out: OutputBuilder<Time, CapacityContainerBuilder<Vec<_>>> =
+        OutputBuilder::from(updates_out);
+    let (mut dead_out, mut late_out) = (RecordOutput::from(dead_out), RecordOutput::from(late_out));
+    let (spec, metrics) = (Arc::clone(spec), Arc::clone(metrics));
+    builder.build(move |_| {
+        let rcols = spec.right_cols();
+        let rows = Rows::new(
+            rcols
+                .iter()
+                .map(|&p| spec.common.schemas[1].field(p).data_type().clone())
+                .collect(),
+        );
+        // Per key, the versions that may still be the predecessor of an on-time version, in
+        // order.
+        let mut live: HashMap<VersionKey, SmallVec<[Version; 2]>, BuildHasherDefault<Carried>> =
+            HashMap::default();
+        let (mut dead_buf, mut late_buf) = (Vec::new(), Vec::new());
+        move |frontiers| {
+            let c = &spec.common;
+            let (mut n, mut state) = (0u64, 0i64);
+            let mut counts = LateCounts::default();
+            let horizon = frontiers[0].frontier().iter().min().copied();
+            let horizon = horizon.unwrap_or(Time::MAX);
+            let t_of = |x: Micros| x.max(0) as Time;
+            input.for_each(|cap: InputCapability<Time>, data: &mut Vec<Chunk>| {
+                let Some(&t) = cap.least() else { return };
+                let mut out = updates_out.activate();
+                let mut session = out.session(&cap);
+                for chunk in data.iter() {
+                    n += chunk.len() as u64;
+                    let b = JoinBatch::new(c, 1, chunk);
+                    let cols = chunk.columns();
+                    let kept: Vec<&ArrayRef> = rcols.iter().map(|&p| &cols[p]).collect();
+                    let encoded = rows.convert(&kept, chunk.len());
+                    for r in 0..chunk.len() {
+                        let Some(ts) = b.time(r) else {
+                            c.untimed(1, &b.record(r), &mut counts, &mut dead_buf);
+                            continue;
+                        };
+                        let wm = b.watermark_at(r, t);
+                        if t_of(ts) < wm {
+                            let what = "the versions it should meet may be gone";
+                            c.route_late(
+                                1,
+                                b.record(r),
+                                ts,
+                                wm,
+                                what,
+                                &mut counts,
+                                &mut dead_buf,
+                                &mut late_buf,
+                            );
+                            continue;
+                        }
+                        let mut key = VersionKey {
+                            hash: b.hashes[r],
+                            bytes: SmallVec::new(),
+                        };
+                        b.keys.write_bytes(r, &mut key.bytes);
+                        let me = Version {
+                            ts,
+                            row: encoded
+                                .as_ref()
+                                .map(|e| SmallVec::from_slice(e.row(r).data()))
+                                .unwrap_or_default(),
+                            ingest: b.ingest[r],
+                        };
+                        let vs = live.entry(key.clone()).or_default();
+                        let at = vs.partition_point(|v| *v < me);
+                        let before = at.checked_sub(1).map(|i| vs[i].clone());
+                        let after = vs.get(at).map(|v| v.ts);
+                        // It is valid from its time until its successor's.
+                        session.give(((key.clone(), me.clone()), t_of(ts), 1));
+                        if let Some(s) = after {
+                            session.give(((key.clone(), me.clone()), t_of(s), -1));
+                        }
+                        // Its predecessor now ends here, not at the successor.
+                        if let Some(p) = before {
+                            if let Some(s) = after {
+                                session.give(((key.clone(), p.clone()), t_of(s), 1));
+                            }
+                            session.give(((key, p), t_of(ts), -1));
+                        }
+                        if vs.get(at) != Some(&me) {
+                            vs.insert(at, me);
+                            state += 1;
+                        }
+                        // Forget versions whose successor the frontier has passed: no on-time
+                        // version can come between them any more.
+                        while vs.len() > 1 && t_of(vs[1].ts) < horizon {
+                            vs.remove(0);
+                            state -= 1;
+                        }
+                    }
+                }
+                drop(session);
+                give_at(&mut dead_out, &cap, t, 1, &mut dead_buf);
+                give_at(&mut late_out, &cap, t, 2, &mut late_buf);
+            });
+            if frontiers[0].is_empty() {
+                // The input has ended: no version will be asked for again.
+                state -= live.values().map(|v| v.len() as i64).sum::<i64>();
+                live.clear();
+            }
+            metrics.add_in(n);
+            counts.report(&metrics);
+            metrics.add_state(state);
+        }
+    });
+    (updates, dead, late)
+}
+
+/// A versioned table, arranged by key: what several temporal joins on the same table (with the
+/// same key, kept fields and late policy) share.
+#[derive(Clone)]
+pub struct Table<'s> {
+    arranged: Arranged<'s, TraceAgent<Spine>>,
+    /// The right side's dead letters (given to the first join only, so they are not repeated).
+    pub dead: Records<'s>,
+    /// The right side's late records (side-output policy).
+    pub late: Records<'s>,
+}
+
+/// Arranges the versioned table `right` (batches already on the worker that holds their keys)
+/// for the temporal join `spec`; counts its records, late records and versions in `metrics`.
 pub fn arrange_table<'s>(
-    right: Records<'s>,
+    right: Batches<'s>,
     spec: &Arc<TemporalJoinSpec>,
     metrics: &Arc<ComponentMetrics>,
 ) -> Table<'s> {
-    let (right_ok, dead, late) = split(right, 1, spec, metrics);
-    let arranged = versions(right_ok, spec, metrics)
-        .as_collection()
-        .arrange_by_key();
+    let (updates, dead, late) = versions(right, spec, metrics);
+    let arranged = arrange_core::<_, _, ValBatcher<VersionKey, Version, Time, isize>, Spine>(
+        updates,
+        Pipeline,
+        &format!("{} (table)", spec.common.id),
+        ValBatcher::new,
+    );
     Table {
         arranged,
         dead,
@@ -350,147 +361,349 @@ pub fn arrange_table<'s>(
     }
 }
 
-/// Builds a temporal join of `left` with the versioned table `right`.
+/// Builds a temporal join of `left` and `right` rows: packs them into batches, exchanges them
+/// by key, arranges the table and joins.
 pub fn temporal_join<'s>(
     left: Records<'s>,
     right: Records<'s>,
     spec: Arc<TemporalJoinSpec>,
     metrics: Arc<ComponentMetrics>,
 ) -> JoinStreams<'s> {
-    let table = arrange_table(right, &spec, &metrics);
-    join_table(left, &table, true, spec, metrics)
+    let (l, r) =
+        crate::join::keyed_batches(&spec.common, left, right, crate::exchange::Routing::ByKey);
+    let table = arrange_table(r, &spec, &metrics);
+    join_table(l, &table, true, spec, metrics)
 }
 
-/// Builds a temporal join of `left` with an already arranged table. The first join of a table
-/// passes `owner = true` and carries the table's dead letters.
+/// A left record waiting for the table to be complete through its event time.
+struct Entry {
+    ts: Micros,
+    key: VersionKey,
+    /// Its batch's slot in [`Waiting::chunks`], and its row there.
+    chunk: u32,
+    row: u32,
+}
+
+/// Orders entries by event time, the earliest greatest (for a max-heap).
+struct ByTime(Entry);
+
+impl PartialEq for ByTime {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ts == other.0.ts
+    }
+}
+impl Eq for ByTime {}
+impl PartialOrd for ByTime {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByTime {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.0.ts.cmp(&self.0.ts)
+    }
+}
+
+/// Left records waiting for the table to be complete through their event time. Each keeps its
+/// input batch (shared, not copied) until its last waiting row has been looked up. Records
+/// that arrive in time order queue in order; the others in a heap.
+#[derive(Default)]
+struct Waiting {
+    /// Input batches with rows still waiting, and how many; freed slots are `None`.
+    chunks: Vec<Option<(Chunk, u32)>>,
+    free: Vec<u32>,
+    in_order: std::collections::VecDeque<Entry>,
+    out_of_order: BinaryHeap<ByTime>,
+}
+
+impl Waiting {
+    /// Keeps `chunk`, whose `rows` rows will wait; returns its slot.
+    fn keep(&mut self, chunk: &Chunk, rows: u32) -> u32 {
+        let kept = Some((chunk.clone(), rows));
+        match self.free.pop() {
+            Some(slot) => {
+                self.chunks[slot as usize] = kept;
+                slot
+            }
+            None => {
+                self.chunks.push(kept);
+                (self.chunks.len() - 1) as u32
+            }
+        }
+    }
+
+    fn push(&mut self, e: Entry) {
+        match self.in_order.back() {
+            Some(last) if last.ts > e.ts => self.out_of_order.push(ByTime(e)),
+            _ => self.in_order.push_back(e),
+        }
+    }
+
+    /// The earliest waiting event time.
+    fn earliest(&self) -> Option<Micros> {
+        let a = self.in_order.front().map(|e| e.ts);
+        let b = self.out_of_order.peek().map(|e| e.0.ts);
+        a.into_iter().chain(b).min()
+    }
+
+    /// Takes the records whose time the table is complete through (`upper` has passed it).
+    fn ready(&mut self, upper: &Antichain<Time>, out: &mut Vec<Entry>) {
+        let done = |ts: Micros| !upper.less_equal(&(ts.max(0) as Time));
+        while self.in_order.front().is_some_and(|e| done(e.ts)) {
+            out.extend(self.in_order.pop_front());
+        }
+        while self.out_of_order.peek().is_some_and(|e| done(e.0.ts)) {
+            out.extend(self.out_of_order.pop().map(|e| e.0));
+        }
+    }
+
+    /// Row `e`'s batch.
+    fn chunk(&self, e: &Entry) -> &Chunk {
+        &self.chunks[e.chunk as usize].as_ref().expect("kept").0
+    }
+
+    /// Lets go of `done`'s rows, and of each batch whose last waiting row that was.
+    fn release(&mut self, done: &[Entry]) {
+        for e in done {
+            let slot = &mut self.chunks[e.chunk as usize];
+            let (_, left) = slot.as_mut().expect("kept");
+            *left -= 1;
+            if *left == 0 {
+                *slot = None;
+                self.free.push(e.chunk);
+            }
+        }
+    }
+}
+
+/// Builds a temporal join of `left` (batches already on the worker that holds their keys) with
+/// an arranged table. The first join of a table passes `owner = true` and carries the table's
+/// dead letters.
 pub fn join_table<'s>(
-    left: Records<'s>,
+    left: Batches<'s>,
     table: &Table<'s>,
     owner: bool,
     spec: Arc<TemporalJoinSpec>,
     metrics: Arc<ComponentMetrics>,
 ) -> JoinStreams<'s> {
-    let (left_ok, left_dead, late_left) = split(left, 0, &spec, &metrics);
-    let lefts = pulses(left_ok, &spec).as_collection();
-    // Kept left rows start with the event time.
-    let matched = lefts.clone().join_core(
-        table.arranged.clone(),
-        move |_key, l: &Record, v: &(Micros, Record)| {
-            let ts = l.values[0].as_ts().unwrap_or(0);
-            (v.0 <= ts).then(|| (l.clone(), Some(v.clone())))
-        },
-    );
-    let candidates = if spec.left_outer {
-        matched.concat(lefts.map(|(_, l)| (l, None)))
-    } else {
-        matched
-    };
-    let latest = candidates.reduce(|_l, versions, out| {
-        // Values come sorted: the last is the latest version (None sorts first).
-        let (best, _) = versions[versions.len() - 1];
-        out.push((best.clone(), 1));
+    let mut builder = OperatorBuilder::new(spec.common.id.to_string(), left.scope());
+    let mut in_left = builder.new_input(left, Pipeline);
+    let mut in_table = builder.new_input(table.arranged.stream.clone(), Pipeline);
+    let (mut outs, streams) = JoinOutputs::new(&mut builder);
+    let mut trace = table.arranged.trace.clone();
+    builder.build(move |_| {
+        let c = &spec.common;
+        let rcols = spec.right_cols();
+        let rows = Rows::new(
+            rcols
+                .iter()
+                .map(|&p| c.schemas[1].field(p).data_type().clone())
+                .collect(),
+        );
+        // Where each output field is: (side, a left field's position or an index among the
+        // version's fields).
+        let at: Vec<(u8, usize)> = c
+            .output
+            .iter()
+            .map(|&(side, p)| match side {
+                0 => (0, p),
+                _ => (1, rcols.iter().position(|&q| q == p).expect("kept")),
+            })
+            .collect();
+        let mut waiting = Waiting::default();
+        // One capability, at or below every waiting record's time.
+        let mut held: Option<Capability<Time>> = None;
+        let mut upper = Antichain::from_elem(0);
+        let mut ready = Vec::new();
+        let mut met: Vec<(usize, Option<Version>)> = Vec::new();
+        let (mut dead_buf, mut late_buf) = (Vec::new(), Vec::new());
+        move |frontiers| {
+            let spec = &*spec;
+            let c = &spec.common;
+            let (mut n_in, mut n_out, mut state) = (0u64, 0u64, 0i64);
+            let mut counts = LateCounts::default();
+            // The table's batches are read through its trace.
+            in_table.for_each(|_, _| {});
+            in_left.for_each(|cap: InputCapability<Time>, data: &mut Vec<Chunk>| {
+                let Some(&t) = cap.least() else { return };
+                for chunk in data.iter() {
+                    n_in += chunk.len() as u64;
+                    let b = JoinBatch::new(c, 0, chunk);
+                    let slot = waiting.keep(chunk, 0);
+                    let mut kept = 0;
+                    for r in 0..chunk.len() {
+                        let Some(ts) = b.time(r) else {
+                            c.untimed(0, &b.record(r), &mut counts, &mut dead_buf);
+                            continue;
+                        };
+                        let wm = b.watermark_at(r, t);
+                        let tt = ts.max(0) as Time;
+                        if tt < wm {
+                            let what = "the versions it should meet may be gone";
+                            c.route_late(
+                                0,
+                                b.record(r),
+                                ts,
+                                wm,
+                                what,
+                                &mut counts,
+                                &mut dead_buf,
+                                &mut late_buf,
+                            );
+                            continue;
+                        }
+                        let mut key = VersionKey {
+                            hash: b.hashes[r],
+                            bytes: SmallVec::new(),
+                        };
+                        b.keys.write_bytes(r, &mut key.bytes);
+                        waiting.push(Entry {
+                            ts,
+                            key,
+                            chunk: slot,
+                            row: r as u32,
+                        });
+                        kept += 1;
+                        if held.as_ref().is_none_or(|h| *h.time() > tt) {
+                            held = Some(cap.delayed(&tt, 0));
+                        }
+                    }
+                    state += kept as i64;
+                    match kept {
+                        0 => {
+                            waiting.chunks[slot as usize] = None;
+                            waiting.free.push(slot);
+                        }
+                        n => waiting.chunks[slot as usize].as_mut().expect("kept").1 = n,
+                    }
+                }
+                outs.give_set_aside(&cap, t, 0, &mut dead_buf, &mut late_buf);
+            });
+            // Look up the records the table is complete for, in key order.
+            trace.read_upper(&mut upper);
+            waiting.ready(&upper, &mut ready);
+            if !ready.is_empty() {
+                // In key order (the cursor only moves forward), then time: by hash, and by
+                // bytes where two keys' hashes collide.
+                ready.sort_unstable_by_key(|e| (e.key.hash, e.ts));
+                let mut i = 0;
+                while i < ready.len() {
+                    let h = ready[i].key.hash;
+                    let j = i + ready[i..].partition_point(|e| e.key.hash == h);
+                    if ready[i..j].iter().any(|e| e.key != ready[i].key) {
+                        ready[i..j].sort_by(|a, b| (&a.key, a.ts).cmp(&(&b.key, b.ts)));
+                    }
+                    i = j;
+                }
+                let batches = trace
+                    .batches_through(upper.borrow())
+                    .expect("the table's trace holds its upper");
+                let (mut cursor, storage) = cursor_list(batches);
+                for (n, e) in ready.iter().enumerate() {
+                    let t = e.ts.max(0) as Time;
+                    cursor.seek_key(&storage, &e.key);
+                    let mut best: Option<&Version> = None;
+                    if cursor.get_key(&storage) == Some(&e.key) {
+                        cursor.rewind_vals(&storage);
+                        while let Some(v) = cursor.get_val(&storage) {
+                            if v.ts > e.ts {
+                                break;
+                            }
+                            // Valid at `t`: its updates at or before `t` add up to one.
+                            let mut sum = 0;
+                            cursor.map_times(&storage, |time, diff| {
+                                if *time <= t {
+                                    sum += *diff;
+                                }
+                            });
+                            if sum > 0 {
+                                best = Some(v);
+                            }
+                            cursor.step_val(&storage);
+                        }
+                    }
+                    if best.is_some() || spec.left_outer {
+                        met.push((n, best.cloned()));
+                    }
+                }
+                // Decode the versions' fields together, then build the results.
+                let cols = rows.columns(
+                    met.iter()
+                        .filter_map(|(_, v)| v.as_ref())
+                        .map(|v| &v.row[..]),
+                );
+                let mut buf = Vec::with_capacity(met.len());
+                let mut next = 0;
+                for (n, v) in met.drain(..) {
+                    let e = &ready[n];
+                    let (chunk, row) = (waiting.chunk(e), e.row as usize);
+                    let i = next;
+                    if v.is_some() {
+                        next += 1;
+                    }
+                    let values = at
+                        .iter()
+                        .map(|&(side, k)| match (side, &v) {
+                            (0, _) => chunk.value(k, row),
+                            (_, Some(_)) => value_at(&cols[k], i),
+                            (_, None) => Value::Null,
+                        })
+                        .collect();
+                    let left_ingest = chunk.meta(row).ingest;
+                    let ingest = left_ingest.max(v.as_ref().map_or(Micros::MIN, |v| v.ingest));
+                    buf.push(Record {
+                        values,
+                        meta: Meta {
+                            ingest,
+                            watermark: e.ts.max(0) as Time,
+                        },
+                    });
+                }
+                n_out += buf.len() as u64;
+                if !buf.is_empty() {
+                    let h = held.as_ref().expect("held for waiting records");
+                    outs.results.activate().session(h).give_container(&mut buf);
+                }
+                state -= ready.len() as i64;
+                waiting.release(&ready);
+                ready.clear();
+            }
+            // Hold only what the waiting records need; let the table compact up to the
+            // earliest time a lookup may still ask for.
+            let next = waiting.earliest().map(|ts| ts.max(0) as Time);
+            match (next, held.as_mut()) {
+                (None, _) => held = None,
+                (Some(t), Some(h)) if *h.time() < t => h.downgrade(&t),
+                _ => {}
+            }
+            let mut limit: Antichain<Time> = frontiers[0].frontier().to_owned();
+            if let Some(t) = next {
+                limit = limit.iter().map(|&l| l.min(t)).collect();
+                if limit.is_empty() {
+                    limit.insert(t);
+                }
+            }
+            let limit: Antichain<Time> = match (limit.iter().min(), upper.iter().min()) {
+                (Some(&l), Some(&u)) => Antichain::from_elem(l.min(u)),
+                (Some(&l), None) => Antichain::from_elem(l),
+                (None, _) => upper.clone(),
+            };
+            trace.set_logical_compaction(limit.borrow());
+            trace.set_physical_compaction(limit.borrow());
+            metrics.add_in(n_in);
+            metrics.add_out(n_out);
+            counts.report(&metrics);
+            metrics.add_state(state);
+        }
     });
-    let results = emit_final(latest.inner, Arc::clone(&spec), Arc::clone(&metrics));
-    let dead = if owner {
-        left_dead.concat(table.dead.clone())
-    } else {
-        left_dead
-    };
     JoinStreams {
-        results,
-        dead,
-        late_left,
+        results: streams.results,
+        dead: if owner {
+            streams.dead.concat(table.dead.clone())
+        } else {
+            streams.dead
+        },
+        late_left: streams.late_left,
         late_right: table.late.clone(),
     }
-}
-
-/// Emits each left record's result once the frontier has passed its time (when it is final).
-fn emit_final<'s>(
-    updates: Updates<'s, Met>,
-    spec: Arc<TemporalJoinSpec>,
-    metrics: Arc<ComponentMetrics>,
-) -> Records<'s> {
-    updates.unary_frontier::<CapacityContainerBuilder<Vec<Record>>, _, _, _>(
-        Pipeline,
-        "Final",
-        move |_, _| {
-            let mut pending: Pending = BTreeMap::new();
-            // Where each output field is in the kept left and right rows.
-            let (lcols, rcols) = (spec.left_cols(), spec.right_cols());
-            let at: Vec<(u8, usize)> = spec
-                .common
-                .output
-                .iter()
-                .map(|&(side, p)| {
-                    let cols = if side == 0 { &lcols } else { &rcols };
-                    (side, cols.iter().position(|&q| q == p).expect("kept"))
-                })
-                .collect();
-            // One capability, at or below every pending time: a capability per time would
-            // make timely track one per left record.
-            let mut held: Option<Capability<Time>> = None;
-            move |(input, frontier), output| {
-                input.for_each(|cap, data: &mut Vec<Update<Met>>| {
-                    for (met, t, r) in data.drain(..) {
-                        if held.as_ref().is_none_or(|h| *h.time() > t) {
-                            held = Some(cap.delayed(&t, 0));
-                        }
-                        pending.entry(t).or_default().push((met, r));
-                    }
-                });
-                let mut n = 0;
-                if let Some(cap) = held.as_ref() {
-                    let mut session = output.session(cap);
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
-                        }
-                        let t = *entry.key();
-                        let mut updates = entry.remove();
-                        updates.sort_by(|a, b| a.0.cmp(&b.0));
-                        let mut i = 0;
-                        while i < updates.len() {
-                            let mut j = i;
-                            let mut sum = 0;
-                            while j < updates.len() && updates[j].0 == updates[i].0 {
-                                sum += updates[j].1;
-                                j += 1;
-                            }
-                            // Positive: a result. Negative: a left record leaving a
-                            // microsecond after its time.
-                            for _ in 0..sum.max(0) {
-                                let (l, v) = &updates[i].0;
-                                let values = at
-                                    .iter()
-                                    .map(|&(side, k)| match (side, v) {
-                                        (0, _) => l.values[k].clone(),
-                                        (_, Some((_, r))) => r.values[k].clone(),
-                                        (_, None) => Value::Null,
-                                    })
-                                    .collect();
-                                let ingest = v.as_ref().map_or(l.meta.ingest, |(_, r)| {
-                                    l.meta.ingest.max(r.meta.ingest)
-                                });
-                                session.give(Record {
-                                    values,
-                                    meta: Meta {
-                                        ingest,
-                                        watermark: t,
-                                    },
-                                });
-                                n += 1;
-                            }
-                            i = j;
-                        }
-                    }
-                }
-                match (pending.keys().next(), held.as_mut()) {
-                    (None, _) => held = None,
-                    (Some(&t), Some(h)) if *h.time() < t => h.downgrade(&t),
-                    _ => {}
-                }
-                metrics.add_out(n);
-            }
-        },
-    )
 }

@@ -467,8 +467,6 @@ impl JoinConfig {
             Op::TemporalJoin(Arc::new(TemporalJoinSpec {
                 common,
                 left_outer: how == JoinHow::Left,
-                left_id: left.id,
-                left_width: left.fields.len(),
             }))
         } else if window {
             Op::WindowJoin(Arc::new(WindowJoinSpec {

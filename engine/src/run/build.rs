@@ -8,7 +8,7 @@ use std::sync::Arc;
 use timely::dataflow::operators::{Concatenate, Exchange};
 use weir_operators::batch::{chain, Stage};
 use weir_operators::chunk::arrow_schema;
-use weir_operators::convert::{to_chunks, to_rows};
+use weir_operators::convert::to_chunks;
 use weir_operators::exchange::exchange_by_key;
 use weir_operators::flow::SourceEnv;
 use weir_operators::generator::{generator, GeneratorSpec};
@@ -178,13 +178,10 @@ pub(super) fn build<'s>(
                 put(late, w.late);
             }
             Op::IntervalJoin(_) | Op::WindowJoin(_) | Op::TemporalJoin(_) => {
-                // Interval and window joins get their inputs exchanged as chunks; the temporal
-                // join exchanges rows inside its differential part.
+                // Every join gets its inputs exchanged by key, as chunks.
                 let keyed = |k: usize, key: &Vec<usize>| {
                     exchange_by_key(streams[&node.inputs[k]].clone(), key.clone())
                 };
-                let right = || to_rows(streams[&node.inputs[1]].clone());
-                let left = || to_rows(streams[&node.inputs[0]].clone());
                 let j = match &node.op {
                     Op::IntervalJoin(spec) => interval_join::interval_join_batches(
                         keyed(0, &spec.common.left_key),
@@ -203,10 +200,12 @@ pub(super) fn build<'s>(
                     Op::TemporalJoin(spec) => {
                         let key = (node.inputs[1], spec.table_signature());
                         let owner = !tables.contains_key(&key);
-                        let table = tables
-                            .entry(key)
-                            .or_insert_with(|| temporal_join::arrange_table(right(), spec, &m));
-                        temporal_join::join_table(left(), table, owner, Arc::clone(spec), m)
+                        let table = tables.entry(key).or_insert_with(|| {
+                            let right = keyed(1, &spec.common.right_key);
+                            temporal_join::arrange_table(right, spec, &m)
+                        });
+                        let left = keyed(0, &spec.common.left_key);
+                        temporal_join::join_table(left, table, owner, Arc::clone(spec), m)
                     }
                     _ => unreachable!("matched above"),
                 };

@@ -124,6 +124,24 @@ impl<'a> KeyView<'a> {
         }
     }
 
+    /// Appends row `row`'s key to `out` as bytes that are equal exactly when the keys are: a
+    /// NULL key is `[0]`, any other `[1]` then its value (an integer's 8 bytes, a string's
+    /// bytes, a row of Arrow's row format).
+    pub(crate) fn write_bytes(&self, row: usize, out: &mut SmallKey) {
+        match Groups::view_key(self, row) {
+            KeyRef::Unit => {}
+            KeyRef::Null => out.push(0),
+            KeyRef::Int(v) => {
+                out.push(1);
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            KeyRef::Bytes(b) => {
+                out.push(1);
+                out.extend_from_slice(b);
+            }
+        }
+    }
+
     /// Each row's key hash.
     pub(crate) fn hashes(&self, rows: usize) -> Vec<u64> {
         match self {
@@ -180,7 +198,7 @@ impl KeyRef<'_> {
 }
 
 /// A byte key of a table that removes keys: up to 16 bytes inline, longer ones on the heap.
-type SmallKey = smallvec::SmallVec<[u8; 16]>;
+pub(crate) type SmallKey = smallvec::SmallVec<[u8; 16]>;
 
 /// Where a table keeps its keys.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
