@@ -141,11 +141,11 @@ pub struct Aggregate {
 #[derive(Clone, Debug)]
 pub enum States {
     /// Counts.
-    Count(Vec<u64>),
+    Count(Counts),
     /// Integer sums and how many values each adds (for `sum` and `avg` of integers).
     IntSum(Vec<(i128, u64)>),
     /// Exact float sums and how many values each adds.
-    FloatSum(Vec<(SmallSum, u64)>),
+    FloatSum(Vec<SmallSum>, Counts),
     /// The smallest or largest value so far (NULL: none yet).
     Extreme(Vec<Value>),
     /// The chosen record's (event time, id, value).
@@ -158,6 +158,98 @@ pub enum States {
     Quantiles(Vec<Option<Box<Quantiles>>>),
     /// Distinct-count sketches.
     Sketch(Vec<Option<Box<Distinct>>>),
+}
+
+/// Pushes `x`, growing a full vector by a quarter rather than doubling it: states are many
+/// and long-lived, and a table that just doubled would hold up to half its memory unused.
+#[inline]
+pub(crate) fn push_growing<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 4).max(16));
+    }
+    v.push(x);
+}
+
+/// Counts by slot, 32 bits each: a count that passes `u32::MAX` keeps its high bits in a
+/// side table (rare: it takes four billion records of one group in one window), so a count
+/// costs 4 bytes a slot and is never wrong.
+///
+/// ```
+/// use weir_operators::aggregate::Counts;
+/// let mut c = Counts::default();
+/// c.push(u32::MAX as u64);
+/// c.incr(0);
+/// c.add(0, 5);
+/// assert_eq!(c.get(0), (1u64 << 32) + 5);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Counts {
+    low: Vec<u32>,
+    /// The high 32 bits of the counts that have them, by slot.
+    high: std::collections::HashMap<u32, u32>,
+}
+
+impl Counts {
+    /// How many slots.
+    pub fn len(&self) -> usize {
+        self.low.len()
+    }
+
+    /// Whether there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.low.is_empty()
+    }
+
+    /// Adds a slot counting `n`.
+    pub fn push(&mut self, n: u64) {
+        push_growing(&mut self.low, 0);
+        self.set(self.low.len() - 1, n);
+    }
+
+    /// Slot `i`'s count.
+    #[inline]
+    pub fn get(&self, i: usize) -> u64 {
+        let high = match self.high.is_empty() {
+            true => 0,
+            false => self.high.get(&(i as u32)).copied().unwrap_or(0),
+        };
+        ((high as u64) << 32) | self.low[i] as u64
+    }
+
+    /// Sets slot `i`'s count.
+    pub fn set(&mut self, i: usize, n: u64) {
+        self.low[i] = n as u32;
+        let high = (n >> 32) as u32;
+        if high != 0 {
+            self.high.insert(i as u32, high);
+        } else if !self.high.is_empty() {
+            self.high.remove(&(i as u32));
+        }
+    }
+
+    /// Adds one to slot `i`.
+    #[inline]
+    pub fn incr(&mut self, i: usize) {
+        let c = &mut self.low[i];
+        *c = c.wrapping_add(1);
+        if *c == 0 {
+            *self.high.entry(i as u32).or_default() += 1;
+        }
+    }
+
+    /// Adds `n` to slot `i`.
+    pub fn add(&mut self, i: usize, n: u64) {
+        self.set(i, self.get(i) + n);
+    }
+
+    fn reserve_exact(&mut self, n: usize) {
+        self.low.reserve_exact(n);
+    }
+
+    fn clear(&mut self) {
+        self.low.clear();
+        self.high.clear();
+    }
 }
 
 /// One group's state: a [`States`] of one slot.
@@ -186,7 +278,7 @@ impl States {
         match self {
             States::Count(v) => v.len(),
             States::IntSum(v) => v.len(),
-            States::FloatSum(v) => v.len(),
+            States::FloatSum(v, _) => v.len(),
             States::Extreme(v) => v.len(),
             States::Pick(v) => v.len(),
             States::Distinct(v) => v.len(),
@@ -206,7 +298,10 @@ impl States {
         match self {
             States::Count(v) => v.reserve_exact(n),
             States::IntSum(v) => v.reserve_exact(n),
-            States::FloatSum(v) => v.reserve_exact(n),
+            States::FloatSum(v, c) => {
+                v.reserve_exact(n);
+                c.reserve_exact(n);
+            }
             States::Extreme(v) => v.reserve_exact(n),
             States::Pick(v) => v.reserve_exact(n),
             States::Distinct(v) => v.reserve_exact(n),
@@ -221,7 +316,10 @@ impl States {
         match self {
             States::Count(v) => v.clear(),
             States::IntSum(v) => v.clear(),
-            States::FloatSum(v) => v.clear(),
+            States::FloatSum(v, c) => {
+                v.clear();
+                c.clear();
+            }
             States::Extreme(v) => v.clear(),
             States::Pick(v) => v.clear(),
             States::Distinct(v) => v.clear(),
@@ -235,23 +333,29 @@ impl States {
     pub fn push_default(&mut self) {
         match self {
             States::Count(v) => v.push(0),
-            States::IntSum(v) => v.push((0, 0)),
-            States::FloatSum(v) => v.push((SmallSum::default(), 0)),
-            States::Extreme(v) => v.push(Value::Null),
-            States::Pick(v) => v.push(None),
-            States::Distinct(v) => v.push(BTreeSet::new()),
-            States::Moments(v) => v.push((SmallSum::default(), SmallSum::default(), 0)),
-            States::Quantiles(v) => v.push(None),
-            States::Sketch(v) => v.push(None),
+            States::IntSum(v) => push_growing(v, (0, 0)),
+            States::FloatSum(v, c) => {
+                push_growing(v, SmallSum::default());
+                c.push(0);
+            }
+            States::Extreme(v) => push_growing(v, Value::Null),
+            States::Pick(v) => push_growing(v, None),
+            States::Distinct(v) => push_growing(v, BTreeSet::new()),
+            States::Moments(v) => push_growing(v, (SmallSum::default(), SmallSum::default(), 0)),
+            States::Quantiles(v) => push_growing(v, None),
+            States::Sketch(v) => push_growing(v, None),
         }
     }
 
     /// Adds a slot holding a copy of `from`'s slot `j` (of the same aggregate).
     pub fn push_copy(&mut self, from: &States, j: usize) {
         match (self, from) {
-            (States::Count(v), States::Count(f)) => v.push(f[j]),
+            (States::Count(v), States::Count(f)) => v.push(f.get(j)),
             (States::IntSum(v), States::IntSum(f)) => v.push(f[j]),
-            (States::FloatSum(v), States::FloatSum(f)) => v.push(f[j].clone()),
+            (States::FloatSum(v, c), States::FloatSum(f, n)) => {
+                v.push(f[j].clone());
+                c.push(n.get(j));
+            }
             (States::Extreme(v), States::Extreme(f)) => v.push(f[j].clone()),
             (States::Pick(v), States::Pick(f)) => v.push(f[j].clone()),
             (States::Distinct(v), States::Distinct(f)) => v.push(f[j].clone()),
@@ -265,9 +369,12 @@ impl States {
     /// Resets slot `i` to the state of no records.
     pub fn reset(&mut self, i: usize) {
         match self {
-            States::Count(v) => v[i] = 0,
+            States::Count(v) => v.set(i, 0),
             States::IntSum(v) => v[i] = (0, 0),
-            States::FloatSum(v) => v[i] = (SmallSum::default(), 0),
+            States::FloatSum(v, c) => {
+                v[i] = SmallSum::default();
+                c.set(i, 0);
+            }
             States::Extreme(v) => v[i] = Value::Null,
             States::Pick(v) => v[i] = None,
             States::Distinct(v) => v[i] = BTreeSet::new(),
@@ -285,7 +392,7 @@ impl States {
             SmallSum::Fixed { .. } => 0,
         };
         match self {
-            States::FloatSum(v) => wide(&v[i].0),
+            States::FloatSum(v, _) => wide(&v[i]),
             States::Moments(v) => wide(&v[i].0) + wide(&v[i].1),
             States::Pick(v) => v[i].as_ref().map_or(0, |_| 64),
             States::Distinct(v) => v[i].len() * 48,
@@ -309,9 +416,9 @@ impl States {
     /// The fixed size of one slot.
     pub fn slot_bytes(&self) -> usize {
         match self {
-            States::Count(_) => 8,
+            States::Count(_) => 4,
             States::IntSum(_) => 32,
-            States::FloatSum(_) => 32,
+            States::FloatSum(..) => 28,
             States::Extreme(_) => std::mem::size_of::<Value>(),
             States::Pick(_) => 8,
             States::Distinct(_) => 24,
@@ -544,9 +651,9 @@ impl Aggregate {
     /// Empty states (no slots) of this aggregate.
     pub fn states(&self) -> States {
         match self.func {
-            Func::CountStar | Func::Count => States::Count(Vec::new()),
+            Func::CountStar | Func::Count => States::Count(Counts::default()),
             Func::CountDistinct => States::Distinct(Vec::new()),
-            Func::Sum | Func::Avg if self.float => States::FloatSum(Vec::new()),
+            Func::Sum | Func::Avg if self.float => States::FloatSum(Vec::new(), Counts::default()),
             Func::Sum | Func::Avg => States::IntSum(Vec::new()),
             Func::Min | Func::Max => States::Extreme(Vec::new()),
             Func::First | Func::Last => States::Pick(Vec::new()),
@@ -612,35 +719,33 @@ impl Aggregate {
             (States::Count(v), None) => {
                 for (r, s) in pairs {
                     if !filtered || args.passes(r) {
-                        v[s] += 1;
+                        v.incr(s);
                     }
                 }
             }
             (States::Count(v), Some(a)) => {
                 for (r, s) in pairs {
                     if a.is_valid(r) && (!filtered || args.passes(r)) {
-                        v[s] += 1;
+                        v.incr(s);
                     }
                 }
             }
-            (States::FloatSum(v), Some(a)) if a.data_type() == &DataType::Float64 => {
+            (States::FloatSum(v, c), Some(a)) if a.data_type() == &DataType::Float64 => {
                 let a = a.as_primitive::<Float64Type>();
                 let xs = a.values();
                 match a.nulls().filter(|n| n.null_count() > 0) {
                     None if !filtered => {
                         let xs = &xs[start..start + slots.len()];
                         for (&x, &s) in xs.iter().zip(slots) {
-                            let e = &mut v[s as usize];
-                            e.0.add(x);
-                            e.1 += 1;
+                            v[s as usize].add(x);
+                            c.incr(s as usize);
                         }
                     }
                     _ => {
                         for (r, s) in pairs {
                             if a.is_valid(r) && args.passes(r) {
-                                let e = &mut v[s];
-                                e.0.add(xs[r]);
-                                e.1 += 1;
+                                v[s].add(xs[r]);
+                                c.incr(s);
                             }
                         }
                     }
@@ -701,13 +806,13 @@ impl Aggregate {
         if v == Value::Null {
             if self.func == Func::CountStar {
                 if let States::Count(c) = st {
-                    c[i] += 1;
+                    c.incr(i);
                 }
             }
             return;
         }
         match st {
-            States::Count(c) => c[i] += 1,
+            States::Count(c) => c.incr(i),
             States::Distinct(d) => {
                 if !d[i].contains(&v) {
                     d[i].insert(v);
@@ -717,9 +822,9 @@ impl Aggregate {
                 s[i].0 += int(&v);
                 s[i].1 += 1;
             }
-            States::FloatSum(s) => {
-                s[i].0.add(v.as_f64().unwrap_or(0.0));
-                s[i].1 += 1;
+            States::FloatSum(s, c) => {
+                s[i].add(v.as_f64().unwrap_or(0.0));
+                c.incr(i);
             }
             States::Extreme(x) => {
                 let better = match &x[i] {
@@ -759,7 +864,7 @@ impl Aggregate {
     /// The value of slot `i`.
     pub fn finish_at(&self, st: &States, i: usize) -> Value {
         match st {
-            States::Count(c) => Value::I64(c[i] as i64),
+            States::Count(c) => Value::I64(c.get(i) as i64),
             States::Distinct(d) => Value::I64(d[i].len() as i64),
             States::IntSum(s) => match s[i] {
                 (_, 0) => Value::Null,
@@ -771,9 +876,9 @@ impl Aggregate {
                     _ => i64::try_from(sum).map(Value::I64).unwrap_or(Value::Null),
                 },
             },
-            States::FloatSum(s) => match &s[i] {
+            States::FloatSum(s, c) => match (&s[i], c.get(i)) {
                 (_, 0) => Value::Null,
-                (sum, n) if self.func == Func::Avg => Value::F64(sum.value() / *n as f64),
+                (sum, n) if self.func == Func::Avg => Value::F64(sum.value() / n as f64),
                 (sum, _) => Value::F64(sum.value()),
             },
             States::Extreme(x) => x[i].clone(),
@@ -815,7 +920,7 @@ impl Aggregate {
     /// Adds `from`'s slot `j` into `into`'s slot `i`.
     pub fn merge_at(&self, into: &mut States, i: usize, from: &States, j: usize) {
         match (into, from) {
-            (States::Count(a), States::Count(b)) => a[i] += b[j],
+            (States::Count(a), States::Count(b)) => a.add(i, b.get(j)),
             (States::Distinct(a), States::Distinct(b)) => {
                 let b = &b[j];
                 a[i].extend(b.iter().cloned())
@@ -824,9 +929,9 @@ impl Aggregate {
                 a[i].0 += b[j].0;
                 a[i].1 += b[j].1;
             }
-            (States::FloatSum(a), States::FloatSum(b)) => {
-                a[i].0.merge(&b[j].0);
-                a[i].1 += b[j].1;
+            (States::FloatSum(a, c), States::FloatSum(b, d)) => {
+                a[i].merge(&b[j]);
+                c.add(i, d.get(j));
             }
             (States::Extreme(a), States::Extreme(b)) => {
                 let b = &b[j];

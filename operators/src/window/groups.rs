@@ -252,8 +252,8 @@ impl KeyStore {
         match self.store {
             Store::Unit => {}
             Store::Int => {
-                if gi >= self.ints.len() {
-                    self.ints.resize(gi + 1, 0);
+                while gi >= self.ints.len() {
+                    crate::aggregate::push_growing(&mut self.ints, 0);
                 }
                 if let KeyRef::Int(v) = key {
                     self.ints[gi] = v;
@@ -268,11 +268,16 @@ impl KeyStore {
                 }
             }
             Store::Bytes => {
-                // Never removed, so slots come in order.
+                // Never removed, so slots come in order. Grown by a quarter when full, as
+                // the aggregate states are (`push_growing`).
                 if let KeyRef::Bytes(b) = key {
+                    if self.bytes.len() + b.len() > self.bytes.capacity() {
+                        self.bytes
+                            .reserve_exact((self.bytes.len() / 4).max(b.len()).max(64));
+                    }
                     self.bytes.extend_from_slice(b);
                 }
-                self.offsets.push(self.bytes.len() as u32);
+                crate::aggregate::push_growing(&mut self.offsets, self.bytes.len() as u32);
             }
         }
     }

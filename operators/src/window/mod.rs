@@ -300,7 +300,7 @@ impl WindowSpec {
         Record {
             values,
             meta: Meta {
-                ingest: accs.ingest[slot as usize],
+                ingest: accs.ingest.get(slot as usize),
                 watermark: end.max(1) as Time - 1,
             },
         }

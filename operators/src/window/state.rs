@@ -26,11 +26,151 @@ use crate::time::format_rfc3339;
 use crate::value::Micros;
 use crate::Time;
 
+/// Each slot's newest ingest time (for latency). While a state's ingest times stay within
+/// about 35 minutes of the first one (a window's records usually do) each is 32 bits, an offset
+/// from a base; one that does not fit widens them all to 64 bits.
+pub(super) enum Ingests {
+    /// `0`: none yet; otherwise `base + v - 1`.
+    Narrow { base: Option<Micros>, v: Vec<u32> },
+    /// `Micros::MIN`: none yet.
+    Wide(Vec<Micros>),
+}
+
+impl Default for Ingests {
+    fn default() -> Ingests {
+        Ingests::Narrow {
+            base: None,
+            v: Vec::new(),
+        }
+    }
+}
+
+impl Ingests {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Ingests::Narrow { v, .. } => v.len(),
+            Ingests::Wide(v) => v.len(),
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            Ingests::Narrow { v, .. } => v.capacity(),
+            Ingests::Wide(v) => v.capacity(),
+        }
+    }
+
+    fn width(&self) -> usize {
+        match self {
+            Ingests::Narrow { .. } => 4,
+            Ingests::Wide(_) => 8,
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Ingests::default();
+    }
+
+    fn reserve_exact(&mut self, n: usize) {
+        match self {
+            Ingests::Narrow { v, .. } => v.reserve_exact(n),
+            Ingests::Wide(v) => v.reserve_exact(n),
+        }
+    }
+
+    fn push_none(&mut self) {
+        match self {
+            Ingests::Narrow { v, .. } => crate::aggregate::push_growing(v, 0),
+            Ingests::Wide(v) => crate::aggregate::push_growing(v, Micros::MIN),
+        }
+    }
+
+    fn reset(&mut self, i: usize) {
+        match self {
+            Ingests::Narrow { v, .. } => v[i] = 0,
+            Ingests::Wide(v) => v[i] = Micros::MIN,
+        }
+    }
+
+    /// Slot `i`'s newest ingest time (`Micros::MIN`: none).
+    pub(super) fn get(&self, i: usize) -> Micros {
+        match self {
+            Ingests::Narrow { v, .. } if v[i] == 0 => Micros::MIN,
+            Ingests::Narrow { base, v } => base.unwrap_or(0) + v[i] as Micros - 1,
+            Ingests::Wide(v) => v[i],
+        }
+    }
+
+    /// Makes sure times from `lo` to `hi` can be held.
+    fn fit(&mut self, lo: Micros, hi: Micros) {
+        if let Ingests::Narrow { base, v } = self {
+            if lo == Micros::MIN {
+                return;
+            }
+            let b = *base.get_or_insert(lo.saturating_sub(1 << 31));
+            let fits = |x: Micros| x >= b && x.saturating_sub(b) < u32::MAX as Micros;
+            if !(fits(lo) && fits(hi)) {
+                let wide = v
+                    .iter()
+                    .map(|&x| match x {
+                        0 => Micros::MIN,
+                        x => b + x as Micros - 1,
+                    })
+                    .collect();
+                *self = Ingests::Wide(wide);
+            }
+        }
+    }
+
+    /// Raises slot `i` to `x` if that is newer.
+    fn raise(&mut self, i: usize, x: Micros) {
+        self.fit(x, x);
+        match self {
+            Ingests::Narrow { base, v } if x != Micros::MIN => {
+                let e = (x - base.unwrap_or(0) + 1) as u32;
+                v[i] = v[i].max(e);
+            }
+            Ingests::Narrow { .. } => {}
+            Ingests::Wide(v) => v[i] = v[i].max(x),
+        }
+    }
+
+    /// Raises `slots[k]` to `xs[k]` where that is newer; all of `xs` lie in `lo..=hi`.
+    fn raise_all(&mut self, xs: &[Micros], slots: &[u32], (lo, hi): (Micros, Micros)) {
+        if xs.is_empty() {
+            return;
+        }
+        if lo == Micros::MIN {
+            for (&x, &s) in xs.iter().zip(slots) {
+                self.raise(s as usize, x);
+            }
+            return;
+        }
+        self.fit(lo, hi);
+        match self {
+            Ingests::Narrow { base, v } => {
+                let b = base.unwrap_or(0);
+                for (&x, &s) in xs.iter().zip(slots) {
+                    let e = (x - b + 1) as u32;
+                    let c = &mut v[s as usize];
+                    *c = (*c).max(e);
+                }
+            }
+            Ingests::Wide(v) => {
+                for (&x, &s) in xs.iter().zip(slots) {
+                    let c = &mut v[s as usize];
+                    *c = (*c).max(x);
+                }
+            }
+        }
+    }
+}
+
 /// Aggregate states of many groups (or sessions, or queued panes), one slot each.
 pub(super) struct Accs {
     pub(super) states: Vec<States>,
     /// Each slot's newest ingest time.
-    pub(super) ingest: Vec<Micros>,
+    pub(super) ingest: Ingests,
     /// Late records each slot includes (kept with `late = "update"` only).
     pub(super) late: Vec<u64>,
     free: Vec<u32>,
@@ -41,7 +181,7 @@ impl Accs {
     pub(super) fn new(spec: &WindowSpec) -> Accs {
         Accs {
             states: spec.aggregates.iter().map(|a| a.states()).collect(),
-            ingest: Vec::new(),
+            ingest: Ingests::default(),
             late: Vec::new(),
             free: Vec::new(),
             track_late: matches!(spec.late, LatePolicy::Update { .. }),
@@ -53,14 +193,14 @@ impl Accs {
         if let Some(i) = self.free.pop() {
             let u = i as usize;
             self.states.iter_mut().for_each(|s| s.reset(u));
-            self.ingest[u] = Micros::MIN;
+            self.ingest.reset(u);
             if self.track_late {
                 self.late[u] = 0;
             }
             return i;
         }
         self.states.iter_mut().for_each(States::push_default);
-        self.ingest.push(Micros::MIN);
+        self.ingest.push_none();
         if self.track_late {
             self.late.push(0);
         }
@@ -99,7 +239,7 @@ impl Accs {
         {
             a.merge_at(s, iu, f, ju);
         }
-        self.ingest[iu] = self.ingest[iu].max(from.ingest[ju]);
+        self.ingest.raise(iu, from.ingest.get(ju));
         if self.track_late {
             self.late[iu] += from.late.get(ju).copied().unwrap_or(0);
         }
@@ -135,10 +275,11 @@ impl Accs {
         {
             a.update_batch(s, args, start, slots, batch.ts);
         }
-        for (&i, &s) in batch.ingest[start..start + slots.len()].iter().zip(slots) {
-            let e = &mut self.ingest[s as usize];
-            *e = (*e).max(i);
-        }
+        self.ingest.raise_all(
+            &batch.ingest[start..start + slots.len()],
+            slots,
+            batch.ingest_range,
+        );
     }
 
     /// The late records slot `i` includes.
@@ -149,7 +290,7 @@ impl Accs {
     /// Bytes held by `slots`.
     pub(super) fn bytes(&self, slots: impl Iterator<Item = u32> + Clone) -> usize {
         let fixed: usize = self.states.iter().map(States::slot_bytes).sum::<usize>()
-            + 8
+            + self.ingest.width()
             + if self.track_late { 8 } else { 0 };
         let mut total = self.ingest.capacity() * fixed;
         for s in self.states.iter().filter(|s| s.has_extra()) {
@@ -166,12 +307,22 @@ impl Accs {
 pub(super) struct Batch<'c> {
     pub(super) k: Keyed<'c>,
     pub(super) args: Vec<Args>,
+    /// The earliest and latest ingest times of the batch.
+    ingest_range: (Micros, Micros),
 }
 
 impl<'c> Batch<'c> {
     pub(super) fn new(spec: &WindowSpec, chunk: &'c Chunk) -> Batch<'c> {
+        let k = Keyed::new(&spec.key_kind, &spec.group_by, spec.time, chunk);
+        let ingest_range = k
+            .ingest
+            .iter()
+            .fold((Micros::MAX, Micros::MIN), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            });
         Batch {
-            k: Keyed::new(&spec.key_kind, &spec.group_by, spec.time, chunk),
+            k,
+            ingest_range,
             args: spec
                 .aggregates
                 .iter()
@@ -845,5 +996,37 @@ impl Outs {
             &mut self.dead,
             &mut self.late,
         );
+    }
+}
+
+#[cfg(test)]
+mod ingest_tests {
+    use super::Ingests;
+    use crate::value::Micros;
+
+    /// Ingest times are 32-bit offsets while they fit, and widen without losing any when one
+    /// does not; the newest per slot wins in both forms.
+    #[test]
+    fn ingest_times_widen_when_they_do_not_fit() {
+        let mut g = Ingests::default();
+        for _ in 0..3 {
+            g.push_none();
+        }
+        let t0: Micros = 1_767_225_600_000_000;
+        g.raise_all(&[t0, t0 + 5, t0 - 7], &[0, 0, 1], (t0 - 7, t0 + 5));
+        assert_eq!(
+            (g.get(0), g.get(1), g.get(2)),
+            (t0 + 5, t0 - 7, Micros::MIN)
+        );
+        assert!(matches!(g, Ingests::Narrow { .. }));
+        // An hour later: past 32 bits of microseconds from the base.
+        let later = t0 + 3_600_000_000;
+        g.raise(2, later);
+        assert!(matches!(g, Ingests::Wide(_)));
+        assert_eq!((g.get(0), g.get(1), g.get(2)), (t0 + 5, t0 - 7, later));
+        g.raise_all(&[t0 + 1], &[0], (t0 + 1, t0 + 1));
+        assert_eq!(g.get(0), t0 + 5);
+        g.reset(0);
+        assert_eq!(g.get(0), Micros::MIN);
     }
 }
