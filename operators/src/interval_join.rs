@@ -91,7 +91,7 @@ impl Side {
     fn new(spec: &IntervalJoinSpec, side: usize) -> Side {
         let c = &spec.common;
         Side {
-            stored: Stored::new(&c.stored_types[side]),
+            stored: c.new_store(side),
             keys: Groups::new(&c.key_kind, true),
             index: Vec::new(),
             expiry: BinaryHeap::new(),
@@ -113,6 +113,10 @@ impl Side {
             ix.clear();
         } else if ix.is_empty() {
             self.empty = self.empty.saturating_sub(1);
+        }
+        if ix.len() == ix.capacity() {
+            // Grown by a quarter, not doubled: a key may hold many records.
+            ix.reserve_exact((ix.len() / 4).max(4));
         }
         let st = &self.stored;
         let at = if ix.back().is_none_or(|&last| st.ts(last) <= ts) {

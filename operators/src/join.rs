@@ -185,6 +185,13 @@ impl JoinCommon {
         }
     }
 
+    /// An empty store for `side`'s records (its selected fields; the event time among them,
+    /// if selected, is the store's time column).
+    pub(crate) fn new_store(&self, side: usize) -> crate::side_store::Stored {
+        let time = self.stored[side].binary_search(&self.time(side)).ok();
+        crate::side_store::Stored::with_time(&self.stored_types[side], time)
+    }
+
     /// Stores row `r` of batch `b` in `st`.
     pub(crate) fn store(
         &self,

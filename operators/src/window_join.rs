@@ -50,7 +50,6 @@ use crate::chunk::Chunk;
 use crate::join::{JoinBatch, JoinCommon, JoinOutputs, JoinStreams, Src};
 use crate::late::LateCounts;
 use crate::metrics::ComponentMetrics;
-use crate::side_store::Stored;
 use crate::value::{Micros, Value};
 use crate::window::Groups;
 use crate::{Batches, Time};
@@ -117,10 +116,7 @@ pub fn window_join_batches<'s>(
     let (mut outs, streams) = JoinOutputs::new(&mut builder);
     builder.build(move |_caps| {
         let c = &spec.common;
-        let mut stored = [
-            Stored::new(&c.stored_types[0]),
-            Stored::new(&c.stored_types[1]),
-        ];
+        let mut stored = [c.new_store(0), c.new_store(1)];
         let mut windows: BTreeMap<Micros, WinTable> = BTreeMap::new();
         let mut held: Option<Capability<Time>> = None;
         let mut dead_buf = Vec::new();
