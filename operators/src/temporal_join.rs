@@ -116,12 +116,100 @@ impl TemporalJoinSpec {
     }
 }
 
+/// Bytes, up to 22 of them inline: cloned by a copy (differential clones keys and values as
+/// it sorts and merges), compared as byte strings.
+#[derive(Clone)]
+pub enum Packed {
+    /// Up to 22 bytes: the length, then the bytes.
+    Inline(u8, [u8; 22]),
+    /// More.
+    Heap(Box<[u8]>),
+}
+
+impl Packed {
+    /// `tag` then `bytes`.
+    #[inline]
+    fn tagged(tag: u8, bytes: &[u8]) -> Packed {
+        if bytes.len() < 22 {
+            let mut data = [0u8; 22];
+            data[0] = tag;
+            data[1..=bytes.len()].copy_from_slice(bytes);
+            Packed::Inline(bytes.len() as u8 + 1, data)
+        } else {
+            let mut v = Vec::with_capacity(bytes.len() + 1);
+            v.push(tag);
+            v.extend_from_slice(bytes);
+            Packed::Heap(v.into_boxed_slice())
+        }
+    }
+
+    /// `bytes`.
+    #[inline]
+    fn new(bytes: &[u8]) -> Packed {
+        match bytes.split_first() {
+            Some((&tag, rest)) => Packed::tagged(tag, rest),
+            None => Packed::default(),
+        }
+    }
+
+    /// The bytes.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Packed::Inline(n, data) => &data[..*n as usize],
+            Packed::Heap(b) => b,
+        }
+    }
+}
+
+impl Default for Packed {
+    fn default() -> Packed {
+        Packed::Inline(0, [0; 22])
+    }
+}
+
+impl PartialEq for Packed {
+    #[inline]
+    fn eq(&self, other: &Packed) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+impl Eq for Packed {}
+impl PartialOrd for Packed {
+    #[inline]
+    fn partial_cmp(&self, other: &Packed) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Packed {
+    #[inline]
+    fn cmp(&self, other: &Packed) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_slice())
+    }
+}
+
 /// A join key in the arrangement: its hash first, so that sorting and merging mostly compare
-/// one integer, then its bytes ([`KeyView::write_bytes`](crate::window::KeyView)).
+/// one integer, then its bytes (a tag, then the value: `KeyView::with_key_bytes`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct VersionKey {
     hash: u64,
-    bytes: SmallVec<[u8; 16]>,
+    bytes: Packed,
+}
+
+impl VersionKey {
+    /// Row `r`'s key in `b`.
+    #[inline]
+    fn of(b: &JoinBatch<'_>, r: usize) -> VersionKey {
+        VersionKey {
+            hash: b.hashes[r],
+            bytes: b.keys.with_key_bytes(r, Packed::tagged),
+        }
+    }
 }
 
 impl Hash for VersionKey {
@@ -153,7 +241,7 @@ impl Hasher for Carried {
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version {
     ts: Micros,
-    row: SmallVec<[u8; 24]>,
+    row: Packed,
     ingest: Micros,
 }
 
@@ -271,16 +359,12 @@ fn versions<'s>(
                             );
                             continue;
                         }
-                        let mut key = VersionKey {
-                            hash: b.hashes[r],
-                            bytes: SmallVec::new(),
-                        };
-                        b.keys.write_bytes(r, &mut key.bytes);
+                        let key = VersionKey::of(&b, r);
                         let me = Version {
                             ts,
                             row: encoded
                                 .as_ref()
-                                .map(|e| SmallVec::from_slice(e.row(r).data()))
+                                .map(|e| Packed::new(e.row(r).data()))
                                 .unwrap_or_default(),
                             ingest: b.ingest[r],
                         };
@@ -552,11 +636,7 @@ pub fn join_table<'s>(
                             );
                             continue;
                         }
-                        let mut key = VersionKey {
-                            hash: b.hashes[r],
-                            bytes: SmallVec::new(),
-                        };
-                        b.keys.write_bytes(r, &mut key.bytes);
+                        let key = VersionKey::of(&b, r);
                         waiting.push(Entry {
                             ts,
                             key,
@@ -630,7 +710,7 @@ pub fn join_table<'s>(
                 let cols = rows.columns(
                     met.iter()
                         .filter_map(|(_, v)| v.as_ref())
-                        .map(|v| &v.row[..]),
+                        .map(|v| v.row.as_slice()),
                 );
                 let mut buf = Vec::with_capacity(met.len());
                 let mut next = 0;

@@ -124,21 +124,16 @@ impl<'a> KeyView<'a> {
         }
     }
 
-    /// Appends row `row`'s key to `out` as bytes that are equal exactly when the keys are: a
-    /// NULL key is `[0]`, any other `[1]` then its value (an integer's 8 bytes, a string's
-    /// bytes, a row of Arrow's row format).
-    pub(crate) fn write_bytes(&self, row: usize, out: &mut SmallKey) {
+    /// Row `row`'s key as a tag and bytes that are equal exactly when the keys are: a NULL
+    /// key is tag 0 with no bytes, any other tag 1 and its value (an integer's 8 bytes, a
+    /// string's bytes, a row of Arrow's row format); given to `f`.
+    #[inline]
+    pub(crate) fn with_key_bytes<T>(&self, row: usize, f: impl FnOnce(u8, &[u8]) -> T) -> T {
         match Groups::view_key(self, row) {
-            KeyRef::Unit => {}
-            KeyRef::Null => out.push(0),
-            KeyRef::Int(v) => {
-                out.push(1);
-                out.extend_from_slice(&v.to_be_bytes());
-            }
-            KeyRef::Bytes(b) => {
-                out.push(1);
-                out.extend_from_slice(b);
-            }
+            KeyRef::Unit => f(1, &[]),
+            KeyRef::Null => f(0, &[]),
+            KeyRef::Int(v) => f(1, &v.to_be_bytes()),
+            KeyRef::Bytes(b) => f(1, b),
         }
     }
 
@@ -198,7 +193,7 @@ impl KeyRef<'_> {
 }
 
 /// A byte key of a table that removes keys: up to 16 bytes inline, longer ones on the heap.
-pub(crate) type SmallKey = smallvec::SmallVec<[u8; 16]>;
+type SmallKey = smallvec::SmallVec<[u8; 16]>;
 
 /// Where a table keeps its keys.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
