@@ -601,6 +601,10 @@ fn compare_runs_each_configuration_on_several_processes() {
         "1s",
         "--warmup",
         "200ms",
+        // Windows of 100 ms, so many close within the measured second even on a busy machine
+        // (results flushed by the stop are not measured).
+        "--set",
+        "transforms.per_device.size=\"100ms\"",
     ];
     // All processes on this machine, started by compare itself.
     let mut local = args.to_vec();
