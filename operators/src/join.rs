@@ -223,6 +223,33 @@ impl JoinCommon {
         n.untimed(r, |r| self.dead_letter(side, r, why), dead);
     }
 
+    /// Row `r` of batch `b` of `side` (at capability time `t`): its event time when it has one
+    /// and is not behind its watermark. Otherwise it is set aside — dead-lettered without an
+    /// event time, routed by the late policy when late (`what` ends the reason) — and `None`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_time(
+        &self,
+        side: usize,
+        b: &crate::keyed::Keyed<'_>,
+        r: usize,
+        t: Time,
+        what: &str,
+        n: &mut LateCounts,
+        dead: &mut Vec<Record>,
+        late: &mut Vec<Record>,
+    ) -> Option<Micros> {
+        let Some(ts) = b.time(r) else {
+            self.untimed(side, &b.record(r), n, dead);
+            return None;
+        };
+        let wm = b.watermark_at(r, t);
+        if (ts.max(0) as Time) < wm {
+            self.route_late(side, b.record(r), ts, wm, what, n, dead, late);
+            return None;
+        }
+        Some(ts)
+    }
+
     /// Routes a late record of `side` by the late policy; `what` ends the dead-letter reason.
     #[allow(clippy::too_many_arguments)]
     pub fn route_late(

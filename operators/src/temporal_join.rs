@@ -245,6 +245,9 @@ pub struct Version {
     ingest: Micros,
 }
 
+/// Why a late record of either side is set aside.
+const GONE: &str = "the versions it should meet may be gone";
+
 /// A differential update.
 type Update<D> = (D, Time, isize);
 /// The arranged versions.
@@ -340,25 +343,10 @@ fn versions<'s>(
                     let kept: Vec<&ArrayRef> = rcols.iter().map(|&p| &cols[p]).collect();
                     let encoded = rows.convert(&kept, chunk.len());
                     for r in 0..chunk.len() {
-                        let Some(ts) = b.time(r) else {
-                            c.untimed(1, &b.record(r), &mut counts, &mut dead_buf);
+                        let (dead, late) = (&mut dead_buf, &mut late_buf);
+                        let Some(ts) = c.on_time(1, &b, r, t, GONE, &mut counts, dead, late) else {
                             continue;
                         };
-                        let wm = b.watermark_at(r, t);
-                        if t_of(ts) < wm {
-                            let what = "the versions it should meet may be gone";
-                            c.route_late(
-                                1,
-                                b.record(r),
-                                ts,
-                                wm,
-                                what,
-                                &mut counts,
-                                &mut dead_buf,
-                                &mut late_buf,
-                            );
-                            continue;
-                        }
                         let key = VersionKey::of(&b, r);
                         let me = Version {
                             ts,
@@ -616,26 +604,11 @@ pub fn join_table<'s>(
                     let slot = waiting.keep(chunk, 0);
                     let mut kept = 0;
                     for r in 0..chunk.len() {
-                        let Some(ts) = b.time(r) else {
-                            c.untimed(0, &b.record(r), &mut counts, &mut dead_buf);
+                        let (dead, late) = (&mut dead_buf, &mut late_buf);
+                        let Some(ts) = c.on_time(0, &b, r, t, GONE, &mut counts, dead, late) else {
                             continue;
                         };
-                        let wm = b.watermark_at(r, t);
                         let tt = ts.max(0) as Time;
-                        if tt < wm {
-                            let what = "the versions it should meet may be gone";
-                            c.route_late(
-                                0,
-                                b.record(r),
-                                ts,
-                                wm,
-                                what,
-                                &mut counts,
-                                &mut dead_buf,
-                                &mut late_buf,
-                            );
-                            continue;
-                        }
                         let key = VersionKey::of(&b, r);
                         waiting.push(Entry {
                             ts,
