@@ -760,3 +760,123 @@ pub fn join_table<'s>(
         late_right: table.late.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Field, Schema};
+    use crate::value::FieldType;
+    use std::sync::Mutex;
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::{Capture, ToStream};
+
+    /// Fields: ts, k (u64), s (string), id (u64).
+    fn schema() -> Schema {
+        Schema::new(vec![
+            Field::new("ts", FieldType::Timestamp),
+            Field::new("k", FieldType::U64),
+            Field::new("s", FieldType::String),
+            Field::new("id", FieldType::U64),
+        ])
+        .with_time("ts")
+    }
+
+    /// `n` records with keys from a small domain and many equal times, ids from `first`.
+    fn records(n: u64, first: u64, seed: u64) -> Vec<(i64, u64, String, u64)> {
+        let mut x = seed;
+        (0..n)
+            .map(|i| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let ts = ((x >> 33) % 500) as i64;
+                let k = (x >> 20) % 7;
+                let s = ["a", "bb", "", "ccc"][((x >> 12) % 4) as usize].to_string();
+                (ts, k, s, first + i)
+            })
+            .collect()
+    }
+
+    fn rec((ts, k, s, id): &(i64, u64, String, u64)) -> Record {
+        Record::new(vec![
+            Value::Ts(*ts),
+            Value::U64(*k),
+            Value::Str(s.as_str().into()),
+            Value::U64(*id),
+        ])
+    }
+
+    /// The temporal join on an integer key, a string key and a key of both (Arrow's row
+    /// format), inner and left outer, on 1 and 3 workers, against a brute-force reference: each
+    /// left record meets the right record of its key with the largest (time, id) at or before
+    /// its time.
+    #[test]
+    fn every_key_kind_matches_the_brute_force_reference() {
+        let lefts = records(2_000, 0, 1);
+        let rights = records(400, 100_000, 2);
+        for key in [vec![1], vec![2], vec![2, 1]] {
+            for outer in [false, true] {
+                let mut want: Vec<(u64, Option<u64>)> = lefts
+                    .iter()
+                    .filter_map(|l| {
+                        let same = |r: &&(i64, u64, String, u64)| {
+                            key.iter().all(|&f| match f {
+                                1 => r.1 == l.1,
+                                _ => r.2 == l.2,
+                            })
+                        };
+                        let best = rights
+                            .iter()
+                            .filter(same)
+                            .filter(|r| r.0 <= l.0)
+                            .max_by_key(|r| (r.0, r.3))
+                            .map(|r| r.3);
+                        (best.is_some() || outer).then_some((l.3, best))
+                    })
+                    .collect();
+                want.sort();
+                assert!(want.iter().any(|w| w.1.is_none()) == outer);
+                for workers in [1, 3] {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    let tx = Mutex::new(tx);
+                    let (l, r, k) = (lefts.clone(), rights.clone(), key.clone());
+                    timely::execute(timely::Config::process(workers), move |worker| {
+                        let (me, n) = (worker.index(), worker.peers());
+                        let tx = tx.lock().unwrap().clone();
+                        let common = JoinCommon::new(
+                            "j",
+                            &schema(),
+                            &schema(),
+                            k.clone(),
+                            k.clone(),
+                            vec![(1, 3), (0, 3)],
+                            LatePolicy::DeadLetter,
+                        );
+                        let spec = Arc::new(TemporalJoinSpec {
+                            common,
+                            left_outer: outer,
+                        });
+                        let mine = |v: &[(i64, u64, String, u64)]| -> Vec<Record> {
+                            v.iter().skip(me).step_by(n).map(rec).collect()
+                        };
+                        let (l, r) = (mine(&l), mine(&r));
+                        worker.dataflow::<Time, _, _>(move |scope| {
+                            let l = l.to_stream(scope).container::<Vec<Record>>();
+                            let r = r.to_stream(scope).container::<Vec<Record>>();
+                            temporal_join(l, r, spec, Arc::default())
+                                .results
+                                .capture_into(tx);
+                        });
+                    })
+                    .unwrap();
+                    let mut got: Vec<(u64, Option<u64>)> = rx
+                        .extract()
+                        .into_iter()
+                        .flat_map(|(_, v)| v)
+                        .map(|r| (r.values[1].as_u64().unwrap(), r.values[0].as_u64()))
+                        .collect();
+                    got.sort();
+                    assert_eq!(got, want, "key {key:?}, outer {outer}, {workers} workers");
+                }
+            }
+        }
+    }
+}
