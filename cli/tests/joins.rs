@@ -649,3 +649,68 @@ fn join_max_state_fails_the_run_with_a_message() {
         "{err}"
     );
 }
+
+/// A key with a NULL field equals no key, as in SQL: such records meet nothing in any join
+/// kind — left outer joins keep the left ones with NULL right fields, and a full window join
+/// the right ones too — while records with the same non-NULL key still meet. Hand-checked.
+#[test]
+fn a_null_key_meets_nothing_in_any_join() {
+    let dir = workspace();
+    let left = "{\"id\":1,\"ts\":\"2026-01-01T00:00:01Z\",\"k\":\"a\"}\n\
+                {\"id\":2,\"ts\":\"2026-01-01T00:00:02Z\",\"k\":null}\n\
+                {\"id\":3,\"ts\":\"2026-01-01T00:00:03Z\"}\n";
+    let right = "{\"id\":11,\"ts\":\"2026-01-01T00:00:00Z\",\"k\":\"a\"}\n\
+                 {\"id\":12,\"ts\":\"2026-01-01T00:00:00Z\",\"k\":null}\n";
+    write(dir.path(), "left.jsonl", left);
+    write(dir.path(), "right.jsonl", right);
+    let pipeline = |join: &str, how: &str| {
+        format!(
+            "[pipeline]\nname = \"n\"\n\
+             [sources.l]\ntype = \"file\"\npath = \"left.jsonl\"\nformat = \"jsonl\"\n\
+             schema = {{ id = \"u64\", ts = \"timestamp\", k = \"string\" }}\n\
+             [sources.r]\ntype = \"file\"\npath = \"right.jsonl\"\nformat = \"jsonl\"\n\
+             schema = {{ id = \"u64\", ts = \"timestamp\", k = \"string\" }}\n\
+             [transforms.j]\ntype = \"join\"\ninputs = [\"l\", \"r\"]\non = [\"k\"]\n{join}\n\
+             join = \"{how}\"\nselect = [\"left.id AS l\", \"right.id AS r\"]\n\
+             [sinks.o]\ntype = \"file\"\ninputs = [\"j\"]\npath = \"out/j.jsonl\"\n"
+        )
+    };
+    let kinds = [
+        "kind = \"interval\"\nbetween = [\"-5s\", \"5s\"]",
+        "kind = \"window\"\nsize = \"10s\"",
+        "kind = \"temporal\"",
+    ];
+    for join in kinds {
+        for (how, want) in [
+            ("inner", vec![(Some(1), Some(11))]),
+            (
+                "left",
+                vec![(Some(1), Some(11)), (Some(2), None), (Some(3), None)],
+            ),
+            (
+                "full",
+                vec![
+                    (None, Some(12)),
+                    (Some(1), Some(11)),
+                    (Some(2), None),
+                    (Some(3), None),
+                ],
+            ),
+        ] {
+            if how == "full" && !join.contains("window") {
+                continue;
+            }
+            for workers in ["1", "2"] {
+                let p = write(dir.path(), "n.toml", &pipeline(join, how));
+                run_ok(dir.path(), &p, &["--workers", workers]);
+                let mut got: Vec<(Option<u64>, Option<u64>)> =
+                    json_lines(&dir.path().join("out/j.jsonl"))
+                        .iter()
+                        .map(|r| (r["l"].as_u64(), r["r"].as_u64()))
+                        .collect();
+                got.sort();
+                assert_eq!(got, want, "{join} {how} on {workers} workers");
+            }
+        }
+    }
+}

@@ -137,6 +137,9 @@ impl Side {
     /// The stored rows of batch row `r`'s key with times in `lo..=hi`, into `out`.
     fn matches(&self, b: &JoinBatch<'_>, r: usize, lo: Micros, hi: Micros, out: &mut Vec<u32>) {
         out.clear();
+        if b.key_is_null(r) {
+            return; // A NULL key equals no key.
+        }
         let Some(k) = self.keys.find(&b.keys, r, b.hashes[r]) else {
             return;
         };

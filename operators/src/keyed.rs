@@ -24,6 +24,15 @@ pub(crate) struct Keyed<'c> {
     pub(crate) ts_nulls: Option<&'c NullBuffer>,
     pub(crate) ingest: &'c [Micros],
     pub(crate) watermark: &'c [u64],
+    /// Which rows have a NULL in a key field, when some do.
+    key_nulls: KeyNulls,
+}
+
+/// Where a batch's keys are NULL.
+enum KeyNulls {
+    None,
+    All,
+    Some(NullBuffer),
 }
 
 impl<'c> Keyed<'c> {
@@ -33,6 +42,19 @@ impl<'c> Keyed<'c> {
         let cols = chunk.columns();
         let key_cols: Vec<&ArrayRef> = key.iter().map(|&p| &cols[p]).collect();
         let keys = KeyView::new(kind, &key_cols);
+        let mut key_nulls = KeyNulls::None;
+        for a in &key_cols {
+            if a.data_type() == &DataType::Null {
+                key_nulls = KeyNulls::All;
+                break;
+            }
+            if let Some(n) = a.nulls().filter(|n| n.null_count() > 0) {
+                key_nulls = match key_nulls {
+                    KeyNulls::Some(m) => KeyNulls::Some(NullBuffer::new(m.inner() & n.inner())),
+                    _ => KeyNulls::Some(n.clone()),
+                };
+            }
+        }
         let hashes = keys.hashes(chunk.len());
         let t = &cols[time];
         let (ts, ts_nulls): (&[Micros], _) = match t.data_type() {
@@ -50,6 +72,17 @@ impl<'c> Keyed<'c> {
             ts_nulls,
             ingest: chunk.ingest().as_primitive::<Int64Type>().values(),
             watermark: chunk.watermark().as_primitive::<UInt64Type>().values(),
+            key_nulls,
+        }
+    }
+
+    /// Whether row `r`'s key has a NULL field: it equals no key (SQL's rule for joins).
+    #[inline]
+    pub(crate) fn key_is_null(&self, r: usize) -> bool {
+        match &self.key_nulls {
+            KeyNulls::None => false,
+            KeyNulls::All => true,
+            KeyNulls::Some(n) => n.is_null(r),
         }
     }
 

@@ -347,6 +347,9 @@ fn versions<'s>(
                         let Some(ts) = c.on_time(1, &b, r, t, GONE, &mut counts, dead, late) else {
                             continue;
                         };
+                        if b.key_is_null(r) {
+                            continue; // A NULL key equals no key: no left record meets it.
+                        }
                         let key = VersionKey::of(&b, r);
                         let me = Version {
                             ts,
@@ -548,6 +551,25 @@ impl Waiting {
     }
 }
 
+/// The result of left row `r` of `chunk` (event time `ts`) meeting no version: its fields,
+/// NULL for the right's.
+fn record_unmet(c: &JoinCommon, chunk: &Chunk, r: usize, ts: Micros) -> Record {
+    Record {
+        values: c
+            .output
+            .iter()
+            .map(|&(side, p)| match side {
+                0 => chunk.value(p, r),
+                _ => Value::Null,
+            })
+            .collect(),
+        meta: Meta {
+            ingest: chunk.meta(r).ingest,
+            watermark: ts.max(0) as Time,
+        },
+    }
+}
+
 /// Builds a temporal join of `left` (batches already on the worker that holds their keys) with
 /// an arranged table. The first join of a table passes `owner = true` and carries the table's
 /// dead letters.
@@ -588,7 +610,7 @@ pub fn join_table<'s>(
         let mut upper = Antichain::from_elem(0);
         let mut ready = Vec::new();
         let mut met: Vec<(usize, Option<Version>)> = Vec::new();
-        let (mut dead_buf, mut late_buf) = (Vec::new(), Vec::new());
+        let (mut dead_buf, mut late_buf, mut unmet) = (Vec::new(), Vec::new(), Vec::new());
         move |frontiers| {
             let spec = &*spec;
             let c = &spec.common;
@@ -609,6 +631,13 @@ pub fn join_table<'s>(
                             continue;
                         };
                         let tt = ts.max(0) as Time;
+                        if b.key_is_null(r) {
+                            // A NULL key equals no key: no version, now or later.
+                            if spec.left_outer {
+                                unmet.push(record_unmet(c, chunk, r, ts));
+                            }
+                            continue;
+                        }
                         let key = VersionKey::of(&b, r);
                         waiting.push(Entry {
                             ts,
@@ -630,6 +659,7 @@ pub fn join_table<'s>(
                         n => waiting.chunks[slot as usize].as_mut().expect("kept").1 = n,
                     }
                 }
+                n_out += give_at(&mut outs.results, &cap, t, 0, &mut unmet);
                 outs.give_set_aside(&cap, t, 0, &mut dead_buf, &mut late_buf);
             });
             // Look up the records the table is complete for, in key order.
@@ -786,7 +816,9 @@ mod tests {
         let mut x = seed;
         (0..n)
             .map(|i| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let ts = ((x >> 33) % 500) as i64;
                 let k = (x >> 20) % 7;
                 let s = ["a", "bb", "", "ccc"][((x >> 12) % 4) as usize].to_string();

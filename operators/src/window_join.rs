@@ -84,6 +84,8 @@ pub struct WindowJoinSpec {
 struct WinTable {
     keys: Groups,
     rows: [Vec<Vec<u32>>; 2],
+    /// Each side's rows whose key has a NULL field: they equal no key, so they meet nothing.
+    nulls: [Vec<u32>; 2],
 }
 
 /// Builds a window join of `left` and `right` rows: packs them into chunks, exchanges them by
@@ -167,7 +169,14 @@ pub fn window_join_batches<'s>(
                                 let table = windows.entry(e).or_insert_with(|| WinTable {
                                     keys: Groups::new(&c.key_kind, false),
                                     rows: [Vec::new(), Vec::new()],
+                                    nulls: [Vec::new(), Vec::new()],
                                 });
+                                state += 1;
+                                e += w;
+                                if b.key_is_null(r) {
+                                    table.nulls[side].push(row);
+                                    continue;
+                                }
                                 let (k, _) = table.keys.slot(&b.keys, r, b.hashes[r]);
                                 let k = k as usize;
                                 for s in &mut table.rows {
@@ -176,8 +185,6 @@ pub fn window_join_batches<'s>(
                                     }
                                 }
                                 table.rows[side][k].push(row);
-                                state += 1;
-                                e += w;
                             }
                         }
                     }
@@ -224,9 +231,22 @@ pub fn window_join_batches<'s>(
                         }));
                     }
                 }
+                let [l_nulls, r_nulls] = &table.nulls;
+                state -= (l_nulls.len() + r_nulls.len()) as i64;
+                if spec.how != JoinHow::Inner {
+                    batch.extend(l_nulls.iter().map(|&l| {
+                        c.joined_src(Src::Stored(&stored[0], l), Src::Missing, &extra, t)
+                    }));
+                }
+                if spec.how == JoinHow::Full {
+                    batch.extend(r_nulls.iter().map(|&r| {
+                        c.joined_src(Src::Missing, Src::Stored(&stored[1], r), &extra, t)
+                    }));
+                }
                 // A record's last window is the one ending `size - slide` after its first.
                 for (side, rows) in table.rows.iter().enumerate() {
-                    for &row in rows.iter().flatten() {
+                    let nulls = table.nulls[side].iter();
+                    for &row in rows.iter().flatten().chain(nulls) {
                         let ts = stored[side].ts(row);
                         let pe = spec.offset + (ts - spec.offset).div_euclid(w) * w + w;
                         if pe + spec.size - w <= e {
@@ -249,7 +269,8 @@ pub fn window_join_batches<'s>(
                 for (side, st) in stored.iter_mut().enumerate() {
                     if let Some(map) = st.compact() {
                         for table in windows.values_mut() {
-                            for row in table.rows[side].iter_mut().flatten() {
+                            let nulls = table.nulls[side].iter_mut();
+                            for row in table.rows[side].iter_mut().flatten().chain(nulls) {
                                 *row = map[*row as usize];
                             }
                         }
