@@ -64,8 +64,9 @@ use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::cursor::{cursor_list, Cursor};
+use differential_dataflow::trace::cursor::Cursor;
 use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
+use differential_dataflow::trace::Navigable;
 use differential_dataflow::trace::TraceReader;
 use smallvec::SmallVec;
 use timely::container::CapacityContainerBuilder;
@@ -681,28 +682,51 @@ pub fn join_table<'s>(
                 let batches = trace
                     .batches_through(upper.borrow())
                     .expect("the table's trace holds its upper");
-                let (mut cursor, storage) = cursor_list(batches);
+                // A cursor per batch (keys are sought in order in each); a key's versions
+                // and their updates at or before the lookup time are summed across batches.
+                let mut cursors: Vec<_> = batches.iter().map(|b| b.cursor()).collect();
+                let mut found: Vec<(&Version, isize)> = Vec::new();
                 for (n, e) in ready.iter().enumerate() {
                     let t = e.ts.max(0) as Time;
-                    cursor.seek_key(&storage, &e.key);
-                    let mut best: Option<&Version> = None;
-                    if cursor.get_key(&storage) == Some(&e.key) {
-                        cursor.rewind_vals(&storage);
-                        while let Some(v) = cursor.get_val(&storage) {
+                    found.clear();
+                    for (cursor, b) in cursors.iter_mut().zip(&batches) {
+                        cursor.seek_key(b, &e.key);
+                        if cursor.get_key(b) != Some(&e.key) {
+                            continue;
+                        }
+                        cursor.rewind_vals(b);
+                        while let Some(v) = cursor.get_val(b) {
                             if v.ts > e.ts {
                                 break;
                             }
-                            // Valid at `t`: its updates at or before `t` add up to one.
                             let mut sum = 0;
-                            cursor.map_times(&storage, |time, diff| {
+                            cursor.map_times(b, |time, diff| {
                                 if *time <= t {
                                     sum += *diff;
                                 }
                             });
-                            if sum > 0 {
-                                best = Some(v);
+                            if sum != 0 {
+                                found.push((v, sum));
                             }
-                            cursor.step_val(&storage);
+                            cursor.step_val(b);
+                        }
+                    }
+                    // Valid at `t`: the version whose updates at or before `t` add up to one
+                    // (the latest, should superseded ones not have cancelled out yet).
+                    if found.len() > 1 {
+                        found.sort_by(|a, b| a.0.cmp(b.0));
+                    }
+                    let mut best: Option<&Version> = None;
+                    let mut i = 0;
+                    while i < found.len() {
+                        let (v, mut sum) = found[i];
+                        i += 1;
+                        while i < found.len() && found[i].0 == v {
+                            sum += found[i].1;
+                            i += 1;
+                        }
+                        if sum > 0 {
+                            best = Some(v);
                         }
                     }
                     if best.is_some() || spec.left_outer {
