@@ -610,6 +610,8 @@ pub fn join_table<'s>(
         let mut held: Option<Capability<Time>> = None;
         let mut upper = Antichain::from_elem(0);
         let mut ready = Vec::new();
+        // Indices into `ready` in key order: (key hash, time, index).
+        let mut order: Vec<(u64, Micros, u32)> = Vec::new();
         let mut met: Vec<(usize, Option<Version>)> = Vec::new();
         let (mut dead_buf, mut late_buf, mut unmet) = (Vec::new(), Vec::new(), Vec::new());
         move |frontiers| {
@@ -669,13 +671,27 @@ pub fn join_table<'s>(
             if !ready.is_empty() {
                 // In key order (the cursor only moves forward), then time: by hash, and by
                 // bytes where two keys' hashes collide.
-                ready.sort_unstable_by_key(|e| (e.key.hash, e.ts));
+                order.clear();
+                order.extend(
+                    ready
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| (e.key.hash, e.ts, i as u32)),
+                );
+                order.sort_unstable();
                 let mut i = 0;
-                while i < ready.len() {
-                    let h = ready[i].key.hash;
-                    let j = i + ready[i..].partition_point(|e| e.key.hash == h);
-                    if ready[i..j].iter().any(|e| e.key != ready[i].key) {
-                        ready[i..j].sort_by(|a, b| (&a.key, a.ts).cmp(&(&b.key, b.ts)));
+                while i < order.len() {
+                    let h = order[i].0;
+                    let j = i + order[i..].partition_point(|o| o.0 == h);
+                    let first = &ready[order[i].2 as usize].key;
+                    if order[i..j]
+                        .iter()
+                        .any(|o| ready[o.2 as usize].key != *first)
+                    {
+                        order[i..j].sort_by(|a, b| {
+                            let (x, y) = (&ready[a.2 as usize], &ready[b.2 as usize]);
+                            (&x.key, x.ts).cmp(&(&y.key, y.ts))
+                        });
                     }
                     i = j;
                 }
@@ -686,7 +702,8 @@ pub fn join_table<'s>(
                 // and their updates at or before the lookup time are summed across batches.
                 let mut cursors: Vec<_> = batches.iter().map(|b| b.cursor()).collect();
                 let mut found: Vec<(&Version, isize)> = Vec::new();
-                for (n, e) in ready.iter().enumerate() {
+                for &(_, _, n) in &order {
+                    let (n, e) = (n as usize, &ready[n as usize]);
                     let t = e.ts.max(0) as Time;
                     found.clear();
                     for (cursor, b) in cursors.iter_mut().zip(&batches) {
