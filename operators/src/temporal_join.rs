@@ -508,6 +508,17 @@ impl Waiting {
         }
     }
 
+    /// Sets how many rows of the batch in `slot` wait; lets it go if none do.
+    fn waits(&mut self, slot: u32, rows: u32) {
+        match rows {
+            0 => {
+                self.chunks[slot as usize] = None;
+                self.free.push(slot);
+            }
+            n => self.chunks[slot as usize].as_mut().expect("kept").1 = n,
+        }
+    }
+
     fn push(&mut self, e: Entry) {
         match self.in_order.back() {
             Some(last) if last.ts > e.ts => self.out_of_order.push(ByTime(e)),
@@ -654,13 +665,7 @@ pub fn join_table<'s>(
                         }
                     }
                     state += kept as i64;
-                    match kept {
-                        0 => {
-                            waiting.chunks[slot as usize] = None;
-                            waiting.free.push(slot);
-                        }
-                        n => waiting.chunks[slot as usize].as_mut().expect("kept").1 = n,
-                    }
+                    waiting.waits(slot, kept);
                 }
                 n_out += give_at(&mut outs.results, &cap, t, 0, &mut unmet);
                 outs.give_set_aside(&cap, t, 0, &mut dead_buf, &mut late_buf);
