@@ -46,8 +46,15 @@ impl Ingests {
         }
     }
 
+    /// Removes every slot, keeping a narrow form's memory (for scratch states).
     pub(crate) fn clear(&mut self) {
-        *self = Ingests::default();
+        match self {
+            Ingests::Narrow { base, v } => {
+                *base = None;
+                v.clear();
+            }
+            Ingests::Wide(_) => *self = Ingests::default(),
+        }
     }
 
     pub(crate) fn reserve_exact(&mut self, n: usize) {
