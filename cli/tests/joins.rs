@@ -618,7 +618,8 @@ path = "out/hot-status.jsonl"
 }
 
 /// An interval join whose stored records outgrow `max_state` fails the run with a message
-/// naming it; `max_state` on a temporal join, or below 1, is refused with its place.
+/// naming it, and so does a temporal join whose versions and waiting records do; `max_state`
+/// below 1 is refused with its place.
 #[test]
 fn join_max_state_fails_the_run_with_a_message() {
     let dir = workspace();
@@ -648,6 +649,25 @@ fn join_max_state_fails_the_run_with_a_message() {
         err.contains("`max_state` must be at least 1") && err.contains("b.toml:"),
         "{err}"
     );
+    // 30 devices' status versions, and alarms waiting for them: more than 5.
+    let temporal = bundled_text("iot-alarm-status.toml")
+        .replace("kind = \"temporal\"", "kind = \"temporal\"\nmax_state = 5");
+    assert!(temporal.contains("max_state = 5"));
+    let p = write(dir.path(), "t.toml", &temporal);
+    let o = weir(dir.path(), &["run", &p], "");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("temporal join `enriched` holds") && err.contains("max_state = 5"),
+        "{err}"
+    );
+    // Within the limit, the same run succeeds.
+    let ok_run = write(
+        dir.path(),
+        "t2.toml",
+        &temporal.replace("max_state = 5", "max_state = 100000"),
+    );
+    run_ok(dir.path(), &ok_run, &[]);
 }
 
 /// A key with a NULL field equals no key, as in SQL: such records meet nothing in any join

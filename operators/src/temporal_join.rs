@@ -246,6 +246,14 @@ pub struct Version {
     ingest: Micros,
 }
 
+/// What a temporal join's `max_state` guard says when it fails the run.
+fn max_state_message(c: &JoinCommon, held: u64, max: u64) -> String {
+    format!(
+        "temporal join `{}` holds {held} records (current table versions and left records waiting for them), more than its max_state = {max}: the table has more keys than expected, or one input's event time runs ahead of the other's (a stalled input holds back the watermark); raise max_state, or set idle_timeout on quiet sources",
+        c.id
+    )
+}
+
 /// Why a late record of either side is set aside.
 const GONE: &str = "the versions it should meet may be gone";
 
@@ -303,6 +311,7 @@ fn versions<'s>(
     right: Batches<'s>,
     spec: &Arc<TemporalJoinSpec>,
     metrics: &Arc<ComponentMetrics>,
+    ctl: crate::control::RunControl,
 ) -> (Updates<'s>, Records<'s>, Records<'s>) {
     let mut builder = OperatorBuilder::new(format!("{} (versions)", spec.common.id), right.scope());
     let mut input = builder.new_input(right, Pipeline);
@@ -326,6 +335,7 @@ fn versions<'s>(
         let mut live: HashMap<VersionKey, SmallVec<[Version; 2]>, BuildHasherDefault<Carried>> =
             HashMap::default();
         let (mut dead_buf, mut late_buf) = (Vec::new(), Vec::new());
+        let mut gauge = crate::metrics::StateGauge::default();
         move |frontiers| {
             let c = &spec.common;
             let (mut n, mut state) = (0u64, 0i64);
@@ -400,6 +410,11 @@ fn versions<'s>(
             metrics.add_in(n);
             counts.report(&metrics);
             metrics.add_state(state);
+            if state > 0 {
+                gauge.guard(&metrics, &ctl, c.max_state, |h, m| {
+                    max_state_message(c, h, m)
+                });
+            }
         }
     });
     (updates, dead, late)
@@ -422,8 +437,9 @@ pub fn arrange_table<'s>(
     right: Batches<'s>,
     spec: &Arc<TemporalJoinSpec>,
     metrics: &Arc<ComponentMetrics>,
+    ctl: crate::control::RunControl,
 ) -> Table<'s> {
-    let (updates, dead, late) = versions(right, spec, metrics);
+    let (updates, dead, late) = versions(right, spec, metrics, ctl);
     let arranged = arrange_core::<_, _, ValBatcher<VersionKey, Version, Time, isize>, Spine>(
         updates,
         Pipeline,
@@ -447,8 +463,9 @@ pub fn temporal_join<'s>(
 ) -> JoinStreams<'s> {
     let (l, r) =
         crate::join::keyed_batches(&spec.common, left, right, crate::exchange::Routing::ByKey);
-    let table = arrange_table(r, &spec, &metrics);
-    join_table(l, &table, true, spec, metrics)
+    let ctl = crate::control::RunControl::default();
+    let table = arrange_table(r, &spec, &metrics, ctl.clone());
+    join_table(l, &table, true, spec, metrics, ctl)
 }
 
 /// A left record waiting for the table to be complete through its event time.
@@ -591,6 +608,7 @@ pub fn join_table<'s>(
     owner: bool,
     spec: Arc<TemporalJoinSpec>,
     metrics: Arc<ComponentMetrics>,
+    ctl: crate::control::RunControl,
 ) -> JoinStreams<'s> {
     let mut builder = OperatorBuilder::new(spec.common.id.to_string(), left.scope());
     let mut in_left = builder.new_input(left, Pipeline);
@@ -625,6 +643,7 @@ pub fn join_table<'s>(
         let mut order: Vec<(u64, Micros, u32)> = Vec::new();
         let mut met: Vec<(usize, Option<Version>)> = Vec::new();
         let (mut dead_buf, mut late_buf, mut unmet) = (Vec::new(), Vec::new(), Vec::new());
+        let mut gauge = crate::metrics::StateGauge::default();
         move |frontiers| {
             let spec = &*spec;
             let c = &spec.common;
@@ -823,6 +842,11 @@ pub fn join_table<'s>(
             metrics.add_out(n_out);
             counts.report(&metrics);
             metrics.add_state(state);
+            if state > 0 {
+                gauge.guard(&metrics, &ctl, c.max_state, |h, m| {
+                    max_state_message(c, h, m)
+                });
+            }
         }
     });
     JoinStreams {

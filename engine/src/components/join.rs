@@ -59,9 +59,11 @@ pub struct JoinConfig {
     /// What happens to a late record: "dead-letter" (default), "drop", or "side-output" (late
     /// left records to `ID.late`, late right records to `ID.late_right`).
     pub late: Option<Spanned<String>>,
-    /// Interval and window joins: the most records the join may store in one process before
-    /// it stops the run with an error naming the join (default: no limit). A guard against
-    /// inputs that drift apart: the run fails with a message instead of running out of memory.
+    /// The most records the join may hold in one process before it stops the run with an error
+    /// naming the join (default: no limit): an interval or window join's stored records; a
+    /// temporal join's current table versions and left records waiting for them. A guard
+    /// against inputs that drift apart or a runaway key space: the run fails with a message
+    /// instead of running out of memory.
     pub max_state: Option<Spanned<i64>>,
 }
 
@@ -394,14 +396,6 @@ impl JoinConfig {
             }
         }
         let max_state = match &self.max_state {
-            Some(m) if temporal => {
-                diags.push(
-                    ctx.error("`max_state` applies to interval and window joins")
-                        .at(m.span())
-                        .help("a temporal join keeps each key's table versions; remove max_state"),
-                );
-                None
-            }
             Some(m) if *m.get_ref() < 1 => {
                 diags.push(
                     ctx.error("`max_state` must be at least 1")

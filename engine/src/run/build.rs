@@ -202,10 +202,11 @@ pub(super) fn build<'s>(
                         let owner = !tables.contains_key(&key);
                         let table = tables.entry(key).or_insert_with(|| {
                             let right = keyed(1, &spec.common.right_key);
-                            temporal_join::arrange_table(right, spec, &m)
+                            temporal_join::arrange_table(right, spec, &m, ctl.clone())
                         });
                         let left = keyed(0, &spec.common.left_key);
-                        temporal_join::join_table(left, table, owner, Arc::clone(spec), m)
+                        let spec = Arc::clone(spec);
+                        temporal_join::join_table(left, table, owner, spec, m, ctl.clone())
                     }
                     _ => unreachable!("matched above"),
                 };
