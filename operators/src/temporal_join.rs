@@ -891,7 +891,10 @@ mod tests {
                     .wrapping_add(1442695040888963407);
                 let ts = ((x >> 33) % 500) as i64;
                 let k = (x >> 20) % 7;
-                let s = ["a", "bb", "", "ccc"][((x >> 12) % 4) as usize].to_string();
+                // Short keys, and one longer than Packed keeps inline.
+                let s = ["a", "bb", "", "a key longer than twenty-two bytes"]
+                    [((x >> 12) % 4) as usize]
+                    .to_string();
                 (ts, k, s, first + i)
             })
             .collect()
