@@ -306,7 +306,7 @@ impl Chunk {
     }
 
     /// Splits the chunk by the hash of the fields at `key` into at most `parts` chunks, each
-    /// tagged with the part (`hash mod parts`) it belongs to; empty parts are left out and
+    /// tagged with the part ([`part_of`] its key hash) it belongs to; empty parts are left out and
     /// records keep their order within a part.
     pub fn split(&self, key: &[usize], parts: usize) -> Vec<(usize, Chunk)> {
         if parts <= 1 || self.is_empty() {
@@ -314,7 +314,7 @@ impl Chunk {
         }
         let mut indices: Vec<Vec<u32>> = vec![Vec::new(); parts];
         for (row, h) in self.key_hashes(key).into_iter().enumerate() {
-            indices[(h % parts as u64) as usize].push(row as u32);
+            indices[part_of(h, parts)].push(row as u32);
         }
         indices
             .into_iter()
@@ -505,6 +505,13 @@ fn hash_column(a: &ArrayRef, hashers: &mut [KeyHasher]) {
     }
 }
 
+/// The part (of `parts`) a record whose key hashes to `h` goes to: the hash scaled to the
+/// range by a multiplication, not a division (a 64-bit division costs tens of cycles a record).
+#[inline]
+pub fn part_of(h: u64, parts: usize) -> usize {
+    ((h as u128 * parts as u128) >> 64) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,7 +665,7 @@ mod tests {
                 for row in 0..chunk.len() {
                     let key = chunk.value(4, row);
                     let h = crate::window::key_hash(std::slice::from_ref(&key), &[0]);
-                    assert_eq!((h % parts as u64) as usize, *p);
+                    assert_eq!(part_of(h, parts), *p);
                 }
             }
         }
