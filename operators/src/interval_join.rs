@@ -273,24 +273,13 @@ pub fn interval_join_batches<'s>(
                         n_in += chunk.len() as u64;
                         let b = JoinBatch::new(c, side, chunk);
                         for r in 0..chunk.len() {
-                            let Some(ts) = b.time(r) else {
-                                c.untimed(side, &b.record(r), &mut counts, &mut dead_buf);
+                            let (dead, late) = (&mut dead_buf, &mut late_buf);
+                            let gone = "records it should join may be gone";
+                            let Some(ts) = c.on_time(side, &b, r, t, gone, &mut counts, dead, late)
+                            else {
                                 continue;
                             };
                             let wm = b.watermark_at(r, t);
-                            if (ts.max(0) as Time) < wm {
-                                c.route_late(
-                                    side,
-                                    b.record(r),
-                                    ts,
-                                    wm,
-                                    "records it should join may be gone",
-                                    &mut counts,
-                                    &mut dead_buf,
-                                    &mut late_buf,
-                                );
-                                continue;
-                            }
                             let [left_side, right_side] = &mut sides;
                             if side == 0 {
                                 let lo = ts.saturating_add(spec.lower);

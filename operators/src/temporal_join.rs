@@ -79,7 +79,7 @@ use timely::progress::Antichain;
 
 use crate::batch::{give_at, RecordOutput};
 use crate::chunk::{value_at, Chunk};
-use crate::join::{JoinBatch, JoinCommon, JoinOutputs, JoinStreams};
+use crate::join::{JoinBatch, JoinCommon, JoinOutputs, JoinStreams, Src};
 use crate::late::LateCounts;
 use crate::metrics::ComponentMetrics;
 use crate::schema::{Meta, Record};
@@ -219,24 +219,6 @@ impl Hash for VersionKey {
     }
 }
 
-/// A hasher for keys that carry their hash.
-#[derive(Default)]
-struct Carried(u64);
-
-impl Hasher for Carried {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = crate::window::mix64(self.0 ^ b as u64);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
 /// A version of the right side: its event time, its selected fields in Arrow's row format, and
 /// its ingest time (for latency).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -279,18 +261,10 @@ impl Rows {
         Rows { converter, types }
     }
 
-    /// The rows of `cols` (all-NULL columns of another type take the field's type).
-    fn convert(&self, cols: &[&ArrayRef], len: usize) -> Option<arrow::row::Rows> {
+    /// The rows of `cols` (none when no field is kept).
+    fn convert(&self, cols: &[&ArrayRef]) -> Option<arrow::row::Rows> {
         let c = self.converter.as_ref()?;
-        let cols: Vec<ArrayRef> = cols
-            .iter()
-            .zip(&self.types)
-            .map(|(a, t)| match a.data_type() == t {
-                true => (*a).clone(),
-                false => arrow::array::new_null_array(t, len),
-            })
-            .collect();
-        Some(c.convert_columns(&cols).expect("columns match their types"))
+        Some(crate::window::to_rows(c, &self.types, cols))
     }
 
     /// The columns of `rows` (each in this converter's row format).
@@ -332,8 +306,11 @@ fn versions<'s>(
         );
         // Per key, the versions that may still be the predecessor of an on-time version, in
         // order.
-        let mut live: HashMap<VersionKey, SmallVec<[Version; 2]>, BuildHasherDefault<Carried>> =
-            HashMap::default();
+        let mut live: HashMap<
+            VersionKey,
+            SmallVec<[Version; 2]>,
+            BuildHasherDefault<crate::window::KeyHasher>,
+        > = HashMap::default();
         let (mut dead_buf, mut late_buf) = (Vec::new(), Vec::new());
         let mut gauge = crate::metrics::StateGauge::default();
         move |frontiers| {
@@ -352,7 +329,7 @@ fn versions<'s>(
                     let b = JoinBatch::new(c, 1, chunk);
                     let cols = chunk.columns();
                     let kept: Vec<&ArrayRef> = rcols.iter().map(|&p| &cols[p]).collect();
-                    let encoded = rows.convert(&kept, chunk.len());
+                    let encoded = rows.convert(&kept);
                     for r in 0..chunk.len() {
                         let (dead, late) = (&mut dead_buf, &mut late_buf);
                         let Some(ts) = c.on_time(1, &b, r, t, GONE, &mut counts, dead, late) else {
@@ -580,25 +557,6 @@ impl Waiting {
     }
 }
 
-/// The result of left row `r` of `chunk` (event time `ts`) meeting no version: its fields,
-/// NULL for the right's.
-fn record_unmet(c: &JoinCommon, chunk: &Chunk, r: usize, ts: Micros) -> Record {
-    Record {
-        values: c
-            .output
-            .iter()
-            .map(|&(side, p)| match side {
-                0 => chunk.value(p, r),
-                _ => Value::Null,
-            })
-            .collect(),
-        meta: Meta {
-            ingest: chunk.meta(r).ingest,
-            watermark: ts.max(0) as Time,
-        },
-    }
-}
-
 /// Builds a temporal join of `left` (batches already on the worker that holds their keys) with
 /// an arranged table. The first join of a table passes `owner = true` and carries the table's
 /// dead letters.
@@ -667,7 +625,7 @@ pub fn join_table<'s>(
                         if b.key_is_null(r) {
                             // A NULL key equals no key: no version, now or later.
                             if spec.left_outer {
-                                unmet.push(record_unmet(c, chunk, r, ts));
+                                unmet.push(c.joined_src(Src::Row(chunk, r), Src::Missing, &[], tt));
                             }
                             continue;
                         }

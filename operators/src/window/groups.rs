@@ -49,6 +49,20 @@ impl KeyKind {
     }
 }
 
+/// `cols` in Arrow's row format by `c`, whose fields have `types`: a column of another type (an
+/// all-NULL column: a pruned or NULL-typed field) takes the field's type, as NULLs.
+pub(crate) fn to_rows(c: &RowConverter, types: &[DataType], cols: &[&ArrayRef]) -> Rows {
+    let cols: Vec<ArrayRef> = cols
+        .iter()
+        .zip(types)
+        .map(|(a, t)| match a.data_type() == t {
+            true => (*a).clone(),
+            false => arrow::array::new_null_array(t, a.len()),
+        })
+        .collect();
+    c.convert_columns(&cols).expect("columns match their types")
+}
+
 /// One batch's keys, read from its columns.
 pub(crate) enum KeyView<'a> {
     Unit,
@@ -109,18 +123,7 @@ impl<'a> KeyView<'a> {
                 DataType::Utf8 => KeyView::Str(cols[0].as_string::<i32>()),
                 _ => KeyView::AllNull,
             },
-            KeyKind::Rows(c, types) => {
-                // An all-NULL column (a pruned or NULL-typed field) takes the key's type.
-                let cols: Vec<ArrayRef> = cols
-                    .iter()
-                    .zip(types)
-                    .map(|(a, t)| match a.data_type() == t {
-                        true => (*a).clone(),
-                        false => arrow::array::new_null_array(t, a.len()),
-                    })
-                    .collect();
-                KeyView::Rows(c.convert_columns(&cols).expect("key columns match the key"))
-            }
+            KeyKind::Rows(c, types) => KeyView::Rows(to_rows(c, types, cols)),
         }
     }
 

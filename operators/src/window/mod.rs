@@ -82,7 +82,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use groups::{Groups, KeyKind, KeyView};
+pub(crate) use groups::{to_rows, Groups, KeyKind, KeyView};
 pub use key::key_hash;
 pub(crate) use key::{mix64, KeyHasher};
 use state::{Accs, Batch, Outs, State};
