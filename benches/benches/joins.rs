@@ -209,6 +209,21 @@ fn typed_split<'s>(
     (split(true), split(false))
 }
 
+/// Counting the joined pairs a typed program emits.
+trait CountInto {
+    /// Adds how many pairs go by to `seen`.
+    fn count_into(self, seen: std::rc::Rc<std::cell::Cell<u64>>);
+}
+
+impl CountInto for timely::dataflow::Stream<'_, u64, Vec<(u64, u64)>> {
+    fn count_into(self, seen: std::rc::Rc<std::cell::Cell<u64>>) {
+        self.sink(Pipeline, "count", move |(input, _)| {
+            input
+                .for_each(|_, data: &mut Vec<(u64, u64)>| seen.set(seen.get() + data.len() as u64));
+        });
+    }
+}
+
 /// The typed as-of program: the plan of Weir's temporal join, over typed data. Versions
 /// arranged by device (exchanged by device, arranged in place); each reading waits until the
 /// arrangement is complete through its time, then looks its device up as of that time, in
@@ -310,11 +325,7 @@ fn typed_asof(events: u64, workers: usize) -> (f64, u64) {
                     }
                 },
             )
-            .sink(Pipeline, "count", move |(input, _)| {
-                input.for_each(|_, data: &mut Vec<(u64, u64)>| {
-                    seen.set(seen.get() + data.len() as u64)
-                });
-            });
+            .count_into(seen);
     })
 }
 
@@ -375,11 +386,7 @@ fn typed_interval(events: u64, workers: usize) -> (f64, u64) {
                     }
                 },
             )
-            .sink(Pipeline, "count", move |(input, _)| {
-                input.for_each(|_, data: &mut Vec<(u64, u64)>| {
-                    seen.set(seen.get() + data.len() as u64)
-                });
-            });
+            .count_into(seen);
     })
 }
 
@@ -440,11 +447,7 @@ fn typed_window(events: u64, workers: usize) -> (f64, u64) {
                     }
                 },
             )
-            .sink(Pipeline, "count", move |(input, _)| {
-                input.for_each(|_, data: &mut Vec<(u64, u64)>| {
-                    seen.set(seen.get() + data.len() as u64)
-                });
-            });
+            .count_into(seen);
     })
 }
 

@@ -767,9 +767,7 @@ type = "null"
 inputs = ["w"]
 "#,
     );
-    let o = weir(dir.path(), &["run", &p], "");
-    assert!(!o.status.success());
-    let err = stderr(&o);
+    let err = weir_fails(dir.path(), &["run", &p]);
     assert!(
         err.contains("window `w` holds") && err.contains("max_state = 100"),
         "{err}"
@@ -781,9 +779,7 @@ inputs = ["w"]
             .unwrap()
             .replace("max_state = 100", "max_state = 0"),
     );
-    let o = weir(dir.path(), &["validate", &bad], "");
-    assert!(!o.status.success());
-    let err = stderr(&o);
+    let err = weir_fails(dir.path(), &["validate", &bad]);
     assert!(
         err.contains("`max_state` must be at least 1") && err.contains("b.toml:"),
         "{err}"

@@ -630,9 +630,7 @@ fn join_max_state_fails_the_run_with_a_message() {
         )
         .replace("path = \"out/view-click.jsonl\"", "path = \"vc.jsonl\"");
     let p = write(dir.path(), "j.toml", &text);
-    let o = weir(dir.path(), &["run", &p], "");
-    assert!(!o.status.success());
-    let err = stderr(&o);
+    let err = weir_fails(dir.path(), &["run", &p]);
     assert!(
         err.contains("join `view_click` holds") && err.contains("max_state = 1000"),
         "{err}"
@@ -642,9 +640,7 @@ fn join_max_state_fails_the_run_with_a_message() {
         "b.toml",
         &text.replace("max_state = 1000", "max_state = 0"),
     );
-    let o = weir(dir.path(), &["validate", &bad], "");
-    assert!(!o.status.success());
-    let err = stderr(&o);
+    let err = weir_fails(dir.path(), &["validate", &bad]);
     assert!(
         err.contains("`max_state` must be at least 1") && err.contains("b.toml:"),
         "{err}"
@@ -654,9 +650,7 @@ fn join_max_state_fails_the_run_with_a_message() {
         .replace("kind = \"temporal\"", "kind = \"temporal\"\nmax_state = 5");
     assert!(temporal.contains("max_state = 5"));
     let p = write(dir.path(), "t.toml", &temporal);
-    let o = weir(dir.path(), &["run", &p], "");
-    assert!(!o.status.success());
-    let err = stderr(&o);
+    let err = weir_fails(dir.path(), &["run", &p]);
     assert!(
         err.contains("temporal join `enriched` holds") && err.contains("max_state = 5"),
         "{err}"

@@ -595,9 +595,7 @@ path = "out.jsonl"
         "bad.toml",
         &text.replace("round(avg(temperature), 2)", "round(avg(temprature), 2)"),
     );
-    let o = weir(dir.path(), &["validate", &bad], "");
-    assert!(!o.status.success());
-    let err = stderr(&o);
+    let err = weir_fails(dir.path(), &["validate", &bad]);
     assert!(
         err.contains("unknown field `temprature`") && err.contains("bad.toml:15:19"),
         "{err}"

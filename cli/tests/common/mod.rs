@@ -117,6 +117,13 @@ pub fn run_ok(dir: &Path, pipeline: &str, extra: &[&str]) -> String {
     stderr(&out)
 }
 
+/// Runs `weir` with `args` in `dir`, asserting that it fails; returns standard error.
+pub fn weir_fails(dir: &Path, args: &[&str]) -> String {
+    let out = weir(dir, args, "");
+    assert!(!out.status.success(), "weir {args:?} succeeded");
+    stderr(&out)
+}
+
 /// The spec of generator `source` in pipeline `text` (with `--set` overrides), as Weir reads it,
 /// and the event time of its first event: references build their input from the configuration
 /// the run uses rather than from a copy of it.
