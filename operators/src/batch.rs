@@ -43,7 +43,9 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::chunk::Chunk;
+use arrow::array::BooleanArray;
+
+use crate::chunk::{Chunk, NullColumns};
 use crate::metrics::ComponentMetrics;
 use crate::Batches;
 
@@ -52,7 +54,19 @@ use crate::Batches;
 pub struct Stage {
     name: String,
     metrics: Arc<ComponentMetrics>,
-    rewrite: Box<dyn FnMut(&Chunk) -> Chunk>,
+    work: Work,
+}
+
+/// What a stage does to a chunk.
+enum Work {
+    /// Any rewrite.
+    Rewrite(Box<dyn FnMut(&Chunk) -> Chunk>),
+    /// Keeps the records its mask is TRUE for, copying only the fields `read` marks.
+    Filter {
+        mask: Box<dyn FnMut(&Chunk) -> BooleanArray>,
+        read: Option<Vec<bool>>,
+        nulls: NullColumns,
+    },
 }
 
 impl Stage {
@@ -65,7 +79,35 @@ impl Stage {
         Stage {
             name: name.to_string(),
             metrics,
-            rewrite: Box::new(rewrite),
+            work: Work::Rewrite(Box::new(rewrite)),
+        }
+    }
+
+    /// A stage named `name` keeping the records for which `mask` is TRUE (see
+    /// [`Chunk::filter_fields`]; with `read`, only the fields `k` with `read[k]` are copied).
+    /// A chain that routes its output ([`chain_routed`]) and ends in such a stage filters and
+    /// splits each chunk in one pass.
+    pub fn filter(
+        name: &str,
+        metrics: Arc<ComponentMetrics>,
+        mask: impl FnMut(&Chunk) -> BooleanArray + 'static,
+        read: Option<Vec<bool>>,
+    ) -> Stage {
+        Stage {
+            name: name.to_string(),
+            metrics,
+            work: Work::Filter {
+                mask: Box::new(mask),
+                read,
+                nulls: NullColumns::default(),
+            },
+        }
+    }
+
+    fn apply(&mut self, c: &Chunk) -> Chunk {
+        match &mut self.work {
+            Work::Rewrite(f) => f(c),
+            Work::Filter { mask, read, nulls } => c.filter_fields(&mask(c), read.as_deref(), nulls),
         }
     }
 }
@@ -73,41 +115,22 @@ impl Stage {
 /// Builds one operator applying `stages` in order to every chunk of `input`: each stage's
 /// result is the next one's input, a chunk that comes out empty goes no further (and is not
 /// sent), and each stage counts the records it takes and gives.
-pub fn chain<'s>(input: Batches<'s>, mut stages: Vec<Stage>) -> Batches<'s> {
-    let name = stages
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect::<Vec<_>>()
-        .join(" -> ");
+pub fn chain<'s>(input: Batches<'s>, stages: Vec<Stage>) -> Batches<'s> {
+    let name = chain_name(&stages);
+    let mut stages = Chained::new(stages);
     input.unary::<CapacityContainerBuilder<Vec<Chunk>>, _, _, _>(
         Pipeline,
         &name,
         move |_cap, _info| {
             let mut out = Vec::new();
-            let mut counts = vec![(0u64, 0u64); stages.len()];
             move |input, output| {
                 input.for_each(|cap, data: &mut Vec<Chunk>| {
                     for c in data.iter() {
-                        let mut result: Option<Chunk> = None;
-                        for (stage, (n_in, n_out)) in stages.iter_mut().zip(&mut counts) {
-                            let x = result.as_ref().unwrap_or(c);
-                            *n_in += x.len() as u64;
-                            let r = (stage.rewrite)(x);
-                            *n_out += r.len() as u64;
-                            let empty = r.is_empty();
-                            result = Some(r);
-                            if empty {
-                                break;
-                            }
-                        }
-                        if let Some(r) = result.filter(|r| !r.is_empty()) {
-                            out.push(r);
+                        if let Some(r) = stages.run(c, None).pop() {
+                            out.push(r.1);
                         }
                     }
-                    for (stage, (n_in, n_out)) in stages.iter().zip(&mut counts) {
-                        stage.metrics.add_in(std::mem::take(n_in));
-                        stage.metrics.add_out(std::mem::take(n_out));
-                    }
+                    stages.flush_counts();
                     if !out.is_empty() {
                         output.session(&cap).give_container(&mut out);
                         out.clear();
@@ -116,6 +139,105 @@ pub fn chain<'s>(input: Batches<'s>, mut stages: Vec<Stage>) -> Batches<'s> {
             }
         },
     )
+}
+
+/// [`chain`], with every record then sent to the worker that owns the hash of its fields at
+/// `key` (as [`exchange_by_key`](crate::exchange::exchange_by_key) would, without an operator
+/// of its own); when the last stage is a [`Stage::filter`], each chunk is filtered and split in
+/// one pass ([`Chunk::filter_split`]), its kept records' columns copied once.
+pub fn chain_routed<'s>(input: Batches<'s>, stages: Vec<Stage>, key: Vec<usize>) -> Batches<'s> {
+    let peers = input.scope().peers();
+    if peers == 1 {
+        return chain(input, stages);
+    }
+    let name = chain_name(&stages);
+    let mut stages = Chained::new(stages);
+    let tagged = input.unary::<CapacityContainerBuilder<Vec<(u64, Chunk)>>, _, _, _>(
+        Pipeline,
+        &name,
+        move |_cap, _info| {
+            let mut out = Vec::new();
+            move |input, output| {
+                input.for_each(|cap, data: &mut Vec<Chunk>| {
+                    for c in data.iter() {
+                        for (p, r) in stages.run(c, Some((&key, peers))) {
+                            out.push((p as u64, r));
+                        }
+                    }
+                    stages.flush_counts();
+                    if !out.is_empty() {
+                        output.session(&cap).give_container(&mut out);
+                        out.clear();
+                    }
+                });
+            }
+        },
+    );
+    crate::exchange::route(tagged)
+}
+
+fn chain_name(stages: &[Stage]) -> String {
+    stages
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+/// A chain's stages and their record counts since they were last reported.
+struct Chained {
+    stages: Vec<Stage>,
+    counts: Vec<(u64, u64)>,
+}
+
+impl Chained {
+    fn new(stages: Vec<Stage>) -> Chained {
+        let counts = vec![(0, 0); stages.len()];
+        Chained { stages, counts }
+    }
+
+    /// Runs `c` through the stages: the (non-empty) result, or with `route = (key, parts)` its
+    /// parts by key, each tagged with its part.
+    fn run(&mut self, c: &Chunk, route: Option<(&[usize], usize)>) -> Vec<(usize, Chunk)> {
+        let last = self.stages.len().saturating_sub(1);
+        let mut result: Option<Chunk> = None;
+        for (i, (stage, (n_in, n_out))) in self.stages.iter_mut().zip(&mut self.counts).enumerate()
+        {
+            let x = result.as_ref().unwrap_or(c);
+            *n_in += x.len() as u64;
+            if let (Some((key, parts)), true) = (route, i == last) {
+                if let Work::Filter { mask, read, nulls } = &mut stage.work {
+                    let split = x.filter_split(&mask(x), read.as_deref(), nulls, key, parts);
+                    *n_out += split.iter().map(|(_, p)| p.len() as u64).sum::<u64>();
+                    return split;
+                }
+            }
+            let r = stage.apply(x);
+            *n_out += r.len() as u64;
+            let empty = r.is_empty();
+            result = Some(r);
+            if empty {
+                break;
+            }
+        }
+        match (result, route) {
+            (Some(r), _) if r.is_empty() => Vec::new(),
+            (Some(r), Some((key, parts))) => r.split(key, parts),
+            (Some(r), None) => vec![(0, r)],
+            // No stages: the chunk as it is.
+            (None, Some((key, parts))) if !c.is_empty() => c.split(key, parts),
+            (None, None) if !c.is_empty() => vec![(0, c.clone())],
+            (None, _) => Vec::new(),
+        }
+    }
+
+    /// Adds the counts since the last call to each stage's metrics.
+    fn flush_counts(&mut self) {
+        for (stage, (n_in, n_out)) in self.stages.iter().zip(&mut self.counts) {
+            stage.metrics.add_in(std::mem::take(n_in));
+            stage.metrics.add_out(std::mem::take(n_out));
+        }
+    }
 }
 
 /// An operator output of record batches.
@@ -141,4 +263,161 @@ pub(crate) fn give_at(
         buf.clear();
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use timely::dataflow::operators::{Inspect, ToStream};
+
+    use super::*;
+    use crate::chunk::{arrow_schema, part_of};
+    use crate::expr::Expr;
+    use crate::schema::{Field, Record, Schema};
+    use crate::value::{FieldType, Value};
+
+    fn schema() -> Schema {
+        Schema::new(vec![
+            Field::new("id", FieldType::U64),
+            Field::new("k", FieldType::String),
+            Field::new("x", FieldType::I64),
+        ])
+    }
+
+    /// Row `i`: a key NULL one time in 11, `x` NULL one time in 7.
+    fn row(i: u64) -> Vec<Value> {
+        let k = match i % 11 {
+            0 => Value::Null,
+            _ => Value::Str(format!("device-{}", i * 7 % 23).into()),
+        };
+        let x = match i % 7 {
+            0 => Value::Null,
+            _ => Value::I64((i * 37 % 100) as i64),
+        };
+        vec![Value::U64(i), k, x]
+    }
+
+    /// Records out, each with the worker it came out on.
+    type Out = Vec<(usize, Vec<Value>)>;
+    /// A case: the stages, and the row a row index comes out as, if it does.
+    type Case = (
+        fn(Arc<ComponentMetrics>) -> Vec<Stage>,
+        fn(u64) -> Option<Vec<Value>>,
+    );
+
+    /// Runs `stages()` over 2,000 rows on `workers` workers, routed by `k` or not: each record
+    /// out with the worker it came out on, and the first stage's counts in and out.
+    fn run(
+        workers: usize,
+        routed: bool,
+        stages: fn(Arc<ComponentMetrics>) -> Vec<Stage>,
+    ) -> (Out, (u64, u64)) {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let metrics: Arc<ComponentMetrics> = Arc::default();
+        let (o, m) = (Arc::clone(&out), Arc::clone(&metrics));
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let (me, peers) = (worker.index(), worker.peers());
+            let layout = arrow_schema(&schema());
+            let chunks: Vec<Chunk> = (0..20u64)
+                .filter(|c| *c as usize % peers == me)
+                .map(|c| {
+                    let rows: Vec<Record> = (c * 100..c * 100 + 100)
+                        .map(|i| Record::new(row(i)))
+                        .collect();
+                    Chunk::from_rows(&layout, &rows)
+                })
+                .collect();
+            let (o, m) = (Arc::clone(&o), Arc::clone(&m));
+            worker.dataflow::<crate::Time, _, _>(move |scope| {
+                let input = chunks.to_stream(scope).container::<Vec<Chunk>>();
+                let s = match routed {
+                    true => chain_routed(input, stages(m), vec![1]),
+                    false => chain(input, stages(m)),
+                };
+                s.inspect(move |c: &Chunk| {
+                    if routed && peers > 1 {
+                        assert_eq!(c.routed_hashes(&[1]), Some(&c.key_hashes(&[1])[..]));
+                    }
+                    let mut rows = Vec::new();
+                    c.push_rows(&mut rows);
+                    let mut o = o.lock().unwrap();
+                    o.extend(rows.into_iter().map(|r| (me, r.values)));
+                });
+            });
+        })
+        .unwrap()
+        .join();
+        let mut out = std::mem::take(&mut *out.lock().unwrap());
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        let s = metrics.snapshot();
+        (out, (s.records_in, s.records_out))
+    }
+
+    fn filter_stage(m: Arc<ComponentMetrics>, cond: &str, read: Option<Vec<bool>>) -> Stage {
+        let e = Expr::compile(cond, &schema()).unwrap();
+        Stage::filter("f", m, move |c| e.eval_mask(c.columns(), c.len()), read)
+    }
+
+    #[test]
+    fn a_routed_chain_keeps_what_a_chain_keeps_each_record_on_its_keys_worker() {
+        // The last stage a filter keeping most records (filtered and split in one pass), one
+        // keeping few (filtered, then split), one copying only `id` and `k`, and a map last.
+        let cases: [Case; 4] = [
+            (
+                |m| vec![filter_stage(m, "x > 10", None)],
+                |i| Some(row(i)).filter(|r| r[2].as_i64().is_some_and(|x| x > 10)),
+            ),
+            (
+                |m| vec![filter_stage(m, "x > 90", None)],
+                |i| Some(row(i)).filter(|r| r[2].as_i64().is_some_and(|x| x > 90)),
+            ),
+            (
+                |m| vec![filter_stage(m, "x > 10", Some(vec![true, true, false]))],
+                |i| {
+                    let r = row(i);
+                    let keep = r[2].as_i64().is_some_and(|x| x > 10);
+                    keep.then(|| vec![r[0].clone(), r[1].clone(), Value::Null])
+                },
+            ),
+            (
+                |m| {
+                    let e = Expr::compile("x < 50", &schema()).unwrap();
+                    let drop_x = |c: &Chunk| {
+                        c.filter(&arrow::array::BooleanArray::from(vec![true; c.len()]))
+                    };
+                    vec![
+                        Stage::filter("a", m, move |c| e.eval_mask(c.columns(), c.len()), None),
+                        Stage::new("b", Arc::default(), drop_x),
+                    ]
+                },
+                |i| Some(row(i)).filter(|r| r[2].as_i64().is_some_and(|x| x < 50)),
+            ),
+        ];
+        for (n, (stages, expected)) in cases.into_iter().enumerate() {
+            let mut reference: Vec<Vec<Value>> = (0..2000).filter_map(expected).collect();
+            reference.sort();
+            let first_out = (2000, reference.len() as u64);
+            for workers in [1, 2, 3] {
+                for routed in [false, true] {
+                    let (out, counts) = run(workers, routed, stages);
+                    let rows: Vec<Vec<Value>> = out.iter().map(|(_, r)| r.clone()).collect();
+                    assert_eq!(
+                        rows, reference,
+                        "case {n}, {workers} workers, routed {routed}"
+                    );
+                    assert_eq!(
+                        counts, first_out,
+                        "case {n}, {workers} workers, routed {routed}"
+                    );
+                    if routed {
+                        for (w, r) in &out {
+                            let h = crate::window::key_hash(r, &[1]);
+                            assert_eq!(*w, part_of(h, workers), "case {n}: {r:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

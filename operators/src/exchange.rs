@@ -52,23 +52,30 @@ pub fn exchange_by_key(input: Batches<'_>, key: Vec<usize>) -> Batches<'_> {
     if peers == 1 {
         return input;
     }
-    input
-        .unary::<CapacityContainerBuilder<Vec<(u64, Chunk)>>, _, _, _>(
-            Pipeline,
-            "SplitByKey",
-            move |_cap, _info| {
-                move |input, output| {
-                    input.for_each(|cap, data: &mut Vec<Chunk>| {
-                        let mut session = output.session(&cap);
-                        for c in data.drain(..) {
-                            for (part, chunk) in c.split(&key, peers) {
-                                session.give((part as u64, chunk));
-                            }
+    let tagged = input.unary::<CapacityContainerBuilder<Vec<(u64, Chunk)>>, _, _, _>(
+        Pipeline,
+        "SplitByKey",
+        move |_cap, _info| {
+            move |input, output| {
+                input.for_each(|cap, data: &mut Vec<Chunk>| {
+                    let mut session = output.session(&cap);
+                    for c in data.drain(..) {
+                        for (part, chunk) in c.split(&key, peers) {
+                            session.give((part as u64, chunk));
                         }
-                    });
-                }
-            },
-        )
+                    }
+                });
+            }
+        },
+    );
+    route(tagged)
+}
+
+/// Sends each chunk of `tagged` to the worker its tag names (a part from [`Chunk::split`]).
+pub(crate) fn route<'s>(
+    tagged: timely::dataflow::Stream<'s, crate::Time, Vec<(u64, Chunk)>>,
+) -> Batches<'s> {
+    tagged
         .exchange(|(part, _)| *part)
         .unary::<CapacityContainerBuilder<Vec<Chunk>>, _, _, _>(
             Pipeline,

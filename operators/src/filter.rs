@@ -32,7 +32,6 @@
 use std::sync::Arc;
 
 use crate::batch::{chain, Stage};
-use crate::chunk::NullColumns;
 use crate::expr::Expr;
 use crate::metrics::ComponentMetrics;
 use crate::Batches;
@@ -56,9 +55,10 @@ pub fn stage(
     read: Option<Vec<bool>>,
     metrics: Arc<ComponentMetrics>,
 ) -> Stage {
-    let mut nulls = NullColumns::default();
-    Stage::new(name, metrics, move |c| {
-        let mask = condition.eval_mask(c.columns(), c.len());
-        c.filter_fields(&mask, read.as_deref(), &mut nulls)
-    })
+    Stage::filter(
+        name,
+        metrics,
+        move |c| condition.eval_mask(c.columns(), c.len()),
+        read,
+    )
 }

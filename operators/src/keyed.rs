@@ -2,6 +2,8 @@
 //! as a [`KeyView`] with each row's key hash, and its event times, watermarks and ingest times
 //! as plain slices, so the operator's per-row loop reads them without downcasts.
 
+use std::borrow::Cow;
+
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType, UInt64Type};
@@ -16,8 +18,9 @@ use crate::Time;
 pub(crate) struct Keyed<'c> {
     pub(crate) chunk: &'c Chunk,
     pub(crate) keys: KeyView<'c>,
-    /// Each row's key hash (for the operator's key tables).
-    pub(crate) hashes: Vec<u64>,
+    /// Each row's key hash (for the operator's key tables): the hashes the chunk was routed
+    /// by when it carries them, else computed here.
+    pub(crate) hashes: Cow<'c, [u64]>,
     /// Event times (empty when the time column is all NULL).
     pub(crate) ts: &'c [Micros],
     /// Which event times are NULL, when some are.
@@ -55,7 +58,17 @@ impl<'c> Keyed<'c> {
                 };
             }
         }
-        let hashes = keys.hashes(chunk.len());
+        let hashes = match (kind, chunk.routed_hashes(key)) {
+            (KeyKind::Int(_) | KeyKind::Str, Some(h)) => {
+                debug_assert_eq!(
+                    h,
+                    &keys.hashes(chunk.len())[..],
+                    "routed hashes are key hashes"
+                );
+                Cow::Borrowed(h)
+            }
+            _ => Cow::Owned(keys.hashes(chunk.len())),
+        };
         let t = &cols[time];
         let (ts, ts_nulls): (&[Micros], _) = match t.data_type() {
             DataType::Timestamp(..) => {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use timely::dataflow::operators::{Concatenate, Exchange};
-use weir_operators::batch::{chain, Stage};
+use weir_operators::batch::{chain, chain_routed, Stage};
 use weir_operators::chunk::arrow_schema;
 use weir_operators::convert::to_chunks;
 use weir_operators::exchange::exchange_by_key;
@@ -45,6 +45,55 @@ fn chained(plan: &Plan) -> Vec<bool> {
                 && matches!(readers.as_slice(), [r] if stateless(&r.op) && r.inputs == [main])
         })
         .collect()
+}
+
+/// For each filter or map that ends a chain (see [`chained`]) and whose output only a window
+/// or one side of a join reads, the key that reader exchanges its input by: the chain routes
+/// its records itself ([`chain_routed`]), and a last filter filters and splits in one pass.
+fn routed(plan: &Plan, chains: &[bool]) -> Vec<Option<Vec<usize>>> {
+    (0..plan.nodes.len())
+        .map(|i| {
+            let main = PortRef {
+                node: i,
+                port: Port::Main,
+            };
+            if chains[i] || !matches!(plan.nodes[i].op, Op::Filter(_) | Op::Map(_)) {
+                return None;
+            }
+            let readers: Vec<_> = plan
+                .nodes
+                .iter()
+                .filter(|n| n.inputs.contains(&main))
+                .collect();
+            let [r] = readers.as_slice() else {
+                return None;
+            };
+            let side = match r.inputs.iter().filter(|p| **p == main).count() {
+                1 => r.inputs.iter().position(|p| *p == main)?,
+                _ => return None,
+            };
+            // A window of several inputs exchanges them together.
+            if matches!(r.op, Op::Window(_)) && r.inputs.len() > 1 {
+                return None;
+            }
+            input_key(&r.op, side).cloned()
+        })
+        .collect()
+}
+
+/// The key a keyed operator exchanges its input `side` by.
+fn input_key(op: &Op, side: usize) -> Option<&Vec<usize>> {
+    let common = match op {
+        Op::Window(spec) => return (side == 0).then_some(&spec.group_by),
+        Op::IntervalJoin(spec) => &spec.common,
+        Op::WindowJoin(spec) => &spec.common,
+        Op::TemporalJoin(spec) => &spec.common,
+        _ => return None,
+    };
+    match side {
+        0 => Some(&common.left_key),
+        _ => Some(&common.right_key),
+    }
 }
 
 /// The schema of the records on an output port.
@@ -86,6 +135,9 @@ pub(super) fn build<'s>(
     // Filters and maps whose output only one filter or map reads run in one operator with it
     // (see `weir_operators::batch::chain`): their stages wait here for the rest of the chain.
     let chains = chained(plan);
+    let routes = routed(plan, &chains);
+    // Streams already exchanged by a key (by the chain that makes them), with that key.
+    let mut partitioned: HashMap<PortRef, Vec<usize>> = HashMap::new();
     let mut pending: HashMap<PortRef, (Batches<'s>, Vec<Stage>)> = HashMap::new();
     for (i, node) in plan.nodes.iter().enumerate() {
         let m = Arc::clone(&metrics[i]);
@@ -166,12 +218,20 @@ pub(super) fn build<'s>(
                 stages.push(stage);
                 if chains[i] {
                     pending.insert(main, (from, stages));
+                } else if let Some(key) = &routes[i] {
+                    streams.insert(main, chain_routed(from, stages, key.clone()));
+                    partitioned.insert(main, key.clone());
                 } else {
                     streams.insert(main, chain(from, stages));
                 }
             }
             Op::Window(spec) => {
-                let keyed = exchange_by_key(input(), spec.group_by.clone());
+                let keyed = match node.inputs.len() == 1
+                    && partitioned.get(&node.inputs[0]) == Some(&spec.group_by)
+                {
+                    true => input(),
+                    false => exchange_by_key(input(), spec.group_by.clone()),
+                };
                 let w = window::window_batches(keyed, Arc::clone(spec), m, ctl.clone());
                 put(main, w.results);
                 put(dead, w.dead);
@@ -180,7 +240,11 @@ pub(super) fn build<'s>(
             Op::IntervalJoin(_) | Op::WindowJoin(_) | Op::TemporalJoin(_) => {
                 // Every join gets its inputs exchanged by key, as chunks.
                 let keyed = |k: usize, key: &Vec<usize>| {
-                    exchange_by_key(streams[&node.inputs[k]].clone(), key.clone())
+                    let s = streams[&node.inputs[k]].clone();
+                    match partitioned.get(&node.inputs[k]) == Some(key) {
+                        true => s,
+                        false => exchange_by_key(s, key.clone()),
+                    }
                 };
                 let j = match &node.op {
                     Op::IntervalJoin(spec) => interval_join::interval_join_batches(

@@ -103,6 +103,17 @@ pub fn arrow_schema(schema: &Schema) -> SchemaRef {
 #[derive(Clone, Debug)]
 pub struct Chunk {
     batch: RecordBatch,
+    /// The key hashes the chunk was routed by, when it was (in this process).
+    routed: Option<Arc<Routed>>,
+}
+
+/// The key hashes of a chunk's records, computed when it was routed to its worker.
+#[derive(Debug)]
+struct Routed {
+    /// The key's field positions.
+    key: Arc<[usize]>,
+    /// Each record's hash of its key.
+    hashes: Vec<u64>,
 }
 
 impl Chunk {
@@ -122,7 +133,10 @@ impl Chunk {
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )
         .expect("columns match the schema");
-        Chunk { batch }
+        Chunk {
+            batch,
+            routed: None,
+        }
     }
 
     /// The whole record batch, metadata columns included.
@@ -222,6 +236,7 @@ impl Chunk {
         if kept == 0 {
             return Chunk {
                 batch: self.batch.slice(0, 0),
+                routed: None,
             };
         }
         let fields = self.num_fields();
@@ -257,6 +272,7 @@ impl Chunk {
                 &RecordBatchOptions::new().with_row_count(Some(kept)),
             )
             .expect("the same columns, filtered"),
+            routed: None,
         }
     }
 
@@ -275,27 +291,83 @@ impl Chunk {
         Chunk {
             batch: arrow::compute::take_record_batch(&self.batch, indices)
                 .expect("indices within the chunk"),
+            routed: None,
         }
     }
 
     /// Each record's hash of the fields at `key`, computed column by column; the same as
-    /// [`crate::window::key_hash`] of the record's row, in every worker and process.
+    /// [`crate::window::key_hash`] of the record's row, in every worker and process. A key of one
+    /// integer, timestamp, boolean or string field hashes as the key tables of windows and joins
+    /// hash it, so the hashes a chunk was routed by serve them too ([`Chunk::routed_hashes`]).
     pub fn key_hashes(&self, key: &[usize]) -> Vec<u64> {
+        use crate::window::key::{hash_bytes, hash_int, NULL_HASH};
         if let [k] = key {
-            // One string key without NULLs (the common case): one pass, no hasher array.
             let a = self.batch.column(*k);
-            if a.data_type() == &DataType::Utf8 && a.null_count() == 0 {
-                let x = a.as_string::<i32>();
-                let (offs, data) = (x.value_offsets(), x.value_data());
-                return offs
-                    .windows(2)
-                    .map(|w| {
-                        let mut h = KeyHasher::default();
-                        h.write(&data[w[0] as usize..w[1] as usize]);
-                        h.write_u8(0xff);
-                        h.finish()
-                    })
-                    .collect();
+            let nulls = a.nulls().filter(|n| n.null_count() > 0);
+            let ints = |v: &mut dyn Iterator<Item = i64>| -> Vec<u64> {
+                match nulls {
+                    None => v.map(hash_int).collect(),
+                    Some(n) => v
+                        .zip(n.iter())
+                        .map(|(x, valid)| if valid { hash_int(x) } else { NULL_HASH })
+                        .collect(),
+                }
+            };
+            match a.data_type() {
+                DataType::Int64 => {
+                    return ints(&mut a.as_primitive::<Int64Type>().values().iter().copied())
+                }
+                DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                    return ints(
+                        &mut a
+                            .as_primitive::<TimestampMicrosecondType>()
+                            .values()
+                            .iter()
+                            .copied(),
+                    )
+                }
+                DataType::UInt64 => {
+                    return ints(
+                        &mut a
+                            .as_primitive::<UInt64Type>()
+                            .values()
+                            .iter()
+                            .map(|&v| v as i64),
+                    )
+                }
+                DataType::Boolean => {
+                    return ints(&mut a.as_boolean().values().iter().map(i64::from))
+                }
+                DataType::Utf8 => {
+                    let x = a.as_string::<i32>();
+                    let (offs, data) = (x.value_offsets(), x.value_data());
+                    let bytes = offs
+                        .windows(2)
+                        .map(|w| hash_bytes(&data[w[0] as usize..w[1] as usize]));
+                    return match nulls {
+                        None => bytes.collect(),
+                        Some(n) => bytes
+                            .zip(n.iter())
+                            .map(|(h, valid)| if valid { h } else { NULL_HASH })
+                            .collect(),
+                    };
+                }
+                DataType::Null => return vec![NULL_HASH; self.len()],
+                DataType::Float64 => {
+                    // Hashed as values (integral floats as integers), NULL as other NULLs.
+                    let x = a.as_primitive::<Float64Type>();
+                    return (0..x.len())
+                        .map(|r| match x.is_null(r) {
+                            true => NULL_HASH,
+                            false => {
+                                let mut h = KeyHasher::default();
+                                Value::F64(x.value(r)).hash(&mut h);
+                                h.finish()
+                            }
+                        })
+                        .collect();
+                }
+                _ => {}
             }
         }
         let mut hashers = vec![KeyHasher::default(); self.len()];
@@ -305,45 +377,133 @@ impl Chunk {
         hashers.iter().map(Hasher::finish).collect()
     }
 
+    /// The key hashes this chunk was routed by ([`Chunk::split`]), if it was split by the fields
+    /// at `key` in this process (they do not travel between processes).
+    pub fn routed_hashes(&self, key: &[usize]) -> Option<&[u64]> {
+        self.routed
+            .as_ref()
+            .filter(|r| *r.key == *key)
+            .map(|r| &r.hashes[..])
+    }
+
     /// Splits the chunk by the hash of the fields at `key` into at most `parts` chunks, each
     /// tagged with the part ([`part_of`] its key hash) it belongs to; empty parts are left out and
-    /// records keep their order within a part.
+    /// records keep their order within a part. Each part carries its records' key hashes
+    /// ([`Chunk::routed_hashes`]).
     pub fn split(&self, key: &[usize], parts: usize) -> Vec<(usize, Chunk)> {
         if parts <= 1 || self.is_empty() {
             return vec![(0, self.clone())];
         }
-        let mut indices: Vec<Vec<u32>> = vec![Vec::new(); parts];
-        for (row, h) in self.key_hashes(key).into_iter().enumerate() {
-            indices[part_of(h, parts)].push(row as u32);
-        }
-        indices
-            .into_iter()
-            .enumerate()
-            .filter(|(_, ix)| !ix.is_empty())
-            .map(|(p, ix)| {
-                if ix.len() == self.len() {
-                    (p, self.clone())
-                } else {
-                    (p, self.take_rows(&UInt32Array::from(ix)))
-                }
-            })
-            .collect()
+        let hashes = self.key_hashes(key);
+        let rows = 0..self.len();
+        self.split_rows(
+            rows,
+            self.len(),
+            hashes,
+            key,
+            parts,
+            None,
+            &mut NullColumns::default(),
+        )
     }
 
-    /// The records at `indices`, like [`Chunk::take`], with all-NULL columns (fields nothing
-    /// downstream reads) sliced rather than gathered.
-    fn take_rows(&self, indices: &UInt32Array) -> Chunk {
+    /// [`filter_fields`](Self::filter_fields) then [`split`](Self::split), gathering each
+    /// kept record's columns once instead of twice (a filter whose records go straight to an
+    /// exchange by key). Where few records are kept, it filters first, so only those are hashed.
+    pub fn filter_split(
+        &self,
+        mask: &BooleanArray,
+        read: Option<&[bool]>,
+        nulls: &mut NullColumns,
+        key: &[usize],
+        parts: usize,
+    ) -> Vec<(usize, Chunk)> {
+        let mask = if mask.null_count() > 0 {
+            arrow::compute::prep_null_mask_filter(mask)
+        } else {
+            mask.clone()
+        };
+        let kept = mask.true_count();
+        if kept == 0 {
+            return Vec::new();
+        }
+        if parts <= 1 || kept * 4 < self.len() {
+            return self.filter_fields(&mask, read, nulls).split(key, parts);
+        }
+        let hashes = self.key_hashes(key);
+        let rows = mask.values().set_indices();
+        self.split_rows(rows, kept, hashes, key, parts, read, nulls)
+    }
+
+    /// Splits `rows` (rising, `count` of them) of the chunk by their key `hashes` (one a row of
+    /// the chunk) into `parts`, copying only the fields `k` with `read[k]` (`None`: all).
+    #[allow(clippy::too_many_arguments)]
+    fn split_rows(
+        &self,
+        rows: impl Iterator<Item = usize>,
+        count: usize,
+        hashes: Vec<u64>,
+        key: &[usize],
+        parts: usize,
+        read: Option<&[bool]>,
+        nulls: &mut NullColumns,
+    ) -> Vec<(usize, Chunk)> {
+        let mut indices: Vec<Vec<u32>> = vec![Vec::with_capacity(count / parts + 16); parts];
+        for row in rows {
+            indices[part_of(hashes[row], parts)].push(row as u32);
+        }
+        let all_read = read.is_none_or(|r| r.iter().all(|&k| k));
+        let key: Arc<[usize]> = key.into();
+        let mut split = Vec::with_capacity(parts);
+        for (p, ix) in indices.into_iter().enumerate() {
+            if ix.is_empty() {
+                continue;
+            }
+            let (mut chunk, hashes) = if ix.len() == self.len() && all_read {
+                (self.clone(), hashes.clone())
+            } else {
+                // SAFETY: every index is a row of the chunk, and `hashes` has one a row.
+                let h = ix
+                    .iter()
+                    .map(|&r| unsafe { *hashes.get_unchecked(r as usize) })
+                    .collect();
+                (self.take_rows(&ix, read, nulls), h)
+            };
+            chunk.routed = Some(Arc::new(Routed {
+                key: Arc::clone(&key),
+                hashes,
+            }));
+            split.push((p, chunk));
+        }
+        split
+    }
+
+    /// The records at `indices` (rising), like [`Chunk::take`], copying only the fields `k`
+    /// with `read[k]` (`None`: all; the others become NULL columns from `nulls`); all-NULL
+    /// columns (fields nothing downstream reads) are sliced rather than gathered, and columns
+    /// without NULLs gathered by [`gather_plain`].
+    fn take_rows(&self, indices: &[u32], read: Option<&[bool]>, nulls: &mut NullColumns) -> Chunk {
         let n = indices.len();
+        let fields = self.num_fields();
+        let ix = std::cell::OnceCell::new();
+        let take = |c: &ArrayRef| {
+            let ix = ix.get_or_init(|| UInt32Array::from(indices.to_vec()));
+            arrow::compute::take(c.as_ref(), ix, None).expect("indices within the chunk")
+        };
         let columns: Vec<ArrayRef> = self
             .batch
             .columns()
             .iter()
-            .map(|c| {
-                if c.null_count() == c.len() {
+            .enumerate()
+            .map(|(k, c)| {
+                if k < fields && read.is_some_and(|r| !r[k]) {
+                    nulls.get(k, c.data_type(), n)
+                } else if c.null_count() == c.len() {
                     c.slice(0, n)
+                } else if c.null_count() > 0 {
+                    take(c)
                 } else {
-                    arrow::compute::take(c.as_ref(), indices, None)
-                        .expect("indices within the chunk")
+                    gather_plain(c, indices).unwrap_or_else(|| take(c))
                 }
             })
             .collect();
@@ -354,6 +514,7 @@ impl Chunk {
                 &RecordBatchOptions::new().with_row_count(Some(n)),
             )
             .expect("columns match the schema"),
+            routed: None,
         }
     }
 
@@ -380,7 +541,10 @@ impl Chunk {
         if batch.num_columns() < 2 {
             return Err("an IPC chunk without metadata columns".into());
         }
-        Ok(Chunk { batch })
+        Ok(Chunk {
+            batch,
+            routed: None,
+        })
     }
 }
 
@@ -502,6 +666,77 @@ fn hash_column(a: &ArrayRef, hashers: &mut [KeyHasher]) {
                 0u8.hash(h);
             }
         }
+    }
+}
+
+/// The values at `indices` (rising, within the column) of `c`, a column without NULLs of one of
+/// Weir's fixed-width types or strings: Arrow's `take` less its general index and NULL
+/// handling. `None` for other types (booleans).
+fn gather_plain(c: &ArrayRef, indices: &[u32]) -> Option<ArrayRef> {
+    use arrow::array::{ArrowPrimitiveType, PrimitiveArray};
+    fn prim<T: ArrowPrimitiveType>(c: &ArrayRef, indices: &[u32]) -> ArrayRef {
+        let v = c.as_primitive::<T>().values();
+        let last = indices.last().map_or(0, |&i| i as usize + 1);
+        assert!(last <= v.len(), "indices within the column");
+        // SAFETY: indices rise, so none exceeds the last, which is within `v` (checked).
+        let out: Vec<T::Native> = indices
+            .iter()
+            .map(|&i| unsafe { *v.get_unchecked(i as usize) })
+            .collect();
+        Arc::new(PrimitiveArray::<T>::new(out.into(), None).with_data_type(c.data_type().clone()))
+    }
+    Some(match c.data_type() {
+        DataType::Int64 => prim::<Int64Type>(c, indices),
+        DataType::UInt64 => prim::<UInt64Type>(c, indices),
+        DataType::Float64 => prim::<Float64Type>(c, indices),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            prim::<TimestampMicrosecondType>(c, indices)
+        }
+        DataType::Utf8 => Arc::new(gather_strings(c.as_string::<i32>(), indices)),
+        _ => return None,
+    })
+}
+
+/// The strings of `a` (which has no NULLs) at `indices`: Arrow's `take` without its per-string
+/// `memcpy` call — a string of up to 16 bytes moves as two 8-byte words, the copy may run past
+/// its end into space reserved for it, and the next string overwrites the excess.
+fn gather_strings(a: &arrow::array::StringArray, indices: &[u32]) -> arrow::array::StringArray {
+    use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+    let (offs, data) = (a.value_offsets(), a.value_data());
+    let mut out_offs: Vec<i32> = Vec::with_capacity(indices.len() + 1);
+    out_offs.push(0);
+    let mut total = 0usize;
+    for &i in indices {
+        let i = i as usize;
+        total += (offs[i + 1] - offs[i]) as usize;
+        out_offs.push(i32::try_from(total).expect("a part is no larger than its chunk"));
+    }
+    let mut bytes: Vec<u8> = Vec::with_capacity(total + 16);
+    let dst = bytes.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+    let mut at = 0usize;
+    for &i in indices {
+        let (s, e) = (offs[i as usize] as usize, offs[i as usize + 1] as usize);
+        let src = &data[s..e];
+        // SAFETY: `dst` has room for `total + 16` bytes and `at + src.len() <= total`; a short
+        // string's 16-byte copy reads within `data` (checked) and writes below `at + 16`.
+        unsafe {
+            if src.len() <= 16 && s + 16 <= data.len() {
+                std::ptr::copy_nonoverlapping(data.as_ptr().add(s), dst.add(at), 16);
+            } else {
+                std::ptr::copy_nonoverlapping(src.as_ptr(), dst.add(at), src.len());
+            }
+        }
+        at += src.len();
+    }
+    // SAFETY: every byte below `total` was written above.
+    unsafe { bytes.set_len(total) };
+    // SAFETY: the offsets rise from 0 to `total` and each range is a whole string of `a`.
+    unsafe {
+        arrow::array::StringArray::new_unchecked(
+            OffsetBuffer::new_unchecked(ScalarBuffer::from(out_offs)),
+            Buffer::from_vec(bytes),
+            None,
+        )
     }
 }
 
@@ -671,6 +906,41 @@ mod tests {
         }
         let empty = Chunk::from_rows(&arrow_schema(&schema()), &[]);
         assert_eq!(empty.split(&[0], 4).len(), 1);
+    }
+
+    #[test]
+    fn split_gathers_columns_without_nulls_as_take_does() {
+        // No NULLs, so every column takes the plain gather; strings of 0 to 40 bytes, the
+        // last one at the very end of the value buffer.
+        let rs: Vec<Record> = (0..777u64)
+            .map(|i| {
+                let mut r = Record::new(vec![
+                    Value::I64(i as i64 * 7 - 300),
+                    Value::U64(i * i),
+                    Value::F64(i as f64 / 8.0),
+                    Value::Bool(i % 3 == 0),
+                    Value::Str("x".repeat((i * 13 % 41) as usize).into()),
+                    Value::Ts(i as i64 * 1_000),
+                ]);
+                r.meta = Meta {
+                    ingest: i as i64,
+                    watermark: i,
+                };
+                r
+            })
+            .collect();
+        let c = Chunk::from_rows(&arrow_schema(&schema()), &rs);
+        for key in [vec![4], vec![0], vec![2], vec![1, 4]] {
+            for (p, part) in c.split(&key, 3) {
+                let rows: Vec<u32> = (0..c.len() as u32)
+                    .filter(|&r| part_of(c.key_hashes(&key)[r as usize], 3) == p)
+                    .collect();
+                let expected = c.take(&UInt32Array::from(rows));
+                assert_eq!(part.batch(), expected.batch(), "key {key:?}, part {p}");
+                assert_eq!(part.routed_hashes(&key), Some(&part.key_hashes(&key)[..]));
+                assert_eq!(part.routed_hashes(&[3]), None, "hashes of another key");
+            }
+        }
     }
 
     #[test]

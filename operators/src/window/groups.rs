@@ -4,14 +4,12 @@
 //! compares equal exactly when the values do. A batch's keys are read straight from its
 //! columns ([`KeyView`]) and hashed in one pass.
 
-use std::hash::Hasher;
-
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
 use arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType, UInt64Type};
 use arrow::row::{RowConverter, Rows, SortField};
 use hashbrown::hash_table::HashTable;
 
-use super::KeyHasher;
+use super::key::{hash_bytes, hash_int, NULL_HASH};
 use crate::chunk::value_at;
 use crate::value::{FieldType, Value};
 
@@ -71,21 +69,6 @@ pub(crate) enum KeyView<'a> {
     Int(Vec<i64>, Option<&'a arrow::buffer::NullBuffer>),
     Str(&'a StringArray),
     Rows(Rows),
-}
-
-const NULL_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
-
-#[inline]
-fn hash_int(v: i64) -> u64 {
-    super::key::mix64(v as u64)
-}
-
-/// A byte key's hash ([`KeyHasher`] reads short keys in two loads).
-#[inline]
-fn hash_bytes(b: &[u8]) -> u64 {
-    let mut h = KeyHasher::default();
-    h.write(b);
-    h.finish()
 }
 
 impl<'a> KeyView<'a> {

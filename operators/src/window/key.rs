@@ -4,13 +4,44 @@ use std::hash::{Hash, Hasher};
 
 use crate::value::Value;
 
-/// A deterministic hash of a record's group key: the same in every worker and process.
+/// A deterministic hash of a record's group key: the same in every worker and process, and
+/// the same as [`Chunk::key_hashes`](crate::chunk::Chunk::key_hashes) of its column. A key of
+/// one integer, timestamp, boolean or string field hashes as a window's or join's key table
+/// hashes it (so a routed chunk carries its hashes to the table); other keys hash field by
+/// field.
 #[inline]
 pub fn key_hash(values: &[Value], group_by: &[usize]) -> u64 {
+    if let [p] = group_by {
+        match &values[*p] {
+            Value::Null => return NULL_HASH,
+            Value::I64(v) | Value::Ts(v) => return hash_int(*v),
+            Value::U64(v) => return hash_int(*v as i64),
+            Value::Bool(b) => return hash_int(i64::from(*b)),
+            Value::Str(s) => return hash_bytes(s.as_bytes()),
+            Value::F64(_) => {}
+        }
+    }
     let mut h = KeyHasher(0);
     for &p in group_by {
         values[p].hash(&mut h);
     }
+    h.finish()
+}
+
+/// The hash of a NULL single-field key.
+pub(crate) const NULL_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// An integer key's hash (timestamps, unsigned integers and booleans as their `i64`).
+#[inline]
+pub(crate) fn hash_int(v: i64) -> u64 {
+    mix64(v as u64)
+}
+
+/// A byte key's hash ([`KeyHasher`] reads short keys in two loads).
+#[inline]
+pub(crate) fn hash_bytes(b: &[u8]) -> u64 {
+    let mut h = KeyHasher::default();
+    h.write(b);
     h.finish()
 }
 

@@ -77,7 +77,7 @@ use crate::value::{FieldType, Micros, Value};
 use crate::{Batches, Records, Time};
 
 mod groups;
-mod key;
+pub(crate) mod key;
 mod state;
 #[cfg(test)]
 mod tests;
