@@ -116,29 +116,7 @@ impl Stage {
 /// result is the next one's input, a chunk that comes out empty goes no further (and is not
 /// sent), and each stage counts the records it takes and gives.
 pub fn chain<'s>(input: Batches<'s>, stages: Vec<Stage>) -> Batches<'s> {
-    let name = chain_name(&stages);
-    let mut stages = Chained::new(stages);
-    input.unary::<CapacityContainerBuilder<Vec<Chunk>>, _, _, _>(
-        Pipeline,
-        &name,
-        move |_cap, _info| {
-            let mut out = Vec::new();
-            move |input, output| {
-                input.for_each(|cap, data: &mut Vec<Chunk>| {
-                    for c in data.iter() {
-                        if let Some(r) = stages.run(c, None).pop() {
-                            out.push(r.1);
-                        }
-                    }
-                    stages.flush_counts();
-                    if !out.is_empty() {
-                        output.session(&cap).give_container(&mut out);
-                        out.clear();
-                    }
-                });
-            }
-        },
-    )
+    chain_operator(input, stages, None, |_, c| c)
 }
 
 /// [`chain`], with every record then sent to the worker that owns the hash of its fields at
@@ -150,30 +128,35 @@ pub fn chain_routed<'s>(input: Batches<'s>, stages: Vec<Stage>, key: Vec<usize>)
     if peers == 1 {
         return chain(input, stages);
     }
+    let tagged = chain_operator(input, stages, Some((key, peers)), |p, c| (p as u64, c));
+    crate::exchange::route(tagged)
+}
+
+/// The operator of a chain: each result chunk (or with `route`, each part) as `give` makes it.
+fn chain_operator<'s, T: Clone + 'static>(
+    input: Batches<'s>,
+    stages: Vec<Stage>,
+    route: Option<(Vec<usize>, usize)>,
+    give: fn(usize, Chunk) -> T,
+) -> timely::dataflow::Stream<'s, crate::Time, Vec<T>> {
     let name = chain_name(&stages);
     let mut stages = Chained::new(stages);
-    let tagged = input.unary::<CapacityContainerBuilder<Vec<(u64, Chunk)>>, _, _, _>(
-        Pipeline,
-        &name,
-        move |_cap, _info| {
-            let mut out = Vec::new();
-            move |input, output| {
-                input.for_each(|cap, data: &mut Vec<Chunk>| {
-                    for c in data.iter() {
-                        for (p, r) in stages.run(c, Some((&key, peers))) {
-                            out.push((p as u64, r));
-                        }
-                    }
-                    stages.flush_counts();
-                    if !out.is_empty() {
-                        output.session(&cap).give_container(&mut out);
-                        out.clear();
-                    }
-                });
-            }
-        },
-    );
-    crate::exchange::route(tagged)
+    input.unary::<CapacityContainerBuilder<Vec<T>>, _, _, _>(Pipeline, &name, move |_cap, _info| {
+        let mut out = Vec::new();
+        move |input, output| {
+            input.for_each(|cap, data: &mut Vec<Chunk>| {
+                for c in data.iter() {
+                    let route = route.as_ref().map(|(k, p)| (&k[..], *p));
+                    out.extend(stages.run(c, route).into_iter().map(|(p, r)| give(p, r)));
+                }
+                stages.flush_counts();
+                if !out.is_empty() {
+                    output.session(&cap).give_container(&mut out);
+                    out.clear();
+                }
+            });
+        }
+    })
 }
 
 fn chain_name(stages: &[Stage]) -> String {

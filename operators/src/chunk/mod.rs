@@ -227,11 +227,7 @@ impl Chunk {
         read: Option<&[bool]>,
         nulls: &mut NullColumns,
     ) -> Chunk {
-        let mask = if mask.null_count() > 0 {
-            arrow::compute::prep_null_mask_filter(mask)
-        } else {
-            mask.clone()
-        };
+        let mask = true_only(mask);
         let kept = mask.true_count();
         if kept == 0 {
             return Chunk {
@@ -418,11 +414,7 @@ impl Chunk {
         key: &[usize],
         parts: usize,
     ) -> Vec<(usize, Chunk)> {
-        let mask = if mask.null_count() > 0 {
-            arrow::compute::prep_null_mask_filter(mask)
-        } else {
-            mask.clone()
-        };
+        let mask = true_only(mask);
         let kept = mask.true_count();
         if kept == 0 {
             return Vec::new();
@@ -666,6 +658,14 @@ fn hash_column(a: &ArrayRef, hashers: &mut [KeyHasher]) {
                 0u8.hash(h);
             }
         }
+    }
+}
+
+/// `mask` with NULL as FALSE.
+fn true_only(mask: &BooleanArray) -> BooleanArray {
+    match mask.null_count() {
+        0 => mask.clone(),
+        _ => arrow::compute::prep_null_mask_filter(mask),
     }
 }
 
