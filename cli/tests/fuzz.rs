@@ -104,8 +104,14 @@ fn random_records_never_panic_the_decoders() {
     ])
     .with_time("ts")
     .with_id("id");
-    let specs: Vec<DecodeSpec> = TimeFormat::ALL
+    let texts = [
+        TimeFormat::configure(Some("%d/%b/%Y:%H:%M:%S %z"), None).unwrap(),
+        TimeFormat::configure(Some("%Y-%m-%d %H:%M"), Some("America/New_York")).unwrap(),
+        TimeFormat::configure(None, Some("Asia/Seoul")).unwrap(),
+    ];
+    let specs: Vec<DecodeSpec> = TimeFormat::NAMED
         .into_iter()
+        .chain(texts)
         .map(|f| DecodeSpec::new("src", schema.clone(), f, false, OnError::DeadLetter))
         .collect();
     let good = r#"{"id": 1, "ts": 1700000000000, "s": "x", "f": 1.5, "b": true, "i": -3}"#;

@@ -289,7 +289,7 @@ impl DecodeSpec {
         for (cell, col) in row.iter().zip(columns) {
             let Some(i) = *col else { continue };
             let field = &self.schema.fields[i];
-            values[i] = parse_cell(cell, field.ty, self.time_format)
+            values[i] = parse_cell(cell, field.ty, &self.time_format)
                 .map_err(|e| format!("field `{}`: {e}", field.name))?;
         }
         Ok(())
@@ -330,7 +330,7 @@ impl DecodeSpec {
 }
 
 /// Parses one CSV cell; an empty cell is NULL.
-pub fn parse_cell(text: &str, ty: FieldType, fmt: TimeFormat) -> Result<Value, String> {
+pub fn parse_cell(text: &str, ty: FieldType, fmt: &TimeFormat) -> Result<Value, String> {
     let t = text.trim();
     if t.is_empty() {
         return Ok(Value::Null);
@@ -410,7 +410,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                     let field = &self.spec.schema.fields[i];
                     let cell = map.next_value_seed(CellSeed {
                         ty: field.ty,
-                        fmt: self.spec.time_format,
+                        fmt: &self.spec.time_format,
                     })?;
                     match cell {
                         Ok(v) => self.out[i] = v,
@@ -511,27 +511,27 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
 }
 
 /// Reads one JSON value as a field of type `ty`; a wrong type is an inner `Err`.
-struct CellSeed {
+struct CellSeed<'a> {
     ty: FieldType,
-    fmt: TimeFormat,
+    fmt: &'a TimeFormat,
 }
 
 type Cell = Result<Value, String>;
 
-impl<'de> DeserializeSeed<'de> for CellSeed {
+impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
     type Value = Cell;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl CellSeed {
+impl CellSeed<'_> {
     fn mismatch(&self, found: impl fmt::Display) -> Cell {
         Err(format!("expected {}, found {found}", self.ty))
     }
 }
 
-impl<'de> Visitor<'de> for CellSeed {
+impl<'de> Visitor<'de> for CellSeed<'_> {
     type Value = Cell;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {

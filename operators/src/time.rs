@@ -1,4 +1,6 @@
-//! Event-time parsing and formatting: RFC 3339 and epoch seconds, milliseconds or microseconds.
+//! Event-time parsing and formatting: ISO 8601 as people write it (RFC 3339 and its variants),
+//! strftime-style patterns, local times in an IANA time zone, and epoch seconds, milliseconds or
+//! microseconds.
 //!
 //! ```
 //! use weir_operators::time::{format_rfc3339, TimeFormat};
@@ -7,63 +9,136 @@
 //! assert_eq!(t, 1_767_225_601_500_000);
 //! assert_eq!(format_rfc3339(t), "2026-01-01T00:00:01.500Z");
 //! assert_eq!(TimeFormat::EpochMs.parse_str("1000").unwrap(), 1_000_000);
+//! // A space for the `T`, no zone: UTC, or the source's `timezone`.
+//! assert_eq!(TimeFormat::Iso8601.parse_str("2026-01-01 00:00:01.5").unwrap(), t);
+//! let seoul = TimeFormat::configure(Some("%d/%m/%Y %H:%M:%S%.f"), Some("Asia/Seoul")).unwrap();
+//! assert_eq!(seoul.parse_str("01/01/2026 09:00:01.5").unwrap(), t);
 //! ```
-
-use serde::{Deserialize, Serialize};
 
 /// Microseconds since the Unix epoch (UTC).
 pub type Micros = i64;
 
 /// How a source's timestamp fields are written in its input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TimeFormat {
-    /// RFC 3339 strings, such as `2026-01-01T12:00:00Z` or `2026-01-01T13:00:00.250+01:00`.
+    /// ISO 8601 as people write it (the default): RFC 3339 (`2026-01-01T12:00:00Z`,
+    /// `2026-01-01T13:00:00.250+01:00`) and its variants — a space instead of the `T`, no
+    /// seconds, an offset written `+0900` or `+09`, or no zone at all, which is read in
+    /// [`TimeFormat::Text`]'s zone (UTC unless a `timezone` is given).
+    Iso8601,
+    /// RFC 3339 strictly, nothing else.
     Rfc3339,
     /// Seconds since the epoch (a number; fractions allowed).
     EpochS,
-    /// Milliseconds since the epoch (a number).
+    /// Milliseconds since the epoch (a number; fractions allowed).
     EpochMs,
     /// Microseconds since the epoch (a number).
     EpochUs,
+    /// A strftime-style pattern, or ISO 8601 read in a time zone.
+    Text(std::sync::Arc<TextFormat>),
+}
+
+/// A textual timestamp format with a zone: a strftime-style pattern (`None`: ISO 8601 as
+/// [`TimeFormat::Iso8601`] reads it) and the zone a time without an offset is in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TextFormat {
+    pattern: Option<String>,
+    /// Whether the pattern reads an offset (`%z`, `%:z`, `%#z`).
+    has_offset: bool,
+    zone: chrono_tz::Tz,
 }
 
 impl TimeFormat {
-    /// Every format, in documentation order.
-    pub const ALL: [TimeFormat; 4] = [
+    /// The named formats, in documentation order.
+    pub const NAMED: [TimeFormat; 5] = [
+        TimeFormat::Iso8601,
         TimeFormat::Rfc3339,
         TimeFormat::EpochS,
         TimeFormat::EpochMs,
         TimeFormat::EpochUs,
     ];
 
-    /// The name used in pipeline files.
-    pub fn name(self) -> &'static str {
+    /// The name used in pipeline files (a pattern's own text).
+    pub fn name(&self) -> &str {
         match self {
+            TimeFormat::Iso8601 => "iso8601",
             TimeFormat::Rfc3339 => "rfc3339",
             TimeFormat::EpochS => "epoch_s",
             TimeFormat::EpochMs => "epoch_ms",
             TimeFormat::EpochUs => "epoch_us",
+            TimeFormat::Text(t) => t.pattern.as_deref().unwrap_or("iso8601"),
         }
     }
 
     /// Parses a format name.
     pub fn parse_name(name: &str) -> Option<TimeFormat> {
-        TimeFormat::ALL.into_iter().find(|f| f.name() == name)
+        TimeFormat::NAMED.into_iter().find(|f| f.name() == name)
     }
 
-    /// Micro-seconds per unit, for the epoch formats.
-    fn unit(self) -> f64 {
-        match self {
-            TimeFormat::Rfc3339 | TimeFormat::EpochUs => 1.0,
-            TimeFormat::EpochS => 1e6,
-            TimeFormat::EpochMs => 1e3,
+    /// The format a source's `timestamp_format` and `timezone` describe: a name of
+    /// [`TimeFormat::NAMED`] or a strftime-style pattern (anything with a `%`), and an IANA zone
+    /// name for times written without an offset. The error says what is wrong.
+    pub fn configure(format: Option<&str>, zone: Option<&str>) -> Result<TimeFormat, String> {
+        let tz = match zone {
+            None => None,
+            Some(z) => Some(z.parse::<chrono_tz::Tz>().map_err(|_| {
+                format!(
+                    "`{z}` is not an IANA time zone name (such as \"Europe/Berlin\" or \"UTC\")"
+                )
+            })?),
+        };
+        let named = match format {
+            None => Some(TimeFormat::Iso8601),
+            Some(f) if !f.contains('%') => Some(TimeFormat::parse_name(f).ok_or_else(|| {
+                format!(
+                    "`{f}` is not a timestamp format: use one of {}, or a strftime-style pattern such as \"%Y-%m-%d %H:%M:%S\"",
+                    TimeFormat::NAMED.iter().map(|f| format!("\"{}\"", f.name())).collect::<Vec<_>>().join(", ")
+                )
+            })?),
+            Some(_) => None,
+        };
+        match (named, tz) {
+            (Some(f @ (TimeFormat::EpochS | TimeFormat::EpochMs | TimeFormat::EpochUs)), Some(_)) => {
+                Err(format!("an epoch number has no time zone, so `timezone` does not apply to \"{}\"", f.name()))
+            }
+            (Some(TimeFormat::Rfc3339), Some(_)) => Err(
+                "an RFC 3339 time always has its offset, so `timezone` does not apply to \"rfc3339\": use \"iso8601\" to read times without one".into(),
+            ),
+            (Some(TimeFormat::Iso8601), Some(zone)) => Ok(TimeFormat::Text(std::sync::Arc::new(TextFormat {
+                pattern: None,
+                has_offset: false,
+                zone,
+            }))),
+            (Some(f), _) => Ok(f),
+            (None, zone) => {
+                let pattern = format.expect("a pattern").to_string();
+                let has_offset = ["%z", "%:z", "%#z", "%::z"].iter().any(|z| pattern.contains(z));
+                let t = TextFormat {
+                    pattern: Some(pattern.clone()),
+                    has_offset,
+                    zone: zone.unwrap_or(chrono_tz::UTC),
+                };
+                check_pattern(&t)?;
+                Ok(TimeFormat::Text(std::sync::Arc::new(t)))
+            }
         }
     }
 
-    /// Parses a timestamp written as text (an RFC 3339 string, or an epoch number in a CSV cell).
-    pub fn parse_str(self, text: &str) -> Result<Micros, String> {
+    /// Micro-seconds per unit, for the epoch formats.
+    fn unit(&self) -> f64 {
+        match self {
+            TimeFormat::EpochS => 1e6,
+            TimeFormat::EpochMs => 1e3,
+            _ => 1.0,
+        }
+    }
+
+    /// Parses a timestamp written as text (a date and time, or an epoch number in a CSV cell).
+    pub fn parse_str(&self, text: &str) -> Result<Micros, String> {
         match self {
             TimeFormat::Rfc3339 => parse_rfc3339(text),
+            TimeFormat::Iso8601 => parse_iso8601(text, &chrono_tz::UTC),
+            TimeFormat::Text(t) => t.parse(text),
             _ => {
                 if let Ok(i) = text.parse::<i64>() {
                     self.from_i64(i)
@@ -77,23 +152,24 @@ impl TimeFormat {
     }
 
     /// Converts an integer epoch value.
-    pub fn from_i64(self, v: i64) -> Result<Micros, String> {
+    pub fn from_i64(&self, v: i64) -> Result<Micros, String> {
         let m = match self {
-            TimeFormat::Rfc3339 => {
-                return Err("expected an RFC 3339 string, found a number".to_string())
-            }
             TimeFormat::EpochS => v.checked_mul(1_000_000),
             TimeFormat::EpochMs => v.checked_mul(1_000),
             TimeFormat::EpochUs => Some(v),
+            _ => return Err(format!("expected {}, found a number", self.unit_name())),
         };
         m.filter(|m| (0..=MAX_MICROS).contains(m))
             .ok_or_else(|| format!("{v} {} is out of range", self.unit_name()))
     }
 
     /// Converts a fractional epoch value.
-    pub fn from_f64(self, v: f64) -> Result<Micros, String> {
-        if self == TimeFormat::Rfc3339 {
-            return Err("expected an RFC 3339 string, found a number".to_string());
+    pub fn from_f64(&self, v: f64) -> Result<Micros, String> {
+        if !matches!(
+            self,
+            TimeFormat::EpochS | TimeFormat::EpochMs | TimeFormat::EpochUs
+        ) {
+            return Err(format!("expected {}, found a number", self.unit_name()));
         }
         let m = (v * self.unit()).round();
         if m.is_finite() && (0.0..=MAX_MICROS as f64).contains(&m) {
@@ -103,14 +179,133 @@ impl TimeFormat {
         }
     }
 
-    fn unit_name(self) -> &'static str {
+    fn unit_name(&self) -> String {
         match self {
-            TimeFormat::Rfc3339 => "RFC 3339",
-            TimeFormat::EpochS => "seconds",
-            TimeFormat::EpochMs => "milliseconds",
-            TimeFormat::EpochUs => "microseconds",
+            TimeFormat::Iso8601 => "an ISO 8601 time".into(),
+            TimeFormat::Rfc3339 => "an RFC 3339 time".into(),
+            TimeFormat::EpochS => "seconds".into(),
+            TimeFormat::EpochMs => "milliseconds".into(),
+            TimeFormat::EpochUs => "microseconds".into(),
+            TimeFormat::Text(t) => match &t.pattern {
+                Some(p) => format!("a time written \"{p}\""),
+                None => "an ISO 8601 time".into(),
+            },
         }
     }
+}
+
+impl TextFormat {
+    fn parse(&self, text: &str) -> Result<Micros, String> {
+        let Some(p) = &self.pattern else {
+            return parse_iso8601(text, &self.zone);
+        };
+        let bad = |e: chrono::ParseError| format!("`{text}` is not a time written \"{p}\" ({e})");
+        let text = text.trim();
+        let m = if self.has_offset {
+            chrono::DateTime::parse_from_str(text, p)
+                .map_err(bad)?
+                .timestamp_micros()
+        } else {
+            let naive = match chrono::NaiveDateTime::parse_from_str(text, p) {
+                Ok(n) => n,
+                // A pattern of a date alone: its midnight.
+                Err(e) if e.kind() == chrono::format::ParseErrorKind::NotEnough => {
+                    chrono::NaiveDate::parse_from_str(text, p)
+                        .map_err(|_| bad(e))?
+                        .and_time(chrono::NaiveTime::MIN)
+                }
+                Err(e) => return Err(bad(e)),
+            };
+            in_zone(naive, &self.zone)
+        };
+        in_range(m, text)
+    }
+}
+
+/// Checks a pattern by writing a known instant with it and reading that back.
+fn check_pattern(t: &TextFormat) -> Result<(), String> {
+    use chrono::format::{Item, StrftimeItems};
+    let p = t.pattern.as_deref().expect("a pattern");
+    if StrftimeItems::new(p).any(|i| matches!(i, Item::Error)) {
+        return Err(format!(
+            "\"{p}\" is not a strftime-style pattern: see the README's table of `%` codes"
+        ));
+    }
+    if p.contains("%Z") {
+        return Err(format!("\"{p}\": a zone abbreviation (`%Z`) cannot be read back; use an offset (`%z`) or set `timezone`"));
+    }
+    let instant = chrono::DateTime::from_timestamp(1_767_323_045, 0).expect("an instant");
+    let written = instant.with_timezone(&t.zone).format(p).to_string();
+    match t.parse(&written) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("\"{p}\" cannot be read back (it wrote `{written}`): a timestamp pattern needs at least the year, month and day")),
+    }
+}
+
+/// The instant a zone-less local time names in `zone`. A time that occurs twice (when clocks
+/// go back) is the earlier one; a time that does not occur (when clocks go forward) is read
+/// with the offset before the change, so it lands that much later (as `java.time` does).
+fn in_zone(naive: chrono::NaiveDateTime, zone: &chrono_tz::Tz) -> Micros {
+    use chrono::{LocalResult, Offset, TimeZone};
+    match zone.from_local_datetime(&naive) {
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.timestamp_micros(),
+        LocalResult::None => {
+            let before = naive - chrono::Duration::days(1);
+            let offset = zone.offset_from_utc_datetime(&before).fix();
+            (naive - chrono::Duration::seconds(i64::from(offset.local_minus_utc())))
+                .and_utc()
+                .timestamp_micros()
+        }
+    }
+}
+
+fn in_range(m: Micros, text: &str) -> Result<Micros, String> {
+    if m < 0 {
+        return Err(format!(
+            "`{text}` is before 1970, which Weir does not support"
+        ));
+    }
+    if m > MAX_MICROS {
+        return Err(format!("`{text}` is after the year 9999"));
+    }
+    Ok(m)
+}
+
+/// Parses ISO 8601 as people write it (see [`TimeFormat::Iso8601`]): RFC 3339, or a date and
+/// time with `T` or a space between them, seconds and fraction optional, an offset (`Z`,
+/// `+09:00`, `+0900`, `+09`) or none — then it is a local time in `zone` — or a date alone
+/// (its midnight).
+pub fn parse_iso8601(text: &str, zone: &chrono_tz::Tz) -> Result<Micros, String> {
+    if let Some(m) = parse_utc_fast(text.as_bytes()) {
+        return Ok(m);
+    }
+    let t = text.trim();
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return in_range(d.timestamp_micros(), text);
+    }
+    let bad = || {
+        format!("`{text}` is not an ISO 8601 time (such as 2026-03-01T10:00:00Z or 2026-03-01 10:00:00)")
+    };
+    // One separator, `T`; a `Z` as an offset.
+    let mut s = t.replacen(' ', "T", 1);
+    if s.ends_with(['Z', 'z']) {
+        s.pop();
+        s.push_str("+00:00");
+    }
+    for p in ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M%#z"] {
+        if let Ok(d) = chrono::DateTime::parse_from_str(&s, p) {
+            return in_range(d.timestamp_micros(), text);
+        }
+    }
+    for p in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(n) = chrono::NaiveDateTime::parse_from_str(&s, p) {
+            return in_range(in_zone(n, zone), text);
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
+        return in_range(in_zone(d.and_time(chrono::NaiveTime::MIN), zone), text);
+    }
+    Err(bad())
 }
 
 /// The latest supported timestamp: the year 9999.
@@ -380,6 +575,131 @@ mod tests {
         assert_eq!(TimeFormat::EpochS.parse_str("1.5").unwrap(), 1_500_000);
         assert_eq!(TimeFormat::EpochUs.from_i64(7).unwrap(), 7);
         assert_eq!(format_rfc3339(1_000_001), "1970-01-01T00:00:01.000001Z");
+    }
+
+    /// Each timestamp style against instants computed by hand: 2026-03-01T10:00:00Z is
+    /// 1,772,359,200 s (2026-01-01 is 1,767,225,600 s, then 59 days and 10 hours).
+    #[test]
+    fn every_style_reads_the_hand_computed_instant() {
+        const T: Micros = 1_772_359_200_000_000;
+        let f =
+            |format: Option<&str>, zone: Option<&str>| TimeFormat::configure(format, zone).unwrap();
+        let cases: Vec<(TimeFormat, &str, Micros)> = vec![
+            (f(None, None), "2026-03-01T10:00:00Z", T),
+            (f(None, None), "2026-03-01 10:00:00", T),
+            (f(None, None), "2026-03-01 10:00", T),
+            (f(None, None), "2026-03-01T10:00Z", T),
+            (f(None, None), "2026-03-01T19:00:00+0900", T),
+            (f(None, None), "2026-03-01T19:00+09", T),
+            (f(None, None), "2026-03-01 05:00:00-05:00", T),
+            (f(None, None), "2026-03-01 10:00:00.25Z", T + 250_000),
+            (f(None, None), "2026-03-01 10:00:00.000001", T + 1),
+            (f(None, None), "2026-03-01", T - 36_000_000_000),
+            (
+                f(Some("iso8601"), Some("Asia/Seoul")),
+                "2026-03-01 19:00:00",
+                T,
+            ),
+            (
+                f(Some("iso8601"), Some("Asia/Seoul")),
+                "2026-03-01T10:00:00Z",
+                T,
+            ),
+            (
+                f(Some("%d/%b/%Y:%H:%M:%S %z"), None),
+                "01/Mar/2026:19:00:00 +0900",
+                T,
+            ),
+            (
+                f(Some("%Y-%m-%d %H:%M:%S%.f"), None),
+                "2026-03-01 10:00:00.5",
+                T + 500_000,
+            ),
+            (
+                f(Some("%m/%d/%Y %I:%M %p"), Some("Asia/Seoul")),
+                "03/01/2026 07:00 PM",
+                T,
+            ),
+            (f(Some("%Y%m%d"), None), "20260301", T - 36_000_000_000),
+            (f(Some("epoch_s"), None), "1772359200.25", T + 250_000),
+            (f(Some("epoch_ms"), None), "1772359200250", T + 250_000),
+            // New York, 2026-03-08: clocks go from 02:00 EST (-5) to 03:00 EDT (-4); 00:00Z
+            // that day is 1,772,928,000 s. 02:30 does not occur: read at -5, it is 07:30Z,
+            // the same instant as 03:30 EDT.
+            (
+                f(Some("%Y-%m-%d %H:%M:%S"), Some("America/New_York")),
+                "2026-03-08 01:30:00",
+                1_772_951_400_000_000,
+            ),
+            (
+                f(Some("%Y-%m-%d %H:%M:%S"), Some("America/New_York")),
+                "2026-03-08 02:30:00",
+                1_772_955_000_000_000,
+            ),
+            (
+                f(Some("%Y-%m-%d %H:%M:%S"), Some("America/New_York")),
+                "2026-03-08 03:30:00",
+                1_772_955_000_000_000,
+            ),
+            // 2026-11-01: clocks go back from 02:00 EDT to 01:00 EST; 00:00Z that day is
+            // 1,793,491,200 s. 01:30 occurs twice: the earlier, EDT, is 05:30Z.
+            (
+                f(None, Some("America/New_York")),
+                "2026-11-01 01:30:00",
+                1_793_511_000_000_000,
+            ),
+            (
+                f(None, Some("America/New_York")),
+                "2026-11-01 00:30:00",
+                1_793_507_400_000_000,
+            ),
+            (
+                f(None, Some("America/New_York")),
+                "2026-11-01 02:30:00",
+                1_793_518_200_000_000,
+            ),
+        ];
+        for (format, text, want) in cases {
+            assert_eq!(
+                format.parse_str(text),
+                Ok(want),
+                "{text} as {}",
+                format.name()
+            );
+        }
+    }
+
+    #[test]
+    fn bad_formats_and_times_say_what_is_wrong() {
+        let err = |format: Option<&str>, zone: Option<&str>| {
+            TimeFormat::configure(format, zone).unwrap_err()
+        };
+        assert!(err(None, Some("Mars/Olympus")).contains("IANA"));
+        assert!(err(Some("epoch_ms"), Some("UTC")).contains("no time zone"));
+        assert!(err(Some("rfc3339"), Some("UTC")).contains("iso8601"));
+        assert!(err(Some("unix"), None).contains("strftime"));
+        assert!(err(Some("%H:%M"), None).contains("year, month and day"));
+        assert!(err(Some("%Y-%m-%d %Z"), None).contains("%z"));
+        assert!(err(Some("%Y-%m-%d %Q"), None).contains("not a strftime"));
+        let iso = TimeFormat::Iso8601;
+        for bad in [
+            "yesterday",
+            "2026-02-30 10:00",
+            "2026-03-01 25:00",
+            "1969-12-31 23:59",
+            "2026-03-01T10",
+        ] {
+            assert!(iso.parse_str(bad).is_err(), "{bad}");
+        }
+        // RFC 3339 stays strict.
+        assert!(TimeFormat::Rfc3339
+            .parse_str("2026-03-01 10:00:00")
+            .is_err());
+        let p = TimeFormat::configure(Some("%d/%m/%Y %H:%M"), None).unwrap();
+        assert!(p
+            .parse_str("2026-03-01 10:00")
+            .unwrap_err()
+            .contains("%d/%m/%Y %H:%M"));
     }
 
     #[test]

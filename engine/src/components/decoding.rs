@@ -18,6 +18,8 @@ pub struct DecodingKeys<'a> {
     pub timestamp_field: Option<&'a Spanned<String>>,
     /// `timestamp_format`
     pub timestamp_format: Option<&'a Spanned<String>>,
+    /// `timezone`
+    pub timezone: Option<&'a Spanned<String>>,
     /// `id_field`
     pub id_field: Option<&'a Spanned<String>>,
     /// `on_error`
@@ -31,6 +33,7 @@ macro_rules! decoding_keys {
             schema: &$config.schema,
             timestamp_field: $config.timestamp_field.as_ref(),
             timestamp_format: $config.timestamp_format.as_ref(),
+            timezone: $config.timezone.as_ref(),
             id_field: $config.id_field.as_ref(),
             on_error: $config.on_error.as_ref(),
         }
@@ -60,16 +63,28 @@ pub fn decode_spec(ctx: &Ctx, keys: DecodingKeys) -> Result<DecodeSpec, Vec<Diag
         .timestamp_field
         .map(|s| s.get_ref().as_str())
         .unwrap_or("ts");
-    let format_names: Vec<&str> = TimeFormat::ALL.iter().map(|f| f.name()).collect();
-    let time_format = match keys.timestamp_format {
-        Some(f) => match ctx.choice("timestamp_format", f, &format_names) {
-            Ok(i) => TimeFormat::ALL[i],
-            Err(d) => {
-                diags.push(d);
-                TimeFormat::Rfc3339
-            }
-        },
-        None => TimeFormat::Rfc3339,
+    let time_format = match TimeFormat::configure(
+        keys.timestamp_format.map(|f| f.get_ref().as_str()),
+        keys.timezone.map(|z| z.get_ref().as_str()),
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            // Point at the key that is wrong: the zone when its name is unknown.
+            let zone_wrong = e.contains("IANA");
+            let at = match (zone_wrong, keys.timezone, keys.timestamp_format) {
+                (true, Some(z), _) => z.span(),
+                (false, _, Some(f)) => f.span(),
+                (_, Some(z), _) => z.span(),
+                _ => keys.schema.span(),
+            };
+            let key = if zone_wrong || keys.timestamp_format.is_none() {
+                "timezone"
+            } else {
+                "timestamp_format"
+            };
+            diags.push(ctx.error(format!("invalid `{key}`")).at(at).help(e));
+            TimeFormat::Iso8601
+        }
     };
     let on_error_names: Vec<&str> = OnError::ALL.iter().map(|p| p.name()).collect();
     let on_error = match keys.on_error {

@@ -32,8 +32,16 @@ pub struct FileSourceConfig {
     pub schema: Spanned<IndexMap<String, Spanned<String>>>,
     /// The event-time field (default "ts"); it must be declared as a timestamp.
     pub timestamp_field: Option<Spanned<String>>,
-    /// How timestamps are written: "rfc3339" (default), "epoch_s", "epoch_ms" or "epoch_us".
+    /// How timestamps are written: "iso8601" (default: RFC 3339 and its common variants — a
+    /// space instead of the `T`, no seconds, an offset such as `+0900`, or no offset, read in
+    /// `timezone`), "rfc3339" (strictly), "epoch_s" (fractions allowed), "epoch_ms",
+    /// "epoch_us", or a strftime-style pattern such as "%Y-%m-%d %H:%M:%S%.f" or
+    /// "%d/%b/%Y:%H:%M:%S %z".
     pub timestamp_format: Option<Spanned<String>>,
+    /// The IANA time zone (such as "Asia/Seoul") of timestamps written without an offset
+    /// (default "UTC"). A local time that occurs twice when clocks go back is the earlier
+    /// instant; one skipped when clocks go forward is read with the offset before the change.
+    pub timezone: Option<Spanned<String>>,
     /// The field that holds each event's unique id (default "id"). When the schema has no such
     /// field, Weir assigns the string id `source:file:line`, the same on every replay.
     pub id_field: Option<Spanned<String>>,

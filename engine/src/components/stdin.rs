@@ -21,8 +21,16 @@ pub struct StdinConfig {
     pub schema: Spanned<IndexMap<String, Spanned<String>>>,
     /// The event-time field (default "ts").
     pub timestamp_field: Option<Spanned<String>>,
-    /// How timestamps are written: "rfc3339" (default), "epoch_s", "epoch_ms" or "epoch_us".
+    /// How timestamps are written: "iso8601" (default: RFC 3339 and its common variants — a
+    /// space instead of the `T`, no seconds, an offset such as `+0900`, or no offset, read in
+    /// `timezone`), "rfc3339" (strictly), "epoch_s" (fractions allowed), "epoch_ms",
+    /// "epoch_us", or a strftime-style pattern such as "%Y-%m-%d %H:%M:%S%.f" or
+    /// "%d/%b/%Y:%H:%M:%S %z".
     pub timestamp_format: Option<Spanned<String>>,
+    /// The IANA time zone (such as "Asia/Seoul") of timestamps written without an offset
+    /// (default "UTC"). A local time that occurs twice when clocks go back is the earlier
+    /// instant; one skipped when clocks go forward is read with the offset before the change.
+    pub timezone: Option<Spanned<String>>,
     /// The id field (default "id"); when the schema lacks it, Weir assigns ids.
     pub id_field: Option<Spanned<String>>,
     /// "dead-letter" (default), "skip" or "fail", as in the file source.

@@ -1,0 +1,178 @@
+//! Real-world input: timestamps as people write them (ISO 8601 variants, strftime-style
+//! patterns, local times in an IANA zone), end to end through `weir run`, against results
+//! computed by hand; and the configuration errors of the timestamp keys.
+
+mod common;
+
+use common::*;
+
+/// Readings from Seoul (UTC+9, no daylight saving) written `YYYY-MM-DD HH:MM:SS` without an
+/// offset, in 1-hour windows per device. By hand: 19:10 and 19:50 local are 10:10 and 10:50
+/// UTC (window 10:00Z), 20:05 local is 11:05 UTC (window 11:00Z).
+const SEOUL_CSV: &str = "\
+id,ts,device,temperature
+1,2026-03-01 19:10:00,a,20.0
+2,2026-03-01 19:50:00,a,22.0
+3,2026-03-01 19:55:30,b,30.5
+4,2026-03-01 20:05:00,a,24.0
+";
+
+fn seoul_pipeline(format: &str) -> String {
+    format!(
+        r#"[pipeline]
+name = "seoul"
+
+[sources.readings]
+type = "file"
+path = "in.csv"
+format = "csv"
+schema = {{ id = "u64", ts = "timestamp", device = "string", temperature = "f64" }}
+{format}
+timezone = "Asia/Seoul"
+
+[transforms.hourly]
+type = "window"
+inputs = ["readings"]
+size = "1h"
+group_by = ["device"]
+aggregates = {{ n = "count(*)", avg_t = "avg(temperature)" }}
+
+[sinks.out]
+type = "file"
+inputs = ["hourly"]
+path = "out.jsonl"
+format = "jsonl"
+"#
+    )
+}
+
+#[test]
+fn local_times_in_a_zone_land_in_the_hand_computed_windows() {
+    let expected = json_multiset(
+        r#"{"window_start":"2026-03-01T10:00:00.000Z","window_end":"2026-03-01T11:00:00.000Z","device":"a","n":2,"avg_t":21.0}
+{"window_start":"2026-03-01T10:00:00.000Z","window_end":"2026-03-01T11:00:00.000Z","device":"b","n":1,"avg_t":30.5}
+{"window_start":"2026-03-01T11:00:00.000Z","window_end":"2026-03-01T12:00:00.000Z","device":"a","n":1,"avg_t":24.0}"#,
+    );
+    // The default format (ISO 8601 with a space and no offset), and the same as a pattern.
+    for format in ["", "timestamp_format = \"%Y-%m-%d %H:%M:%S\""] {
+        for config in configurations() {
+            let dir = workspace();
+            write(dir.path(), "in.csv", SEOUL_CSV);
+            let p = write(dir.path(), "p.toml", &seoul_pipeline(format));
+            let err = run_ok(dir.path(), &p, &config);
+            assert!(err.contains("dead-lettered"), "{err}");
+            let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+            assert_eq!(json_multiset(&out), expected, "{format} {config:?}\n{err}");
+            assert!(
+                !dir.path().join("seoul.deadletter.jsonl").exists() || {
+                    std::fs::read_to_string(dir.path().join("seoul.deadletter.jsonl"))
+                        .unwrap()
+                        .is_empty()
+                }
+            );
+        }
+    }
+}
+
+/// An access log's `[01/Mar/2026:19:00:00 +0900]` style, read by a pattern with an offset,
+/// from JSON lines; a line whose time does not fit is dead-lettered with the pattern named.
+#[test]
+fn a_pattern_with_an_offset_reads_json_lines() {
+    let dir = workspace();
+    write(
+        dir.path(),
+        "in.jsonl",
+        r#"{"id": 1, "ts": "01/Mar/2026:19:00:00 +0900", "path": "/a"}
+{"id": 2, "ts": "01/Mar/2026:10:00:01 +0000", "path": "/b"}
+{"id": 3, "ts": "2026-03-01T10:00:02Z", "path": "/c"}
+"#,
+    );
+    let p = write(
+        dir.path(),
+        "p.toml",
+        r#"[pipeline]
+name = "log"
+[sources.log]
+type = "file"
+path = "in.jsonl"
+format = "jsonl"
+schema = { id = "u64", ts = "timestamp", path = "string" }
+timestamp_format = "%d/%b/%Y:%H:%M:%S %z"
+[sinks.out]
+type = "file"
+inputs = ["log"]
+path = "out.jsonl"
+format = "jsonl"
+"#,
+    );
+    let err = run_ok(dir.path(), &p, &[]);
+    let out = json_lines(&dir.path().join("out.jsonl"));
+    let got: Vec<(u64, &str)> = out
+        .iter()
+        .map(|v| (v["id"].as_u64().unwrap(), v["ts"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "2026-03-01T10:00:00.000Z"),
+            (2, "2026-03-01T10:00:01.000Z")
+        ],
+        "{err}"
+    );
+    let dead = json_lines(&dir.path().join("log.deadletter.jsonl"));
+    assert_eq!(dead.len(), 1, "{err}");
+    let reason = dead[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("%d/%b/%Y:%H:%M:%S %z"), "{reason}");
+}
+
+/// Each timestamp key mistake names the file, line and column and says what to do.
+#[test]
+fn timestamp_key_errors_name_the_place() {
+    let cases = [
+        ("timezone = \"Asia/Seol\"", "9:12", "IANA time zone"),
+        (
+            "timestamp_format = \"epoch_ms\"\ntimezone = \"UTC\"",
+            "9:20",
+            "no time zone",
+        ),
+        (
+            "timestamp_format = \"%H:%M\"",
+            "9:20",
+            "year, month and day",
+        ),
+        (
+            "timestamp_format = \"unix\"",
+            "9:20",
+            "strftime-style pattern",
+        ),
+    ];
+    for (keys, line_col, advice) in cases {
+        let dir = workspace();
+        let text = format!(
+            r#"[pipeline]
+name = "t"
+
+[sources.s]
+type = "file"
+path = "in.csv"
+format = "csv"
+schema = {{ ts = "timestamp", v = "i64" }}
+{keys}
+
+[sinks.out]
+type = "stdout"
+inputs = ["s"]
+"#
+        );
+        let p = write(dir.path(), "p.toml", &text);
+        let out = weir(dir.path(), &["validate", &p], "");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{keys}: {err}");
+        assert!(
+            err.contains(&format!("p.toml:{line_col}]")),
+            "{keys}: wants {line_col}\n{err}"
+        );
+        assert!(err.contains("sources.s"), "{keys}: {err}");
+        assert!(err.contains(advice), "{keys}: {err}");
+    }
+}
