@@ -77,6 +77,8 @@ enum Command {
         stop_after: Option<u64>,
         #[command(flatten)]
         cluster: ClusterArgs,
+        #[command(flatten)]
+        loudness: Loudness,
     },
     /// Run a pipeline under several configurations (modes, rates, workers) and compare their
     /// throughput and latency in a table and a percentile plot; or redraw saved reports.
@@ -129,6 +131,8 @@ enum Command {
         /// Override a key of the file, as with `weir run`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        #[command(flatten)]
+        loudness: Loudness,
     },
     /// Print the pipeline's dataflow graph.
     Graph {
@@ -276,6 +280,21 @@ fn parse_count(s: &str) -> Result<u64, String> {
 /// Exit status for configuration and usage errors.
 pub(crate) const CONFIG_ERROR: u8 = 2;
 
+/// How much `weir run` and `weir validate` say, and whether warnings fail them.
+#[derive(clap::Args, Clone, Copy, Default)]
+struct Loudness {
+    /// Print only errors: no warnings, summary or status lines.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Treat warnings (of the pipeline file, or of the run: a source with over 1% bad
+    /// records) as errors: exit with status 2.
+    #[arg(long)]
+    deny_warnings: bool,
+}
+
+/// The exit status of a run or validation that only warned, under --deny-warnings.
+const DENIED_WARNINGS: u8 = 2;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -294,6 +313,7 @@ fn main() -> ExitCode {
             duration,
             stop_after,
             cluster,
+            loudness,
         } => {
             // The flags are overrides of `[pipeline]`, validated (and reported) like the file.
             if let Some(m) = mode {
@@ -302,7 +322,7 @@ fn main() -> ExitCode {
             if let Some(b) = batch_interval {
                 set.push(format!("pipeline.batch_interval={}", toml_string(&b)));
             }
-            let Some(mut plan) = load(&pipeline, &set) else {
+            let Some(mut plan) = load_loud(&pipeline, &set, loudness) else {
                 return ExitCode::from(CONFIG_ERROR);
             };
             if let Err(e) = run::override_generators(&mut plan, rate, unbounded) {
@@ -317,13 +337,14 @@ fn main() -> ExitCode {
                 }
             };
             let progress = match progress {
+                _ if loudness.quiet => false,
                 Progress::Always => true,
                 Progress::Never => false,
                 Progress::Auto => std::io::stderr().is_terminal(),
             };
             let opts = RunOptions {
                 workers: workers.map(usize::from),
-                status_every: (!status_every.is_zero()).then_some(status_every),
+                status_every: (!status_every.is_zero() && !loudness.quiet).then_some(status_every),
                 progress,
                 cluster,
                 warmup,
@@ -331,7 +352,7 @@ fn main() -> ExitCode {
                 stop_after,
             };
             let file = pipeline.display().to_string();
-            run(&plan, &opts, report.as_deref(), &file, &set)
+            run(&plan, &opts, report.as_deref(), &file, &set, loudness)
         }
         Command::Compare(args) => compare_cli::main(args),
         Command::Produce {
@@ -404,7 +425,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Validate { pipeline, set } => match load(&pipeline, &set) {
+        Command::Validate {
+            pipeline,
+            set,
+            loudness,
+        } => match load_loud(&pipeline, &set, loudness) {
+            Some(_) if loudness.quiet => ExitCode::SUCCESS,
             Some(plan) => {
                 eprintln!(
                     "{}: pipeline `{}` is valid ({} components)",
@@ -432,6 +458,12 @@ fn main() -> ExitCode {
 
 /// Reads, validates and plans a pipeline file, printing every diagnostic.
 pub(crate) fn load(path: &PathBuf, set: &[String]) -> Option<Plan> {
+    load_loud(path, set, Loudness::default())
+}
+
+/// [`load`], printing only errors when quiet, and failing on a warning when warnings are
+/// denied.
+fn load_loud(path: &PathBuf, set: &[String], loudness: Loudness) -> Option<Plan> {
     let name = path.display().to_string();
     let text = match std::fs::read(path) {
         Ok(bytes) => match String::from_utf8(bytes) {
@@ -448,7 +480,19 @@ pub(crate) fn load(path: &PathBuf, set: &[String]) -> Option<Plan> {
             return None;
         }
     };
-    let (plan, diags, source) = plan::load(&name, &text, set);
+    let (plan, mut diags, source) = plan::load(&name, &text, set);
+    let warnings = diags
+        .iter()
+        .filter(|d| d.level == weir_engine::diag::Level::Warning)
+        .count();
+    if loudness.deny_warnings && warnings > 0 {
+        // Denied warnings are errors: shown, even when quiet, and nothing runs.
+        for d in &mut diags {
+            d.level = weir_engine::diag::Level::Error;
+        }
+    } else if loudness.quiet {
+        diags.retain(|d| d.level == weir_engine::diag::Level::Error);
+    }
     report(&source, &diags);
     if has_errors(&diags) {
         let n = diags
@@ -481,6 +525,7 @@ fn run(
     report_path: Option<&std::path::Path>,
     file: &str,
     set: &[String],
+    loudness: Loudness,
 ) -> ExitCode {
     let ctl = RunControl::default();
     let flag = ctl.stop_flag();
@@ -492,9 +537,16 @@ fn run(
     });
     match run::run(plan, opts, ctl.clone()) {
         Ok(report) => {
-            eprint!("{}", summary::render(&report));
+            if loudness.quiet {
+                if let Some(f) = &report.failure {
+                    eprintln!("error: {f}");
+                }
+            } else {
+                eprint!("{}", summary::render(&report));
+            }
             if let Some(path) = report_path {
                 match Report::new(&report, file, set).and_then(|r| r.write(path)) {
+                    Ok(()) if loudness.quiet => {}
                     Ok(()) => eprintln!("weir: report written to {}", path.display()),
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -506,6 +558,11 @@ fn run(
                 ExitCode::from(1)
             } else if report.stopped && !report.output_closed {
                 ExitCode::from(130)
+            } else if loudness.deny_warnings && !report.warnings.is_empty() {
+                for w in &report.warnings {
+                    eprintln!("error: {w} (a warning, denied by --deny-warnings)");
+                }
+                ExitCode::from(DENIED_WARNINGS)
             } else {
                 ExitCode::SUCCESS
             }

@@ -176,3 +176,164 @@ inputs = ["s"]
         assert!(err.contains(advice), "{keys}: {err}");
     }
 }
+
+/// A CSV of `n` readings with `bad` of them (every `n / bad`-th) carrying a day-first date the
+/// default format cannot read.
+fn csv_with_bad(n: usize, bad: usize) -> String {
+    let mut s = String::from("id,ts,v\n");
+    for i in 0..n {
+        let ts = if bad > 0 && i % (n / bad) == 0 && i / (n / bad) < bad {
+            format!("01/03/2026 10:00:{:02}", i % 60)
+        } else {
+            format!("2026-03-01 10:00:{:02}", i % 60)
+        };
+        s.push_str(&format!("{i},{ts},{i}\n"));
+    }
+    s
+}
+
+fn csv_pipeline(extra: &str) -> String {
+    format!(
+        r#"[pipeline]
+name = "bad"
+
+[sources.s]
+type = "file"
+path = "in.csv"
+format = "csv"
+schema = {{ id = "u64", ts = "timestamp", v = "i64" }}
+{extra}
+
+[sinks.out]
+type = "file"
+inputs = ["s"]
+path = "out.jsonl"
+format = "jsonl"
+"#
+    )
+}
+
+/// Runs the pipeline over `csv` with `flags`: exit status, standard error, records written.
+fn run_csv(csv: &str, extra: &str, flags: &[&str]) -> (Option<i32>, String, usize) {
+    let dir = workspace();
+    write(dir.path(), "in.csv", csv);
+    let p = write(dir.path(), "p.toml", &csv_pipeline(extra));
+    let mut args = vec!["run", p.as_str(), "--status-every", "0s"];
+    args.extend_from_slice(flags);
+    let out = weir(dir.path(), &args, "");
+    let written = std::fs::read_to_string(dir.path().join("out.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    (out.status.code(), stderr(&out), written)
+}
+
+#[test]
+fn a_source_with_only_bad_records_fails_the_run() {
+    let (code, err, written) = run_csv(&csv_with_bad(50, 50), "", &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(written, 0);
+    assert!(
+        err.contains("source `s` produced no good record: all 50 records it read were bad"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "first reasons: in.csv:2: field `ts`: `01/03/2026 10:00:00` is not an ISO 8601 time"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("help: check its schema and timestamp_format"),
+        "{err}"
+    );
+    // Every bad record is still dead-lettered and counted.
+    assert!(err.contains("bad.deadletter.jsonl"), "{err}");
+}
+
+#[test]
+fn max_error_rate_fails_a_run_past_it_and_not_below() {
+    // 10 bad of 200: 5%, over 1% within the first 1,000 records.
+    let (code, err, _) = run_csv(&csv_with_bad(200, 10), "max_error_rate = 0.01", &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("source `s`"), "{err}");
+    assert!(err.contains("over its max_error_rate of 1%"), "{err}");
+    assert!(err.contains("first reasons: in.csv:2: field `ts`"), "{err}");
+    // Under 100 records the sliding check waits; the run's end checks the whole run: 2 of 50.
+    let (code, err, _) = run_csv(&csv_with_bad(50, 2), "max_error_rate = 0.01", &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("2 of its 50 records were bad (4.0%), over its max_error_rate of 1%"),
+        "{err}"
+    );
+    // 10 bad of 200 is within 10%.
+    let (code, err, written) = run_csv(&csv_with_bad(200, 10), "max_error_rate = 0.1", &[]);
+    assert_eq!((code, written), (Some(0), 190), "{err}");
+    // Not a fraction: a configuration error at the key.
+    let (code, err, _) = run_csv(&csv_with_bad(10, 0), "max_error_rate = 1.5", &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("p.toml:9:18]"), "{err}");
+    assert!(err.contains("such as 0.01"), "{err}");
+}
+
+#[test]
+fn over_one_percent_bad_warns_and_deny_warnings_makes_it_fail() {
+    // 3 bad of 200: 1.5%.
+    let (code, err, written) = run_csv(&csv_with_bad(200, 3), "", &[]);
+    assert_eq!((code, written), (Some(0), 197), "{err}");
+    assert!(
+        err.contains("warning: source `s`: 3 of its 200 records were bad (1.5%); top reasons: field `ts`: `…` is not an ISO 8601 time"),
+        "{err}"
+    );
+    let (code, err, _) = run_csv(&csv_with_bad(200, 3), "", &["--deny-warnings"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("denied by --deny-warnings"), "{err}");
+    // Quiet: nothing but errors, so nothing at all here.
+    let (code, err, written) = run_csv(&csv_with_bad(200, 3), "", &["--quiet"]);
+    assert_eq!((code, written, err.as_str()), (Some(0), 197, ""));
+    // 1 bad of 200 (0.5%) does not warn.
+    let (code, err, _) = run_csv(&csv_with_bad(200, 1), "", &["--deny-warnings"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    // Quiet still shows an error.
+    let (code, err, _) = run_csv(&csv_with_bad(50, 50), "", &["--quiet"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.starts_with("error: source `s` produced no good record"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validate_deny_warnings_and_quiet() {
+    let dir = workspace();
+    let text = r#"[pipeline]
+name = "w"
+[sources.g]
+type = "generator"
+profile = "iot"
+events = 10
+disorder = "5s"
+[sinks.out]
+type = "null"
+inputs = ["g"]
+"#;
+    let p = write(dir.path(), "p.toml", text);
+    let out = weir(dir.path(), &["validate", &p], "");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("disorder") && err.contains("is valid"),
+        "{err}"
+    );
+    let out = weir(dir.path(), &["validate", &p, "--quiet"], "");
+    assert_eq!((out.status.code(), stderr(&out)), (Some(0), String::new()));
+    for cmd in ["validate", "run"] {
+        let out = weir(dir.path(), &[cmd, &p, "--deny-warnings"], "");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("p.toml:7:12]") && err.contains("nothing was run"),
+            "{cmd}: {err}"
+        );
+    }
+}

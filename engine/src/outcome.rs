@@ -88,6 +88,8 @@ pub struct RunReport {
     pub components: Vec<ComponentReport>,
     /// Why the run failed, if it did.
     pub failure: Option<String>,
+    /// What the run should tell although it did not fail (a source with many bad records).
+    pub warnings: Vec<String>,
     /// Whether it was stopped early (Ctrl-C, closed output).
     pub stopped: bool,
     /// Whether it stopped because its standard output was closed.
@@ -126,6 +128,8 @@ pub struct ComponentReport {
     pub metrics: MetricsSnapshot,
     /// Kafka sources: each partition's offset, lag, committed offset and watermark.
     pub partitions: Vec<kafka::PartitionStatus>,
+    /// Sources: why records were bad.
+    pub reasons: weir_operators::metrics::Reasons,
 }
 
 /// Input the engine may be behind at any moment without falling behind for good: one batch

@@ -67,6 +67,9 @@ pub struct Report {
     pub stopped: bool,
     /// Why it failed, if it did.
     pub failure: Option<String>,
+    /// What it warned of (a source with many bad records).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Per component, in plan order.
     pub components: Vec<ComponentEntry>,
     /// Per user-declared sink.
@@ -212,6 +215,7 @@ impl Report {
             elapsed_secs: secs,
             stopped: r.stopped,
             failure: r.failure.clone(),
+            warnings: r.warnings.clone(),
             components: r
                 .components
                 .iter()

@@ -246,6 +246,9 @@ pub fn render(r: &RunReport) -> String {
             path.display()
         );
     }
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
     if let Some(f) = &r.failure {
         let _ = writeln!(out, "error: {f}");
     }

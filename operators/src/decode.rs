@@ -110,6 +110,9 @@ pub struct DecodeSpec {
     pub assign_id: bool,
     /// The bad-record policy.
     pub on_error: OnError,
+    /// The largest share of bad records the source may read before the run fails (see
+    /// [`ErrorRate`](crate::reading::ErrorRate)).
+    pub max_error_rate: Option<f64>,
     /// How the source's event time behaves (default: in order, never idle).
     pub watermark: WatermarkSpec,
     /// Whether latency counts from a record's event time (its creation, for a producer that
@@ -144,6 +147,7 @@ impl DecodeSpec {
             watermark: WatermarkSpec::default(),
             latency_from_event_time: false,
             assign_time: false,
+            max_error_rate: None,
             max_line_bytes: crate::framing::DEFAULT_MAX_LINE_BYTES,
             source: SmolStr::new(source),
             schema,

@@ -13,9 +13,12 @@
 //! m.add_dead_lettered(3);
 //! let s = m.snapshot();
 //! assert_eq!((s.records_in, s.records_out, s.errors, s.dead_lettered), (10, 7, 3, 3));
+//! m.add_reasons([("in.csv:2", "field `ts`: `x` is not a time"), ("in.csv:3", "field `ts`: `y` is not a time")]);
+//! assert_eq!(m.reasons().kinds, vec![("field `ts`: `…` is not a time".to_string(), 2)]);
 //! ```
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Counters of one component.
 #[derive(Debug, Default)]
@@ -40,6 +43,57 @@ pub struct ComponentMetrics {
     held_micros: AtomicU64,
     replayed: AtomicU64,
     blank_lines: AtomicU64,
+    reasons: Mutex<Reasons>,
+}
+
+/// Why a source's records were bad: the first few reasons, where they were, and a count by
+/// kind of reason (see [`reason_kind`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reasons {
+    /// The first bad records' places and reasons, `FILE:LINE: REASON`, at most
+    /// [`Reasons::FIRST`] of them.
+    pub first: Vec<String>,
+    /// Each kind of reason and how many bad records had it, most first.
+    pub kinds: Vec<(String, u64)>,
+}
+
+impl Reasons {
+    /// How many first reasons are kept.
+    pub const FIRST: usize = 3;
+
+    /// The reasons as a short phrase: the top kinds with their counts, or the first reasons.
+    pub fn top(&self, n: usize) -> String {
+        self.kinds
+            .iter()
+            .take(n)
+            .map(|(k, c)| format!("{k} ({c})"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// A reason with the values it quotes left out, so reasons of one kind compare equal: every
+/// `quoted` part but a field name (`field \`ts\``) becomes `…`.
+pub fn reason_kind(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut rest = reason;
+    while let Some(open) = rest.find('`') {
+        let (before, after) = rest.split_at(open);
+        out.push_str(before);
+        let Some(close) = after[1..].find('`') else {
+            out.push_str(after);
+            return out;
+        };
+        let quoted = &after[..close + 2];
+        if before.ends_with("field ") {
+            out.push_str(quoted);
+        } else {
+            out.push_str("`…`");
+        }
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A point-in-time copy of a component's counters.
@@ -216,6 +270,37 @@ impl ComponentMetrics {
             self.replayed.fetch_add(n, Relaxed);
         }
     }
+    /// Records why records were bad: `(place, reason)` pairs, in the order they were found.
+    pub fn add_reasons<'a>(&self, bad: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut r = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
+        for (place, reason) in bad {
+            if r.first.len() < Reasons::FIRST {
+                r.first.push(format!("{place}: {reason}"));
+            }
+            let mut kind = reason_kind(reason);
+            // A bounded list: past 100 kinds, the rest are counted as one.
+            if r.kinds.len() >= 100 && !r.kinds.iter().any(|(k, _)| *k == kind) {
+                kind = "other reasons".into();
+            }
+            match r.kinds.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => r.kinds.push((kind, 1)),
+            }
+        }
+    }
+
+    /// Why records were bad so far, kinds most frequent first.
+    pub fn reasons(&self) -> Reasons {
+        let mut r = self
+            .reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        r.kinds
+            .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        r
+    }
+
     /// Reads the counters.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {

@@ -55,6 +55,8 @@ pub struct Batch {
     pub read: u64,
     /// Bad records.
     pub errors: u64,
+    /// Each bad record's place (`FILE:LINE`) and reason, for the metrics.
+    pub reasons: Vec<(String, String)>,
     /// Lines with nothing but white space, skipped.
     pub blank: u64,
     /// A fatal error: stop the run.
@@ -78,6 +80,7 @@ impl Batch {
             dead: Vec::new(),
             read: 0,
             errors: 0,
+            reasons: Vec::new(),
             blank: 0,
             failure: None,
             max_seen: Micros::MIN,
@@ -201,6 +204,8 @@ impl Batch {
             }
             Err(reason) => {
                 self.errors += 1;
+                self.reasons
+                    .push((format!("{file}:{line}"), reason.clone()));
                 match spec.on_error {
                     OnError::DeadLetter => {
                         let mut d = spec.dead_letter(file, line, reason, raw);
@@ -222,6 +227,63 @@ impl Batch {
     }
 }
 
+/// A source's `max_error_rate`: the share of bad records among the last
+/// [`ErrorRate::WINDOW`] records a worker read (counted a step at a time), checked once it has
+/// read [`ErrorRate::MIN_RECORDS`]. The run's end checks the whole run's share too (the engine
+/// does), so a short input cannot slip under it.
+pub struct ErrorRate {
+    limit: f64,
+    /// (records, bad records) per step, oldest first.
+    steps: std::collections::VecDeque<(u64, u64)>,
+    read: u64,
+    bad: u64,
+}
+
+impl ErrorRate {
+    /// Records the sliding count covers.
+    pub const WINDOW: u64 = 1_000;
+    /// Records read before the rate is checked.
+    pub const MIN_RECORDS: u64 = 100;
+
+    /// A check against `limit` (a fraction, such as 0.01).
+    pub fn new(limit: f64) -> ErrorRate {
+        ErrorRate {
+            limit,
+            steps: Default::default(),
+            read: 0,
+            bad: 0,
+        }
+    }
+
+    /// Adds a step's records and bad records; says how the limit was passed, if it was.
+    pub fn add(&mut self, read: u64, bad: u64) -> Option<String> {
+        if read == 0 {
+            return None;
+        }
+        self.steps.push_back((read, bad));
+        self.read += read;
+        self.bad += bad;
+        while let Some(&(r, b)) = self.steps.front() {
+            if self.read - r < Self::WINDOW {
+                break;
+            }
+            self.steps.pop_front();
+            self.read -= r;
+            self.bad -= b;
+        }
+        let rate = self.bad as f64 / self.read as f64;
+        (self.read >= Self::MIN_RECORDS && rate > self.limit).then(|| {
+            format!(
+                "{} of the last {} records were bad ({:.1}%), over its max_error_rate of {}%",
+                self.bad,
+                self.read,
+                rate * 100.0,
+                self.limit * 100.0
+            )
+        })
+    }
+}
+
 /// Whether a reading source has more input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
@@ -239,6 +301,8 @@ pub struct Output {
     pub schema: SchemaRef,
     /// The source's watermark rule.
     pub watermark: WatermarkSpec,
+    /// The most bad records a source may read, as a fraction (see [`ErrorRate`]).
+    pub max_error_rate: Option<f64>,
 }
 
 impl Output {
@@ -247,6 +311,7 @@ impl Output {
         Output {
             schema: arrow_schema(&decode.schema),
             watermark: decode.watermark,
+            max_error_rate: decode.max_error_rate,
         }
     }
 }
@@ -256,7 +321,11 @@ impl Output {
 pub fn reading_source<'s, S, F>(
     scope: Scope<'s, Time>,
     name: &str,
-    Output { schema, watermark }: Output,
+    Output {
+        schema,
+        watermark,
+        max_error_rate,
+    }: Output,
     env: SourceEnv,
     metrics: Arc<ComponentMetrics>,
     make_step: F,
@@ -297,6 +366,8 @@ where
         // Whether the last batch was full, so more input is waiting.
         let mut backlog = false;
         let mut admission = flow.admission(Arc::clone(&metrics));
+        let mut error_rate = max_error_rate.map(ErrorRate::new);
+        let source = name.to_owned();
         move |_frontiers| {
             let (Some(rc), Some(dc)) = (rec_cap.as_mut(), dead_cap.as_mut()) else {
                 return;
@@ -333,6 +404,18 @@ where
             metrics.add_in(batch.read);
             metrics.add_out(batch.records.len() as u64);
             metrics.add_errors(batch.errors);
+            metrics.add_reasons(batch.reasons.iter().map(|(p, r)| (p.as_str(), r.as_str())));
+            batch.reasons.clear();
+            if let Some(rate) = error_rate.as_mut() {
+                if let Some(over) = rate.add(batch.read, batch.errors) {
+                    batch.failure.get_or_insert_with(|| {
+                        format!(
+                            "source `{source}`: {over}; first reasons: {}",
+                            metrics.reasons().first.join(" | ")
+                        )
+                    });
+                }
+            }
             metrics.add_blank(batch.blank);
             metrics.add_dead_lettered(batch.dead.len() as u64);
             let sent = open.as_mut().expect("opened above");

@@ -20,6 +20,8 @@ pub struct DecodingKeys<'a> {
     pub timestamp_format: Option<&'a Spanned<String>>,
     /// `timezone`
     pub timezone: Option<&'a Spanned<String>>,
+    /// `max_error_rate`
+    pub max_error_rate: Option<&'a Spanned<f64>>,
     /// `id_field`
     pub id_field: Option<&'a Spanned<String>>,
     /// `on_error`
@@ -34,6 +36,7 @@ macro_rules! decoding_keys {
             timestamp_field: $config.timestamp_field.as_ref(),
             timestamp_format: $config.timestamp_format.as_ref(),
             timezone: $config.timezone.as_ref(),
+            max_error_rate: $config.max_error_rate.as_ref(),
             id_field: $config.id_field.as_ref(),
             on_error: $config.on_error.as_ref(),
         }
@@ -85,6 +88,18 @@ pub fn decode_spec(ctx: &Ctx, keys: DecodingKeys) -> Result<DecodeSpec, Vec<Diag
             diags.push(ctx.error(format!("invalid `{key}`")).at(at).help(e));
             TimeFormat::Iso8601
         }
+    };
+    let max_error_rate = match keys.max_error_rate {
+        Some(r) if (0.0..1.0).contains(r.get_ref()) => Some(*r.get_ref()),
+        Some(r) => {
+            diags.push(
+                ctx.error(format!("`max_error_rate` must be a fraction from 0 up to 1, not {}", r.get_ref()))
+                    .at(r.span())
+                    .help("write the share of bad records allowed, such as 0.01 for 1%; remove it to allow any"),
+            );
+            None
+        }
+        None => None,
     };
     let on_error_names: Vec<&str> = OnError::ALL.iter().map(|p| p.name()).collect();
     let on_error = match keys.on_error {
@@ -145,13 +160,9 @@ pub fn decode_spec(ctx: &Ctx, keys: DecodingKeys) -> Result<DecodeSpec, Vec<Diag
         return Err(diags);
     }
     let schema = Schema::new(fields).with_time(time_field).with_id(id_field);
-    Ok(DecodeSpec::new(
-        &ctx.id,
-        schema,
-        time_format,
-        assign_id,
-        on_error,
-    ))
+    let mut spec = DecodeSpec::new(&ctx.id, schema, time_format, assign_id, on_error);
+    spec.max_error_rate = max_error_rate;
+    Ok(spec)
 }
 
 /// Checks `max_line_bytes` (default 16 MiB): at least 1 KiB, at most 1 GiB.

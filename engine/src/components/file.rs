@@ -42,6 +42,10 @@ pub struct FileSourceConfig {
     /// (default "UTC"). A local time that occurs twice when clocks go back is the earlier
     /// instant; one skipped when clocks go forward is read with the offset before the change.
     pub timezone: Option<Spanned<String>>,
+    /// The largest share of bad records the source may read, as a fraction such as 0.01:
+    /// past it (over the last 1,000 records a worker read, once it has read 100, or over the
+    /// whole run at its end) the run fails, naming the source, the rate and the first reasons.
+    pub max_error_rate: Option<Spanned<f64>>,
     /// The field that holds each event's unique id (default "id"). When the schema has no such
     /// field, Weir assigns the string id `source:file:line`, the same on every replay.
     pub id_field: Option<Spanned<String>>,

@@ -215,6 +215,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
                 Op::Kafka(k) => k.status.snapshot(),
                 _ => Vec::new(),
             },
+            reasons: m.reasons(),
         })
         .collect();
     let dead_letter_file = plan
@@ -228,7 +229,8 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
             },
             _ => None,
         });
-    let failure = ctl.failure();
+    let (bad_data, warnings) = bad_data(plan, &components);
+    let failure = ctl.failure().or(bad_data);
     let sinks = plan
         .nodes
         .iter()
@@ -261,8 +263,66 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         stopped: ctl.stopped() && failure.is_none() && !ctl.time_up(),
         output_closed: ctl.output_closed(),
         failure,
+        warnings,
         dead_letter_file,
     })
+}
+
+/// The share of bad records past which a run warns.
+pub const WARN_ERROR_RATE: f64 = 0.01;
+
+/// The end-of-run checks of bad input: a source that read bad records and no good one fails
+/// the run, so does one whose whole run passed its `max_error_rate`; one whose bad records
+/// passed [`WARN_ERROR_RATE`] gets a warning naming the top reasons.
+fn bad_data(plan: &Plan, components: &[ComponentReport]) -> (Option<String>, Vec<String>) {
+    let mut failure = None;
+    let mut warnings = Vec::new();
+    for (n, c) in plan.nodes.iter().zip(components) {
+        let limit = match &n.op {
+            Op::File(s) => s.decode.max_error_rate,
+            Op::Stdin(d) => d.max_error_rate,
+            Op::Tcp(s) => s.decode.max_error_rate,
+            Op::Kafka(s) => s.decode.max_error_rate,
+            _ => continue,
+        };
+        let m = &c.metrics;
+        if m.errors == 0 {
+            continue;
+        }
+        let read = m.records_out + m.errors;
+        let rate = m.errors as f64 / read as f64;
+        let first = c.reasons.first.join(" | ");
+        let top = c.reasons.top(3);
+        if m.records_out == 0 {
+            failure.get_or_insert_with(|| {
+                format!(
+                    "source `{}` produced no good record: all {} records it read were bad; first reasons: {first}\n  help: check its schema and timestamp_format against the input (the dead letters give each record's reason)",
+                    n.id,
+                    crate::summary::thousands(m.errors)
+                )
+            });
+        } else if let Some(limit) = limit.filter(|l| rate > *l) {
+            failure.get_or_insert_with(|| {
+                format!(
+                    "source `{}`: {} of its {} records were bad ({:.1}%), over its max_error_rate of {}%; first reasons: {first}",
+                    n.id,
+                    crate::summary::thousands(m.errors),
+                    crate::summary::thousands(read),
+                    rate * 100.0,
+                    limit * 100.0
+                )
+            });
+        } else if rate > WARN_ERROR_RATE {
+            warnings.push(format!(
+                "source `{}`: {} of its {} records were bad ({:.1}%); top reasons: {top}",
+                n.id,
+                crate::summary::thousands(m.errors),
+                crate::summary::thousands(read),
+                rate * 100.0
+            ));
+        }
+    }
+    (failure, warnings)
 }
 
 /// Sets the rate of every generator source (`weir run --rate`), and lifts their `events`
