@@ -438,6 +438,13 @@ fn main() -> ExitCode {
                     plan.name,
                     plan.nodes.iter().filter(|n| !n.implicit).count()
                 );
+                for n in &plan.nodes {
+                    if let weir_engine::components::Op::Window(w) = &n.op {
+                        if w.processing_time() {
+                            eprintln!("note: transforms.{}: a processing-time window: its input's records have no event time (event_time = \"ingest\"), so each counts at the time Weir read it, and results depend on when the input arrives", n.id);
+                        }
+                    }
+                }
                 ExitCode::SUCCESS
             }
             None => ExitCode::from(CONFIG_ERROR),

@@ -337,3 +337,123 @@ inputs = ["g"]
         );
     }
 }
+
+/// A stateless CSV -> CSV job over a file without timestamps: `event_time = "ingest"`.
+#[test]
+fn a_stateless_job_needs_no_timestamp() {
+    for config in configurations() {
+        let dir = workspace();
+        write(
+            dir.path(),
+            "in.csv",
+            "name,qty\n\"Widget, large\",3\nbolt,0\nnut,12\n",
+        );
+        let p = write(
+            dir.path(),
+            "p.toml",
+            r#"[pipeline]
+name = "copy"
+[sources.s]
+type = "file"
+path = "in.csv"
+format = "csv"
+schema = { name = "string", qty = "i64" }
+event_time = "ingest"
+[transforms.some]
+type = "filter"
+inputs = ["s"]
+condition = "qty > 0"
+[transforms.cols]
+type = "map"
+inputs = ["some"]
+select = ["name", "qty"]
+[sinks.out]
+type = "file"
+inputs = ["cols"]
+path = "out.csv"
+format = "csv"
+"#,
+        );
+        let err = run_ok(dir.path(), &p, &config);
+        let mut lines: Vec<String> = std::fs::read_to_string(dir.path().join("out.csv"))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        lines[1..].sort();
+        assert_eq!(
+            lines,
+            vec!["name,qty", "\"Widget, large\",3", "nut,12"],
+            "{config:?}\n{err}"
+        );
+    }
+}
+
+/// A window over processing time counts every record once, in the window of the time it was
+/// read. The window is 100,000 days long, so a run falls in one window whenever it happens.
+#[test]
+fn a_window_over_ingest_time_is_a_processing_time_window() {
+    let mut csv = String::from("device,v\n");
+    for i in 0..300 {
+        csv.push_str(&format!("d{},{i}\n", i % 3));
+    }
+    let text = r#"[pipeline]
+name = "pt"
+[sources.s]
+type = "file"
+path = "in.csv"
+format = "csv"
+schema = { device = "string", v = "i64" }
+event_time = "ingest"
+[transforms.w]
+type = "window"
+inputs = ["s"]
+size = "100000d"
+group_by = ["device"]
+aggregates = { n = "count(*)", total = "sum(v)" }
+[sinks.out]
+type = "file"
+inputs = ["w"]
+path = "out.jsonl"
+format = "jsonl"
+"#;
+    let dir = workspace();
+    write(dir.path(), "in.csv", &csv);
+    let p = write(dir.path(), "p.toml", text);
+    let out = weir(dir.path(), &["validate", &p], "");
+    assert!(
+        stderr(&out).contains("transforms.w: a processing-time window"),
+        "{}",
+        stderr(&out)
+    );
+    for config in configurations() {
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let err = run_ok(dir.path(), &p, &config);
+        let rows = json_lines(&dir.path().join("out.jsonl"));
+        let mut got: Vec<(String, i64, i64)> = rows
+            .iter()
+            .map(|r| {
+                let start =
+                    weir_operators::time::parse_rfc3339(r["window_start"].as_str().unwrap())
+                        .unwrap();
+                let end =
+                    weir_operators::time::parse_rfc3339(r["window_end"].as_str().unwrap()).unwrap();
+                assert!(start <= before && before < end, "{r}");
+                (
+                    r["device"].as_str().unwrap().to_string(),
+                    r["n"].as_i64().unwrap(),
+                    r["total"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        got.sort();
+        // By hand: device d<k> gets v = k, k+3, ..., 100 values summing to 100k + 3 * 4950.
+        let want: Vec<(String, i64, i64)> = (0..3)
+            .map(|k| (format!("d{k}"), 100, 100 * k + 14_850))
+            .collect();
+        assert_eq!(got, want, "{config:?}\n{err}");
+    }
+}

@@ -110,6 +110,9 @@ pub struct DecodeSpec {
     pub assign_id: bool,
     /// The bad-record policy.
     pub on_error: OnError,
+    /// Whether each record's event time is the time it was read (processing time; the schema
+    /// then has no time field).
+    pub ingest_time: bool,
     /// The largest share of bad records the source may read before the run fails (see
     /// [`ErrorRate`](crate::reading::ErrorRate)).
     pub max_error_rate: Option<f64>,
@@ -128,7 +131,8 @@ pub struct DecodeSpec {
 }
 
 impl DecodeSpec {
-    /// Builds a decoder. `schema.time` and `schema.id` must be set.
+    /// Builds a decoder. `schema.id` must be set, and `schema.time` unless it reads processing
+    /// time ([`ingest_time`](Self::ingest_time)).
     pub fn new(
         source: &str,
         schema: Schema,
@@ -148,6 +152,7 @@ impl DecodeSpec {
             latency_from_event_time: false,
             assign_time: false,
             max_error_rate: None,
+            ingest_time: false,
             max_line_bytes: crate::framing::DEFAULT_MAX_LINE_BYTES,
             source: SmolStr::new(source),
             schema,

@@ -14,6 +14,10 @@ use crate::value::Micros;
 use crate::window::{KeyKind, KeyView};
 use crate::Time;
 
+/// The time position of an operator over processing time: each record's event time is the
+/// time it entered Weir (its chunk's ingest column).
+pub(crate) const PROCESSING_TIME: usize = usize::MAX;
+
 /// A chunk's keys and times.
 pub(crate) struct Keyed<'c> {
     pub(crate) chunk: &'c Chunk,
@@ -69,9 +73,10 @@ impl<'c> Keyed<'c> {
             }
             _ => Cow::Owned(keys.hashes(chunk.len())),
         };
-        let t = &cols[time];
-        let (ts, ts_nulls): (&[Micros], _) = match t.data_type() {
-            DataType::Timestamp(..) => {
+        let ingest = chunk.ingest().as_primitive::<Int64Type>().values();
+        let (ts, ts_nulls): (&[Micros], _) = match cols.get(time).map(|t| (t, t.data_type())) {
+            None if time == PROCESSING_TIME => (ingest, None),
+            Some((t, DataType::Timestamp(..))) => {
                 let a = t.as_primitive::<TimestampMicrosecondType>();
                 (a.values(), a.nulls().filter(|n| n.null_count() > 0))
             }
@@ -83,7 +88,7 @@ impl<'c> Keyed<'c> {
             hashes,
             ts,
             ts_nulls,
-            ingest: chunk.ingest().as_primitive::<Int64Type>().values(),
+            ingest,
             watermark: chunk.watermark().as_primitive::<UInt64Type>().values(),
             key_nulls,
         }

@@ -173,6 +173,9 @@ impl Batch {
 
     /// The event time of the record last decoded into [`values`](Self::values).
     pub fn event_time(&self, spec: &DecodeSpec) -> Option<Micros> {
+        if spec.ingest_time {
+            return Some(self.ingest);
+        }
         spec.schema.time.and_then(|t| self.values[t].as_ts())
     }
 

@@ -55,6 +55,10 @@ pub struct Schema {
     /// measure event-time latency from it.
     #[serde(default)]
     pub window_end: Option<usize>,
+    /// Whether the stream's records have no event time of their own (a source with
+    /// `event_time = "ingest"`): windows over it use the time each record entered Weir.
+    #[serde(default)]
+    pub processing_time: bool,
 }
 
 impl Schema {
@@ -65,6 +69,7 @@ impl Schema {
             time: None,
             id: None,
             window_end: None,
+            processing_time: false,
         }
     }
 

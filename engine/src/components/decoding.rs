@@ -22,6 +22,8 @@ pub struct DecodingKeys<'a> {
     pub timezone: Option<&'a Spanned<String>>,
     /// `max_error_rate`
     pub max_error_rate: Option<&'a Spanned<f64>>,
+    /// `event_time`
+    pub event_time: Option<&'a Spanned<String>>,
     /// `id_field`
     pub id_field: Option<&'a Spanned<String>>,
     /// `on_error`
@@ -37,6 +39,7 @@ macro_rules! decoding_keys {
             timestamp_format: $config.timestamp_format.as_ref(),
             timezone: $config.timezone.as_ref(),
             max_error_rate: $config.max_error_rate.as_ref(),
+            event_time: $config.event_time.as_ref(),
             id_field: $config.id_field.as_ref(),
             on_error: $config.on_error.as_ref(),
         }
@@ -118,7 +121,27 @@ pub fn decode_spec(ctx: &Ctx, keys: DecodingKeys) -> Result<DecodeSpec, Vec<Diag
             .map(|f: &Field| f.name.as_str())
             .collect::<Vec<_>>()
     };
+    let ingest_time = match keys.event_time {
+        Some(e) => ctx
+            .choice("event_time", e, &["field", "ingest"])
+            .map_or_else(
+                |d| {
+                    diags.push(d);
+                    false
+                },
+                |i| i == 1,
+            ),
+        None => false,
+    };
+    if let (true, Some(f)) = (ingest_time, keys.timestamp_field) {
+        diags.push(
+            ctx.error("`timestamp_field` names an event-time field, but `event_time = \"ingest\"` takes the time each record is read")
+                .at(f.span())
+                .help("remove timestamp_field, or event_time to read the time from the field"),
+        );
+    }
     match fields.iter().find(|f| f.name == time_field) {
+        _ if ingest_time => {}
         Some(f) if f.ty == FieldType::Timestamp => {}
         Some(f) => diags.push(
             ctx.error(format!("the timestamp field `{time_field}` is declared as {}", f.ty))
@@ -159,9 +182,14 @@ pub fn decode_spec(ctx: &Ctx, keys: DecodingKeys) -> Result<DecodeSpec, Vec<Diag
     if !diags.is_empty() {
         return Err(diags);
     }
-    let schema = Schema::new(fields).with_time(time_field).with_id(id_field);
+    let mut schema = Schema::new(fields).with_id(id_field);
+    match ingest_time {
+        true => schema.processing_time = true,
+        false => schema = schema.with_time(time_field),
+    }
     let mut spec = DecodeSpec::new(&ctx.id, schema, time_format, assign_id, on_error);
     spec.max_error_rate = max_error_rate;
+    spec.ingest_time = ingest_time;
     Ok(spec)
 }
 

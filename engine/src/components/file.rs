@@ -42,6 +42,10 @@ pub struct FileSourceConfig {
     /// (default "UTC"). A local time that occurs twice when clocks go back is the earlier
     /// instant; one skipped when clocks go forward is read with the offset before the change.
     pub timezone: Option<Spanned<String>>,
+    /// Where each record's event time comes from: "field" (default: the `timestamp_field`)
+    /// or "ingest" (the time Weir read it: processing time). With "ingest" the schema needs no
+    /// timestamp, and windows over the source are processing-time windows.
+    pub event_time: Option<Spanned<String>>,
     /// The largest share of bad records the source may read, as a fraction such as 0.01:
     /// past it (over the last 1,000 records a worker read, once it has read 100, or over the
     /// whole run at its end) the run fails, naming the source, the rate and the first reasons.

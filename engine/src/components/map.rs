@@ -147,6 +147,7 @@ impl MapConfig {
         schema.time = schema_time;
         schema.id = schema_id;
         schema.window_end = schema_window_end;
+        schema.processing_time = input.processing_time;
         Ok(Planned {
             op: Op::Map(Arc::new(MapSpec::new(slots))),
             schema,

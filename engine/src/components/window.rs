@@ -64,7 +64,7 @@ impl WindowConfig {
     /// Validates and compiles.
     pub fn plan(&self, ctx: &Ctx, input: &Schema) -> Result<Planned, Vec<Diag>> {
         let mut diags = Vec::new();
-        if input.time.is_none() {
+        if input.time.is_none() && !input.processing_time {
             diags.push(
                 ctx.error("the input has no event-time field, so records cannot be put in windows")
                     .at(ctx.span.clone())

@@ -162,7 +162,10 @@ impl WindowSpec {
             shape: Shape::Tumbling,
             size: size.max(1),
             offset: offset.rem_euclid(size.max(1)),
-            time: input.time.unwrap_or(0),
+            time: match (input.time, input.processing_time) {
+                (None, true) => crate::keyed::PROCESSING_TIME,
+                (t, _) => t.unwrap_or(0),
+            },
             id_field: input.id,
             group_by,
             outputs: (0..aggregates.len()).map(Output::Agg).collect(),
@@ -188,11 +191,19 @@ impl WindowSpec {
         self
     }
 
+    /// Whether the window runs on processing time: its input has no event time (a source with
+    /// `event_time = "ingest"`), so each record counts at the time it entered Weir.
+    pub fn processing_time(&self) -> bool {
+        self.time == crate::keyed::PROCESSING_TIME
+    }
+
     /// The input fields the window reads to compute its results: the key, the event time, the
     /// id (for `first` / `last`) and the aggregates' arguments and filters.
     pub fn fields_read(&self) -> Vec<usize> {
         let mut f = self.group_by.clone();
-        f.push(self.time);
+        if self.time != crate::keyed::PROCESSING_TIME {
+            f.push(self.time);
+        }
         if self.aggregates.iter().any(|a| {
             matches!(
                 a.func,
