@@ -134,6 +134,18 @@ enum Command {
         #[command(flatten)]
         loudness: Loudness,
     },
+    /// Infer the schema of a JSON lines or CSV file from its first records, and print it as
+    /// pipeline keys to paste into a file source (`schema = { ... }` and its timestamp keys).
+    Schema {
+        /// The file to read.
+        file: PathBuf,
+        /// jsonl or csv (default: csv for a .csv or .tsv file, jsonl otherwise).
+        #[arg(long)]
+        format: Option<String>,
+        /// The CSV delimiter, one character (default "," or a tab for a .tsv file).
+        #[arg(long)]
+        delimiter: Option<char>,
+    },
     /// Print the pipeline's dataflow graph.
     Graph {
         /// The pipeline file (TOML).
@@ -449,6 +461,11 @@ fn main() -> ExitCode {
             }
             None => ExitCode::from(CONFIG_ERROR),
         },
+        Command::Schema {
+            file,
+            format,
+            delimiter,
+        } => infer_schema(&file, format.as_deref(), delimiter),
         Command::Graph {
             pipeline,
             format,
@@ -460,6 +477,52 @@ fn main() -> ExitCode {
             }
             None => ExitCode::from(CONFIG_ERROR),
         },
+    }
+}
+
+/// `weir schema`.
+fn infer_schema(file: &std::path::Path, format: Option<&str>, delimiter: Option<char>) -> ExitCode {
+    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let csv = match format {
+        Some("csv") => true,
+        Some("jsonl") => false,
+        Some(f) => {
+            eprintln!("error: `{f}` is not a format\n  help: use --format jsonl or --format csv");
+            return ExitCode::from(CONFIG_ERROR);
+        }
+        None => matches!(ext, "csv" | "tsv"),
+    };
+    let delimiter = match (csv, delimiter) {
+        (false, Some(_)) => {
+            eprintln!("error: --delimiter applies to CSV only\n  help: add --format csv");
+            return ExitCode::from(CONFIG_ERROR);
+        }
+        (false, None) => None,
+        (true, Some(d)) if d.is_ascii() => Some(d as u8),
+        (true, Some(d)) => {
+            eprintln!("error: the delimiter `{d}` is not one ASCII character");
+            return ExitCode::from(CONFIG_ERROR);
+        }
+        (true, None) => Some(if ext == "tsv" { b'\t' } else { b',' }),
+    };
+    match weir_engine::components::decoding::infer_file(file, delimiter) {
+        Ok(i) => {
+            println!("{}", i.toml());
+            eprintln!(
+                "weir: inferred from the first {} records of {} (format = \"{}\")",
+                i.records,
+                file.display(),
+                if csv { "csv" } else { "jsonl" }
+            );
+            for n in &i.notes {
+                eprintln!("note: {n}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -501,6 +564,15 @@ fn load_loud(path: &PathBuf, set: &[String], loudness: Loudness) -> Option<Plan>
         diags.retain(|d| d.level == weir_engine::diag::Level::Error);
     }
     report(&source, &diags);
+    if !loudness.quiet && !has_errors(&diags) {
+        for n in plan.iter().flat_map(|p| &p.nodes) {
+            if let weir_engine::components::Op::File(f) = &n.op {
+                if let Some(i) = &f.inferred {
+                    eprintln!("weir: sources.{}: schema {i}", n.id);
+                }
+            }
+        }
+    }
     if has_errors(&diags) {
         let n = diags
             .iter()

@@ -457,3 +457,116 @@ format = "jsonl"
         assert_eq!(got, want, "{config:?}\n{err}");
     }
 }
+
+#[test]
+fn weir_schema_prints_keys_to_paste() {
+    let dir = workspace();
+    write(
+        dir.path(),
+        "events.jsonl",
+        r#"{"id": 1, "at": "2026-03-01T10:00:00+09:00", "user": "u1", "amount": 3, "flag": true, "gone": null}
+{"id": 2, "at": "2026-03-01T10:00:01+09:00", "user": "u2", "amount": 2.5, "flag": false}
+
+{"id": 3, "at": "2026-03-01T10:00:02+09:00", "user": 7, "amount": 1, "flag": null, "gone": null}
+"#,
+    );
+    let out = weir(dir.path(), &["schema", "events.jsonl"], "");
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "schema = { id = \"i64\", at = \"timestamp\", user = \"string\", amount = \"f64\", flag = \"bool\", gone = \"string\" }\ntimestamp_field = \"at\"\n"
+    );
+    assert!(
+        err.contains("inferred from the first 3 records of events.jsonl"),
+        "{err}"
+    );
+    assert!(
+        err.contains("note: `gone` was NULL in every record read: typed string"),
+        "{err}"
+    );
+    write(
+        dir.path(),
+        "log.csv",
+        "host;when;bytes\na;01/Mar/2026:19:00:00 +0900;10\nb;01/Mar/2026:19:00:01 +0900;\n",
+    );
+    let out = weir(dir.path(), &["schema", "log.csv", "--delimiter", ";"], "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "schema = { host = \"string\", when = \"timestamp\", bytes = \"i64\" }\ntimestamp_field = \"when\"\ntimestamp_format = \"%d/%b/%Y:%H:%M:%S %z\"\n",
+        "{}",
+        stderr(&out)
+    );
+    let out = weir(dir.path(), &["schema", "missing.csv"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot read `missing.csv`"));
+}
+
+/// `schema = "infer"`: inferred from the first 1,000 records, printed, then held to: a later
+/// record that does not fit is a bad record.
+#[test]
+fn an_inferred_schema_is_printed_and_then_held_to() {
+    let mut csv = String::from("id,ts,v\n");
+    for i in 0..1005 {
+        let v = if i == 1002 {
+            "n/a".to_string()
+        } else {
+            i.to_string()
+        };
+        csv.push_str(&format!(
+            "{i},2026-03-01 10:{:02}:{:02},{v}\n",
+            i / 60 % 60,
+            i % 60
+        ));
+    }
+    let text = r#"[pipeline]
+name = "inf"
+[sources.s]
+type = "file"
+path = "in.csv"
+format = "csv"
+schema = "infer"
+[transforms.w]
+type = "window"
+inputs = ["s"]
+size = "1d"
+aggregates = { n = "count(*)", total = "sum(v)" }
+[sinks.out]
+type = "file"
+inputs = ["w"]
+path = "out.jsonl"
+format = "jsonl"
+"#;
+    for config in configurations() {
+        let dir = workspace();
+        write(dir.path(), "in.csv", &csv);
+        let p = write(dir.path(), "p.toml", text);
+        let err = run_ok(dir.path(), &p, &config);
+        assert!(
+            err.contains("weir: sources.s: schema inferred from the first 1000 records of in.csv:\n  schema = { id = \"i64\", ts = \"timestamp\", v = \"i64\" }\n  timestamp_field = \"ts\""),
+            "{err}"
+        );
+        let rows = json_lines(&dir.path().join("out.jsonl"));
+        // By hand: 1,004 good records, v = 0..1004 without 1002.
+        let total: i64 = (0..1005).filter(|&i| i != 1002).sum();
+        assert_eq!(rows.len(), 1, "{err}");
+        assert_eq!(
+            (rows[0]["n"].as_i64(), rows[0]["total"].as_i64()),
+            (Some(1004), Some(total))
+        );
+        let dead = json_lines(&dir.path().join("inf.deadletter.jsonl"));
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0]["line"], 1004);
+    }
+    // Nothing to infer from: an error at the key.
+    let dir = workspace();
+    write(dir.path(), "in.csv", "id,ts,v\n");
+    let p = write(dir.path(), "p.toml", text);
+    let out = weir(dir.path(), &["validate", &p], "");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("p.toml:7:10]") && err.contains("has no record to infer a schema from"),
+        "{err}"
+    );
+}

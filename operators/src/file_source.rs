@@ -39,6 +39,8 @@ pub struct FileSourceSpec {
     pub files: Vec<(PathBuf, String)>,
     /// Their format.
     pub format: FileFormat,
+    /// When the schema was inferred: what was found, as pipeline keys (for the user).
+    pub inferred: Option<String>,
 }
 
 /// Lines read per activation.
@@ -279,6 +281,7 @@ mod tests {
             OnError::DeadLetter,
         );
         let spec = Arc::new(FileSourceSpec {
+            inferred: None,
             decode: Arc::new(decode),
             files,
             format,

@@ -30,6 +30,7 @@ pub mod filter;
 pub mod flow;
 pub mod framing;
 pub mod generator;
+pub mod infer;
 mod ingests;
 pub mod interval_join;
 pub mod join;

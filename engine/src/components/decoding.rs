@@ -10,6 +10,85 @@ use weir_operators::value::FieldType;
 use super::Ctx;
 use crate::diag::Diag;
 
+/// A file source's `schema`: its fields and their types, or `"infer"`.
+#[derive(Clone, Debug)]
+pub enum SchemaDecl {
+    /// Read a sample of the input and infer the fields ([`weir_operators::infer`]).
+    Infer,
+    /// The fields and their types, as written.
+    Fields(IndexMap<String, Spanned<String>>),
+}
+
+impl<'de> serde::Deserialize<'de> for SchemaDecl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SchemaDecl, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SchemaDecl;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of field types, such as { ts = \"timestamp\", v = \"f64\" }, or \"infer\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SchemaDecl, E> {
+                match v {
+                    "infer" => Ok(SchemaDecl::Infer),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<SchemaDecl, A::Error> {
+                let mut fields = IndexMap::new();
+                while let Some((k, v)) = m.next_entry::<String, Spanned<String>>()? {
+                    fields.insert(k, v);
+                }
+                Ok(SchemaDecl::Fields(fields))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The sample schema inference reads: the first records of a file, up to this many bytes…
+pub const SAMPLE_BYTES: usize = 1 << 20;
+/// …and this many records.
+pub const SAMPLE_RECORDS: usize = 1_000;
+
+/// Infers the schema of a JSON lines file (`delimiter` `None`) or a CSV file from its first
+/// records (see [`SAMPLE_BYTES`], [`SAMPLE_RECORDS`]).
+pub fn infer_file(
+    path: &std::path::Path,
+    delimiter: Option<u8>,
+) -> Result<weir_operators::infer::Inferred, String> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(SAMPLE_BYTES.min(1 << 16));
+    std::fs::File::open(path)
+        .and_then(|f| f.take(SAMPLE_BYTES as u64).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    // Whole lines only, the header and the first records.
+    if bytes.len() == SAMPLE_BYTES {
+        if let Some(end) = bytes.iter().rposition(|&b| b == b'\n') {
+            bytes.truncate(end + 1);
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let sample: String = text
+        .lines()
+        .take(SAMPLE_RECORDS + 1)
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    let inferred = match delimiter {
+        None => weir_operators::infer::infer_jsonl(&sample),
+        Some(d) => weir_operators::infer::infer_csv(&sample, d)?,
+    };
+    if inferred.records == 0 {
+        return Err(format!(
+            "`{}` has no record to infer a schema from",
+            path.display()
+        ));
+    }
+    Ok(inferred)
+}
+
 /// The decoding keys, borrowed from a source's config.
 pub struct DecodingKeys<'a> {
     /// `schema`

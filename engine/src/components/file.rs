@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use weir_operators::file_source::{FileFormat, FileSourceSpec};
 
-use super::decoding::{decode_spec, decoding_keys, max_line_bytes};
+use super::decoding::{decode_spec, max_line_bytes, DecodingKeys, SchemaDecl};
 use super::watermark::WatermarkConfig;
 use super::{Ctx, Op, Planned};
 use crate::diag::Diag;
@@ -29,7 +29,10 @@ pub struct FileSourceConfig {
     pub format: Spanned<String>,
     /// The fields to read and their types: i64, u64, f64, bool, string or timestamp. Example:
     /// `schema = { ts = "timestamp", device = "string", temperature = "f64" }`.
-    pub schema: Spanned<IndexMap<String, Spanned<String>>>,
+    /// `"infer"` reads the first records of the (first) file when the pipeline is validated
+    /// and run, prints what it found, and then treats it as declared (a later record that does
+    /// not fit is a bad record); `weir schema FILE` prints the same for pasting here.
+    pub schema: Spanned<SchemaDecl>,
     /// The event-time field (default "ts"); it must be declared as a timestamp.
     pub timestamp_field: Option<Spanned<String>>,
     /// How timestamps are written: "iso8601" (default: RFC 3339 and its common variants — a
@@ -125,7 +128,85 @@ impl FileSourceConfig {
                 Vec::new()
             }
         };
-        let decode = decode_spec(ctx, decoding_keys!(self));
+        // With `schema = "infer"`, the keys it leaves out come from the first file's sample, as
+        // if written where `schema` is.
+        let span = self.schema.span();
+        let spanned = |v: String| Spanned::new(span.clone(), v);
+        let (schema, inferred) = match self.schema.get_ref() {
+            SchemaDecl::Fields(f) => (Spanned::new(span.clone(), f.clone()), None),
+            SchemaDecl::Infer => {
+                let delimiter = match format {
+                    Some(FileFormat::Csv { delimiter }) => Some(delimiter),
+                    _ => None,
+                };
+                match files
+                    .first()
+                    .map(|(p, _)| super::decoding::infer_file(p, delimiter))
+                {
+                    Some(Ok(i)) => {
+                        // A field the user names as the event time is a timestamp, however
+                        // its sample read.
+                        let named = self.timestamp_field.as_ref().map(|f| f.get_ref());
+                        let fields = i
+                            .fields
+                            .iter()
+                            .map(|(n, t)| {
+                                let t = match Some(n) == named {
+                                    true => "timestamp",
+                                    false => t.name(),
+                                };
+                                (n.clone(), spanned(t.to_string()))
+                            })
+                            .collect();
+                        (Spanned::new(span.clone(), fields), Some(i))
+                    }
+                    Some(Err(e)) => {
+                        diags.push(
+                            ctx.error(format!("cannot infer the schema: {e}"))
+                                .at(span.clone())
+                                .help("declare the fields: schema = { ts = \"timestamp\", v = \"f64\" }"),
+                        );
+                        (Spanned::new(span.clone(), IndexMap::new()), None)
+                    }
+                    // No file: reported above.
+                    None => return Err(diags),
+                }
+            }
+        };
+        let inferred_field = inferred
+            .as_ref()
+            .and_then(|i| i.time_field.clone())
+            .map(spanned);
+        let inferred_format = inferred
+            .as_ref()
+            .and_then(|i| i.time_format.clone())
+            .map(spanned);
+        let ingest = spanned("ingest".into());
+        let user_time = self.timestamp_field.is_some() || self.event_time.is_some();
+        let keys = DecodingKeys {
+            schema: &schema,
+            timestamp_field: self.timestamp_field.as_ref().or(match user_time {
+                false => inferred_field.as_ref(),
+                true => None,
+            }),
+            timestamp_format: self.timestamp_format.as_ref().or(inferred_format.as_ref()),
+            timezone: self.timezone.as_ref(),
+            max_error_rate: self.max_error_rate.as_ref(),
+            event_time: self.event_time.as_ref().or(
+                match (&inferred, &inferred_field, user_time) {
+                    (Some(_), None, false) => Some(&ingest),
+                    _ => None,
+                },
+            ),
+            id_field: self.id_field.as_ref(),
+            on_error: self.on_error.as_ref(),
+        };
+        let decode = match matches!(self.schema.get_ref(), SchemaDecl::Infer) && inferred.is_none()
+        {
+            // The inference failed (said above): there is nothing to check.
+            true => Err(Vec::new()),
+            false => decode_spec(ctx, keys),
+        };
         let watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
         let max_line = max_line_bytes(ctx, self.max_line_bytes.as_ref(), &mut diags);
         let decode = match decode {
@@ -148,6 +229,18 @@ impl FileSourceConfig {
                         decode: Arc::new(decode),
                         files,
                         format,
+                        inferred: inferred.map(|i| {
+                            let mut t = format!(
+                                "inferred from the first {} records of {}:\n  {}",
+                                i.records,
+                                self.path.get_ref(),
+                                i.toml().replace('\n', "\n  ")
+                            );
+                            for n in &i.notes {
+                                t.push_str(&format!("\nnote: {n}"));
+                            }
+                            t
+                        }),
                     })),
                     schema,
                     dead_letters,
