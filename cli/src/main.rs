@@ -574,13 +574,20 @@ fn load_loud(path: &PathBuf, set: &[String], loudness: Loudness) -> Option<Plan>
         }
     }
     if has_errors(&diags) {
-        let n = diags
+        // Count what was shown: errors, and the warnings beside them.
+        let errors = diags
             .iter()
             .filter(|d| d.level == weir_engine::diag::Level::Error)
             .count();
+        let n = diags.len();
+        let plural = |k: usize, w: &str| format!("{k} {w}{}", if k == 1 { "" } else { "s" });
+        let split = match n - errors {
+            0 => String::new(),
+            w => format!(" ({}, {})", plural(errors, "error"), plural(w, "warning")),
+        };
         eprintln!(
-            "error: {name}: {n} problem{} found; nothing was run",
-            if n == 1 { "" } else { "s" }
+            "error: {name}: {} found{split}; nothing was run",
+            plural(n, "problem")
         );
         return None;
     }

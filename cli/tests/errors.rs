@@ -383,9 +383,9 @@ fn window_bad_aggregates() {
         "transforms.w: unknown field `temprature` in aggregate `t`",
         "temperature",
     );
-    assert!(err.contains("unknown aggregate `median`"), "{err}");
+    assert!(err.contains("unknown function `median`"), "{err}");
     assert!(
-        err.contains("use one of: count, sum, min, max, avg, first, last"),
+        err.contains("the aggregates are: count, sum, min, max, avg, first, last"),
         "{err}"
     );
     names(
@@ -569,4 +569,60 @@ fn an_unread_late_output_is_a_warning() {
     );
     assert!(err.contains("p.toml:10:13]"), "{err}");
     assert!(err.contains("inputs = [\"w.late\"]"), "{err}");
+}
+
+/// One mistake, one diagnostic: a misspelled type or section is reported once, not also as
+/// an input naming no component and a source nothing reads; the footer counts what is shown.
+#[test]
+fn one_mistake_one_diagnostic() {
+    let tail = "condition = \"true\"\n\n[sinks.out]\ntype = \"null\"\ninputs = [\"hot\"]\n";
+    for (head, line_col, message) in [
+        (
+            "[transforms.hot]\ntype = \"filtr\"",
+            "7:8",
+            "unknown transform type `filtr`",
+        ),
+        (
+            "[transform.hot]\ntype = \"filter\"",
+            "6:2",
+            "unknown section `transform`",
+        ),
+    ] {
+        let err = invalid(&format!("{GOOD_SOURCE}\n{head}\ninputs = [\"s\"]\n{tail}"));
+        names(&err, line_col, message, "did you mean");
+        assert!(!err.contains("names no component"), "{err}");
+        assert!(!err.contains("nothing reads"), "{err}");
+        assert!(err.contains(": 1 problem found; nothing was run"), "{err}");
+    }
+    // A warning beside an error is counted as shown.
+    let err = invalid("[sources.s]\ntype = \"generator\"\nprofile = \"iot\"\nevents = 10\n\n[sources.t]\ntype = \"generator\"\nprofile = \"iot\"\nevents = \"x\"\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"t\"]\n");
+    assert!(err.contains("nothing reads the output of `s`"), "{err}");
+    assert!(
+        err.contains(": 2 problems found (1 error, 1 warning); nothing was run"),
+        "{err}"
+    );
+}
+
+#[test]
+fn round_takes_one_or_two_arguments_and_unknown_functions_are_named_so() {
+    let err = invalid(&format!(
+        "{GOOD_SOURCE}\n[transforms.f]\ntype = \"filter\"\ninputs = [\"s\"]\ncondition = \"round(temperature, 1, 2) > 3\"\n\n[sinks.out]\ntype = \"null\"\ninputs = [\"f\"]\n"
+    ));
+    names(
+        &err,
+        "9:14",
+        "`round` takes 1 or 2 arguments, not 3",
+        "round(x, 2) to 2 decimal places",
+    );
+    let err = invalid(&format!(
+        "{WINDOW_HEAD}size = \"1s\"\naggregates = {{ a = \"avgg(temperature)\", b = \"round(temperature)\" }}\n"
+    ));
+    assert!(
+        err.contains("unknown function `avgg`") && err.contains("did you mean `avg`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`round` is a function, not an aggregate") && err.contains("round(avg(x))"),
+        "{err}"
+    );
 }

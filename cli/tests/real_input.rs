@@ -570,3 +570,49 @@ format = "jsonl"
         "{err}"
     );
 }
+
+/// A CSV dead letter keeps the line as read, quotes and all; and a user's sink named
+/// `dead_letter` does not share its summary row with the default dead-letter sink.
+#[test]
+fn csv_dead_letters_keep_the_raw_line_and_summary_rows_have_one_name() {
+    let dir = workspace();
+    write(
+        dir.path(),
+        "in.csv",
+        "id,ts,name\n1,2026-03-01 10:00:00,\"a, b\"\n2,bad,\"x \"\"q\"\" y\"\n",
+    );
+    let p = write(
+        dir.path(),
+        "p.toml",
+        r#"[pipeline]
+name = "q"
+[sources.s]
+type = "file"
+path = "in.csv"
+format = "csv"
+schema = { id = "u64", ts = "timestamp", name = "string" }
+[sinks.dead_letter]
+type = "null"
+inputs = ["s"]
+"#,
+    );
+    let err = run_ok(dir.path(), &p, &[]);
+    let dead = json_lines(&dir.path().join("q.deadletter.jsonl"));
+    assert_eq!(dead.len(), 1, "{err}");
+    assert_eq!(dead[0]["record"], "2,bad,\"x \"\"q\"\" y\"");
+    let rows: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.starts_with("sinks."))
+        .collect();
+    // The component table and the latency table.
+    assert_eq!(
+        rows,
+        vec![
+            "sinks.dead_letter",
+            "sinks.dead_letter_default",
+            "sinks.dead_letter"
+        ],
+        "{err}"
+    );
+}

@@ -546,8 +546,20 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
         if has_errors(&diags) {
             return (None, diags);
         }
+        // Its own name, unless a sink of the user's has it: then the first free of
+        // `dead_letter_default`, `dead_letter_default_2`, ... (one name, one row).
+        let taken = |id: &str| nodes.iter().any(|n| n.kind == Kind::Sink && n.id == id);
+        let mut id = "dead_letter".to_string();
+        let mut k = 1;
+        while taken(&id) {
+            id = match k {
+                1 => "dead_letter_default".into(),
+                _ => format!("dead_letter_default_{k}"),
+            };
+            k += 1;
+        }
         nodes.push(Node {
-            id: "dead_letter".into(),
+            id,
             kind: Kind::Sink,
             ty: "file".into(),
             inputs: unread,

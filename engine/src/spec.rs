@@ -150,14 +150,28 @@ pub fn parse(name: &str, text: &str, overrides: &[String]) -> (Option<PipelineSp
                 },
                 None => {
                     let sections = ["pipeline", "sources", "transforms", "sinks"];
+                    let meant = did_you_mean(section, sections);
                     diags.push(
                         Diag::error(format!("unknown section `{section}`"))
                             .at(key.span())
-                            .help(match did_you_mean(section, sections) {
+                            .help(match meant {
                                 Some(s) => format!("did you mean `{s}`?"),
                                 None => "a pipeline has the sections [pipeline], [sources.ID], [transforms.ID] and [sinks.ID]".into(),
                             }),
-                    )
+                    );
+                    // Its components still stand for their ids, as the section meant, so
+                    // inputs naming them resolve and what they read counts as read: one
+                    // mistake, one diagnostic.
+                    let kind = Kind::ALL.iter().find(|k| Some(k.section()) == meant);
+                    if let (Some(kind), DeValue::Table(t)) = (kind, value.into_inner()) {
+                        for (id, body) in t {
+                            let mut unshown = Vec::new();
+                            if let Some(mut c) = component(*kind, id, body, &mut unshown) {
+                                c.config = None;
+                                components.push(c);
+                            }
+                        }
+                    }
                 }
             },
         }
@@ -237,7 +251,7 @@ fn component(
         diags.push(
             Diag::error(format!("unknown {} type `{ty}`", kind.singular()))
                 .component(&qualified)
-                .at(ty_span)
+                .at(ty_span.clone())
                 .help(
                     match (elsewhere, did_you_mean(&ty, kind.types().iter().copied())) {
                         (Some(k), _) => format!(
@@ -252,7 +266,6 @@ fn component(
                     },
                 ),
         );
-        return None;
     }
 
     // `inputs`

@@ -506,10 +506,22 @@ impl Aggregate {
                     )),
                 ))
             }
-            _ => {
+            (n, _, _) if crate::expr::function_names().any(|f| f == n) => {
                 return Err(err(
-                    format!("unknown aggregate `{name}`"),
-                    Some(format!("use one of: {NAMES}")),
+                    format!("`{name}` is a function, not an aggregate"),
+                    Some(format!(
+                        "aggregate first, then apply it: {name}(avg(x)); the aggregates are: {NAMES}"
+                    )),
+                ))
+            }
+            _ => {
+                let known = CALL_NAMES.iter().copied().chain(crate::expr::function_names());
+                return Err(err(
+                    format!("unknown function `{name}`"),
+                    Some(match crate::suggest::did_you_mean(&name, known) {
+                        Some(s) => format!("did you mean `{s}`? the aggregates are: {NAMES}"),
+                        None => format!("the aggregates are: {NAMES}"),
+                    }),
                 ))
             }
         };

@@ -125,6 +125,11 @@ enum Func {
     Length,
 }
 
+/// Every scalar function's name: Weir's own and the library's.
+pub(crate) fn function_names() -> impl Iterator<Item = &'static str> {
+    FUNCTIONS.iter().copied().chain(library::names())
+}
+
 const FUNCTIONS: &[&str] = &[
     "abs",
     "round",
@@ -1032,7 +1037,13 @@ impl Compiler<'_> {
                         Some(FieldType::F64),
                     ));
                 }
-                arity(1)?;
+                if args.len() != 1 {
+                    return Err(self.err(
+                        e,
+                        format!("`round` takes 1 or 2 arguments, not {}", args.len()),
+                        Some("round(x) rounds to a whole number, round(x, 2) to 2 decimal places".into()),
+                    ));
+                }
                 numeric(Func::Round, true, compiled, self)
             }
             "floor" | "ceil" | "ceiling" | "sqrt" | "ln" | "exp" => {
