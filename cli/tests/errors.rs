@@ -626,3 +626,54 @@ fn round_takes_one_or_two_arguments_and_unknown_functions_are_named_so() {
         "{err}"
     );
 }
+
+/// What can be known before data flows is checked before it flows: a CSV header without a
+/// schema column, an output that cannot be written. Nothing is written.
+#[test]
+fn pre_run_checks_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "in.csv",
+        "id,ts,temp\n1,2026-03-01 10:00:00,3\n",
+    );
+    write(dir.path(), "afile", "");
+    let text = |path: &str| {
+        format!(
+            "[sources.s]\ntype = \"file\"\npath = \"in.csv\"\nformat = \"csv\"\nschema = {{ id = \"u64\", ts = \"timestamp\", temperature = \"f64\" }}\n\n[sinks.out]\ntype = \"file\"\ninputs = [\"s\"]\npath = \"{path}\"\n"
+        )
+    };
+    let p = write(dir.path(), "p.toml", &text("out/x.jsonl"));
+    for cmd in ["validate", "run"] {
+        let out = weir(dir.path(), &[cmd, &p], "");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        names(
+            &err,
+            "5:10",
+            "sources.s: `in.csv`: the CSV header has no column for `temperature`",
+            "the header of `in.csv` is: id, ts, temp",
+        );
+        assert!(!dir.path().join("out").exists(), "nothing is written");
+    }
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &text("afile/x.jsonl").replace("temperature", "temp"),
+    );
+    let err = invalid_at(dir.path(), &p);
+    names(
+        &err,
+        "10:8",
+        "sinks.out: cannot write `afile/x.jsonl`",
+        "a directory Weir can create",
+    );
+}
+
+/// Validates `p` in `dir`; returns standard error, asserting exit status 2.
+fn invalid_at(dir: &std::path::Path, p: &str) -> String {
+    let out = weir(dir, &["validate", p], "");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    err
+}

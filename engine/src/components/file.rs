@@ -213,6 +213,9 @@ impl FileSourceConfig {
             Ok(mut d) => {
                 d.watermark = watermark;
                 d.max_line_bytes = max_line;
+                if let Some(FileFormat::Csv { delimiter }) = format {
+                    check_csv_headers(ctx, &d, &files, delimiter, span.clone(), &mut diags);
+                }
                 Some(d)
             }
             Err(mut d) => {
@@ -249,6 +252,47 @@ impl FileSourceConfig {
                 })
             }
             _ => Err(diags),
+        }
+    }
+}
+
+/// Checks, before the run, that every CSV file's header has a column for each schema field
+/// (an empty file has none to check).
+fn check_csv_headers(
+    ctx: &Ctx,
+    decode: &weir_operators::decode::DecodeSpec,
+    files: &[(PathBuf, String)],
+    delimiter: u8,
+    schema_span: std::ops::Range<usize>,
+    diags: &mut Vec<Diag>,
+) {
+    for (path, shown) in files {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            continue;
+        }
+        let header = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .from_path(path)
+            .and_then(|mut r| r.headers().cloned());
+        let problem = match header {
+            Ok(h) => decode.csv_columns(&h).err().map(|e| {
+                let names: Vec<&str> = h.iter().map(str::trim).collect();
+                (
+                    e,
+                    format!("the header of `{shown}` is: {}", names.join(", ")),
+                )
+            }),
+            Err(e) => Some((
+                format!("cannot read the CSV header of `{shown}`: {e}"),
+                "a CSV file starts with a header row naming its columns".to_string(),
+            )),
+        };
+        if let Some((message, help)) = problem {
+            diags.push(
+                ctx.error(format!("`{shown}`: {message}"))
+                    .at(schema_span.clone())
+                    .help(help),
+            );
         }
     }
 }

@@ -94,8 +94,43 @@ impl FileSinkConfig {
                     "give the path of a file to write, such as \"out/result.jsonl\"",
                 )]);
         }
+        if let Err(why) = creatable(&path) {
+            return Err(vec![ctx
+                .error(format!("cannot write `{}`: {why}", self.path.get_ref()))
+                .at(self.path.span())
+                .help("give a path in a directory Weir can create or write (relative paths start where weir runs)")]);
+        }
         Ok(planned(SinkTarget::File(path), f, input))
     }
+}
+
+/// Whether the file at `path` can be created before the run (which makes its directory):
+/// the nearest part of the path that exists must be a directory that can be written to.
+/// Checked without creating anything, so `weir validate` changes nothing.
+fn creatable(path: &std::path::Path) -> Result<(), String> {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        let d = if d.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            d
+        };
+        match std::fs::metadata(d) {
+            Ok(m) if !m.is_dir() => {
+                return Err(format!("`{}` is a file, not a directory", d.display()))
+            }
+            Ok(m) if m.permissions().readonly() => {
+                return Err(format!(
+                    "the directory `{}` cannot be written to",
+                    d.display()
+                ))
+            }
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => dir = d.parent(),
+            Err(e) => return Err(format!("`{}`: {e}", d.display())),
+        }
+    }
+    Ok(())
 }
 
 impl NullConfig {
