@@ -27,9 +27,9 @@ pub struct Args {
     /// Default: the pipeline's own rates.
     #[arg(long, value_name = "RATES")]
     pub rates: Option<String>,
-    /// Worker counts, comma-separated: 1,2.
-    #[arg(long, value_name = "COUNTS", default_value = "1")]
-    pub workers: String,
+    /// Worker counts, comma-separated: 1,2 (default: the pipeline's `workers`).
+    #[arg(long, value_name = "COUNTS")]
+    pub workers: Option<String>,
     /// How long each run is measured, after its warm-up.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = weir_engine::components::parse_duration)]
     pub duration: std::time::Duration,
@@ -99,8 +99,11 @@ pub fn main(a: Args) -> ExitCode {
         Ok(m) => m,
         Err(e) => return usage(format!("--modes: {e}")),
     };
-    let workers: Vec<usize> = match a
+    let workers_list = a
         .workers
+        .clone()
+        .unwrap_or_else(|| plan.workers.to_string());
+    let workers: Vec<usize> = match workers_list
         .split(',')
         .map(|w| match w.trim().parse::<usize>() {
             Ok(n) if (1..=1024).contains(&n) => Ok(n),

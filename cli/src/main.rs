@@ -146,6 +146,12 @@ enum Command {
         #[arg(long)]
         delimiter: Option<char>,
     },
+    /// Print shell completions for weir: `weir completions bash > /etc/bash_completion.d/weir`,
+    /// or for zsh, fish, elvish, powershell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Print the pipeline's dataflow graph.
     Graph {
         /// The pipeline file (TOML).
@@ -466,6 +472,11 @@ fn main() -> ExitCode {
             format,
             delimiter,
         } => infer_schema(&file, format.as_deref(), delimiter),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "weir", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Graph {
             pipeline,
             format,

@@ -616,3 +616,19 @@ inputs = ["s"]
         "{err}"
     );
 }
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let dir = workspace();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = weir(dir.path(), &["completions", shell], "");
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let text = String::from_utf8(out.stdout).unwrap();
+        // Every subcommand is offered.
+        for cmd in ["run", "validate", "schema", "compare", "produce", "graph"] {
+            assert!(text.contains(cmd), "{shell} lacks {cmd}");
+        }
+    }
+    let out = weir(dir.path(), &["completions", "tcsh"], "");
+    assert_eq!(out.status.code(), Some(2));
+}

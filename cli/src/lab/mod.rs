@@ -22,5 +22,5 @@ mod tests;
 
 pub use config::{parse_modes, parse_rate, short_rate, ModeSpec};
 pub use plot::plot;
-pub use row::{table, Row};
+pub use row::{supported, table, Row};
 pub use runner::Runner;

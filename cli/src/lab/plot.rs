@@ -59,24 +59,41 @@ pub(crate) fn draw<DB: DrawingBackend>(
     root.fill(&WHITE).map_err(err)?;
     // The chart on the left, the legend beside it, so no curve is hidden.
     let (plot_area, legend_area) = root.split_horizontally(880);
-    // (legend, points, dashed)
-    type Series = (String, Vec<(f64, f64)>, bool);
+    // (legend, points, dashed, colour): a configuration's processing and event-time curves
+    // share its colour (event time dashed); the legend gives each curve's maximum and marks a
+    // configuration that did not keep up with its offered rate.
+    type Series = (String, Vec<(f64, f64)>, bool, usize);
     let mut series: Vec<Series> = Vec::new();
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
+        let behind = match r.kept_up() {
+            Some(false) => ", DID NOT KEEP UP",
+            _ => "",
+        };
+        let max = |h: &Histogram<u64>| weir_engine::summary::micros(h.max());
         if !r.processing.is_empty() {
             series.push((
-                format!("{} (processing)", r.label),
+                format!(
+                    "{} (processing, max {}{behind})",
+                    r.label,
+                    max(&r.processing)
+                ),
                 curve(&r.processing),
                 false,
+                i,
             ));
         }
         if let Some(e) = r.event.as_ref().filter(|e| !e.is_empty()) {
-            series.push((format!("{} (event time)", r.label), curve(e), true));
+            series.push((
+                format!("{} (event time, max {}{behind})", r.label, max(e)),
+                curve(e),
+                true,
+                i,
+            ));
         }
     }
     let (lo, hi) = series
         .iter()
-        .flat_map(|(_, pts, _)| pts.iter().map(|p| p.1))
+        .flat_map(|(_, pts, _, _)| pts.iter().map(|p| p.1))
         .fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
     let (lo, hi) = if lo > hi {
         (0.001, 1.0)
@@ -105,8 +122,8 @@ pub(crate) fn draw<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     let legend_font = ("sans-serif", 14).into_font();
-    for (i, (name, pts, dashed)) in series.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+    for (i, (name, pts, dashed, config)) in series.into_iter().enumerate() {
+        let color = Palette99::pick(config).to_rgba();
         let style = ShapeStyle::from(&color).stroke_width(2);
         if dashed {
             chart

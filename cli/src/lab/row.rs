@@ -193,7 +193,15 @@ pub(crate) fn add(into: &mut Histogram<u64>, h: &Histogram<u64>) {
     let _ = into.add(h);
 }
 
-/// The comparison table.
+/// Whether `samples` latencies can say what percentile `q` is: at least 10 beyond it (p99
+/// takes 1,000 samples, p99.9 10,000), so one outlier does not make the figure.
+pub fn supported(samples: u64, q: f64) -> bool {
+    samples as f64 * (1.0 - q / 100.0) >= 10.0 - 1e-9
+}
+
+/// The comparison table: per configuration, the rates, whether it kept up, and per latency
+/// kind its sample count (`n`), the percentiles its samples support (see [`supported`];
+/// others `-`) and the maximum.
 pub fn table(rows: &[Row]) -> String {
     let any_event = rows.iter().any(|r| r.event.is_some());
     let mut header: Vec<String> = [
@@ -213,6 +221,7 @@ pub fn table(rows: &[Row]) -> String {
         &["proc"]
     };
     for k in kinds {
+        header.push(format!("{k} n"));
         for (p, _) in PERCENTILES {
             header.push(format!("{k} {p}"));
         }
@@ -220,10 +229,16 @@ pub fn table(rows: &[Row]) -> String {
     }
     let cells = |h: Option<&Histogram<u64>>| -> Vec<String> {
         match h.filter(|h| !h.is_empty()) {
-            None => vec!["-".into(); PERCENTILES.len() + 1],
-            Some(h) => PERCENTILES
-                .iter()
-                .map(|(_, q)| micros(h.value_at_percentile(*q)))
+            None => vec!["-".into(); PERCENTILES.len() + 2],
+            Some(h) => std::iter::once(thousands(h.len()))
+                .chain(
+                    PERCENTILES
+                        .iter()
+                        .map(|(_, q)| match supported(h.len(), *q) {
+                            true => micros(h.value_at_percentile(*q)),
+                            false => "-".into(),
+                        }),
+                )
                 .chain(std::iter::once(micros(h.max())))
                 .collect(),
         }

@@ -63,3 +63,19 @@ fn rates_and_modes_parse() {
     assert!(parse_modes("continuous:1s").is_err());
     assert!(parse_modes("micro-batch:0ms").is_err());
 }
+
+#[test]
+fn percentiles_are_shown_only_where_the_samples_support_them() {
+    assert!(supported(20, 50.0) && supported(100, 90.0));
+    assert!(!supported(999, 99.0) && supported(1_000, 99.0));
+    assert!(!supported(9_999, 99.9) && supported(10_000, 99.9));
+    // 200 samples: n, p50 and p90 shown; p99 and p99.9 not.
+    let t = table(&[row(1e5, 1e5, (1, 1, 1), (1_000, 1_000))]);
+    let cells: Vec<&str> = t.lines().nth(1).unwrap().split_whitespace().collect();
+    let n = cells.len();
+    assert_eq!(
+        &cells[n - 6..],
+        &["200", "1.00ms", "1.00ms", "-", "-", "1.00ms"],
+        "{t}"
+    );
+}
