@@ -340,7 +340,7 @@ fn main() -> ExitCode {
             if let Some(b) = batch_interval {
                 set.push(format!("pipeline.batch_interval={}", toml_string(&b)));
             }
-            let Some(mut plan) = load_loud(&pipeline, &set, loudness) else {
+            let Some(mut plan) = load_checked(&pipeline, &set, loudness, true) else {
                 return ExitCode::from(CONFIG_ERROR);
             };
             if let Err(e) = run::override_generators(&mut plan, rate, unbounded) {
@@ -545,6 +545,17 @@ pub(crate) fn load(path: &PathBuf, set: &[String]) -> Option<Plan> {
 /// [`load`], printing only errors when quiet, and failing on a warning when warnings are
 /// denied.
 fn load_loud(path: &PathBuf, set: &[String], loudness: Loudness) -> Option<Plan> {
+    load_checked(path, set, loudness, false)
+}
+
+/// [`load_loud`]; with `before_run`, also what can only be known from outside the file before
+/// a run: that its Kafka topics exist (see `recovery::missing_topics`).
+fn load_checked(
+    path: &PathBuf,
+    set: &[String],
+    loudness: Loudness,
+    before_run: bool,
+) -> Option<Plan> {
     let name = path.display().to_string();
     let text = match std::fs::read(path) {
         Ok(bytes) => match String::from_utf8(bytes) {
@@ -562,6 +573,9 @@ fn load_loud(path: &PathBuf, set: &[String], loudness: Loudness) -> Option<Plan>
         }
     };
     let (plan, mut diags, source) = plan::load(&name, &text, set);
+    if let (true, Some(p), false) = (before_run, &plan, has_errors(&diags)) {
+        diags.extend(weir_engine::recovery::missing_topics(p));
+    }
     let warnings = diags
         .iter()
         .filter(|d| d.level == weir_engine::diag::Level::Warning)

@@ -654,23 +654,28 @@ fn an_unreachable_broker_or_missing_topic_fails_the_run_saying_what_to_do() {
         b = brokers()
     );
     write(dir.path(), "p.toml", &text);
-    let err = stderr(&weir(dir.path(), &["run", "p.toml"], ""));
+    // Found before the run, at the topic's place in the file, as a configuration error.
+    let out = weir(dir.path(), &["run", "p.toml"], "");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains(&format!("topic `{missing}` does not exist")) && err.contains("fix `topics`"),
         "{err}"
     );
+    assert!(err.contains("p.toml:4:11]") && err.contains("nothing was run"), "{err}");
     let text = format!(
         "[sources.g]\ntype = \"generator\"\nprofile = \"iot\"\nevents = 10\n\n[sinks.k]\ntype = \"kafka\"\ninputs = [\"g\"]\nbrokers = \"{b}\"\ntopic = \"{missing}\"\n",
         b = brokers()
     );
     write(dir.path(), "p.toml", &text);
     let out = weir(dir.path(), &["run", "p.toml"], "");
-    assert!(!out.status.success());
     let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains(&format!("sink `k`: topic `{missing}` does not exist")),
+        err.contains(&format!("sinks.k: topic `{missing}` does not exist")),
         "{err}"
     );
+    assert!(err.contains("p.toml:10:9]") && err.contains("nothing was run"), "{err}");
 }
 
 #[test]

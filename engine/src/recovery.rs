@@ -16,7 +16,7 @@ use weir_operators::kafka::{resolve_partitions, Replay};
 use weir_operators::window::{LatePolicy, Shape};
 use weir_operators::Time;
 
-use crate::components::Op;
+use crate::components::{Op, SinkSpec, SinkTarget};
 use crate::plan::Plan;
 
 /// What the plan tells about the outputs of records read by the source at `node`.
@@ -63,6 +63,77 @@ fn follow(
         }
     }
     true
+}
+
+/// Checks, before a run, that every topic a Kafka source reads or a Kafka sink writes exists:
+/// an error at the topic's place in the pipeline file for each that does not. Brokers that
+/// cannot be reached (within 3 s) are left to the run to report.
+pub fn missing_topics(plan: &Plan) -> Vec<crate::diag::Diag> {
+    use weir_operators::kafka::{client_config, topic_exists};
+    let mut diags = Vec::new();
+    let mut unreachable = std::collections::HashSet::new();
+    let mut check = |config: &rdkafka::ClientConfig,
+                     topic: &str,
+                     span: Option<&std::ops::Range<usize>>,
+                     component: String,
+                     brokers: &str,
+                     help: &str| {
+        if unreachable.contains(brokers) {
+            return;
+        }
+        let exists = topic_exists(config, topic, std::time::Duration::from_secs(3));
+        if exists.is_err() {
+            unreachable.insert(brokers.to_string());
+        }
+        if let Ok(false) = exists {
+            let mut d = crate::diag::Diag::error(format!(
+                "topic `{topic}` does not exist on {brokers}"
+            ))
+            .component(component)
+            .help(help);
+            if let Some(s) = span {
+                d = d.at(s.clone());
+            }
+            diags.push(d);
+        }
+    };
+    for n in &plan.nodes {
+        match &n.op {
+            Op::Kafka(s) => {
+                let config = s.client_config();
+                for (k, t) in s.topics.iter().enumerate() {
+                    check(
+                        &config,
+                        t,
+                        s.topic_spans.get(k),
+                        format!("sources.{}", n.id),
+                        &s.brokers,
+                        "create it (`weir produce --topic` creates one with --partitions), or fix `topics`",
+                    );
+                }
+            }
+            Op::Sink(SinkSpec {
+                target:
+                    SinkTarget::Kafka {
+                        brokers,
+                        topic,
+                        options,
+                        topic_span,
+                        ..
+                    },
+                ..
+            }) => check(
+                &client_config(brokers, options),
+                topic,
+                Some(topic_span),
+                format!("sinks.{}", n.id),
+                brokers,
+                "create the topic first (a sink does not create it), or fix `topic`",
+            ),
+            _ => {}
+        }
+    }
+    diags
 }
 
 /// Resolves every Kafka source's partitions and start offsets, and its done times, before the

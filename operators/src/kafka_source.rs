@@ -67,6 +67,9 @@ pub struct KafkaSourceSpec {
     pub brokers: String,
     /// The topics.
     pub topics: Vec<String>,
+    /// Where each topic is named in the pipeline file (byte ranges), for errors found before
+    /// the run.
+    pub topic_spans: Vec<std::ops::Range<usize>>,
     /// The consumer group, whose committed offsets Weir keeps.
     pub group_id: String,
     /// Where to start.

@@ -313,6 +313,8 @@ pub enum SinkTarget {
         key: Vec<usize>,
         /// More librdkafka settings.
         options: Vec<(String, String)>,
+        /// Where the topic is named in the pipeline file.
+        topic_span: std::ops::Range<usize>,
     },
 }
 

@@ -114,6 +114,7 @@ pub(super) fn open_writers(
                         topic,
                         key,
                         options,
+                        ..
                     } => {
                         let config = kafka::client_config(brokers, options);
                         let m = kafka::Messages::new(&config, topic)

@@ -70,6 +70,22 @@ pub(crate) fn unreachable_brokers(config: &ClientConfig, e: KafkaError) -> Strin
     )
 }
 
+/// Whether `topic` exists (has partitions) on the brokers of `config`: `Err` when they cannot
+/// be reached within `timeout`. Asking does not create it.
+pub fn topic_exists(config: &ClientConfig, topic: &str, timeout: Duration) -> Result<bool, String> {
+    let mut config = config.clone();
+    config.set("allow.auto.create.topics", "false");
+    let consumer: rdkafka::consumer::BaseConsumer = config
+        .create()
+        .map_err(|e| format!("cannot create a Kafka client: {e}"))?;
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(topic), timeout)
+        .map_err(|e| unreachable_brokers(&config, e))?;
+    Ok(md
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+}
+
 /// Creates `topic` with `partitions` partitions unless it exists. Returns whether it created
 /// it.
 pub fn create_topic(config: &ClientConfig, topic: &str, partitions: i32) -> Result<bool, String> {
