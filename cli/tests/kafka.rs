@@ -662,7 +662,10 @@ fn an_unreachable_broker_or_missing_topic_fails_the_run_saying_what_to_do() {
         err.contains(&format!("topic `{missing}` does not exist")) && err.contains("fix `topics`"),
         "{err}"
     );
-    assert!(err.contains("p.toml:4:11]") && err.contains("nothing was run"), "{err}");
+    assert!(
+        err.contains("p.toml:4:11]") && err.contains("nothing was run"),
+        "{err}"
+    );
     let text = format!(
         "[sources.g]\ntype = \"generator\"\nprofile = \"iot\"\nevents = 10\n\n[sinks.k]\ntype = \"kafka\"\ninputs = [\"g\"]\nbrokers = \"{b}\"\ntopic = \"{missing}\"\n",
         b = brokers()
@@ -675,7 +678,10 @@ fn an_unreachable_broker_or_missing_topic_fails_the_run_saying_what_to_do() {
         err.contains(&format!("sinks.k: topic `{missing}` does not exist")),
         "{err}"
     );
-    assert!(err.contains("p.toml:10:9]") && err.contains("nothing was run"), "{err}");
+    assert!(
+        err.contains("p.toml:10:9]") && err.contains("nothing was run"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -86,11 +86,10 @@ pub fn missing_topics(plan: &Plan) -> Vec<crate::diag::Diag> {
             unreachable.insert(brokers.to_string());
         }
         if let Ok(false) = exists {
-            let mut d = crate::diag::Diag::error(format!(
-                "topic `{topic}` does not exist on {brokers}"
-            ))
-            .component(component)
-            .help(help);
+            let mut d =
+                crate::diag::Diag::error(format!("topic `{topic}` does not exist on {brokers}"))
+                    .component(component)
+                    .help(help);
             if let Some(s) = span {
                 d = d.at(s.clone());
             }
