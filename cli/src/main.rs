@@ -591,10 +591,13 @@ fn load_checked(
     report(&source, &diags);
     if !loudness.quiet && !has_errors(&diags) {
         for n in plan.iter().flat_map(|p| &p.nodes) {
-            if let weir_engine::components::Op::File(f) = &n.op {
-                if let Some(i) = &f.inferred {
-                    eprintln!("weir: sources.{}: schema {i}", n.id);
-                }
+            let inferred = match &n.op {
+                weir_engine::components::Op::File(f) => f.inferred.as_ref(),
+                weir_engine::components::Op::Kafka(k) => k.inferred.as_ref(),
+                _ => None,
+            };
+            if let Some(i) = inferred {
+                eprintln!("weir: sources.{}: schema {i}", n.id);
             }
         }
     }

@@ -993,3 +993,71 @@ path = "tls.jsonl"
     let ids: BTreeSet<u64> = got.iter().map(|r| r["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, (0..2000).collect(), "each once");
 }
+
+/// `schema = "infer"` on a Kafka source: inferred from the topic's first messages, printed,
+/// then held to (a later message that does not fit is a bad record).
+#[test]
+fn a_kafka_source_infers_its_schema_from_the_first_messages() {
+    let dir = workspace();
+    let input = topic("infer", 1);
+    let m = Messages::new(&client_config(&brokers(), &[]), &input).unwrap();
+    for i in 0..5 {
+        let line = format!(
+            r#"{{"id": {i}, "ts": "2026-03-01 10:00:0{i}", "device": "d{}", "temperature": {}.5}}"#,
+            i % 2,
+            20 + i
+        );
+        m.send(None, line.as_bytes(), None).unwrap();
+    }
+    m.flush().unwrap();
+    let text = format!(
+        "[pipeline]\nname = \"infer-test\"\n[sources.s]\n{}\nschema = \"infer\"\n\n{}",
+        kafka_source(&input, &unique("infer"), ""),
+        file_sink("out", "s", "out.jsonl")
+    );
+    write(dir.path(), "p.toml", &text);
+    let out = weir(dir.path(), &["validate", "p.toml"], "");
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let keys = "schema = { id = \"i64\", ts = \"timestamp\", device = \"string\", temperature = \"f64\" }\n  timestamp_field = \"ts\"";
+    assert!(
+        err.contains(&format!("weir: sources.s: schema inferred from the first 5 records of topics {input}:\n  {keys}")),
+        "{err}"
+    );
+    let err = run_ok(dir.path(), "p.toml", &[]);
+    let got: Vec<(i64, String, String)> = json_lines(&dir.path().join("out.jsonl"))
+        .into_iter()
+        .map(|v| {
+            (
+                v["id"].as_i64().unwrap(),
+                v["ts"].as_str().unwrap().to_string(),
+                v["device"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(i64, String, String)> = (0..5)
+        .map(|i| {
+            (
+                i,
+                format!("2026-03-01T10:00:0{i}.000Z"),
+                format!("d{}", i % 2),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "{err}");
+    // An empty topic has nothing to infer from: an error at the key.
+    let empty = topic("infer-empty", 1);
+    let text = format!(
+        "[pipeline]\nname = \"infer-test\"\n[sources.s]\n{}\nschema = \"infer\"\n\n{}",
+        kafka_source(&empty, &unique("infer"), ""),
+        file_sink("out", "s", "out.jsonl")
+    );
+    write(dir.path(), "p.toml", &text);
+    let out = weir(dir.path(), &["validate", "p.toml"], "");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot infer the schema") && err.contains("no JSON message"),
+        "{err}"
+    );
+}

@@ -70,6 +70,8 @@ pub struct KafkaSourceSpec {
     /// Where each topic is named in the pipeline file (byte ranges), for errors found before
     /// the run.
     pub topic_spans: Vec<std::ops::Range<usize>>,
+    /// When the schema was inferred: what was found, as pipeline keys (for the user).
+    pub inferred: Option<String>,
     /// The consumer group, whose committed offsets Weir keeps.
     pub group_id: String,
     /// Where to start.

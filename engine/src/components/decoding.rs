@@ -89,6 +89,133 @@ pub fn infer_file(
     Ok(inferred)
 }
 
+/// A source's schema and time keys, as written or as inferred from a sample of its input
+/// (`schema = "infer"`): what inference found stands in for the keys the source leaves out, as
+/// if written where `schema` is.
+pub struct SchemaKeys {
+    schema: Spanned<IndexMap<String, Spanned<String>>>,
+    time_field: Option<Spanned<String>>,
+    time_format: Option<Spanned<String>>,
+    ingest: Option<Spanned<String>>,
+    /// What inference found, when it ran.
+    pub inferred: Option<weir_operators::infer::Inferred>,
+}
+
+/// A source's own time keys, which win over what inference finds.
+pub struct TimeKeys<'a> {
+    /// `timestamp_field`
+    pub timestamp_field: Option<&'a Spanned<String>>,
+    /// `timestamp_format`
+    pub timestamp_format: Option<&'a Spanned<String>>,
+    /// `event_time`
+    pub event_time: Option<&'a Spanned<String>>,
+}
+
+impl SchemaKeys {
+    /// The keys of `decl`; with `"infer"`, from `sample()` (an error there is reported at the
+    /// key and gives `None`).
+    pub fn new(
+        ctx: &Ctx,
+        decl: &Spanned<SchemaDecl>,
+        user: &TimeKeys,
+        sample: impl FnOnce() -> Result<weir_operators::infer::Inferred, String>,
+        diags: &mut Vec<Diag>,
+    ) -> Option<SchemaKeys> {
+        let span = decl.span();
+        let spanned = |v: String| Spanned::new(span.clone(), v);
+        let fields = match decl.get_ref() {
+            SchemaDecl::Fields(f) => {
+                return Some(SchemaKeys {
+                    schema: Spanned::new(span.clone(), f.clone()),
+                    time_field: None,
+                    time_format: None,
+                    ingest: None,
+                    inferred: None,
+                })
+            }
+            SchemaDecl::Infer => {
+                match sample() {
+                    Ok(i) => i,
+                    Err(e) => {
+                        diags.push(
+                        ctx.error(format!("cannot infer the schema: {e}"))
+                            .at(span.clone())
+                            .help("declare the fields: schema = { ts = \"timestamp\", v = \"f64\" }"),
+                    );
+                        return None;
+                    }
+                }
+            }
+        };
+        // A field the source names as the event time is a timestamp, however its sample read.
+        let named = user.timestamp_field.map(|f| f.get_ref());
+        let schema = fields
+            .fields
+            .iter()
+            .map(|(n, t)| {
+                let t = if Some(n) == named {
+                    "timestamp"
+                } else {
+                    t.name()
+                };
+                (n.clone(), spanned(t.to_string()))
+            })
+            .collect();
+        let user_time = user.timestamp_field.is_some() || user.event_time.is_some();
+        let time_field = fields
+            .time_field
+            .clone()
+            .filter(|_| !user_time)
+            .map(spanned);
+        let ingest = (!user_time && fields.time_field.is_none()).then(|| spanned("ingest".into()));
+        Some(SchemaKeys {
+            schema: Spanned::new(span.clone(), schema),
+            time_field,
+            time_format: fields.time_format.clone().map(spanned),
+            ingest,
+            inferred: Some(fields),
+        })
+    }
+
+    /// The decoding keys: the source's own, then what inference found.
+    #[allow(clippy::too_many_arguments)]
+    pub fn keys<'a>(
+        &'a self,
+        user: TimeKeys<'a>,
+        timezone: Option<&'a Spanned<String>>,
+        max_error_rate: Option<&'a Spanned<f64>>,
+        id_field: Option<&'a Spanned<String>>,
+        on_error: Option<&'a Spanned<String>>,
+    ) -> DecodingKeys<'a> {
+        DecodingKeys {
+            schema: &self.schema,
+            timestamp_field: user.timestamp_field.or(self.time_field.as_ref()),
+            timestamp_format: user.timestamp_format.or(self.time_format.as_ref()),
+            timezone,
+            max_error_rate,
+            event_time: user.event_time.or(self.ingest.as_ref()),
+            id_field,
+            on_error,
+        }
+    }
+
+    /// What was inferred, for the user: `inferred from the first N records of WHERE:` and the
+    /// keys, then its notes.
+    pub fn describe(&self, from: &str) -> Option<String> {
+        self.inferred.as_ref().map(|i| {
+            let mut t = format!(
+                "inferred from the first {} records of {from}:\n  {}",
+                i.records,
+                i.toml().replace('\n', "\n  ")
+            );
+            for n in &i.notes {
+                t.push_str(&format!("\nnote: {n}"));
+            }
+            t
+        })
+    }
+}
+
 /// The decoding keys, borrowed from a source's config.
 pub struct DecodingKeys<'a> {
     /// `schema`

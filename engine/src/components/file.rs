@@ -3,12 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use indexmap::IndexMap;
 use serde::Deserialize;
 use toml::Spanned;
 use weir_operators::file_source::{FileFormat, FileSourceSpec};
 
-use super::decoding::{decode_spec, max_line_bytes, DecodingKeys, SchemaDecl};
+use super::decoding::{decode_spec, max_line_bytes, SchemaDecl, SchemaKeys, TimeKeys};
 use super::watermark::WatermarkConfig;
 use super::{Ctx, Op, Planned};
 use crate::diag::Diag;
@@ -128,84 +127,40 @@ impl FileSourceConfig {
                 Vec::new()
             }
         };
-        // With `schema = "infer"`, the keys it leaves out come from the first file's sample, as
-        // if written where `schema` is.
+        let user = || TimeKeys {
+            timestamp_field: self.timestamp_field.as_ref(),
+            timestamp_format: self.timestamp_format.as_ref(),
+            event_time: self.event_time.as_ref(),
+        };
+        let delimiter = match format {
+            Some(FileFormat::Csv { delimiter }) => Some(delimiter),
+            _ => None,
+        };
+        if matches!(self.schema.get_ref(), SchemaDecl::Infer) && files.is_empty() {
+            // No file to infer from: said above.
+            return Err(diags);
+        }
+        let schema_keys = SchemaKeys::new(
+            ctx,
+            &self.schema,
+            &user(),
+            || super::decoding::infer_file(&files[0].0, delimiter),
+            &mut diags,
+        );
         let span = self.schema.span();
-        let spanned = |v: String| Spanned::new(span.clone(), v);
-        let (schema, inferred) = match self.schema.get_ref() {
-            SchemaDecl::Fields(f) => (Spanned::new(span.clone(), f.clone()), None),
-            SchemaDecl::Infer => {
-                let delimiter = match format {
-                    Some(FileFormat::Csv { delimiter }) => Some(delimiter),
-                    _ => None,
-                };
-                match files
-                    .first()
-                    .map(|(p, _)| super::decoding::infer_file(p, delimiter))
-                {
-                    Some(Ok(i)) => {
-                        // A field the user names as the event time is a timestamp, however
-                        // its sample read.
-                        let named = self.timestamp_field.as_ref().map(|f| f.get_ref());
-                        let fields = i
-                            .fields
-                            .iter()
-                            .map(|(n, t)| {
-                                let t = match Some(n) == named {
-                                    true => "timestamp",
-                                    false => t.name(),
-                                };
-                                (n.clone(), spanned(t.to_string()))
-                            })
-                            .collect();
-                        (Spanned::new(span.clone(), fields), Some(i))
-                    }
-                    Some(Err(e)) => {
-                        diags.push(
-                            ctx.error(format!("cannot infer the schema: {e}"))
-                                .at(span.clone())
-                                .help("declare the fields: schema = { ts = \"timestamp\", v = \"f64\" }"),
-                        );
-                        (Spanned::new(span.clone(), IndexMap::new()), None)
-                    }
-                    // No file: reported above.
-                    None => return Err(diags),
-                }
-            }
-        };
-        let inferred_field = inferred
-            .as_ref()
-            .and_then(|i| i.time_field.clone())
-            .map(spanned);
-        let inferred_format = inferred
-            .as_ref()
-            .and_then(|i| i.time_format.clone())
-            .map(spanned);
-        let ingest = spanned("ingest".into());
-        let user_time = self.timestamp_field.is_some() || self.event_time.is_some();
-        let keys = DecodingKeys {
-            schema: &schema,
-            timestamp_field: self.timestamp_field.as_ref().or(match user_time {
-                false => inferred_field.as_ref(),
-                true => None,
-            }),
-            timestamp_format: self.timestamp_format.as_ref().or(inferred_format.as_ref()),
-            timezone: self.timezone.as_ref(),
-            max_error_rate: self.max_error_rate.as_ref(),
-            event_time: self.event_time.as_ref().or(
-                match (&inferred, &inferred_field, user_time) {
-                    (Some(_), None, false) => Some(&ingest),
-                    _ => None,
-                },
+        let decode = match &schema_keys {
+            Some(k) => decode_spec(
+                ctx,
+                k.keys(
+                    user(),
+                    self.timezone.as_ref(),
+                    self.max_error_rate.as_ref(),
+                    self.id_field.as_ref(),
+                    self.on_error.as_ref(),
+                ),
             ),
-            id_field: self.id_field.as_ref(),
-            on_error: self.on_error.as_ref(),
-        };
-        let decode = match matches!(self.schema.get_ref(), SchemaDecl::Infer) && inferred.is_none()
-        {
             // The inference failed (said above): there is nothing to check.
-            true => Err(Vec::new()),
-            false => decode_spec(ctx, keys),
+            None => Err(Vec::new()),
         };
         let watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
         let max_line = max_line_bytes(ctx, self.max_line_bytes.as_ref(), &mut diags);
@@ -232,18 +187,9 @@ impl FileSourceConfig {
                         decode: Arc::new(decode),
                         files,
                         format,
-                        inferred: inferred.map(|i| {
-                            let mut t = format!(
-                                "inferred from the first {} records of {}:\n  {}",
-                                i.records,
-                                self.path.get_ref(),
-                                i.toml().replace('\n', "\n  ")
-                            );
-                            for n in &i.notes {
-                                t.push_str(&format!("\nnote: {n}"));
-                            }
-                            t
-                        }),
+                        inferred: schema_keys
+                            .as_ref()
+                            .and_then(|k| k.describe(self.path.get_ref())),
                     })),
                     schema,
                     dead_letters,

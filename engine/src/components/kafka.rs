@@ -13,7 +13,7 @@ use weir_operators::kafka_source::KafkaSourceSpec;
 use weir_operators::schema::Schema;
 use weir_operators::suggest::did_you_mean;
 
-use super::decoding::{decode_spec, decoding_keys};
+use super::decoding::{decode_spec, SchemaDecl, SchemaKeys, TimeKeys};
 use super::sinks::format;
 use super::watermark::WatermarkConfig;
 use super::{Ctx, Op, Planned, SinkSpec, SinkTarget};
@@ -51,7 +51,9 @@ pub struct KafkaSourceConfig {
     /// message's Kafka timestamp, stored in the timestamp field).
     pub timestamp_from: Option<Spanned<String>>,
     /// The fields to read and their types, as in the file source.
-    pub schema: Spanned<IndexMap<String, Spanned<String>>>,
+    /// `"infer"` reads up to the first 1,000 messages of the topics (JSON only) when the
+    /// pipeline is validated and run, prints what it found, and then treats it as declared.
+    pub schema: Spanned<SchemaDecl>,
     /// The event-time field (default "ts").
     pub timestamp_field: Option<Spanned<String>>,
     /// How timestamps are written: "iso8601" (default: RFC 3339 and its common variants — a
@@ -294,7 +296,48 @@ impl KafkaSourceConfig {
             )
             .map(|i| i == 1);
         let options = options(ctx, &self.librdkafka_options, &mut diags);
-        let mut decode = match decode_spec(ctx, decoding_keys!(self)) {
+        let user = || TimeKeys {
+            timestamp_field: self.timestamp_field.as_ref(),
+            timestamp_format: self.timestamp_format.as_ref(),
+            event_time: self.event_time.as_ref(),
+        };
+        let sample = || -> Result<weir_operators::infer::Inferred, String> {
+            if csv == Some(true) {
+                return Err("CSV messages have no header to name their fields: declare the schema, in column order".into());
+            }
+            let Some(brokers) = &brokers else {
+                return Err("`brokers` is not valid (said above)".into());
+            };
+            let config = weir_operators::kafka::client_config(brokers, &options);
+            let messages = weir_operators::kafka::sample_messages(
+                &config,
+                &topics,
+                super::decoding::SAMPLE_RECORDS,
+                std::time::Duration::from_secs(10),
+            )?;
+            let i = weir_operators::infer::infer_jsonl(&messages.join("\n"));
+            if i.records == 0 {
+                return Err(format!(
+                    "the topics {topics:?} have no JSON message to infer a schema from"
+                ));
+            }
+            Ok(i)
+        };
+        let schema_keys = SchemaKeys::new(ctx, &self.schema, &user(), sample, &mut diags);
+        let Some(schema_keys) = schema_keys else {
+            return Err(diags);
+        };
+        let inferred = schema_keys.describe(&format!("topics {}", topics.join(", ")));
+        let mut decode = match decode_spec(
+            ctx,
+            schema_keys.keys(
+                user(),
+                self.timezone.as_ref(),
+                self.max_error_rate.as_ref(),
+                self.id_field.as_ref(),
+                self.on_error.as_ref(),
+            ),
+        ) {
             Ok(d) => d,
             Err(mut d) => {
                 diags.append(&mut d);
@@ -337,6 +380,7 @@ impl KafkaSourceConfig {
                 brokers,
                 topics,
                 topic_spans: self.topics.get_ref().iter().map(|t| t.span()).collect(),
+                inferred,
                 group_id: self.group_id.get_ref().trim().to_string(),
                 start,
                 bounded: self.bounded.unwrap_or(false),

@@ -70,6 +70,67 @@ pub(crate) fn unreachable_brokers(config: &ClientConfig, e: KafkaError) -> Strin
     )
 }
 
+/// The first messages of `topics` (at most `max`; each partition read from its earliest
+/// offset), as text, waiting at most `timeout` for them: a sample to infer a schema from.
+/// Reading commits nothing. `Err` when the brokers cannot be reached or a topic does not exist.
+pub fn sample_messages(
+    config: &ClientConfig,
+    topics: &[String],
+    max: usize,
+    timeout: Duration,
+) -> Result<Vec<String>, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut config = config.clone();
+    config
+        .set("group.id", "weir-schema-sample")
+        .set("enable.auto.commit", "false")
+        .set("allow.auto.create.topics", "false");
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut available = 0i64;
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), BROKER_TIMEOUT)
+            .map_err(|e| unreachable_brokers(&config, e))?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            .ok_or_else(|| format!("topic `{topic}` does not exist"))?;
+        for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), BROKER_TIMEOUT)
+                .map_err(|e| unreachable_brokers(&config, e))?;
+            if high > low {
+                tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
+                    .map_err(|e| e.to_string())?;
+                available += high - low;
+            }
+        }
+    }
+    let want = (max as i64).min(available) as usize;
+    let mut out = Vec::with_capacity(want);
+    if want == 0 {
+        return Ok(out);
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + timeout;
+    while out.len() < want && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+            }
+            Some(Err(e)) => return Err(format!("cannot read a sample: {e}")),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Whether `topic` exists (has partitions) on the brokers of `config`: `Err` when they cannot
 /// be reached within `timeout`. Asking does not create it.
 pub fn topic_exists(config: &ClientConfig, topic: &str, timeout: Duration) -> Result<bool, String> {
