@@ -6,6 +6,23 @@ mod common;
 
 use common::*;
 
+/// Runs `weir` with `args` in `dir`, asserting exit status 2 (a configuration error);
+/// returns standard error.
+fn config_error(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = weir(dir, args, "");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "weir {args:?}: {err}");
+    err
+}
+
+/// A fresh directory holding `in.csv` and the pipeline `p.toml`; the pipeline's path.
+fn csv_case(csv: &str, pipeline: &str) -> (tempfile::TempDir, String) {
+    let dir = workspace();
+    write(dir.path(), "in.csv", csv);
+    let p = write(dir.path(), "p.toml", pipeline);
+    (dir, p)
+}
+
 /// Readings from Seoul (UTC+9, no daylight saving) written `YYYY-MM-DD HH:MM:SS` without an
 /// offset, in 1-hour windows per device. By hand: 19:10 and 19:50 local are 10:10 and 10:50
 /// UTC (window 10:00Z), 20:05 local is 11:05 UTC (window 11:00Z).
@@ -56,9 +73,7 @@ fn local_times_in_a_zone_land_in_the_hand_computed_windows() {
     // The default format (ISO 8601 with a space and no offset), and the same as a pattern.
     for format in ["", "timestamp_format = \"%Y-%m-%d %H:%M:%S\""] {
         for config in configurations() {
-            let dir = workspace();
-            write(dir.path(), "in.csv", SEOUL_CSV);
-            let p = write(dir.path(), "p.toml", &seoul_pipeline(format));
+            let (dir, p) = csv_case(SEOUL_CSV, &seoul_pipeline(format));
             let err = run_ok(dir.path(), &p, &config);
             assert!(err.contains("dead-lettered"), "{err}");
             let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
@@ -165,9 +180,7 @@ inputs = ["s"]
 "#
         );
         let p = write(dir.path(), "p.toml", &text);
-        let out = weir(dir.path(), &["validate", &p], "");
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(2), "{keys}: {err}");
+        let err = config_error(dir.path(), &["validate", &p]);
         assert!(
             err.contains(&format!("p.toml:{line_col}]")),
             "{keys}: wants {line_col}\n{err}"
@@ -215,9 +228,7 @@ format = "jsonl"
 
 /// Runs the pipeline over `csv` with `flags`: exit status, standard error, records written.
 fn run_csv(csv: &str, extra: &str, flags: &[&str]) -> (Option<i32>, String, usize) {
-    let dir = workspace();
-    write(dir.path(), "in.csv", csv);
-    let p = write(dir.path(), "p.toml", &csv_pipeline(extra));
+    let (dir, p) = csv_case(csv, &csv_pipeline(extra));
     let mut args = vec!["run", p.as_str(), "--status-every", "0s"];
     args.extend_from_slice(flags);
     let out = weir(dir.path(), &args, "");
@@ -328,9 +339,7 @@ inputs = ["g"]
     let out = weir(dir.path(), &["validate", &p, "--quiet"], "");
     assert_eq!((out.status.code(), stderr(&out)), (Some(0), String::new()));
     for cmd in ["validate", "run"] {
-        let out = weir(dir.path(), &[cmd, &p, "--deny-warnings"], "");
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        let err = config_error(dir.path(), &[cmd, &p, "--deny-warnings"]);
         assert!(
             err.contains("p.toml:7:12]") && err.contains("nothing was run"),
             "{cmd}: {err}"
@@ -342,15 +351,8 @@ inputs = ["g"]
 #[test]
 fn a_stateless_job_needs_no_timestamp() {
     for config in configurations() {
-        let dir = workspace();
-        write(
-            dir.path(),
-            "in.csv",
+        let (dir, p) = csv_case(
             "name,qty\n\"Widget, large\",3\nbolt,0\nnut,12\n",
-        );
-        let p = write(
-            dir.path(),
-            "p.toml",
             r#"[pipeline]
 name = "copy"
 [sources.s]
@@ -417,9 +419,7 @@ inputs = ["w"]
 path = "out.jsonl"
 format = "jsonl"
 "#;
-    let dir = workspace();
-    write(dir.path(), "in.csv", &csv);
-    let p = write(dir.path(), "p.toml", text);
+    let (dir, p) = csv_case(&csv, text);
     let out = weir(dir.path(), &["validate", &p], "");
     assert!(
         stderr(&out).contains("transforms.w: a processing-time window"),
@@ -538,9 +538,7 @@ path = "out.jsonl"
 format = "jsonl"
 "#;
     for config in configurations() {
-        let dir = workspace();
-        write(dir.path(), "in.csv", &csv);
-        let p = write(dir.path(), "p.toml", text);
+        let (dir, p) = csv_case(&csv, text);
         let err = run_ok(dir.path(), &p, &config);
         assert!(
             err.contains("weir: sources.s: schema inferred from the first 1000 records of in.csv:\n  schema = { id = \"i64\", ts = \"timestamp\", v = \"i64\" }\n  timestamp_field = \"ts\""),
@@ -559,12 +557,8 @@ format = "jsonl"
         assert_eq!(dead[0]["line"], 1004);
     }
     // Nothing to infer from: an error at the key.
-    let dir = workspace();
-    write(dir.path(), "in.csv", "id,ts,v\n");
-    let p = write(dir.path(), "p.toml", text);
-    let out = weir(dir.path(), &["validate", &p], "");
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (dir, p) = csv_case("id,ts,v\n", text);
+    let err = config_error(dir.path(), &["validate", &p]);
     assert!(
         err.contains("p.toml:7:10]") && err.contains("has no record to infer a schema from"),
         "{err}"
@@ -575,15 +569,8 @@ format = "jsonl"
 /// `dead_letter` does not share its summary row with the default dead-letter sink.
 #[test]
 fn csv_dead_letters_keep_the_raw_line_and_summary_rows_have_one_name() {
-    let dir = workspace();
-    write(
-        dir.path(),
-        "in.csv",
+    let (dir, p) = csv_case(
         "id,ts,name\n1,2026-03-01 10:00:00,\"a, b\"\n2,bad,\"x \"\"q\"\" y\"\n",
-    );
-    let p = write(
-        dir.path(),
-        "p.toml",
         r#"[pipeline]
 name = "q"
 [sources.s]
