@@ -619,3 +619,70 @@ fn completions_are_printed_for_each_shell() {
     let out = weir(dir.path(), &["completions", "tcsh"], "");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Nested JSON in and out: fields declared by dotted paths read nested objects, expressions
+/// and `group_by` use the paths, and sinks write them nested again. By hand: Seoul has users 7
+/// and 9 (ids 1 and 3), Busan user 8 (id 2); record 4's `user` is null (its fields NULL, in
+/// the NULL city group), record 5's is a number (a bad record).
+#[test]
+fn nested_json_in_and_out_by_dotted_paths() {
+    let input = r#"{"id": 1, "ts": "2026-03-01T10:00:00Z", "user": {"id": 7, "geo": {"city": "Seoul"}}, "v": 2}
+{"id": 2, "ts": "2026-03-01T10:00:01Z", "user": {"geo": {"city": "Busan"}, "id": 8, "extra": [1, 2]}, "v": 3}
+{"id": 3, "ts": "2026-03-01T10:00:02Z", "user": {"id": 9, "geo": {"city": "Seoul", "zip": "04524"}}, "v": 4}
+{"id": 4, "ts": "2026-03-01T10:00:03Z", "user": null, "v": 5}
+{"id": 5, "ts": "2026-03-01T10:00:04Z", "user": 5, "v": 6}
+"#;
+    let text = r#"[pipeline]
+name = "nested"
+[sources.s]
+type = "file"
+path = "in.jsonl"
+format = "jsonl"
+schema = { id = "u64", ts = "timestamp", "user.id" = "u64", "user.geo.city" = "string", v = "i64" }
+[transforms.m]
+type = "map"
+inputs = ["s"]
+select = ["id", "user.geo.city", "user.id"]
+compute = { "user.double" = "user.id * 2" }
+[transforms.w]
+type = "window"
+inputs = ["s"]
+size = "1m"
+group_by = ["user.geo.city"]
+aggregates = { n = "count(*)", users = "sum(user.id)" }
+[sinks.rows]
+type = "file"
+inputs = ["m"]
+path = "rows.jsonl"
+[sinks.cities]
+type = "file"
+inputs = ["w"]
+path = "cities.jsonl"
+"#;
+    let rows = json_multiset(
+        r#"{"id":1,"user":{"geo":{"city":"Seoul"},"id":7,"double":14}}
+{"id":2,"user":{"geo":{"city":"Busan"},"id":8,"double":16}}
+{"id":3,"user":{"geo":{"city":"Seoul"},"id":9,"double":18}}
+{"id":4,"user":{"geo":{"city":null},"id":null,"double":null}}"#,
+    );
+    let cities = json_multiset(
+        r#"{"user":{"geo":{"city":"Seoul"}},"window_start":"2026-03-01T10:00:00.000Z","window_end":"2026-03-01T10:01:00.000Z","n":2,"users":16}
+{"user":{"geo":{"city":"Busan"}},"window_start":"2026-03-01T10:00:00.000Z","window_end":"2026-03-01T10:01:00.000Z","n":1,"users":8}
+{"user":{"geo":{"city":null}},"window_start":"2026-03-01T10:00:00.000Z","window_end":"2026-03-01T10:01:00.000Z","n":1,"users":null}"#,
+    );
+    for config in configurations().into_iter().filter(|c| !c.contains(&"4")) {
+        let dir = workspace();
+        write(dir.path(), "in.jsonl", input);
+        let p = write(dir.path(), "p.toml", text);
+        let err = run_ok(dir.path(), &p, &config);
+        let read = |f: &str| json_multiset(&std::fs::read_to_string(dir.path().join(f)).unwrap());
+        assert_eq!(read("rows.jsonl"), rows, "{config:?}\n{err}");
+        assert_eq!(read("cities.jsonl"), cities, "{config:?}\n{err}");
+        let dead = json_lines(&dir.path().join("nested.deadletter.jsonl"));
+        assert_eq!(dead.len(), 1, "{err}");
+        assert_eq!(
+            dead[0]["reason"],
+            "field `user` is not an object, so it has no fields"
+        );
+    }
+}

@@ -128,6 +128,9 @@ pub struct DecodeSpec {
     /// its start (default [`DEFAULT_MAX_LINE_BYTES`](crate::framing::DEFAULT_MAX_LINE_BYTES)).
     pub max_line_bytes: usize,
     positions: FieldNames,
+    /// When a field's name is a dotted path (`user.id`), how JSON objects nest: the fields
+    /// under each key.
+    nested: Option<std::sync::Arc<Level>>,
 }
 
 impl DecodeSpec {
@@ -159,6 +162,7 @@ impl DecodeSpec {
             time_format,
             assign_id,
             on_error,
+            nested: Level::of(&positions),
             positions,
         }
     }
@@ -169,6 +173,7 @@ impl DecodeSpec {
         self.assign_time = true;
         if let Some(t) = self.schema.time {
             self.positions.retain(|p| p != t);
+            self.nested = Level::of(&self.positions);
         }
         self
     }
@@ -387,6 +392,18 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        if let Some(level) = &self.spec.nested {
+            let mut first_err = None;
+            LevelSeed {
+                spec: self.spec,
+                level,
+                path: "",
+                out: self.out,
+                err: &mut first_err,
+            }
+            .visit_map(map)?;
+            return Ok(first_err);
+        }
         let mut first_err = None;
         // A schema field given twice is a bad record, not a silent choice of one value.
         // (A bit per field; schemas wider than 128 fields pay for a vector.)
@@ -434,6 +451,167 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
             }
         }
         Ok(first_err)
+    }
+}
+
+/// How a JSON object's keys lead to schema fields when some field names are dotted paths: a
+/// key is a field, or an object holding more.
+#[derive(Clone, Debug, Default)]
+struct Level {
+    slots: Vec<(SmolStr, Slot)>,
+}
+
+#[derive(Clone, Debug)]
+enum Slot {
+    Field(usize),
+    Object(Level),
+}
+
+impl Level {
+    /// The nesting of `names`, when any is a dotted path.
+    fn of(names: &FieldNames) -> Option<std::sync::Arc<Level>> {
+        if !names.names.iter().any(|(n, _)| n.contains('.')) {
+            return None;
+        }
+        let mut root = Level::default();
+        for (name, i) in &names.names {
+            let mut level = &mut root;
+            let mut parts = name.split('.').peekable();
+            while let Some(part) = parts.next() {
+                if parts.peek().is_none() {
+                    level.slots.push((SmolStr::new(part), Slot::Field(*i)));
+                    break;
+                }
+                let at = match level
+                    .slots
+                    .iter()
+                    .position(|(k, s)| k == part && matches!(s, Slot::Object(_)))
+                {
+                    Some(at) => at,
+                    None => {
+                        level
+                            .slots
+                            .push((SmolStr::new(part), Slot::Object(Level::default())));
+                        level.slots.len() - 1
+                    }
+                };
+                let Slot::Object(next) = &mut level.slots[at].1 else {
+                    unreachable!("an object slot")
+                };
+                level = next;
+            }
+        }
+        Some(std::sync::Arc::new(root))
+    }
+}
+
+/// Reads one JSON object of a [`Level`] into the row (its nested objects recursively).
+struct LevelSeed<'a, 'b> {
+    spec: &'a DecodeSpec,
+    level: &'a Level,
+    /// The object's path, for messages (`user.`).
+    path: &'a str,
+    out: &'b mut Vec<Value>,
+    err: &'b mut Option<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for LevelSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LevelSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    /// A nested object given as `null`: its fields stay NULL.
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match self
+                .level
+                .slots
+                .iter()
+                .find(|(k, _)| *k == *key)
+                .map(|(_, s)| s)
+            {
+                Some(Slot::Field(i)) => {
+                    let field = &self.spec.schema.fields[*i];
+                    match map.next_value_seed(CellSeed {
+                        ty: field.ty,
+                        fmt: &self.spec.time_format,
+                    })? {
+                        Ok(v) => self.out[*i] = v,
+                        Err(e) => {
+                            self.err
+                                .get_or_insert_with(|| format!("field `{}`: {e}", field.name));
+                        }
+                    }
+                }
+                Some(Slot::Object(level)) => {
+                    let path = format!("{}{key}.", self.path);
+                    let mut err = None;
+                    let r = map.next_value_seed(LevelSeed {
+                        spec: self.spec,
+                        level,
+                        path: &path,
+                        out: &mut *self.out,
+                        err: &mut err,
+                    });
+                    match r {
+                        Ok(()) => {
+                            if let Some(e) = err {
+                                self.err.get_or_insert(e);
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Any other value where an object was expected: its fields stay NULL and the record is
+    /// bad.
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.not_an_object()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.not_an_object()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.not_an_object()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.not_an_object()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.not_an_object()
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.not_an_object()
+    }
+}
+
+impl LevelSeed<'_, '_> {
+    fn not_an_object<E>(self) -> Result<(), E> {
+        let name = self.path.trim_end_matches('.');
+        self.err
+            .get_or_insert_with(|| format!("field `{name}` is not an object, so it has no fields"));
+        Ok(())
     }
 }
 

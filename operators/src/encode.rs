@@ -56,29 +56,70 @@ impl Format {
 #[derive(Clone, Debug)]
 pub struct Encoder {
     format: Format,
-    /// JSON: `"name":` for each field, with a leading `{` or `,`.
-    keys: Vec<Vec<u8>>,
+    /// JSON: the fields in the order written (fields sharing a dotted prefix together), each
+    /// with what goes before its value: `{` or `,`, the objects it closes and opens, and
+    /// `"name":`.
+    keys: Vec<(usize, Vec<u8>)>,
+    /// JSON: what closes the record (its open nested objects, then `}`).
+    close: Vec<u8>,
     names: Vec<String>,
 }
 
 impl Encoder {
-    /// An encoder for records of `schema`.
+    /// An encoder for records of `schema`. In JSON a field named by a dotted path (`user.id`)
+    /// is written nested (`{"user":{"id":7}}`), the fields of one object together.
     pub fn new(format: Format, schema: &Schema) -> Encoder {
-        let keys = schema
+        let paths: Vec<Vec<&str>> = schema
             .fields
             .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let mut k = Vec::new();
-                k.push(if i == 0 { b'{' } else { b',' });
-                let _ = serde_json::to_writer(&mut k, f.name.as_str());
-                k.push(b':');
-                k
-            })
+            .map(|f| f.name.split('.').collect())
             .collect();
+        // The order written: each field after the last one sharing its longest prefix.
+        let mut order: Vec<usize> = Vec::with_capacity(paths.len());
+        for i in 0..paths.len() {
+            let obj = &paths[i][..paths[i].len() - 1];
+            let at = (1..=obj.len())
+                .rev()
+                .find_map(|l| {
+                    order
+                        .iter()
+                        .rposition(|&j| paths[j].len() > l && paths[j][..l] == obj[..l])
+                })
+                .map_or(order.len(), |p| p + 1);
+            order.insert(at, i);
+        }
+        let key = |k: &mut Vec<u8>, name: &str| {
+            let _ = serde_json::to_writer(&mut *k, name);
+            k.push(b':');
+        };
+        let mut keys = Vec::with_capacity(order.len());
+        let mut open: &[&str] = &[];
+        for (n, &i) in order.iter().enumerate() {
+            let p = &paths[i];
+            let obj = &p[..p.len() - 1];
+            let common = open.iter().zip(obj).take_while(|(a, b)| a == b).count();
+            let mut k = Vec::new();
+            if n == 0 {
+                k.push(b'{');
+            }
+            k.extend(std::iter::repeat_n(b'}', open.len() - common));
+            if n > 0 {
+                k.push(b',');
+            }
+            for seg in &obj[common..] {
+                key(&mut k, seg);
+                k.push(b'{');
+            }
+            key(&mut k, p[p.len() - 1]);
+            keys.push((i, k));
+            open = obj;
+        }
+        let mut close: Vec<u8> = std::iter::repeat_n(b'}', open.len()).collect();
+        close.push(b'}');
         Encoder {
             format,
             keys,
+            close,
             names: schema.fields.iter().map(|f| f.name.to_string()).collect(),
         }
     }
@@ -103,38 +144,38 @@ impl Encoder {
 
     /// Appends one record, with its line end.
     pub fn encode(&self, r: &Record, out: &mut Vec<u8>) {
-        self.encode_cells(r.values.iter().map(Cell::of), r.values.len(), out)
+        self.encode_cells(|i| Cell::of(&r.values[i]), r.values.len(), out)
     }
 
     /// Appends every record of a chunk, each with its line end, reading the columns directly.
     pub fn encode_chunk(&self, c: &Chunk, out: &mut Vec<u8>) {
         let views: Vec<View> = c.columns().iter().map(View::of).collect();
         for row in 0..c.len() {
-            self.encode_cells(views.iter().map(|v| v.get(row)), views.len(), out);
+            self.encode_cells(|i| views[i].get(row), views.len(), out);
         }
     }
 
     #[inline]
-    fn encode_cells<'a>(&self, cells: impl Iterator<Item = Cell<'a>>, n: usize, out: &mut Vec<u8>) {
+    fn encode_cells<'a>(&self, cell: impl Fn(usize) -> Cell<'a>, n: usize, out: &mut Vec<u8>) {
         match self.format {
             Format::Jsonl => {
                 if n == 0 {
                     out.extend_from_slice(b"{}");
                 }
-                for (k, v) in self.keys.iter().zip(cells) {
+                for (i, k) in &self.keys {
                     out.extend_from_slice(k);
-                    json_value(v, out);
+                    json_value(cell(*i), out);
                 }
                 if n > 0 {
-                    out.push(b'}');
+                    out.extend_from_slice(&self.close);
                 }
             }
             Format::Csv => {
-                for (i, v) in cells.enumerate() {
+                for i in 0..n {
                     if i > 0 {
                         out.push(b',');
                     }
-                    csv_value(v, out);
+                    csv_value(cell(i), out);
                 }
             }
         }
@@ -262,6 +303,43 @@ mod tests {
     use crate::schema::Field;
     use crate::value::FieldType;
     use smol_str::SmolStr;
+
+    /// Dotted names are written nested, the fields of one object together wherever they stand
+    /// in the schema; CSV keeps the schema's order and names.
+    #[test]
+    fn dotted_names_nest_in_json() {
+        let names = ["id", "user.id", "v", "user.geo.city", "user.name", "w.x"];
+        let schema = Schema::new(
+            names
+                .iter()
+                .map(|n| Field::new(n, FieldType::I64))
+                .collect(),
+        );
+        let r = Record::new((1..=6).map(Value::I64).collect());
+        let mut out = Vec::new();
+        Encoder::new(Format::Jsonl, &schema).encode(&r, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"id\":1,\"user\":{\"id\":2,\"geo\":{\"city\":4},\"name\":5},\"v\":3,\"w\":{\"x\":6}}\n"
+        );
+        let mut out = Vec::new();
+        let csv = Encoder::new(Format::Csv, &schema);
+        csv.encode(&r, &mut out);
+        assert_eq!(
+            csv.header().unwrap(),
+            b"id,user.id,v,user.geo.city,user.name,w.x\n"
+        );
+        assert_eq!(out, b"1,2,3,4,5,6\n");
+        // Nothing nested: the record as before.
+        let flat = Schema::new(vec![
+            Field::new("a", FieldType::I64),
+            Field::new("b", FieldType::I64),
+        ]);
+        let mut out = Vec::new();
+        Encoder::new(Format::Jsonl, &flat)
+            .encode(&Record::new(vec![Value::I64(1), Value::Null]), &mut out);
+        assert_eq!(out, b"{\"a\":1,\"b\":null}\n");
+    }
 
     /// Encoding a chunk writes exactly the bytes of encoding its rows one by one.
     #[test]

@@ -441,14 +441,53 @@ impl Compiler<'_> {
         use sql::Expr as E;
         match e {
             E::Identifier(ident) => self.field(ident),
-            E::CompoundIdentifier(parts) => Err(self.err(
-                e,
-                format!(
-                    "`{}` is not a field: field names have no dots",
-                    parts.iter().map(|p| p.value.as_str()).collect::<Vec<_>>().join(".")
-                ),
-                None,
-            )),
+            E::CompoundFieldAccess { root, access_chain } => {
+                // `a.b.c` as the parser may give it: a root and a chain of dotted names.
+                let mut parts = vec![];
+                match root.as_ref() {
+                    E::Identifier(i) => parts.push(i.clone()),
+                    // A keyword the parser reads as a call without parentheses (`user`).
+                    E::Function(f) if matches!(f.args, sql::FunctionArguments::None) => {
+                        if let [sql::ObjectNamePart::Identifier(i)] = f.name.0.as_slice() {
+                            parts.push(i.clone());
+                        }
+                    }
+                    _ => {}
+                }
+                for a in access_chain {
+                    match a {
+                        sql::AccessExpr::Dot(E::Identifier(i)) => parts.push(i.clone()),
+                        _ => parts.clear(),
+                    }
+                }
+                if parts.len() == access_chain.len() + 1 {
+                    self.compile_node(&E::CompoundIdentifier(parts))
+                } else {
+                    Err(self.err(
+                        e,
+                        format!("`{e}` is not supported in Weir expressions"),
+                        Some("a nested field is read by its dotted path, such as user.id".into()),
+                    ))
+                }
+            }
+            E::CompoundIdentifier(parts) => {
+                // A nested field, declared by its dotted path (`user.id`).
+                let name = parts.iter().map(|p| p.value.as_str()).collect::<Vec<_>>().join(".");
+                match self.schema.index_of(&name) {
+                    Some(i) => Ok((Node::Field(i), Some(self.schema.fields[i].ty))),
+                    None => Err(self.err(
+                        e,
+                        format!("unknown field `{name}`"),
+                        Some(match crate::suggest::did_you_mean(&name, self.schema.names()) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => format!(
+                                "a nested field is read by the dotted path its source declares, such as schema = {{ \"{name}\" = \"string\" }}; the input has: {}",
+                                self.schema.names().collect::<Vec<_>>().join(", ")
+                            ),
+                        }),
+                    )),
+                }
+            }
             E::Nested(inner) => self.compile(inner),
             E::Value(v) => self.literal(v),
             E::TypedString(ts) => {
