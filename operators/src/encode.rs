@@ -62,6 +62,8 @@ pub struct Encoder {
     keys: Vec<(usize, Vec<u8>)>,
     /// JSON: what closes the record (its open nested objects, then `}`).
     close: Vec<u8>,
+    /// Whether any field is written nested (a dotted name).
+    nested: bool,
     names: Vec<String>,
 }
 
@@ -118,6 +120,7 @@ impl Encoder {
         close.push(b'}');
         Encoder {
             format,
+            nested: paths.iter().any(|p| p.len() > 1),
             keys,
             close,
             names: schema.fields.iter().map(|f| f.name.to_string()).collect(),
@@ -144,42 +147,66 @@ impl Encoder {
 
     /// Appends one record, with its line end.
     pub fn encode(&self, r: &Record, out: &mut Vec<u8>) {
-        self.encode_cells(|i| Cell::of(&r.values[i]), r.values.len(), out)
+        match self.nested {
+            true => self.encode_nested(|i| Cell::of(&r.values[i]), out),
+            false => self.encode_cells(r.values.iter().map(Cell::of), r.values.len(), out),
+        }
     }
 
     /// Appends every record of a chunk, each with its line end, reading the columns directly.
     pub fn encode_chunk(&self, c: &Chunk, out: &mut Vec<u8>) {
         let views: Vec<View> = c.columns().iter().map(View::of).collect();
         for row in 0..c.len() {
-            self.encode_cells(|i| views[i].get(row), views.len(), out);
+            match self.nested {
+                true => self.encode_nested(|i| views[i].get(row), out),
+                false => self.encode_cells(views.iter().map(|v| v.get(row)), views.len(), out),
+            }
         }
     }
 
+    /// A record's cells in schema order (no field nested).
     #[inline]
-    fn encode_cells<'a>(&self, cell: impl Fn(usize) -> Cell<'a>, n: usize, out: &mut Vec<u8>) {
+    fn encode_cells<'a>(&self, cells: impl Iterator<Item = Cell<'a>>, n: usize, out: &mut Vec<u8>) {
         match self.format {
             Format::Jsonl => {
                 if n == 0 {
                     out.extend_from_slice(b"{}");
                 }
-                for (i, k) in &self.keys {
+                for ((_, k), v) in self.keys.iter().zip(cells) {
                     out.extend_from_slice(k);
-                    json_value(cell(*i), out);
+                    json_value(v, out);
                 }
                 if n > 0 {
-                    out.extend_from_slice(&self.close);
+                    out.push(b'}');
                 }
             }
             Format::Csv => {
-                for i in 0..n {
+                for (i, v) in cells.enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
-                    csv_value(cell(i), out);
+                    csv_value(v, out);
                 }
             }
         }
         out.push(b'\n');
+    }
+
+    /// A record with nested JSON fields: in the order written, by position.
+    fn encode_nested<'a>(&self, cell: impl Fn(usize) -> Cell<'a>, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Jsonl => {
+                for (i, k) in &self.keys {
+                    out.extend_from_slice(k);
+                    json_value(cell(*i), out);
+                }
+                out.extend_from_slice(&self.close);
+                out.push(b'\n');
+            }
+            Format::Csv => {
+                self.encode_cells((0..self.names.len()).map(cell), self.names.len(), out)
+            }
+        }
     }
 }
 
