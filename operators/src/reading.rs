@@ -407,8 +407,10 @@ where
             metrics.add_in(batch.read);
             metrics.add_out(batch.records.len() as u64);
             metrics.add_errors(batch.errors);
-            metrics.add_reasons(batch.reasons.iter().map(|(p, r)| (p.as_str(), r.as_str())));
-            batch.reasons.clear();
+            if !batch.reasons.is_empty() {
+                metrics.add_reasons(batch.reasons.iter().map(|(p, r)| (p.as_str(), r.as_str())));
+                batch.reasons.clear();
+            }
             if let Some(rate) = error_rate.as_mut() {
                 if let Some(over) = rate.add(batch.read, batch.errors) {
                     batch.failure.get_or_insert_with(|| {
