@@ -138,7 +138,12 @@ enum Command {
     /// pipeline keys to paste into a file source (`schema = { ... }` and its timestamp keys).
     Schema {
         /// The file to read.
-        file: PathBuf,
+        #[arg(required_unless_present = "pipeline")]
+        file: Option<PathBuf>,
+        /// Print the JSON Schema of pipeline files instead (for editors), each key described
+        /// by its own documentation.
+        #[arg(long, conflicts_with_all = ["file", "format", "delimiter"])]
+        pipeline: bool,
         /// jsonl or csv (default: csv for a .csv or .tsv file, jsonl otherwise).
         #[arg(long)]
         format: Option<String>,
@@ -467,11 +472,20 @@ fn main() -> ExitCode {
             }
             None => ExitCode::from(CONFIG_ERROR),
         },
+        Command::Schema { pipeline: true, .. } => {
+            let s = weir_engine::pipeline_schema::json_schema();
+            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
         Command::Schema {
             file,
             format,
             delimiter,
-        } => infer_schema(&file, format.as_deref(), delimiter),
+            ..
+        } => match file {
+            Some(file) => infer_schema(&file, format.as_deref(), delimiter),
+            None => unreachable!("clap requires FILE without --pipeline"),
+        },
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "weir", &mut std::io::stdout());

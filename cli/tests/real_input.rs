@@ -686,3 +686,30 @@ path = "cities.jsonl"
         );
     }
 }
+
+/// `weir schema --pipeline`: the JSON Schema of pipeline files, each key described by its
+/// config struct's doc comment.
+#[test]
+fn the_pipeline_json_schema_describes_every_component() {
+    let dir = workspace();
+    let out = weir(dir.path(), &["schema", "--pipeline"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (section, n) in [("sources", 5), ("transforms", 4), ("sinks", 5)] {
+        let types = s["properties"][section]["additionalProperties"]["oneOf"]
+            .as_array()
+            .unwrap();
+        assert_eq!(types.len(), n, "{section}");
+    }
+    let window = s["properties"]["transforms"]["additionalProperties"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["properties"]["type"]["const"] == "window")
+        .unwrap();
+    assert!(window["properties"]["max_state"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("runaway key space"));
+    assert_eq!(window["properties"]["inputs"]["type"], "array");
+}

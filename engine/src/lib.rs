@@ -42,6 +42,7 @@ mod introspect;
 pub mod monitor;
 pub mod options;
 pub mod outcome;
+pub mod pipeline_schema;
 pub mod plan;
 pub mod produce;
 pub mod recovery;

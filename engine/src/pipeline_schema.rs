@@ -1,0 +1,208 @@
+//! The JSON Schema of pipeline files (`weir schema --pipeline`), for editor completion and
+//! checking: every section, component type and key, each described by its config struct's own
+//! doc comment (read from the source by `build.rs`, so the schema cannot drift from the code).
+//!
+//! ```
+//! let s = weir_engine::pipeline_schema::json_schema();
+//! let file = &s["properties"]["sources"]["additionalProperties"]["oneOf"][1];
+//! assert_eq!(file["properties"]["type"]["const"], "file");
+//! assert!(file["properties"]["path"]["description"].as_str().unwrap().contains("directory"));
+//! ```
+
+use serde_json::{json, Map, Value};
+
+use crate::components::Kind;
+
+/// A config struct's name, doc comment, and keys.
+pub type ConfigDoc = (&'static str, &'static str, &'static [KeyDoc]);
+/// A key of a config struct: its name, Rust type and doc comment.
+pub type KeyDoc = (&'static str, &'static str, &'static str);
+
+include!(concat!(env!("OUT_DIR"), "/config_docs.rs"));
+
+/// Each component type and the struct that configures it, in the order of
+/// [`COMPONENTS`](crate::components::COMPONENTS).
+pub const CONFIG_STRUCTS: &[(Kind, &str, &str)] = &[
+    (Kind::Source, "generator", "GeneratorConfig"),
+    (Kind::Source, "file", "FileSourceConfig"),
+    (Kind::Source, "stdin", "StdinConfig"),
+    (Kind::Source, "tcp", "TcpSourceConfig"),
+    (Kind::Source, "kafka", "KafkaSourceConfig"),
+    (Kind::Transform, "filter", "FilterConfig"),
+    (Kind::Transform, "map", "MapConfig"),
+    (Kind::Transform, "window", "WindowConfig"),
+    (Kind::Transform, "join", "JoinConfig"),
+    (Kind::Sink, "stdout", "StdoutConfig"),
+    (Kind::Sink, "file", "FileSinkConfig"),
+    (Kind::Sink, "null", "NullConfig"),
+    (Kind::Sink, "tcp", "TcpSinkConfig"),
+    (Kind::Sink, "kafka", "KafkaSinkConfig"),
+];
+
+fn docs(name: &str) -> Option<&'static ConfigDoc> {
+    CONFIG_DOCS.iter().find(|(n, _, _)| *n == name)
+}
+
+/// The schema of a Rust field type as the pipeline file writes it.
+fn of_type(ty: &str) -> Value {
+    let ty = ty.trim();
+    for wrapper in ["Option<", "Spanned<", "Box<"] {
+        if let Some(inner) = ty.strip_prefix(wrapper) {
+            return of_type(&inner[..inner.len() - 1]);
+        }
+    }
+    if let Some(inner) = ty.strip_prefix("Vec<") {
+        return json!({ "type": "array", "items": of_type(&inner[..inner.len() - 1]) });
+    }
+    if let Some(inner) = ty.strip_prefix("IndexMap<String,") {
+        return json!({ "type": "object", "additionalProperties": of_type(&inner[..inner.len() - 1]) });
+    }
+    match ty {
+        "String" => json!({ "type": "string" }),
+        "i64" | "u64" | "usize" | "u32" | "u16" => json!({ "type": "integer" }),
+        "f64" => json!({ "type": "number" }),
+        "bool" => json!({ "type": "boolean" }),
+        "SchemaDecl" => json!({ "oneOf": [
+            { "const": "infer" },
+            { "type": "object", "additionalProperties": { "type": "string" } }
+        ] }),
+        other => match docs(other) {
+            Some(_) => object(other, &[]),
+            None => json!({}),
+        },
+    }
+}
+
+/// The schema of config struct `name`, with `extra` properties first.
+fn object(name: &str, extra: &[(&str, Value, bool)]) -> Value {
+    let (_, doc, keys) = docs(name).unwrap_or_else(|| panic!("no config struct {name}"));
+    let mut props = Map::new();
+    let mut required: Vec<&str> = Vec::new();
+    for (k, v, req) in extra {
+        props.insert(k.to_string(), v.clone());
+        if *req {
+            required.push(k);
+        }
+    }
+    for (key, ty, d) in keys.iter() {
+        let mut s = of_type(ty);
+        if let Value::Object(m) = &mut s {
+            m.insert("description".into(), Value::String(d.to_string()));
+        }
+        props.insert(key.to_string(), s);
+        if !ty.starts_with("Option<") {
+            required.push(key);
+        }
+    }
+    json!({
+        "type": "object",
+        "description": doc,
+        "properties": props,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+/// The JSON Schema (draft 2020-12) of a pipeline file.
+pub fn json_schema() -> Value {
+    let section = |kind: Kind| {
+        let types: Vec<Value> = CONFIG_STRUCTS
+            .iter()
+            .filter(|(k, _, _)| *k == kind)
+            .map(|(_, ty, name)| {
+                let mut extra = vec![("type", json!({ "const": ty }), true)];
+                if kind != Kind::Source {
+                    extra.push((
+                        "inputs",
+                        json!({ "type": "array", "items": { "type": "string" }, "description": "The components (or `ID.PORT` outputs) it reads." }),
+                        true,
+                    ));
+                }
+                object(name, &extra)
+            })
+            .collect();
+        json!({
+            "type": "object",
+            "description": format!("[{}.ID] tables, one per component", kind.section()),
+            "additionalProperties": { "oneOf": types },
+        })
+    };
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Weir pipeline",
+        "type": "object",
+        "properties": {
+            "pipeline": object("PipelineConfig", &[]),
+            "sources": section(Kind::Source),
+            "transforms": section(Kind::Transform),
+            "sinks": section(Kind::Sink),
+        },
+        "additionalProperties": false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every component type has its struct here, in the descriptors' order.
+    #[test]
+    fn every_component_type_has_its_config_struct() {
+        let listed: Vec<(Kind, &str)> = CONFIG_STRUCTS.iter().map(|(k, t, _)| (*k, *t)).collect();
+        let types: Vec<(Kind, &str)> = crate::components::COMPONENTS
+            .iter()
+            .map(|d| (d.kind, d.name))
+            .collect();
+        assert_eq!(listed, types);
+        for (_, _, name) in CONFIG_STRUCTS {
+            assert!(docs(name).is_some(), "{name} was not read by build.rs");
+        }
+    }
+
+    /// Every key of every bundled pipeline is in the schema for its component's type.
+    #[test]
+    fn the_bundled_pipelines_use_only_keys_the_schema_has() {
+        let s = json_schema();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_none_or(|x| x != "toml") {
+                continue;
+            }
+            let doc: toml::Table = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            for (section, body) in &doc {
+                let props = &s["properties"][section];
+                assert!(!props.is_null(), "{}: [{section}]", p.display());
+                let tables: Vec<(&toml::Table, Value)> = match section.as_str() {
+                    "pipeline" => vec![(body.as_table().unwrap(), props.clone())],
+                    _ => body
+                        .as_table()
+                        .unwrap()
+                        .values()
+                        .map(|c| {
+                            let c = c.as_table().unwrap();
+                            let ty = c["type"].as_str().unwrap();
+                            let one = props["additionalProperties"]["oneOf"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .find(|o| o["properties"]["type"]["const"] == ty)
+                                .unwrap_or_else(|| panic!("{}: type {ty}", p.display()))
+                                .clone();
+                            (c, one)
+                        })
+                        .collect(),
+                };
+                for (t, schema) in tables {
+                    for key in t.keys() {
+                        assert!(
+                            !schema["properties"][key].is_null(),
+                            "{}: [{section}] `{key}` is not in the schema",
+                            p.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
