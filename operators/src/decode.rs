@@ -397,7 +397,6 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
             LevelSeed {
                 spec: self.spec,
                 level,
-                path: "",
                 out: self.out,
                 err: &mut first_err,
             }
@@ -458,6 +457,8 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
 /// key is a field, or an object holding more.
 #[derive(Clone, Debug, Default)]
 struct Level {
+    /// The object's dotted path (empty at the top), for messages.
+    path: SmolStr,
     slots: Vec<(SmolStr, Slot)>,
 }
 
@@ -489,9 +490,15 @@ impl Level {
                 {
                     Some(at) => at,
                     None => {
-                        level
-                            .slots
-                            .push((SmolStr::new(part), Slot::Object(Level::default())));
+                        let path = match level.path.is_empty() {
+                            true => SmolStr::new(part),
+                            false => smol_str::format_smolstr!("{}.{part}", level.path),
+                        };
+                        let object = Level {
+                            path,
+                            slots: Vec::new(),
+                        };
+                        level.slots.push((SmolStr::new(part), Slot::Object(object)));
                         level.slots.len() - 1
                     }
                 };
@@ -509,8 +516,6 @@ impl Level {
 struct LevelSeed<'a, 'b> {
     spec: &'a DecodeSpec,
     level: &'a Level,
-    /// The object's path, for messages (`user.`).
-    path: &'a str,
     out: &'b mut Vec<Value>,
     err: &'b mut Option<String>,
 }
@@ -557,23 +562,12 @@ impl<'de> Visitor<'de> for LevelSeed<'_, '_> {
                     }
                 }
                 Some(Slot::Object(level)) => {
-                    let path = format!("{}{key}.", self.path);
-                    let mut err = None;
-                    let r = map.next_value_seed(LevelSeed {
+                    map.next_value_seed(LevelSeed {
                         spec: self.spec,
                         level,
-                        path: &path,
                         out: &mut *self.out,
-                        err: &mut err,
-                    });
-                    match r {
-                        Ok(()) => {
-                            if let Some(e) = err {
-                                self.err.get_or_insert(e);
-                            }
-                        }
-                        Err(e) => return Err(e),
-                    }
+                        err: &mut *self.err,
+                    })?;
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -608,7 +602,7 @@ impl<'de> Visitor<'de> for LevelSeed<'_, '_> {
 
 impl LevelSeed<'_, '_> {
     fn not_an_object<E>(self) -> Result<(), E> {
-        let name = self.path.trim_end_matches('.');
+        let name = &self.level.path;
         self.err
             .get_or_insert_with(|| format!("field `{name}` is not an object, so it has no fields"));
         Ok(())

@@ -79,14 +79,23 @@ impl TimeFormat {
     /// [`TimeFormat::NAMED`] or a strftime-style pattern (anything with a `%`), and an IANA zone
     /// name for times written without an offset. The error says what is wrong.
     pub fn configure(format: Option<&str>, zone: Option<&str>) -> Result<TimeFormat, String> {
-        let tz = match zone {
-            None => None,
-            Some(z) => Some(z.parse::<chrono_tz::Tz>().map_err(|_| {
-                format!(
-                    "`{z}` is not an IANA time zone name (such as \"Europe/Berlin\" or \"UTC\")"
-                )
-            })?),
-        };
+        let tz = zone.map(TimeFormat::zone).transpose()?;
+        TimeFormat::configure_in(format, tz)
+    }
+
+    /// An IANA time zone by name; the error says what is wrong.
+    pub fn zone(name: &str) -> Result<chrono_tz::Tz, String> {
+        name.parse::<chrono_tz::Tz>().map_err(|_| {
+            format!("`{name}` is not an IANA time zone name (such as \"Europe/Berlin\" or \"UTC\")")
+        })
+    }
+
+    /// [`configure`](Self::configure) with the zone already read ([`zone`](Self::zone)): the
+    /// errors are those of `format`, alone or with a zone.
+    pub fn configure_in(
+        format: Option<&str>,
+        tz: Option<chrono_tz::Tz>,
+    ) -> Result<TimeFormat, String> {
         let named = match format {
             None => Some(TimeFormat::Iso8601),
             Some(f) if !f.contains('%') => Some(TimeFormat::parse_name(f).ok_or_else(|| {

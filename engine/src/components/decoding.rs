@@ -178,7 +178,6 @@ impl SchemaKeys {
     }
 
     /// The decoding keys: the source's own, then what inference found.
-    #[allow(clippy::too_many_arguments)]
     pub fn keys<'a>(
         &'a self,
         user: TimeKeys<'a>,
@@ -275,28 +274,30 @@ pub fn decode_spec(ctx: &Ctx, keys: DecodingKeys) -> Result<DecodeSpec, Vec<Diag
         .timestamp_field
         .map(|s| s.get_ref().as_str())
         .unwrap_or("ts");
-    let time_format = match TimeFormat::configure(
-        keys.timestamp_format.map(|f| f.get_ref().as_str()),
-        keys.timezone.map(|z| z.get_ref().as_str()),
-    ) {
-        Ok(f) => f,
-        Err(e) => {
-            // Point at the key that is wrong: the zone when its name is unknown.
-            let zone_wrong = e.contains("IANA");
-            let at = match (zone_wrong, keys.timezone, keys.timestamp_format) {
-                (true, Some(z), _) => z.span(),
-                (false, _, Some(f)) => f.span(),
-                (_, Some(z), _) => z.span(),
-                _ => keys.schema.span(),
-            };
-            let key = if zone_wrong || keys.timestamp_format.is_none() {
-                "timezone"
-            } else {
-                "timestamp_format"
+    // The zone's own errors point at `timezone`; the format's (alone or with a zone) at
+    // `timestamp_format`, or at `timezone` when the format is the default.
+    let zone = match keys.timezone.map(|z| (z, TimeFormat::zone(z.get_ref()))) {
+        Some((z, Err(e))) => {
+            diags.push(ctx.error("invalid `timezone`").at(z.span()).help(e));
+            Err(())
+        }
+        Some((_, Ok(tz))) => Ok(Some(tz)),
+        None => Ok(None),
+    };
+    let time_format = match zone
+        .map(|tz| TimeFormat::configure_in(keys.timestamp_format.map(|f| f.get_ref().as_str()), tz))
+    {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
+            let (key, at) = match (keys.timestamp_format, keys.timezone) {
+                (Some(f), _) => ("timestamp_format", f.span()),
+                (None, Some(z)) => ("timezone", z.span()),
+                (None, None) => ("timestamp_format", keys.schema.span()),
             };
             diags.push(ctx.error(format!("invalid `{key}`")).at(at).help(e));
             TimeFormat::Iso8601
         }
+        Err(()) => TimeFormat::Iso8601,
     };
     let max_error_rate = match keys.max_error_rate {
         Some(r) if (0.0..1.0).contains(r.get_ref()) => Some(*r.get_ref()),

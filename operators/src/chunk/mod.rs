@@ -296,58 +296,16 @@ impl Chunk {
     /// integer, timestamp, boolean or string field hashes as the key tables of windows and joins
     /// hash it, so the hashes a chunk was routed by serve them too ([`Chunk::routed_hashes`]).
     pub fn key_hashes(&self, key: &[usize]) -> Vec<u64> {
-        use crate::window::key::{hash_bytes, hash_int, NULL_HASH};
+        use crate::window::key::NULL_HASH;
         if let [k] = key {
             let a = self.batch.column(*k);
-            let nulls = a.nulls().filter(|n| n.null_count() > 0);
-            let ints = |v: &mut dyn Iterator<Item = i64>| -> Vec<u64> {
-                match nulls {
-                    None => v.map(hash_int).collect(),
-                    Some(n) => v
-                        .zip(n.iter())
-                        .map(|(x, valid)| if valid { hash_int(x) } else { NULL_HASH })
-                        .collect(),
-                }
-            };
+            // A key table's own hashes (`KeyView`), for every single-field kind it stores
+            // without the row format.
+            if let Some(t) = field_type(a.data_type()).filter(|t| *t != FieldType::F64) {
+                let kind = crate::window::KeyKind::new(&[t]);
+                return crate::window::KeyView::new(&kind, &[a]).hashes(self.len());
+            }
             match a.data_type() {
-                DataType::Int64 => {
-                    return ints(&mut a.as_primitive::<Int64Type>().values().iter().copied())
-                }
-                DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                    return ints(
-                        &mut a
-                            .as_primitive::<TimestampMicrosecondType>()
-                            .values()
-                            .iter()
-                            .copied(),
-                    )
-                }
-                DataType::UInt64 => {
-                    return ints(
-                        &mut a
-                            .as_primitive::<UInt64Type>()
-                            .values()
-                            .iter()
-                            .map(|&v| v as i64),
-                    )
-                }
-                DataType::Boolean => {
-                    return ints(&mut a.as_boolean().values().iter().map(i64::from))
-                }
-                DataType::Utf8 => {
-                    let x = a.as_string::<i32>();
-                    let (offs, data) = (x.value_offsets(), x.value_data());
-                    let bytes = offs
-                        .windows(2)
-                        .map(|w| hash_bytes(&data[w[0] as usize..w[1] as usize]));
-                    return match nulls {
-                        None => bytes.collect(),
-                        Some(n) => bytes
-                            .zip(n.iter())
-                            .map(|(h, valid)| if valid { h } else { NULL_HASH })
-                            .collect(),
-                    };
-                }
                 DataType::Null => return vec![NULL_HASH; self.len()],
                 DataType::Float64 => {
                     // Hashed as values (integral floats as integers), NULL as other NULLs.

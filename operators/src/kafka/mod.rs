@@ -152,24 +152,12 @@ pub fn topic_exists(config: &ClientConfig, topic: &str, timeout: Duration) -> Re
 pub fn create_topic(config: &ClientConfig, topic: &str, partitions: i32) -> Result<bool, String> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
-    let mut config = config.clone();
-    // Asking for the topic's metadata must not create it with the broker's defaults.
-    config.set("allow.auto.create.topics", "false");
-    let config = &config;
+    if topic_exists(config, topic, BROKER_TIMEOUT)? {
+        return Ok(false);
+    }
     let admin: AdminClient<DefaultClientContext> = config
         .create()
         .map_err(|e| format!("cannot create a Kafka admin client: {e}"))?;
-    let md = admin
-        .inner()
-        .fetch_metadata(Some(topic), BROKER_TIMEOUT)
-        .map_err(|e| unreachable_brokers(config, e))?;
-    if md
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-    {
-        return Ok(false);
-    }
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().operation_timeout(Some(BROKER_TIMEOUT));
     let results = block_on(admin.create_topics([&new], &opts))
