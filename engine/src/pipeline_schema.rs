@@ -30,6 +30,7 @@ pub const CONFIG_STRUCTS: &[(Kind, &str, &str)] = &[
     (Kind::Source, "kafka", "KafkaSourceConfig"),
     (Kind::Transform, "filter", "FilterConfig"),
     (Kind::Transform, "map", "MapConfig"),
+    (Kind::Transform, "unnest", "UnnestConfig"),
     (Kind::Transform, "window", "WindowConfig"),
     (Kind::Transform, "join", "JoinConfig"),
     (Kind::Sink, "stdout", "StdoutConfig"),

@@ -362,6 +362,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             (ComponentConfig::KafkaSource(k), _) => k.plan(&ctx),
             (ComponentConfig::Filter(f), Some(s)) => f.plan(&ctx, s),
             (ComponentConfig::Map(m), Some(s)) => m.plan(&ctx, s),
+            (ComponentConfig::Unnest(u), Some(s)) => u.plan(&ctx, s),
             (ComponentConfig::Window(w), Some(s)) => w.plan(&ctx, s),
             (ComponentConfig::Stdout(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::FileSink(o), Some(s)) => o.plan(&ctx, s),
@@ -605,6 +606,7 @@ fn prune_fields(nodes: &mut [Node]) {
                 f
             }),
             Op::Map(m) => Some(m.input_fields()),
+            Op::Unnest(u) => used[i].as_ref().map(|mine| u.fields_read(mine)),
             // A window puts a record in its dead-letter or late output whole; when none can
             // be late or untimed, it reads only its key, time and arguments.
             Op::Window(w) if nodes[i].inputs.iter().all(|r| orderly(nodes, r.node)) => {

@@ -42,7 +42,7 @@ fn follow(
     for (j, n) in plan.nodes.iter().enumerate() {
         for _ in n.inputs.iter().filter(|r| r.node == node) {
             let ok = match &n.op {
-                Op::Filter(_) | Op::Map(_) => follow(plan, j, window, windows),
+                Op::Filter(_) | Op::Map(_) | Op::Unnest(_) => follow(plan, j, window, windows),
                 Op::Sink(_) => {
                     windows.extend(window);
                     true

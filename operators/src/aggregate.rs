@@ -594,6 +594,17 @@ impl Aggregate {
         };
         let expr = Expr::compile_parsed(text, arg, schema)?;
         let ty = expr.output_type();
+        if let Some(t @ FieldType::List(_)) = ty {
+            if func != Func::Count {
+                return Err(ExprError {
+                    message: format!("`{name}` cannot aggregate a list ({t})"),
+                    span: 0..text.len(),
+                    help: Some(
+                        "unnest the list first (a transform of type = \"unnest\"), or aggregate cardinality(...) or an element such as tags[1]".into(),
+                    ),
+                });
+            }
+        }
         let numeric = matches!(
             ty,
             Some(FieldType::I64 | FieldType::U64 | FieldType::F64) | None

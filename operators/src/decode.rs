@@ -366,6 +366,15 @@ pub fn parse_cell(text: &str, ty: FieldType, fmt: &TimeFormat) -> Result<Value, 
         },
         FieldType::String => Value::Str(SmolStr::new(text)),
         FieldType::Timestamp => Value::Ts(fmt.parse_str(t)?),
+        // A cell of JSON text (`["a","b"]`, `{"k":1}`): what a CSV sink writes for these types.
+        FieldType::Json | FieldType::List(_) => {
+            let mut de = serde_json::Deserializer::from_str(t);
+            let cell = CellSeed { ty, fmt }
+                .deserialize(&mut de)
+                .and_then(|cell| de.end().map(|()| cell))
+                .map_err(|e| format!("expected {ty} as JSON text, found `{t}` ({e})"))?;
+            cell?
+        }
     })
 }
 
@@ -691,6 +700,30 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 }
 
+/// Valid JSON text without the whitespace between its tokens.
+pub(crate) fn compact_json(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains([' ', '\n', '\t', '\r']) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\n' | '\t' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 /// Reads one JSON value as a field of type `ty`; a wrong type is an inner `Err`.
 struct CellSeed<'a> {
     ty: FieldType,
@@ -702,6 +735,15 @@ type Cell = Result<Value, String>;
 impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
     type Value = Cell;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        if self.ty == FieldType::Json {
+            // Kept as its JSON text, keys in their order, without the whitespace between
+            // tokens; JSON's null is NULL, as for every other type.
+            let raw = <Box<serde_json::value::RawValue> as serde::Deserialize>::deserialize(d)?;
+            return Ok(Ok(match raw.get() {
+                "null" => Value::Null,
+                text => Value::Str(SmolStr::new(compact_json(text))),
+            }));
+        }
         d.deserialize_any(self)
     }
 }
@@ -787,8 +829,29 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Cell, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(self.mismatch("an array"))
+        let Some(elem) = self.ty.list_of() else {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(self.mismatch("an array"));
+        };
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+        let mut err = None;
+        let seed = || CellSeed {
+            ty: elem.field_type(),
+            fmt: self.fmt,
+        };
+        while let Some(cell) = seq.next_element_seed(seed())? {
+            match cell {
+                Ok(v) => items.push(v),
+                Err(e) => {
+                    err.get_or_insert_with(|| format!("element {}: {e}", items.len() + 1));
+                    items.push(Value::Null);
+                }
+            }
+        }
+        Ok(match err {
+            Some(e) => Err(e),
+            None => Ok(Value::List(items.into())),
+        })
     }
 }
 

@@ -23,7 +23,7 @@
 //! ```
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListArray, StringArray,
     TimestampMicrosecondArray, UInt64Array,
 };
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, UInt64Type};
@@ -31,7 +31,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, UInt64Type};
 use crate::chunk::Chunk;
 use crate::schema::{Record, Schema};
 use crate::time::write_rfc3339;
-use crate::value::Value;
+use crate::value::{FieldType, Value};
 
 /// An output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +65,10 @@ pub struct Encoder {
     /// Whether any field is written nested (a dotted name).
     nested: bool,
     names: Vec<String>,
+    /// Which fields are `json`: their text is written as JSON, not as a string.
+    json: Vec<bool>,
+    /// Whether any field is `json`.
+    any_json: bool,
 }
 
 impl Encoder {
@@ -124,6 +128,21 @@ impl Encoder {
             keys,
             close,
             names: schema.fields.iter().map(|f| f.name.to_string()).collect(),
+            json: schema
+                .fields
+                .iter()
+                .map(|f| f.ty == FieldType::Json)
+                .collect(),
+            any_json: schema.fields.iter().any(|f| f.ty == FieldType::Json),
+        }
+    }
+
+    /// Field `i`'s cell, a `json` field's text marked as JSON.
+    #[inline]
+    fn typed<'a>(&self, i: usize, c: Cell<'a>) -> Cell<'a> {
+        match c {
+            Cell::Str(s) if self.any_json && self.json[i] => Cell::Json(s),
+            c => c,
         }
     }
 
@@ -147,9 +166,10 @@ impl Encoder {
 
     /// Appends one record, with its line end.
     pub fn encode(&self, r: &Record, out: &mut Vec<u8>) {
+        let cell = |(i, v)| self.typed(i, Cell::of(v));
         match self.nested {
-            true => self.encode_nested(|i| Cell::of(&r.values[i]), out),
-            false => self.encode_cells(r.values.iter().map(Cell::of), r.values.len(), out),
+            true => self.encode_nested(|i| cell((i, &r.values[i])), out),
+            false => self.encode_cells(r.values.iter().enumerate().map(cell), r.values.len(), out),
         }
     }
 
@@ -157,9 +177,14 @@ impl Encoder {
     pub fn encode_chunk(&self, c: &Chunk, out: &mut Vec<u8>) {
         let views: Vec<View> = c.columns().iter().map(View::of).collect();
         for row in 0..c.len() {
+            let views = &views;
             match self.nested {
-                true => self.encode_nested(|i| views[i].get(row), out),
-                false => self.encode_cells(views.iter().map(|v| v.get(row)), views.len(), out),
+                true => self.encode_nested(|i| self.typed(i, views[i].get(row)), out),
+                false => self.encode_cells(
+                    (0..views.len()).map(|i| self.typed(i, views[i].get(row))),
+                    views.len(),
+                    out,
+                ),
             }
         }
     }
@@ -220,6 +245,12 @@ enum Cell<'a> {
     F64(f64),
     Str(&'a str),
     Ts(i64),
+    /// A `json` field's text, written as it is.
+    Json(&'a str),
+    /// A list, from a row.
+    Items(&'a [Value]),
+    /// A list, row `usize` of a list column.
+    ListAt(&'a ListArray, usize),
 }
 
 impl<'a> Cell<'a> {
@@ -233,6 +264,7 @@ impl<'a> Cell<'a> {
             Value::F64(f) => Cell::F64(*f),
             Value::Str(s) => Cell::Str(s),
             Value::Ts(t) => Cell::Ts(*t),
+            Value::List(items) => Cell::Items(items),
         }
     }
 }
@@ -246,6 +278,7 @@ enum View<'a> {
     F64(&'a Float64Array),
     Str(&'a StringArray),
     Ts(&'a TimestampMicrosecondArray),
+    List(&'a ListArray),
 }
 
 impl<'a> View<'a> {
@@ -257,6 +290,7 @@ impl<'a> View<'a> {
             DataType::Float64 => View::F64(a.as_primitive::<Float64Type>()),
             DataType::Utf8 => View::Str(a.as_string::<i32>()),
             DataType::Timestamp(TimeUnit::Microsecond, _) => View::Ts(a.as_primitive()),
+            DataType::List(_) => View::List(a.as_list::<i32>()),
             _ => View::Null,
         }
     }
@@ -271,9 +305,15 @@ impl<'a> View<'a> {
             View::F64(a) if a.is_valid(row) => Cell::F64(a.value(row)),
             View::Str(a) if a.is_valid(row) => Cell::Str(a.value(row)),
             View::Ts(a) if a.is_valid(row) => Cell::Ts(a.value(row)),
+            View::List(a) if a.is_valid(row) => Cell::ListAt(a, row),
             _ => Cell::Null,
         }
     }
+}
+
+/// Appends `v` as JSON text.
+pub fn json_text(v: &Value, out: &mut Vec<u8>) {
+    json_value(Cell::of(v), out)
 }
 
 fn json_value(v: Cell, out: &mut Vec<u8>) {
@@ -294,6 +334,29 @@ fn json_value(v: Cell, out: &mut Vec<u8>) {
             write_rfc3339(t, out);
             out.push(b'"');
         }
+        Cell::Json(s) => out.extend_from_slice(s.as_bytes()),
+        Cell::Items(items) => {
+            out.push(b'[');
+            for (k, v) in items.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                json_value(Cell::of(v), out);
+            }
+            out.push(b']');
+        }
+        Cell::ListAt(a, row) => {
+            let items = View::of(a.values());
+            let o = a.value_offsets();
+            out.push(b'[');
+            for k in o[row] as usize..o[row + 1] as usize {
+                if k > o[row] as usize {
+                    out.push(b',');
+                }
+                json_value(items.get(k), out);
+            }
+            out.push(b']');
+        }
     }
 }
 
@@ -304,6 +367,13 @@ fn csv_value(v: Cell, out: &mut Vec<u8>) {
         Cell::F64(f) if !f.is_finite() => {}
         // RFC 3339 needs no quoting in CSV.
         Cell::Ts(t) => write_rfc3339(t, out),
+        // JSON text in one cell, as a CSV source reads it back.
+        Cell::Json(s) => csv_cell(s, out),
+        c @ (Cell::Items(_) | Cell::ListAt(..)) => {
+            let mut text = Vec::new();
+            json_value(c, &mut text);
+            csv_cell(&String::from_utf8_lossy(&text), out);
+        }
         other => json_value(other, out),
     }
 }
@@ -328,7 +398,7 @@ mod tests {
     use super::*;
     use crate::chunk::arrow_schema;
     use crate::schema::Field;
-    use crate::value::FieldType;
+
     use smol_str::SmolStr;
 
     /// Dotted names are written nested, the fields of one object together wherever they stand

@@ -49,6 +49,7 @@ pub mod sketch;
 pub mod stdin_source;
 pub mod tcp_source;
 pub mod temporal_join;
+pub mod unnest;
 pub mod window;
 pub mod window_join;
 

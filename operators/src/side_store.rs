@@ -101,7 +101,7 @@ impl Stored {
                 .enumerate()
                 .map(|(i, &t)| match t {
                     _ if Some(i) == time => Col::Time,
-                    FieldType::String => {
+                    FieldType::String | FieldType::Json => {
                         Col::Str(Vec::new(), Vec::new(), NullBufferBuilder::new(0))
                     }
                     t => Col::Word(t, Vec::new(), NullBufferBuilder::new(0)),
@@ -170,7 +170,8 @@ impl Stored {
                 FieldType::F64 => Value::F64(f64::from_bits(v[i])),
                 FieldType::Timestamp => Value::Ts(v[i] as i64),
                 FieldType::Bool => Value::Bool(v[i] != 0),
-                FieldType::String => Value::Null,
+                // Strings are `Col::Str`; lists are not stored (the plan refuses them).
+                FieldType::String | FieldType::Json | FieldType::List(_) => Value::Null,
             },
             Col::Str(ends, bytes, _) => {
                 let start = if i == 0 { 0 } else { ends[i - 1] as usize };

@@ -15,6 +15,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
@@ -36,10 +37,63 @@ pub enum FieldType {
     String,
     /// Point in time with microsecond precision (`timestamp`).
     Timestamp,
+    /// A JSON value kept as its compact JSON text (`json`): a sub-object, array or anything else
+    /// a producer sends whose shape varies. Read from it with `json_get` and friends; a JSON
+    /// sink writes it back as JSON, not as a string.
+    Json,
+    /// A list of values of one scalar type (`list<string>`, `list<i64>`, ...), an Arrow list
+    /// column. Elements may be NULL.
+    List(ListOf),
+}
+
+/// The element type of a [`FieldType::List`]: any scalar type (lists do not nest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ListOf {
+    /// `list<i64>`.
+    I64,
+    /// `list<u64>`.
+    U64,
+    /// `list<f64>`.
+    F64,
+    /// `list<bool>`.
+    Bool,
+    /// `list<string>`.
+    String,
+    /// `list<timestamp>`.
+    Timestamp,
+}
+
+impl ListOf {
+    /// Every element type.
+    pub const ALL: [ListOf; 6] = [
+        ListOf::I64,
+        ListOf::U64,
+        ListOf::F64,
+        ListOf::Bool,
+        ListOf::String,
+        ListOf::Timestamp,
+    ];
+
+    /// The elements' field type.
+    pub fn field_type(self) -> FieldType {
+        match self {
+            ListOf::I64 => FieldType::I64,
+            ListOf::U64 => FieldType::U64,
+            ListOf::F64 => FieldType::F64,
+            ListOf::Bool => FieldType::Bool,
+            ListOf::String => FieldType::String,
+            ListOf::Timestamp => FieldType::Timestamp,
+        }
+    }
+
+    /// The element type for a scalar field type (`None` for `json` and lists).
+    pub fn of(t: FieldType) -> Option<ListOf> {
+        ListOf::ALL.into_iter().find(|l| l.field_type() == t)
+    }
 }
 
 impl FieldType {
-    /// Every type, in the order the documentation lists them.
+    /// Every scalar type, in the order the documentation lists them.
     pub const ALL: [FieldType; 6] = [
         FieldType::I64,
         FieldType::U64,
@@ -48,6 +102,14 @@ impl FieldType {
         FieldType::String,
         FieldType::Timestamp,
     ];
+
+    /// Every type a schema may name: the scalars, `json`, and a list of each scalar.
+    pub fn every() -> impl Iterator<Item = FieldType> {
+        FieldType::ALL
+            .into_iter()
+            .chain([FieldType::Json])
+            .chain(ListOf::ALL.into_iter().map(FieldType::List))
+    }
 
     /// The name used in pipeline files.
     pub fn name(self) -> &'static str {
@@ -58,17 +120,47 @@ impl FieldType {
             FieldType::Bool => "bool",
             FieldType::String => "string",
             FieldType::Timestamp => "timestamp",
+            FieldType::Json => "json",
+            FieldType::List(ListOf::I64) => "list<i64>",
+            FieldType::List(ListOf::U64) => "list<u64>",
+            FieldType::List(ListOf::F64) => "list<f64>",
+            FieldType::List(ListOf::Bool) => "list<bool>",
+            FieldType::List(ListOf::String) => "list<string>",
+            FieldType::List(ListOf::Timestamp) => "list<timestamp>",
         }
     }
 
-    /// Parses a type name as written in a pipeline file.
+    /// Parses a type name as written in a pipeline file (`list< string >` may space its
+    /// brackets).
     pub fn parse(name: &str) -> Option<FieldType> {
-        FieldType::ALL.into_iter().find(|t| t.name() == name)
+        if let Some(inner) = name
+            .strip_prefix("list")
+            .map(str::trim_start)
+            .and_then(|r| r.strip_prefix('<'))
+            .and_then(|r| r.strip_suffix('>'))
+        {
+            let elem = FieldType::parse(inner.trim())?;
+            return ListOf::of(elem).map(FieldType::List);
+        }
+        FieldType::every().find(|t| t.name() == name)
     }
 
     /// Whether values of this type are numbers.
     pub fn is_numeric(self) -> bool {
         matches!(self, FieldType::I64 | FieldType::U64 | FieldType::F64)
+    }
+
+    /// Whether this is one of the six scalar types (not `json`, not a list).
+    pub fn is_scalar(self) -> bool {
+        !matches!(self, FieldType::Json | FieldType::List(_))
+    }
+
+    /// The element type, for a list type.
+    pub fn list_of(self) -> Option<ListOf> {
+        match self {
+            FieldType::List(l) => Some(l),
+            _ => None,
+        }
     }
 }
 
@@ -96,6 +188,8 @@ pub enum Value {
     Str(SmolStr),
     /// A timestamp, microseconds since the epoch.
     Ts(Micros),
+    /// A list (of a `list<...>` field): its elements, shared.
+    List(Arc<[Value]>),
 }
 
 impl Value {
@@ -115,6 +209,12 @@ impl Value {
             Value::F64(_) => FieldType::F64,
             Value::Str(_) => FieldType::String,
             Value::Ts(_) => FieldType::Timestamp,
+            Value::List(items) => FieldType::List(
+                items
+                    .iter()
+                    .find_map(|v| v.field_type().and_then(ListOf::of))
+                    .unwrap_or(ListOf::String),
+            ),
         })
     }
 
@@ -183,6 +283,7 @@ impl Value {
             Value::I64(_) | Value::U64(_) | Value::F64(_) => 2,
             Value::Str(_) => 3,
             Value::Ts(_) => 4,
+            Value::List(_) => 5,
         }
     }
 }
@@ -207,6 +308,7 @@ impl Ord for Value {
             (U64(a), F64(b)) => cmp_int_f64(i128::from(*a), *b),
             (F64(a), I64(b)) => cmp_int_f64(i128::from(*b), *a).reverse(),
             (F64(a), U64(b)) => cmp_int_f64(i128::from(*b), *a).reverse(),
+            (List(a), List(b)) => a.iter().cmp(b.iter()),
             (a, b) => a.rank().cmp(&b.rank()),
         }
     }
@@ -268,6 +370,12 @@ impl std::hash::Hash for Value {
             }
             Value::Str(s) => s.hash(state),
             Value::Ts(t) => t.hash(state),
+            Value::List(items) => {
+                items.len().hash(state);
+                for v in items.iter() {
+                    v.hash(state);
+                }
+            }
         }
     }
 }
@@ -282,6 +390,16 @@ impl fmt::Display for Value {
             Value::F64(v) => write!(f, "{v}"),
             Value::Str(s) => write!(f, "{s}"),
             Value::Ts(t) => f.write_str(&crate::time::format_rfc3339(*t)),
+            Value::List(items) => {
+                f.write_str("[")?;
+                for (k, v) in items.iter().enumerate() {
+                    if k > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
         }
     }
 }
@@ -311,9 +429,19 @@ mod tests {
 
     #[test]
     fn type_names_round_trip() {
-        for t in FieldType::ALL {
+        for t in FieldType::every() {
             assert_eq!(FieldType::parse(t.name()), Some(t));
         }
         assert_eq!(FieldType::parse("int"), None);
+        assert_eq!(
+            FieldType::parse("list< string >"),
+            Some(FieldType::List(ListOf::String))
+        );
+        assert_eq!(FieldType::parse("list<json>"), None, "lists hold scalars");
+        assert_eq!(
+            FieldType::parse("list<list<i64>>"),
+            None,
+            "lists do not nest"
+        );
     }
 }

@@ -255,11 +255,17 @@ pub(crate) use decoding_keys;
 /// Validates the decoding keys and builds the decoder.
 pub fn decode_spec(ctx: &Ctx, keys: DecodingKeys) -> Result<DecodeSpec, Vec<Diag>> {
     let mut diags = Vec::new();
-    let type_names: Vec<&str> = FieldType::ALL.iter().map(|t| t.name()).collect();
+    let types: Vec<FieldType> = FieldType::every().collect();
+    let type_names: Vec<&str> = types.iter().map(|t| t.name()).collect();
     let mut fields = Vec::new();
     for (name, ty) in keys.schema.get_ref() {
+        // `list< string >` as well as `list<string>`.
+        if let Some(t) = FieldType::parse(ty.get_ref().trim()) {
+            fields.push(Field::new(name, t));
+            continue;
+        }
         match ctx.choice(&format!("schema.{name}"), ty, &type_names) {
-            Ok(i) => fields.push(Field::new(name, FieldType::ALL[i])),
+            Ok(i) => fields.push(Field::new(name, types[i])),
             Err(d) => diags.push(d),
         }
     }

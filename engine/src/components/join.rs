@@ -395,6 +395,32 @@ impl JoinConfig {
                 }
             }
         }
+        // Joins store and key records in columns of scalars.
+        for &(ref name, side, p) in &out {
+            let f = &[left, right][side as usize].fields[p];
+            if f.ty.list_of().is_some() {
+                diags.push(
+                    ctx.error(format!(
+                        "`{name}` is a list ({}): a join cannot carry list fields",
+                        f.ty
+                    ))
+                    .at(self.select.as_ref().map(|s| s.span()).unwrap_or(ctx.span.clone()))
+                    .help("leave it out of `select` (or drop it with a map before the join), or unnest it first"),
+                );
+            }
+        }
+        for (&l, _) in left_key.iter().zip(&right_key) {
+            if left.fields[l].ty.list_of().is_some() {
+                diags.push(
+                    ctx.error(format!(
+                        "the key field `{}` is a list: a join cannot match lists",
+                        left.fields[l].name
+                    ))
+                    .at(ctx.span.clone())
+                    .help("unnest it first to join on its elements"),
+                );
+            }
+        }
         let max_state = match &self.max_state {
             Some(m) if *m.get_ref() < 1 => {
                 diags.push(

@@ -37,6 +37,7 @@ pub mod map;
 pub mod sinks;
 pub mod stdin;
 pub mod tcp;
+pub mod unnest;
 pub mod watermark;
 pub mod window;
 
@@ -147,6 +148,14 @@ pub static COMPONENTS: &[Descriptor] = &[
     },
     Descriptor {
         kind: Kind::Transform,
+        name: "unnest",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::Unnest(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Transform,
         name: "window",
         outputs: &[Port::DeadLetter, Port::Late],
         parse: |b, w, d| Some(ComponentConfig::Window(typed(b, w, d)?)),
@@ -234,6 +243,8 @@ pub enum ComponentConfig {
     Filter(filter::FilterConfig),
     /// `[transforms.ID] type = "map"`
     Map(map::MapConfig),
+    /// `[transforms.ID] type = "unnest"`
+    Unnest(unnest::UnnestConfig),
     /// `[transforms.ID] type = "window"`
     Window(window::WindowConfig),
     /// `[transforms.ID] type = "join"`
@@ -278,6 +289,8 @@ pub enum Op {
     Filter(Arc<Expr>),
     /// A map.
     Map(Arc<MapSpec>),
+    /// An unnest.
+    Unnest(Arc<weir_operators::unnest::UnnestSpec>),
     /// A window.
     Window(Arc<WindowSpec>),
     /// An interval join (its two inputs are the node's first and second).

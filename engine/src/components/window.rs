@@ -203,6 +203,15 @@ impl WindowConfig {
                         .at(f.span())
                         .help("list each field once"),
                 ),
+                Some(p) if input.fields[p].ty.list_of().is_some() => diags.push(
+                    ctx.error(format!(
+                        "`{}` is a list ({}): windows cannot group by a list",
+                        f.get_ref(),
+                        input.fields[p].ty
+                    ))
+                    .at(f.span())
+                    .help("unnest it first (a transform of type = \"unnest\") to group by its elements"),
+                ),
                 Some(p) => {
                     group_by.push(p);
                     names.push(f.get_ref().clone());

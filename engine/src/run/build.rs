@@ -18,7 +18,7 @@ use weir_operators::sink::SharedWriter;
 use weir_operators::window::LatePolicy;
 use weir_operators::{
     file_source, filter, interval_join, kafka_source, map, sink, stdin_source, tcp_source,
-    temporal_join, window, window_join, Batches, Time,
+    temporal_join, unnest, window, window_join, Batches, Time,
 };
 
 use crate::components::{Op, SinkTarget};
@@ -29,7 +29,7 @@ use crate::plan::{Plan, Port, PortRef};
 /// Which nodes hand their output to the next stage of a chain instead of a stream: a filter or
 /// map whose main output one node reads, a filter or map with that one input.
 fn chained(plan: &Plan) -> Vec<bool> {
-    let stateless = |op: &Op| matches!(op, Op::Filter(_) | Op::Map(_));
+    let stateless = |op: &Op| matches!(op, Op::Filter(_) | Op::Map(_) | Op::Unnest(_));
     (0..plan.nodes.len())
         .map(|i| {
             let main = PortRef {
@@ -57,7 +57,8 @@ fn routed(plan: &Plan, chains: &[bool]) -> Vec<Option<Vec<usize>>> {
                 node: i,
                 port: Port::Main,
             };
-            if chains[i] || !matches!(plan.nodes[i].op, Op::Filter(_) | Op::Map(_)) {
+            if chains[i] || !matches!(plan.nodes[i].op, Op::Filter(_) | Op::Map(_) | Op::Unnest(_))
+            {
                 return None;
             }
             let readers: Vec<_> = plan
@@ -204,10 +205,11 @@ pub(super) fn build<'s>(
                 streams.insert(main, r);
                 streams.insert(dead, d);
             }
-            Op::Filter(_) | Op::Map(_) => {
+            Op::Filter(_) | Op::Map(_) | Op::Unnest(_) => {
                 let stage = match &node.op {
                     Op::Filter(e) => filter::stage(name, Arc::clone(e), node.read.clone(), m),
                     Op::Map(spec) => map::stage(name, Arc::clone(spec), layout(main), m),
+                    Op::Unnest(spec) => unnest::stage(name, Arc::clone(spec), m),
                     _ => unreachable!("matched above"),
                 };
                 // Continue the chain this node's only input hands it, or start one.

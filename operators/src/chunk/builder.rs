@@ -72,6 +72,55 @@ pub(crate) enum ColumnBuilder {
     Bool(Bools),
     Str(Strings),
     Ts(Values<i64>),
+    List(Lists),
+}
+
+/// Lists: their elements in one column, with each list's end offset.
+pub(crate) struct Lists {
+    items: Box<ColumnBuilder>,
+    elem: DataType,
+    /// Elements appended so far.
+    count: usize,
+    offsets: Vec<i32>,
+    nulls: NullBufferBuilder,
+}
+
+impl Lists {
+    fn push(&mut self, v: &Value) {
+        match v {
+            Value::List(xs) => {
+                for x in xs.iter() {
+                    self.items.push(x);
+                }
+                self.count += xs.len();
+                self.offsets.push(offset(self.count));
+                self.nulls.append_non_null();
+            }
+            _ => {
+                self.offsets.push(offset(self.count));
+                self.nulls.append_null();
+            }
+        }
+    }
+
+    fn take(&mut self, room: usize) -> ArrayRef {
+        let items = self.items.take(self.count, 0);
+        let mut offsets = Vec::with_capacity(room + 1);
+        offsets.push(0);
+        let offsets = std::mem::replace(&mut self.offsets, offsets);
+        self.count = 0;
+        let field = Arc::new(arrow::datatypes::Field::new(
+            "item",
+            self.elem.clone(),
+            true,
+        ));
+        Arc::new(arrow::array::ListArray::new(
+            field,
+            OffsetBuffer::new(ScalarBuffer::from(offsets)),
+            items,
+            self.nulls.finish(),
+        ))
+    }
 }
 
 /// Fixed-width values.
@@ -210,8 +259,21 @@ impl ColumnBuilder {
                 values: BooleanBufferBuilder::new(rows),
                 nulls: NullBufferBuilder::new(rows),
             }),
-            FieldType::String => ColumnBuilder::Str(Strings::with_capacity(rows, bytes)),
+            FieldType::String | FieldType::Json => {
+                ColumnBuilder::Str(Strings::with_capacity(rows, bytes))
+            }
             FieldType::Timestamp => ColumnBuilder::Ts(Values::with_capacity(rows)),
+            FieldType::List(l) => {
+                let mut offsets = Vec::with_capacity(rows + 1);
+                offsets.push(0);
+                ColumnBuilder::List(Lists {
+                    items: Box::new(ColumnBuilder::new(l.field_type(), rows, bytes)),
+                    elem: super::data_type(l.field_type()),
+                    count: 0,
+                    offsets,
+                    nulls: NullBufferBuilder::new(rows),
+                })
+            }
         }
     }
 
@@ -229,6 +291,7 @@ impl ColumnBuilder {
             }
             (ColumnBuilder::Str(b), Value::Str(x)) => b.append_value(x.as_str()),
             (ColumnBuilder::Ts(b), Value::Ts(x)) => b.append_value(*x),
+            (ColumnBuilder::List(b), v) => b.push(v),
             (ColumnBuilder::Skip(..), _) => {}
             (ColumnBuilder::I64(b), _) => b.append_null(),
             (ColumnBuilder::U64(b), _) => b.append_null(),
@@ -278,6 +341,7 @@ impl ColumnBuilder {
                 Arc::new(BooleanArray::new(b.values.finish(), b.nulls.finish()))
             }
             ColumnBuilder::Str(b) => Arc::new(b.take(room)),
+            ColumnBuilder::List(b) => b.take(room),
         }
     }
 }

@@ -68,12 +68,17 @@ pub fn data_type(t: FieldType) -> DataType {
         FieldType::U64 => DataType::UInt64,
         FieldType::F64 => DataType::Float64,
         FieldType::Bool => DataType::Boolean,
-        FieldType::String => DataType::Utf8,
+        FieldType::String | FieldType::Json => DataType::Utf8,
         FieldType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        FieldType::List(l) => DataType::List(Arc::new(ArrowField::new(
+            "item",
+            data_type(l.field_type()),
+            true,
+        ))),
     }
 }
 
-/// The Weir field type of an Arrow type, when it has one.
+/// The Weir field type of an Arrow type, when it has one (`json` columns are strings).
 pub fn field_type(t: &DataType) -> Option<FieldType> {
     Some(match t {
         DataType::Int64 => FieldType::I64,
@@ -82,6 +87,9 @@ pub fn field_type(t: &DataType) -> Option<FieldType> {
         DataType::Boolean => FieldType::Bool,
         DataType::Utf8 => FieldType::String,
         DataType::Timestamp(TimeUnit::Microsecond, _) => FieldType::Timestamp,
+        DataType::List(item) => {
+            FieldType::List(crate::value::ListOf::of(field_type(item.data_type())?)?)
+        }
         _ => return None,
     })
 }
@@ -555,6 +563,10 @@ pub fn value_at(a: &ArrayRef, row: usize) -> Value {
         DataType::Utf8 => Value::Str(SmolStr::new(a.as_string::<i32>().value(row))),
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
             Value::Ts(a.as_primitive::<TimestampMicrosecondType>().value(row))
+        }
+        DataType::List(_) => {
+            let items = a.as_list::<i32>().value(row);
+            Value::List((0..items.len()).map(|k| value_at(&items, k)).collect())
         }
         DataType::Null => Value::Null,
         other => unreachable!("no Weir type is {other}"),

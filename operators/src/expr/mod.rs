@@ -123,7 +123,42 @@ enum Func {
     Upper,
     Trim,
     Length,
+    /// The number of elements of a list.
+    Cardinality,
+    /// Whether a list holds a value.
+    ArrayContains,
+    /// A value read from JSON text by a path of keys and indexes.
+    Json(JsonOut),
 }
+
+/// What a `json_get...` function gives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum JsonOut {
+    /// The value's JSON text (`json_get`).
+    Json,
+    /// A string (`json_get_str`).
+    Str,
+    /// An integer (`json_get_int`).
+    Int,
+    /// A number (`json_get_float`).
+    Float,
+    /// A boolean (`json_get_bool`).
+    Bool,
+    /// An array's elements or an object's keys, counted (`json_length`).
+    Length,
+    /// Whether the path leads to a value (`json_contains`).
+    Contains,
+}
+
+const JSON_FUNCTIONS: &[(&str, JsonOut, FieldType)] = &[
+    ("json_get", JsonOut::Json, FieldType::Json),
+    ("json_get_str", JsonOut::Str, FieldType::String),
+    ("json_get_int", JsonOut::Int, FieldType::I64),
+    ("json_get_float", JsonOut::Float, FieldType::F64),
+    ("json_get_bool", JsonOut::Bool, FieldType::Bool),
+    ("json_length", JsonOut::Length, FieldType::U64),
+    ("json_contains", JsonOut::Contains, FieldType::Bool),
+];
 
 /// Every scalar function's name: Weir's own and the library's.
 pub(crate) fn function_names() -> impl Iterator<Item = &'static str> {
@@ -148,6 +183,15 @@ const FUNCTIONS: &[&str] = &[
     "char_length",
     "concat",
     "coalesce",
+    "cardinality",
+    "array_contains",
+    "json_get",
+    "json_get_str",
+    "json_get_int",
+    "json_get_float",
+    "json_get_bool",
+    "json_length",
+    "json_contains",
 ];
 
 #[derive(Clone, Debug)]
@@ -174,6 +218,8 @@ enum Node {
     Shift(Box<Node>, i64),
     /// The difference of two timestamps, in seconds (exact to the microsecond, then f64).
     TsDiff(Box<Node>, Box<Node>),
+    /// A list's element by its 1-based position (negative from the end): `tags[1]`.
+    Index(Box<Node>, Box<Node>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -454,11 +500,25 @@ impl Compiler<'_> {
                     }
                     _ => {}
                 }
-                for a in access_chain {
-                    match a {
-                        sql::AccessExpr::Dot(E::Identifier(i)) => parts.push(i.clone()),
-                        _ => parts.clear(),
+                // Dotted names first, then list subscripts (`user.tags[1]`).
+                let dots = access_chain
+                    .iter()
+                    .take_while(|a| matches!(a, sql::AccessExpr::Dot(E::Identifier(_))))
+                    .count();
+                for a in &access_chain[..dots] {
+                    if let sql::AccessExpr::Dot(E::Identifier(i)) = a {
+                        parts.push(i.clone());
                     }
+                }
+                if dots < access_chain.len() && !parts.is_empty() {
+                    let mut base = match parts.len() {
+                        1 => self.field(&parts[0])?,
+                        _ => self.compile_node(&E::CompoundIdentifier(parts))?,
+                    };
+                    for a in &access_chain[dots..] {
+                        base = self.subscript(e, base, a)?;
+                    }
+                    return Ok(base);
                 }
                 if parts.len() == access_chain.len() + 1 {
                     self.compile_node(&E::CompoundIdentifier(parts))
@@ -730,6 +790,41 @@ impl Compiler<'_> {
                 Some("Weir supports fields, literals, arithmetic, comparisons, AND/OR/NOT, IS NULL, BETWEEN, IN, LIKE, CASE, CAST and scalar functions".into()),
             )),
         }
+    }
+
+    /// `base[index]`, `base` being a list.
+    fn subscript(
+        &mut self,
+        e: &sql::Expr,
+        (base, ty): (Node, Ty),
+        access: &sql::AccessExpr,
+    ) -> Result<(Node, Ty), ExprError> {
+        let sql::AccessExpr::Subscript(sql::Subscript::Index { index }) = access else {
+            return Err(self.err(
+                e,
+                format!("`{e}` is not supported in Weir expressions"),
+                Some("a list's element is read by its position, such as tags[1]; a nested field by its dotted path, such as user.id".into()),
+            ));
+        };
+        let Some(FieldType::List(elem)) = ty else {
+            return Err(self.err(
+                e,
+                format!("only a list can be indexed, but this is {}", type_name(ty)),
+                Some("declare the field as a list, such as schema = { tags = \"list<string>\" }; json_get reads from json".into()),
+            ));
+        };
+        let (i, ti) = self.compile(index)?;
+        if !matches!(ti, Some(FieldType::I64 | FieldType::U64) | None) {
+            return Err(self.err(
+                index,
+                format!(
+                    "a list index is a whole number, but this is {}",
+                    type_name(ti)
+                ),
+                Some("positions count from 1; -1 is the last element".into()),
+            ));
+        }
+        Ok((Node::Index(boxed(base), boxed(i)), Some(elem.field_type())))
     }
 
     fn field(&self, ident: &sql::Ident) -> Result<(Node, Ty), ExprError> {
@@ -1113,6 +1208,72 @@ impl Compiler<'_> {
                 arity(1)?;
                 stringy(Func::Length, FieldType::I64, compiled, self)
             }
+            "cardinality" => {
+                arity(1)?;
+                let (n, t) = compiled.into_iter().next().expect("arity checked");
+                if !matches!(t, Some(FieldType::List(_)) | None) {
+                    return Err(self.err(
+                        args[0],
+                        format!("`cardinality` counts a list's elements, but this is {}", type_name(t)),
+                        Some("json_length counts a JSON array's elements; length a string's characters".into()),
+                    ));
+                }
+                Ok((Node::Func(Func::Cardinality, vec![n]), Some(FieldType::U64)))
+            }
+            "array_contains" => {
+                arity(2)?;
+                let mut it = compiled.into_iter();
+                let ((l, tl), (x, tx)) = (it.next().expect("arity"), it.next().expect("arity"));
+                let Some(FieldType::List(elem)) = tl else {
+                    return Err(self.err(
+                        args[0],
+                        format!("`array_contains` looks in a list, but this is {}", type_name(tl)),
+                        None,
+                    ));
+                };
+                let et = elem.field_type();
+                let comparable = tx.is_none()
+                    || tx == Some(et)
+                    || tx.is_some_and(|t| t.is_numeric() && et.is_numeric());
+                if !comparable {
+                    return Err(self.err(
+                        args[1],
+                        format!("a list<{et}> cannot hold {}", type_name(tx)),
+                        Some(format!("look for a value of type {et}, or CAST it")),
+                    ));
+                }
+                Ok((Node::Func(Func::ArrayContains, vec![l, x]), Some(FieldType::Bool)))
+            }
+            j if JSON_FUNCTIONS.iter().any(|(n, ..)| *n == j) => {
+                let &(_, out, ty) = JSON_FUNCTIONS.iter().find(|(n, ..)| *n == j).expect("found");
+                if args.is_empty() {
+                    return Err(self.err(
+                        e,
+                        format!("`{name}` takes JSON text and then keys and positions"),
+                        Some(format!("{name}(payload, 'sensor', 'readings', 0)")),
+                    ));
+                }
+                for (k, (_, t)) in compiled.iter().enumerate() {
+                    let ok = match k {
+                        0 => matches!(t, Some(FieldType::Json | FieldType::String) | None),
+                        _ => matches!(t, Some(FieldType::String | FieldType::I64 | FieldType::U64) | None),
+                    };
+                    if !ok {
+                        return Err(self.err(
+                            args[k],
+                            match k {
+                                0 => format!("`{name}` reads JSON text (a json or string field), but this is {}", type_name(*t)),
+                                _ => format!("a JSON path step is a key (string) or a 0-based array position (integer), but this is {}", type_name(*t)),
+                            },
+                            None,
+                        ));
+                    }
+                }
+                Ok((
+                    Node::Func(Func::Json(out), compiled.into_iter().map(|(n, _)| n).collect()),
+                    Some(ty),
+                ))
+            }
             "concat" => Ok((
                 Node::Concat(compiled.into_iter().map(|(n, _)| n).collect()),
                 Some(FieldType::String),
@@ -1280,6 +1441,7 @@ fn target_type(dt: &sql::DataType) -> Option<FieldType> {
         "bool" | "boolean" => FieldType::Bool,
         "string" | "varchar" | "text" | "char" => FieldType::String,
         "timestamp" => FieldType::Timestamp,
+        "json" => FieldType::Json,
         _ if s.starts_with("varchar") || s.starts_with("char") => FieldType::String,
         _ => return None,
     })
@@ -1585,6 +1747,21 @@ fn eval(n: &Node, row: &[Value]) -> Value {
                 _ => Value::Null,
             }
         }
+        Node::Index(list, at) => {
+            let (mut tl, mut ti) = (Value::Null, Value::Null);
+            let (Value::List(items), Some(k)) = (
+                eval_ref(list, row, &mut tl),
+                eval_ref(at, row, &mut ti).as_i64(),
+            ) else {
+                return Value::Null;
+            };
+            let n = items.len() as i64;
+            let k = if k < 0 { n + k } else { k - 1 };
+            match (0..n).contains(&k) {
+                true => items[k as usize].clone(),
+                false => Value::Null,
+            }
+        }
     }
 }
 
@@ -1701,6 +1878,13 @@ pub fn cast(v: &Value, to: FieldType) -> Value {
                 .unwrap_or(Value::Null),
             None => Value::Null,
         },
+        // A value's JSON text (a string quoted, a timestamp as its RFC 3339 string).
+        (_, FieldType::Json) => {
+            let mut out = Vec::new();
+            crate::encode::json_text(v, &mut out);
+            Value::Str(SmolStr::new(String::from_utf8_lossy(&out)))
+        }
+        (_, FieldType::List(_)) => Value::Null,
     }
 }
 
@@ -1752,7 +1936,110 @@ fn func(f: Func, args: &[Node], row: &[Value]) -> Value {
         Func::Upper => Value::Str(SmolStr::new(a.as_str().unwrap_or("").to_uppercase())),
         Func::Trim => Value::Str(SmolStr::new(a.as_str().unwrap_or("").trim())),
         Func::Length => Value::I64(a.as_str().unwrap_or("").chars().count() as i64),
+        Func::Cardinality => match a {
+            Value::List(items) => Value::U64(items.len() as u64),
+            _ => Value::Null,
+        },
+        Func::ArrayContains => {
+            let mut t2 = Value::Null;
+            let x = eval_ref(&args[1], row, &mut t2);
+            match a {
+                // As `x IN (elements)`: TRUE if found, NULL if not found but some element
+                // (or `x`) is NULL, else FALSE.
+                Value::List(items) if !x.is_null() => {
+                    if items.iter().any(|v| v == x) {
+                        Value::Bool(true)
+                    } else if items.iter().any(Value::is_null) {
+                        Value::Null
+                    } else {
+                        Value::Bool(false)
+                    }
+                }
+                _ => Value::Null,
+            }
+        }
+        Func::Json(out) => {
+            let Some(text) = a.as_str() else {
+                return Value::Null;
+            };
+            // Each step parses one level, borrowing the values below it as raw text.
+            use serde_json::value::RawValue;
+            let mut at: &str = text;
+            for step in &args[1..] {
+                let mut t2 = Value::Null;
+                let next: Option<&RawValue> = match eval_ref(step, row, &mut t2) {
+                    Value::Str(k) => json_member(at, k),
+                    Value::I64(i) => usize::try_from(*i).ok().and_then(|i| {
+                        serde_json::from_str::<Vec<&RawValue>>(at)
+                            .ok()
+                            .and_then(|a| a.get(i).copied())
+                    }),
+                    Value::U64(i) => serde_json::from_str::<Vec<&RawValue>>(at)
+                        .ok()
+                        .and_then(|a| a.get(*i as usize).copied()),
+                    _ => None,
+                };
+                match next {
+                    Some(v) => at = v.get(),
+                    None if out == JsonOut::Contains
+                        && serde_json::from_str::<&RawValue>(text).is_ok() =>
+                    {
+                        return Value::Bool(false)
+                    }
+                    None => return Value::Null,
+                }
+            }
+            json_out(out, at)
+        }
     }
+}
+
+/// The value of member `key` of the JSON object `text` (the last, if it appears twice).
+fn json_member<'a>(text: &'a str, key: &str) -> Option<&'a serde_json::value::RawValue> {
+    let members: std::collections::HashMap<
+        std::borrow::Cow<'a, str>,
+        &'a serde_json::value::RawValue,
+    > = serde_json::from_str(text).ok()?;
+    members.get(key).copied()
+}
+
+/// What a `json_get...` function gives for the JSON value `text` its path leads to.
+fn json_out(out: JsonOut, text: &str) -> Value {
+    use serde_json::value::RawValue;
+    use serde_json::{from_str, Value as J};
+    let text = text.trim();
+    if out == JsonOut::Contains {
+        return Value::Bool(from_str::<&RawValue>(text).is_ok());
+    }
+    if text == "null" {
+        return Value::Null;
+    }
+    let v = match out {
+        JsonOut::Json => from_str::<&RawValue>(text)
+            .ok()
+            .map(|_| Value::Str(SmolStr::new(crate::decode::compact_json(text)))),
+        JsonOut::Str => from_str::<String>(text)
+            .ok()
+            .map(|s| Value::Str(SmolStr::new(s))),
+        JsonOut::Int => from_str::<i64>(text).ok().map(Value::I64),
+        JsonOut::Float => match from_str::<J>(text) {
+            Ok(J::Number(n)) => n.as_f64().map(Value::F64),
+            _ => None,
+        },
+        JsonOut::Bool => from_str::<bool>(text).ok().map(Value::Bool),
+        JsonOut::Length => match text.as_bytes().first() {
+            Some(b'[') => from_str::<Vec<&RawValue>>(text).ok().map(|a| a.len()),
+            Some(b'{') => {
+                from_str::<std::collections::HashMap<std::borrow::Cow<str>, &RawValue>>(text)
+                    .ok()
+                    .map(|o| o.len())
+            }
+            _ => None,
+        }
+        .map(|n| Value::U64(n as u64)),
+        JsonOut::Contains => unreachable!("answered above"),
+    };
+    v.unwrap_or(Value::Null)
 }
 
 #[cfg(test)]

@@ -517,7 +517,8 @@ pub(super) fn fields_of(n: &Node, out: &mut Vec<usize>) {
         | Node::Or(a, b)
         | Node::Cmp(_, _, a, b)
         | Node::Arith(_, _, a, b)
-        | Node::TsDiff(a, b) => {
+        | Node::TsDiff(a, b)
+        | Node::Index(a, b) => {
             fields_of(a, out);
             fields_of(b, out);
         }

@@ -34,7 +34,7 @@ impl KeyKind {
             [t @ (FieldType::I64 | FieldType::U64 | FieldType::Timestamp | FieldType::Bool)] => {
                 KeyKind::Int(*t)
             }
-            [FieldType::String] => KeyKind::Str,
+            [FieldType::String | FieldType::Json] => KeyKind::Str,
             ts => {
                 let types: Vec<DataType> = ts.iter().map(|t| crate::chunk::data_type(*t)).collect();
                 KeyKind::Rows(

@@ -18,7 +18,7 @@ pub fn key_hash(values: &[Value], group_by: &[usize]) -> u64 {
             Value::U64(v) => return hash_int(*v as i64),
             Value::Bool(b) => return hash_int(i64::from(*b)),
             Value::Str(s) => return hash_bytes(s.as_bytes()),
-            Value::F64(_) => {}
+            Value::F64(_) | Value::List(_) => {}
         }
     }
     let mut h = KeyHasher(0);
