@@ -653,3 +653,31 @@ fn closed_stdout_ends_the_run_quietly() {
     );
     assert!(stderr(&out).contains("stopped after"), "{}", stderr(&out));
 }
+
+/// The bundled nested-events pipeline (dotted paths, a list unnested into a window, a json
+/// payload read by json_get) gives the hand-checked results in every mode and worker count,
+/// and dead-letters the event whose list holds a number.
+#[test]
+fn nested_device_events_exact_in_every_configuration() {
+    let want = |f: &str| {
+        json_multiset(&std::fs::read_to_string(root().join("cli/tests/expected").join(f)).unwrap())
+    };
+    for config in configurations() {
+        let dir = workspace();
+        let mut args = vec!["run", "pipelines/device-alarms-nested.toml"];
+        args.extend(&config);
+        let r = weir(dir.path(), &args, "");
+        ok(&r);
+        for f in ["alarm-counts.jsonl", "flat-events.jsonl"] {
+            let got = std::fs::read_to_string(dir.path().join("out").join(f)).unwrap();
+            assert_eq!(json_multiset(&got), want(f), "{f} {config:?}");
+        }
+        let dead = json_lines(&dir.path().join("device-alarms-nested.deadletter.jsonl"));
+        assert_eq!(dead.len(), 1, "{config:?}");
+        assert_eq!(dead[0]["line"], 8);
+        assert_eq!(
+            dead[0]["reason"],
+            "field `alarms`: element 2: expected string, found number 3"
+        );
+    }
+}

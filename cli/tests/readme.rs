@@ -135,6 +135,7 @@ fn the_readme_reference_lists_exactly_the_config_keys() {
         ("Source `kafka`", "components/kafka.rs", "KafkaSourceConfig"),
         ("Transform `filter`", "components/filter.rs", "FilterConfig"),
         ("Transform `map`", "components/map.rs", "MapConfig"),
+        ("Transform `unnest`", "components/unnest.rs", "UnnestConfig"),
         ("Transform `window`", "components/window.rs", "WindowConfig"),
         ("Transform `join`", "components/join.rs", "JoinConfig"),
         ("Sink `stdout`", "components/sinks.rs", "StdoutConfig"),

@@ -896,6 +896,59 @@ mod tests {
         assert_eq!(r.values[4], Value::Null);
     }
 
+    /// A `json` field keeps its text (keys in their order, whitespace between tokens dropped,
+    /// none inside strings); a list's elements are read as its element type, a wrong one
+    /// making the record bad.
+    #[test]
+    fn json_text_and_lists() {
+        use crate::value::ListOf;
+        let schema = Schema::new(vec![
+            Field::new("id", FieldType::U64),
+            Field::new("ts", FieldType::Timestamp),
+            Field::new("j", FieldType::Json),
+            Field::new("t", FieldType::List(ListOf::Timestamp)),
+        ])
+        .with_time("ts")
+        .with_id("id");
+        let s = DecodeSpec::new("s", schema, TimeFormat::Iso8601, false, OnError::DeadLetter);
+        let line = |rest: &str| format!(r#"{{"id": 1, "ts": "2026-01-01T00:00:00Z", {rest}}}"#);
+        let r = s
+            .decode_json(
+                &line(
+                    r#""j": { "z" : [1, "a  b\" c"] ,"a":{}}, "t": ["2026-01-01T00:00:01Z", null]"#,
+                ),
+                "f",
+                1,
+            )
+            .unwrap();
+        assert_eq!(
+            r.values[2],
+            Value::Str(r#"{"z":[1,"a  b\" c"],"a":{}}"#.into())
+        );
+        assert_eq!(
+            r.values[3],
+            Value::List(vec![Value::Ts(1_767_225_601_000_000), Value::Null].into())
+        );
+        let r = s
+            .decode_json(&line(r#""j": null, "t": []"#), "f", 1)
+            .unwrap();
+        assert_eq!(
+            (&r.values[2], &r.values[3]),
+            (&Value::Null, &Value::List(Vec::new().into()))
+        );
+        let err = s
+            .decode_json(&line(r#""t": ["2026-01-01T00:00:01Z", "noon"]"#), "f", 1)
+            .unwrap_err();
+        assert!(err.contains("field `t`: element 2: `noon` is not"), "{err}");
+        let err = s
+            .decode_json(&line(r#""t": "2026-01-01T00:00:01Z""#), "f", 1)
+            .unwrap_err();
+        assert!(
+            err.contains("field `t`: expected list<timestamp>, found string"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn field_names_are_found_from_any_starting_point() {
         let names: FieldNames = [("a", 0), ("bb", 3), ("c", 7)].into_iter().collect();

@@ -3,8 +3,10 @@
 //!
 //! A field's type is the narrowest that holds every value seen: `bool`, then `i64` (integers
 //! that fit), `u64` (larger ones), `f64` (any number), `timestamp` (strings that all read as
-//! one [`TimeFormat`]), and `string` for anything else — mixed kinds, or values a JSON object or
-//! array. A field seen only as NULL (or empty CSV cells) is a `string`, and said so. The event
+//! one [`TimeFormat`]), and `string` for anything else (mixed kinds). A JSON array whose
+//! elements are all of one of those kinds is a list of it (`list<string>`); a field holding JSON
+//! objects, arrays of mixed or nested values, or such values beside others is `json`. A field
+//! seen only as NULL (or empty CSV cells) is a `string`, and said so. The event
 //! time is the timestamp field named like one (`ts`, `timestamp`, `time`, `event_time`, …, or
 //! ending in `_at`/`_time`), else the first timestamp field; a number field named like one whose
 //! values all look like epoch seconds or milliseconds of 2001–2286 is one too.
@@ -94,8 +96,11 @@ struct Seen {
     /// Strings, and which of [`TEXT_FORMATS`] read every one so far.
     strings: usize,
     text_formats: Vec<bool>,
-    /// Other JSON values (objects, arrays).
-    nested: usize,
+    /// JSON objects.
+    objects: usize,
+    /// JSON arrays, and what their elements were.
+    arrays: usize,
+    elements: Option<Box<Seen>>,
     /// The least and largest number seen (for epoch times).
     min: f64,
     max: f64,
@@ -110,6 +115,17 @@ impl Seen {
             max: f64::NEG_INFINITY,
             ..Seen::default()
         }
+    }
+
+    /// Whether the values other than NULLs were all of one scalar kind (and some were seen).
+    fn single_kind(&self) -> bool {
+        let kinds = [
+            self.bools,
+            self.ints + self.big + self.floats,
+            self.strings,
+            self.objects + self.arrays,
+        ];
+        self.objects + self.arrays == 0 && kinds.iter().filter(|&&k| k > 0).count() == 1
     }
 
     fn number(&mut self, v: f64) {
@@ -165,18 +181,37 @@ impl Seen {
                 self.number(n.as_f64().unwrap_or(0.0));
             }
             J::String(s) => self.string(s, formats),
-            J::Array(_) | J::Object(_) => self.nested += 1,
+            J::Array(items) => {
+                self.arrays += 1;
+                let e = self.elements.get_or_insert_with(|| Box::new(Seen::new("")));
+                items.iter().for_each(|v| e.json(v, formats));
+            }
+            J::Object(_) => self.objects += 1,
         }
     }
 
     /// The field's type, and the index of the text format of its times, if it holds times.
     fn ty(&self) -> (FieldType, Option<usize>) {
-        let kinds = [
-            self.bools,
-            self.ints + self.big + self.floats,
-            self.strings,
-            self.nested,
-        ];
+        if self.objects + self.arrays > 0 {
+            // Arrays only, of scalars of one kind (ISO 8601 times, which lists read by
+            // default): a list of that kind. Anything else nested: JSON, which holds any value.
+            let elem = self.elements.as_ref().map(|e| e.ty());
+            let only_arrays = self.objects == 0
+                && self.bools + self.ints + self.big + self.floats + self.strings == 0;
+            return match elem {
+                Some((t, f)) if only_arrays && matches!(f, None | Some(0)) => {
+                    match crate::value::ListOf::of(t) {
+                        // Arrays that held only NULLs or nothing say nothing of a type.
+                        Some(l) if self.elements.as_ref().is_some_and(|e| e.single_kind()) => {
+                            (FieldType::List(l), None)
+                        }
+                        _ => (FieldType::Json, None),
+                    }
+                }
+                _ => (FieldType::Json, None),
+            };
+        }
+        let kinds = [self.bools, self.ints + self.big + self.floats, self.strings];
         if kinds.iter().filter(|&&k| k > 0).count() != 1 {
             // Mixed kinds (or only NULLs): a string holds any of them.
             return (FieldType::String, None);
@@ -228,9 +263,9 @@ fn finish(seen: Vec<Seen>, records: usize, mut notes: Vec<String>) -> Inferred {
                 "`{}` was NULL in every record read: typed string",
                 s.name
             ));
-        } else if s.nested > 0 && ty == FieldType::String {
+        } else if ty == FieldType::Json {
             notes.push(format!(
-                "`{}` holds JSON objects or arrays: typed string, which such a value does not fit",
+                "`{}` holds JSON objects or arrays of mixed values: typed json (read it with json_get_str(...) and friends)",
                 s.name
             ));
         }
@@ -409,8 +444,8 @@ mod tests {
     #[test]
     fn jsonl_types_nulls_and_mixed_columns() {
         let s = infer_jsonl(
-            r#"{"id": 1, "at": "2026-03-01T10:00:00Z", "n": 1, "x": 1, "big": 18446744073709551615, "s": "a", "o": {"k": 1}, "z": null}
-{"id": 2, "at": "2026-03-01T10:00:01Z", "n": 2.5, "x": "one", "big": 1, "s": "b", "o": [1], "z": null}
+            r#"{"id": 1, "at": "2026-03-01T10:00:00Z", "n": 1, "x": 1, "big": 18446744073709551615, "s": "a", "o": {"k": 1}, "z": null, "l": [1, null], "e": [], "m": [1]}
+{"id": 2, "at": "2026-03-01T10:00:01Z", "n": 2.5, "x": "one", "big": 1, "s": "b", "o": [1], "z": null, "l": [2.5], "e": [], "m": ["a"]}
 not json
 "#,
         );
@@ -423,19 +458,23 @@ not json
                 ("x".to_string(), FieldType::String),
                 ("big".to_string(), FieldType::U64),
                 ("s".to_string(), FieldType::String),
-                ("o".to_string(), FieldType::String),
+                ("o".to_string(), FieldType::Json),
                 ("z".to_string(), FieldType::String),
+                ("l".to_string(), FieldType::List(crate::value::ListOf::F64)),
+                ("e".to_string(), FieldType::Json),
+                ("m".to_string(), FieldType::Json),
             ]
         );
         assert_eq!(s.time_field.as_deref(), Some("at"));
         assert_eq!(s.time_format, None);
         assert_eq!(s.records, 2);
-        assert_eq!(s.notes.len(), 3, "{:?}", s.notes);
+        assert_eq!(s.notes.len(), 5, "{:?}", s.notes);
         assert!(s
             .notes
             .iter()
             .any(|n| n.contains("`z` was NULL in every record")));
         assert!(s.notes.iter().any(|n| n.contains("`o` holds JSON objects")));
+        assert!(s.notes.iter().any(|n| n.contains("`m` holds JSON objects")));
         assert!(s
             .notes
             .iter()

@@ -213,3 +213,45 @@ impl UnnestSpec {
 pub fn stage(name: &str, spec: Arc<UnnestSpec>, metrics: Arc<ComponentMetrics>) -> Stage {
     Stage::new(name, metrics, move |c| spec.apply(c))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Field, Record};
+    use crate::value::{FieldType, ListOf, Value};
+
+    /// `keep_empty`: an empty or NULL list gives one record with a NULL element and index;
+    /// the roles after the list move past the index field.
+    #[test]
+    fn keep_empty_and_roles() {
+        let mut input = Schema::new(vec![
+            Field::new("n", FieldType::List(ListOf::I64)),
+            Field::new("ts", FieldType::Timestamp),
+            Field::new("id", FieldType::U64),
+        ]);
+        input.time = Some(1);
+        input.id = Some(2);
+        let spec = UnnestSpec::new(&input, 0, "x", Some("i"), true);
+        assert_eq!((spec.schema().time, spec.schema().id), (Some(2), Some(3)));
+        let list = |v: &[i64]| Value::List(v.iter().map(|&x| Value::I64(x)).collect());
+        let rows = vec![
+            Record::new(vec![list(&[]), Value::Ts(1), Value::U64(1)]),
+            Record::new(vec![list(&[5, 6]), Value::Ts(2), Value::U64(2)]),
+            Record::new(vec![Value::Null, Value::Ts(3), Value::U64(3)]),
+        ];
+        let out = spec.apply(&Chunk::from_rows(&arrow_schema(&input), &rows));
+        let mut got = Vec::new();
+        out.push_rows(&mut got);
+        let row = |x: Value, i: Value, t, id| Record::new(vec![x, i, Value::Ts(t), Value::U64(id)]);
+        assert_eq!(
+            got,
+            vec![
+                row(Value::Null, Value::Null, 1, 1),
+                row(Value::I64(5), Value::U64(1), 2, 2),
+                row(Value::I64(6), Value::U64(2), 2, 2),
+                row(Value::Null, Value::Null, 3, 3),
+            ]
+        );
+        assert_eq!(spec.fields_read(&[false, true, false, true]), vec![0, 2]);
+    }
+}

@@ -2073,6 +2073,98 @@ mod tests {
         Expr::compile(text, &schema()).unwrap().eval(&row())
     }
 
+    /// Lists and JSON text, by hand: row and batch evaluation agree on each.
+    #[test]
+    fn lists_and_json_functions() {
+        use crate::value::ListOf;
+        let schema = Schema::new(vec![
+            Field::new("tags", FieldType::List(ListOf::String)),
+            Field::new("nums", FieldType::List(ListOf::I64)),
+            Field::new("j", FieldType::Json),
+            Field::new("s", FieldType::String),
+        ]);
+        let s = |x: &str| Value::Str(x.into());
+        let rows = [
+            vec![
+                Value::List(vec![s("a"), Value::Null, s("c")].into()),
+                Value::List(vec![Value::I64(3), Value::I64(-1)].into()),
+                s(r#"{"a b":{"x":[1,2.5,"t"]},"k\"q":true,"n":null,"e":{}}"#),
+                s("not json"),
+            ],
+            vec![
+                Value::Null,
+                Value::List(Vec::new().into()),
+                Value::Null,
+                Value::Null,
+            ],
+        ];
+        let cases: &[(&str, [Value; 2])] = &[
+            ("tags[1]", [s("a"), Value::Null]),
+            ("tags[2]", [Value::Null, Value::Null]),
+            ("tags[-1]", [s("c"), Value::Null]),
+            ("tags[0]", [Value::Null, Value::Null]),
+            ("tags[4]", [Value::Null, Value::Null]),
+            ("nums[1] + 1", [Value::I64(4), Value::Null]),
+            ("cardinality(tags)", [Value::U64(3), Value::Null]),
+            ("cardinality(nums)", [Value::U64(2), Value::U64(0)]),
+            // As `x IN (...)`: not found among NULLs is NULL.
+            (
+                "array_contains(tags, 'c')",
+                [Value::Bool(true), Value::Null],
+            ),
+            ("array_contains(tags, 'z')", [Value::Null, Value::Null]),
+            (
+                "array_contains(nums, 7)",
+                [Value::Bool(false), Value::Bool(false)],
+            ),
+            (
+                "json_get_int(j, 'a b', 'x', 0)",
+                [Value::I64(1), Value::Null],
+            ),
+            ("json_get_int(j, 'a b', 'x', 1)", [Value::Null, Value::Null]),
+            (
+                "json_get_float(j, 'a b', 'x', 1)",
+                [Value::F64(2.5), Value::Null],
+            ),
+            ("json_get_str(j, 'a b', 'x', 2)", [s("t"), Value::Null]),
+            ("json_get_str(j, 'a b', 'x', 3)", [Value::Null, Value::Null]),
+            ("json_get_bool(j, 'k\"q')", [Value::Bool(true), Value::Null]),
+            (
+                "json_get(j, 'a b')",
+                [s(r#"{"x":[1,2.5,"t"]}"#), Value::Null],
+            ),
+            ("json_get(j, 'n')", [Value::Null, Value::Null]),
+            ("json_length(j)", [Value::U64(4), Value::Null]),
+            ("json_length(j, 'e')", [Value::U64(0), Value::Null]),
+            ("json_length(j, 'a b', 'x')", [Value::U64(3), Value::Null]),
+            ("json_contains(j, 'n')", [Value::Bool(true), Value::Null]),
+            ("json_contains(j, 'zz')", [Value::Bool(false), Value::Null]),
+            ("json_get_str(s, 'a')", [Value::Null, Value::Null]),
+            ("json_contains(s, 'a')", [Value::Null, Value::Null]),
+            ("CAST(nums[2] AS json)", [s("-1"), Value::Null]),
+            ("CAST(s AS json)", [s(r#""not json""#), Value::Null]),
+        ];
+        for (text, want) in cases {
+            let e = Expr::compile(text, &schema).unwrap_or_else(|e| panic!("{text}: {e}"));
+            for (row, want) in rows.iter().zip(want) {
+                assert_eq!(&e.eval(row), want, "{text} over {row:?}");
+            }
+            let cols: Vec<_> = (0..4)
+                .map(|k| {
+                    crate::chunk::build_column(schema.fields[k].ty, rows.iter().map(|r| &r[k]))
+                })
+                .collect();
+            let out = e.eval_batch(&cols, 2, FieldType::String);
+            for (r, want) in want.iter().enumerate() {
+                assert_eq!(
+                    &crate::chunk::value_at(&out, r),
+                    want,
+                    "{text}, batch row {r}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn arithmetic_and_promotion() {
         assert_eq!(ev("temperature * 2"), Value::F64(43.0));
