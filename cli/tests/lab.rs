@@ -722,3 +722,76 @@ fn joins_on_two_processes_give_the_results_of_one() {
         }
     }
 }
+
+/// Lists and `json` fields cross between processes (Arrow IPC): a directory of two files is
+/// read by both processes, and process 0's sink writes every record, lists and JSON as read,
+/// and the elements unnested on process 1.
+#[test]
+fn lists_and_json_cross_processes() {
+    let dir = workspace();
+    std::fs::create_dir(dir.path().join("in")).unwrap();
+    write(
+        dir.path(),
+        "in/a.jsonl",
+        "{\"id\":1,\"ts\":\"2026-03-01T10:00:00Z\",\"tags\":[\"x\",null],\"j\":{\"b\":[1,{}]}}\n",
+    );
+    write(
+        dir.path(),
+        "in/b.jsonl",
+        "{\"id\":2,\"ts\":\"2026-03-01T10:00:01Z\",\"tags\":[\"y\",\"z\"],\"j\":\"s\"}\n",
+    );
+    let p = write(
+        dir.path(),
+        "p.toml",
+        r#"[sources.s]
+type = "file"
+path = "in"
+format = "jsonl"
+schema = { id = "u64", ts = "timestamp", tags = "list<string>", j = "json" }
+[transforms.u]
+type = "unnest"
+inputs = ["s"]
+field = "tags"
+as = "tag"
+[transforms.m]
+type = "map"
+inputs = ["u"]
+select = ["id", "tag", "j"]
+[sinks.out]
+type = "file"
+inputs = ["s"]
+path = "out.jsonl"
+[sinks.elements]
+type = "file"
+inputs = ["m"]
+path = "elements.jsonl"
+"#,
+    );
+    let want = json_multiset(
+        r#"{"id":1,"ts":"2026-03-01T10:00:00.000Z","tags":["x",null],"j":{"b":[1,{}]}}
+{"id":2,"ts":"2026-03-01T10:00:01.000Z","tags":["y","z"],"j":"s"}"#,
+    );
+    let want_elements = json_multiset(
+        r#"{"id":1,"tag":"x","j":{"b":[1,{}]}}
+{"id":1,"tag":null,"j":{"b":[1,{}]}}
+{"id":2,"tag":"y","j":"s"}
+{"id":2,"tag":"z","j":"s"}"#,
+    );
+    for mode in [
+        vec!["--mode", "continuous"],
+        vec!["--mode", "micro-batch", "--batch-interval", "20ms"],
+    ] {
+        let logs = on_two_processes(dir.path(), &p, &mode);
+        let read = |f: &str| json_multiset(&std::fs::read_to_string(dir.path().join(f)).unwrap());
+        assert_eq!(read("cluster.jsonl"), want, "{mode:?}\n{}", logs.join("\n"));
+        assert_eq!(read("elements.jsonl"), want_elements, "{mode:?}");
+        // Each process read one of the files.
+        for log in &logs {
+            let line = log
+                .lines()
+                .find(|l| l.trim_start().starts_with("sources.s "))
+                .unwrap();
+            assert!(line.split_whitespace().nth(2) == Some("1"), "{log}");
+        }
+    }
+}
