@@ -45,6 +45,7 @@ fn structs(text: &str) -> Vec<(String, String, Vec<Key>)> {
         let mut keys = Vec::new();
         let mut field_doc = Vec::new();
         let mut rename = None;
+        let mut defaulted = false;
         for l in &lines[i + 1..] {
             let l = l.trim();
             if l.starts_with('}') {
@@ -54,11 +55,18 @@ fn structs(text: &str) -> Vec<(String, String, Vec<Key>)> {
                 field_doc.push(d.trim().to_string());
             } else if let Some(r) = l.strip_prefix("#[serde(rename = \"") {
                 rename = r.split('"').next().map(String::from);
+            } else if l.starts_with("#[serde(default") {
+                // A key serde fills in when absent: optional, as an `Option` is.
+                defaulted = true;
             } else if let Some(f) = l.strip_prefix("pub ") {
                 let (field, ty) = f.split_once(':').unwrap_or((f, ""));
+                let ty = ty.trim().trim_end_matches(',').to_string();
                 keys.push(Key {
                     name: rename.take().unwrap_or_else(|| field.trim().to_string()),
-                    ty: ty.trim().trim_end_matches(',').to_string(),
+                    ty: match std::mem::take(&mut defaulted) {
+                        true => format!("Option<{ty}>"),
+                        false => ty,
+                    },
                     doc: field_doc.join(" "),
                 });
                 field_doc.clear();

@@ -138,12 +138,16 @@ enum Command {
     /// pipeline keys to paste into a file source (`schema = { ... }` and its timestamp keys).
     Schema {
         /// The file to read.
-        #[arg(required_unless_present = "pipeline")]
+        #[arg(required_unless_present_any = ["pipeline", "reference"])]
         file: Option<PathBuf>,
         /// Print the JSON Schema of pipeline files instead (for editors), each key described
         /// by its own documentation.
-        #[arg(long, conflicts_with_all = ["file", "format", "delimiter"])]
+        #[arg(long, conflicts_with_all = ["file", "format", "delimiter", "reference"])]
         pipeline: bool,
+        /// Print the reference of every component's keys instead (Markdown tables: key, type,
+        /// meaning), as the README has it.
+        #[arg(long, conflicts_with_all = ["file", "format", "delimiter"])]
+        reference: bool,
         /// jsonl or csv (default: csv for a .csv or .tsv file, jsonl otherwise).
         #[arg(long)]
         format: Option<String>,
@@ -478,13 +482,19 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Schema {
+            reference: true, ..
+        } => {
+            print!("{}", weir_engine::pipeline_schema::reference());
+            ExitCode::SUCCESS
+        }
+        Command::Schema {
             file,
             format,
             delimiter,
             ..
         } => match file {
             Some(file) => infer_schema(&file, format.as_deref(), delimiter),
-            None => unreachable!("clap requires FILE without --pipeline"),
+            None => unreachable!("clap requires FILE without --pipeline or --reference"),
         },
         Command::Completions { shell } => {
             use clap::CommandFactory;

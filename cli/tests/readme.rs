@@ -77,93 +77,52 @@ fn every_toml_example_in_the_readme_is_checked() {
     }
 }
 
-/// The fields of `pub struct name` in Rust source `text`, as pipeline keys (serde renames
-/// applied).
-fn struct_keys(text: &str, name: &str) -> Vec<String> {
-    let start = text
-        .find(&format!("pub struct {name} {{"))
-        .unwrap_or_else(|| panic!("no struct {name}"));
-    let body = &text[start..];
-    let body = &body[..body.find("\n}").unwrap()];
-    let mut keys = Vec::new();
-    let mut rename: Option<String> = None;
-    for line in body.lines().skip(1) {
-        let l = line.trim();
-        if let Some(r) = l.strip_prefix("#[serde(rename = \"") {
-            rename = Some(r.split('"').next().unwrap().to_string());
-        } else if let Some(f) = l.strip_prefix("pub ") {
-            let field = f.split(':').next().unwrap().trim().to_string();
-            keys.push(rename.take().unwrap_or(field));
-        }
-    }
-    keys
-}
-
-/// The keys a README reference section lists: every backticked word of its tables' first
-/// column.
-fn readme_keys(readme: &str, heading: &str) -> Vec<String> {
+/// The first table of README section `### heading`, as written.
+fn readme_table(readme: &str, heading: &str) -> String {
     let start = readme
         .find(&format!("\n### {heading}\n"))
         .unwrap_or_else(|| panic!("README.md has no section ### {heading}"));
     let section = &readme[start + 1..];
     let end = section[4..].find("\n## ").map_or(section.len(), |e| e + 4);
     let end = end.min(section[4..].find("\n### ").map_or(section.len(), |e| e + 4));
-    let mut keys = Vec::new();
-    for line in section[..end].lines().filter(|l| l.starts_with("| `")) {
-        let first = line.split('|').nth(1).unwrap();
-        keys.extend(first.split('`').skip(1).step_by(2).map(String::from));
+    let mut table = String::new();
+    for line in section[..end]
+        .lines()
+        .skip_while(|l| !l.starts_with("| key"))
+        .take_while(|l| l.starts_with('|'))
+    {
+        table.push_str(line);
+        table.push('\n');
     }
-    keys
+    table
 }
 
-/// Every key of every component's config struct is in the README's reference for it, and the
-/// reference names no key the struct lacks (`type` and `inputs` are every component's).
+/// The README's reference is generated from the config structs' doc comments: each section's
+/// key table is exactly what `weir schema --reference` prints for it (every key, its type,
+/// whether it is required, and its doc comment), so a key added, removed or redocumented in a
+/// struct fails here until the README says the same.
 #[test]
-fn the_readme_reference_lists_exactly_the_config_keys() {
+fn the_readme_reference_is_the_config_structs_documentation() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let src = |f: &str| std::fs::read_to_string(root().join("engine/src").join(f)).unwrap();
-    let sections = [
-        ("`[pipeline]`", "spec.rs", "PipelineConfig"),
-        (
-            "Source `generator`",
-            "components/generator.rs",
-            "GeneratorConfig",
-        ),
-        ("Source `file`", "components/file.rs", "FileSourceConfig"),
-        ("Source `stdin`", "components/stdin.rs", "StdinConfig"),
-        ("Source `tcp`", "components/tcp.rs", "TcpSourceConfig"),
-        ("Source `kafka`", "components/kafka.rs", "KafkaSourceConfig"),
-        ("Transform `filter`", "components/filter.rs", "FilterConfig"),
-        ("Transform `map`", "components/map.rs", "MapConfig"),
-        ("Transform `unnest`", "components/unnest.rs", "UnnestConfig"),
-        ("Transform `window`", "components/window.rs", "WindowConfig"),
-        ("Transform `join`", "components/join.rs", "JoinConfig"),
-        ("Sink `stdout`", "components/sinks.rs", "StdoutConfig"),
-        ("Sink `file`", "components/sinks.rs", "FileSinkConfig"),
-        ("Sink `tcp`", "components/tcp.rs", "TcpSinkConfig"),
-        ("Sink `kafka`", "components/kafka.rs", "KafkaSinkConfig"),
-    ];
     let mut problems = Vec::new();
-    for (heading, file, name) in sections {
-        let keys = struct_keys(&src(file), name);
-        let listed = readme_keys(&readme, heading);
-        for k in &keys {
-            if !listed.contains(k) {
-                problems.push(format!("{heading}: `{k}` ({name}) is not in the README"));
-            }
-        }
-        for k in &listed {
-            let key = k.split(['.', ' ', '=']).next().unwrap();
-            let common = ["type", "inputs"].contains(&key);
-            if !common
-                && !keys.iter().any(|s| s == key)
-                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-            {
-                problems.push(format!(
-                    "{heading}: the README lists `{k}`, which {name} lacks"
-                ));
-            }
+    for (heading, name, reads) in weir_engine::pipeline_schema::reference_sections() {
+        let want = weir_engine::pipeline_schema::reference_table(name, reads);
+        let got = readme_table(&readme, &heading);
+        if got != want {
+            problems.push(format!(
+                "### {heading}: the README's table is not {name}'s documentation; it should be:\n{want}"
+            ));
         }
     }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{}\n(`weir schema --reference` prints every table)",
+        problems.join("\n")
+    );
+    // And the command prints them all.
+    let out = weir(&root(), &["schema", "--reference"], "");
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed, weir_engine::pipeline_schema::reference());
+    assert!(printed.contains("### Transform `unnest`\n\n| key | type | meaning |"));
 }

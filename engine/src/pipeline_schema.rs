@@ -104,6 +104,94 @@ fn object(name: &str, extra: &[(&str, Value, bool)]) -> Value {
     })
 }
 
+/// What `inputs` means for the component configured by struct `name`.
+fn inputs_doc(name: &str) -> &'static str {
+    match name {
+        "JoinConfig" => {
+            "Exactly two: the left input, then the right (components or `ID.PORT` outputs)."
+        }
+        "WindowConfig" => {
+            "The components (or `ID.PORT` outputs) it reads; their records must have an event time."
+        }
+        _ => "The components (or `ID.PORT` outputs) it reads.",
+    }
+}
+
+/// How the README's reference names a Rust field type: `string`, `integer`, `list of strings`,
+/// `table`, ...
+fn type_words(ty: &str) -> String {
+    let ty = ty.trim();
+    for wrapper in ["Option<", "Spanned<", "Box<"] {
+        if let Some(inner) = ty.strip_prefix(wrapper) {
+            return type_words(&inner[..inner.len() - 1]);
+        }
+    }
+    if let Some(inner) = ty.strip_prefix("Vec<") {
+        return format!("list of {}s", type_words(&inner[..inner.len() - 1]));
+    }
+    if let Some(inner) = ty.strip_prefix("IndexMap<String,") {
+        return format!("table of {}s", type_words(&inner[..inner.len() - 1]));
+    }
+    match ty {
+        "String" => "string".into(),
+        "i64" | "u64" | "usize" | "u32" | "u16" => "integer".into(),
+        "f64" => "number".into(),
+        "bool" => "boolean".into(),
+        "SchemaDecl" => "table of strings, or `\"infer\"`".into(),
+        _ => "table".into(),
+    }
+}
+
+/// The README's reference table of config struct `name` (`| key | type | meaning |`, each
+/// meaning the key's doc comment), with `inputs` first when the component reads others.
+pub fn reference_table(name: &str, reads: bool) -> String {
+    let (_, _, keys) = docs(name).unwrap_or_else(|| panic!("no config struct {name}"));
+    let mut out = String::from("| key | type | meaning |\n|---|---|---|\n");
+    if reads {
+        out.push_str(&format!(
+            "| `inputs` | list of strings, required | {} |\n",
+            inputs_doc(name)
+        ));
+    }
+    for (key, ty, doc) in keys.iter() {
+        let required = match ty.starts_with("Option<") {
+            true => "",
+            false => ", required",
+        };
+        let doc = doc.replace('|', "\\|");
+        out.push_str(&format!(
+            "| `{key}` | {}{required} | {doc} |\n",
+            type_words(ty)
+        ));
+    }
+    out
+}
+
+/// The README heading of each section of the reference, with its struct: `[pipeline]`, then
+/// every component type.
+pub fn reference_sections() -> Vec<(String, &'static str, bool)> {
+    let mut v = vec![("`[pipeline]`".to_string(), "PipelineConfig", false)];
+    for (kind, ty, name) in CONFIG_STRUCTS {
+        let section = match kind {
+            Kind::Source => "Source",
+            Kind::Transform => "Transform",
+            Kind::Sink => "Sink",
+        };
+        v.push((format!("{section} `{ty}`"), name, *kind != Kind::Source));
+    }
+    v
+}
+
+/// The reference tables of every section, each under its `###` heading: what the README's
+/// reference holds (a test keeps the two the same).
+pub fn reference() -> String {
+    reference_sections()
+        .iter()
+        .map(|(heading, name, reads)| format!("### {heading}\n\n{}", reference_table(name, *reads)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The JSON Schema (draft 2020-12) of a pipeline file.
 pub fn json_schema() -> Value {
     let section = |kind: Kind| {
@@ -115,7 +203,7 @@ pub fn json_schema() -> Value {
                 if kind != Kind::Source {
                     extra.push((
                         "inputs",
-                        json!({ "type": "array", "items": { "type": "string" }, "description": "The components (or `ID.PORT` outputs) it reads." }),
+                        json!({ "type": "array", "items": { "type": "string" }, "description": inputs_doc(name) }),
                         true,
                     ));
                 }

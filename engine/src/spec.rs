@@ -29,7 +29,7 @@ pub struct PipelineConfig {
     pub name: Option<Spanned<String>>,
     /// What the pipeline is for.
     pub description: Option<String>,
-    /// Worker threads (default 1). `weir run --workers N` overrides it.
+    /// Worker threads, 1 to 1024 (default 1). `weir run --workers N` overrides it.
     pub workers: Option<Spanned<i64>>,
     /// "continuous" (default): records flow as they arrive and the event-time frontier follows
     /// them closely. "micro-batch": sources collect input and release it once per

@@ -26,8 +26,12 @@ pub struct FileSourceConfig {
     pub path: Spanned<String>,
     /// "jsonl" (one JSON object per line) or "csv" (with a header row).
     pub format: Spanned<String>,
-    /// The fields to read and their types: i64, u64, f64, bool, string or timestamp. Example:
-    /// `schema = { ts = "timestamp", device = "string", temperature = "f64" }`.
+    /// The fields to read and their types: i64, u64, f64, bool, string, timestamp, json, or
+    /// list<T> of one of the first six (see *Lists and JSON*); a dotted name such as "user.id"
+    /// reads a nested object. Example:
+    /// `schema = { ts = "timestamp", device = "string", temperature = "f64" }`. JSON keys not
+    /// in the schema are ignored; CSV files must have a column for every schema field (others
+    /// are ignored).
     /// `"infer"` reads the first records of the (first) file when the pipeline is validated
     /// and run, prints what it found, and then treats it as declared (a later record that does
     /// not fit is a bad record); `weir schema FILE` prints the same for pasting here.
@@ -41,7 +45,7 @@ pub struct FileSourceConfig {
     /// "%d/%b/%Y:%H:%M:%S %z".
     pub timestamp_format: Option<Spanned<String>>,
     /// The IANA time zone (such as "Asia/Seoul") of timestamps written without an offset
-    /// (default "UTC"). A local time that occurs twice when clocks go back is the earlier
+    /// (default "UTC"). Not for the epoch formats or "rfc3339". A local time that occurs twice when clocks go back is the earlier
     /// instant; one skipped when clocks go forward is read with the offset before the change.
     pub timezone: Option<Spanned<String>>,
     /// Where each record's event time comes from: "field" (default: the `timestamp_field`)
@@ -59,7 +63,8 @@ pub struct FileSourceConfig {
     /// reason to the output `ID.dead_letter`, or, when nothing reads that output, to the file
     /// `<pipeline>.deadletter.jsonl`), "skip" (count it only) or "fail" (stop the run).
     pub on_error: Option<Spanned<String>>,
-    /// The longest line (or CSV record) read, in bytes (default 16777216, 16 MiB). A longer
+    /// The longest line (or CSV record) read, in bytes, from 1024 to 1073741824 (default
+    /// 16777216, 16 MiB). A longer
     /// line is a bad record, dead-lettered by its first bytes; it never fills memory.
     pub max_line_bytes: Option<Spanned<i64>>,
     /// The CSV field delimiter, one character (default ",").

@@ -15,7 +15,8 @@ use crate::diag::Diag;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
-    /// A SQL boolean expression over the input's fields, such as
+    /// A SQL boolean expression over the input's fields (records for which it is FALSE or
+    /// NULL are dropped, and counted as `in` minus `out`), such as
     /// `"kind = 'reading' AND temperature > 30.0"`.
     pub condition: Spanned<String>,
 }

@@ -23,7 +23,16 @@ use crate::diag::Diag;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorConfig {
-    /// Which events: "iot", "clickstream" or "nexmark".
+    /// Which events. "iot": fields `id` (u64), `ts`, `kind` (`reading` 90%, `status` 7%,
+    /// `alarm` 3%), `device_id`, `temperature`, `humidity`, `pressure` (readings), `status`
+    /// (`online`/`offline`), `battery` (0–100, status updates), `alarm`, `severity` (alarms);
+    /// fields a kind lacks are NULL. "clickstream": `id`, `ts`, `event` (`page_view`, `click`,
+    /// `add_to_cart`, `purchase`), `user_id`, `device_id`, `page`. "nexmark" (an online
+    /// auction, as in the Nexmark benchmark): `id`, `ts`, `kind` (`person`, `auction`, `bid`),
+    /// `person_id` (the new person, the seller or the bidder), `name`, `city` (persons),
+    /// `auction_id` (auctions, bids), `category` (auctions), `price` (bids); in every 50
+    /// events one person registers, three auctions open (by recently registered sellers) and
+    /// 46 bids are placed.
     pub profile: Spanned<String>,
     /// How many events in all. Omit for an unbounded stream (stop it with Ctrl-C).
     pub events: Option<Spanned<i64>>,

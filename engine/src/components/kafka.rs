@@ -34,7 +34,8 @@ pub struct KafkaSourceConfig {
     pub brokers: Spanned<String>,
     /// The topics to read, such as ["sensors"].
     pub topics: Spanned<Vec<Spanned<String>>>,
-    /// The consumer group: where Weir commits its offsets. Give each pipeline its own.
+    /// The consumer group: where Weir commits its offsets (its recovery topic is
+    /// `GROUP.weir-recovery`). Give each pipeline its own.
     pub group_id: Spanned<String>,
     /// Where to start: "committed" (default: where the group left off, or the earliest offset
     /// of a partition it has not committed in), "earliest" or "latest".
@@ -63,7 +64,7 @@ pub struct KafkaSourceConfig {
     /// "%d/%b/%Y:%H:%M:%S %z".
     pub timestamp_format: Option<Spanned<String>>,
     /// The IANA time zone (such as "Asia/Seoul") of timestamps written without an offset
-    /// (default "UTC"). A local time that occurs twice when clocks go back is the earlier
+    /// (default "UTC"). Not for the epoch formats or "rfc3339". A local time that occurs twice when clocks go back is the earlier
     /// instant; one skipped when clocks go forward is read with the offset before the change.
     pub timezone: Option<Spanned<String>>,
     /// Where each record's event time comes from: "field" (default: the `timestamp_field`)
@@ -106,7 +107,8 @@ pub struct KafkaSinkConfig {
     pub key: Option<Spanned<Vec<Spanned<String>>>>,
     /// "jsonl" (default) or "csv".
     pub format: Option<Spanned<String>>,
-    /// More librdkafka producer settings, such as `{ "linger.ms" = "5" }`.
+    /// More librdkafka producer settings, such as `{ "linger.ms" = "5" }`, with `${NAME}`
+    /// replaced by the environment variable NAME, as for the source.
     pub librdkafka_options: Option<IndexMap<String, Spanned<String>>>,
 }
 

@@ -25,7 +25,8 @@ pub struct MapConfig {
     pub select: Option<Spanned<Vec<Spanned<String>>>>,
     /// New names for kept fields: `rename = { temperature = "temp_c" }`.
     pub rename: Option<Spanned<IndexMap<String, Spanned<String>>>>,
-    /// Computed fields: `compute = { temp_f = "temperature * 1.8 + 32" }`.
+    /// Computed fields: `compute = { temp_f = "temperature * 1.8 + 32" }`. A computed field
+    /// with the name of an output field replaces it in place. Expressions see the input record.
     pub compute: Option<Spanned<IndexMap<String, Spanned<String>>>>,
 }
 

@@ -25,7 +25,11 @@ pub struct StdoutConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    /// The file to write; relative paths start where weir runs.
+    /// The file to write, created (or truncated) with its parent directories when the run
+    /// starts — appended to instead when the run resumes from Weir's Kafka commits. All
+    /// workers of the process write to it, a whole batch at a time. It may not be a file a
+    /// source reads, the default dead-letter file or another sink's file. A FIFO is opened at
+    /// the first write. Relative paths start where weir runs.
     pub path: Spanned<String>,
     /// "jsonl" or "csv" (default: "csv" for a path ending in .csv, else "jsonl").
     pub format: Option<Spanned<String>>,

@@ -28,7 +28,7 @@ pub struct StdinConfig {
     /// "%d/%b/%Y:%H:%M:%S %z".
     pub timestamp_format: Option<Spanned<String>>,
     /// The IANA time zone (such as "Asia/Seoul") of timestamps written without an offset
-    /// (default "UTC"). A local time that occurs twice when clocks go back is the earlier
+    /// (default "UTC"). Not for the epoch formats or "rfc3339". A local time that occurs twice when clocks go back is the earlier
     /// instant; one skipped when clocks go forward is read with the offset before the change.
     pub timezone: Option<Spanned<String>>,
     /// Where each record's event time comes from: "field" (default: the `timestamp_field`)
@@ -46,7 +46,8 @@ pub struct StdinConfig {
     /// How event time behaves: `{ max_out_of_orderness = "2s", idle_timeout = "10s" }`
     /// (default: in order, never idle). Standard input is one partition.
     pub watermark: Option<WatermarkConfig>,
-    /// The longest line (or CSV record) read, in bytes (default 16777216, 16 MiB). A longer
+    /// The longest line (or CSV record) read, in bytes, from 1024 to 1073741824 (default
+    /// 16777216, 16 MiB). A longer
     /// line is a bad record, dead-lettered by its first bytes; it never fills memory.
     pub max_line_bytes: Option<Spanned<i64>>,
 }

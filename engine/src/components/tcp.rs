@@ -34,7 +34,8 @@ pub struct TcpSourceConfig {
     /// The most connections open at once (default 1024). Further clients wait in the listen
     /// backlog until one closes; one reader thread serves them all.
     pub max_open_connections: Option<Spanned<i64>>,
-    /// The longest line (or CSV record) read, in bytes (default 16777216, 16 MiB). A longer
+    /// The longest line (or CSV record) read, in bytes, from 1024 to 1073741824 (default
+    /// 16777216, 16 MiB). A longer
     /// line is a bad record, dead-lettered by its first bytes; it never fills memory.
     pub max_line_bytes: Option<Spanned<i64>>,
     /// The fields to read and their types, as in the file source.
@@ -48,7 +49,7 @@ pub struct TcpSourceConfig {
     /// "%d/%b/%Y:%H:%M:%S %z".
     pub timestamp_format: Option<Spanned<String>>,
     /// The IANA time zone (such as "Asia/Seoul") of timestamps written without an offset
-    /// (default "UTC"). A local time that occurs twice when clocks go back is the earlier
+    /// (default "UTC"). Not for the epoch formats or "rfc3339". A local time that occurs twice when clocks go back is the earlier
     /// instant; one skipped when clocks go forward is read with the offset before the change.
     pub timezone: Option<Spanned<String>>,
     /// Where each record's event time comes from: "field" (default: the `timestamp_field`)

@@ -31,8 +31,9 @@ pub struct WindowConfig {
     pub slide: Option<Spanned<String>>,
     /// The inactivity gap that ends a session, such as "30s" (session windows).
     pub gap: Option<Spanned<String>>,
-    /// Shifts window boundaries from the epoch (default "0s"): with size = "1h" and
-    /// offset = "15m", windows run from :15 to :15 (tumbling and sliding).
+    /// Shifts window boundaries from the epoch (default "0s"; less than `size`, or `slide` for
+    /// sliding windows): with size = "1h" and offset = "15m", windows run from :15 to :15
+    /// (tumbling and sliding).
     pub offset: Option<Spanned<String>>,
     /// Fields to group by (default: none, one global group per window).
     pub group_by: Option<Spanned<Vec<Spanned<String>>>>,
