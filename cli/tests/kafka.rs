@@ -241,6 +241,14 @@ fn a_topic_with_three_partitions_gives_the_results_of_a_file() {
             err.contains("sources.events: 3 partitions, consumer lag 0"),
             "{err}"
         );
+        // The README's example of this table has its columns and rows' shape.
+        let example = readme_block("weir: sources.sensors: 3 partitions, consumer lag 0");
+        for l in example.lines().skip(1) {
+            assert!(
+                err.lines().any(|e| shape(e) == shape(l)),
+                "the README's `{l}` is not the shape of a line of\n{err}"
+            );
+        }
         // Bad messages are dead-lettered with their partition and offset.
         let dead = json_lines(&dir.path().join("kafka-test.deadletter.jsonl"));
         assert_eq!(dead.len(), 12);

@@ -129,6 +129,23 @@ fn the_kafka_and_tcp_feeds_of_one_pipeline_are_compared() {
         table.contains("tcp-device-report") && table.contains("kafka-device-report"),
         "{table}"
     );
+    // The README's example of this table shows some of its columns (`...` for the rest):
+    // each is one of the table's, in the table's order.
+    let example = readme_block("configuration                        offered/s");
+    let header: Vec<&str> = example.lines().next().unwrap().split_whitespace().collect();
+    let real = table
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    let mut at = real.iter();
+    for word in header.iter().filter(|w| **w != "...") {
+        assert!(
+            at.any(|r| r == word),
+            "README column word {word:?} is not in weir compare's columns {real:?} (in order)"
+        );
+    }
     // Every event went through each pipeline.
     for name in ["tcp", "kafka"] {
         let r: Value = serde_json::from_str(

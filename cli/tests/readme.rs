@@ -116,7 +116,7 @@ fn the_readme_reference_is_the_config_structs_documentation() {
     }
     assert!(
         problems.is_empty(),
-        "{}\n(`weir schema --reference` prints every table)",
+        "{}\n(scripts/readme-reference rewrites the tables from `weir schema --reference`)",
         problems.join("\n")
     );
     // And the command prints them all.
@@ -125,4 +125,167 @@ fn the_readme_reference_is_the_config_structs_documentation() {
     let printed = String::from_utf8(out.stdout).unwrap();
     assert_eq!(printed, weir_engine::pipeline_schema::reference());
     assert!(printed.contains("### Transform `unnest`\n\n| key | type | meaning |"));
+}
+
+/// `s` without trailing spaces on its lines.
+fn trimmed(s: &str) -> String {
+    s.lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
+}
+
+/// Each line of `example` has the shape of some line of `output` (see [`shape`]).
+fn shapes_match(example: &str, output: &str, what: &str) {
+    let real: Vec<Vec<String>> = output.lines().map(shape).collect();
+    for line in example.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            real.contains(&shape(line)),
+            "{what}: the README shows\n{line}\nbut no line of a real run has its shape:\n{output}"
+        );
+    }
+}
+
+/// `weir ARGS` as a README command gives them: the command and every flag are ones Weir takes
+/// (`--help` after them makes the parser check them without running anything; values are
+/// checked when a command runs), and each bundled pipeline it names exists.
+fn check_command(line: usize, args: &[&str]) {
+    let mut with_help: Vec<&str> = args.to_vec();
+    with_help.push("--help");
+    let out = weir(&root(), &with_help, "");
+    assert!(
+        out.status.success(),
+        "README.md:{line}: `weir {}` is not a command Weir takes:\n{}",
+        args.join(" "),
+        stderr(&out)
+    );
+    for a in args.iter().filter(|a| a.starts_with("pipelines/")) {
+        assert!(
+            root().join(a).exists(),
+            "README.md:{line}: {a} does not exist"
+        );
+    }
+}
+
+/// The README's other examples: every shell command is one Weir takes, naming files that
+/// exist, and every example of output is what Weir prints — exactly, or (for measurements)
+/// line by line in shape. A new block fails here until it is given a check.
+#[test]
+fn every_command_and_output_example_in_the_readme_is_checked() {
+    let mut checked = 0;
+    for (line, info, block) in readme_blocks() {
+        if info == "toml" {
+            continue;
+        }
+        let first = block.lines().next().unwrap_or("").to_string();
+        if info == "sh" {
+            let text = block.replace("\\\n", " ");
+            for cmd in text.lines().map(|l| l.split(" #").next().unwrap().trim()) {
+                let cmd = cmd.trim_end_matches('&').trim();
+                let words: Vec<&str> = cmd.split_whitespace().collect();
+                match words.as_slice() {
+                    [] => {}
+                    ["cargo", "run", "--release", "--bin", "weir", "--", args @ ..] => {
+                        check_command(line, args)
+                    }
+                    ["weir", args @ ..] => check_command(line, args),
+                    ["scripts/test"] => assert!(root().join("scripts/test").exists()),
+                    ["printf", ..] => {}
+                    _ => panic!("README.md:{line}: a command no test checks: {cmd}"),
+                }
+            }
+        } else if first.starts_with("weir: pipeline `iot-hot-readings` finished") {
+            // The quick start's summary: the first command, with fewer events.
+            let dir = workspace();
+            let err = run_ok(
+                dir.path(),
+                "pipelines/iot-hot-readings.toml",
+                &["--set", "sources.sensors.events=100000"],
+            );
+            shapes_match(&block, &err, &format!("README.md:{line}"));
+        } else if first.starts_with("  × transforms.hot: unknown field `temprature`") {
+            // The bundled pipeline with a misspelt field, as p.toml.
+            let dir = workspace();
+            let text =
+                bundled_text("iot-hot-readings.toml").replace("temperature >", "temprature >");
+            let p = write(dir.path(), "p.toml", &text);
+            let err = weir_fails(dir.path(), &["validate", &p]).replace(&p, "p.toml");
+            assert!(
+                trimmed(&err).contains(&trimmed(&block)),
+                "README.md:{line}: the README shows\n{block}\nbut Weir prints\n{err}"
+            );
+        } else if first.starts_with("watermark = max(") {
+            // The watermark rule, a formula: not an example of anything Weir prints.
+        } else if first.starts_with("$ weir run pipelines/iot-device-report.toml") {
+            let args: Vec<&str> = first[7..].split_whitespace().collect();
+            let mut args = args.clone();
+            args.extend(["--status-every", "0s"]);
+            let dir = workspace();
+            let out = weir(dir.path(), &args, "");
+            ok(&out);
+            let rest: String = block.lines().skip(2).map(|l| format!("{l}\n")).collect();
+            shapes_match(&rest, &stderr(&out), &format!("README.md:{line}"));
+        } else if first.starts_with("$ weir compare pipelines/iot-device-report.toml") {
+            // Its table's columns, from a short run of one of its configurations.
+            let dir = workspace();
+            let out = weir(
+                dir.path(),
+                &[
+                    "compare",
+                    "pipelines/iot-device-report.toml",
+                    "--modes",
+                    "continuous",
+                    "--rates",
+                    "100k",
+                    "--workers",
+                    "2",
+                    "--duration",
+                    "1s",
+                    "--warmup",
+                    "0s",
+                ],
+                "",
+            );
+            ok(&out);
+            let table = String::from_utf8_lossy(&out.stdout).to_string() + &stderr(&out);
+            let header = block.lines().nth(2).unwrap();
+            assert!(
+                table.lines().any(|l| l.split_whitespace().eq(header.split_whitespace())),
+                "README.md:{line}: the README's columns\n{header}\nare not weir compare's:\n{table}"
+            );
+            assert!(table.contains("continuous, 2w, 100k/s"), "{table}");
+        } else if first.starts_with("weir: sources.sensors: 3 partitions")
+            || first.starts_with("configuration                        offered/s")
+        {
+            // Kafka's partition table and the Kafka/TCP comparison: the Kafka tests check
+            // these against real runs (they need the test broker).
+        } else if first.starts_with("  × transforms.m: `split_part` does not take (string)") {
+            let dir = workspace();
+            let p = write(
+                dir.path(),
+                "p.toml",
+                "[sources.s]\ntype = \"generator\"\nprofile = \"iot\"\nevents = 10\n\n[transforms.m]\ntype = \"map\"\ninputs = [\"s\"]\ncompute = { part = \"split_part(device_id)\" }\n\n[sinks.o]\ntype = \"null\"\ninputs = [\"m\"]\n",
+            );
+            let err = weir_fails(dir.path(), &["validate", &p]).replace(&p, "p.toml");
+            assert!(
+                trimmed(&err).contains(&trimmed(&block)),
+                "README.md:{line}: the README shows\n{block}\nbut Weir prints\n{err}"
+            );
+        } else if first.starts_with("$ weir schema events.jsonl") {
+            let dir = workspace();
+            write(
+                dir.path(),
+                "events.jsonl",
+                "{\"id\": 1, \"at\": \"2026-03-01T10:00:00Z\", \"user\": \"ann\", \"amount\": 12.5, \"flag\": true, \"gone\": null}\n\
+                 {\"id\": 2, \"at\": \"2026-03-01T10:00:01Z\", \"user\": \"bo\", \"amount\": 3, \"flag\": false}\n\
+                 {\"id\": 3, \"at\": \"2026-03-01T10:00:02Z\", \"user\": \"cy\", \"amount\": 0.25, \"flag\": true, \"gone\": null}\n",
+            );
+            let out = weir(dir.path(), &["schema", "events.jsonl"], "");
+            ok(&out);
+            let printed = String::from_utf8_lossy(&out.stdout).to_string() + &stderr(&out);
+            let want: String = block.lines().skip(1).map(|l| format!("{l}\n")).collect();
+            assert_eq!(printed, want, "README.md:{line}");
+        } else {
+            panic!("README.md:{line}: an example no test checks (give it a check here):\n{block}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 12, "{checked} blocks");
 }

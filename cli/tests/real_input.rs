@@ -924,3 +924,49 @@ inputs = ["u", "w", "m"]
         assert!(err.contains(at), "{at}\n{err}");
     }
 }
+
+/// A nested object's fields may be declared as a nested table: the same fields as their dotted
+/// paths, with errors at the nested key.
+#[test]
+fn a_schema_declares_nested_objects_as_tables() {
+    let dir = workspace();
+    write(
+        dir.path(),
+        "in.jsonl",
+        "{\"id\":1,\"ts\":\"2026-03-01T10:00:00Z\",\"user\":{\"id\":7,\"geo\":{\"city\":\"Seoul\"}}}\n",
+    );
+    let text = |schema: &str| {
+        format!(
+            "[sources.s]\ntype = \"file\"\npath = \"in.jsonl\"\nformat = \"jsonl\"\nschema = {schema}\n\
+             [transforms.m]\ntype = \"map\"\ninputs = [\"s\"]\ncompute = {{ c = \"user.geo.city\" }}\n\
+             [sinks.o]\ntype = \"file\"\ninputs = [\"m\"]\npath = \"out.jsonl\"\n"
+        )
+    };
+    let mut outs = Vec::new();
+    for schema in [
+        r#"{ id = "u64", ts = "timestamp", "user.id" = "u64", "user.geo.city" = "string" }"#,
+        r#"{ id = "u64", ts = "timestamp", user = { id = "u64", geo = { city = "string" } } }"#,
+    ] {
+        let p = write(dir.path(), "p.toml", &text(schema));
+        run_ok(dir.path(), &p, &[]);
+        outs.push(std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap());
+    }
+    assert_eq!(
+        outs[0],
+        "{\"id\":1,\"ts\":\"2026-03-01T10:00:00.000Z\",\"user\":{\"id\":7,\"geo\":{\"city\":\"Seoul\"}},\"c\":\"Seoul\"}\n"
+    );
+    assert_eq!(outs[1], outs[0]);
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &text(
+            r#"{ id = "u64", ts = "timestamp", user = { id = "u64", geo = { city = "strng" } } }"#,
+        ),
+    );
+    let err = weir_fails(dir.path(), &["validate", &p]);
+    assert!(
+        err.contains("`strng` is not a valid `schema.user.geo.city`"),
+        "{err}"
+    );
+    assert!(err.contains("p.toml:5:78"), "{err}");
+}

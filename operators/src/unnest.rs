@@ -135,7 +135,7 @@ impl UnnestSpec {
                 true => (0..c.len() as u32).collect(),
                 false => Vec::new(),
             };
-            return self.from_parts(c, &parents, None);
+            return self.assemble(c, &parents, None);
         };
         let offsets = list.value_offsets();
         let mut parents: Vec<u32> = Vec::with_capacity(list.values().len().max(c.len()));
@@ -157,12 +157,12 @@ impl UnnestSpec {
                 elems.push(Some(e));
             }
         }
-        self.from_parts(c, &parents, Some((list, &elems)))
+        self.assemble(c, &parents, Some((list, &elems)))
     }
 
     /// The output chunk: every field gathered at `parents`, the list's place taken by its
     /// elements at `elems` (with `list`), and the index after it.
-    fn from_parts(
+    fn assemble(
         &self,
         c: &Chunk,
         parents: &[u32],

@@ -196,3 +196,46 @@ pub fn finish(mut c: std::process::Child) -> Output {
     }
     c.wait_with_output().unwrap()
 }
+
+/// The README's fenced blocks: the line each starts on, its info string (`toml`, `sh`, ...)
+/// and its text.
+#[allow(dead_code)]
+pub fn readme_blocks() -> Vec<(usize, String, String)> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut open: Option<(usize, String, String)> = None;
+    for (n, line) in readme.lines().enumerate() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(info)) => open = Some((n + 1, info.trim().to_string(), String::new())),
+            (Some(_), Some(_)) => blocks.push(open.take().unwrap()),
+            (Some((_, _, b)), None) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
+
+/// The README block whose first line starts with `first`.
+#[allow(dead_code)]
+pub fn readme_block(first: &str) -> String {
+    readme_blocks()
+        .into_iter()
+        .find(|(_, _, b)| b.starts_with(first))
+        .unwrap_or_else(|| panic!("README.md has no block starting {first:?}"))
+        .2
+}
+
+/// A line's shape: its words, each holding a digit as `#` — what an example's line and a real
+/// run's line share when only the measurements differ.
+#[allow(dead_code)]
+pub fn shape(line: &str) -> Vec<String> {
+    line.split_whitespace()
+        .map(|w| match w.chars().any(|c| c.is_ascii_digit()) {
+            true => "#".to_string(),
+            false => w.to_string(),
+        })
+        .collect()
+}

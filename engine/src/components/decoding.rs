@@ -38,13 +38,57 @@ impl<'de> serde::Deserialize<'de> for SchemaDecl {
                 mut m: A,
             ) -> Result<SchemaDecl, A::Error> {
                 let mut fields = IndexMap::new();
-                while let Some((k, v)) = m.next_entry::<String, Spanned<String>>()? {
-                    fields.insert(k, v);
+                while let Some((k, v)) = m.next_entry::<String, Spanned<Decl>>()? {
+                    flatten(k, v, &mut fields);
                 }
                 Ok(SchemaDecl::Fields(fields))
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A schema entry: a type name, or a nested object's fields (`user = { id = "u64" }`).
+enum Decl {
+    Type(String),
+    Nested(Vec<(String, Spanned<Decl>)>),
+}
+
+impl<'de> serde::Deserialize<'de> for Decl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Decl, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Decl;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a type name such as \"f64\", or a table of a nested object's fields")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Decl, E> {
+                Ok(Decl::Type(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Decl, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(entry) = m.next_entry::<String, Spanned<Decl>>()? {
+                    fields.push(entry);
+                }
+                Ok(Decl::Nested(fields))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Adds entry `name` to `fields`, a nested object's fields by their dotted paths.
+fn flatten(name: String, decl: Spanned<Decl>, fields: &mut IndexMap<String, Spanned<String>>) {
+    let span = decl.span();
+    match decl.into_inner() {
+        Decl::Type(t) => {
+            fields.insert(name, Spanned::new(span, t));
+        }
+        Decl::Nested(inner) => {
+            for (k, v) in inner {
+                flatten(format!("{name}.{k}"), v, fields);
+            }
+        }
     }
 }
 

@@ -27,8 +27,8 @@ pub struct FileSourceConfig {
     /// "jsonl" (one JSON object per line) or "csv" (with a header row).
     pub format: Spanned<String>,
     /// The fields to read and their types: i64, u64, f64, bool, string, timestamp, json, or
-    /// list<T> of one of the first six (see *Lists and JSON*); a dotted name such as "user.id"
-    /// reads a nested object. Example:
+    /// list<T> of one of the first six (see *Lists and JSON*); a dotted name such as "user.id",
+    /// or a nested table such as `user = { id = "u64" }`, reads a nested object. Example:
     /// `schema = { ts = "timestamp", device = "string", temperature = "f64" }`. JSON keys not
     /// in the schema are ignored; CSV files must have a column for every schema field (others
     /// are ignored).
