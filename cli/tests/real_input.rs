@@ -670,21 +670,42 @@ path = "cities.jsonl"
 {"user":{"geo":{"city":"Busan"}},"window_start":"2026-03-01T10:00:00.000Z","window_end":"2026-03-01T10:01:00.000Z","n":1,"users":8}
 {"user":{"geo":{"city":null}},"window_start":"2026-03-01T10:00:00.000Z","window_end":"2026-03-01T10:01:00.000Z","n":1,"users":null}"#,
     );
+    in_both_modes_on_1_and_2_workers(
+        input,
+        text,
+        &[("rows.jsonl", rows), ("cities.jsonl", cities)],
+        (
+            "nested.deadletter.jsonl",
+            "field `user` is not an object, so it has no fields",
+        ),
+    );
+}
+
+/// Runs pipeline `text` over `input` (as in.jsonl) in both modes on 1 and 2 workers: each
+/// output file holds its expected records, and the dead-letter file one record, with `reason`;
+/// returns the runs' standard errors.
+fn in_both_modes_on_1_and_2_workers(
+    input: &str,
+    text: &str,
+    outputs: &[(&str, Vec<String>)],
+    (dead_file, reason): (&str, &str),
+) -> Vec<String> {
+    let mut logs = Vec::new();
     for config in configurations().into_iter().filter(|c| !c.contains(&"4")) {
         let dir = workspace();
         write(dir.path(), "in.jsonl", input);
         let p = write(dir.path(), "p.toml", text);
         let err = run_ok(dir.path(), &p, &config);
-        let read = |f: &str| json_multiset(&std::fs::read_to_string(dir.path().join(f)).unwrap());
-        assert_eq!(read("rows.jsonl"), rows, "{config:?}\n{err}");
-        assert_eq!(read("cities.jsonl"), cities, "{config:?}\n{err}");
-        let dead = json_lines(&dir.path().join("nested.deadletter.jsonl"));
+        for (file, want) in outputs {
+            let got = json_multiset(&std::fs::read_to_string(dir.path().join(file)).unwrap());
+            assert_eq!(&got, want, "{file} {config:?}\n{err}");
+        }
+        let dead = json_lines(&dir.path().join(dead_file));
         assert_eq!(dead.len(), 1, "{err}");
-        assert_eq!(
-            dead[0]["reason"],
-            "field `user` is not an object, so it has no fields"
-        );
+        assert_eq!(dead[0]["reason"], reason, "{err}");
+        logs.push(err);
     }
+    logs
 }
 
 /// `weir schema --pipeline`: the JSON Schema of pipeline files, each key described by its
@@ -792,21 +813,20 @@ path = "per_tag.jsonl"
         "{{\"tags\":\"red\",{w},\"n\":2,\"ids\":5}}\n{{\"tags\":\"hot\",{w},\"n\":1,\"ids\":1}}\n\
          {{\"tags\":\"blue\",{w},\"n\":1,\"ids\":4}}\n{{\"tags\":null,{w},\"n\":1,\"ids\":4}}"
     ));
-    for config in configurations().into_iter().filter(|c| !c.contains(&"4")) {
-        let dir = workspace();
-        write(dir.path(), "in.jsonl", input);
-        let p = write(dir.path(), "p.toml", text);
-        let err = run_ok(dir.path(), &p, &config);
-        let read = |f: &str| json_multiset(&std::fs::read_to_string(dir.path().join(f)).unwrap());
-        assert_eq!(read("rows.jsonl"), rows, "{config:?}\n{err}");
-        assert_eq!(read("each.jsonl"), each, "{config:?}\n{err}");
-        assert_eq!(read("per_tag.jsonl"), per_tag, "{config:?}\n{err}");
-        let dead = json_lines(&dir.path().join("lists.deadletter.jsonl"));
-        assert_eq!(dead.len(), 1, "{err}");
-        assert_eq!(
-            dead[0]["reason"],
-            "field `tags`: element 2: expected string, found number 5"
-        );
+    let logs = in_both_modes_on_1_and_2_workers(
+        input,
+        text,
+        &[
+            ("rows.jsonl", rows),
+            ("each.jsonl", each),
+            ("per_tag.jsonl", per_tag),
+        ],
+        (
+            "lists.deadletter.jsonl",
+            "field `tags`: element 2: expected string, found number 5",
+        ),
+    );
+    for err in logs {
         assert!(err.contains("transforms.each"), "{err}");
     }
 }
