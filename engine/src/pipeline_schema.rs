@@ -63,6 +63,10 @@ fn of_type(ty: &str) -> Value {
         "i64" | "u64" | "usize" | "u32" | "u16" => json!({ "type": "integer" }),
         "f64" => json!({ "type": "number" }),
         "bool" => json!({ "type": "boolean" }),
+        "StartDecl" => json!({ "oneOf": [
+            { "enum": ["committed", "earliest", "latest"] },
+            { "type": "object", "properties": { "at": { "type": "string" } }, "required": ["at"], "additionalProperties": false }
+        ] }),
         "SchemaDecl" => json!({ "oneOf": [
             { "const": "infer" },
             { "type": "object", "additionalProperties": { "type": "string" } }
@@ -138,6 +142,7 @@ fn type_words(ty: &str) -> String {
         "f64" => "number".into(),
         "bool" => "boolean".into(),
         "SchemaDecl" => "table of strings, or `\"infer\"`".into(),
+        "StartDecl" => "string, or `{ at = TIME }`".into(),
         _ => "table".into(),
     }
 }

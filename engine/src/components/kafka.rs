@@ -38,8 +38,10 @@ pub struct KafkaSourceConfig {
     /// `GROUP.weir-recovery`). Give each pipeline its own.
     pub group_id: Spanned<String>,
     /// Where to start: "committed" (default: where the group left off, or the earliest offset
-    /// of a partition it has not committed in), "earliest" or "latest".
-    pub start: Option<Spanned<String>>,
+    /// of a partition it has not committed in), "earliest", "latest", or a point in time,
+    /// `{ at = "2026-03-01T10:00:00Z" }`: each partition's first message whose Kafka timestamp
+    /// is at or after it (offsets looked up by time; a replay from that moment).
+    pub start: Option<Spanned<StartDecl>>,
     /// Stop at the end each partition had when the run started (default false: read until
     /// stopped). A bounded run over a topic gives exactly the results a live one does.
     pub bounded: Option<bool>,
@@ -256,9 +258,27 @@ impl KafkaSourceConfig {
             );
         }
         let start_names: Vec<&str> = Start::ALL.iter().map(|s| s.name()).collect();
-        let start = ctx
-            .optional_choice("start", self.start.as_ref(), &start_names, &mut diags)
-            .map(|i| Start::ALL[i]);
+        let start = match &self.start {
+            None => Some(Start::Committed),
+            Some(s) => match s.get_ref() {
+                StartDecl::Named(name) => {
+                    let named = Spanned::new(s.span(), name.clone());
+                    ctx.optional_choice("start", Some(&named), &start_names, &mut diags)
+                        .map(|i| Start::ALL[i])
+                }
+                StartDecl::At(text) => match weir_operators::time::parse_rfc3339(text) {
+                    Ok(t) => Some(Start::At(t)),
+                    Err(e) => {
+                        diags.push(
+                            ctx.error(format!("`start.at` is not a time: {e}"))
+                                .at(s.span())
+                                .help("give an RFC 3339 time, such as start = { at = \"2026-03-01T10:00:00Z\" }"),
+                        );
+                        None
+                    }
+                },
+            },
+        };
         let commit_interval = match &self.commit_interval {
             None => Some(Duration::from_secs(1)),
             Some(c) => match ctx.duration("commit_interval", c) {
@@ -452,5 +472,48 @@ impl KafkaSinkConfig {
             }),
             _ => Err(diags),
         }
+    }
+}
+
+/// A Kafka source's `start`: a name (`"earliest"`), or `{ at = "RFC 3339 time" }`.
+#[derive(Debug)]
+pub enum StartDecl {
+    /// "committed", "earliest" or "latest".
+    Named(String),
+    /// A point in time, as written.
+    At(String),
+}
+
+impl<'de> serde::Deserialize<'de> for StartDecl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StartDecl, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StartDecl;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "\"committed\", \"earliest\", \"latest\" or { at = \"2026-03-01T10:00:00Z\" }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StartDecl, E> {
+                Ok(StartDecl::Named(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<StartDecl, A::Error> {
+                let mut at = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    match k.as_str() {
+                        "at" => at = Some(m.next_value::<String>()?),
+                        other => {
+                            return Err(serde::de::Error::unknown_field(other, &["at"]));
+                        }
+                    }
+                }
+                at.map(StartDecl::At)
+                    .ok_or_else(|| serde::de::Error::missing_field("at"))
+            }
+        }
+        d.deserialize_any(V)
     }
 }

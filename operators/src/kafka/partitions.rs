@@ -27,8 +27,8 @@ pub struct PartitionPlan {
 }
 
 /// The partitions of `topics` and where to start in each: at the group's committed offsets
-/// (`start = "committed"`, else at the earliest for a partition without one), the earliest or
-/// the latest. Fails, saying what to do, when the brokers cannot be reached or a topic does
+/// (`start = "committed"`, else at the earliest for a partition without one), the earliest,
+/// the latest, or the first message at or after a point in time. Fails, saying what to do, when the brokers cannot be reached or a topic does
 /// not exist.
 pub fn resolve_partitions(
     config: &ClientConfig,
@@ -69,6 +69,30 @@ pub fn resolve_partitions(
             });
         }
     }
+    if let (Start::At(t), false) = (start, plans.is_empty()) {
+        // The first offset whose message timestamp (milliseconds) is at or after `t`; past
+        // the end when there is none yet.
+        let ms = t.div_euclid(1000) + i64::from(t.rem_euclid(1000) != 0);
+        let mut tpl = TopicPartitionList::new();
+        for p in &plans {
+            tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(ms))
+                .map_err(|e| format!("cannot look offsets up by time: {e}"))?;
+        }
+        let found = consumer
+            .offsets_for_times(tpl, BROKER_TIMEOUT)
+            .map_err(|e| unreachable_brokers(config, e))?;
+        for e in found.elements() {
+            if let Some(p) = plans
+                .iter_mut()
+                .find(|p| p.topic == e.topic() && p.partition == e.partition())
+            {
+                p.start = match e.offset() {
+                    Offset::Offset(o) => o.clamp(p.start, p.end.max(p.start)),
+                    _ => p.end,
+                };
+            }
+        }
+    }
     if start == Start::Committed && !plans.is_empty() {
         let points = RecoveryLog::read(config)?;
         let mut tpl = TopicPartitionList::new();
@@ -103,6 +127,9 @@ pub enum Start {
     Earliest,
     /// At the end: only messages written from now on.
     Latest,
+    /// At the first message of each partition whose timestamp is at or after this time (its
+    /// offset looked up by time, as Kafka's `offsetsForTimes`): a replay from a point in time.
+    At(Micros),
 }
 
 impl Start {
@@ -115,6 +142,7 @@ impl Start {
             Start::Committed => "committed",
             Start::Earliest => "earliest",
             Start::Latest => "latest",
+            Start::At(_) => "at",
         }
     }
 }
