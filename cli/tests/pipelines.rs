@@ -698,3 +698,22 @@ fn nested_device_events_exact_in_every_configuration() {
         );
     }
 }
+
+/// The bundled alerts pipeline (overheating with hysteresis, silent devices, alarm storms)
+/// gives the hand-checked alerts in every mode and worker count.
+#[test]
+fn device_alerts_exact_in_every_configuration() {
+    let want = json_multiset(
+        &std::fs::read_to_string(root().join("cli/tests/expected/device-alerts.jsonl")).unwrap(),
+    );
+    assert_eq!(want.len(), 10);
+    for config in configurations() {
+        let dir = workspace();
+        let mut args = vec!["run", "pipelines/device-alerts.toml"];
+        args.extend(&config);
+        let r = weir(dir.path(), &args, "");
+        ok(&r);
+        let got = std::fs::read_to_string(dir.path().join("out/device-alerts.jsonl")).unwrap();
+        assert_eq!(json_multiset(&got), want, "{config:?}");
+    }
+}

@@ -32,6 +32,7 @@ pub const CONFIG_STRUCTS: &[(Kind, &str, &str)] = &[
     (Kind::Transform, "map", "MapConfig"),
     (Kind::Transform, "unnest", "UnnestConfig"),
     (Kind::Transform, "window", "WindowConfig"),
+    (Kind::Transform, "alert", "AlertConfig"),
     (Kind::Transform, "join", "JoinConfig"),
     (Kind::Sink, "stdout", "StdoutConfig"),
     (Kind::Sink, "file", "FileSinkConfig"),

@@ -364,6 +364,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             (ComponentConfig::Map(m), Some(s)) => m.plan(&ctx, s),
             (ComponentConfig::Unnest(u), Some(s)) => u.plan(&ctx, s),
             (ComponentConfig::Window(w), Some(s)) => w.plan(&ctx, s),
+            (ComponentConfig::Alert(a), Some(s)) => a.plan(&ctx, s),
             (ComponentConfig::Stdout(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::FileSink(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::Null(o), Some(s)) => o.plan(&ctx, s),

@@ -225,8 +225,14 @@ pub fn render(r: &RunReport) -> String {
     if let Some(path) = &r.dead_letter_file {
         let (mut bad, mut late) = (0, 0);
         for c in r.components.iter().filter(|c| c.kind != Kind::Sink) {
-            bad += c.metrics.dead_lettered - c.metrics.late.min(c.metrics.dead_lettered);
-            late += c.metrics.late;
+            // Late records dropped, side-output or applied as updates are not in the file.
+            let m = &c.metrics;
+            let late_dead = m
+                .late
+                .saturating_sub(m.late_dropped + m.late_side_output + m.late_updated)
+                .min(m.dead_lettered);
+            bad += m.dead_lettered - late_dead;
+            late += late_dead;
         }
         let plural = |n: u64| if n == 1 { "" } else { "s" };
         let what = match (bad, late) {

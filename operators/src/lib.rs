@@ -8,6 +8,7 @@
 #![forbid(missing_docs)]
 
 pub mod aggregate;
+pub mod alert;
 pub mod expr;
 pub mod schema;
 pub mod suggest;

@@ -21,6 +21,7 @@ use weir_operators::window::WindowSpec;
 
 use crate::diag::{Diag, SourceText};
 
+pub mod alert;
 pub mod decoding;
 mod kind;
 mod read;
@@ -164,6 +165,14 @@ pub static COMPONENTS: &[Descriptor] = &[
     },
     Descriptor {
         kind: Kind::Transform,
+        name: "alert",
+        outputs: &[Port::DeadLetter, Port::Late],
+        parse: |b, w, d| Some(ComponentConfig::Alert(typed(b, w, d)?)),
+        generates: false,
+        stateful: true,
+    },
+    Descriptor {
+        kind: Kind::Transform,
         name: "join",
         outputs: &[Port::DeadLetter, Port::Late, Port::LateRight],
         parse: |b, w, d| Some(ComponentConfig::Join(typed(b, w, d)?)),
@@ -247,6 +256,8 @@ pub enum ComponentConfig {
     Unnest(unnest::UnnestConfig),
     /// `[transforms.ID] type = "window"`
     Window(window::WindowConfig),
+    /// `[transforms.ID] type = "alert"`
+    Alert(alert::AlertConfig),
     /// `[transforms.ID] type = "join"`
     Join(join::JoinConfig),
     /// `[sinks.ID] type = "stdout"`
@@ -293,6 +304,8 @@ pub enum Op {
     Unnest(Arc<weir_operators::unnest::UnnestSpec>),
     /// A window.
     Window(Arc<WindowSpec>),
+    /// An alert.
+    Alert(Arc<weir_operators::alert::AlertSpec>),
     /// An interval join (its two inputs are the node's first and second).
     IntervalJoin(Arc<IntervalJoinSpec>),
     /// A temporal join (its two inputs are the node's first and second).

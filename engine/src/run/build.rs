@@ -17,7 +17,7 @@ use weir_operators::metrics::ComponentMetrics;
 use weir_operators::sink::SharedWriter;
 use weir_operators::window::LatePolicy;
 use weir_operators::{
-    file_source, filter, interval_join, kafka_source, map, sink, stdin_source, tcp_source,
+    alert, file_source, filter, interval_join, kafka_source, map, sink, stdin_source, tcp_source,
     temporal_join, unnest, window, window_join, Batches, Time,
 };
 
@@ -238,6 +238,18 @@ pub(super) fn build<'s>(
                 put(main, w.results);
                 put(dead, w.dead);
                 put(late, w.late);
+            }
+            Op::Alert(spec) => {
+                let keyed = match node.inputs.len() == 1
+                    && partitioned.get(&node.inputs[0]) == Some(&spec.key)
+                {
+                    true => input(),
+                    false => exchange_by_key(input(), spec.key.clone()),
+                };
+                let a = alert::alert_batches(keyed, Arc::clone(spec), m);
+                put(main, a.alerts);
+                put(dead, a.dead);
+                put(late, a.late);
             }
             Op::IntervalJoin(_) | Op::WindowJoin(_) | Op::TemporalJoin(_) => {
                 // Every join gets its inputs exchanged by key, as chunks.
