@@ -33,6 +33,7 @@ pub const CONFIG_STRUCTS: &[(Kind, &str, &str)] = &[
     (Kind::Transform, "unnest", "UnnestConfig"),
     (Kind::Transform, "window", "WindowConfig"),
     (Kind::Transform, "alert", "AlertConfig"),
+    (Kind::Transform, "predict", "PredictConfig"),
     (Kind::Transform, "join", "JoinConfig"),
     (Kind::Sink, "stdout", "StdoutConfig"),
     (Kind::Sink, "file", "FileSinkConfig"),

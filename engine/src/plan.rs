@@ -365,6 +365,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             (ComponentConfig::Unnest(u), Some(s)) => u.plan(&ctx, s),
             (ComponentConfig::Window(w), Some(s)) => w.plan(&ctx, s),
             (ComponentConfig::Alert(a), Some(s)) => a.plan(&ctx, s),
+            (ComponentConfig::Predict(p), Some(s)) => p.plan(&ctx, s),
             (ComponentConfig::Stdout(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::FileSink(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::Null(o), Some(s)) => o.plan(&ctx, s),

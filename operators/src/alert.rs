@@ -49,7 +49,7 @@
 //! assert_eq!(states, [("firing".to_string(), 30), ("resolved".to_string(), 50)]);
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use smol_str::SmolStr;
@@ -65,6 +65,7 @@ use crate::encode::{Encoder, Format};
 use crate::expr::Expr;
 use crate::late::{LateCounts, LatePolicy};
 use crate::metrics::ComponentMetrics;
+use crate::ordered::{Keys, Waiting};
 use crate::schema::{Field, Meta, Record, Schema};
 use crate::value::{FieldType, Micros, Value};
 use crate::{Batches, Records, Time};
@@ -237,11 +238,10 @@ struct Key {
 #[derive(Default)]
 struct State {
     keys: Vec<Key>,
-    index: HashMap<Vec<Value>, usize>,
-    /// Records not yet processed, in the order they will be: event time, key, values.
-    waiting: BTreeMap<(Micros, usize, Vec<Value>, u64), Meta>,
+    numbers: Keys,
+    /// Records not yet processed, in the order they will be.
+    waiting: Waiting,
     timers: BTreeSet<(Micros, usize)>,
-    seq: u64,
 }
 
 impl State {
@@ -273,24 +273,19 @@ impl State {
             return;
         }
         let key: Vec<Value> = spec.key.iter().map(|&k| r.values[k].clone()).collect();
-        let k = match self.index.get(&key) {
-            Some(&k) => k,
-            None => {
-                self.keys.push(Key {
-                    values: key.clone(),
-                    ..Key::default()
-                });
-                self.index.insert(key, self.keys.len() - 1);
-                self.keys.len() - 1
-            }
-        };
-        self.seq += 1;
-        self.waiting.insert((ts, k, r.values, self.seq), r.meta);
+        let (k, new) = self.numbers.number(key.clone());
+        if new {
+            self.keys.push(Key {
+                values: key,
+                ..Key::default()
+            });
+        }
+        self.waiting.insert(ts, k, r);
     }
 
     /// The earliest time something is still to happen at: a waiting record or a timer.
     fn next(&self) -> Option<Micros> {
-        let r = self.waiting.first_key_value().map(|(k, _)| k.0);
+        let r = self.waiting.first_time();
         let t = self.timers.first().map(|&(d, _)| d);
         match (r, t) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -310,8 +305,7 @@ impl State {
         loop {
             let rec = self
                 .waiting
-                .first_key_value()
-                .map(|(k, _)| k.0)
+                .first_time()
                 .filter(|&t| frontier.is_none_or(|f| t < f));
             let timer = self
                 .timers
@@ -325,9 +319,7 @@ impl State {
                     self.on_timer(spec, k, d, emit);
                 }
                 (Some(_), _) => {
-                    let ((ts, k, values, _), meta) = self.waiting.pop_first().expect("seen");
-                    let mut r = Record::new(values);
-                    r.meta = meta;
+                    let (ts, k, r) = self.waiting.pop_before(frontier).expect("seen");
                     self.on_record(spec, k, ts, r, emit);
                 }
                 _ => break,

@@ -43,6 +43,8 @@ pub mod latency;
 pub mod lines;
 pub mod map;
 pub mod metrics;
+mod ordered;
+pub mod predict;
 pub mod reading;
 pub mod side_store;
 pub mod sink;

@@ -35,6 +35,7 @@ pub mod generator;
 pub mod join;
 pub mod kafka;
 pub mod map;
+pub mod predict;
 pub mod sinks;
 pub mod stdin;
 pub mod tcp;
@@ -173,6 +174,14 @@ pub static COMPONENTS: &[Descriptor] = &[
     },
     Descriptor {
         kind: Kind::Transform,
+        name: "predict",
+        outputs: &[Port::DeadLetter, Port::Late],
+        parse: |b, w, d| Some(ComponentConfig::Predict(typed(b, w, d)?)),
+        generates: false,
+        stateful: true,
+    },
+    Descriptor {
+        kind: Kind::Transform,
         name: "join",
         outputs: &[Port::DeadLetter, Port::Late, Port::LateRight],
         parse: |b, w, d| Some(ComponentConfig::Join(typed(b, w, d)?)),
@@ -258,6 +267,8 @@ pub enum ComponentConfig {
     Window(window::WindowConfig),
     /// `[transforms.ID] type = "alert"`
     Alert(alert::AlertConfig),
+    /// `[transforms.ID] type = "predict"`
+    Predict(predict::PredictConfig),
     /// `[transforms.ID] type = "join"`
     Join(join::JoinConfig),
     /// `[sinks.ID] type = "stdout"`
@@ -306,6 +317,8 @@ pub enum Op {
     Window(Arc<WindowSpec>),
     /// An alert.
     Alert(Arc<weir_operators::alert::AlertSpec>),
+    /// A predict.
+    Predict(Arc<weir_operators::predict::PredictSpec>),
     /// An interval join (its two inputs are the node's first and second).
     IntervalJoin(Arc<IntervalJoinSpec>),
     /// A temporal join (its two inputs are the node's first and second).

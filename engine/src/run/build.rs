@@ -17,8 +17,8 @@ use weir_operators::metrics::ComponentMetrics;
 use weir_operators::sink::SharedWriter;
 use weir_operators::window::LatePolicy;
 use weir_operators::{
-    alert, file_source, filter, interval_join, kafka_source, map, sink, stdin_source, tcp_source,
-    temporal_join, unnest, window, window_join, Batches, Time,
+    alert, file_source, filter, interval_join, kafka_source, map, predict, sink, stdin_source,
+    tcp_source, temporal_join, unnest, window, window_join, Batches, Time,
 };
 
 use crate::components::{Op, SinkTarget};
@@ -250,6 +250,18 @@ pub(super) fn build<'s>(
                 put(main, a.alerts);
                 put(dead, a.dead);
                 put(late, a.late);
+            }
+            Op::Predict(spec) => {
+                let keyed = match node.inputs.len() == 1
+                    && partitioned.get(&node.inputs[0]) == Some(&spec.key)
+                {
+                    true => input(),
+                    false => exchange_by_key(input(), spec.key.clone()),
+                };
+                let p = predict::predict_batches(keyed, Arc::clone(spec), m);
+                put(main, p.records);
+                put(dead, p.dead);
+                put(late, p.late);
             }
             Op::IntervalJoin(_) | Op::WindowJoin(_) | Op::TemporalJoin(_) => {
                 // Every join gets its inputs exchanged by key, as chunks.

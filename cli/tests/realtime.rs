@@ -1,5 +1,7 @@
-//! `alert`: per-key rules over event time, against a brute-force reference over out-of-order
-//! input in both modes on 1, 2 and 4 workers, and hand-checked cases of every rule.
+//! The real-time uses: `alert` (per-key rules over event time) against a brute-force reference
+//! over out-of-order input in both modes on 1, 2 and 4 workers, and hand-checked cases of every
+//! rule; `predict` (per-key online models) against a reference implementation of the same update
+//! rules over the same input.
 
 mod common;
 
@@ -398,5 +400,117 @@ inputs = ["a", "b", "c"]
     ] {
         assert!(err.contains(what), "{what}\n{err}");
         assert!(err.contains(at), "{at} for {what}\n{err}");
+    }
+}
+
+/// The EWMA and Holt update rules, written here from their definitions: each device's readings
+/// in time order give (id, forecast, score).
+fn model_reference(per: &Readings, holt: bool) -> BTreeMap<u64, (f64, Option<f64>)> {
+    let (alpha, beta, horizon) = (0.3, 0.2, 60.0);
+    let mut out = BTreeMap::new();
+    for rs in per.values() {
+        let (mut mean, mut var) = (0.0f64, 0.0f64);
+        let (mut level, mut trend, mut at, mut res_var) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for (n, &(ts, id, x)) in rs.iter().enumerate() {
+            let t = ts as f64 / 1e6;
+            if n == 0 {
+                (mean, level, at) = (x, x, t);
+                out.insert(id, (x, None));
+                continue;
+            }
+            if !holt {
+                let z = (var > 0.0).then(|| (x - mean) / var.sqrt());
+                let d = x - mean;
+                mean += alpha * d;
+                var = (1.0 - alpha) * (var + d * alpha * d);
+                out.insert(id, (mean, z));
+            } else {
+                let dt = t - at;
+                let predicted = level + trend * dt;
+                let res = x - predicted;
+                let z = (res_var > 0.0).then(|| res / res_var.sqrt());
+                let new_level = alpha * x + (1.0 - alpha) * predicted;
+                if dt > 0.0 {
+                    trend = beta * (new_level - level) / dt + (1.0 - beta) * trend;
+                }
+                level = new_level;
+                at = t;
+                res_var = (1.0 - alpha) * (res_var + alpha * res * res);
+                out.insert(id, (level + trend * horizon, z));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn predictions_match_a_reference_of_the_update_rules_in_every_configuration() {
+    let (text, per) = readings();
+    let dir = workspace();
+    write(dir.path(), "readings.jsonl", &text);
+    let p = write(
+        dir.path(),
+        "p.toml",
+        r#"[pipeline]
+name = "models"
+[sources.readings]
+type = "file"
+path = "readings.jsonl"
+format = "jsonl"
+schema = { id = "u64", ts = "timestamp", device = "string", t = "f64" }
+watermark = { max_out_of_orderness = "10s" }
+[transforms.ewma]
+type = "predict"
+inputs = ["readings"]
+key = ["device"]
+value = "t"
+alpha = 0.3
+[transforms.holt]
+type = "predict"
+inputs = ["readings"]
+key = ["device"]
+value = "t"
+model = "holt"
+alpha = 0.3
+beta = 0.2
+horizon = "60s"
+[sinks.ewma_out]
+type = "file"
+inputs = ["ewma"]
+path = "ewma.jsonl"
+[sinks.holt_out]
+type = "file"
+inputs = ["holt"]
+path = "holt.jsonl"
+"#,
+    );
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    for config in configurations() {
+        let err = run_ok(dir.path(), &p, &config);
+        for (file, holt) in [("ewma.jsonl", false), ("holt.jsonl", true)] {
+            let want = model_reference(&per, holt);
+            let got = json_lines(&dir.path().join(file));
+            assert_eq!(got.len(), want.len(), "{file} {config:?}\n{err}");
+            let mut scored = 0;
+            for r in got {
+                let id = r["id"].as_u64().unwrap();
+                let (forecast, score) = want[&id];
+                assert!(
+                    close(r["forecast"].as_f64().unwrap(), forecast),
+                    "{file} {id}: {r} vs {forecast}"
+                );
+                match score {
+                    Some(z) => {
+                        scored += 1;
+                        assert!(
+                            close(r["score"].as_f64().unwrap(), z),
+                            "{file} {id}: {r} vs {z}"
+                        )
+                    }
+                    None => assert!(r["score"].is_null(), "{file} {id}: {r}"),
+                }
+            }
+            assert!(scored > 100, "{file}: {scored} scored");
+        }
     }
 }

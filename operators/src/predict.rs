@@ -1,0 +1,367 @@
+//! The `predict` transform: per-key online models that learn as records arrive and give each
+//! record a forecast and an anomaly score.
+//!
+//! A key's records are taken in event-time order (then by their values) once the watermark has
+//! passed them, so a model's state, and every forecast, depends only on the records — the same
+//! in both modes on any number of workers, live or replayed. Two [`Model`]s:
+//!
+//! - **EWMA**: an exponentially weighted mean and variance of the value (weight `alpha` for the
+//!   newest); the forecast is the mean after the record, the score the record's z-score against
+//!   the mean and variance before it: `(x - mean) / sqrt(variance)`.
+//! - **Holt**: Holt's linear trend over irregular event times — a level and a trend per second,
+//!   updated with `alpha` and `beta`; the forecast is `level + trend * horizon` after the
+//!   record, the score the record's residual against the level and trend projected to its time,
+//!   over the exponentially weighted standard deviation of earlier residuals.
+//!
+//! A record whose value is NULL passes with NULL forecast and score and does not update the
+//! model; a score is NULL until the variance it divides by is above zero.
+//!
+//! ```
+//! use weir_operators::predict::{Model, PredictSpec};
+//! use weir_operators::expr::Expr;
+//! use weir_operators::schema::{Field, Record, Schema};
+//! use weir_operators::value::{FieldType, Value};
+//!
+//! let input = Schema::new(vec![
+//!     Field::new("ts", FieldType::Timestamp),
+//!     Field::new("t", FieldType::F64),
+//! ])
+//! .with_time("ts");
+//! let value = Expr::compile("t", &input).unwrap();
+//! let spec = PredictSpec::new("p", &input, vec![], value, Model::Ewma { alpha: 0.5 });
+//! let r = |s: i64, t: f64| Record::new(vec![Value::Ts(s * 1_000_000), Value::F64(t)]);
+//! let out = spec.run(vec![r(0, 10.0), r(1, 20.0), r(2, 20.0)]);
+//! // Means 10, 15, 17.5; variances 0, 25, 18.75.
+//! let forecasts: Vec<Value> = out.iter().map(|o| o.values[2].clone()).collect();
+//! assert_eq!(forecasts, [Value::F64(10.0), Value::F64(15.0), Value::F64(17.5)]);
+//! assert_eq!(out[1].values[3], Value::Null, "no variance yet to score against");
+//! assert_eq!(out[2].values[3], Value::F64(1.0), "(20 - 15) / sqrt(25)");
+//! ```
+
+use std::sync::Arc;
+
+use smol_str::SmolStr;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+
+use crate::batch::give_at;
+use crate::chunk::Chunk;
+use crate::encode::{Encoder, Format};
+use crate::expr::Expr;
+use crate::late::{LateCounts, LatePolicy};
+use crate::metrics::ComponentMetrics;
+use crate::ordered::{Keys, Waiting};
+use crate::schema::{Field, Record, Schema};
+use crate::value::{FieldType, Micros, Value};
+use crate::{Batches, Records, Time};
+
+/// An online model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Model {
+    /// Exponentially weighted mean and variance; `alpha` weighs the newest value.
+    Ewma {
+        /// Weight of the newest value, in (0, 1].
+        alpha: f64,
+    },
+    /// Holt's linear trend: level weight `alpha`, trend weight `beta`, forecast `horizon`
+    /// seconds ahead.
+    Holt {
+        /// Weight of the newest value in the level, in (0, 1].
+        alpha: f64,
+        /// Weight of the newest slope in the trend, in (0, 1].
+        beta: f64,
+        /// How far ahead the forecast is, in seconds.
+        horizon: f64,
+    },
+}
+
+/// A compiled `predict`.
+#[derive(Clone, Debug)]
+pub struct PredictSpec {
+    /// The component id.
+    pub id: SmolStr,
+    /// Input positions of the key fields.
+    pub key: Vec<usize>,
+    /// The value modelled.
+    pub value: Expr,
+    /// The model.
+    pub model: Model,
+    /// What happens to late records.
+    pub late: LatePolicy,
+    time: usize,
+    input_encoder: Encoder,
+}
+
+/// One key's model state.
+#[derive(Clone, Copy, Debug, Default)]
+struct State {
+    /// Values seen.
+    n: u64,
+    mean: f64,
+    var: f64,
+    /// Holt: level, trend per second, the last value's time (s), and the residuals' variance.
+    level: f64,
+    trend: f64,
+    at: f64,
+    res_var: f64,
+}
+
+impl PredictSpec {
+    /// Models `value` per key (the fields at `key`) of `input`, which must have an event time.
+    ///
+    /// # Panics
+    /// If `input` has no event-time field (the plan checks this first).
+    pub fn new(
+        id: &str,
+        input: &Schema,
+        key: Vec<usize>,
+        value: Expr,
+        model: Model,
+    ) -> PredictSpec {
+        PredictSpec {
+            id: SmolStr::new(id),
+            key,
+            value,
+            model,
+            late: LatePolicy::DeadLetter,
+            time: input.time.expect("predict's input has an event time"),
+            input_encoder: Encoder::new(Format::Jsonl, input),
+        }
+    }
+
+    /// Sets the late policy.
+    pub fn with_late(mut self, late: LatePolicy) -> PredictSpec {
+        self.late = late;
+        self
+    }
+
+    /// The output schema: the input's fields, then `forecast` and `score` (`f64`).
+    pub fn output_schema(input: &Schema) -> Schema {
+        let mut s = input.clone();
+        s.fields.push(Field::new("forecast", FieldType::F64));
+        s.fields.push(Field::new("score", FieldType::F64));
+        s
+    }
+
+    /// The records of `records` with their forecasts and scores, all at once: for tests and
+    /// examples; the operator is [`predict_batches`].
+    pub fn run(&self, records: Vec<Record>) -> Vec<Record> {
+        let mut st = Worker::default();
+        let (mut dead, mut late, mut n) = (Vec::new(), Vec::new(), LateCounts::default());
+        for r in records {
+            st.add(self, r, &mut dead, &mut late, &mut n);
+        }
+        let mut out = Vec::new();
+        st.advance(self, None, &mut |_, r| out.push(r));
+        out
+    }
+
+    /// Updates `s` with record `r` at `ts`: its forecast and score.
+    fn update(&self, s: &mut State, ts: Micros, x: Option<f64>) -> (Value, Value) {
+        let Some(x) = x.filter(|x| x.is_finite()) else {
+            return (Value::Null, Value::Null);
+        };
+        let score = |res: f64, var: f64| match var > 0.0 {
+            true => Value::F64(res / var.sqrt()),
+            false => Value::Null,
+        };
+        s.n += 1;
+        match self.model {
+            Model::Ewma { alpha } => {
+                if s.n == 1 {
+                    s.mean = x;
+                    s.var = 0.0;
+                    return (Value::F64(x), Value::Null);
+                }
+                let diff = x - s.mean;
+                let z = score(diff, s.var);
+                let incr = alpha * diff;
+                s.mean += incr;
+                s.var = (1.0 - alpha) * (s.var + diff * incr);
+                (Value::F64(s.mean), z)
+            }
+            Model::Holt {
+                alpha,
+                beta,
+                horizon,
+            } => {
+                let t = ts as f64 / 1e6;
+                if s.n == 1 {
+                    s.level = x;
+                    s.trend = 0.0;
+                    s.at = t;
+                    return (Value::F64(x), Value::Null);
+                }
+                let dt = t - s.at;
+                let predicted = s.level + s.trend * dt;
+                let res = x - predicted;
+                let z = score(res, s.res_var);
+                let level = alpha * x + (1.0 - alpha) * predicted;
+                if dt > 0.0 {
+                    s.trend = beta * (level - s.level) / dt + (1.0 - beta) * s.trend;
+                }
+                s.level = level;
+                s.at = t;
+                s.res_var = (1.0 - alpha) * (s.res_var + alpha * res * res);
+                (Value::F64(s.level + s.trend * horizon), z)
+            }
+        }
+    }
+}
+
+/// A worker's models and the records waiting for the watermark.
+#[derive(Default)]
+struct Worker {
+    numbers: Keys,
+    states: Vec<State>,
+    waiting: Waiting,
+}
+
+impl Worker {
+    fn add(
+        &mut self,
+        spec: &PredictSpec,
+        r: Record,
+        dead: &mut Vec<Record>,
+        late: &mut Vec<Record>,
+        n: &mut LateCounts,
+    ) {
+        let dead_letter = |r: &Record, reason: String| {
+            crate::decode::operator_dead_letter(&spec.id, &spec.input_encoder, r, reason)
+        };
+        let Some(ts) = r.values[spec.time].as_ts() else {
+            n.untimed(&r, |r| dead_letter(r, "it has no event time".into()), dead);
+            return;
+        };
+        if ts < r.meta.watermark as Micros {
+            n.route(
+                spec.late,
+                r,
+                |r| dead_letter(r, format!("it is behind the watermark ({} µs), so its key's model has moved past it", r.meta.watermark)),
+                dead,
+                late,
+            );
+            return;
+        }
+        let key: Vec<Value> = spec.key.iter().map(|&k| r.values[k].clone()).collect();
+        let (k, new) = self.numbers.number(key);
+        if new {
+            self.states.push(State::default());
+        }
+        self.waiting.insert(ts, k, r);
+    }
+
+    fn advance(
+        &mut self,
+        spec: &PredictSpec,
+        frontier: Option<Micros>,
+        emit: &mut impl FnMut(Micros, Record),
+    ) {
+        while let Some((ts, k, mut r)) = self.waiting.pop_before(frontier) {
+            let x = spec.value.eval(&r.values).as_f64();
+            let (forecast, score) = spec.update(&mut self.states[k], ts, x);
+            r.values.push(forecast);
+            r.values.push(score);
+            emit(ts, r);
+        }
+    }
+}
+
+/// The streams a `predict` makes.
+pub struct PredictStreams<'s> {
+    /// The records with their forecasts and scores.
+    pub records: Records<'s>,
+    /// Late records (with `late = "dead-letter"`) and records without an event time.
+    pub dead: Records<'s>,
+    /// Late records, unchanged (with `late = "side-output"`).
+    pub late: Records<'s>,
+}
+
+/// Builds a `predict` over batches already on the worker that holds their keys.
+pub fn predict_batches<'s>(
+    input: Batches<'s>,
+    spec: Arc<PredictSpec>,
+    metrics: Arc<ComponentMetrics>,
+) -> PredictStreams<'s> {
+    let mut builder = OperatorBuilder::new(spec.id.to_string(), input.scope());
+    let mut input = builder.new_input(input, Pipeline);
+    let (out, records) = builder.new_output::<Vec<Record>>();
+    let (dead_out, dead) = builder.new_output::<Vec<Record>>();
+    let (late_out, late) = builder.new_output::<Vec<Record>>();
+    let mut out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(out);
+    let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(dead_out);
+    let mut late_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(late_out);
+    builder.build(move |_initial_caps| {
+        let mut st = Worker::default();
+        let mut held: Option<Capability<Time>> = None;
+        let mut rows = Vec::new();
+        let mut last_entries = 0u64;
+        move |frontiers| {
+            let spec = &*spec;
+            let mut n = LateCounts::default();
+            let mut records_in = 0;
+            input.for_each(|cap, data: &mut Vec<Chunk>| {
+                let Some(&t) = cap.least() else {
+                    // Weir's operators always send with a capability; nothing to hold.
+                    return;
+                };
+                let (mut dead, mut late) = (Vec::new(), Vec::new());
+                for chunk in data.iter() {
+                    records_in += chunk.len() as u64;
+                    rows.clear();
+                    chunk.push_rows(&mut rows);
+                    for r in rows.drain(..) {
+                        st.add(spec, r, &mut dead, &mut late, &mut n);
+                    }
+                }
+                if let Some(next) = st.waiting.first_time() {
+                    let next = (next.max(0) as Time).max(t);
+                    if held.as_ref().is_none_or(|h| *h.time() > next) {
+                        held = Some(cap.delayed(&next, 0));
+                    }
+                }
+                give_at(&mut dead_out, &cap, t, 1, &mut dead);
+                give_at(&mut late_out, &cap, t, 2, &mut late);
+            });
+            let frontier = frontiers[0].frontier().iter().min().copied();
+            let mut made = 0u64;
+            if let Some(h) = held.as_ref() {
+                let mut batch: Vec<(Micros, Record)> = Vec::new();
+                st.advance(
+                    spec,
+                    frontier.map(|f| f.min(i64::MAX as Time) as Micros),
+                    &mut |at, r| batch.push((at, r)),
+                );
+                made = batch.len() as u64;
+                for (at, r) in batch {
+                    let c = h.delayed(&(at.max(0) as Time).max(*h.time()));
+                    out.activate().session(&c).give(r);
+                }
+            }
+            match (st.waiting.first_time(), held.as_mut()) {
+                (None, _) => held = None,
+                (Some(t), Some(h)) => {
+                    let t = t.max(0) as Time;
+                    if *h.time() < t {
+                        h.downgrade(&t);
+                    }
+                }
+                _ => {}
+            }
+            metrics.add_in(records_in);
+            metrics.add_out(made);
+            n.report(&metrics);
+            let entries = (st.states.len() + st.waiting.len()) as u64;
+            metrics.add_state(entries as i64 - last_entries as i64);
+            last_entries = entries;
+        }
+    });
+    PredictStreams {
+        records,
+        dead,
+        late,
+    }
+}
