@@ -1075,9 +1075,19 @@ fn a_kafka_source_infers_its_schema_from_the_first_messages() {
     );
 }
 
+/// An alert over the test pipeline's readings (two values of 900 or more within a second of
+/// one device), written to `path`.
+fn storm(path: &str) -> String {
+    format!(
+        "[transforms.storm]\ntype = \"alert\"\ninputs = [\"events\"]\nkey = [\"device\"]\ncondition = \"value >= 900\"\ncount = 2\nwithin = \"1s\"\n{}",
+        file_sink("alerts", "storm", path)
+    )
+}
+
 /// Kappa: a replay from a point in time (`start = { at = ... }`) reads each partition from its
 /// first message stamped at or after it (offsets looked up by time), and a bounded replay of a
-/// topic gives exactly what a live run gave while the messages were being written.
+/// topic gives exactly what a live run gave while the messages were being written: its window
+/// results and its alerts.
 #[test]
 fn a_replay_from_a_point_in_time_and_a_live_run_agree() {
     let dir = workspace();
@@ -1091,7 +1101,11 @@ fn a_replay_from_a_point_in_time_and_a_live_run_agree() {
             brokers(),
             unique("live")
         ),
-        &file_sink("out", "per_device", "live.jsonl"),
+        &format!(
+            "{}{}",
+            file_sink("out", "per_device", "live.jsonl"),
+            storm("live-alerts.jsonl")
+        ),
     );
     write(dir.path(), "live.toml", &live);
     let n_arg = n.to_string();
@@ -1128,9 +1142,15 @@ fn a_replay_from_a_point_in_time_and_a_live_run_agree() {
     // The bounded replay of the whole topic gives the live results.
     let replay = pipeline(
         &kafka_source(&input, &unique("replay"), "start = \"earliest\""),
-        &file_sink("out", "per_device", "replay.jsonl"),
+        &format!(
+            "{}{}",
+            file_sink("out", "per_device", "replay.jsonl"),
+            storm("replay-alerts.jsonl")
+        ),
     );
     write(dir.path(), "replay.toml", &replay);
+    let live_alerts = json_multiset(&read(dir.path(), "live-alerts.jsonl"));
+    assert!(live_alerts.len() > 10, "{live_alerts:?}");
     for flags in [
         vec!["--workers", "2"],
         vec!["--mode", "micro-batch", "--batch-interval", "20ms"],
@@ -1139,6 +1159,11 @@ fn a_replay_from_a_point_in_time_and_a_live_run_agree() {
         assert_eq!(
             json_multiset(&read(dir.path(), "replay.jsonl")),
             live_results,
+            "{flags:?}"
+        );
+        assert_eq!(
+            json_multiset(&read(dir.path(), "replay-alerts.jsonl")),
+            live_alerts,
             "{flags:?}"
         );
     }
