@@ -53,19 +53,12 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use smol_str::SmolStr;
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::Capability;
 
-use crate::batch::give_at;
-use crate::chunk::Chunk;
 use crate::encode::{Encoder, Format};
 use crate::expr::Expr;
 use crate::late::{LateCounts, LatePolicy};
 use crate::metrics::ComponentMetrics;
-use crate::ordered::{Keys, Waiting};
+use crate::ordered::{ordered_operator, InOrder, Keys, Waiting};
 use crate::schema::{Field, Meta, Record, Schema};
 use crate::value::{FieldType, Micros, Value};
 use crate::{Batches, Records, Time};
@@ -544,79 +537,46 @@ pub fn alert_batches<'s>(
     spec: Arc<AlertSpec>,
     metrics: Arc<ComponentMetrics>,
 ) -> AlertStreams<'s> {
-    let mut builder = OperatorBuilder::new(spec.id.to_string(), input.scope());
-    let mut input = builder.new_input(input, Pipeline);
-    let (out, alerts) = builder.new_output::<Vec<Record>>();
-    let (dead_out, dead) = builder.new_output::<Vec<Record>>();
-    let (late_out, late) = builder.new_output::<Vec<Record>>();
-    let mut out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(out);
-    let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(dead_out);
-    let mut late_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(late_out);
-    builder.build(move |_initial_caps| {
-        let mut state = State::default();
-        let mut held: Option<Capability<Time>> = None;
-        let mut rows = Vec::new();
-        let mut last_entries = 0u64;
-        move |frontiers| {
-            let spec = &*spec;
-            let mut n = LateCounts::default();
-            let mut records_in = 0;
-            input.for_each(|cap, data: &mut Vec<Chunk>| {
-                let Some(&t) = cap.least() else {
-                    // Weir's operators always send with a capability; nothing to hold.
-                    return;
-                };
-                let (mut dead, mut late) = (Vec::new(), Vec::new());
-                for chunk in data.iter() {
-                    records_in += chunk.len() as u64;
-                    rows.clear();
-                    chunk.push_rows(&mut rows);
-                    for r in rows.drain(..) {
-                        state.add(spec, r, &mut dead, &mut late, &mut n);
-                    }
-                }
-                // Hold a capability at the earliest time an alert may still be made at.
-                if let Some(next) = state.next() {
-                    let next = (next.max(0) as Time).max(t);
-                    if held.as_ref().is_none_or(|h| *h.time() > next) {
-                        held = Some(cap.delayed(&next, 0));
-                    }
-                }
-                give_at(&mut dead_out, &cap, t, 1, &mut dead);
-                give_at(&mut late_out, &cap, t, 2, &mut late);
-            });
-            let frontier = frontiers[0].frontier().iter().min().copied();
-            let mut made = 0u64;
-            if let Some(h) = held.as_ref() {
-                let mut batch: Vec<(Micros, Record)> = Vec::new();
-                state.advance(
-                    spec,
-                    frontier.map(|f| f.min(i64::MAX as Time) as Micros),
-                    &mut |at, r| batch.push((at, r)),
-                );
-                made = batch.len() as u64;
-                for (at, r) in batch {
-                    let c = h.delayed(&(at.max(0) as Time).max(*h.time()));
-                    out.activate().session(&c).give(r);
-                }
-            }
-            match (state.next(), held.as_mut()) {
-                (None, _) => held = None,
-                (Some(t), Some(h)) => {
-                    let t = t.max(0) as Time;
-                    if *h.time() < t {
-                        h.downgrade(&t);
-                    }
-                }
-                _ => {}
-            }
-            metrics.add_in(records_in);
-            metrics.add_out(made);
-            n.report(&metrics);
-            let entries = state.entries();
-            metrics.add_state(entries as i64 - last_entries as i64);
-            last_entries = entries;
-        }
-    });
+    let name = spec.id.to_string();
+    let (alerts, dead, late) = ordered_operator(
+        input,
+        &name,
+        metrics,
+        Worker {
+            spec,
+            state: State::default(),
+        },
+    );
     AlertStreams { alerts, dead, late }
+}
+
+/// A worker's alerts, as an [`InOrder`] operator's work.
+struct Worker {
+    spec: Arc<AlertSpec>,
+    state: State,
+}
+
+impl InOrder for Worker {
+    fn add(
+        &mut self,
+        r: Record,
+        dead: &mut Vec<Record>,
+        late: &mut Vec<Record>,
+        n: &mut LateCounts,
+    ) {
+        self.state.add(&self.spec, r, dead, late, n);
+    }
+
+    fn next(&self) -> Option<Micros> {
+        self.state.next()
+    }
+
+    fn advance(&mut self, frontier: Option<Micros>, emit: &mut dyn FnMut(Micros, Record)) {
+        self.state
+            .advance(&self.spec, frontier, &mut |at, r| emit(at, r));
+    }
+
+    fn entries(&self) -> u64 {
+        self.state.entries()
+    }
 }

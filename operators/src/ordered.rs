@@ -3,9 +3,21 @@
 //! depend only on the records, never on batching, scheduling or the number of workers.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+
+use crate::batch::give_at;
+use crate::chunk::Chunk;
+use crate::late::LateCounts;
+use crate::metrics::ComponentMetrics;
 use crate::schema::{Meta, Record};
 use crate::value::{Micros, Value};
+use crate::{Batches, Records, Time};
 
 /// Each key's number, in the order keys were first seen on this worker.
 #[derive(Debug, Default)]
@@ -65,4 +77,107 @@ impl Waiting {
     pub(crate) fn len(&self) -> usize {
         self.records.len()
     }
+}
+
+/// What an operator built by [`ordered_operator`] does: takes records (waiting, late or
+/// untimed), and then, as the watermark passes, makes its results in event-time order.
+pub(crate) trait InOrder {
+    /// Takes one record; late and untimed ones go to `dead` or `late` (counted in `n`).
+    fn add(
+        &mut self,
+        r: Record,
+        dead: &mut Vec<Record>,
+        late: &mut Vec<Record>,
+        n: &mut LateCounts,
+    );
+    /// The earliest event time a result may still be made at.
+    fn next(&self) -> Option<Micros>;
+    /// Makes the results due before `frontier` (all, with `None`: the input has ended), each
+    /// with its event time.
+    fn advance(&mut self, frontier: Option<Micros>, emit: &mut dyn FnMut(Micros, Record));
+    /// Entries of state, for the summary.
+    fn entries(&self) -> u64;
+}
+
+/// The main, dead-letter and late outputs of an [`ordered_operator`].
+pub(crate) type Outputs<'s> = (Records<'s>, Records<'s>, Records<'s>);
+
+/// An operator named `name` feeding the chunks of `input` (on the worker that holds their
+/// keys) to `work`, holding a capability at the earliest time a result may still be made at.
+pub(crate) fn ordered_operator<'s, W: InOrder + 'static>(
+    input: Batches<'s>,
+    name: &str,
+    metrics: Arc<ComponentMetrics>,
+    mut work: W,
+) -> Outputs<'s> {
+    let mut builder = OperatorBuilder::new(name.to_string(), input.scope());
+    let mut input = builder.new_input(input, Pipeline);
+    let (out, results) = builder.new_output::<Vec<Record>>();
+    let (dead_out, dead) = builder.new_output::<Vec<Record>>();
+    let (late_out, late) = builder.new_output::<Vec<Record>>();
+    let mut out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(out);
+    let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(dead_out);
+    let mut late_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(late_out);
+    builder.build(move |_initial_caps| {
+        let mut held: Option<Capability<Time>> = None;
+        let mut rows = Vec::new();
+        let mut last_entries = 0u64;
+        move |frontiers| {
+            let mut n = LateCounts::default();
+            let mut records_in = 0;
+            input.for_each(|cap, data: &mut Vec<Chunk>| {
+                let Some(&t) = cap.least() else {
+                    // Weir's operators always send with a capability; nothing to hold.
+                    return;
+                };
+                let (mut dead, mut late) = (Vec::new(), Vec::new());
+                for chunk in data.iter() {
+                    records_in += chunk.len() as u64;
+                    rows.clear();
+                    chunk.push_rows(&mut rows);
+                    for r in rows.drain(..) {
+                        work.add(r, &mut dead, &mut late, &mut n);
+                    }
+                }
+                // Hold a capability at the earliest time a result may still be made at.
+                if let Some(next) = work.next() {
+                    let next = (next.max(0) as Time).max(t);
+                    if held.as_ref().is_none_or(|h| *h.time() > next) {
+                        held = Some(cap.delayed(&next, 0));
+                    }
+                }
+                give_at(&mut dead_out, &cap, t, 1, &mut dead);
+                give_at(&mut late_out, &cap, t, 2, &mut late);
+            });
+            let frontier = frontiers[0].frontier().iter().min().copied();
+            let mut made = 0u64;
+            if let Some(h) = held.as_ref() {
+                let mut batch: Vec<(Micros, Record)> = Vec::new();
+                let f = frontier.map(|f| f.min(i64::MAX as Time) as Micros);
+                work.advance(f, &mut |at, r| batch.push((at, r)));
+                made = batch.len() as u64;
+                for (at, r) in batch {
+                    let c = h.delayed(&(at.max(0) as Time).max(*h.time()));
+                    out.activate().session(&c).give(r);
+                }
+            }
+            match (work.next(), held.as_mut()) {
+                (None, _) => held = None,
+                (Some(t), Some(h)) => {
+                    let t = t.max(0) as Time;
+                    if *h.time() < t {
+                        h.downgrade(&t);
+                    }
+                }
+                _ => {}
+            }
+            metrics.add_in(records_in);
+            metrics.add_out(made);
+            n.report(&metrics);
+            let entries = work.entries();
+            metrics.add_state(entries as i64 - last_entries as i64);
+            last_entries = entries;
+        }
+    });
+    (results, dead, late)
 }

@@ -528,6 +528,68 @@ impl Ctx<'_> {
         }
     }
 
+    /// The input positions of the `key` fields of a keyed operator (`what`: "alerts",
+    /// "models"), with a diagnostic for each unknown or list field.
+    pub fn key_fields(
+        &self,
+        key: Option<&Spanned<Vec<Spanned<String>>>>,
+        input: &Schema,
+        what: &str,
+        diags: &mut Vec<Diag>,
+    ) -> Vec<usize> {
+        let mut out = Vec::new();
+        for f in key.iter().flat_map(|k| k.get_ref()) {
+            match input.index_of(f.get_ref()) {
+                Some(p) if input.fields[p].ty.list_of().is_some() => diags.push(
+                    self.error(format!(
+                        "`{}` is a list: {what} cannot be keyed by a list",
+                        f.get_ref()
+                    ))
+                    .at(f.span())
+                    .help("unnest it first (a transform of type = \"unnest\")"),
+                ),
+                Some(p) => out.push(p),
+                None => diags.push(
+                    self.error(format!(
+                        "`key` names `{}`, which is not an input field",
+                        f.get_ref()
+                    ))
+                    .at(f.span())
+                    .help(match did_you_mean(f.get_ref(), input.names()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!(
+                            "the input fields are: {}",
+                            input.names().collect::<Vec<_>>().join(", ")
+                        ),
+                    }),
+                ),
+            }
+        }
+        out
+    }
+
+    /// The late policy of an operator without updates: "dead-letter" (default), "drop" or
+    /// "side-output".
+    pub fn late_policy(
+        &self,
+        late: Option<&Spanned<String>>,
+        diags: &mut Vec<Diag>,
+    ) -> Option<weir_operators::late::LatePolicy> {
+        use weir_operators::late::LatePolicy;
+        match late {
+            None => Some(LatePolicy::DeadLetter),
+            Some(l) => match self.choice("late", l, &["dead-letter", "drop", "side-output"]) {
+                Ok(0) => Some(LatePolicy::DeadLetter),
+                Ok(1) => Some(LatePolicy::Drop),
+                Ok(_) => Some(LatePolicy::SideOutput),
+                Err(d) => {
+                    diags.push(d);
+                    None
+                }
+            },
+        }
+    }
+
     /// Compiles an expression, mapping its errors into the file.
     pub fn expr(&self, key: &str, value: &Spanned<String>, schema: &Schema) -> Result<Expr, Diag> {
         Expr::compile(value.get_ref(), schema).map_err(|e| {

@@ -8,7 +8,6 @@ use toml::Spanned;
 use weir_operators::late::LatePolicy;
 use weir_operators::predict::{Model, PredictSpec};
 use weir_operators::schema::Schema;
-use weir_operators::suggest::did_you_mean;
 
 use super::{Ctx, Op, Planned};
 use crate::diag::Diag;
@@ -52,34 +51,7 @@ impl PredictConfig {
                 .at(ctx.span.clone())
                 .help("predict on a stream that keeps its timestamp")]);
         }
-        let mut key = Vec::new();
-        for f in self.key.iter().flat_map(|k| k.get_ref()) {
-            match input.index_of(f.get_ref()) {
-                Some(p) if input.fields[p].ty.list_of().is_some() => diags.push(
-                    ctx.error(format!(
-                        "`{}` is a list: models cannot be keyed by a list",
-                        f.get_ref()
-                    ))
-                    .at(f.span())
-                    .help("unnest it first (a transform of type = \"unnest\")"),
-                ),
-                Some(p) => key.push(p),
-                None => diags.push(
-                    ctx.error(format!(
-                        "`key` names `{}`, which is not an input field",
-                        f.get_ref()
-                    ))
-                    .at(f.span())
-                    .help(match did_you_mean(f.get_ref(), input.names()) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => format!(
-                            "the input fields are: {}",
-                            input.names().collect::<Vec<_>>().join(", ")
-                        ),
-                    }),
-                ),
-            }
-        }
+        let key = ctx.key_fields(self.key.as_ref(), input, "models", &mut diags);
         for taken in ["forecast", "score"] {
             if input.index_of(taken).is_some() {
                 diags.push(
@@ -149,18 +121,7 @@ impl PredictConfig {
             Some(h) => ctx.micros("horizon", h, &mut diags),
             None => Some(0),
         };
-        let late = match &self.late {
-            None => Some(LatePolicy::DeadLetter),
-            Some(l) => match ctx.choice("late", l, &["dead-letter", "drop", "side-output"]) {
-                Ok(0) => Some(LatePolicy::DeadLetter),
-                Ok(1) => Some(LatePolicy::Drop),
-                Ok(_) => Some(LatePolicy::SideOutput),
-                Err(d) => {
-                    diags.push(d);
-                    None
-                }
-            },
-        };
+        let late = ctx.late_policy(self.late.as_ref(), &mut diags);
         let (Some(value), Some(alpha), Some(holt), Some(beta), Some(horizon), Some(late), true) =
             (value, alpha, holt, beta, horizon, late, diags.is_empty())
         else {
