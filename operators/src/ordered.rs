@@ -152,13 +152,15 @@ pub(crate) fn ordered_operator<'s, W: InOrder + 'static>(
             let frontier = frontiers[0].frontier().iter().min().copied();
             let mut made = 0u64;
             if let Some(h) = held.as_ref() {
-                let mut batch: Vec<(Micros, Record)> = Vec::new();
+                // All of an activation's results go out in one container at the held time,
+                // which is at or below each one's event time (and watermark): downstream gets
+                // one batch, not one per event time.
+                let mut batch: Vec<Record> = Vec::new();
                 let f = frontier.map(|f| f.min(i64::MAX as Time) as Micros);
-                work.advance(f, &mut |at, r| batch.push((at, r)));
+                work.advance(f, &mut |_, r| batch.push(r));
                 made = batch.len() as u64;
-                for (at, r) in batch {
-                    let c = h.delayed(&(at.max(0) as Time).max(*h.time()));
-                    out.activate().session(&c).give(r);
+                if !batch.is_empty() {
+                    out.activate().session(h).give_container(&mut batch);
                 }
             }
             match (work.next(), held.as_mut()) {
