@@ -717,3 +717,80 @@ fn device_alerts_exact_in_every_configuration() {
         assert_eq!(json_multiset(&got), want, "{config:?}");
     }
 }
+
+/// The bundled generator alerts: the devices made to overheat fire (and resolve) once in every
+/// cycle's hot quarter and no other device does; the devices made silent fire once in every
+/// silent quarter and resolve when they report again; every device's silence fires once more
+/// after the end of its events; the same alerts in every mode and worker count.
+#[test]
+fn generator_anomalies_raise_exactly_their_alerts() {
+    let t0 = weir_operators::time::parse_rfc3339("2026-03-01T10:00:00Z").unwrap();
+    let secs = |v: &Value| {
+        (weir_operators::time::parse_rfc3339(v.as_str().unwrap()).unwrap() - t0) as f64 / 1e6
+    };
+    let mut first: Option<Vec<String>> = None;
+    for config in configurations() {
+        let dir = workspace();
+        let mut args = vec!["run", "pipelines/iot-device-alerts.toml"];
+        args.extend(&config);
+        ok(&weir(dir.path(), &args, ""));
+        let text = std::fs::read_to_string(dir.path().join("out/iot-device-alerts.jsonl")).unwrap();
+        let rows = json_lines(&dir.path().join("out/iot-device-alerts.jsonl"));
+        let count = |alert: &str, state: &str, device: &str| {
+            rows.iter()
+                .filter(|r| r["alert"] == alert && r["state"] == state && r["device_id"] == device)
+                .count()
+        };
+        for d in 0..50 {
+            let dev = format!("dev-{d:05}");
+            let (hot, silent) = ((0..3).contains(&d), (3..6).contains(&d));
+            assert_eq!(
+                count("overheat", "firing", &dev),
+                if hot { 5 } else { 0 },
+                "{dev}"
+            );
+            assert_eq!(
+                count("overheat", "resolved", &dev),
+                if hot { 5 } else { 0 },
+                "{dev}"
+            );
+            assert_eq!(
+                count("silent", "firing", &dev),
+                if silent { 6 } else { 1 },
+                "{dev}"
+            );
+            assert_eq!(
+                count("silent", "resolved", &dev),
+                if silent { 5 } else { 0 },
+                "{dev}"
+            );
+        }
+        for r in &rows {
+            let (at, cycle) = (secs(&r["at"]), (secs(&r["at"]) / 40.0).floor() * 40.0);
+            match (r["alert"].as_str().unwrap(), r["state"].as_str().unwrap()) {
+                // Hot from 10 s into the cycle: 2 s after its first hot reading (a device reads
+                // about 18 times a second) it fires, and it resolves at its first reading
+                // after 20 s.
+                ("overheat", "firing") => {
+                    assert!((cycle + 12.0..cycle + 13.0).contains(&at), "{r}")
+                }
+                ("overheat", "resolved") => {
+                    assert!((cycle + 20.0..cycle + 21.0).contains(&at), "{r}")
+                }
+                // Silent from 20 s: its last event before then plus 5 s; back after 30 s.
+                ("silent", "firing") if at < 200.0 => {
+                    assert!((cycle + 24.0..cycle + 25.0).contains(&at), "{r}")
+                }
+                ("silent", "resolved") => {
+                    assert!((cycle + 30.0..cycle + 31.0).contains(&at), "{r}")
+                }
+                _ => {}
+            }
+        }
+        let all = json_multiset(&text);
+        match &first {
+            None => first = Some(all),
+            Some(f) => assert_eq!(&all, f, "{config:?}"),
+        }
+    }
+}

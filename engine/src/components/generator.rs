@@ -68,6 +68,24 @@ pub struct GeneratorConfig {
     /// Pause to exercise idleness: `pause = { at = 50000, for = "5s" }` — when a worker
     /// reaches event index `at`, it sends nothing for `for` of processing time.
     pub pause: Option<PauseConfig>,
+    /// IoT devices that misbehave on purpose, to exercise alerts:
+    /// `anomalies = { overheat = 5, silent = 5, cycle = 40000 }` — in a cycle of `cycle` events
+    /// (by index), during its second quarter the first `overheat` devices (`dev-00000` on) read
+    /// 60 °C above their baseline, and during its third the next `silent` devices send nothing
+    /// (their events go to the others). Default: every device behaves.
+    pub anomalies: Option<AnomaliesConfig>,
+}
+
+/// Devices of the IoT generator that misbehave on purpose.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomaliesConfig {
+    /// How many devices overheat in each cycle's second quarter (default 0).
+    pub overheat: Option<Spanned<i64>>,
+    /// How many devices (after those) go silent in each cycle's third quarter (default 0).
+    pub silent: Option<Spanned<i64>>,
+    /// Events per cycle (default 100000).
+    pub cycle: Option<Spanned<i64>>,
 }
 
 /// A generator's pause.
@@ -210,6 +228,50 @@ impl GeneratorConfig {
             {
                 spec.pause = Some((at.max(0) as u64, d));
             }
+        }
+        if let Some(a) = &self.anomalies {
+            if profile != Profile::Iot {
+                diags.push(
+                    ctx.error("`anomalies` are for the iot profile")
+                        .at(ctx.span.clone())
+                        .help("remove `anomalies`, or use profile = \"iot\""),
+                );
+            }
+            let count = |k: &str,
+                         v: &Option<Spanned<i64>>,
+                         min: i64,
+                         default: i64,
+                         diags: &mut Vec<Diag>| match v {
+                None => default as u64,
+                Some(n) if *n.get_ref() >= min => *n.get_ref() as u64,
+                Some(n) => {
+                    diags.push(
+                        ctx.error(format!("`anomalies.{k}` must be at least {min}"))
+                            .at(n.span())
+                            .help(
+                                "such as anomalies = { overheat = 5, silent = 5, cycle = 40000 }",
+                            ),
+                    );
+                    0
+                }
+            };
+            let anomalies = weir_operators::generator::Anomalies {
+                overheat: count("overheat", &a.overheat, 0, 0, &mut diags),
+                silent: count("silent", &a.silent, 0, 0, &mut diags),
+                cycle: count("cycle", &a.cycle, 4, 100_000, &mut diags),
+            };
+            if anomalies.overheat + anomalies.silent >= spec.devices {
+                diags.push(
+                    ctx.error(format!(
+                        "`anomalies` makes {} of the {} devices misbehave: some must behave",
+                        anomalies.overheat + anomalies.silent,
+                        spec.devices
+                    ))
+                    .at(ctx.span.clone())
+                    .help("raise `devices`, or lower `overheat` and `silent`"),
+                );
+            }
+            spec.anomalies = Some(anomalies);
         }
         if !diags.is_empty() {
             return Err(diags);

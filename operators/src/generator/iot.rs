@@ -41,17 +41,32 @@ struct Draw {
     /// 0..100: below 90 a reading, below 97 a status update, else an alarm.
     roll: u64,
     h2: u64,
+    /// Whether the device overheats now ([`Anomalies`](super::Anomalies)).
+    hot: bool,
 }
 
 impl Draw {
     #[inline]
     fn new(spec: &GeneratorSpec, i: u64) -> Draw {
         let h = mix(spec.seed ^ mix(i.wrapping_add(0x9E37_79B9_7F4A_7C15)));
-        Draw {
+        let mut d = Draw {
             device: h % spec.devices.max(1),
             roll: (h >> 32) % 100,
             h2: mix(h),
+            hot: false,
+        };
+        if let Some(a) = &spec.anomalies {
+            let quarter = (i / (a.cycle / 4).max(1)) % 4;
+            let (hot, silent) = (a.overheat, a.overheat + a.silent);
+            if quarter == 1 && d.device < hot {
+                d.hot = true;
+            }
+            if quarter == 2 && (hot..silent).contains(&d.device) && spec.devices > silent {
+                // A silent device's event goes to one of the devices that report.
+                d.device = silent + (h >> 8) % (spec.devices - silent);
+            }
         }
+        d
     }
 
     #[inline]
@@ -80,9 +95,10 @@ impl Draw {
         KINDS[self.class()]
     }
 
-    /// Readings jitter ±5 °C around their device's `base`.
+    /// Readings jitter ±5 °C around their device's `base` (60 °C above it while it overheats).
     #[inline]
     fn temperature(self, base: f64) -> f64 {
+        let base = if self.hot { base + 60.0 } else { base };
         hundredths(base - 5.0 + unit(self.h2) * 10.0)
     }
 

@@ -150,6 +150,22 @@ pub struct GeneratorSpec {
     /// The fields the operator fills (`None`: all); the others are sent as NULL columns, because
     /// nothing downstream reads them (the plan works this out).
     pub columns: Option<Vec<bool>>,
+    /// IoT devices that misbehave on purpose, for alerting (`None`: none do).
+    pub anomalies: Option<Anomalies>,
+}
+
+/// IoT devices that misbehave on purpose, in a cycle of event indexes: in its second quarter
+/// the first `overheat` devices read 60 °C above their baseline; in its third the next `silent`
+/// devices send nothing (their events go to the other devices). A function of the event index,
+/// like everything else the generator makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Anomalies {
+    /// How many devices overheat (`dev-0000` on).
+    pub overheat: u64,
+    /// How many devices go silent (after the overheating ones).
+    pub silent: u64,
+    /// Events per cycle.
+    pub cycle: u64,
 }
 
 impl GeneratorSpec {
@@ -170,6 +186,7 @@ impl GeneratorSpec {
             late_by: 5_000_000,
             pause: None,
             columns: None,
+            anomalies: None,
         }
     }
 
