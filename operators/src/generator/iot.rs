@@ -41,32 +41,40 @@ struct Draw {
     /// 0..100: below 90 a reading, below 97 a status update, else an alarm.
     roll: u64,
     h2: u64,
-    /// Whether the device overheats now ([`Anomalies`](super::Anomalies)).
-    hot: bool,
+    /// Degrees added to the device's readings now: 60 while it overheats
+    /// ([`Anomalies`](super::Anomalies)), else 0.
+    boost: f64,
 }
 
 impl Draw {
     #[inline]
     fn new(spec: &GeneratorSpec, i: u64) -> Draw {
         let h = mix(spec.seed ^ mix(i.wrapping_add(0x9E37_79B9_7F4A_7C15)));
-        let mut d = Draw {
+        Draw {
             device: h % spec.devices.max(1),
             roll: (h >> 32) % 100,
             h2: mix(h),
-            hot: false,
-        };
-        if let Some(a) = &spec.anomalies {
-            let quarter = (i / (a.cycle / 4).max(1)) % 4;
-            let (hot, silent) = (a.overheat, a.overheat + a.silent);
-            if quarter == 1 && d.device < hot {
-                d.hot = true;
-            }
-            if quarter == 2 && (hot..silent).contains(&d.device) && spec.devices > silent {
-                // A silent device's event goes to one of the devices that report.
-                d.device = silent + (h >> 8) % (spec.devices - silent);
-            }
+            boost: 0.0,
         }
-        d
+    }
+
+    /// Applies the spec's [`Anomalies`](super::Anomalies) to event `i`: called only when it has
+    /// some, so events of a well-behaved generator do not pay for them.
+    #[inline(never)]
+    fn misbehave(mut self, spec: &GeneratorSpec, i: u64) -> Draw {
+        let Some(a) = &spec.anomalies else {
+            return self;
+        };
+        let quarter = (i / (a.cycle / 4).max(1)) % 4;
+        let (hot, silent) = (a.overheat, a.overheat + a.silent);
+        if quarter == 1 && self.device < hot {
+            self.boost = 60.0;
+        }
+        if quarter == 2 && (hot..silent).contains(&self.device) && spec.devices > silent {
+            // A silent device's event goes to one of the devices that report.
+            self.device = silent + (self.h2 >> 40) % (spec.devices - silent);
+        }
+        self
     }
 
     #[inline]
@@ -98,8 +106,7 @@ impl Draw {
     /// Readings jitter ±5 °C around their device's `base` (60 °C above it while it overheats).
     #[inline]
     fn temperature(self, base: f64) -> f64 {
-        let base = if self.hot { base + 60.0 } else { base };
-        hundredths(base - 5.0 + unit(self.h2) * 10.0)
+        hundredths(base + self.boost - 5.0 + unit(self.h2) * 10.0)
     }
 
     #[inline]
@@ -151,7 +158,10 @@ pub(super) fn write(
     out: &mut impl EventOut,
     names: &mut Names,
 ) {
-    let d = Draw::new(spec, i);
+    let mut d = Draw::new(spec, i);
+    if spec.anomalies.is_some() {
+        d = d.misbehave(spec, i);
+    }
     out.u64(Some(i));
     out.ts(ts);
     out.str(Some(d.kind()));
@@ -278,8 +288,12 @@ impl Columns {
         let mut severity = used[10].then(|| Strings::with_capacity(n, n));
         let mut readings = Bits::new(used[4] || used[5] || used[6], n);
         let mut statuses = Bits::new(used[8], n);
+        let misbehaving = spec.anomalies.is_some();
         for &i in &self.idx {
-            let d = Draw::new(spec, i);
+            let mut d = Draw::new(spec, i);
+            if misbehaving {
+                d = d.misbehave(spec, i);
+            }
             if let Some(k) = &mut kind {
                 k.push(&self.kinds[d.class()]);
             }

@@ -896,14 +896,21 @@ mod operator_tests {
                     .collect(),
             )
         };
-        for (profile, devices, columns) in [
-            (Profile::Iot, 100, None),
-            (Profile::Iot, 250_000, None),
-            (Profile::Clickstream, 100, None),
-            (Profile::Nexmark, 100, None),
-            (Profile::Iot, 100, odd(Profile::Iot)),
-            (Profile::Clickstream, 100, odd(Profile::Clickstream)),
-            (Profile::Nexmark, 100, odd(Profile::Nexmark)),
+        let anomalies = Some(Anomalies {
+            overheat: 3,
+            silent: 4,
+            cycle: 1_000,
+        });
+        for (profile, devices, columns, anomalies) in [
+            (Profile::Iot, 100, None, None),
+            (Profile::Iot, 100, None, anomalies),
+            (Profile::Iot, 250_000, None, None),
+            (Profile::Clickstream, 100, None, None),
+            (Profile::Nexmark, 100, None, None),
+            (Profile::Iot, 100, odd(Profile::Iot), None),
+            (Profile::Iot, 100, odd(Profile::Iot), anomalies),
+            (Profile::Clickstream, 100, odd(Profile::Clickstream), None),
+            (Profile::Nexmark, 100, odd(Profile::Nexmark), None),
         ] {
             let spec = GeneratorSpec {
                 events: Some(5_000),
@@ -912,6 +919,7 @@ mod operator_tests {
                 devices,
                 users: devices,
                 columns: columns.clone(),
+                anomalies,
                 ..GeneratorSpec::new(profile)
             };
             let reference = spec.clone();
@@ -1030,5 +1038,48 @@ mod operator_tests {
                 );
             }
         }
+    }
+
+    /// Anomalies: the overheating devices read 60 °C above their baseline in a cycle's second
+    /// quarter only, and the silent ones send nothing in its third; nothing else changes.
+    #[test]
+    fn anomalies_overheat_and_silence_their_devices() {
+        let plain = GeneratorSpec {
+            devices: 20,
+            ..GeneratorSpec::new(Profile::Iot)
+        };
+        let odd = GeneratorSpec {
+            anomalies: Some(Anomalies {
+                overheat: 2,
+                silent: 3,
+                cycle: 4_000,
+            }),
+            ..plain.clone()
+        };
+        let device = |r: &Record| r.values[3].as_str().unwrap().to_string();
+        let (mut boosted, mut moved) = (0, 0);
+        for i in 0..8_000u64 {
+            let (a, b) = (plain.event(i, 0), odd.event(i, 0));
+            let quarter = (i / 1_000) % 4;
+            let d = device(&a);
+            let n: u64 = d[4..].parse().unwrap();
+            match (quarter, n) {
+                (1, 0..2) if a.values[4] != Value::Null => {
+                    let (x, y) = (a.values[4].as_f64().unwrap(), b.values[4].as_f64().unwrap());
+                    assert!((y - x - 60.0).abs() < 0.011, "event {i}: {x} -> {y}");
+                    boosted += 1;
+                }
+                (2, 2..5) => {
+                    let m: u64 = device(&b)[4..].parse().unwrap();
+                    assert!(m >= 5, "event {i} of silent {d} went to {}", device(&b));
+                    // The event is another device's now: its temperature is around that
+                    // device's baseline; nothing else changes.
+                    assert_eq!(a.values[5..], b.values[5..], "only the device changes");
+                    moved += 1;
+                }
+                _ => assert_eq!(a.values, b.values, "event {i} is as without anomalies"),
+            }
+        }
+        assert!(boosted > 100 && moved > 200, "{boosted} {moved}");
     }
 }
