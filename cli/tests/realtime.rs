@@ -514,3 +514,103 @@ path = "holt.jsonl"
         }
     }
 }
+
+/// The `view` sink: the latest window result per key in SQLite, queryable while and after the
+/// run; a second run over a corrected archive (the batch layer) replaces the results of the
+/// keys it recomputes and leaves the others, as a lambda architecture's serving view does.
+#[test]
+fn a_view_keeps_the_latest_result_per_key_and_a_batch_run_replaces_it() {
+    let dir = workspace();
+    let line = |id: u32, sec: u32, d: &str, t: f64| {
+        format!("{{\"id\":{id},\"ts\":\"2026-03-01T10:00:{sec:02}Z\",\"device\":\"{d}\",\"t\":{t:.1}}}\n")
+    };
+    // The live input: two devices over two 10 s windows.
+    let live: String = [
+        line(1, 1, "a", 10.0),
+        line(2, 2, "b", 20.0),
+        line(3, 5, "a", 30.0),
+        line(4, 12, "a", 50.0),
+        line(5, 15, "b", 60.0),
+    ]
+    .concat();
+    // The archive, corrected: a's first window had a wrong reading; b's second is recomputed
+    // unchanged; the batch run covers only the first 20 s.
+    let archive: String = [
+        line(1, 1, "a", 12.0),
+        line(2, 2, "b", 20.0),
+        line(3, 5, "a", 30.0),
+        line(5, 15, "b", 60.0),
+    ]
+    .concat();
+    let pipeline = |input: &str| {
+        format!(
+            r#"[sources.s]
+type = "file"
+path = "{input}"
+format = "jsonl"
+schema = {{ id = "u64", ts = "timestamp", device = "string", t = "f64" }}
+[transforms.w]
+type = "window"
+inputs = ["s"]
+size = "10s"
+group_by = ["device"]
+aggregates = {{ n = "count(*)", avg_t = "avg(t)" }}
+[sinks.report]
+type = "view"
+inputs = ["w"]
+path = "out/views.db"
+key = ["device", "window_start"]
+"#
+        )
+    };
+    let query = || -> Vec<(String, String, i64, f64)> {
+        let c = rusqlite::Connection::open(dir.path().join("out/views.db")).unwrap();
+        let mut s = c
+            .prepare(
+                "SELECT device, window_start, n, avg_t FROM report ORDER BY device, window_start",
+            )
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let w = |s: u32| format!("2026-03-01T10:00:{s:02}.000Z");
+    write(dir.path(), "live.jsonl", &live);
+    write(dir.path(), "archive.jsonl", &archive);
+    let p = write(dir.path(), "live.toml", &pipeline("live.jsonl"));
+    run_ok(dir.path(), &p, &["--workers", "2"]);
+    assert_eq!(
+        query(),
+        vec![
+            ("a".to_string(), w(0), 2, 20.0),
+            ("a".to_string(), w(10), 1, 50.0),
+            ("b".to_string(), w(0), 1, 20.0),
+            ("b".to_string(), w(10), 1, 60.0),
+        ]
+    );
+    let p = write(dir.path(), "batch.toml", &pipeline("archive.jsonl"));
+    run_ok(
+        dir.path(),
+        &p,
+        &["--mode", "micro-batch", "--batch-interval", "20ms"],
+    );
+    assert_eq!(
+        query(),
+        vec![
+            ("a".to_string(), w(0), 2, 21.0),
+            ("a".to_string(), w(10), 1, 50.0),
+            ("b".to_string(), w(0), 1, 20.0),
+            ("b".to_string(), w(10), 1, 60.0),
+        ],
+        "the batch run's results replace the live ones for the keys it recomputed"
+    );
+    // A table of other columns is refused when the run starts, saying what to do.
+    let other = pipeline("live.jsonl").replace("avg_t = \"avg(t)\"", "max_t = \"max(t)\"");
+    let p = write(dir.path(), "other.toml", &other);
+    let err = weir_fails(dir.path(), &["run", &p]);
+    assert!(
+        err.contains("the table `report`") && err.contains("give the sink another `table`"),
+        "{err}"
+    );
+}

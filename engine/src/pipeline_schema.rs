@@ -39,6 +39,7 @@ pub const CONFIG_STRUCTS: &[(Kind, &str, &str)] = &[
     (Kind::Sink, "file", "FileSinkConfig"),
     (Kind::Sink, "null", "NullConfig"),
     (Kind::Sink, "tcp", "TcpSinkConfig"),
+    (Kind::Sink, "view", "ViewConfig"),
     (Kind::Sink, "kafka", "KafkaSinkConfig"),
 ];
 

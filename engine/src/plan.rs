@@ -371,6 +371,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             (ComponentConfig::Null(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::TcpSink(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::KafkaSink(o), Some(s)) => o.plan(&ctx, s),
+            (ComponentConfig::View(o), Some(s)) => o.plan(&ctx, s),
             _ => continue,
         };
         match result {

@@ -53,6 +53,7 @@ pub mod stdin_source;
 pub mod tcp_source;
 pub mod temporal_join;
 pub mod unnest;
+pub mod view;
 pub mod window;
 pub mod window_join;
 

@@ -222,6 +222,14 @@ pub static COMPONENTS: &[Descriptor] = &[
     },
     Descriptor {
         kind: Kind::Sink,
+        name: "view",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::View(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Sink,
         name: "kafka",
         outputs: &[],
         parse: |b, w, d| Some(ComponentConfig::KafkaSink(typed(b, w, d)?)),
@@ -279,6 +287,8 @@ pub enum ComponentConfig {
     Null(sinks::NullConfig),
     /// `[sinks.ID] type = "tcp"`
     TcpSink(tcp::TcpSinkConfig),
+    /// `[sinks.ID] type = "view"`
+    View(sinks::ViewConfig),
     /// `[sinks.ID] type = "kafka"`
     KafkaSink(kafka::KafkaSinkConfig),
 }
@@ -342,6 +352,17 @@ pub enum SinkTarget {
     Null,
     /// A TCP server (`host:port`), connected to when the run starts.
     Tcp(String),
+    /// A table of a SQLite database, upserted by key.
+    View {
+        /// The database file.
+        path: PathBuf,
+        /// The table.
+        table: String,
+        /// Input positions of the key fields.
+        key: Vec<usize>,
+        /// The input's schema (the table's columns).
+        schema: Schema,
+    },
     /// A Kafka topic.
     Kafka {
         /// The brokers.

@@ -1,4 +1,4 @@
-//! The sinks: `stdout`, `file` and `null`.
+//! The sinks: `stdout`, `file`, `null` and `view`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -141,5 +141,73 @@ impl NullConfig {
     /// Validates and compiles.
     pub fn plan(&self, _ctx: &Ctx, input: &Schema) -> Result<Planned, Vec<Diag>> {
         Ok(planned(SinkTarget::Null, Format::Jsonl, input))
+    }
+}
+
+/// Keeps the latest record per key in a table of an embedded SQLite database, which any SQLite
+/// client can query while the run writes (dashboards, reports): each record replaces the row
+/// of its key (an upsert), so a later run's results for a key — a batch recomputation —
+/// replace an earlier run's. The table is created when the run starts, if it does not exist.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewConfig {
+    /// The database file, created with its parent directories if need be (relative paths start
+    /// where weir runs).
+    pub path: Spanned<String>,
+    /// The table (default: the sink's id). An existing table must have the input's fields as
+    /// its columns, in order.
+    pub table: Option<Spanned<String>>,
+    /// The fields that identify a row, such as `["device_id", "window_start"]`: a record
+    /// replaces the row with its key. Default: none, every record is a new row.
+    pub key: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+impl ViewConfig {
+    /// Validates and compiles.
+    pub fn plan(&self, ctx: &Ctx, input: &Schema) -> Result<Planned, Vec<Diag>> {
+        let mut diags = Vec::new();
+        let path = PathBuf::from(self.path.get_ref());
+        if self.path.get_ref().trim().is_empty() || path.is_dir() {
+            diags.push(
+                ctx.error(format!("`{}` is not a database file", self.path.get_ref()))
+                    .at(self.path.span())
+                    .help("name the SQLite file to write, such as \"out/views.db\""),
+            );
+        } else if let Err(why) = creatable(&path) {
+            diags.push(
+                ctx.error(format!("cannot write `{}`: {why}", self.path.get_ref()))
+                    .at(self.path.span())
+                    .help("give a path in a directory Weir can create or write"),
+            );
+        }
+        let table = self
+            .table
+            .as_ref()
+            .map_or(ctx.id.clone(), |t| t.get_ref().clone());
+        if let Some(t) = self
+            .table
+            .as_ref()
+            .filter(|t| t.get_ref().trim().is_empty())
+        {
+            diags.push(
+                ctx.error("`table` is empty")
+                    .at(t.span())
+                    .help("name the table, or remove `table` to use the sink's id"),
+            );
+        }
+        let key = ctx.key_fields(self.key.as_ref(), input, "views", &mut diags);
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        Ok(planned(
+            SinkTarget::View {
+                path,
+                table,
+                key,
+                schema: input.clone(),
+            },
+            Format::Jsonl,
+            input,
+        ))
     }
 }

@@ -122,6 +122,15 @@ pub(super) fn open_writers(
                             .map_err(|e| format!("sink `{}`: {e}", n.id))?;
                         SharedWriter::messages(m, key.clone())
                     }
+                    SinkTarget::View {
+                        path,
+                        table,
+                        key,
+                        schema,
+                    } => SharedWriter::new(Box::new(
+                        weir_operators::view::ViewWriter::open(path, table, schema, key)
+                            .map_err(|e| format!("sink `{}`: {e}", n.id))?,
+                    )),
                     SinkTarget::Tcp(address) => {
                         let stream = std::net::TcpStream::connect(address).map_err(|e| {
                             format!(
