@@ -145,16 +145,16 @@ fn reference(per: &Readings) -> (Vec<String>, Vec<String>) {
     (hot, silent)
 }
 
-const PIPELINE: &str = r#"[pipeline]
-name = "alerts"
-
-[sources.readings]
+/// The source of the [`readings`] file, out of order by up to 9 s.
+const READINGS: &str = r#"[sources.readings]
 type = "file"
 path = "readings.jsonl"
 format = "jsonl"
 schema = { id = "u64", ts = "timestamp", device = "string", t = "f64" }
 watermark = { max_out_of_orderness = "10s" }
+"#;
 
+const ALERTS: &str = r#"
 [transforms.hot]
 type = "alert"
 inputs = ["readings"]
@@ -193,7 +193,11 @@ fn alerts_match_a_brute_force_reference_in_every_configuration() {
     );
     let dir = workspace();
     write(dir.path(), "readings.jsonl", &text);
-    let p = write(dir.path(), "p.toml", PIPELINE);
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &format!("[pipeline]\nname = \"alerts\"\n{READINGS}{ALERTS}"),
+    );
     for config in configurations() {
         let err = run_ok(dir.path(), &p, &config);
         assert_eq!(alerts_of(dir.path(), "hot.jsonl"), hot, "{config:?}\n{err}");
@@ -443,23 +447,8 @@ fn model_reference(per: &Readings, holt: bool) -> BTreeMap<u64, (f64, Option<f64
     out
 }
 
-#[test]
-fn predictions_match_a_reference_of_the_update_rules_in_every_configuration() {
-    let (text, per) = readings();
-    let dir = workspace();
-    write(dir.path(), "readings.jsonl", &text);
-    let p = write(
-        dir.path(),
-        "p.toml",
-        r#"[pipeline]
-name = "models"
-[sources.readings]
-type = "file"
-path = "readings.jsonl"
-format = "jsonl"
-schema = { id = "u64", ts = "timestamp", device = "string", t = "f64" }
-watermark = { max_out_of_orderness = "10s" }
-[transforms.ewma]
+/// An EWMA and a Holt model per device, each to its own file.
+const MODELS: &str = r#"[transforms.ewma]
 type = "predict"
 inputs = ["readings"]
 key = ["device"]
@@ -482,7 +471,17 @@ path = "ewma.jsonl"
 type = "file"
 inputs = ["holt"]
 path = "holt.jsonl"
-"#,
+"#;
+
+#[test]
+fn predictions_match_a_reference_of_the_update_rules_in_every_configuration() {
+    let (text, per) = readings();
+    let dir = workspace();
+    write(dir.path(), "readings.jsonl", &text);
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &format!("[pipeline]\nname = \"models\"\n{READINGS}{MODELS}"),
     );
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
     for config in configurations() {

@@ -58,10 +58,10 @@ use crate::encode::{Encoder, Format};
 use crate::expr::Expr;
 use crate::late::{LateCounts, LatePolicy};
 use crate::metrics::ComponentMetrics;
-use crate::ordered::{ordered_operator, InOrder, Keys, Waiting};
+use crate::ordered::{ordered_operator, InOrder, Keys, OrderedStreams, Waiting};
 use crate::schema::{Field, Meta, Record, Schema};
 use crate::value::{FieldType, Micros, Value};
-use crate::{Batches, Records, Time};
+use crate::{Batches, Time};
 
 /// What makes an alert fire and resolve.
 #[derive(Clone, Debug)]
@@ -521,24 +521,14 @@ fn record(spec: &AlertSpec, key: &Key, state: &str, at: Micros) -> Record {
     r
 }
 
-/// The streams an alert makes.
-pub struct AlertStreams<'s> {
-    /// `firing` and `resolved` records.
-    pub alerts: Records<'s>,
-    /// Late records (with `late = "dead-letter"`) and records without an event time.
-    pub dead: Records<'s>,
-    /// Late records, unchanged (with `late = "side-output"`).
-    pub late: Records<'s>,
-}
-
 /// Builds an alert over batches already on the worker that holds their keys.
 pub fn alert_batches<'s>(
     input: Batches<'s>,
     spec: Arc<AlertSpec>,
     metrics: Arc<ComponentMetrics>,
-) -> AlertStreams<'s> {
+) -> OrderedStreams<'s> {
     let name = spec.id.to_string();
-    let (alerts, dead, late) = ordered_operator(
+    ordered_operator(
         input,
         &name,
         metrics,
@@ -546,8 +536,7 @@ pub fn alert_batches<'s>(
             spec,
             state: State::default(),
         },
-    );
-    AlertStreams { alerts, dead, late }
+    )
 }
 
 /// A worker's alerts, as an [`InOrder`] operator's work.

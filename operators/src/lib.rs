@@ -43,7 +43,7 @@ pub mod latency;
 pub mod lines;
 pub mod map;
 pub mod metrics;
-mod ordered;
+pub mod ordered;
 pub mod predict;
 pub mod reading;
 pub mod side_store;

@@ -99,8 +99,17 @@ pub(crate) trait InOrder {
     fn entries(&self) -> u64;
 }
 
-/// The main, dead-letter and late outputs of an [`ordered_operator`].
-pub(crate) type Outputs<'s> = (Records<'s>, Records<'s>, Records<'s>);
+/// The streams of an operator that takes each key's records in event-time order (`alert`,
+/// `predict`).
+pub struct OrderedStreams<'s> {
+    /// Its results.
+    pub results: Records<'s>,
+    /// Late records (with `late = "dead-letter"`) and records without an event time, with the
+    /// reason.
+    pub dead: Records<'s>,
+    /// Late records, unchanged (with `late = "side-output"`).
+    pub late: Records<'s>,
+}
 
 /// An operator named `name` feeding the chunks of `input` (on the worker that holds their
 /// keys) to `work`, holding a capability at the earliest time a result may still be made at.
@@ -109,7 +118,7 @@ pub(crate) fn ordered_operator<'s, W: InOrder + 'static>(
     name: &str,
     metrics: Arc<ComponentMetrics>,
     mut work: W,
-) -> Outputs<'s> {
+) -> OrderedStreams<'s> {
     let mut builder = OperatorBuilder::new(name.to_string(), input.scope());
     let mut input = builder.new_input(input, Pipeline);
     let (out, results) = builder.new_output::<Vec<Record>>();
@@ -181,5 +190,9 @@ pub(crate) fn ordered_operator<'s, W: InOrder + 'static>(
             last_entries = entries;
         }
     });
-    (results, dead, late)
+    OrderedStreams {
+        results,
+        dead,
+        late,
+    }
 }

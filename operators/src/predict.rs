@@ -46,10 +46,10 @@ use crate::encode::{Encoder, Format};
 use crate::expr::Expr;
 use crate::late::{LateCounts, LatePolicy};
 use crate::metrics::ComponentMetrics;
-use crate::ordered::{ordered_operator, InOrder, Keys, Waiting};
+use crate::ordered::{ordered_operator, InOrder, Keys, OrderedStreams, Waiting};
 use crate::schema::{Field, Record, Schema};
 use crate::value::{FieldType, Micros, Value};
-use crate::{Batches, Records};
+use crate::Batches;
 
 /// An online model.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -263,24 +263,14 @@ impl Worker {
     }
 }
 
-/// The streams a `predict` makes.
-pub struct PredictStreams<'s> {
-    /// The records with their forecasts and scores.
-    pub records: Records<'s>,
-    /// Late records (with `late = "dead-letter"`) and records without an event time.
-    pub dead: Records<'s>,
-    /// Late records, unchanged (with `late = "side-output"`).
-    pub late: Records<'s>,
-}
-
 /// Builds a `predict` over batches already on the worker that holds their keys.
 pub fn predict_batches<'s>(
     input: Batches<'s>,
     spec: Arc<PredictSpec>,
     metrics: Arc<ComponentMetrics>,
-) -> PredictStreams<'s> {
+) -> OrderedStreams<'s> {
     let name = spec.id.to_string();
-    let (records, dead, late) = ordered_operator(
+    ordered_operator(
         input,
         &name,
         metrics,
@@ -288,12 +278,7 @@ pub fn predict_batches<'s>(
             spec,
             worker: Worker::default(),
         },
-    );
-    PredictStreams {
-        records,
-        dead,
-        late,
-    }
+    )
 }
 
 /// A worker's models, as an [`InOrder`] operator's work.

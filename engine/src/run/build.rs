@@ -247,7 +247,7 @@ pub(super) fn build<'s>(
                     false => exchange_by_key(input(), spec.key.clone()),
                 };
                 let a = alert::alert_batches(keyed, Arc::clone(spec), m);
-                put(main, a.alerts);
+                put(main, a.results);
                 put(dead, a.dead);
                 put(late, a.late);
             }
@@ -259,7 +259,7 @@ pub(super) fn build<'s>(
                     false => exchange_by_key(input(), spec.key.clone()),
                 };
                 let p = predict::predict_batches(keyed, Arc::clone(spec), m);
-                put(main, p.records);
+                put(main, p.results);
                 put(dead, p.dead);
                 put(late, p.late);
             }
