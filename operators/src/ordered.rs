@@ -2,7 +2,9 @@
 //! operators whose results depend on order (alerts, online models) wait on, so their results
 //! depend only on the records, never on batching, scheduling or the number of workers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
@@ -30,8 +32,8 @@ impl Keys {
     pub(crate) fn number(&mut self, key: Vec<Value>) -> (usize, bool) {
         let n = self.index.len();
         match self.index.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => (*e.get(), false),
-            std::collections::hash_map::Entry::Vacant(e) => {
+            hashbrown::hash_map::Entry::Occupied(e) => (*e.get(), false),
+            hashbrown::hash_map::Entry::Vacant(e) => {
                 e.insert(n);
                 (n, true)
             }
