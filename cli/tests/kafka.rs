@@ -1076,18 +1076,22 @@ fn a_kafka_source_infers_its_schema_from_the_first_messages() {
 }
 
 /// An alert over the test pipeline's readings (two values of 900 or more within a second of
-/// one device), written to `path`.
-fn storm(path: &str) -> String {
+/// one device), written to `{prefix}-alerts.jsonl`, and a window join of each device's small
+/// and big values in the same second, written to `{prefix}-pairs.jsonl`.
+fn storm(prefix: &str) -> String {
     format!(
-        "[transforms.storm]\ntype = \"alert\"\ninputs = [\"events\"]\nkey = [\"device\"]\ncondition = \"value >= 900\"\ncount = 2\nwithin = \"1s\"\n{}",
-        file_sink("alerts", "storm", path)
+        "[transforms.storm]\ntype = \"alert\"\ninputs = [\"events\"]\nkey = [\"device\"]\ncondition = \"value >= 900\"\ncount = 2\nwithin = \"1s\"\n{}\n\
+         [transforms.small]\ntype = \"filter\"\ninputs = [\"events\"]\ncondition = \"value < 100\"\n\
+         [transforms.pairs]\ntype = \"join\"\nkind = \"window\"\ninputs = [\"small\", \"big\"]\non = [\"device\"]\nsize = \"1s\"\nselect = [\"left.id AS small_id\", \"right.id AS big_id\"]\n{}",
+        file_sink("alerts", "storm", &format!("{prefix}-alerts.jsonl")),
+        file_sink("pair_out", "pairs", &format!("{prefix}-pairs.jsonl")),
     )
 }
 
 /// Kappa: a replay from a point in time (`start = { at = ... }`) reads each partition from its
 /// first message stamped at or after it (offsets looked up by time), and a bounded replay of a
 /// topic gives exactly what a live run gave while the messages were being written: its window
-/// results and its alerts.
+/// results, its alerts and its join results.
 #[test]
 fn a_replay_from_a_point_in_time_and_a_live_run_agree() {
     let dir = workspace();
@@ -1104,7 +1108,7 @@ fn a_replay_from_a_point_in_time_and_a_live_run_agree() {
         &format!(
             "{}{}",
             file_sink("out", "per_device", "live.jsonl"),
-            storm("live-alerts.jsonl")
+            storm("live")
         ),
     );
     write(dir.path(), "live.toml", &live);
@@ -1145,12 +1149,14 @@ fn a_replay_from_a_point_in_time_and_a_live_run_agree() {
         &format!(
             "{}{}",
             file_sink("out", "per_device", "replay.jsonl"),
-            storm("replay-alerts.jsonl")
+            storm("replay")
         ),
     );
     write(dir.path(), "replay.toml", &replay);
     let live_alerts = json_multiset(&read(dir.path(), "live-alerts.jsonl"));
     assert!(live_alerts.len() > 10, "{live_alerts:?}");
+    let live_pairs = json_multiset(&read(dir.path(), "live-pairs.jsonl"));
+    assert!(live_pairs.len() > 1000, "{}", live_pairs.len());
     for flags in [
         vec!["--workers", "2"],
         vec!["--mode", "micro-batch", "--batch-interval", "20ms"],
@@ -1164,6 +1170,11 @@ fn a_replay_from_a_point_in_time_and_a_live_run_agree() {
         assert_eq!(
             json_multiset(&read(dir.path(), "replay-alerts.jsonl")),
             live_alerts,
+            "{flags:?}"
+        );
+        assert_eq!(
+            json_multiset(&read(dir.path(), "replay-pairs.jsonl")),
+            live_pairs,
             "{flags:?}"
         );
     }
