@@ -58,7 +58,7 @@ use crate::encode::{Encoder, Format};
 use crate::expr::Expr;
 use crate::late::{LateCounts, LatePolicy};
 use crate::metrics::ComponentMetrics;
-use crate::ordered::{ordered_operator, InOrder, Keys, OrderedStreams, Waiting};
+use crate::ordered::{ordered_operator, run_all, InOrder, Keys, OrderedStreams, Waiting};
 use crate::schema::{Field, Meta, Record, Schema};
 use crate::value::{FieldType, Micros, Value};
 use crate::{Batches, Time};
@@ -177,14 +177,11 @@ impl AlertSpec {
     /// The alert records of `records`, all at once (event time then ends): for tests and
     /// examples; the operator is [`alert_batches`].
     pub fn run(&self, records: Vec<Record>) -> Vec<Record> {
-        let mut state = State::default();
-        let (mut out, mut dead, mut late, mut n) =
-            (Vec::new(), Vec::new(), Vec::new(), LateCounts::default());
-        for r in records {
-            state.add(self, r, &mut dead, &mut late, &mut n);
-        }
-        state.advance(self, None, &mut |_, r| out.push(r));
-        out
+        let work = Worker {
+            spec: Arc::new(self.clone()),
+            state: State::default(),
+        };
+        run_all(work, records)
     }
 
     fn dead_letter(&self, r: &Record, reason: String) -> Record {

@@ -101,6 +101,18 @@ pub(crate) trait InOrder {
     fn entries(&self) -> u64;
 }
 
+/// The results `work` makes of `records`, all at once (event time then ends): for tests and
+/// examples of the operators built by [`ordered_operator`].
+pub(crate) fn run_all(mut work: impl InOrder, records: Vec<Record>) -> Vec<Record> {
+    let (mut dead, mut late, mut n) = (Vec::new(), Vec::new(), LateCounts::default());
+    for r in records {
+        work.add(r, &mut dead, &mut late, &mut n);
+    }
+    let mut out = Vec::new();
+    work.advance(None, &mut |_, r| out.push(r));
+    out
+}
+
 /// The streams of an operator that takes each key's records in event-time order (`alert`,
 /// `predict`).
 pub struct OrderedStreams<'s> {

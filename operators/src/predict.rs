@@ -46,7 +46,7 @@ use crate::encode::{Encoder, Format};
 use crate::expr::Expr;
 use crate::late::{LateCounts, LatePolicy};
 use crate::metrics::ComponentMetrics;
-use crate::ordered::{ordered_operator, InOrder, Keys, OrderedStreams, Waiting};
+use crate::ordered::{ordered_operator, run_all, InOrder, Keys, OrderedStreams, Waiting};
 use crate::schema::{Field, Record, Schema};
 use crate::value::{FieldType, Micros, Value};
 use crate::Batches;
@@ -142,14 +142,11 @@ impl PredictSpec {
     /// The records of `records` with their forecasts and scores, all at once: for tests and
     /// examples; the operator is [`predict_batches`].
     pub fn run(&self, records: Vec<Record>) -> Vec<Record> {
-        let mut st = Worker::default();
-        let (mut dead, mut late, mut n) = (Vec::new(), Vec::new(), LateCounts::default());
-        for r in records {
-            st.add(self, r, &mut dead, &mut late, &mut n);
-        }
-        let mut out = Vec::new();
-        st.advance(self, None, &mut |_, r| out.push(r));
-        out
+        let work = Work {
+            spec: Arc::new(self.clone()),
+            worker: Worker::default(),
+        };
+        run_all(work, records)
     }
 
     /// Updates `s` with record `r` at `ts`: its forecast and score.

@@ -135,7 +135,7 @@ impl UnnestSpec {
                 true => (0..c.len() as u32).collect(),
                 false => Vec::new(),
             };
-            return self.assemble(c, &parents, None);
+            return self.assemble(c, parents, None);
         };
         let offsets = list.value_offsets();
         let mut parents: Vec<u32> = Vec::with_capacity(list.values().len().max(c.len()));
@@ -157,7 +157,7 @@ impl UnnestSpec {
                 elems.push(Some(e));
             }
         }
-        self.assemble(c, &parents, Some((list, &elems)))
+        self.assemble(c, parents, Some((list, elems)))
     }
 
     /// The output chunk: every field gathered at `parents`, the list's place taken by its
@@ -165,40 +165,39 @@ impl UnnestSpec {
     fn assemble(
         &self,
         c: &Chunk,
-        parents: &[u32],
-        list: Option<(&arrow::array::ListArray, &[Option<u32>])>,
+        parents: Vec<u32>,
+        list: Option<(&arrow::array::ListArray, Vec<Option<u32>>)>,
     ) -> Chunk {
-        let take = UInt32Array::from(parents.to_vec());
+        let rows = parents.len();
+        // Each record's position in its list, before the positions move into an array.
+        let index: Option<UInt64Array> = self.index.then(|| match &list {
+            Some((l, elems)) => parents
+                .iter()
+                .zip(elems)
+                .map(|(&r, e)| e.map(|e| u64::from(e - l.value_offsets()[r as usize] as u32) + 1))
+                .collect(),
+            None => UInt64Array::new_null(rows),
+        });
+        let take = UInt32Array::from(parents);
         let gather =
             |a: &ArrayRef| arrow::compute::take(a, &take, None).expect("rows in the chunk");
-        let elem_type = self.layout.field(self.field).data_type();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.len());
-        for (k, a) in c.columns().iter().enumerate() {
-            if k != self.field {
-                columns.push(gather(a));
-                continue;
-            }
-            let elements = match list {
-                Some((l, elems)) => {
-                    let at = UInt32Array::from(elems.to_vec());
-                    arrow::compute::take(l.values(), &at, None).expect("elements in the list")
-                }
-                None => arrow::array::new_null_array(elem_type, parents.len()),
-            };
-            columns.push(elements);
-            if self.index {
-                let index: UInt64Array = match list {
-                    Some((l, elems)) => parents
-                        .iter()
-                        .zip(elems.iter())
-                        .map(|(&r, e)| {
-                            e.map(|e| u64::from(e - l.value_offsets()[r as usize] as u32) + 1)
-                        })
-                        .collect(),
-                    None => UInt64Array::new_null(parents.len()),
-                };
-                columns.push(Arc::new(index));
-            }
+        let mut columns: Vec<ArrayRef> = c
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(k, a)| match k == self.field {
+                // Replaced by the elements below: never gathered.
+                true => Arc::clone(a),
+                false => gather(a),
+            })
+            .collect();
+        columns[self.field] = match list {
+            Some((l, elems)) => arrow::compute::take(l.values(), &UInt32Array::from(elems), None)
+                .expect("elements in the list"),
+            None => arrow::array::new_null_array(self.layout.field(self.field).data_type(), rows),
+        };
+        if let Some(index) = index {
+            columns.insert(self.field + 1, Arc::new(index));
         }
         Chunk::from_columns(
             &self.layout,

@@ -71,7 +71,13 @@ impl AlertConfig {
                 .at(ctx.span.clone())
                 .help("alert on a stream that keeps its timestamp (a map that drops it cannot feed an alert)")]);
         }
-        let key = ctx.key_fields(self.key.as_ref(), input, "alerts", &mut diags);
+        let key = ctx.key_fields(
+            "key",
+            self.key.as_ref(),
+            input,
+            "alerts cannot be keyed by",
+            &mut diags,
+        );
         let micros = |k: &str, v: &Option<Spanned<String>>, diags: &mut Vec<Diag>| match v {
             Some(v) => ctx.micros(k, v, diags),
             None => Some(0),

@@ -549,30 +549,38 @@ impl Ctx<'_> {
         }
     }
 
-    /// The input positions of the `key` fields of a keyed operator (`what`: "alerts",
-    /// "models"), with a diagnostic for each unknown or list field.
+    /// The input positions of the fields listed under `key_name` (`key`, `group_by`), with a
+    /// diagnostic for each unknown, repeated or list field; `cannot` says what a list field
+    /// cannot do ("windows cannot group by").
     pub fn key_fields(
         &self,
+        key_name: &str,
         key: Option<&Spanned<Vec<Spanned<String>>>>,
         input: &Schema,
-        what: &str,
+        cannot: &str,
         diags: &mut Vec<Diag>,
     ) -> Vec<usize> {
         let mut out = Vec::new();
         for f in key.iter().flat_map(|k| k.get_ref()) {
             match input.index_of(f.get_ref()) {
+                Some(p) if out.contains(&p) => diags.push(
+                    self.error(format!("`{}` is listed twice in `{key_name}`", f.get_ref()))
+                        .at(f.span())
+                        .help("list each field once"),
+                ),
                 Some(p) if input.fields[p].ty.list_of().is_some() => diags.push(
                     self.error(format!(
-                        "`{}` is a list: {what} cannot be keyed by a list",
-                        f.get_ref()
+                        "`{}` is a list ({}): {cannot} a list",
+                        f.get_ref(),
+                        input.fields[p].ty
                     ))
                     .at(f.span())
-                    .help("unnest it first (a transform of type = \"unnest\")"),
+                    .help("unnest it first (a transform of type = \"unnest\") to use its elements"),
                 ),
                 Some(p) => out.push(p),
                 None => diags.push(
                     self.error(format!(
-                        "`key` names `{}`, which is not an input field",
+                        "`{key_name}` names `{}`, which is not an input field",
                         f.get_ref()
                     ))
                     .at(f.span())

@@ -51,7 +51,13 @@ impl PredictConfig {
                 .at(ctx.span.clone())
                 .help("predict on a stream that keeps its timestamp")]);
         }
-        let key = ctx.key_fields(self.key.as_ref(), input, "models", &mut diags);
+        let key = ctx.key_fields(
+            "key",
+            self.key.as_ref(),
+            input,
+            "models cannot be keyed by",
+            &mut diags,
+        );
         for taken in ["forecast", "score"] {
             if input.index_of(taken).is_some() {
                 diags.push(

@@ -195,7 +195,13 @@ impl ViewConfig {
                     .help("name the table, or remove `table` to use the sink's id"),
             );
         }
-        let key = ctx.key_fields(self.key.as_ref(), input, "views", &mut diags);
+        let key = ctx.key_fields(
+            "key",
+            self.key.as_ref(),
+            input,
+            "views cannot be keyed by",
+            &mut diags,
+        );
         if !diags.is_empty() {
             return Err(diags);
         }

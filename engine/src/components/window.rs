@@ -8,7 +8,6 @@ use serde::Deserialize;
 use toml::Spanned;
 use weir_operators::aggregate::{Output, NAMES};
 use weir_operators::schema::Schema;
-use weir_operators::suggest::did_you_mean;
 use weir_operators::window::{LatePolicy, Shape, WindowSpec};
 
 use super::{Ctx, Op, Planned};
@@ -195,44 +194,17 @@ impl WindowConfig {
             },
             _ => LatePolicy::DeadLetter,
         };
-        let mut group_by = Vec::new();
-        let mut names: Vec<String> = Vec::new();
-        for f in self.group_by.iter().flat_map(|g| g.get_ref()) {
-            match input.index_of(f.get_ref()) {
-                Some(p) if group_by.contains(&p) => diags.push(
-                    ctx.error(format!("`{}` is listed twice in `group_by`", f.get_ref()))
-                        .at(f.span())
-                        .help("list each field once"),
-                ),
-                Some(p) if input.fields[p].ty.list_of().is_some() => diags.push(
-                    ctx.error(format!(
-                        "`{}` is a list ({}): windows cannot group by a list",
-                        f.get_ref(),
-                        input.fields[p].ty
-                    ))
-                    .at(f.span())
-                    .help("unnest it first (a transform of type = \"unnest\") to group by its elements"),
-                ),
-                Some(p) => {
-                    group_by.push(p);
-                    names.push(f.get_ref().clone());
-                }
-                None => diags.push(
-                    ctx.error(format!(
-                        "`group_by` names `{}`, which is not an input field",
-                        f.get_ref()
-                    ))
-                    .at(f.span())
-                    .help(match did_you_mean(f.get_ref(), input.names()) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => format!(
-                            "the input fields are: {}",
-                            input.names().collect::<Vec<_>>().join(", ")
-                        ),
-                    }),
-                ),
-            }
-        }
+        let group_by = ctx.key_fields(
+            "group_by",
+            self.group_by.as_ref(),
+            input,
+            "windows cannot group by",
+            &mut diags,
+        );
+        let mut names: Vec<String> = group_by
+            .iter()
+            .map(|&p| input.fields[p].name.to_string())
+            .collect();
         names.push("window_start".into());
         names.push("window_end".into());
         if policy == 3 {

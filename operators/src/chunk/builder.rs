@@ -104,7 +104,10 @@ impl Lists {
     }
 
     fn take(&mut self, room: usize) -> ArrayRef {
-        let items = self.items.take(self.count, 0);
+        // Room for as many elements again, unless the builder is done (`room` 0).
+        let items = self
+            .items
+            .take(self.count, if room == 0 { 0 } else { self.count });
         let mut offsets = Vec::with_capacity(room + 1);
         offsets.push(0);
         let offsets = std::mem::replace(&mut self.offsets, offsets);
