@@ -1994,13 +1994,64 @@ fn func(f: Func, args: &[Node], row: &[Value]) -> Value {
     }
 }
 
-/// The value of member `key` of the JSON object `text` (the last, if it appears twice).
+/// The value of member `key` of the JSON object `text` (the last, if it appears twice), found
+/// in one pass over its members without collecting them.
 fn json_member<'a>(text: &'a str, key: &str) -> Option<&'a serde_json::value::RawValue> {
-    let members: std::collections::HashMap<
-        std::borrow::Cow<'a, str>,
-        &'a serde_json::value::RawValue,
-    > = serde_json::from_str(text).ok()?;
-    members.get(key).copied()
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+    struct Find<'k>(&'k str);
+    impl<'de> DeserializeSeed<'de> for Find<'_> {
+        type Value = Option<&'de RawValue>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                if k == self.0 {
+                    found = Some(m.next_value::<&'de RawValue>()?);
+                } else {
+                    m.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = Find(key).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    found
+}
+
+/// The number of distinct keys of the JSON object `text` (a repeated key counts once, as JSON
+/// readers keep the last), without collecting the values.
+fn json_members(text: &str) -> Option<usize> {
+    use serde::de::{IgnoredAny, MapAccess, Visitor};
+    struct Count;
+    impl<'de> Visitor<'de> for Count {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<usize, A::Error> {
+            let mut keys = std::collections::HashSet::new();
+            while let Some(k) = m.next_key::<String>()? {
+                m.next_value::<IgnoredAny>()?;
+                keys.insert(k);
+            }
+            Ok(keys.len())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let n = serde::Deserializer::deserialize_map(&mut de, Count).ok()?;
+    de.end().ok()?;
+    Some(n)
 }
 
 /// What a `json_get...` function gives for the JSON value `text` its path leads to.
@@ -2029,11 +2080,7 @@ fn json_out(out: JsonOut, text: &str) -> Value {
         JsonOut::Bool => from_str::<bool>(text).ok().map(Value::Bool),
         JsonOut::Length => match text.as_bytes().first() {
             Some(b'[') => from_str::<Vec<&RawValue>>(text).ok().map(|a| a.len()),
-            Some(b'{') => {
-                from_str::<std::collections::HashMap<std::borrow::Cow<str>, &RawValue>>(text)
-                    .ok()
-                    .map(|o| o.len())
-            }
+            Some(b'{') => json_members(text),
             _ => None,
         }
         .map(|n| Value::U64(n as u64)),
