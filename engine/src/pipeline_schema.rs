@@ -28,6 +28,7 @@ pub const CONFIG_STRUCTS: &[(Kind, &str, &str)] = &[
     (Kind::Source, "stdin", "StdinConfig"),
     (Kind::Source, "tcp", "TcpSourceConfig"),
     (Kind::Source, "kafka", "KafkaSourceConfig"),
+    (Kind::Source, "parquet", "ParquetSourceConfig"),
     (Kind::Transform, "filter", "FilterConfig"),
     (Kind::Transform, "map", "MapConfig"),
     (Kind::Transform, "unnest", "UnnestConfig"),
@@ -40,6 +41,7 @@ pub const CONFIG_STRUCTS: &[(Kind, &str, &str)] = &[
     (Kind::Sink, "null", "NullConfig"),
     (Kind::Sink, "tcp", "TcpSinkConfig"),
     (Kind::Sink, "view", "ViewConfig"),
+    (Kind::Sink, "parquet", "ParquetSinkConfig"),
     (Kind::Sink, "kafka", "KafkaSinkConfig"),
 ];
 

@@ -1,4 +1,5 @@
-//! The `file` source: JSONL or CSV files, one file or every file of a directory.
+//! The `file` source: JSONL or CSV files, one file or every file of a directory; and the
+//! `parquet` source's reading of Parquet files.
 //!
 //! Files are shared out among workers (file `k` to worker `k mod W`); each is read in batches, so
 //! a large file never blocks a worker for long. A record's assigned id is
@@ -15,6 +16,7 @@ use crate::decode::DecodeSpec;
 use crate::flow::SourceEnv;
 use crate::framing::{read_line, strip_bom, trim_line_end, CsvItem, CsvRecords, Line};
 use crate::metrics::ComponentMetrics;
+use crate::parquet_source::ParquetFile;
 use crate::reading::{reading_source, Batch, Output, Progress};
 use crate::{Batches, Time};
 
@@ -27,6 +29,14 @@ pub enum FileFormat {
     Csv {
         /// The field delimiter.
         delimiter: u8,
+    },
+    /// Parquet files (see [`parquet_source`](crate::parquet_source)), records read only in
+    /// the event-time range `[from, until)` micros.
+    Parquet {
+        /// The earliest event time read.
+        from: Option<i64>,
+        /// The event time before which reading stops.
+        until: Option<i64>,
     },
 }
 
@@ -53,6 +63,7 @@ enum Open {
         buf: Vec<u8>,
     },
     Csv(Box<CsvFile>),
+    Parquet(Box<ParquetFile>),
 }
 
 /// An open CSV file's reading state.
@@ -122,6 +133,7 @@ pub fn file_source<'s>(
                         &mut budget,
                     ),
                     Open::Csv(csv) => read_csv(&spec.decode, csv, shown, batch, &mut budget),
+                    Open::Parquet(p) => read_parquet(&spec.decode, p, shown, batch, &mut budget),
                 };
                 match finished {
                     Ok(true) => current = None,
@@ -141,8 +153,16 @@ pub fn file_source<'s>(
 }
 
 fn open(spec: &FileSourceSpec, path: &PathBuf, blank: &mut u64) -> Result<Open, String> {
+    if let FileFormat::Parquet { from, until } = spec.format {
+        let schema = &spec.decode.schema;
+        let wanted: Vec<String> = schema.names().map(String::from).collect();
+        let time = schema.time.map(|t| schema.fields[t].name.as_str());
+        return ParquetFile::open(path, &wanted, time, (from, until))
+            .map(|p| Open::Parquet(Box::new(p)));
+    }
     let file = File::open(path).map_err(|e| e.to_string())?;
     Ok(match spec.format {
+        FileFormat::Parquet { .. } => unreachable!("opened above"),
         FileFormat::Jsonl => Open::Jsonl {
             reader: BufReader::with_capacity(1 << 16, file),
             line_no: 0,
@@ -205,6 +225,27 @@ fn read_jsonl(
         // Blank lines cost no budget.
         if record {
             *budget -= 1;
+        }
+    }
+    Ok(false)
+}
+
+/// Reads up to `budget` records of a Parquet file; `Ok(true)` at its end. The record's line
+/// is its row number in the file.
+fn read_parquet(
+    spec: &DecodeSpec,
+    file: &mut ParquetFile,
+    shown: &str,
+    batch: &mut Batch,
+    budget: &mut usize,
+) -> std::io::Result<bool> {
+    while *budget > 0 {
+        match file.next_line().map_err(std::io::Error::other)? {
+            None => return Ok(true),
+            Some((line, row)) => {
+                *budget -= 1;
+                batch.json_line(spec, line, shown, row);
+            }
         }
     }
     Ok(false)

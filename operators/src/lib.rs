@@ -44,6 +44,8 @@ pub mod lines;
 pub mod map;
 pub mod metrics;
 pub mod ordered;
+pub mod parquet_sink;
+pub mod parquet_source;
 pub mod predict;
 pub mod reading;
 pub mod side_store;

@@ -35,6 +35,7 @@ pub mod generator;
 pub mod join;
 pub mod kafka;
 pub mod map;
+pub mod parquet;
 pub mod predict;
 pub mod sinks;
 pub mod stdin;
@@ -129,6 +130,14 @@ pub static COMPONENTS: &[Descriptor] = &[
         name: "kafka",
         outputs: SOURCE_OUTPUTS,
         parse: |b, w, d| Some(ComponentConfig::KafkaSource(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Source,
+        name: "parquet",
+        outputs: SOURCE_OUTPUTS,
+        parse: |b, w, d| Some(ComponentConfig::ParquetSource(typed(b, w, d)?)),
         generates: false,
         stateful: false,
     },
@@ -230,6 +239,14 @@ pub static COMPONENTS: &[Descriptor] = &[
     },
     Descriptor {
         kind: Kind::Sink,
+        name: "parquet",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::ParquetSink(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Sink,
         name: "kafka",
         outputs: &[],
         parse: |b, w, d| Some(ComponentConfig::KafkaSink(typed(b, w, d)?)),
@@ -265,6 +282,8 @@ pub enum ComponentConfig {
     TcpSource(tcp::TcpSourceConfig),
     /// `[sources.ID] type = "kafka"`
     KafkaSource(Box<kafka::KafkaSourceConfig>),
+    /// `[sources.ID] type = "parquet"`
+    ParquetSource(parquet::ParquetSourceConfig),
     /// `[transforms.ID] type = "filter"`
     Filter(filter::FilterConfig),
     /// `[transforms.ID] type = "map"`
@@ -289,6 +308,8 @@ pub enum ComponentConfig {
     TcpSink(tcp::TcpSinkConfig),
     /// `[sinks.ID] type = "view"`
     View(sinks::ViewConfig),
+    /// `[sinks.ID] type = "parquet"`
+    ParquetSink(parquet::ParquetSinkConfig),
     /// `[sinks.ID] type = "kafka"`
     KafkaSink(kafka::KafkaSinkConfig),
 }
@@ -363,6 +384,8 @@ pub enum SinkTarget {
         /// The input's schema (the table's columns).
         schema: Schema,
     },
+    /// Event-time-partitioned Parquet files; each worker writes its own.
+    Parquet(Arc<weir_operators::parquet_sink::ParquetSpec>),
     /// A Kafka topic.
     Kafka {
         /// The brokers.

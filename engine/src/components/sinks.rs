@@ -111,7 +111,7 @@ impl FileSinkConfig {
 /// Whether the file at `path` can be created before the run (which makes its directory):
 /// the nearest part of the path that exists must be a directory that can be written to.
 /// Checked without creating anything, so `weir validate` changes nothing.
-fn creatable(path: &std::path::Path) -> Result<(), String> {
+pub(super) fn creatable(path: &std::path::Path) -> Result<(), String> {
     let mut dir = path.parent();
     while let Some(d) = dir {
         let d = if d.as_os_str().is_empty() {

@@ -97,6 +97,19 @@ fn input_key(op: &Op, side: usize) -> Option<&Vec<usize>> {
     }
 }
 
+/// This run's tag in the names of the files it writes: when the process first asked, in
+/// milliseconds since the epoch, in hexadecimal (with the worker's index, unique in a cluster).
+fn run_tag() -> String {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        format!("{ms:x}")
+    })
+    .clone()
+}
+
 /// The schema of the records on an output port.
 fn port_schema(plan: &Plan, r: PortRef) -> weir_operators::schema::Schema {
     let n = &plan.nodes[r.node];
@@ -312,6 +325,19 @@ pub(super) fn build<'s>(
                     window_end: *end,
                 });
                 let mut stream = input();
+                if let SinkTarget::Parquet(p) = &spec.target {
+                    // Each worker writes its own files: nothing is gathered.
+                    let written = weir_operators::parquet_sink::parquet_sink(
+                        stream,
+                        name,
+                        Arc::clone(p),
+                        run_tag(),
+                        ctl.clone(),
+                        m,
+                    );
+                    env.flow.watch(written);
+                    continue;
+                }
                 if gather && spec.target != SinkTarget::Null {
                     // In a cluster, the first worker of process 0 writes every sink's output,
                     // so it is the same as a single process's.

@@ -74,7 +74,7 @@ pub(super) fn open_writers(
             Op::Sink(_) if process > 0 => Ok(None),
             Op::Sink(s) => {
                 let w = match &s.target {
-                    SinkTarget::Null => return Ok(None),
+                    SinkTarget::Null | SinkTarget::Parquet(_) => return Ok(None),
                     SinkTarget::Stdout => SharedWriter::stdout(),
                     SinkTarget::File(path) => {
                         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
