@@ -84,7 +84,8 @@ enum Command {
     /// throughput and latency in a table and a percentile plot; or redraw saved reports.
     Compare(compare_cli::Args),
     /// Write the generator's events as a producer would, on an open-loop schedule: JSON lines to
-    /// a pipeline's TCP source (blocking when it pushes back), or JSON messages to a Kafka topic.
+    /// a pipeline's TCP source (blocking when it pushes back), or JSON messages to a Kafka topic
+    /// or an MQTT broker.
     Produce {
         /// Which events: iot, clickstream or nexmark.
         #[arg(long, default_value = "iot")]
@@ -102,10 +103,23 @@ enum Command {
         #[arg(
             long,
             value_name = "HOST:PORT",
-            required_unless_present = "topic",
-            conflicts_with = "topic"
+            required_unless_present_any = ["topic", "mqtt"],
+            conflicts_with_all = ["topic", "mqtt"]
         )]
         tcp: Option<String>,
+        /// An MQTT broker to publish to, such as 127.0.0.1:1883 (one message per event).
+        #[arg(long, value_name = "HOST:PORT", conflicts_with = "topic")]
+        mqtt: Option<String>,
+        /// The MQTT topic; `{field}` puts an event's field in it.
+        #[arg(
+            long,
+            value_name = "TOPIC",
+            default_value = "devices/{device_id}/telemetry"
+        )]
+        mqtt_topic: String,
+        /// The MQTT QoS, 0 or 1.
+        #[arg(long, default_value = "1", value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
         /// The Kafka topic to write (created if it does not exist; needs --brokers).
         #[arg(long, requires = "brokers")]
         topic: Option<String>,
@@ -388,6 +402,9 @@ fn main() -> ExitCode {
             rate,
             seed,
             tcp,
+            mqtt,
+            mqtt_topic,
+            qos,
             topic,
             brokers,
             partitions,
@@ -408,6 +425,28 @@ fn main() -> ExitCode {
             use weir_engine::produce::Destination;
             let to = match (tcp, topic, brokers) {
                 (Some(a), _, _) => Destination::Tcp(a),
+                (None, None, _) if mqtt.is_some() => {
+                    let address = mqtt.expect("matched");
+                    let Some((host, Ok(port))) = address
+                        .rsplit_once(':')
+                        .map(|(h, p)| (h.to_string(), p.parse::<u16>()))
+                    else {
+                        eprintln!("error: --mqtt `{address}` is not HOST:PORT\n  help: such as 127.0.0.1:1883");
+                        return ExitCode::from(CONFIG_ERROR);
+                    };
+                    Destination::Mqtt {
+                        broker: weir_operators::mqtt::Broker {
+                            host,
+                            port,
+                            client_id: format!("weir-produce-{}", std::process::id()),
+                            clean_session: true,
+                            credentials: None,
+                            keep_alive: std::time::Duration::from_secs(5),
+                        },
+                        topic: mqtt_topic,
+                        qos,
+                    }
+                }
                 (None, Some(topic), Some(brokers)) => {
                     let mut options = Vec::new();
                     for o in &kafka_options {
@@ -431,7 +470,7 @@ fn main() -> ExitCode {
                         options,
                     }
                 }
-                _ => unreachable!("clap requires --tcp, or --topic with --brokers"),
+                _ => unreachable!("clap requires --tcp, --mqtt, or --topic with --brokers"),
             };
             let p = weir_engine::produce::Produce { spec, to };
             match weir_engine::produce::produce(&p) {

@@ -28,6 +28,7 @@ pub const CONFIG_STRUCTS: &[(Kind, &str, &str)] = &[
     (Kind::Source, "stdin", "StdinConfig"),
     (Kind::Source, "tcp", "TcpSourceConfig"),
     (Kind::Source, "kafka", "KafkaSourceConfig"),
+    (Kind::Source, "mqtt", "MqttSourceConfig"),
     (Kind::Source, "parquet", "ParquetSourceConfig"),
     (Kind::Transform, "filter", "FilterConfig"),
     (Kind::Transform, "map", "MapConfig"),
@@ -41,6 +42,7 @@ pub const CONFIG_STRUCTS: &[(Kind, &str, &str)] = &[
     (Kind::Sink, "null", "NullConfig"),
     (Kind::Sink, "tcp", "TcpSinkConfig"),
     (Kind::Sink, "view", "ViewConfig"),
+    (Kind::Sink, "mqtt", "MqttSinkConfig"),
     (Kind::Sink, "parquet", "ParquetSinkConfig"),
     (Kind::Sink, "kafka", "KafkaSinkConfig"),
 ];

@@ -361,6 +361,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             (ComponentConfig::TcpSource(t), _) => t.plan(&ctx),
             (ComponentConfig::KafkaSource(k), _) => k.plan(&ctx),
             (ComponentConfig::ParquetSource(p), _) => p.plan(&ctx),
+            (ComponentConfig::MqttSource(m), _) => m.plan(&ctx),
             (ComponentConfig::Filter(f), Some(s)) => f.plan(&ctx, s),
             (ComponentConfig::Map(m), Some(s)) => m.plan(&ctx, s),
             (ComponentConfig::Unnest(u), Some(s)) => u.plan(&ctx, s),
@@ -374,6 +375,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             (ComponentConfig::KafkaSink(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::View(o), Some(s)) => o.plan(&ctx, s),
             (ComponentConfig::ParquetSink(o), Some(s)) => o.plan(&ctx, s),
+            (ComponentConfig::MqttSink(o), Some(s)) => o.plan(&ctx, s),
             _ => continue,
         };
         match result {

@@ -1,6 +1,6 @@
 //! `weir produce`: writes the generator's events as a producer would, on an open-loop schedule
 //! — JSON lines over TCP straight to a pipeline's `tcp` source, or JSON messages to a Kafka
-//! topic — so a user can feed a pipeline from outside and measure end to end (with
+//! topic or an MQTT broker — so a user can feed a pipeline from outside and measure end to end (with
 //! `latency_from = "event_time"`: each event's time is when it was due). Over TCP, backpressure
 //! reaches the producer: when Weir falls behind, its TCP source stops reading, the producer's
 //! writes block, and it falls behind its schedule. Through Kafka, the queue absorbs the
@@ -41,6 +41,15 @@ pub enum Destination {
         /// More librdkafka settings (security), values with `${NAME}` already expanded.
         options: Vec<(String, String)>,
     },
+    /// An MQTT broker: one message per event, to a topic that may name fields.
+    Mqtt {
+        /// The broker.
+        broker: weir_operators::mqtt::Broker,
+        /// The topic template, such as `devices/{device_id}/telemetry`.
+        topic: String,
+        /// 0 or 1.
+        qos: u8,
+    },
 }
 
 impl std::fmt::Display for Destination {
@@ -48,6 +57,9 @@ impl std::fmt::Display for Destination {
         match self {
             Destination::Tcp(a) => f.write_str(a),
             Destination::Kafka { brokers, topic, .. } => write!(f, "topic `{topic}` on {brokers}"),
+            Destination::Mqtt { broker, topic, .. } => {
+                write!(f, "MQTT topic `{topic}` on {}", broker.address())
+            }
         }
     }
 }
@@ -78,6 +90,7 @@ const PER_WRITE: u64 = 1024;
 /// The open connection to a destination.
 enum Out {
     Tcp(std::io::BufWriter<TcpStream>),
+    Mqtt(Box<weir_operators::mqtt::MqttWriter>),
     Kafka(kafka::Messages, Vec<usize>),
 }
 
@@ -105,6 +118,9 @@ impl Out {
                     }
                 }
             }
+            Destination::Mqtt { broker, topic, qos } => Ok(Out::Mqtt(Box::new(
+                weir_operators::mqtt::MqttWriter::connect(broker, topic, *qos, false)?,
+            ))),
             Destination::Kafka {
                 brokers,
                 topic,
@@ -170,7 +186,7 @@ pub fn produce(p: &Produce) -> Result<Produced, String> {
             };
             let event = p.spec.event(next, ts);
             match &mut out {
-                Out::Tcp(..) => encoder.encode(&event, &mut buf),
+                Out::Tcp(..) | Out::Mqtt(..) => encoder.encode(&event, &mut buf),
                 Out::Kafka(m, k) => {
                     buf.clear();
                     encoder.encode(&event, &mut buf);
@@ -188,9 +204,15 @@ pub fn produce(p: &Produce) -> Result<Produced, String> {
                 w.flush().map_err(|e| failed(&e))?;
             }
         }
+        if let Out::Mqtt(w) = &mut out {
+            // Published (and confirmed, with QoS 1) a write at a time.
+            w.write_all(&buf).map_err(|e| failed(&e))?;
+            w.flush().map_err(|e| failed(&e))?;
+        }
     }
     match &mut out {
         Out::Tcp(w) => w.flush().map_err(|e| failed(&e))?,
+        Out::Mqtt(w) => w.flush().map_err(|e| failed(&e))?,
         Out::Kafka(m, _) => m.flush()?,
     }
     Ok(Produced {

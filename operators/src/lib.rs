@@ -43,6 +43,7 @@ pub mod latency;
 pub mod lines;
 pub mod map;
 pub mod metrics;
+pub mod mqtt;
 pub mod ordered;
 pub mod parquet_sink;
 pub mod parquet_source;

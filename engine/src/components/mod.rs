@@ -35,6 +35,7 @@ pub mod generator;
 pub mod join;
 pub mod kafka;
 pub mod map;
+pub mod mqtt;
 pub mod parquet;
 pub mod predict;
 pub mod sinks;
@@ -130,6 +131,14 @@ pub static COMPONENTS: &[Descriptor] = &[
         name: "kafka",
         outputs: SOURCE_OUTPUTS,
         parse: |b, w, d| Some(ComponentConfig::KafkaSource(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Source,
+        name: "mqtt",
+        outputs: SOURCE_OUTPUTS,
+        parse: |b, w, d| Some(ComponentConfig::MqttSource(typed(b, w, d)?)),
         generates: false,
         stateful: false,
     },
@@ -239,6 +248,14 @@ pub static COMPONENTS: &[Descriptor] = &[
     },
     Descriptor {
         kind: Kind::Sink,
+        name: "mqtt",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::MqttSink(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Sink,
         name: "parquet",
         outputs: &[],
         parse: |b, w, d| Some(ComponentConfig::ParquetSink(typed(b, w, d)?)),
@@ -282,6 +299,8 @@ pub enum ComponentConfig {
     TcpSource(tcp::TcpSourceConfig),
     /// `[sources.ID] type = "kafka"`
     KafkaSource(Box<kafka::KafkaSourceConfig>),
+    /// `[sources.ID] type = "mqtt"`
+    MqttSource(mqtt::MqttSourceConfig),
     /// `[sources.ID] type = "parquet"`
     ParquetSource(parquet::ParquetSourceConfig),
     /// `[transforms.ID] type = "filter"`
@@ -308,6 +327,8 @@ pub enum ComponentConfig {
     TcpSink(tcp::TcpSinkConfig),
     /// `[sinks.ID] type = "view"`
     View(sinks::ViewConfig),
+    /// `[sinks.ID] type = "mqtt"`
+    MqttSink(mqtt::MqttSinkConfig),
     /// `[sinks.ID] type = "parquet"`
     ParquetSink(parquet::ParquetSinkConfig),
     /// `[sinks.ID] type = "kafka"`
@@ -338,6 +359,8 @@ pub enum Op {
     Tcp(Arc<weir_operators::tcp_source::TcpSourceSpec>),
     /// The Kafka source.
     Kafka(Arc<weir_operators::kafka_source::KafkaSourceSpec>),
+    /// The MQTT source.
+    Mqtt(Arc<weir_operators::mqtt::MqttSourceSpec>),
     /// A filter.
     Filter(Arc<Expr>),
     /// A map.
@@ -383,6 +406,17 @@ pub enum SinkTarget {
         key: Vec<usize>,
         /// The input's schema (the table's columns).
         schema: Schema,
+    },
+    /// An MQTT topic (a template naming fields).
+    Mqtt {
+        /// The broker.
+        broker: weir_operators::mqtt::Broker,
+        /// The topic template.
+        topic: String,
+        /// 0 or 1.
+        qos: u8,
+        /// Whether the broker retains the messages.
+        retain: bool,
     },
     /// Event-time-partitioned Parquet files; each worker writes its own.
     Parquet(Arc<weir_operators::parquet_sink::ParquetSpec>),

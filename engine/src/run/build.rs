@@ -207,6 +207,17 @@ pub(super) fn build<'s>(
                 streams.insert(main, r);
                 streams.insert(dead, d);
             }
+            Op::Mqtt(spec) => {
+                let (r, d) = weir_operators::mqtt::mqtt_source(
+                    scope,
+                    name,
+                    Arc::clone(spec),
+                    env.clone(),
+                    m,
+                );
+                streams.insert(main, r);
+                streams.insert(dead, d);
+            }
             Op::Tcp(spec) => {
                 let (r, d) = tcp_source::tcp_source(scope, name, Arc::clone(spec), env.clone(), m);
                 streams.insert(main, r);

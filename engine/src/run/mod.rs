@@ -55,7 +55,7 @@ fn wall_clock_time(plan: &Plan, n: &crate::plan::Node) -> bool {
         Op::Generator(g) => g.start.is_none() && g.interval.is_none(),
         Op::Tcp(t) => t.decode.latency_from_event_time,
         Op::Kafka(k) => k.decode.latency_from_event_time,
-        Op::File(_) | Op::Stdin(_) => false,
+        Op::File(_) | Op::Stdin(_) | Op::Mqtt(_) => false,
         _ => n
             .inputs
             .iter()
@@ -283,6 +283,7 @@ fn bad_data(plan: &Plan, components: &[ComponentReport]) -> (Option<String>, Vec
             Op::Stdin(d) => d.max_error_rate,
             Op::Tcp(s) => s.decode.max_error_rate,
             Op::Kafka(s) => s.decode.max_error_rate,
+            Op::Mqtt(s) => s.decode.max_error_rate,
             _ => continue,
         };
         let m = &c.metrics;

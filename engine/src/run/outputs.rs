@@ -131,6 +131,15 @@ pub(super) fn open_writers(
                         weir_operators::view::ViewWriter::open(path, table, schema, key)
                             .map_err(|e| format!("sink `{}`: {e}", n.id))?,
                     )),
+                    SinkTarget::Mqtt {
+                        broker,
+                        topic,
+                        qos,
+                        retain,
+                    } => SharedWriter::new(Box::new(
+                        weir_operators::mqtt::MqttWriter::connect(broker, topic, *qos, *retain)
+                            .map_err(|e| format!("sink `{}`: {e}", n.id))?,
+                    )),
                     SinkTarget::Tcp(address) => {
                         let stream = std::net::TcpStream::connect(address).map_err(|e| {
                             format!(
