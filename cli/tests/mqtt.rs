@@ -32,7 +32,8 @@ impl Mosquitto {
     /// Starts a broker (persistent: its state survives a restart) in `dir`.
     fn start(dir: &Path, port: u16) -> Mosquitto {
         // Mosquitto started as root runs as the user `mosquitto`, which must be able to save
-        // its state here.
+        // its state here. Its queue for a slow client is unbounded (by default it drops QoS 1
+        // messages past 1,000 queued).
         let dir = &dir.join("mosquitto");
         std::fs::create_dir_all(dir).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -41,7 +42,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\n",
                 dir.display()
             ),
         )
@@ -496,4 +497,50 @@ inputs = ["devices"]
         )),
         "{err}"
     );
+}
+
+/// Thousands of QoS 1 messages as fast as `weir produce` publishes them: every one is read
+/// (acknowledgements never wait on the client's request channel, which only the reading
+/// thread drains — blocking there once stalled the source after about a hundred messages).
+#[test]
+fn thousands_of_qos1_messages_flow_without_stalling() {
+    let dir = workspace();
+    let broker = Mosquitto::start(dir.path(), free_ports(1)[0]);
+    let p = write(
+        dir.path(),
+        "many.toml",
+        &format!(
+            r#"[sources.devices]
+type = "mqtt"
+broker = "127.0.0.1:{}"
+topics = ["devices/{{device_id}}/telemetry"]
+max_messages = 6000
+schema = {{ id = "u64", ts = "timestamp", kind = "string" }}
+
+[sinks.out]
+type = "file"
+inputs = ["devices"]
+path = "out/many.jsonl"
+"#,
+            broker.port
+        ),
+    );
+    let (child, err) = spawn_run(dir.path(), &p, &[]);
+    wait_for("the subscription", || text(&err).contains("subscribed to"));
+    let address = format!("127.0.0.1:{}", broker.port);
+    let produced = weir(
+        dir.path(),
+        &[
+            "produce", "--mqtt", &address, "--events", "6000", "--qos", "1",
+        ],
+        "",
+    );
+    ok(&produced);
+    let status = wait_exit(child, &err);
+    assert!(status.success(), "{}", text(&err));
+    let ids: BTreeSet<u64> = json_lines(&dir.path().join("out/many.jsonl"))
+        .iter()
+        .map(|v| v["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (0..6000).collect::<BTreeSet<u64>>());
 }

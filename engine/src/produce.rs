@@ -205,9 +205,9 @@ pub fn produce(p: &Produce) -> Result<Produced, String> {
             }
         }
         if let Out::Mqtt(w) = &mut out {
-            // Published (and confirmed, with QoS 1) a write at a time.
+            // Published as due; confirmed (QoS 1) at the end.
             w.write_all(&buf).map_err(|e| failed(&e))?;
-            w.flush().map_err(|e| failed(&e))?;
+            w.send().map_err(|e| failed(&e))?;
         }
     }
     match &mut out {

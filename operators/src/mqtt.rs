@@ -281,13 +281,25 @@ fn subscribe(
 ) -> Result<(), String> {
     let mut options = spec.broker.options();
     options.set_manual_acks(true);
-    let (client, mut conn) = Client::new(options, 64);
+    // Requests (acknowledgements) go through a bounded channel that only this thread, by
+    // polling, drains: never block on it (see `acks` below).
+    let (client, mut conn) = Client::new(options, 4096);
+    // Acknowledgements not yet taken by the channel, oldest first.
+    let mut acks: std::collections::VecDeque<rumqttc::Publish> = Default::default();
     let mut connected = false;
     let mut lost = false;
     let mut read = 0u64;
     let mut subscriptions: HashMap<u16, String> = HashMap::new();
     let mut pending_subs: Vec<String> = Vec::new();
     while !stopped() {
+        while let Some(p) = acks.front() {
+            match client.try_ack(p) {
+                Ok(()) => {
+                    acks.pop_front();
+                }
+                Err(_) => break,
+            }
+        }
         let event = match conn.recv() {
             Ok(e) => e,
             Err(_) => return Ok(()),
@@ -364,9 +376,20 @@ fn subscribe(
                     return Ok(());
                 }
                 wake();
-                let _ = client.ack(&p);
+                acks.push_back(p);
                 read += 1;
                 if spec.max_messages.is_some_and(|m| read >= m) {
+                    // The last acknowledgements, polling while the channel is full.
+                    while let Some(p) = acks.front() {
+                        match client.try_ack(p) {
+                            Ok(()) => {
+                                acks.pop_front();
+                            }
+                            Err(_) => {
+                                let _ = conn.recv_timeout(Duration::from_millis(50));
+                            }
+                        }
+                    }
                     let _ = client.disconnect();
                     // Let the acknowledgements and the disconnect go out.
                     drain(&mut conn);
@@ -578,6 +601,15 @@ impl std::io::Write for MqttWriter {
 
     /// Publishes the complete lines pending and waits until the broker confirmed them all.
     fn flush(&mut self) -> std::io::Result<()> {
+        self.send()?;
+        self.confirm()
+    }
+}
+
+impl MqttWriter {
+    /// Publishes the complete lines pending, without waiting for the broker (a producer on a
+    /// schedule; [`confirm`](Self::confirm) waits).
+    pub fn send(&mut self) -> std::io::Result<()> {
         let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else {
             return Ok(());
         };
@@ -590,9 +622,16 @@ impl std::io::Write for MqttWriter {
                 .map_err(|e| std::io::Error::other(format!("cannot publish: {e}")))?;
             n += 1;
         }
+        let (m, _) = &*self.state;
+        m.lock().unwrap_or_else(|p| p.into_inner()).sent += n;
+        Ok(())
+    }
+
+    /// Waits until the broker has confirmed every message published (QoS 1), or the client
+    /// has written it (QoS 0): 30 s at most.
+    pub fn confirm(&mut self) -> std::io::Result<()> {
         let (m, c) = &*self.state;
         let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
-        s.sent += n;
         let want = s.sent;
         let deadline = std::time::Instant::now() + CONFIRM_WAIT;
         while s.confirmed < want {

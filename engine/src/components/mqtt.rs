@@ -65,6 +65,10 @@ pub struct MqttSourceConfig {
     /// How event time behaves: `{ max_out_of_orderness = "2s", idle_timeout = "10s" }`
     /// (default: in order, never idle). All topics share one watermark.
     pub watermark: Option<WatermarkConfig>,
+    /// Where sinks count a record's latency from: "read" (default: when Weir received the
+    /// message) or "event_time" (its event time — when a device that stamps readings as it
+    /// makes them made it: end to end, publish -> broker -> Weir -> sink).
+    pub latency_from: Option<Spanned<String>>,
 }
 
 /// Publishes each record as one JSON message to an MQTT topic — alerts back to devices. Each
@@ -267,6 +271,14 @@ impl MqttSourceConfig {
             m => m.as_ref().map(|m| *m.get_ref() as u64),
         };
         let watermark = WatermarkConfig::plan_option(self.watermark.as_ref(), ctx, &mut diags);
+        let latency_from = ctx
+            .optional_choice(
+                "latency_from",
+                self.latency_from.as_ref(),
+                &["read", "event_time"],
+                &mut diags,
+            )
+            .is_some_and(|i| i == 1);
         let schema = Spanned::new(self.schema.span(), schema);
         let decode = decode_spec(
             ctx,
@@ -315,6 +327,7 @@ impl MqttSourceConfig {
             })
             .collect();
         decode.watermark = watermark;
+        decode.latency_from_event_time = latency_from;
         Ok(Planned {
             schema: decode.schema.clone(),
             dead_letters: decode.on_error == weir_operators::decode::OnError::DeadLetter,

@@ -55,7 +55,8 @@ fn wall_clock_time(plan: &Plan, n: &crate::plan::Node) -> bool {
         Op::Generator(g) => g.start.is_none() && g.interval.is_none(),
         Op::Tcp(t) => t.decode.latency_from_event_time,
         Op::Kafka(k) => k.decode.latency_from_event_time,
-        Op::File(_) | Op::Stdin(_) | Op::Mqtt(_) => false,
+        Op::Mqtt(m) => m.decode.latency_from_event_time,
+        Op::File(_) | Op::Stdin(_) => false,
         _ => n
             .inputs
             .iter()
