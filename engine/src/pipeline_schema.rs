@@ -141,7 +141,11 @@ fn type_words(ty: &str) -> String {
         return format!("list of {}s", type_words(&inner[..inner.len() - 1]));
     }
     if let Some(inner) = ty.strip_prefix("IndexMap<String,") {
-        return format!("table of {}s", type_words(&inner[..inner.len() - 1]));
+        let of = type_words(&inner[..inner.len() - 1]);
+        return match of.strip_prefix("list of ") {
+            Some(items) => format!("table of lists of {items}"),
+            None => format!("table of {of}s"),
+        };
     }
     match ty {
         "String" => "string".into(),

@@ -318,14 +318,17 @@ mod tests {
                     true => chain_routed(input, stages(m), vec![1]),
                     false => chain(input, stages(m)),
                 };
-                s.inspect(move |c: &Chunk| {
-                    if routed && peers > 1 {
-                        assert_eq!(c.routed_hashes(&[1]), Some(&c.key_hashes(&[1])[..]));
+                s.inspect_core(move |event: Result<(_, &Vec<Chunk>), _>| {
+                    let Ok((_, chunks)) = event else { return };
+                    for c in chunks {
+                        if routed && peers > 1 {
+                            assert_eq!(c.routed_hashes(&[1]), Some(&c.key_hashes(&[1])[..]));
+                        }
+                        let mut rows = Vec::new();
+                        c.push_rows(&mut rows);
+                        let mut o = o.lock().unwrap();
+                        o.extend(rows.into_iter().map(|r| (me, r.values)));
                     }
-                    let mut rows = Vec::new();
-                    c.push_rows(&mut rows);
-                    let mut o = o.lock().unwrap();
-                    o.extend(rows.into_iter().map(|r| (me, r.values)));
                 });
             });
         })

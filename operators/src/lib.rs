@@ -44,6 +44,7 @@ pub mod lines;
 pub mod map;
 pub mod metrics;
 pub mod mqtt;
+pub mod onnx;
 pub mod ordered;
 pub mod parquet_sink;
 pub mod parquet_source;

@@ -361,6 +361,8 @@ pub enum Op {
     Kafka(Arc<weir_operators::kafka_source::KafkaSourceSpec>),
     /// The MQTT source.
     Mqtt(Arc<weir_operators::mqtt::MqttSourceSpec>),
+    /// ONNX model inference.
+    Onnx(Arc<weir_operators::onnx::OnnxSpec>),
     /// A filter.
     Filter(Arc<Expr>),
     /// A map.

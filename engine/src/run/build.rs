@@ -207,6 +207,10 @@ pub(super) fn build<'s>(
                 streams.insert(main, r);
                 streams.insert(dead, d);
             }
+            Op::Onnx(spec) => {
+                let s = weir_operators::onnx::onnx(input(), name, Arc::clone(spec), ctl.clone(), m);
+                streams.insert(main, s);
+            }
             Op::Mqtt(spec) => {
                 let (r, d) = weir_operators::mqtt::mqtt_source(
                     scope,
