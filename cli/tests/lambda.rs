@@ -434,3 +434,86 @@ fn walk(d: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Files written by another program: 32-bit integers widen, millisecond timestamps become
+/// Weir's, a record without a timestamp is dead-lettered with its file, row and values, and a
+/// column declared with another type than the file's gives each record the reason the other
+/// sources give.
+#[test]
+fn foreign_files_are_read_and_their_bad_records_dead_lettered() {
+    use arrow::array::{Int32Array, RecordBatch, StringArray, TimestampMillisecondArray};
+    use std::sync::Arc;
+    let dir = workspace();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    let batch = RecordBatch::try_from_iter([
+        (
+            "id",
+            Arc::new(Int32Array::from(vec![1, 2, 3])) as arrow::array::ArrayRef,
+        ),
+        (
+            "ts",
+            Arc::new(TimestampMillisecondArray::from(vec![
+                Some(1_772_359_200_000),
+                None,
+                Some(1_772_359_201_500),
+            ])),
+        ),
+        ("v", Arc::new(StringArray::from(vec!["12", "x", "7"]))),
+    ])
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(dir.path().join("in/foreign.parquet")).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let pipeline = |schema: &str| {
+        format!(
+            r#"[sources.p]
+type = "parquet"
+path = "in"
+{schema}
+[sinks.out]
+type = "file"
+inputs = ["p"]
+path = "out/read.jsonl"
+"#
+        )
+    };
+    let p = write(dir.path(), "footer.toml", &pipeline(""));
+    run_ok(dir.path(), &p, &[]);
+    let read = std::fs::read_to_string(dir.path().join("out/read.jsonl")).unwrap();
+    assert_eq!(
+        json_multiset(&read),
+        json_multiset(
+            "{\"id\":1,\"ts\":\"2026-03-01T10:00:00.000Z\",\"v\":\"12\"}\n{\"id\":3,\"ts\":\"2026-03-01T10:00:01.500Z\",\"v\":\"7\"}"
+        )
+    );
+    let dead = json_lines(&dir.path().join("footer.deadletter.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["file"], "foreign.parquet");
+    assert_eq!(dead[0]["line"], 2);
+    assert_eq!(dead[0]["reason"], "missing timestamp field `ts`");
+    assert_eq!(dead[0]["record"], "{\"id\":2,\"ts\":null,\"v\":\"x\"}");
+
+    let p = write(
+        dir.path(),
+        "declared.toml",
+        &pipeline(r#"schema = { id = "u64", ts = "timestamp", v = "i64" }"#),
+    );
+    // Every record is bad: the run says so and fails.
+    let err = weir_fails(dir.path(), &["run", &p]);
+    assert!(err.contains("field `v`: expected i64"), "{err}");
+    let dead = json_lines(&dir.path().join("declared.deadletter.jsonl"));
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            "field `v`: expected i64, found string \"12\"",
+            "field `v`: expected i64, found string \"x\"",
+            "field `v`: expected i64, found string \"7\""
+        ]
+    );
+}

@@ -231,6 +231,12 @@ impl DecodeSpec {
         self.finish(values, file, line_no)
     }
 
+    /// Completes a record whose values a reader put in place itself (a Parquet file's columns,
+    /// of the declared types): the checks and ids every record gets.
+    pub fn complete(&self, values: &mut [Value], file: &str, line_no: u64) -> Result<(), String> {
+        self.finish(values, file, line_no)
+    }
+
     fn assign(&self, values: &mut [Value], time: Option<Micros>) {
         if let (true, Some(t), Some(time)) = (self.assign_time, self.schema.time, time) {
             values[t] = Value::Ts(time);

@@ -16,7 +16,7 @@ use crate::decode::DecodeSpec;
 use crate::flow::SourceEnv;
 use crate::framing::{read_line, strip_bom, trim_line_end, CsvItem, CsvRecords, Line};
 use crate::metrics::ComponentMetrics;
-use crate::parquet_source::ParquetFile;
+use crate::parquet_source::{Next, ParquetFile};
 use crate::reading::{reading_source, Batch, Output, Progress};
 use crate::{Batches, Time};
 
@@ -157,7 +157,7 @@ fn open(spec: &FileSourceSpec, path: &PathBuf, blank: &mut u64) -> Result<Open, 
         let schema = &spec.decode.schema;
         let wanted: Vec<String> = schema.names().map(String::from).collect();
         let time = schema.time.map(|t| schema.fields[t].name.as_str());
-        return ParquetFile::open(path, &wanted, time, (from, until))
+        return ParquetFile::open_as(path, &wanted, Some(schema), time, (from, until))
             .map(|p| Open::Parquet(Box::new(p)));
     }
     let file = File::open(path).map_err(|e| e.to_string())?;
@@ -240,11 +240,23 @@ fn read_parquet(
     budget: &mut usize,
 ) -> std::io::Result<bool> {
     while *budget > 0 {
-        match file.next_line().map_err(std::io::Error::other)? {
-            None => return Ok(true),
-            Some((line, row)) => {
+        match file
+            .next(&mut batch.values)
+            .map_err(std::io::Error::other)?
+        {
+            Next::End => return Ok(true),
+            Next::Json(line, row) => {
                 *budget -= 1;
                 batch.json_line(spec, line, shown, row);
+            }
+            Next::Values(row) => {
+                *budget -= 1;
+                let checked = spec.complete(&mut batch.values, shown, row);
+                let raw = match checked {
+                    Ok(()) => String::new(),
+                    Err(_) => file.last_as_json(),
+                };
+                batch.accept(spec, checked, shown, row, &raw);
             }
         }
     }

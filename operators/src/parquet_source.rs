@@ -8,8 +8,11 @@
 //! units and dates become microsecond timestamps, large and dictionary strings plain strings);
 //! a string column marked `weir.type = json` (as the sink writes `json` fields) is JSON.
 //!
-//! Each record is then handed to the same decoder as a JSON line (nested fields by their dotted
-//! paths), so types, ids, bad records and watermarks behave exactly as for the other sources.
+//! When every column read has the type the source declares (as when the schema comes from the
+//! files), records go straight from the columns into the source's values, and only the checks
+//! every source makes (a missing timestamp or id) remain. Otherwise each record is handed to the
+//! same decoder as a JSON line (nested fields by their dotted paths), so a value of another type
+//! than declared is a bad record with the reason the other sources give.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -96,7 +99,17 @@ pub fn file_fields(path: &Path) -> Result<FileFields, String> {
     Ok((fields, notes))
 }
 
-/// An open Parquet file, read as JSON lines.
+/// What [`ParquetFile::next`] read.
+pub enum Next<'a> {
+    /// A record as a JSON line, with its row number in the file.
+    Json(&'a [u8], u64),
+    /// A record whose values are in place, with its row number.
+    Values(u64),
+    /// The end of the file.
+    End,
+}
+
+/// An open Parquet file, read as values or as JSON lines.
 pub struct ParquetFile {
     reader: ParquetRecordBatchReader,
     /// The columns read, as Weir fields.
@@ -111,6 +124,12 @@ pub struct ParquetFile {
     next: usize,
     /// Rows of the file before the current batch.
     rows_before: u64,
+    /// Straight from the columns: each column's position among the values, and how many
+    /// values a record has.
+    direct: Option<(Vec<usize>, usize)>,
+    /// The current batch (direct reading), and the rows of it in range.
+    chunk: Option<Chunk>,
+    rows: Vec<(usize, u64)>,
 }
 
 impl ParquetFile {
@@ -119,6 +138,18 @@ impl ParquetFile {
     pub fn open(
         path: &Path,
         wanted: &[String],
+        time: Option<&str>,
+        range: (Option<i64>, Option<i64>),
+    ) -> Result<ParquetFile, String> {
+        Self::open_as(path, wanted, None, time, range)
+    }
+
+    /// Opens `path` as [`open`](Self::open) does; with `declared` (the source's schema), a
+    /// file whose columns all have their declared types is read straight into values.
+    pub fn open_as(
+        path: &Path,
+        wanted: &[String],
+        declared: Option<&Schema>,
         time: Option<&str>,
         range: (Option<i64>, Option<i64>),
     ) -> Result<ParquetFile, String> {
@@ -151,7 +182,18 @@ impl ParquetFile {
             .map_err(|e| format!("cannot read: {e}"))?;
         let schema = Schema::new(fields);
         let time = time.and_then(|t| schema.index_of(t));
+        let direct = declared.and_then(|d| {
+            let positions: Option<Vec<usize>> = schema
+                .fields
+                .iter()
+                .map(|f| d.index_of(&f.name).filter(|&p| d.fields[p].ty == f.ty))
+                .collect();
+            positions.map(|p| (p, d.len()))
+        });
         Ok(ParquetFile {
+            direct,
+            chunk: None,
+            rows: Vec::new(),
             reader,
             encoder: Encoder::new(Format::Jsonl, &schema),
             schema,
@@ -162,6 +204,51 @@ impl ParquetFile {
             next: 0,
             rows_before: 0,
         })
+    }
+
+    /// The next record: into `values` when the file is read directly, else as a JSON line.
+    pub fn next(&mut self, values: &mut Vec<crate::value::Value>) -> Result<Next<'_>, String> {
+        if self.direct.is_none() {
+            return Ok(match self.next_line()? {
+                Some((line, row)) => Next::Json(line, row),
+                None => Next::End,
+            });
+        }
+        while self.next == self.rows.len() {
+            let Some(batch) = self.reader.next() else {
+                return Ok(Next::End);
+            };
+            let batch = batch.map_err(|e| e.to_string())?;
+            let (chunk, rows) = self.in_range(&batch)?;
+            self.rows = chunk
+                .as_ref()
+                .map(|_| rows.iter().enumerate().map(|(i, &r)| (i, r)).collect())
+                .unwrap_or_default();
+            self.chunk = chunk;
+            self.next = 0;
+        }
+        let (i, row) = self.rows[self.next];
+        self.next += 1;
+        let chunk = self.chunk.as_ref().expect("loaded with its rows");
+        let (positions, width) = self.direct.as_ref().expect("checked above");
+        values.clear();
+        values.resize(*width, crate::value::Value::Null);
+        for (c, &p) in chunk.columns().iter().zip(positions) {
+            values[p] = crate::chunk::value_at(c, i);
+        }
+        Ok(Next::Values(row))
+    }
+
+    /// The record last read directly, as a JSON line (for a dead letter).
+    pub fn last_as_json(&self) -> String {
+        let (Some(chunk), Some(&(i, _))) = (&self.chunk, self.rows.get(self.next.wrapping_sub(1)))
+        else {
+            return String::new();
+        };
+        let one = chunk.take(&arrow::array::UInt32Array::from(vec![i as u32]));
+        let mut text = Vec::new();
+        self.encoder.encode_chunk(&one, &mut text);
+        String::from_utf8_lossy(text.strip_suffix(b"\n").unwrap_or(&text)).into_owned()
     }
 
     /// The next record as a JSON line, with its row number in the file (from 1); `None` at the
@@ -181,6 +268,31 @@ impl ParquetFile {
 
     /// Encodes the records of `batch` in range.
     fn load(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        let (chunk, rows) = self.in_range(batch)?;
+        self.text.clear();
+        if let Some(chunk) = &chunk {
+            self.encoder.encode_chunk(chunk, &mut self.text);
+        }
+        self.lines.clear();
+        let mut start = 0;
+        for (pos, row) in self
+            .text
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(p, _)| p)
+            .zip(rows)
+        {
+            self.lines.push((start, pos, row));
+            start = pos + 1;
+        }
+        self.next = 0;
+        Ok(())
+    }
+
+    /// The records of `batch` in range, as a chunk of the file's fields, with their row numbers
+    /// in the file (from 1); `None` when none is.
+    fn in_range(&mut self, batch: &RecordBatch) -> Result<(Option<Chunk>, Vec<u64>), String> {
         let n = batch.num_rows();
         let columns: Vec<ArrayRef> = batch
             .columns()
@@ -215,31 +327,19 @@ impl ParquetFile {
             Arc::new(Int64Array::from(vec![0; n])),
             Arc::new(UInt64Array::from(vec![0; n])),
         );
+        let before = self.rows_before;
+        self.rows_before += n as u64;
         let (chunk, rows): (Chunk, Vec<u64>) = match &keep {
             Some(k) => (
                 chunk.filter(k),
-                (0..n as u64).filter(|&i| k.value(i as usize)).collect(),
+                (0..n as u64)
+                    .filter(|&i| k.value(i as usize))
+                    .map(|i| before + i + 1)
+                    .collect(),
             ),
-            None => (chunk, (0..n as u64).collect()),
+            None => (chunk, (0..n as u64).map(|i| before + i + 1).collect()),
         };
-        self.text.clear();
-        self.encoder.encode_chunk(&chunk, &mut self.text);
-        self.lines.clear();
-        let mut start = 0;
-        for (pos, row) in self
-            .text
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'\n')
-            .map(|(p, _)| p)
-            .zip(rows)
-        {
-            self.lines.push((start, pos, self.rows_before + row + 1));
-            start = pos + 1;
-        }
-        self.next = 0;
-        self.rows_before += n as u64;
-        Ok(())
+        Ok(((!rows.is_empty()).then_some(chunk), rows))
     }
 }
 
