@@ -14,19 +14,13 @@ use common::*;
 
 /// Every visible Parquet file under `dir` (hidden and `_` names skipped), sorted.
 fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else if !name.starts_with('.') && name.ends_with(".parquet") {
-                out.push(e.path());
-            }
-        }
-    }
+    let mut out: Vec<PathBuf> = walk(dir)
+        .into_iter()
+        .filter(|f| {
+            let name = f.file_name().unwrap().to_string_lossy();
+            !name.starts_with('.') && name.ends_with(".parquet")
+        })
+        .collect();
     out.sort();
     out
 }
@@ -417,6 +411,7 @@ fn commas(n: usize) -> String {
     out
 }
 
+/// Every file under `d` (none where it cannot be read: a run may be writing there).
 fn walk(d: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![d.to_path_buf()];
