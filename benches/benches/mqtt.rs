@@ -83,14 +83,11 @@ fn producer(port: u16, rate: u64, events: u64, delay: Duration) -> std::thread::
                 ..GeneratorSpec::new(Profile::Iot)
             },
             to: weir_engine::produce::Destination::Mqtt {
-                broker: weir_operators::mqtt::Broker {
-                    host: "127.0.0.1".into(),
-                    port,
-                    client_id: format!("bench-producer-{}", std::process::id()),
-                    clean_session: true,
-                    credentials: None,
-                    keep_alive: Duration::from_secs(5),
-                },
+                broker: weir_operators::mqtt::Broker::at(
+                    &format!("127.0.0.1:{port}"),
+                    format!("bench-producer-{}", std::process::id()),
+                )
+                .expect("an address"),
                 topic: "devices/{device_id}/telemetry".into(),
                 qos: 1,
             },

@@ -427,22 +427,13 @@ fn main() -> ExitCode {
                 (Some(a), _, _) => Destination::Tcp(a),
                 (None, None, _) if mqtt.is_some() => {
                     let address = mqtt.expect("matched");
-                    let Some((host, Ok(port))) = address
-                        .rsplit_once(':')
-                        .map(|(h, p)| (h.to_string(), p.parse::<u16>()))
-                    else {
+                    let id = format!("weir-produce-{}", std::process::id());
+                    let Some(broker) = weir_operators::mqtt::Broker::at(&address, id) else {
                         eprintln!("error: --mqtt `{address}` is not HOST:PORT\n  help: such as 127.0.0.1:1883");
                         return ExitCode::from(CONFIG_ERROR);
                     };
                     Destination::Mqtt {
-                        broker: weir_operators::mqtt::Broker {
-                            host,
-                            port,
-                            client_id: format!("weir-produce-{}", std::process::id()),
-                            clean_session: true,
-                            credentials: None,
-                            keep_alive: std::time::Duration::from_secs(5),
-                        },
+                        broker,
                         topic: mqtt_topic,
                         qos,
                     }

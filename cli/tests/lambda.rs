@@ -147,6 +147,16 @@ fn the_batch_layer_over_the_archive_gives_the_live_view() {
         &["--workers", "1"],
     );
     assert!(live.contains("sinks.archive"), "{live}");
+    // The archive's latency is measured, to each record's hand-over to its file.
+    let latency = live
+        .lines()
+        .find(|l| l.trim_start().starts_with("sinks.archive processing"))
+        .unwrap_or_else(|| panic!("no archive latency line in {live}"));
+    assert_eq!(
+        latency.split_whitespace().nth(2),
+        Some("200,000"),
+        "{latency}"
+    );
     let archive = dir.path().join("out/lambda/archive");
     let events = archived(&archive);
     let ids: BTreeSet<u64> = events.iter().map(|e| e.0).collect();

@@ -407,8 +407,15 @@ path = "out/telemetry.jsonl"
 #[test]
 fn mqtt_mistakes_are_named_at_their_place() {
     let dir = workspace();
-    let p = write(
-        dir.path(),
+    // `weir validate NAME` fails, saying each of `wants`.
+    let fails_with = |name: &str, text: &str, wants: &[&str]| {
+        let p = write(dir.path(), name, text);
+        let err = weir_fails(dir.path(), &["validate", &p]);
+        for want in wants {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+    };
+    fails_with(
         "bad.toml",
         r#"[sources.devices]
 type = "mqtt"
@@ -417,20 +424,16 @@ qos = 2
 clean_session = false
 schema = { ts = "timestamp" }
 "#,
+        &[
+            "bad.toml:3:",
+            "`#` may only be the last level",
+            "bad.toml:4:",
+            "`qos` is 2, not 0 or 1",
+            "bad.toml:5:",
+            "needs a `client_id`",
+        ],
     );
-    let err = weir_fails(dir.path(), &["validate", &p]);
-    for want in [
-        "bad.toml:3:",
-        "`#` may only be the last level",
-        "bad.toml:4:",
-        "`qos` is 2, not 0 or 1",
-        "bad.toml:5:",
-        "needs a `client_id`",
-    ] {
-        assert!(err.contains(want), "missing {want:?} in:\n{err}");
-    }
-    let p = write(
-        dir.path(),
+    fails_with(
         "bad2.toml",
         r#"[sources.devices]
 type = "mqtt"
@@ -442,16 +445,12 @@ type = "mqtt"
 inputs = ["devices"]
 topic = "alerts/{nothing}"
 "#,
+        &[
+            "bad2.toml:4:",
+            "`device_id` comes from a topic level, so it is a string",
+        ],
     );
-    let err = weir_fails(dir.path(), &["validate", &p]);
-    for want in [
-        "bad2.toml:4:",
-        "`device_id` comes from a topic level, so it is a string",
-    ] {
-        assert!(err.contains(want), "missing {want:?} in:\n{err}");
-    }
-    let p = write(
-        dir.path(),
+    fails_with(
         "bad3.toml",
         r#"[sources.devices]
 type = "mqtt"
@@ -463,11 +462,18 @@ type = "mqtt"
 inputs = ["devices"]
 topic = "alerts/{nothing}"
 "#,
+        &["bad3.toml:9:", "`{nothing}`, which is not an input field"],
     );
-    let err = weir_fails(dir.path(), &["validate", &p]);
-    for want in ["bad3.toml:9:", "`{nothing}`, which is not an input field"] {
-        assert!(err.contains(want), "missing {want:?} in:\n{err}");
-    }
+    fails_with(
+        "bad4.toml",
+        r#"[sources.devices]
+type = "mqtt"
+broker = "localhost"
+topics = ["devices/+/telemetry"]
+schema = { ts = "timestamp" }
+"#,
+        &["bad4.toml:3:", "`localhost` is not a broker address"],
+    );
 }
 
 /// A source that cannot reach its broker fails the run, saying where it tried.

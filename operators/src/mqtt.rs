@@ -54,6 +54,22 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// A broker at `address` (`host:port`; an IPv6 host in brackets), with a clean session
+    /// and no credentials; `None` when it is not such an address.
+    pub fn at(address: &str, client_id: String) -> Option<Broker> {
+        let (host, port) = address.trim().rsplit_once(':')?;
+        let host = host.trim_matches(['[', ']']);
+        let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+        (!host.is_empty()).then(|| Broker {
+            host: host.to_string(),
+            port,
+            client_id,
+            clean_session: true,
+            credentials: None,
+            keep_alive: Duration::from_secs(5),
+        })
+    }
+
     fn options(&self) -> MqttOptions {
         let mut o = MqttOptions::new(&self.client_id, &self.host, self.port);
         o.set_clean_session(self.clean_session)
@@ -164,11 +180,8 @@ pub struct MqttSourceSpec {
 
 /// What the client thread hands the source.
 enum Msg {
-    Message {
-        topic: String,
-        payload: Vec<u8>,
-        at: Micros,
-    },
+    /// A received message (its payload shares the packet's bytes) and when it came.
+    Message(rumqttc::Publish, Micros),
     Failed(String),
 }
 
@@ -218,10 +231,10 @@ pub fn mqtt_source<'s>(
             };
             for _ in 0..IN_FLIGHT {
                 match rx.try_recv() {
-                    Ok(Msg::Message { topic, payload, at }) => {
+                    Ok(Msg::Message(p, at)) => {
                         batch.ingest = at;
                         number += 1;
-                        take(&spec, &decode, batch, &topic, &payload, number);
+                        take(&spec, &decode, batch, &p.topic, &p.payload, number);
                     }
                     Ok(Msg::Failed(reason)) => {
                         batch.failure = Some(format!("source `{}`: {reason}", decode.source));
@@ -366,11 +379,7 @@ fn subscribe(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let msg = Msg::Message {
-                    topic: p.topic.clone(),
-                    payload: p.payload.to_vec(),
-                    at: now(),
-                };
+                let msg = Msg::Message(p.clone(), now());
                 // Blocks while the source is behind: the broker queues meanwhile.
                 if tx.send(msg).is_err() {
                     return Ok(());

@@ -27,7 +27,7 @@
 //!
 //! let dir = std::env::temp_dir().join(format!("weir-parquet-doc-{}", std::process::id()));
 //! let schema = Schema::new(vec![Field::new("ts", FieldType::Timestamp), Field::new("v", FieldType::I64)]).with_time("ts");
-//! let spec = ParquetSpec { dir: dir.clone(), time: Some(0), schema: schema.clone(), granularity: Granularity::Hour,
+//! let spec = ParquetSpec { dir: dir.clone(), time: 0, schema: schema.clone(), granularity: Granularity::Hour,
 //!     roll_bytes: 1 << 20, roll_interval: Duration::from_secs(60) };
 //! let mut w = PartitionedWriter::new(Arc::new(spec), "run".into(), 0);
 //! let hour = 3_600_000_000i64; // 1970-01-01 01:00 and 02:00
@@ -59,6 +59,7 @@ use crate::chunk::{data_type, Chunk};
 use crate::control::RunControl;
 use crate::metrics::ComponentMetrics;
 use crate::schema::{Record, Schema};
+use crate::sink::{Measure, Times};
 use crate::value::FieldType;
 use crate::{Batches, Records};
 
@@ -88,9 +89,8 @@ impl Granularity {
 pub struct ParquetSpec {
     /// The directory the partitions go in.
     pub dir: PathBuf,
-    /// Input position of the timestamp field that partitions (`None`: one partition,
-    /// `dt=__null__`).
-    pub time: Option<usize>,
+    /// Input position of the timestamp field that partitions.
+    pub time: usize,
     /// The input's schema: the files' columns.
     pub schema: Schema,
     /// Partitions by hour or by day.
@@ -207,14 +207,11 @@ impl PartitionedWriter {
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)
             .map_err(|e| format!("cannot make a batch: {e}"))?;
         let width = self.spec.granularity.micros();
-        let buckets: Vec<Option<i64>> = match self.spec.time {
-            None => vec![None; chunk.len()],
-            Some(p) => chunk.columns()[p]
-                .as_primitive::<TimestampMicrosecondType>()
-                .iter()
-                .map(|t| t.map(|t| t.div_euclid(width) * width))
-                .collect(),
-        };
+        let buckets: Vec<Option<i64>> = chunk.columns()[self.spec.time]
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .map(|t| t.map(|t| t.div_euclid(width) * width))
+            .collect();
         if buckets.iter().all(|b| *b == buckets[0]) {
             return self.append(buckets[0], &batch);
         }
@@ -293,11 +290,13 @@ fn commit(mut f: OpenFile) -> Result<(), String> {
 /// Builds the parquet sink on this worker. Returns the empty stream whose frontier passes a
 /// time once everything up to it is handed to a file (complete files appear at each roll and
 /// at the end of the input).
+#[allow(clippy::too_many_arguments)]
 pub fn parquet_sink<'s>(
     input: Batches<'s>,
     name: &str,
     spec: Arc<ParquetSpec>,
     run: String,
+    measure: Option<Measure>,
     ctl: RunControl,
     metrics: Arc<ComponentMetrics>,
 ) -> Records<'s> {
@@ -310,6 +309,8 @@ pub fn parquet_sink<'s>(
         move |_cap, info| {
             let activator = scope.activator_for(info.address);
             let mut writer = Some(PartitionedWriter::new(spec, run, worker));
+            // Latency counts to a record's hand-over to its file's writer.
+            let mut times = Times::default();
             move |(input, frontier), _output| {
                 let mut n = 0u64;
                 let mut failed = None;
@@ -317,8 +318,9 @@ pub fn parquet_sink<'s>(
                     for c in data.iter() {
                         n += c.len() as u64;
                         if let (Some(w), None) = (writer.as_mut(), &failed) {
-                            if let Err(e) = w.write(c) {
-                                failed = Some(e);
+                            match w.write(c) {
+                                Ok(()) => times.note(&measure, c),
+                                Err(e) => failed = Some(e),
                             }
                         }
                     }
@@ -327,6 +329,7 @@ pub fn parquet_sink<'s>(
                 let Some(w) = writer.as_mut() else { return };
                 if failed.is_none() {
                     metrics.add_out(n);
+                    times.record(&measure, worker);
                     let done = if frontier.is_empty() {
                         w.commit_all()
                     } else {
@@ -368,7 +371,7 @@ mod tests {
         .with_time("ts");
         Arc::new(ParquetSpec {
             dir: dir.to_path_buf(),
-            time: Some(0),
+            time: 0,
             schema,
             granularity: Granularity::Hour,
             roll_bytes,

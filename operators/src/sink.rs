@@ -270,13 +270,13 @@ impl<F: Write + Truncate> Write for FileOutput<F> {
 
 /// Ingest times and window ends of records, recorded as latency once they are written.
 #[derive(Default)]
-struct Times {
+pub(crate) struct Times {
     ingests: Vec<i64>,
     ends: Vec<i64>,
 }
 
 impl Times {
-    fn note(&mut self, measure: &Option<Measure>, c: &Chunk) {
+    pub(crate) fn note(&mut self, measure: &Option<Measure>, c: &Chunk) {
         if let Some(m) = measure {
             self.ingests
                 .extend_from_slice(c.ingest().as_primitive::<Int64Type>().values());
@@ -288,13 +288,13 @@ impl Times {
     }
 
     /// Forgets what was noted (it was not written).
-    fn forget(&mut self) {
+    pub(crate) fn forget(&mut self) {
         self.ingests.clear();
         self.ends.clear();
     }
 
     /// Records the latency of everything noted, written now, and forgets it.
-    fn record(&mut self, measure: &Option<Measure>, worker: usize) {
+    pub(crate) fn record(&mut self, measure: &Option<Measure>, worker: usize) {
         let Some(m) = measure else { return };
         if self.ingests.is_empty() {
             return;

@@ -250,7 +250,7 @@ fn check_csv_headers(
 
 /// The files under `path` with the names they are known by (the path as given for a file; the
 /// name within the directory for a directory's files).
-fn list_files(path: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
+pub(super) fn list_files(path: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
     let meta = std::fs::metadata(path)?;
     if meta.is_file() {
         let shown = path

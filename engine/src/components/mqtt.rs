@@ -94,26 +94,6 @@ pub struct MqttSinkConfig {
     pub password: Option<Spanned<String>>,
 }
 
-/// Checks a broker's `host:port`.
-fn broker_address(ctx: &Ctx, b: Option<&Spanned<String>>, diags: &mut Vec<Diag>) -> (String, u16) {
-    let Some(b) = b else {
-        return ("127.0.0.1".into(), 1883);
-    };
-    match b.get_ref().trim().rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() => match port.parse::<u16>() {
-            Ok(p) if p > 0 => return (host.trim_matches(['[', ']']).to_string(), p),
-            _ => {}
-        },
-        _ => {}
-    }
-    diags.push(
-        ctx.error(format!("`{}` is not a broker address", b.get_ref()))
-            .at(b.span())
-            .help("write `host:port`, such as \"127.0.0.1:1883\""),
-    );
-    (String::new(), 0)
-}
-
 fn qos_level(ctx: &Ctx, q: Option<&Spanned<i64>>, diags: &mut Vec<Diag>) -> u8 {
     match q {
         None => 1,
@@ -140,7 +120,6 @@ fn broker(
     password: Option<&Spanned<String>>,
     diags: &mut Vec<Diag>,
 ) -> Broker {
-    let (host, port) = broker_address(ctx, address, diags);
     let client_id = match client_id {
         Some(c) if c.get_ref().trim().is_empty() => {
             diags.push(
@@ -153,6 +132,17 @@ fn broker(
         Some(c) => c.get_ref().clone(),
         None => format!("weir-{}-{}", ctx.id, std::process::id()),
     };
+    let text = address.map_or("127.0.0.1:1883", |a| a.get_ref().as_str());
+    let mut broker = Broker::at(text, client_id).unwrap_or_else(|| {
+        let a = address.expect("the default address is good");
+        diags.push(
+            ctx.error(format!("`{}` is not a broker address", a.get_ref()))
+                .at(a.span())
+                .help("write `host:port`, such as \"127.0.0.1:1883\""),
+        );
+        Broker::at("127.0.0.1:1883", String::new()).expect("good")
+    });
+    broker.clean_session = clean_session;
     let secret = |v: &Spanned<String>, diags: &mut Vec<Diag>| match expand_env(v.get_ref()) {
         Ok(s) => s,
         Err(e) => {
@@ -185,14 +175,8 @@ fn broker(
             .at(p.span())
             .help("keep secrets out of pipeline files: put it in an environment variable and write \"${MQTT_PASSWORD}\"")]);
     }
-    Broker {
-        host,
-        port,
-        client_id,
-        clean_session,
-        credentials,
-        keep_alive: std::time::Duration::from_secs(5),
-    }
+    broker.credentials = credentials;
+    broker
 }
 
 impl MqttSourceConfig {

@@ -63,13 +63,8 @@ pub struct ParquetSourceConfig {
 /// The Parquet files under `path` (a file: itself), skipping names that start with `.` or `_`,
 /// each with the name it is known by (its path within the directory).
 fn parquet_files(path: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
-    let meta = std::fs::metadata(path)?;
-    if meta.is_file() {
-        let shown = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
-        return Ok(vec![(path.to_path_buf(), shown)]);
+    if std::fs::metadata(path)?.is_file() {
+        return super::file::list_files(path);
     }
     let mut files = Vec::new();
     let mut dirs = vec![path.to_path_buf()];
@@ -399,7 +394,7 @@ impl ParquetSinkConfig {
                 Ok(super::sinks::planned(
                     SinkTarget::Parquet(Arc::new(weir_operators::parquet_sink::ParquetSpec {
                         dir,
-                        time: Some(time),
+                        time,
                         schema: input.clone(),
                         granularity,
                         roll_bytes,

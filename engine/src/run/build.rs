@@ -347,6 +347,7 @@ pub(super) fn build<'s>(
                         name,
                         Arc::clone(p),
                         run_tag(),
+                        measure,
                         ctl.clone(),
                         m,
                     );
