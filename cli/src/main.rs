@@ -75,10 +75,43 @@ enum Command {
         /// 10k: for live input that should end on data rather than on a clock.
         #[arg(long, value_name = "N", value_parser = parse_count)]
         stop_after: Option<u64>,
+        /// Serve the live dashboard, Prometheus /metrics and /status while the run lasts, on
+        /// HOST:PORT or a port (127.0.0.1 unless a host is given; default 127.0.0.1:8080).
+        /// Overrides `[pipeline] serve`.
+        #[arg(long, value_name = "ADDRESS", num_args = 0..=1, default_missing_value = "127.0.0.1:8080", value_parser = parse_serve)]
+        serve: Option<String>,
+        /// With --serve: how long the page stays up after the run ends, such as 30s (default:
+        /// until Ctrl-C, so the finished run stays readable).
+        #[arg(long, value_name = "DURATION", value_parser = weir_engine::components::parse_duration)]
+        serve_linger: Option<std::time::Duration>,
         #[command(flatten)]
         cluster: ClusterArgs,
         #[command(flatten)]
         loudness: Loudness,
+    },
+    /// Run a pipeline and print the first records flowing out of one of its components (or
+    /// one of its ports, such as `windowed.late`), then stop. The pipeline's sinks do not
+    /// write while it is tapped.
+    Tap {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// What to tap: a source or transform id, or ID.PORT (dead_letter, late, late_right).
+        component: String,
+        /// How many records to print before stopping.
+        #[arg(long, short = 'n', default_value = "10", value_parser = parse_count)]
+        limit: u64,
+        /// json (one JSON object per line) or table.
+        #[arg(long, value_enum, default_value = "json")]
+        format: TapFormat,
+        /// Worker threads (overrides `[pipeline] workers`).
+        #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: Option<u16>,
+        /// Override a key of the file, as with `weir run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Execution mode (overrides `[pipeline] mode`): continuous or micro-batch.
+        #[arg(long, value_name = "MODE")]
+        mode: Option<String>,
     },
     /// Run a pipeline under several configurations (modes, rates, workers) and compare their
     /// throughput and latency in a table and a percentile plot; or redraw saved reports.
@@ -186,6 +219,20 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+}
+
+/// How `weir tap` prints records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TapFormat {
+    /// One JSON object per line, as a jsonl sink writes them.
+    Json,
+    /// An aligned table, one column per field (printed once the records are in).
+    Table,
+}
+
+fn parse_serve(s: &str) -> Result<String, String> {
+    plan::serve_address(s)
+        .map_err(|e| format!("{e}: write HOST:PORT, such as 127.0.0.1:8080, or a port"))
 }
 
 /// When to show a live status line.
@@ -353,6 +400,8 @@ fn main() -> ExitCode {
             warmup,
             duration,
             stop_after,
+            serve,
+            serve_linger,
             cluster,
             loudness,
         } => {
@@ -391,9 +440,31 @@ fn main() -> ExitCode {
                 warmup,
                 duration,
                 stop_after,
+                observer: None,
             };
             let file = pipeline.display().to_string();
-            run(&plan, &opts, report.as_deref(), &file, &set, loudness)
+            let serve = Serve {
+                address: serve.or_else(|| plan.serve.clone()),
+                linger: serve_linger,
+            };
+            run(&plan, opts, report.as_deref(), &file, &set, loudness, serve)
+        }
+        Command::Tap {
+            pipeline,
+            component,
+            limit,
+            format,
+            workers,
+            mut set,
+            mode,
+        } => {
+            if let Some(m) = mode {
+                set.push(format!("pipeline.mode={}", toml_string(&m)));
+            }
+            let Some(plan) = load_checked(&pipeline, &set, Loudness::default(), true) else {
+                return ExitCode::from(CONFIG_ERROR);
+            };
+            tap(plan, &pipeline, &component, limit, format, workers)
         }
         Command::Compare(args) => compare_cli::main(args),
         Command::Produce {
@@ -687,13 +758,21 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// Where `weir run` serves its dashboard, and for how long after the run.
+struct Serve {
+    address: Option<String>,
+    linger: Option<std::time::Duration>,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run(
     plan: &Plan,
-    opts: &RunOptions,
+    mut opts: RunOptions,
     report_path: Option<&std::path::Path>,
     file: &str,
     set: &[String],
     loudness: Loudness,
+    serve: Serve,
 ) -> ExitCode {
     let ctl = RunControl::default();
     let flag = ctl.stop_flag();
@@ -703,6 +782,69 @@ fn run(
             std::process::exit(130);
         }
     });
+    if let Some(address) = &serve.address {
+        let observer = std::sync::Arc::new(weir_engine::live::Observer::new(
+            weir_engine::live::Taps::All,
+        ));
+        let page = weir_serve::Page::Run {
+            observer: std::sync::Arc::clone(&observer),
+            file: file.to_string(),
+            overrides: set.to_vec(),
+        };
+        match weir_serve::serve(address, page) {
+            Ok(server) => {
+                eprintln!(
+                    "weir: dashboard at http://{0}/ (Prometheus metrics at http://{0}/metrics, status at http://{0}/status)",
+                    server.address()
+                );
+                opts.observer = Some(observer);
+            }
+            Err(e) => {
+                eprintln!("error: {e}\n  help: pick another port with --serve HOST:PORT, or stop what listens there");
+                return ExitCode::from(CONFIG_ERROR);
+            }
+        }
+    }
+    let code = run_served(plan, &opts, report_path, file, set, loudness, &ctl);
+    if opts.observer.is_some() {
+        linger(&ctl, serve.linger);
+    }
+    code
+}
+
+/// After a served run: keeps the page up for `linger`, or until Ctrl-C.
+fn linger(ctl: &RunControl, linger: Option<std::time::Duration>) {
+    if linger.is_some_and(|d| d.is_zero()) {
+        return;
+    }
+    match linger {
+        Some(d) => eprintln!(
+            "weir: the run has ended; the dashboard stays up for {}",
+            humantime::format_duration(d)
+        ),
+        None => eprintln!("weir: the run has ended; the dashboard stays up until Ctrl-C"),
+    }
+    let until = linger.map(|d| std::time::Instant::now() + d);
+    let flag = ctl.stop_flag();
+    // A Ctrl-C during the run set the flag already: then leave at once.
+    let stopped_before = flag.load(std::sync::atomic::Ordering::Relaxed);
+    while !stopped_before && !flag.load(std::sync::atomic::Ordering::Relaxed) {
+        if until.is_some_and(|u| std::time::Instant::now() >= u) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn run_served(
+    plan: &Plan,
+    opts: &RunOptions,
+    report_path: Option<&std::path::Path>,
+    file: &str,
+    set: &[String],
+    loudness: Loudness,
+    ctl: &RunControl,
+) -> ExitCode {
     match run::run(plan, opts, ctl.clone()) {
         Ok(report) => {
             if loudness.quiet {
@@ -740,4 +882,161 @@ fn run(
             ExitCode::from(1)
         }
     }
+}
+
+/// `weir tap`: runs `plan` with its sinks writing nothing, and prints the first `limit`
+/// records out of `component`.
+fn tap(
+    mut plan: Plan,
+    pipeline: &std::path::Path,
+    component: &str,
+    limit: u64,
+    format: TapFormat,
+    workers: Option<u16>,
+) -> ExitCode {
+    use std::io::Write;
+    use weir_engine::components::{Op, SinkTarget};
+    let port = match weir_engine::live::find_port(&plan, component) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {}: {e}", pipeline.display());
+            return ExitCode::from(CONFIG_ERROR);
+        }
+    };
+    let fields = weir_engine::live::port_fields(&plan, port);
+    // The pipeline's own sinks (and the default dead-letter file) count but write nothing.
+    for n in &mut plan.nodes {
+        if let Op::Sink(s) = &mut n.op {
+            s.target = SinkTarget::Null;
+        }
+    }
+    let observer = std::sync::Arc::new(weir_engine::live::Observer::subscribed(port, Some(limit)));
+    let ctl = RunControl::default();
+    let flag = ctl.stop_flag();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+    });
+    let opts = RunOptions {
+        workers: workers.map(usize::from),
+        observer: Some(std::sync::Arc::clone(&observer)),
+        ..RunOptions::default()
+    };
+    let running = {
+        let ctl = ctl.clone();
+        std::thread::spawn(move || run::run(&plan, &opts, ctl))
+    };
+    // The subscription exists once the run has made its taps, before any record flows.
+    let records = loop {
+        if let Some(r) = observer.subscription() {
+            break Some(r);
+        }
+        if running.is_finished() {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    let mut taken: Vec<String> = Vec::new();
+    let mut out = std::io::stdout().lock();
+    let mut closed = false;
+    for line in records.into_iter().flatten() {
+        if format == TapFormat::Json
+            && !closed
+            && writeln!(out, "{line}").and_then(|_| out.flush()).is_err()
+        {
+            closed = true;
+        }
+        taken.push(line);
+        if taken.len() as u64 >= limit || closed {
+            ctl.close_output();
+            break;
+        }
+    }
+    let report = match running.join() {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+        Err(_) => {
+            eprintln!("error: the run failed");
+            return ExitCode::from(1);
+        }
+    };
+    if format == TapFormat::Table {
+        let _ = out.write_all(table(&fields, &taken).as_bytes());
+        let _ = out.flush();
+    }
+    if let Some(f) = &report.failure {
+        eprintln!("error: {f}");
+        return ExitCode::from(1);
+    }
+    let ended = if taken.len() as u64 >= limit {
+        "then stopped"
+    } else {
+        "the run ended"
+    };
+    eprintln!(
+        "weir tap: {} record{} out of `{component}`; {ended}",
+        taken.len(),
+        if taken.len() == 1 { "" } else { "s" }
+    );
+    if report.stopped && !report.output_closed {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// JSON lines as an aligned text table, one column per field (a dotted field read from its
+/// nested object); strings bare, NULL as `null`.
+fn table(fields: &[String], lines: &[String]) -> String {
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            fields
+                .iter()
+                .map(|f| {
+                    let cell = f.split('.').try_fold(&v, |v, k| v.get(k));
+                    match cell {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(other) => other.to_string(),
+                        None => "null".to_string(),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([f.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| -> String {
+        let mut s: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        if let Some(last) = s.last_mut() {
+            *last = last.trim_end().to_string();
+        }
+        s.join("  ") + "\n"
+    };
+    let mut out = line(fields);
+    out.push_str(&line(
+        &widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>(),
+    ));
+    for r in &rows {
+        out.push_str(&line(r));
+    }
+    out
 }

@@ -39,6 +39,7 @@ pub mod components;
 pub mod diag;
 pub mod graph;
 mod introspect;
+pub mod live;
 pub mod monitor;
 pub mod options;
 pub mod outcome;

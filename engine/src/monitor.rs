@@ -12,11 +12,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use weir_operators::clock::RunClock;
 use weir_operators::latency::SinkLatency;
 use weir_operators::metrics::ComponentMetrics;
+use weir_operators::tap::Tap;
 
 use crate::components::Op;
 use crate::options::RunOptions;
-use crate::outcome::Measurement;
-use crate::plan::Plan;
+use crate::outcome::{Measurement, RunReport};
+use crate::plan::{Plan, PortRef};
 use crate::spec::Kind;
 use crate::summary::{micros, thousands};
 use weir_operators::control::RunControl;
@@ -35,6 +36,14 @@ pub struct Live {
     pub clock: Arc<OnceLock<RunClock>>,
     /// Whether event time follows the wall clock, so watermark lag means something.
     pub wall_clock_time: bool,
+    /// Worker threads per process.
+    pub workers: usize,
+    /// The run's control: whether it was stopped, or failed.
+    pub ctl: RunControl,
+    /// The taps the run was built with (see [`crate::live`]).
+    pub taps: Vec<(PortRef, Arc<Tap>)>,
+    /// The run's report, once it has ended.
+    pub ended: OnceLock<Arc<RunReport>>,
 }
 
 impl Live {
@@ -72,6 +81,19 @@ impl Live {
                 _ => None,
             })
             .sum()
+    }
+
+    /// How far the sinks' watermark is behind the wall clock, µs, when event time follows
+    /// the wall clock and a watermark has been seen.
+    pub fn watermark_lag(&self) -> Option<u64> {
+        let f = self.frontier.load(Relaxed);
+        match (
+            self.wall_clock_time && f != u64::MAX && f > 0,
+            self.clock.get(),
+        ) {
+            (true, Some(clock)) => Some((clock.now_micros() - f as i64).max(0) as u64),
+            _ => None,
+        }
     }
 
     /// One line: input, rate, backlog, in flight, held, p99 so far, watermark lag. `compact`
@@ -134,12 +156,7 @@ impl Live {
                 }
             }
         }
-        let f = self.frontier.load(Relaxed);
-        if let (true, Some(clock)) = (
-            self.wall_clock_time && f != u64::MAX && f > 0,
-            self.clock.get(),
-        ) {
-            let lag = (clock.now_micros() - f as i64).max(0) as u64;
+        if let Some(lag) = self.watermark_lag() {
             let _ = write!(
                 s,
                 ", {} {}",
@@ -153,7 +170,7 @@ impl Live {
 
 /// Runs until `finished` is dropped; returns what was measured after the warm-up.
 pub fn monitor(
-    live: Live,
+    live: &Live,
     opts: &RunOptions,
     ctl: &RunControl,
     finished: Receiver<()>,
@@ -226,7 +243,7 @@ pub fn monitor(
             if next_status.is_some_and(|n| t >= n) {
                 next_status = Some(t + every);
                 let r = rate(&mut last);
-                eprint!("{}", status(&live, t, r));
+                eprint!("{}", status(live, t, r));
             }
         }
     }

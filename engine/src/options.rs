@@ -22,6 +22,9 @@ pub struct RunOptions {
     /// Stop the run, as `duration` would, once this process's sources have read this many
     /// events: an end on data rather than on a clock, for live input (a topic, a socket).
     pub stop_after: Option<u64>,
+    /// Someone watching the run (the dashboard, `weir tap`): the run taps the ports it asks
+    /// for and hands it the run's live view when it starts.
+    pub observer: Option<std::sync::Arc<crate::live::Observer>>,
 }
 
 /// One process's place in a cluster.

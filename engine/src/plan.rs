@@ -74,6 +74,8 @@ pub struct Plan {
     pub mode: Mode,
     /// Backpressure: records each source may have in flight per worker (0: no limit).
     pub max_in_flight: usize,
+    /// Where to serve the dashboard and metrics while it runs (`[pipeline] serve`).
+    pub serve: Option<String>,
     /// The nodes, in topological order (every node after its inputs).
     pub nodes: Vec<Node>,
 }
@@ -139,6 +141,20 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
         Some(m) => *m.get_ref() as usize,
         None => DEFAULT_MAX_IN_FLIGHT,
     };
+
+    let serve =
+        spec.pipeline
+            .serve
+            .as_ref()
+            .and_then(|s| match serve_address(s.get_ref()) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    diags.push(Diag::error(e).component("pipeline").at(s.span()).help(
+                        "write HOST:PORT, such as serve = \"127.0.0.1:8080\", or a port alone",
+                    ));
+                    None
+                }
+            });
 
     // Ids are unique across sections, since `inputs` names them without the section.
     let mut by_id: HashMap<&str, usize> = HashMap::new();
@@ -587,6 +603,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             workers,
             mode,
             max_in_flight,
+            serve,
             nodes,
         }),
         diags,
@@ -932,6 +949,34 @@ fn report_cycles(
 /// Renders the plan for `weir graph` and summaries: `id (type)`.
 pub fn label(node: &Node) -> String {
     format!("{} ({} {})", node.id, node.ty, node.kind.singular())
+}
+
+/// The schema of the records on an output port.
+pub(crate) fn port_schema(plan: &Plan, r: PortRef) -> weir_operators::schema::Schema {
+    let n = &plan.nodes[r.node];
+    match r.port {
+        Port::Main => n.schema.clone(),
+        Port::DeadLetter => weir_operators::decode::dead_letter_schema(),
+        // Late records are a window's or a join side's input records.
+        Port::Late => port_schema(plan, n.inputs[0]),
+        Port::LateRight => port_schema(plan, n.inputs[1]),
+    }
+}
+
+/// The address to serve on, from `HOST:PORT` or a bare port (which listens on 127.0.0.1
+/// only): an IP address or `localhost`, and a port.
+pub fn serve_address(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(format!("127.0.0.1:{port}"));
+    }
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(s.to_string());
+    }
+    match s.rsplit_once(':') {
+        Some(("localhost", p)) if p.parse::<u16>().is_ok() => Ok(format!("127.0.0.1:{p}")),
+        _ => Err(format!("`{s}` is not an address to serve on")),
+    }
 }
 
 /// Everything a caller needs from a pipeline file: parse, validate and plan.

@@ -46,6 +46,10 @@ pub struct PipelineConfig {
     /// writer. 0 turns the limit off, letting queues between workers grow without bound when
     /// input outruns processing.
     pub max_in_flight: Option<Spanned<i64>>,
+    /// Serve the live dashboard, Prometheus `/metrics` and `/status` on this address while
+    /// the pipeline runs, such as "127.0.0.1:8080" (a bare port listens on 127.0.0.1 only).
+    /// `weir run --serve` overrides it.
+    pub serve: Option<Spanned<String>>,
 }
 
 /// One component as declared.

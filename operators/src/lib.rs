@@ -54,6 +54,7 @@ pub mod side_store;
 pub mod sink;
 pub mod sketch;
 pub mod stdin_source;
+pub mod tap;
 pub mod tcp_source;
 pub mod temporal_join;
 pub mod unnest;

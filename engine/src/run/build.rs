@@ -24,8 +24,6 @@ use weir_operators::{
 use crate::components::{Op, SinkTarget};
 use crate::plan::{Plan, Port, PortRef};
 
-/// Builds the dataflow for one worker.
-#[allow(clippy::too_many_arguments)]
 /// Which nodes hand their output to the next stage of a chain instead of a stream: a filter or
 /// map whose main output one node reads, a filter or map with that one input.
 fn chained(plan: &Plan) -> Vec<bool> {
@@ -110,18 +108,8 @@ fn run_tag() -> String {
     .clone()
 }
 
-/// The schema of the records on an output port.
-fn port_schema(plan: &Plan, r: PortRef) -> weir_operators::schema::Schema {
-    let n = &plan.nodes[r.node];
-    match r.port {
-        Port::Main => n.schema.clone(),
-        Port::DeadLetter => weir_operators::decode::dead_letter_schema(),
-        // Late records are a window's or a join side's input records.
-        Port::Late => port_schema(plan, n.inputs[0]),
-        Port::LateRight => port_schema(plan, n.inputs[1]),
-    }
-}
-
+/// Builds the dataflow for one worker.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn build<'s>(
     scope: timely::dataflow::Scope<'s, Time>,
     plan: &Plan,
@@ -130,6 +118,7 @@ pub(super) fn build<'s>(
     metrics: &[Arc<ComponentMetrics>],
     writers: &[Option<SharedWriter>],
     measured: &[Option<(Arc<SinkLatency>, Option<usize>)>],
+    taps: &[(PortRef, Arc<weir_operators::tap::Tap>)],
 ) {
     let (clock, ctl) = (env.clock, &env.ctl);
     let mut streams: HashMap<PortRef, Batches<'s>> = HashMap::new();
@@ -139,7 +128,7 @@ pub(super) fn build<'s>(
         Arc::clone(
             layouts
                 .entry(r)
-                .or_insert_with(|| arrow_schema(&port_schema(plan, r))),
+                .or_insert_with(|| arrow_schema(&crate::plan::port_schema(plan, r))),
         )
     };
     // Versioned tables arranged once, shared by the temporal joins that read the same input
@@ -148,7 +137,11 @@ pub(super) fn build<'s>(
     let mut tables: HashMap<TableKey, temporal_join::Table<'s>> = HashMap::new();
     // Filters and maps whose output only one filter or map reads run in one operator with it
     // (see `weir_operators::batch::chain`): their stages wait here for the rest of the chain.
-    let chains = chained(plan);
+    let mut chains = chained(plan);
+    // A tapped filter or map ends its chain, so its records exist as a stream.
+    for (r, _) in taps {
+        chains[r.node] = false;
+    }
     let routes = routed(plan, &chains);
     // Streams already exchanged by a key (by the chain that makes them), with that key.
     let mut partitioned: HashMap<PortRef, Vec<usize>> = HashMap::new();
@@ -374,6 +367,11 @@ pub(super) fn build<'s>(
         for (port, rows) in rows_out {
             let s = to_chunks(rows, layout(port));
             streams.insert(port, s);
+        }
+    }
+    for (r, t) in taps {
+        if let Some(s) = streams.get(r) {
+            weir_operators::tap::tap(s, Arc::clone(t));
         }
     }
 }

@@ -71,7 +71,13 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         .cluster
         .as_ref()
         .map_or((1, 0), |c| (c.addresses.len().max(1), c.process));
-    let prepared = crate::recovery::prepare(plan)?;
+    let mut prepared = crate::recovery::prepare(plan)?;
+    if opts.observer.is_some() {
+        // What is tapped shows every field: no field is left out as unread downstream.
+        for n in &mut prepared.nodes {
+            n.read = None;
+        }
+    }
     let plan = &prepared;
     let writers = outputs::open_writers(plan, process)?;
     let metrics: Vec<Arc<ComponentMetrics>> = plan.nodes.iter().map(|_| Arc::default()).collect();
@@ -104,28 +110,41 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
     // The monitor thread measures, prints status and stops a timed run; it ends when the run
     // does (the sender is dropped).
     let (done, finished) = std::sync::mpsc::channel::<()>();
+    let taps = opts
+        .observer
+        .as_ref()
+        .map(|o| o.taps(plan))
+        .unwrap_or_default();
+    let live = Arc::new(crate::monitor::Live {
+        plan: plan.clone(),
+        metrics: metrics.clone(),
+        measured: measured.clone(),
+        frontier: Arc::clone(&frontier),
+        clock: Arc::clone(&clock_cell),
+        wall_clock_time: plan
+            .nodes
+            .iter()
+            .filter(|n| n.kind == Kind::Sink)
+            .all(|n| wall_clock_time(plan, n)),
+        workers,
+        ctl: ctl.clone(),
+        taps: taps.clone(),
+        ended: OnceLock::new(),
+    });
+    if let Some(o) = &opts.observer {
+        o.started(Arc::clone(&live));
+    }
     let monitor = {
-        let live = crate::monitor::Live {
-            plan: plan.clone(),
-            metrics: metrics.clone(),
-            measured: measured.clone(),
-            frontier: Arc::clone(&frontier),
-            clock: Arc::clone(&clock_cell),
-            wall_clock_time: plan
-                .nodes
-                .iter()
-                .filter(|n| n.kind == Kind::Sink)
-                .all(|n| wall_clock_time(plan, n)),
-        };
-        let (opts, ctl) = (opts.clone(), ctl.clone());
-        std::thread::spawn(move || crate::monitor::monitor(live, &opts, &ctl, finished))
+        let (opts, ctl, live) = (opts.clone(), ctl.clone(), Arc::clone(&live));
+        std::thread::spawn(move || crate::monitor::monitor(&live, &opts, &ctl, finished))
     };
     let result = {
-        let (metrics, writers, ctl, measured) = (
+        let (metrics, writers, ctl, measured, taps) = (
             metrics.clone(),
             writers.clone(),
             ctl.clone(),
             measured.clone(),
+            taps.clone(),
         );
         let mode = plan.mode;
         let gather = processes > 1;
@@ -172,7 +191,9 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
                     flow: Flow::shared(plan.max_in_flight, Arc::clone(&frontier)),
                 };
                 worker.dataflow::<Time, _, _>(|scope| {
-                    build::build(scope, &plan, &env, gather, &metrics, &writers, &measured);
+                    build::build(
+                        scope, &plan, &env, gather, &metrics, &writers, &measured, &taps,
+                    );
                 });
                 while worker.step_or_park(Some(Duration::from_millis(100))) {}
             },
@@ -203,22 +224,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
             }
         }
     }
-    let components: Vec<ComponentReport> = plan
-        .nodes
-        .iter()
-        .zip(&metrics)
-        .map(|(n, m)| ComponentReport {
-            id: n.id.clone(),
-            kind: n.kind,
-            ty: n.ty.clone(),
-            metrics: m.snapshot(),
-            partitions: match &n.op {
-                Op::Kafka(k) => k.status.snapshot(),
-                _ => Vec::new(),
-            },
-            reasons: m.reasons(),
-        })
-        .collect();
+    let components = component_reports(plan, &metrics);
     let dead_letter_file = plan
         .nodes
         .iter()
@@ -232,22 +238,8 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         });
     let (bad_data, warnings) = bad_data(plan, &components);
     let failure = ctl.failure().or(bad_data);
-    let sinks = plan
-        .nodes
-        .iter()
-        .zip(&measured)
-        .zip(&components)
-        .filter_map(|((n, m), c)| {
-            m.as_ref().map(|(l, event)| SinkReport {
-                id: n.id.clone(),
-                records: c.metrics.records_out,
-                event_time: event.is_some(),
-                latency: l.merged(),
-                second_half: l.merged_second_half(),
-            })
-        })
-        .collect();
-    Ok(RunReport {
+    let sinks = sink_reports(plan, &measured, &components);
+    let report = Arc::new(RunReport {
         pipeline: plan.name.clone(),
         workers,
         processes,
@@ -266,7 +258,79 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         failure,
         warnings,
         dead_letter_file,
-    })
+    });
+    let _ = live.ended.set(Arc::clone(&report));
+    Ok(Arc::unwrap_or_clone(report))
+}
+
+/// Every component's counters now, in plan order.
+fn component_reports(plan: &Plan, metrics: &[Arc<ComponentMetrics>]) -> Vec<ComponentReport> {
+    plan.nodes
+        .iter()
+        .zip(metrics)
+        .map(|(n, m)| ComponentReport {
+            id: n.id.clone(),
+            kind: n.kind,
+            ty: n.ty.clone(),
+            metrics: m.snapshot(),
+            partitions: match &n.op {
+                Op::Kafka(k) => k.status.snapshot(),
+                _ => Vec::new(),
+            },
+            reasons: m.reasons(),
+        })
+        .collect()
+}
+
+/// Every measured sink's latencies now.
+fn sink_reports(
+    plan: &Plan,
+    measured: &[Option<(Arc<SinkLatency>, Option<usize>)>],
+    components: &[ComponentReport],
+) -> Vec<SinkReport> {
+    plan.nodes
+        .iter()
+        .zip(measured)
+        .zip(components)
+        .filter_map(|((n, m), c)| {
+            m.as_ref().map(|(l, event)| SinkReport {
+                id: n.id.clone(),
+                records: c.metrics.records_out,
+                event_time: event.is_some(),
+                latency: l.merged(),
+                second_half: l.merged_second_half(),
+            })
+        })
+        .collect()
+}
+
+/// A report of a run still going (see [`crate::live::Live::report`]): its counters and
+/// latencies so far; no measurement, failure or warnings yet.
+pub(crate) fn report_so_far(live: &crate::monitor::Live) -> RunReport {
+    let plan = &live.plan;
+    let components = component_reports(plan, &live.metrics);
+    let sinks = sink_reports(plan, &live.measured, &components);
+    let clock = live.clock.get().copied();
+    RunReport {
+        pipeline: plan.name.clone(),
+        workers: live.workers,
+        processes: 1,
+        process: 0,
+        offered_rate: offered_rate(plan),
+        measurement: Measurement::default(),
+        peak_rss: peak_rss(),
+        max_in_flight: plan.max_in_flight,
+        mode: plan.mode,
+        started: clock.map_or(0, |c| c.wall),
+        sinks,
+        elapsed: clock.map_or(Duration::ZERO, |c| c.instant.elapsed()),
+        components,
+        stopped: live.ctl.stopped(),
+        output_closed: live.ctl.output_closed(),
+        failure: live.ctl.failure(),
+        warnings: Vec::new(),
+        dead_letter_file: None,
+    }
 }
 
 /// The share of bad records past which a run warns.
