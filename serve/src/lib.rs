@@ -153,7 +153,7 @@ async fn index(State(app): State<Arc<App>>) -> Response {
 
 async fn snapshot_json(State(app): State<Arc<App>>) -> Response {
     match app.live() {
-        Ok(live) => Json(app.sampler.snapshot(live)).into_response(),
+        Ok(live) => Json(app.sampler.snapshot(live, Duration::ZERO)).into_response(),
         Err(r) => r,
     }
 }
@@ -313,7 +313,7 @@ fn ticks(
             if !first {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            let snap = app.sampler.snapshot(&live);
+            let snap = app.sampler.snapshot(&live, Duration::from_millis(250));
             let mut data = serde_json::to_string(&snap).unwrap_or_default();
             let mut since = since;
             if let Some(t) = &tap {

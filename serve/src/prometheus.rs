@@ -85,6 +85,11 @@ fn gauge(
         return Ok(());
     }
     let mut m = enc.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    if let [(labels, v)] = rows {
+        if labels.is_empty() {
+            return ConstGauge::new(*v).encode(m);
+        }
+    }
     for (labels, v) in rows {
         ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
     }
@@ -271,11 +276,15 @@ impl Collector for RunCollector {
                     ("sink".into(), sink.to_string()),
                     ("time".into(), time.to_string()),
                 ];
-                let buckets: Vec<(f64, u64)> = BUCKETS_US
-                    .iter()
-                    .map(|&le| (le as f64 / 1e6, h.count_between(0, le)))
-                    .chain(std::iter::once((f64::INFINITY, h.len())))
-                    .collect();
+                // Each bucket's own count: the encoder accumulates them.
+                let mut below = 0;
+                let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(BUCKETS_US.len() + 1);
+                for &le in BUCKETS_US {
+                    let upto = h.count_between(0, le);
+                    buckets.push((le as f64 / 1e6, upto - below));
+                    below = upto;
+                }
+                buckets.push((f64::INFINITY, h.len() - below));
                 let sum = h.mean() * h.len() as f64 / 1e6;
                 m.encode_family(&labels)?.encode_histogram::<Labels>(
                     sum,

@@ -171,12 +171,13 @@ impl Default for Sampler {
 }
 
 impl Sampler {
-    /// A snapshot of `live` now; several callers within a quarter of a second share one.
-    pub fn snapshot(&self, live: &Live) -> Snapshot {
+    /// A snapshot of `live`: the latest one if it is younger than `max_age` (so the event
+    /// streams of several pages share one), else a new one.
+    pub fn snapshot(&self, live: &Live, max_age: Duration) -> Snapshot {
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if let Some((at, s)) = &st.latest {
-            if now.duration_since(*at) < Duration::from_millis(250) && !s.finished {
+            if now.duration_since(*at) < max_age && !s.finished {
                 return s.clone();
             }
         }
