@@ -94,16 +94,30 @@ fn tap_prints_the_first_records_a_sink_on_the_component_gets() {
         let written = json_lines(&dir.path().join("hot.jsonl"));
         assert_eq!(written.len(), hot.len(), "{mode}");
         let late_written = json_lines(&dir.path().join("late.jsonl"));
-        let late_ids: Vec<u64> = late_written.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+        let late_ids: Vec<u64> = late_written
+            .iter()
+            .map(|r| r["id"].as_u64().unwrap())
+            .collect();
         assert_eq!(late_ids, [40, 41, 42], "{mode}");
-        for (port, limit, sink) in [("hot", 6usize, &written), ("per_device.late", 2, &late_written)] {
+        for (port, limit, sink) in [
+            ("hot", 6usize, &written),
+            ("per_device.late", 2, &late_written),
+        ] {
             // The sinks do not write while tapped: remove their files to see that.
             for f in ["hot.jsonl", "late.jsonl", "windows.jsonl"] {
                 std::fs::remove_file(dir.path().join(f)).unwrap();
             }
             let o = weir(
                 dir.path(),
-                &["tap", &p, port, "--limit", &limit.to_string(), "--mode", mode],
+                &[
+                    "tap",
+                    &p,
+                    port,
+                    "--limit",
+                    &limit.to_string(),
+                    "--mode",
+                    mode,
+                ],
                 "",
             );
             ok(&o);
@@ -129,18 +143,26 @@ fn tap_prints_the_first_records_a_sink_on_the_component_gets() {
         // The table: a header of the fields, a rule, then one row per record, in order.
         let o = weir(
             dir.path(),
-            &["tap", &p, "hot", "-n", "3", "--format", "table", "--mode", mode],
+            &[
+                "tap", &p, "hot", "-n", "3", "--format", "table", "--mode", mode,
+            ],
             "",
         );
         ok(&o);
         let out = String::from_utf8(o.stdout).unwrap();
-        let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+        let lines: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
         assert_eq!(lines[0], ["id", "ts", "device", "temperature"]);
         assert_eq!(lines.len(), 5, "{out}");
         for (row, r) in lines[2..].iter().zip(&hot) {
             assert_eq!(row[0], r["id"].to_string());
             assert_eq!(row[2], r["device"].as_str().unwrap());
-            assert_eq!(row[3].parse::<f64>().unwrap(), r["temperature"].as_f64().unwrap());
+            assert_eq!(
+                row[3].parse::<f64>().unwrap(),
+                r["temperature"].as_f64().unwrap()
+            );
         }
     }
     // Fewer records than asked: all of them, and the run ends by itself.
@@ -167,7 +189,10 @@ fn tap_names_what_it_cannot_tap() {
     let o = weir(dir.path(), &["tap", &p, "hot_out"], "");
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("`hot_out` is a sink") && e.contains("tap what it reads: hot"), "{e}");
+    assert!(
+        e.contains("`hot_out` is a sink") && e.contains("tap what it reads: hot"),
+        "{e}"
+    );
     let o = weir(dir.path(), &["tap", &p, "per_device.nope"], "");
     assert_eq!(o.status.code(), Some(2));
 }
@@ -234,7 +259,10 @@ path = "out.jsonl"
     let at = run.served_at();
     let line = |i: u64| {
         let level = ["info", "error", "warn"][(i % 3) as usize];
-        format!("{{\"ts\":{},\"level\":\"{level}\",\"msg\":\"m{i}\"}}\n", 1_000 * i)
+        format!(
+            "{{\"ts\":{},\"level\":\"{level}\",\"msg\":\"m{i}\"}}\n",
+            1_000 * i
+        )
     };
     let mut stdin = run.child.stdin.take().unwrap();
     let mut sent = 0u64;
@@ -290,7 +318,10 @@ path = "out.jsonl"
         .map(|n| n["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["lines", "errors", "out", "dead_letter"]);
-    assert_eq!(graph["ports"], serde_json::json!(["lines", "lines.dead_letter", "errors"]));
+    assert_eq!(
+        graph["ports"],
+        serde_json::json!(["lines", "lines.dead_letter", "errors"])
+    );
     let (status, _) = http("GET", &at, "/events?tap=nope", None).unwrap();
     assert_eq!(status, 404);
     drop(stdin);
@@ -325,9 +356,16 @@ path = "out.jsonl"
     assert_eq!(report["components"][1]["records_out"], errors_in(75) as u64);
     let sink = &report["sinks"][0];
     assert_eq!(sink["sink"], "out");
-    assert_eq!(status["sinks"][0]["processing_latency"]["count"], sink["processing_latency"]["count"]);
     assert_eq!(
-        metric(&m, "weir_sink_latency_seconds_count", &[("sink", "out"), ("time", "processing")]),
+        status["sinks"][0]["processing_latency"]["count"],
+        sink["processing_latency"]["count"]
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "weir_sink_latency_seconds_count",
+            &[("sink", "out"), ("time", "processing")]
+        ),
         sink["processing_latency"]["count"].as_f64()
     );
     assert_eq!(
@@ -341,7 +379,10 @@ path = "out.jsonl"
     let (_, snap) = http("GET", &at, "/snapshot", None).unwrap();
     let snap: serde_json::Value = serde_json::from_str(&snap).unwrap();
     assert_eq!(snap["finished"], true);
-    assert_eq!(snap["sinks"][0]["processing"]["count"], sink["processing_latency"]["count"]);
+    assert_eq!(
+        snap["sinks"][0]["processing"]["count"],
+        sink["processing_latency"]["count"]
+    );
     // SIGKILL by the guard ends the lingering process.
 }
 
@@ -359,7 +400,11 @@ fn serve_mistakes_are_named() {
     );
     let o = weir(dir.path(), &["run", &p, "--serve", &addr], "");
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains(&format!("cannot serve on {addr}")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("cannot serve on {addr}")),
+        "{}",
+        stderr(&o)
+    );
     let p = write(
         dir.path(),
         "q.toml",
@@ -368,5 +413,8 @@ fn serve_mistakes_are_named() {
     let o = weir(dir.path(), &["validate", &p], "");
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("`here` is not an address to serve on") && e.contains(":3:"), "{e}");
+    assert!(
+        e.contains("`here` is not an address to serve on") && e.contains(":3:"),
+        "{e}"
+    );
 }

@@ -287,7 +287,11 @@ impl Sampler {
         {
             st.history.push_back((now, current.clone()));
         }
-        let minute_ago = st.history.front().map(|(_, h)| h.clone());
+        // In the run's first minute, the last minute is all of it.
+        let minute_ago = match report.elapsed >= Duration::from_secs(60) {
+            true => st.history.front().map(|(_, h)| h.clone()),
+            false => None,
+        };
         let sinks = report
             .sinks
             .iter()

@@ -253,14 +253,41 @@ pub fn http(method: &str, address: &str, path: &str, body: Option<&str>) -> Opti
         body.len()
     );
     s.write_all(req.as_bytes()).ok()?;
+    // Read until the response is whole: by its Content-Length, the end of its chunks, or the
+    // end of the connection (some servers keep it open despite `Connection: close`).
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = s.read(&mut buf).ok()?;
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        if n == 0 {
+            break;
+        }
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let lower = head.to_ascii_lowercase();
+            let length = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            match length {
+                Some(len) if body.len() >= len => break,
+                None if lower.contains("transfer-encoding: chunked")
+                    && body.ends_with("0\r\n\r\n") =>
+                {
+                    break
+                }
+                _ => {}
+            }
+        }
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n")?;
     let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
     if !chunked {
         return Some((status, rest.to_string()));
     }
