@@ -113,6 +113,17 @@ enum Command {
         #[arg(long, value_name = "MODE")]
         mode: Option<String>,
     },
+    /// Run the tests of pipelines: each file is a pipeline with `[[tests]]`, or a test file
+    /// naming its pipeline (`pipeline = "PATH"`). Every test runs in both execution modes, on
+    /// one worker and on two.
+    Test {
+        /// Pipeline or test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Run only the tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
     /// Run a pipeline under several configurations (modes, rates, workers) and compare their
     /// throughput and latency in a table and a percentile plot; or redraw saved reports.
     Compare(compare_cli::Args),
@@ -467,6 +478,7 @@ fn main() -> ExitCode {
             tap(plan, &pipeline, &component, limit, format, workers)
         }
         Command::Compare(args) => compare_cli::main(args),
+        Command::Test { files, filter } => test_files(&files, filter.as_deref()),
         Command::Produce {
             profile,
             events,
@@ -1039,4 +1051,132 @@ fn table(fields: &[String], lines: &[String]) -> String {
         out.push_str(&line(r));
     }
     out
+}
+
+/// Loads a pipeline or test file and its tests; prints problems.
+fn load_tests(path: &PathBuf) -> Option<Plan> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return None;
+        }
+    };
+    if !weir_engine::pipeline_tests::is_test_file(&text) {
+        let plan = load(path, &[])?;
+        if plan.tests.is_empty() {
+            eprintln!(
+                "error: {}: the pipeline has no tests\n  help: add [[tests]] with inputs and outputs (see the README's \"Pipeline tests\"), or give a test file",
+                path.display()
+            );
+            return None;
+        }
+        return Some(plan);
+    }
+    let name = path.display().to_string();
+    let source = SourceText::new(&name, &text);
+    let (file, diags) = weir_engine::pipeline_tests::read_test_file(path, &text);
+    report(&source, &diags);
+    let file = file.filter(|_| !has_errors(&diags))?;
+    let mut plan = load(&file.pipeline, &[])?;
+    let (tests, diags) = weir_engine::pipeline_tests::plan_tests(&file.tests, &plan);
+    report(&source, &diags);
+    if has_errors(&diags) {
+        return None;
+    }
+    if tests.is_empty() {
+        eprintln!(
+            "error: {name}: the file has no tests\n  help: add [[tests]] with inputs and outputs"
+        );
+        return None;
+    }
+    plan.tests = tests;
+    Some(plan)
+}
+
+/// `weir test`.
+fn test_files(files: &[PathBuf], filter: Option<&str>) -> ExitCode {
+    use weir_engine::pipeline_tests::{run_test, Mismatch, CONFIGS};
+    let mut plans = Vec::new();
+    for f in files {
+        match load_tests(f) {
+            Some(p) => plans.push((f, p)),
+            None => return ExitCode::from(CONFIG_ERROR),
+        }
+    }
+    let (mut passed, mut failed) = (0, 0);
+    let show = |v: &serde_json::Value| serde_json::to_string(v).unwrap_or_default();
+    for (file, plan) in &plans {
+        println!("{}", file.display());
+        for test in plan
+            .tests
+            .iter()
+            .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
+        {
+            // Each configuration's outcome; identical failures are shown once.
+            let mut outcomes: Vec<(Result<Vec<Mismatch>, String>, Vec<String>)> = Vec::new();
+            for config in CONFIGS {
+                let r = run_test(plan, test, config);
+                match outcomes.iter_mut().find(|(o, _)| *o == r) {
+                    Some((_, configs)) => configs.push(config.to_string()),
+                    None => outcomes.push((r, vec![config.to_string()])),
+                }
+            }
+            if matches!(outcomes.as_slice(), [(Ok(m), _)] if m.is_empty()) {
+                passed += 1;
+                println!("  ok      {}", test.name);
+                continue;
+            }
+            failed += 1;
+            println!("  FAILED  {}", test.name);
+            for (outcome, configs) in &outcomes {
+                let r#where = if configs.len() == CONFIGS.len() {
+                    "in every configuration".to_string()
+                } else {
+                    format!("in {}", configs.join(", "))
+                };
+                match outcome {
+                    Ok(m) if m.is_empty() => println!("          passed {where}"),
+                    Ok(ms) => {
+                        println!("          {where}:");
+                        for m in ms {
+                            if let Some(note) = &m.note {
+                                println!("          at `{}`: {note}", m.port);
+                                continue;
+                            }
+                            let order = match m.out_of_order {
+                                Some(i) => format!(", in order from record {}", i + 1),
+                                None => String::new(),
+                            };
+                            println!(
+                                "          at `{}`: {} missing, {} unexpected{order}",
+                                m.port,
+                                m.missing.len(),
+                                m.unexpected.len()
+                            );
+                            for r in &m.missing {
+                                println!("            - {}", show(r));
+                            }
+                            for r in &m.unexpected {
+                                println!("            + {}", show(r));
+                            }
+                        }
+                    }
+                    Err(e) => println!("          {where}: the run failed: {e}"),
+                }
+            }
+        }
+    }
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    println!(
+        "test result: {}. {passed} passed, {failed} failed ({} run{} each: both modes, 1 and 2 workers)",
+        if failed == 0 { "ok" } else { "FAILED" },
+        CONFIGS.len(),
+        plural(CONFIGS.len())
+    );
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

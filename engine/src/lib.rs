@@ -44,6 +44,7 @@ pub mod monitor;
 pub mod options;
 pub mod outcome;
 pub mod pipeline_schema;
+pub mod pipeline_tests;
 pub mod plan;
 pub mod produce;
 pub mod recovery;

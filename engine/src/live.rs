@@ -53,9 +53,9 @@ pub enum Taps {
 pub struct Observer {
     taps: Taps,
     live: OnceLock<Arc<Live>>,
-    /// A port subscribed to before the run starts, with the most records to take.
-    subscribe: Option<(PortRef, Option<u64>)>,
-    subscription: std::sync::Mutex<Option<Receiver<String>>>,
+    /// Ports subscribed to before the run starts, each with the most records to take.
+    subscribe: Vec<(PortRef, Option<u64>)>,
+    subscriptions: std::sync::Mutex<Vec<Receiver<String>>>,
 }
 
 impl std::fmt::Debug for Observer {
@@ -76,8 +76,8 @@ impl Observer {
         Observer {
             taps,
             live: OnceLock::new(),
-            subscribe: None,
-            subscription: Default::default(),
+            subscribe: Vec::new(),
+            subscriptions: Default::default(),
         }
     }
 
@@ -86,18 +86,33 @@ impl Observer {
     /// [`Observer::subscription`].
     pub fn subscribed(port: PortRef, limit: Option<u64>) -> Observer {
         Observer {
-            subscribe: Some((port, limit)),
+            subscribe: vec![(port, limit)],
             ..Observer::new(Taps::Ports(vec![port]))
+        }
+    }
+
+    /// An observer that taps `ports` and takes every record out of each: see
+    /// [`Observer::subscriptions`].
+    pub fn subscribed_to(ports: Vec<PortRef>) -> Observer {
+        let mut unique = ports.clone();
+        unique.dedup();
+        Observer {
+            subscribe: ports.into_iter().map(|p| (p, None)).collect(),
+            ..Observer::new(Taps::Ports(unique))
         }
     }
 
     /// The records of the port given to [`Observer::subscribed`], once the run has started
     /// (taken once).
     pub fn subscription(&self) -> Option<Receiver<String>> {
-        self.subscription
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        let mut s = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        (!s.is_empty()).then(|| s.remove(0))
+    }
+
+    /// The records of each port given to [`Observer::subscribed_to`], in its order, once
+    /// the run has started (taken once).
+    pub fn subscriptions(&self) -> Vec<Receiver<String>> {
+        std::mem::take(&mut *self.subscriptions.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The run, once it has started.
@@ -130,12 +145,13 @@ impl Observer {
                 (r, Arc::new(Tap::new(&name, &schema, KEEP)))
             })
             .collect();
-        if let Some((port, limit)) = self.subscribe {
-            if let Some((_, t)) = taps.iter().find(|(r, _)| *r == port) {
-                *self.subscription.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(t.subscribe(limit));
+        let mut subs = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        for (port, limit) in &self.subscribe {
+            if let Some((_, t)) = taps.iter().find(|(r, _)| r == port) {
+                subs.push(t.subscribe(*limit));
             }
         }
+        drop(subs);
         taps
     }
 }

@@ -76,6 +76,8 @@ pub struct Plan {
     pub max_in_flight: usize,
     /// Where to serve the dashboard and metrics while it runs (`[pipeline] serve`).
     pub serve: Option<String>,
+    /// Its tests (`[[tests]]`, run by `weir test`).
+    pub tests: Vec<crate::pipeline_tests::Test>,
     /// The nodes, in topological order (every node after its inputs).
     pub nodes: Vec<Node>,
 }
@@ -604,6 +606,7 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             mode,
             max_in_flight,
             serve,
+            tests: Vec::new(),
             nodes,
         }),
         diags,
@@ -992,7 +995,15 @@ pub fn load(name: &str, text: &str, overrides: &[String]) -> (Option<Plan>, Vec<
     let had_errors = has_errors(&diags);
     let (plan, mut more) = plan(&spec, &stem);
     diags.append(&mut more);
-    let plan = if had_errors { None } else { plan };
+    let mut plan = if had_errors { None } else { plan };
+    if let Some(p) = &mut plan {
+        let (tests, mut bad) = crate::pipeline_tests::plan_tests(&spec.tests, p);
+        p.tests = tests;
+        if has_errors(&bad) {
+            plan = None;
+        }
+        diags.append(&mut bad);
+    }
     // In file order, as a compiler reports; problems with no place first.
     diags.sort_by_key(|d| d.span.as_ref().map(|s| s.start + 1).unwrap_or(0));
     (plan, diags, spec.source)

@@ -91,6 +91,8 @@ pub struct PipelineSpec {
     pub pipeline: PipelineConfig,
     /// The components, in file order.
     pub components: Vec<Component>,
+    /// The pipeline's tests (`[[tests]]`, run by `weir test`).
+    pub tests: Vec<crate::pipeline_tests::TestConfig>,
 }
 
 /// Parses `text` (named `name`) with `overrides` (`KEY=VALUE`). Returns the spec when the
@@ -129,6 +131,7 @@ pub fn parse(name: &str, text: &str, overrides: &[String]) -> (Option<PipelineSp
 
     let mut pipeline = PipelineConfig::default();
     let mut components = Vec::new();
+    let mut tests = Vec::new();
     for (key, value) in root {
         let span = value.span();
         match key.as_ref().as_ref() {
@@ -137,6 +140,7 @@ pub fn parse(name: &str, text: &str, overrides: &[String]) -> (Option<PipelineSp
                     pipeline = p;
                 }
             }
+            "tests" => tests = crate::pipeline_tests::read_tests(value, &mut diags),
             section => match Kind::ALL.iter().find(|k| k.section() == section) {
                 Some(kind) => match value.into_inner() {
                     DeValue::Table(t) => {
@@ -185,6 +189,7 @@ pub fn parse(name: &str, text: &str, overrides: &[String]) -> (Option<PipelineSp
             source,
             pipeline,
             components,
+            tests,
         }),
         diags,
     )

@@ -57,6 +57,7 @@ pub mod stdin_source;
 pub mod tap;
 pub mod tcp_source;
 pub mod temporal_join;
+pub mod test_source;
 pub mod unnest;
 pub mod view;
 pub mod window;

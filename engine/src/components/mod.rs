@@ -24,7 +24,7 @@ use crate::diag::{Diag, SourceText};
 pub mod alert;
 pub mod decoding;
 mod kind;
-mod read;
+pub(crate) mod read;
 
 pub use kind::Kind;
 pub(crate) use read::typed;
@@ -361,6 +361,8 @@ pub enum Op {
     Kafka(Arc<weir_operators::kafka_source::KafkaSourceSpec>),
     /// The MQTT source.
     Mqtt(Arc<weir_operators::mqtt::MqttSourceSpec>),
+    /// A pipeline test's input, standing in for a source (`weir test`).
+    Test(Arc<weir_operators::test_source::TestInput>),
     /// ONNX model inference.
     Onnx(Arc<weir_operators::onnx::OnnxSpec>),
     /// A filter.

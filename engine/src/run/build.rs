@@ -194,6 +194,17 @@ pub(super) fn build<'s>(
                 streams.insert(main, r);
                 streams.insert(dead, d);
             }
+            Op::Test(input) => {
+                let (r, d) = weir_operators::test_source::test_source(
+                    scope,
+                    name,
+                    Arc::clone(input),
+                    env.clone(),
+                    m,
+                );
+                streams.insert(main, r);
+                streams.insert(dead, d);
+            }
             Op::Stdin(spec) => {
                 let (r, d) =
                     stdin_source::stdin_source(scope, name, Arc::clone(spec), env.clone(), m);

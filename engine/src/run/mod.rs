@@ -56,7 +56,7 @@ fn wall_clock_time(plan: &Plan, n: &crate::plan::Node) -> bool {
         Op::Tcp(t) => t.decode.latency_from_event_time,
         Op::Kafka(k) => k.decode.latency_from_event_time,
         Op::Mqtt(m) => m.decode.latency_from_event_time,
-        Op::File(_) | Op::Stdin(_) => false,
+        Op::File(_) | Op::Stdin(_) | Op::Test(_) => false,
         _ => n
             .inputs
             .iter()
