@@ -76,7 +76,7 @@ pub fn test_source<'s>(
     let reads = scope.index() == 0;
     let out = Output::of(&input.decode);
     let place = format!("test input of {name}");
-    let wake = scope.clone();
+    let wake = scope;
     reading_source(scope, name, out, env, metrics, move |address| {
         let activator = wake.activator_for(address);
         let mut next = 0usize;
