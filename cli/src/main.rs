@@ -1094,6 +1094,9 @@ fn load_tests(path: &PathBuf) -> Option<Plan> {
     Some(plan)
 }
 
+/// What one run of a test gave: each port's mismatch, or why the run failed.
+type Outcome = Result<Vec<weir_engine::pipeline_tests::Mismatch>, String>;
+
 /// `weir test`.
 fn test_files(files: &[PathBuf], filter: Option<&str>) -> ExitCode {
     use weir_engine::pipeline_tests::{run_test, Mismatch, CONFIGS};
@@ -1114,7 +1117,7 @@ fn test_files(files: &[PathBuf], filter: Option<&str>) -> ExitCode {
             .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
         {
             // Each configuration's outcome; identical failures are shown once.
-            let mut outcomes: Vec<(Result<Vec<Mismatch>, String>, Vec<String>)> = Vec::new();
+            let mut outcomes: Vec<(Outcome, Vec<String>)> = Vec::new();
             for config in CONFIGS {
                 let r = run_test(plan, test, config);
                 match outcomes.iter_mut().find(|(o, _)| *o == r) {
