@@ -1099,7 +1099,7 @@ type Outcome = Result<Vec<weir_engine::pipeline_tests::Mismatch>, String>;
 
 /// `weir test`.
 fn test_files(files: &[PathBuf], filter: Option<&str>) -> ExitCode {
-    use weir_engine::pipeline_tests::{run_test, Mismatch, CONFIGS};
+    use weir_engine::pipeline_tests::{run_test, CONFIGS};
     let mut plans = Vec::new();
     for f in files {
         match load_tests(f) {
