@@ -17,6 +17,12 @@ fn every_bundled_pipeline_passes_its_tests() {
         .collect();
     files.sort();
     assert!(files.len() >= 20, "{files:?}");
+    // The batch half of the lambda example reads the live half's archive when it is planned.
+    ok(&weir(
+        dir.path(),
+        &["run", "pipelines/lambda-1-live.toml", "-q"],
+        "",
+    ));
     let mut args = vec!["test"];
     args.extend(files.iter().map(String::as_str));
     let o = weir(dir.path(), &args, "");
@@ -76,7 +82,11 @@ test result: FAILED. 1 passed, 1 failed (4 runs each: both modes, 1 and 2 worker
 ";
     assert_eq!(out, want);
     // --filter runs only the tests it names.
-    let o = weir(dir.path(), &["test", "hot.test.toml", "--filter", "right"], "");
+    let o = weir(
+        dir.path(),
+        &["test", "hot.test.toml", "--filter", "right"],
+        "",
+    );
     ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("1 passed, 0 failed"));
 }
@@ -86,12 +96,42 @@ test result: FAILED. 1 passed, 1 failed (4 runs each: both modes, 1 and 2 worker
 fn mistakes_in_tests_are_reported_at_their_line() {
     let dir = workspace();
     let cases = [
-        ("source = \"sensors\"", "source = \"nope\"", "the pipeline has no source `nope`", "give input to one of: sensors"),
-        ("at = \"fahrenheit\"", "at = \"fahrenheit.late\"", "no component or port `fahrenheit.late`", "test one of:"),
-        ("at = \"fahrenheit\"", "at = \"out\"", "`out` is a sink", "test what it reads: fahrenheit"),
-        ("records = [{ id = 1, temp_f = 95.0 }]", "records = [{ id = 1, temp_f = 95.0 }]\norder = \"sorted\"", "`order = \"sorted\"` is not an order", "\"any\""),
-        ("records = [{ id = 1, ts", "records = [{ watermark = \"soon\" }, { id = 1, ts", "`watermark = soon` is not a time", "RFC 3339"),
-        ("name = \"right\"", "name = \"right\"\ncolour = \"red\"", "unknown key `colour`", "the keys here are: name, inputs, outputs"),
+        (
+            "source = \"sensors\"",
+            "source = \"nope\"",
+            "the pipeline has no source `nope`",
+            "give input to one of: sensors",
+        ),
+        (
+            "at = \"fahrenheit\"",
+            "at = \"fahrenheit.late\"",
+            "no component or port `fahrenheit.late`",
+            "test one of:",
+        ),
+        (
+            "at = \"fahrenheit\"",
+            "at = \"out\"",
+            "`out` is a sink",
+            "test what it reads: fahrenheit",
+        ),
+        (
+            "records = [{ id = 1, temp_f = 95.0 }]",
+            "records = [{ id = 1, temp_f = 95.0 }]\norder = \"sorted\"",
+            "`order = \"sorted\"` is not an order",
+            "\"any\"",
+        ),
+        (
+            "records = [{ id = 1, ts",
+            "records = [{ watermark = \"soon\" }, { id = 1, ts",
+            "`watermark = soon` is not a time",
+            "RFC 3339",
+        ),
+        (
+            "name = \"right\"",
+            "name = \"right\"\ncolour = \"red\"",
+            "unknown key `colour`",
+            "the keys here are: name, inputs, outputs",
+        ),
     ];
     for (from, to, message, help) in cases {
         let text = WRONG.replacen(from, to, 1);
@@ -102,17 +142,33 @@ fn mistakes_in_tests_are_reported_at_their_line() {
         let last = to.lines().last().unwrap();
         let line = text.lines().position(|l| l.contains(last)).unwrap() + 1;
         assert!(e.contains(message) && e.contains(help), "{to}:\n{e}");
-        assert!(e.contains(&format!("bad.test.toml:{line}:")), "{to}: line {line}:\n{e}");
+        assert!(
+            e.contains(&format!("bad.test.toml:{line}:")),
+            "{to}: line {line}:\n{e}"
+        );
     }
     // A pipeline without tests, and a test file without a pipeline.
-    let plain = std::fs::read_to_string(dir.path().join("pipelines/iot-hot-readings.toml")).unwrap();
+    let plain =
+        std::fs::read_to_string(dir.path().join("pipelines/iot-hot-readings.toml")).unwrap();
     let plain = &plain[..plain.find("[[tests]]").unwrap()];
     write(dir.path(), "untested.toml", plain);
     let o = weir(dir.path(), &["test", "untested.toml"], "");
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("the pipeline has no tests"), "{}", stderr(&o));
-    write(dir.path(), "lost.test.toml", "pipeline = \"nowhere.toml\"\n[[tests]]\nname = \"x\"\noutputs = []\n");
+    assert!(
+        stderr(&o).contains("the pipeline has no tests"),
+        "{}",
+        stderr(&o)
+    );
+    write(
+        dir.path(),
+        "lost.test.toml",
+        "pipeline = \"nowhere.toml\"\n[[tests]]\nname = \"x\"\noutputs = []\n",
+    );
     let o = weir(dir.path(), &["test", "lost.test.toml"], "");
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("cannot read the pipeline file nowhere.toml"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot read the pipeline file nowhere.toml"),
+        "{}",
+        stderr(&o)
+    );
 }
