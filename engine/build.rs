@@ -1,4 +1,5 @@
-//! Reads the pipeline file's config structs (`src/spec.rs`, `src/components/*.rs`: each
+//! Reads the pipeline file's config structs (`src/spec.rs`, `src/pipeline_tests.rs`,
+//! `src/components/*.rs`: each
 //! `#[serde(deny_unknown_fields)]` struct) and writes their keys, Rust types and doc comments
 //! to `$OUT_DIR/config_docs.rs`, so `weir schema --pipeline` prints a JSON Schema whose
 //! descriptions are the structs' own documentation.
@@ -79,7 +80,7 @@ fn structs(text: &str) -> Vec<(String, String, Vec<Key>)> {
 
 fn main() {
     let dir = Path::new("src");
-    let mut files = vec![dir.join("spec.rs")];
+    let mut files = vec![dir.join("spec.rs"), dir.join("pipeline_tests.rs")];
     let mut components: Vec<_> = std::fs::read_dir(dir.join("components"))
         .expect("src/components")
         .map(|e| e.expect("an entry").path())

@@ -14,6 +14,7 @@ use weir_engine::summary;
 use weir_operators::control::RunControl;
 
 mod compare_cli;
+mod top;
 
 /// Records are allocated on one worker and often freed on another (after an exchange); mimalloc
 /// handles that far better than the system allocator.
@@ -112,6 +113,17 @@ enum Command {
         /// Execution mode (overrides `[pipeline] mode`): continuous or micro-batch.
         #[arg(long, value_name = "MODE")]
         mode: Option<String>,
+    },
+    /// Show a served run (`weir run --serve`) in the terminal: every component's counts,
+    /// rates, bad and late records, state and how busy it is, and each sink's latency,
+    /// updated every second; q quits.
+    Top {
+        /// The served run's address.
+        #[arg(default_value = "127.0.0.1:8080", value_parser = parse_serve)]
+        address: String,
+        /// Print one picture as text and exit.
+        #[arg(long)]
+        once: bool,
     },
     /// Run the tests of pipelines: each file is a pipeline with `[[tests]]`, or a test file
     /// naming its pipeline (`pipeline = "PATH"`). Every test runs in both execution modes, on
@@ -479,6 +491,7 @@ fn main() -> ExitCode {
         }
         Command::Compare(args) => compare_cli::main(args),
         Command::Test { files, filter } => test_files(&files, filter.as_deref()),
+        Command::Top { address, once } => top::main(&address, once),
         Command::Produce {
             profile,
             events,

@@ -268,6 +268,9 @@ fn every_command_and_output_example_in_the_readme_is_checked() {
                 trimmed(&err).contains(&trimmed(&block)),
                 "README.md:{line}: the README shows\n{block}\nbut Weir prints\n{err}"
             );
+        } else if first == "hot.test.toml" {
+            // weir test's report: `a_wrong_expectation_fails_with_a_readable_diff` in
+            // cli/tests/pipeline_tests.rs runs it and compares it with this block exactly.
         } else if first.starts_with("$ weir schema events.jsonl") {
             let dir = workspace();
             write(

@@ -241,6 +241,11 @@ pub fn json_schema() -> Value {
             "sources": section(Kind::Source),
             "transforms": section(Kind::Transform),
             "sinks": section(Kind::Sink),
+            "tests": {
+                "type": "array",
+                "description": "The pipeline's tests, run by `weir test`.",
+                "items": object("TestConfig", &[]),
+            },
         },
         "additionalProperties": false,
     })
@@ -280,6 +285,24 @@ mod tests {
                 assert!(!props.is_null(), "{}: [{section}]", p.display());
                 let tables: Vec<(&toml::Table, Value)> = match section.as_str() {
                     "pipeline" => vec![(body.as_table().unwrap(), props.clone())],
+                    // Tests, and their inputs and outputs.
+                    "tests" => {
+                        let test = &props["items"];
+                        let mut v = Vec::new();
+                        for t in body.as_array().unwrap() {
+                            let t = t.as_table().unwrap();
+                            v.push((t, test.clone()));
+                            for part in ["inputs", "outputs"] {
+                                for x in
+                                    t.get(part).and_then(|x| x.as_array()).into_iter().flatten()
+                                {
+                                    let item = test["properties"][part]["items"].clone();
+                                    v.push((x.as_table().unwrap(), item));
+                                }
+                            }
+                        }
+                        v
+                    }
                     _ => body
                         .as_table()
                         .unwrap()
