@@ -299,11 +299,23 @@ path = "out.jsonl"
             metric(&m, "weir_dead_lettered_total", &[("component", "lines")]),
             Some(round as f64)
         );
+        assert!(metric(&m, "weir_busy_seconds_total", &[("component", "errors")]).unwrap() > 0.0);
         let (_, snap) = http("GET", &at, "/snapshot", None).unwrap();
         let snap: serde_json::Value = serde_json::from_str(&snap).unwrap();
         assert_eq!(snap["finished"], false);
         assert_eq!(snap["components"][0]["id"], "lines");
         assert!(snap["components"][0]["records_out"].as_u64().unwrap() >= total);
+        // How busy each component was: a share of the workers' time; the filter ran.
+        for c in snap["components"].as_array().unwrap() {
+            let busy = c["busy"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&busy), "{c}");
+        }
+        if round == 1 {
+            assert!(
+                snap["components"][1]["busy"].as_f64().unwrap() > 0.0,
+                "{snap}"
+            );
+        }
     }
     // The page, and its event stream's first tick.
     let (status, page) = http("GET", &at, "/", None).unwrap();
@@ -383,6 +395,31 @@ path = "out.jsonl"
         snap["sinks"][0]["processing"]["count"],
         sink["processing_latency"]["count"]
     );
+    // weir top shows the same counts in the terminal.
+    let o = weir(dir.path(), &["top", &at, "--once"], "");
+    ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("· served · finished ·"), "{text}");
+    let row = |id: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.contains(id))
+            .unwrap_or_else(|| panic!("{id}:\n{text}"));
+        line.trim_matches(|c: char| c == '│' || c.is_whitespace())
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        row("sources.lines")[..4],
+        ["sources.lines", "stdin", "77", "75"]
+    );
+    assert_eq!(row("sources.lines")[6], "2");
+    assert_eq!(
+        row("transforms.errors")[..4],
+        ["transforms.errors", "filter", "75", "25"]
+    );
+    assert_eq!(row("sinks.out")[..4], ["sinks.out", "file", "25", "25"]);
     // SIGKILL by the guard ends the lingering process.
 }
 

@@ -42,6 +42,9 @@ pub struct Live {
     pub ctl: RunControl,
     /// The taps the run was built with (see [`crate::live`]).
     pub taps: Vec<(PortRef, Arc<Tap>)>,
+    /// Nanoseconds each node's operators were scheduled, summed over workers (kept only
+    /// while watched: see `run::busy_logger`).
+    pub busy: Option<Arc<[std::sync::atomic::AtomicU64]>>,
     /// The run's report, once it has ended.
     pub ended: OnceLock<Arc<RunReport>>,
 }

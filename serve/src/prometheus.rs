@@ -5,7 +5,7 @@
 //!
 //! Counters per component: `weir_records_in_total`, `weir_records_out_total`,
 //! `weir_errors_total`, `weir_dead_lettered_total`, `weir_late_records_total`,
-//! `weir_held_seconds_total` (labels `component`, `kind`, `type`). Gauges: `weir_backlog_records`,
+//! `weir_held_seconds_total`, `weir_busy_seconds_total` (labels `component`, `kind`, `type`). Gauges: `weir_backlog_records`,
 //! `weir_in_flight_records`, `weir_state_entries`, `weir_state_bytes`, `weir_watermark_seconds`
 //! (per port), `weir_watermark_lag_seconds`, `weir_kafka_lag_records` (per partition). Latency:
 //! `weir_sink_latency_seconds` histograms (labels `sink`, `time` = processing or event), and
@@ -180,6 +180,23 @@ impl Collector for RunCollector {
             Some(&Unit::Seconds),
             &sources(|m| m.held_micros as f64 / 1e6),
         )?;
+        if let Some(busy) = &live.busy {
+            let rows: Vec<(Labels, f64)> = busy
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let ns = b.load(std::sync::atomic::Ordering::Relaxed);
+                    (labels(i), ns as f64 / 1e9)
+                })
+                .collect();
+            counter(
+                &mut enc,
+                "weir_busy",
+                "Time the component's operators were scheduled, summed over workers (a chain of filters and maps counts at its last component).",
+                Some(&Unit::Seconds),
+                &rows,
+            )?;
+        }
         gauge(
             &mut enc,
             "weir_backlog_records",

@@ -10,7 +10,6 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use weir_engine::live::{port_name, Live};
 use weir_engine::plan::{Port, PortRef};
-use weir_engine::spec::Kind;
 use weir_operators::latency::Latencies;
 
 /// One moment of a run.
@@ -71,8 +70,10 @@ pub struct ComponentView {
     pub watermark_us: Option<u64>,
     /// Kafka sources: each partition's lag.
     pub partitions: Vec<PartitionView>,
-    /// How busy it looks, 0 to 1: the share of the last second its source was held back, or
-    /// for other components its input rate relative to the busiest component's.
+    /// How busy it was over the last second, 0 to 1: the share of the workers' time its
+    /// operators were scheduled (from timely's log of operator starts and stops; a chain of
+    /// filters and maps counts at its last component), or for a source held back by
+    /// backpressure, the share of time it was held, if more.
     pub busy: f64,
 }
 
@@ -146,8 +147,8 @@ pub struct Sampler {
     inner: Mutex<State>,
 }
 
-/// Each component's records in, records out and microseconds held.
-type Counts = Vec<(u64, u64, u64)>;
+/// Each component's records in, records out, microseconds held and nanoseconds scheduled.
+type Counts = Vec<(u64, u64, u64, u64)>;
 
 struct State {
     /// When the last snapshot was taken, with its components' (in, out, held) counts.
@@ -184,14 +185,21 @@ impl Sampler {
         let report = live.report();
         let finished = live.ended().is_some();
         let plan = &live.plan;
-        let counts: Vec<(u64, u64, u64)> = report
+        let scheduled = |i: usize| {
+            live.busy
+                .as_ref()
+                .map_or(0, |b| b[i].load(std::sync::atomic::Ordering::Relaxed))
+        };
+        let counts: Counts = report
             .components
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(i, c)| {
                 (
                     c.metrics.records_in,
                     c.metrics.records_out,
                     c.metrics.held_micros,
+                    scheduled(i),
                 )
             })
             .collect();
@@ -202,7 +210,7 @@ impl Sampler {
             ),
             None => (
                 report.elapsed.as_secs_f64().max(1e-3),
-                vec![(0, 0, 0); counts.len()],
+                vec![(0, 0, 0, 0); counts.len()],
             ),
         };
         if st
@@ -218,7 +226,8 @@ impl Sampler {
             .enumerate()
             .map(|(i, c)| {
                 let m = &c.metrics;
-                let (i0, o0, h0) = before[i];
+                let (i0, o0, h0, b0) = before[i];
+                let scheduled = counts[i].3.saturating_sub(b0) as f64 / 1e9 / secs;
                 let watermark = live
                     .tap(&port_name(
                         plan,
@@ -254,22 +263,15 @@ impl Sampler {
                             watermark_us: (p.watermark != i64::MIN).then_some(p.watermark),
                         })
                         .collect(),
-                    busy: 0.0,
+                    busy: (scheduled / live.workers.max(1) as f64).min(1.0),
                 }
             })
             .collect();
-        let top = components
-            .iter()
-            .map(|c| c.rate_in.max(c.rate_out))
-            .fold(0.0, f64::max);
-        for (c, n) in components.iter_mut().zip(&plan.nodes) {
-            c.busy = if n.kind == Kind::Source && c.held > 0.0 {
-                (c.held / live.workers.max(1) as f64).min(1.0)
-            } else if top > 0.0 {
-                (c.rate_in.max(c.rate_out) / top).min(1.0)
-            } else {
-                0.0
-            };
+        // A source held back by backpressure is as busy as it can be: its input waits.
+        for c in components.iter_mut() {
+            if c.kind == "source" {
+                c.busy = c.busy.max((c.held / live.workers.max(1) as f64).min(1.0));
+            }
         }
         // A minute of histograms: the last minute's is now's minus the one from a minute ago.
         let current: Vec<Latencies> = report.sinks.iter().map(|s| s.latency.clone()).collect();

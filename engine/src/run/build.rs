@@ -119,7 +119,7 @@ pub(super) fn build<'s>(
     writers: &[Option<SharedWriter>],
     measured: &[Option<(Arc<SinkLatency>, Option<usize>)>],
     taps: &[(PortRef, Arc<weir_operators::tap::Tap>)],
-) {
+) -> Vec<usize> {
     let (clock, ctl) = (env.clock, &env.ctl);
     let mut streams: HashMap<PortRef, Batches<'s>> = HashMap::new();
     // Arrow schemas of the ports, made once each.
@@ -146,7 +146,10 @@ pub(super) fn build<'s>(
     // Streams already exchanged by a key (by the chain that makes them), with that key.
     let mut partitioned: HashMap<PortRef, Vec<usize>> = HashMap::new();
     let mut pending: HashMap<PortRef, (Batches<'s>, Vec<Stage>)> = HashMap::new();
+    // The first operator identifier of each node's operators (see `run::busy_logger`).
+    let mut first_ids = Vec::with_capacity(plan.nodes.len() + 1);
     for (i, node) in plan.nodes.iter().enumerate() {
+        first_ids.push(scope.worker().peek_identifier());
         let m = Arc::clone(&metrics[i]);
         let name = node.id.as_str();
         let input = || -> Batches<'s> {
@@ -380,11 +383,13 @@ pub(super) fn build<'s>(
             streams.insert(port, s);
         }
     }
+    first_ids.push(scope.worker().peek_identifier());
     for (r, t) in taps {
         if let Some(s) = streams.get(r) {
             weir_operators::tap::tap(s, Arc::clone(t));
         }
     }
+    first_ids
 }
 
 #[cfg(test)]

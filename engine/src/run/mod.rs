@@ -1,6 +1,8 @@
 //! Running a plan: the plan becomes a timely dataflow on every worker, sinks write, and the run
 //! ends when every source is exhausted (or stopped) and every record has reached its sinks.
 
+use std::cell::OnceCell;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -129,6 +131,12 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         workers,
         ctl: ctl.clone(),
         taps: taps.clone(),
+        busy: opts.observer.as_ref().map(|_| {
+            plan.nodes
+                .iter()
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect()
+        }),
         ended: OnceLock::new(),
     });
     if let Some(o) = &opts.observer {
@@ -139,12 +147,13 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         std::thread::spawn(move || crate::monitor::monitor(&live, &opts, &ctl, finished))
     };
     let result = {
-        let (metrics, writers, ctl, measured, taps) = (
+        let (metrics, writers, ctl, measured, taps, busy) = (
             metrics.clone(),
             writers.clone(),
             ctl.clone(),
             measured.clone(),
             taps.clone(),
+            live.busy.clone(),
         );
         let mode = plan.mode;
         let gather = processes > 1;
@@ -190,11 +199,17 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
                     ctl: ctl.clone(),
                     flow: Flow::shared(plan.max_in_flight, Arc::clone(&frontier)),
                 };
-                worker.dataflow::<Time, _, _>(|scope| {
+                // Operators take the worker's loggers when they are built: register first.
+                let ids: Rc<OnceCell<Vec<usize>>> = Rc::default();
+                if let Some(busy) = &busy {
+                    busy_logger(worker, Rc::clone(&ids), Arc::clone(busy));
+                }
+                let first_ids = worker.dataflow::<Time, _, _>(|scope| {
                     build::build(
                         scope, &plan, &env, gather, &metrics, &writers, &measured, &taps,
-                    );
+                    )
                 });
+                let _ = ids.set(first_ids);
                 while worker.step_or_park(Some(Duration::from_millis(100))) {}
             },
         )
@@ -331,6 +346,48 @@ pub(crate) fn report_so_far(live: &crate::monitor::Live) -> RunReport {
         warnings: Vec::new(),
         dead_letter_file: None,
     }
+}
+
+/// Counts the time each node's operators are scheduled on this worker, in `busy` (ns, summed
+/// over workers), from timely's log of operator starts and stops. A node's operators are those
+/// with identifiers from its entry of `first_ids` to the next one's (a chain of filters and
+/// maps is one operator, counted at its last node).
+fn busy_logger(
+    worker: &mut timely::worker::Worker,
+    first_ids: Rc<OnceCell<Vec<usize>>>,
+    busy: Arc<[std::sync::atomic::AtomicU64]>,
+) {
+    use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
+    let Some(mut registry) = worker.log_register() else {
+        return;
+    };
+    let mut started: std::collections::HashMap<usize, Duration> = Default::default();
+    registry.insert::<TimelyEventBuilder, _>("timely", move |_time, data| {
+        let Some(data) = data else { return };
+        for (at, event) in data.iter() {
+            let TimelyEvent::Schedule(s) = event else {
+                continue;
+            };
+            match s.start_stop {
+                StartStop::Start => {
+                    started.insert(s.id, *at);
+                }
+                StartStop::Stop => {
+                    let (Some(from), Some(first_ids)) = (started.remove(&s.id), first_ids.get())
+                    else {
+                        continue;
+                    };
+                    // The node whose range holds the operator's identifier.
+                    let node = first_ids.partition_point(|&f| f <= s.id);
+                    if node == 0 || node >= first_ids.len() {
+                        continue;
+                    }
+                    let ns = at.saturating_sub(from).as_nanos() as u64;
+                    busy[node - 1].fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    });
 }
 
 /// The share of bad records past which a run warns.
