@@ -64,6 +64,10 @@ pub struct Args {
     /// Override a key of the file for every run, as with `weir run`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Serve the table and the plot as a web page once they are made, on HOST:PORT or a port
+    /// (127.0.0.1 unless a host is given; default 127.0.0.1:8080), until Ctrl-C.
+    #[arg(long, value_name = "ADDRESS", num_args = 0..=1, default_missing_value = "127.0.0.1:8080", value_parser = crate::parse_serve)]
+    pub serve: Option<String>,
 }
 
 fn usage(e: String) -> ExitCode {
@@ -255,7 +259,7 @@ pub fn main(a: Args) -> ExitCode {
             }
         }
     }
-    emit(&rows, &title, &a.out)
+    emit(&rows, &title, &a.out, a.serve.as_deref())
 }
 
 /// `--from`: rows from saved reports. The reports of one multi-process run (one per process)
@@ -308,6 +312,7 @@ fn from_reports(a: &Args) -> ExitCode {
         &rows,
         &format!("{}: latency by configuration", names.join(", ")),
         &a.out,
+        a.serve.as_deref(),
     )
 }
 
@@ -320,7 +325,7 @@ fn write(path: &std::path::Path, text: &str) -> Result<(), String> {
 }
 
 /// Prints the table and writes it with the plots to `out`.
-fn emit(rows: &[Row], title: &str, out: &std::path::Path) -> ExitCode {
+fn emit(rows: &[Row], title: &str, out: &std::path::Path, serve: Option<&str>) -> ExitCode {
     let table = compare::table(rows);
     print!("{table}");
     if let Err(e) = write(&out.join("compare.txt"), &table) {
@@ -339,5 +344,60 @@ fn emit(rows: &[Row], title: &str, out: &std::path::Path) -> ExitCode {
         out.join("latency.svg").display(),
         out.join("latency.png").display()
     );
+    match serve {
+        Some(address) => serve_page(address, title, &table, &out.join("latency.svg")),
+        None => ExitCode::SUCCESS,
+    }
+}
+
+/// Text for HTML.
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `--serve`: the table and the plot on one page, until Ctrl-C.
+fn serve_page(address: &str, title: &str, table: &str, svg: &std::path::Path) -> ExitCode {
+    let plot = match std::fs::read_to_string(svg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", svg.display());
+            return ExitCode::from(1);
+        }
+    };
+    // The SVG file's XML declaration has no place inside HTML.
+    let plot = plot
+        .find("<svg")
+        .map_or(plot.as_str(), |i| &plot[i..])
+        .to_string();
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\n\
+         <style>body {{ font: 14px system-ui, sans-serif; margin: 18px; color: #1d2430; }} \
+         pre {{ background: #f6f7f9; padding: 10px; border: 1px solid #d8dde4; overflow: auto; }}</style></head>\n\
+         <body><h1>{t}</h1>\n<h2>Configurations</h2>\n<pre id=\"table\">{table}</pre>\n\
+         <h2>Latency by percentile</h2>\n<div id=\"plot\">{plot}</div>\n</body></html>\n",
+        t = escape(title),
+        table = escape(table),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = std::sync::Arc::clone(&stop);
+        let _ = ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::Relaxed));
+    }
+    match weir_serve::serve(address, weir_serve::Page::Static { html }) {
+        Ok(server) => eprintln!(
+            "weir compare: table and plot at http://{}/ until Ctrl-C",
+            server.address()
+        ),
+        Err(e) => {
+            eprintln!("error: {e}\n  help: pick another port with --serve HOST:PORT");
+            return ExitCode::from(CONFIG_ERROR);
+        }
+    }
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     ExitCode::SUCCESS
 }

@@ -253,7 +253,7 @@ enum TapFormat {
     Table,
 }
 
-fn parse_serve(s: &str) -> Result<String, String> {
+pub(crate) fn parse_serve(s: &str) -> Result<String, String> {
     plan::serve_address(s)
         .map_err(|e| format!("{e}: write HOST:PORT, such as 127.0.0.1:8080, or a port"))
 }

@@ -455,3 +455,60 @@ fn serve_mistakes_are_named() {
         "{e}"
     );
 }
+
+/// `weir compare --serve` serves its table and plot on one page: the table it wrote, and the
+/// plot's SVG inline.
+#[test]
+fn compare_serves_its_table_and_plot() {
+    let dir = workspace();
+    ok(&weir(
+        dir.path(),
+        &[
+            "run",
+            "pipelines/iot-hot-readings.toml",
+            "--set",
+            "sources.sensors.events=20000",
+            "--report",
+            "r.json",
+            "-q",
+        ],
+        "",
+    ));
+    let mut c = Running::start(
+        dir.path(),
+        &[
+            "compare",
+            "--from",
+            "r.json",
+            "--out",
+            "c",
+            "--serve",
+            "127.0.0.1:0",
+        ],
+    );
+    let line = c.wait_for("table and plot at http://");
+    let at = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (status, page) = http("GET", &at, "/", None).unwrap();
+    assert_eq!(status, 200);
+    let table = std::fs::read_to_string(dir.path().join("c/compare.txt")).unwrap();
+    let escaped = table
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    assert!(
+        page.contains(&format!("<pre id=\"table\">{escaped}</pre>")),
+        "{page}"
+    );
+    assert!(page.contains("<div id=\"plot\"><svg"), "{page}");
+    assert!(page.contains("iot-hot-readings"), "{page}");
+    // A finished page shows no run.
+    let (status, _) = http("GET", &at, "/metrics", None).unwrap();
+    assert_eq!(status, 404);
+}
