@@ -132,6 +132,7 @@ fn the_dashboard_renders_a_live_run_in_chromium() {
                     curve_points: curve ? +curve.getAttribute("data-points") : 0,
                     rows: n("components").tBodies[0].rows.length,
                     tail: n("tail").textContent,
+                    source_row: [...n("sources").tBodies[0].rows].map((r) => [...r.cells].map((c) => c.textContent))[0] || [],
                 };
             "##}),
         )
@@ -162,6 +163,16 @@ fn the_dashboard_renders_a_live_run_in_chromium() {
     );
     assert_eq!(later["edges"], 4);
     assert_eq!(later["rows"], 5);
+    // The source's row: its id, a watermark, and its lag behind the wall clock (a generator's
+    // event time is its schedule).
+    let row = later["source_row"].as_array().unwrap();
+    assert_eq!(row[0], "sensors");
+    assert!(row[5].as_str().unwrap().starts_with("20"), "{row:?}");
+    let lag = row[6].as_str().unwrap();
+    assert!(
+        lag.ends_with("µs") || lag.ends_with("ms") || lag.ends_with(" s"),
+        "{row:?}"
+    );
     // The sink's latency curve, once windows have closed; the tail of the tapped filter.
     let v = eventually("a latency curve and a tail", || {
         let v = look();

@@ -68,6 +68,9 @@ pub struct ComponentView {
     /// Its main output's watermark (event time, µs; `None` before the first or after the
     /// last record).
     pub watermark_us: Option<u64>,
+    /// How far its watermark is behind the wall clock, µs, when its event time follows the
+    /// wall clock (a generator's schedule, a producer's send times).
+    pub watermark_lag_us: Option<u64>,
     /// Kafka sources: each partition's lag.
     pub partitions: Vec<PartitionView>,
     /// How busy it was over the last second, 0 to 1: the share of the workers' time its
@@ -254,6 +257,14 @@ impl Sampler {
                     in_flight_records: m.in_flight_records,
                     held: m.held_micros.saturating_sub(h0) as f64 / 1e6 / secs,
                     watermark_us: watermark,
+                    watermark_lag_us: match (watermark, live.clock.get()) {
+                        (Some(w), Some(clock))
+                            if weir_engine::run::wall_clock_time(plan, &plan.nodes[i]) =>
+                        {
+                            Some((clock.now_micros() - w as i64).max(0) as u64)
+                        }
+                        _ => None,
+                    },
                     partitions: c
                         .partitions
                         .iter()

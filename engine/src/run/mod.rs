@@ -52,7 +52,7 @@ fn measured_sinks(plan: &Plan, workers: usize) -> Vec<Option<(Arc<SinkLatency>, 
 /// Whether a node's event time follows the wall clock: every source upstream is a generator
 /// stamping events with their scheduled (or generation) time, or a TCP source whose producer
 /// does (`latency_from = "event_time"`).
-fn wall_clock_time(plan: &Plan, n: &crate::plan::Node) -> bool {
+pub fn wall_clock_time(plan: &Plan, n: &crate::plan::Node) -> bool {
     match &n.op {
         Op::Generator(g) => g.start.is_none() && g.interval.is_none(),
         Op::Tcp(t) => t.decode.latency_from_event_time,
