@@ -140,7 +140,8 @@ fn draw(f: &mut Frame, s: &Snapshot, address: &str) {
             } else {
                 "-".into()
             }),
-            Cell::from(format!("{:<10}", "#".repeat(busy))).style(Style::default().fg(colour)),
+            Cell::from(format!("{:>3.0}% {:<10}", c.busy * 100.0, "#".repeat(busy)))
+                .style(Style::default().fg(colour)),
         ])
     });
     let widths = [
@@ -155,7 +156,7 @@ fn draw(f: &mut Frame, s: &Snapshot, address: &str) {
         Constraint::Length(7),
         Constraint::Length(11),
         Constraint::Length(8),
-        Constraint::Length(10),
+        Constraint::Length(15),
     ];
     f.render_widget(
         Table::new(rows, widths)
