@@ -56,6 +56,8 @@ pub struct Observer {
     /// Ports subscribed to before the run starts, each with the most records to take.
     subscribe: Vec<(PortRef, Option<u64>)>,
     subscriptions: std::sync::Mutex<Vec<Receiver<String>>>,
+    /// Whether tapped records must be whole (every field computed), at the price of speed.
+    whole: bool,
 }
 
 impl std::fmt::Debug for Observer {
@@ -78,6 +80,7 @@ impl Observer {
             live: OnceLock::new(),
             subscribe: Vec::new(),
             subscriptions: Default::default(),
+            whole: false,
         }
     }
 
@@ -87,6 +90,7 @@ impl Observer {
     pub fn subscribed(port: PortRef, limit: Option<u64>) -> Observer {
         Observer {
             subscribe: vec![(port, limit)],
+            whole: true,
             ..Observer::new(Taps::Ports(vec![port]))
         }
     }
@@ -98,6 +102,7 @@ impl Observer {
         unique.dedup();
         Observer {
             subscribe: ports.into_iter().map(|p| (p, None)).collect(),
+            whole: true,
             ..Observer::new(Taps::Ports(unique))
         }
     }
@@ -113,6 +118,15 @@ impl Observer {
     /// the run has started (taken once).
     pub fn subscriptions(&self) -> Vec<Receiver<String>> {
         std::mem::take(&mut *self.subscriptions.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether the run must compute every field of every record, so that what is tapped is
+    /// whole: true for the subscribers of `weir tap` and `weir test`. A run only watched (the
+    /// dashboard) computes, as any run, only the fields something downstream reads (a
+    /// generator fills only those; filters pass the others as NULL): whole records cost a
+    /// generator-fed pipeline about half its speed.
+    pub fn whole_records(&self) -> bool {
+        self.whole
     }
 
     /// The run, once it has started.

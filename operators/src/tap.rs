@@ -6,7 +6,9 @@
 //! [most recent](Tap::recent) records). The [`tap`] operator reads a stream beside its other
 //! readers: it always notes the stream's frontier (the port's watermark, see
 //! [`Tap::frontier`]), and encodes records as JSON lines only while someone watches, so an
-//! unwatched tap costs one atomic load per batch.
+//! unwatched tap costs one atomic load per batch. A subscriber gets every record; readers of
+//! the recent records only make the tap keep each chunk's last few, at most ten times a
+//! second, so tailing a fast stream costs little.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -61,6 +63,8 @@ struct Inner {
     keep: usize,
     /// Records seen while watched.
     seq: u64,
+    /// When recent records were last kept, for readers of recent records only.
+    last_recent: Option<std::time::Instant>,
     subscribers: Vec<Subscriber>,
 }
 
@@ -89,6 +93,7 @@ impl Tap {
                 recent: VecDeque::new(),
                 keep,
                 seq: 0,
+                last_recent: None,
                 subscribers: Vec::new(),
             }),
         }
@@ -145,10 +150,36 @@ impl Tap {
     }
 
     fn offer(&self, chunk: &Chunk, buf: &mut Vec<u8>) {
+        let n = chunk.len();
+        let (skip, keep) = {
+            let mut inner = self.lock();
+            if inner.subscribers.is_empty() {
+                // Only the recent records are wanted: encode the chunk's last few, at most ten
+                // times a second (a page shows a handful, twice a second), and count the rest.
+                let now = std::time::Instant::now();
+                if inner
+                    .last_recent
+                    .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_millis(100))
+                {
+                    inner.seq += n as u64;
+                    return;
+                }
+                inner.last_recent = Some(now);
+                let keep = n.min(inner.keep);
+                (n - keep, keep)
+            } else {
+                (0, n)
+            }
+        };
         buf.clear();
-        self.encoder.encode_chunk(chunk, buf);
+        if skip == 0 {
+            self.encoder.encode_chunk(chunk, buf);
+        } else {
+            self.encoder.encode_chunk(&chunk.slice(skip, keep), buf);
+        }
         let text = String::from_utf8_lossy(buf);
         let mut inner = self.lock();
+        inner.seq += skip as u64;
         for line in text.lines() {
             inner.seq += 1;
             let seq = inner.seq;

@@ -74,7 +74,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         .as_ref()
         .map_or((1, 0), |c| (c.addresses.len().max(1), c.process));
     let mut prepared = crate::recovery::prepare(plan)?;
-    if opts.observer.is_some() {
+    if opts.observer.as_ref().is_some_and(|o| o.whole_records()) {
         // What is tapped shows every field: no field is left out as unread downstream.
         for n in &mut prepared.nodes {
             n.read = None;

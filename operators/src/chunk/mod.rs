@@ -147,6 +147,14 @@ impl Chunk {
         }
     }
 
+    /// Records `offset..offset + len`, sharing this chunk's buffers.
+    pub fn slice(&self, offset: usize, len: usize) -> Chunk {
+        Chunk {
+            batch: self.batch.slice(offset, len),
+            routed: None,
+        }
+    }
+
     /// The whole record batch, metadata columns included.
     pub fn batch(&self) -> &RecordBatch {
         &self.batch
