@@ -13,45 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_benches::{env_or, machine, median, timed};
+use weir_benches::{device_report, env_or, machine, median, timed};
 use weir_engine::live::{Observer, Taps};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn pipeline(events: u64) -> String {
-    format!(
-        r#"
-[pipeline]
-name = "bench-serve"
-
-[sources.sensors]
-type = "generator"
-profile = "iot"
-events = {events}
-devices = 1000
-seed = 7
-start = "2026-01-01T00:00:00Z"
-event_time_interval = "1us"
-
-[transforms.readings]
-type = "filter"
-inputs = ["sensors"]
-condition = "kind = 'reading'"
-
-[transforms.per_device]
-type = "window"
-inputs = ["readings"]
-size = "1s"
-group_by = ["device_id"]
-aggregates = {{ avg_temp = "avg(temperature)" }}
-
-[sinks.out]
-type = "null"
-inputs = ["per_device"]
-"#
-    )
-}
 
 /// One GET, the body read to the end of the connection (or for an event stream, for `for`).
 fn get(address: &str, path: &str, r#for: Option<Duration>) -> usize {
@@ -131,7 +97,11 @@ fn main() {
     println!(
         "per-device report, {events} events, {workers} workers, {reps} runs each (interleaved)"
     );
-    let text = pipeline(events);
+    let text = device_report(
+        events,
+        "continuous",
+        "start = \"2026-01-01T00:00:00Z\"\nevent_time_interval = \"1us\"",
+    );
     let (mut plain, mut watched) = (Vec::new(), Vec::new());
     for _ in 0..reps {
         plain.push(run(&text, workers, false));

@@ -25,7 +25,8 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use weir_benches::typed::{typed_iot_source, Body, IotEvent};
 use weir_benches::{
-    closed_panes, env_or, iot_source, machine, median, run_hand_written, run_weir, sink_records,
+    closed_panes, device_report, env_or, iot_source, machine, median, run_hand_written, run_weir,
+    sink_records,
 };
 use weir_engine::summary::{micros, PERCENTILES};
 use weir_operators::schema::Record;
@@ -37,44 +38,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SECOND: i64 = 1_000_000;
 
-fn pipeline(events: u64, mode: &str, timing: &str) -> String {
-    format!(
-        r#"
-[pipeline]
-name = "bench-window"
-mode = "{mode}"
-
-[sources.sensors]
-type = "generator"
-profile = "iot"
-events = {events}
-devices = 1000
-seed = 7
-{timing}
-
-[transforms.readings]
-type = "filter"
-inputs = ["sensors"]
-condition = "kind = 'reading'"
-
-[transforms.per_device]
-type = "window"
-inputs = ["readings"]
-size = "1s"
-group_by = ["device_id"]
-aggregates = {{ avg_temp = "avg(temperature)" }}
-
-[sinks.out]
-type = "null"
-inputs = ["per_device"]
-"#
-    )
-}
-
 /// Weir: returns (events/s, window results).
 fn weir(events: u64, workers: usize, mode: &str) -> (f64, u64) {
     let timing = "start = \"2026-01-01T00:00:00Z\"\nevent_time_interval = \"1us\"";
-    let (report, t) = run_weir(&pipeline(events, mode, timing), workers);
+    let (report, t) = run_weir(&device_report(events, mode, timing), workers);
     (
         events as f64 / t.as_secs_f64(),
         sink_records(&report, "out"),
@@ -248,7 +215,7 @@ fn main() {
     println!("{header}");
     for mode in ["continuous", "micro-batch"] {
         let timing = format!("rate = {rate}.0");
-        let mut text = pipeline(rate * seconds, mode, &timing);
+        let mut text = device_report(rate * seconds, mode, &timing);
         if mode == "micro-batch" {
             text = text.replace(
                 "mode = \"micro-batch\"",

@@ -176,3 +176,40 @@ pub fn closed_panes<V>(
     closed.sort();
     closed
 }
+
+/// The IoT per-device report (readings only, a 1 s tumbling average of temperature per device
+/// over 1,000 devices, into a null sink) over `events` events in `mode`, the generator's
+/// `timing` keys given: the `window` and `serve` benches' pipeline.
+pub fn device_report(events: u64, mode: &str, timing: &str) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "bench-window"
+mode = "{mode}"
+
+[sources.sensors]
+type = "generator"
+profile = "iot"
+events = {events}
+devices = 1000
+seed = 7
+{timing}
+
+[transforms.readings]
+type = "filter"
+inputs = ["sensors"]
+condition = "kind = 'reading'"
+
+[transforms.per_device]
+type = "window"
+inputs = ["readings"]
+size = "1s"
+group_by = ["device_id"]
+aggregates = {{ avg_temp = "avg(temperature)" }}
+
+[sinks.out]
+type = "null"
+inputs = ["per_device"]
+"#
+    )
+}

@@ -60,6 +60,35 @@ impl std::fmt::Debug for RunCollector {
 
 type Labels = Vec<(Cow<'static, str>, String)>;
 
+/// One metric family: `rows` of a counter or a gauge (none: the family is left out, for a
+/// gauge; a counter is always shown). A single row without labels is written bare.
+fn family(
+    enc: &mut DescriptorEncoder,
+    kind: MetricType,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    rows: &[(Labels, f64)],
+) -> Result<(), std::fmt::Error> {
+    if rows.is_empty() && matches!(kind, MetricType::Gauge) {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(name, help, unit, kind)?;
+    let value = |m: prometheus_client::encoding::MetricEncoder, v: f64| match kind {
+        MetricType::Counter => ConstCounter::new(v).encode(m),
+        _ => ConstGauge::new(v).encode(m),
+    };
+    if let [(labels, v)] = rows {
+        if labels.is_empty() {
+            return value(m, *v);
+        }
+    }
+    for (labels, v) in rows {
+        value(m.encode_family(labels)?, *v)?;
+    }
+    Ok(())
+}
+
 fn counter(
     enc: &mut DescriptorEncoder,
     name: &str,
@@ -67,11 +96,7 @@ fn counter(
     unit: Option<&Unit>,
     rows: &[(Labels, f64)],
 ) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(name, help, unit, MetricType::Counter)?;
-    for (labels, v) in rows {
-        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
-    }
-    Ok(())
+    family(enc, MetricType::Counter, name, help, unit, rows)
 }
 
 fn gauge(
@@ -81,19 +106,7 @@ fn gauge(
     unit: Option<&Unit>,
     rows: &[(Labels, f64)],
 ) -> Result<(), std::fmt::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut m = enc.encode_descriptor(name, help, unit, MetricType::Gauge)?;
-    if let [(labels, v)] = rows {
-        if labels.is_empty() {
-            return ConstGauge::new(*v).encode(m);
-        }
-    }
-    for (labels, v) in rows {
-        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
-    }
-    Ok(())
+    family(enc, MetricType::Gauge, name, help, unit, rows)
 }
 
 impl Collector for RunCollector {
