@@ -98,7 +98,7 @@ fn the_dashboard_renders_a_live_run_in_chromium() {
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-dev-shm-usage",
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync", "--window-size=1400,1300",
                     format!("--user-data-dir={}", profile.path().display()),
