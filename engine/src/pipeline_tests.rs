@@ -157,27 +157,20 @@ pub const CONFIGS: [Config; 4] = [
 /// with its time field in RFC 3339.
 fn decoding(plan: &Plan, node: usize) -> Arc<DecodeSpec> {
     let n = &plan.nodes[node];
-    match &n.op {
-        Op::File(s) => Arc::clone(&s.decode),
-        Op::Stdin(d) => Arc::clone(d),
-        Op::Tcp(s) => Arc::clone(&s.decode),
-        Op::Kafka(s) => Arc::clone(&s.decode),
-        Op::Mqtt(s) => Arc::clone(&s.decode),
-        Op::Test(t) => Arc::clone(&t.decode),
-        op => {
-            let mut d = DecodeSpec::new(
-                &n.id,
-                n.schema.clone(),
-                TimeFormat::Iso8601,
-                false,
-                OnError::DeadLetter,
-            );
-            if let Op::Generator(g) = op {
-                d.watermark = g.watermark;
-            }
-            Arc::new(d)
-        }
+    if let Some(d) = n.op.decoding() {
+        return Arc::clone(d);
     }
+    let mut d = DecodeSpec::new(
+        &n.id,
+        n.schema.clone(),
+        TimeFormat::Iso8601,
+        false,
+        OnError::DeadLetter,
+    );
+    if let Op::Generator(g) = &n.op {
+        d.watermark = g.watermark;
+    }
+    Arc::new(d)
 }
 
 /// A TOML value as JSON: times become RFC 3339 strings.

@@ -387,6 +387,22 @@ pub enum Op {
     Sink(SinkSpec),
 }
 
+impl Op {
+    /// How a reading source decodes its input (file, stdin, TCP, Kafka, MQTT, a test's
+    /// input); `None` for the generator and for transforms and sinks.
+    pub fn decoding(&self) -> Option<&Arc<DecodeSpec>> {
+        match self {
+            Op::File(s) => Some(&s.decode),
+            Op::Stdin(d) => Some(d),
+            Op::Tcp(s) => Some(&s.decode),
+            Op::Kafka(s) => Some(&s.decode),
+            Op::Mqtt(s) => Some(&s.decode),
+            Op::Test(t) => Some(&t.decode),
+            _ => None,
+        }
+    }
+}
+
 /// Where a sink writes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SinkTarget {
