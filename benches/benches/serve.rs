@@ -8,7 +8,6 @@
 //! `cargo bench -p weir-benches --bench serve`; `WEIR_BENCH_EVENTS` (default 10,000,000),
 //! `WEIR_BENCH_REPS` (default 5) and `WEIR_BENCH_WORKERS` (default 2) change the size.
 
-use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,19 +18,15 @@ use weir_engine::live::{Observer, Taps};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// One GET, the body read to the end of the connection (or for an event stream, for `for`).
-fn get(address: &str, path: &str, r#for: Option<Duration>) -> usize {
-    let Ok(mut s) = std::net::TcpStream::connect(address) else {
-        return 0;
-    };
-    let _ = s.set_read_timeout(Some(r#for.unwrap_or(Duration::from_secs(5))));
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    buf.len()
+/// One GET, its body read to the end (an event stream: for `for`, then dropped).
+fn get(address: &str, path: &str, r#for: Option<Duration>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(r#for.unwrap_or(Duration::from_secs(5))))
+        .build()
+        .into();
+    if let Ok(mut r) = agent.get(format!("http://{address}{path}")).call() {
+        let _ = r.body_mut().read_to_string();
+    }
 }
 
 /// A run: watched or not; events/s.

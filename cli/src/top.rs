@@ -2,7 +2,6 @@
 //! browser. It reads the run's `/snapshot` (what the dashboard shows) once a second and draws
 //! it with ratatui; `q` or Esc leaves. `--once` prints one frame as text and exits.
 
-use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,48 +14,24 @@ use weir_serve::snapshot::{LatencyView, Snapshot};
 
 /// Reads `/snapshot` from a served run at `address` (`host:port`).
 fn fetch(address: &str) -> Result<Snapshot, String> {
-    let mut s = std::net::TcpStream::connect(address)
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("http://{address}/snapshot"))
+        .call()
         .map_err(|e| format!("cannot reach a served run at {address}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET /snapshot HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("cannot reach a served run at {address}: {e}"))?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        raw.extend_from_slice(&buf[..n]);
-        if n == 0 {
-            break;
-        }
-        let text = String::from_utf8_lossy(&raw);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_string())
-                })
-                .and_then(|v| v.parse::<usize>().ok());
-            if len.is_some_and(|l| body.len() >= l) {
-                break;
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{address} did not answer as a served run does"))?;
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    match status {
-        "200" => serde_json::from_str(body)
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("{address} did not answer as a served run does: {e}"))?;
+    match response.status().as_u16() {
+        200 => serde_json::from_str(&body)
             .map_err(|e| format!("{address} did not answer as a served run does: {e}")),
-        "503" => Err("the run has not started yet".into()),
-        _ => Err(format!(
+        503 => Err("the run has not started yet".into()),
+        status => Err(format!(
             "{address} answered {status}: is it a run served by `weir run --serve`?"
         )),
     }

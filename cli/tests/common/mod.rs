@@ -240,68 +240,28 @@ pub fn shape(line: &str) -> Vec<String> {
         .collect()
 }
 
-/// One HTTP/1.1 request to `address` (`host:port`): the status and the body (chunked bodies
-/// joined). `None` when nothing answers.
+/// One HTTP request to `address` (`host:port`), with a JSON body when given: the status and
+/// the body, whatever the status. `None` when nothing answers.
 pub fn http(method: &str, address: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(address).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .ok()?;
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    // Read until the response is whole: by its Content-Length, the end of its chunks, or the
-    // end of the connection (some servers keep it open despite `Connection: close`).
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        let n = s.read(&mut buf).ok()?;
-        raw.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&raw);
-        if n == 0 {
-            break;
-        }
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let lower = head.to_ascii_lowercase();
-            let length = lower
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            match length {
-                Some(len) if body.len() >= len => break,
-                None if lower.contains("transfer-encoding: chunked")
-                    && body.ends_with("0\r\n\r\n") =>
-                {
-                    break
-                }
-                _ => {}
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n")?;
-    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    if !chunked {
-        return Some((status, rest.to_string()));
-    }
-    let mut out = String::new();
-    let mut rest = rest;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).ok()?;
-        if n == 0 {
-            break;
-        }
-        out.push_str(after.get(..n)?);
-        rest = after.get(n + 2..)?;
-    }
-    Some((status, out))
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into();
+    let url = format!("http://{address}{path}");
+    let response = match (method, body) {
+        ("POST", Some(b)) => agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(b),
+        ("POST", None) => agent.post(&url).send_empty(),
+        ("DELETE", _) => agent.delete(&url).call(),
+        _ => agent.get(&url).call(),
+    };
+    let mut response = response.ok()?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().ok()?;
+    Some((status, text))
 }
 
 /// A `weir` process left running, whose standard error is read line by line on a thread.
