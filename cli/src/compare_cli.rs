@@ -381,11 +381,7 @@ fn serve_page(address: &str, title: &str, table: &str, svg: &std::path::Path) ->
         t = escape(title),
         table = escape(table),
     );
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let stop = std::sync::Arc::clone(&stop);
-        let _ = ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::Relaxed));
-    }
+    let interrupts = crate::Interrupts::install(&weir_operators::control::RunControl::default());
     match weir_serve::serve(address, weir_serve::Page::Static { html }) {
         Ok(server) => eprintln!(
             "weir compare: table and plot at http://{}/ until Ctrl-C",
@@ -396,8 +392,6 @@ fn serve_page(address: &str, title: &str, table: &str, svg: &std::path::Path) ->
             return ExitCode::from(CONFIG_ERROR);
         }
     }
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    interrupts.wait(None);
     ExitCode::SUCCESS
 }

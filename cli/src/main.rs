@@ -800,13 +800,7 @@ fn run(
     serve: Serve,
 ) -> ExitCode {
     let ctl = RunControl::default();
-    let flag = ctl.stop_flag();
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            // A second Ctrl-C (or SIGTERM, handled the same way): leave at once.
-            std::process::exit(130);
-        }
-    });
+    let interrupts = Interrupts::install(&ctl);
     if let Some(address) = &serve.address {
         let observer = std::sync::Arc::new(weir_engine::live::Observer::new(
             weir_engine::live::Taps::All,
@@ -832,13 +826,13 @@ fn run(
     }
     let code = run_served(plan, &opts, report_path, file, set, loudness, &ctl);
     if opts.observer.is_some() {
-        linger(&ctl, serve.linger);
+        linger(&interrupts, serve.linger);
     }
     code
 }
 
 /// After a served run: keeps the page up for `linger`, or until Ctrl-C.
-fn linger(ctl: &RunControl, linger: Option<std::time::Duration>) {
+fn linger(interrupts: &Interrupts, linger: Option<std::time::Duration>) {
     if linger.is_some_and(|d| d.is_zero()) {
         return;
     }
@@ -849,15 +843,53 @@ fn linger(ctl: &RunControl, linger: Option<std::time::Duration>) {
         ),
         None => eprintln!("weir: the run has ended; the dashboard stays up until Ctrl-C"),
     }
-    let until = linger.map(|d| std::time::Instant::now() + d);
-    let flag = ctl.stop_flag();
-    // A Ctrl-C during the run set the flag already: then leave at once.
-    let stopped_before = flag.load(std::sync::atomic::Ordering::Relaxed);
-    while !stopped_before && !flag.load(std::sync::atomic::Ordering::Relaxed) {
-        if until.is_some_and(|u| std::time::Instant::now() >= u) {
-            break;
+    interrupts.wait(linger);
+}
+
+/// Ctrl-C (and SIGTERM, handled the same way) for a command that runs a pipeline: the first
+/// stops the run, which drains its data in flight and ends; one while the run is already
+/// stopping leaves at once with status 130. Once the run is over, they end
+/// [`Interrupts::wait`].
+pub(crate) struct Interrupts {
+    presses: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Interrupts {
+    /// Handles Ctrl-C for the run `ctl` controls (once per process).
+    pub(crate) fn install(ctl: &RunControl) -> Interrupts {
+        use std::sync::atomic::Ordering::Relaxed;
+        let i = Interrupts {
+            presses: Default::default(),
+            over: Default::default(),
+        };
+        let (flag, presses, over) = (
+            ctl.stop_flag(),
+            std::sync::Arc::clone(&i.presses),
+            std::sync::Arc::clone(&i.over),
+        );
+        let _ = ctrlc::set_handler(move || {
+            presses.fetch_add(1, Relaxed);
+            if !over.load(Relaxed) && flag.swap(true, Relaxed) {
+                std::process::exit(130);
+            }
+        });
+        i
+    }
+
+    /// The run being over, waits for a Ctrl-C or for `limit` — not at all when a Ctrl-C
+    /// interrupted the run (its user wants out).
+    pub(crate) fn wait(&self, limit: Option<std::time::Duration>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.over.store(true, Relaxed);
+        let seen = self.presses.load(Relaxed);
+        let until = limit.map(|d| std::time::Instant::now() + d);
+        while seen == 0 && self.presses.load(Relaxed) == seen {
+            if until.is_some_and(|u| std::time::Instant::now() >= u) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -937,12 +969,7 @@ fn tap(
     }
     let observer = std::sync::Arc::new(weir_engine::live::Observer::subscribed(port, Some(limit)));
     let ctl = RunControl::default();
-    let flag = ctl.stop_flag();
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            std::process::exit(130);
-        }
-    });
+    Interrupts::install(&ctl);
     let opts = RunOptions {
         workers: workers.map(usize::from),
         observer: Some(std::sync::Arc::clone(&observer)),

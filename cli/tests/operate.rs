@@ -512,3 +512,40 @@ fn compare_serves_its_table_and_plot() {
     let (status, _) = http("GET", &at, "/metrics", None).unwrap();
     assert_eq!(status, 404);
 }
+
+/// A served run that ends by its `--duration` keeps its page up (the stop that ended the run
+/// is not a Ctrl-C), and a Ctrl-C then ends the process with the run's own status.
+#[test]
+fn a_timed_served_run_lingers_until_ctrl_c() {
+    let dir = workspace();
+    let mut run = Running::start(
+        dir.path(),
+        &[
+            "run",
+            "pipelines/iot-hot-readings.toml",
+            "--unbounded",
+            "--rate",
+            "1000",
+            "--duration",
+            "1s",
+            "--serve",
+            "127.0.0.1:0",
+            "--status-every",
+            "0s",
+        ],
+    );
+    let at = run.served_at();
+    run.wait_for("the dashboard stays up until Ctrl-C");
+    let (status, snap) = http("GET", &at, "/snapshot", None).unwrap();
+    assert_eq!(status, 200);
+    let snap: serde_json::Value = serde_json::from_str(&snap).unwrap();
+    assert_eq!(snap["finished"], true);
+    assert!(snap["components"][0]["records_out"].as_u64().unwrap() > 0);
+    let pid = run.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(run.child.wait().unwrap().code(), Some(0));
+}
