@@ -469,10 +469,10 @@ pub fn compare(
         })
         .collect();
     let mut owner: Vec<Option<usize>> = vec![None; actual.len()];
-    for e in 0..expected.len() {
+    for (e, record) in expected.iter().enumerate() {
         let mut seen = vec![false; actual.len()];
         if !augment(e, &fits, &mut owner, &mut seen) {
-            m.missing.push(expected[e].clone());
+            m.missing.push(record.clone());
         }
     }
     m.unexpected = actual
