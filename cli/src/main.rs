@@ -85,6 +85,10 @@ enum Command {
         /// until Ctrl-C, so the finished run stays readable).
         #[arg(long, value_name = "DURATION", value_parser = weir_engine::components::parse_duration)]
         serve_linger: Option<std::time::Duration>,
+        /// With `[pipeline] checkpoint`: discard the checkpoints in its directory and start
+        /// over (file sinks' outputs start empty) instead of resuming from the latest one.
+        #[arg(long)]
+        from_scratch: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
         #[command(flatten)]
@@ -425,6 +429,7 @@ fn main() -> ExitCode {
             stop_after,
             serve,
             serve_linger,
+            from_scratch,
             cluster,
             loudness,
         } => {
@@ -464,6 +469,7 @@ fn main() -> ExitCode {
                 duration,
                 stop_after,
                 observer: None,
+                from_scratch,
             };
             let file = pipeline.display().to_string();
             let serve = Serve {

@@ -34,6 +34,7 @@
 // Diagnostics are large, and returned only on the cold path of validating a pipeline.
 #![allow(clippy::result_large_err)]
 
+pub mod checkpoints;
 pub mod cluster;
 pub mod components;
 pub mod diag;

@@ -25,6 +25,8 @@ pub struct RunOptions {
     /// Someone watching the run (the dashboard, `weir tap`): the run taps the ports it asks
     /// for and hands it the run's live view when it starts.
     pub observer: Option<std::sync::Arc<crate::live::Observer>>,
+    /// With `[pipeline] checkpoint`: discard the checkpoints instead of resuming from them.
+    pub from_scratch: bool,
 }
 
 /// One process's place in a cluster.

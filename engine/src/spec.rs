@@ -50,6 +50,23 @@ pub struct PipelineConfig {
     /// the pipeline runs, such as "127.0.0.1:8080" (a bare port listens on 127.0.0.1 only).
     /// `weir run --serve` overrides it.
     pub serve: Option<Spanned<String>>,
+    /// Periodic checkpoints of the pipeline's state, for recovery after a crash with
+    /// exactly-once file output, such as `{ interval = "10s", dir = "state/" }`. See
+    /// "Checkpoints and recovery" in the README.
+    pub checkpoint: Option<Spanned<CheckpointConfig>>,
+}
+
+/// `[pipeline] checkpoint`: when and where the run's state is checkpointed. A run whose `dir`
+/// holds a complete checkpoint resumes from it (`weir run --from-scratch` discards it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// The least processing time between the starts of two checkpoints, such as "10s"
+    /// (at least "10ms").
+    pub interval: Spanned<String>,
+    /// The directory the checkpoints and the file sinks' pending output are kept in, such as
+    /// "state/". In a cluster it must be one directory all processes share.
+    pub dir: Spanned<String>,
 }
 
 /// One component as declared.

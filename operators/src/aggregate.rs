@@ -160,6 +160,29 @@ pub enum States {
     Sketch(Vec<Option<Box<Distinct>>>),
 }
 
+/// One slot of an aggregate's [`States`], as a checkpoint holds it (postcard-encoded).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum SlotState {
+    /// A count.
+    Count(u64),
+    /// An integer sum and how many values it adds.
+    IntSum(i128, u64),
+    /// An exact float sum and how many values it adds.
+    FloatSum(SmallSum, u64),
+    /// The smallest or largest value.
+    Extreme(Value),
+    /// The chosen record's (event time, id, value).
+    Pick(Option<(Micros, Value, Value)>),
+    /// Distinct values.
+    Distinct(Vec<Value>),
+    /// Exact sums of x and x², and the count.
+    Moments(SmallSum, SmallSum, u64),
+    /// A quantile sketch.
+    Quantiles(Option<Quantiles>),
+    /// A distinct-count sketch.
+    Sketch(Option<Distinct>),
+}
+
 /// Pushes `x`, growing a full vector by a quarter rather than doubling it: states are many
 /// and long-lived, and a table that just doubled would hold up to half its memory unused.
 #[inline]
@@ -411,6 +434,41 @@ impl States {
             self,
             States::Pick(_) | States::Distinct(_) | States::Quantiles(_) | States::Sketch(_)
         )
+    }
+
+    /// Slot `i`'s state, to write into a checkpoint.
+    pub fn slot_state(&self, i: usize) -> SlotState {
+        match self {
+            States::Count(v) => SlotState::Count(v.get(i)),
+            States::IntSum(v) => SlotState::IntSum(v[i].0, v[i].1),
+            States::FloatSum(v, c) => SlotState::FloatSum(v[i].clone(), c.get(i)),
+            States::Extreme(v) => SlotState::Extreme(v[i].clone()),
+            States::Pick(v) => SlotState::Pick(v[i].as_deref().cloned()),
+            States::Distinct(v) => SlotState::Distinct(v[i].iter().cloned().collect()),
+            States::Moments(v) => SlotState::Moments(v[i].0.clone(), v[i].1.clone(), v[i].2),
+            States::Quantiles(v) => SlotState::Quantiles(v[i].as_deref().cloned()),
+            States::Sketch(v) => SlotState::Sketch(v[i].as_deref().cloned()),
+        }
+    }
+
+    /// Sets slot `i` to a state read from a checkpoint; false if it is another aggregate's.
+    pub fn set_state(&mut self, i: usize, s: SlotState) -> bool {
+        match (self, s) {
+            (States::Count(v), SlotState::Count(n)) => v.set(i, n),
+            (States::IntSum(v), SlotState::IntSum(a, n)) => v[i] = (a, n),
+            (States::FloatSum(v, c), SlotState::FloatSum(a, n)) => {
+                v[i] = a;
+                c.set(i, n);
+            }
+            (States::Extreme(v), SlotState::Extreme(x)) => v[i] = x,
+            (States::Pick(v), SlotState::Pick(p)) => v[i] = p.map(Box::new),
+            (States::Distinct(v), SlotState::Distinct(d)) => v[i] = d.into_iter().collect(),
+            (States::Moments(v), SlotState::Moments(a, b, n)) => v[i] = (a, b, n),
+            (States::Quantiles(v), SlotState::Quantiles(q)) => v[i] = q.map(Box::new),
+            (States::Sketch(v), SlotState::Sketch(d)) => v[i] = d.map(Box::new),
+            _ => return false,
+        }
+        true
     }
 
     /// The fixed size of one slot.

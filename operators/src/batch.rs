@@ -229,11 +229,43 @@ pub(crate) type RecordOutput = timely::dataflow::operators::generic::OutputBuild
     timely::container::CapacityContainerBuilder<Vec<crate::schema::Record>>,
 >;
 
+/// What an operator sends its outputs with: the capability of the input message being
+/// handled, or capabilities retained for each output port (for input that waited at a
+/// checkpoint barrier).
+pub(crate) trait Delay {
+    /// A capability for output `port` at time `t` (at or after this one's).
+    fn at(
+        &self,
+        t: &crate::Time,
+        port: usize,
+    ) -> timely::dataflow::operators::Capability<crate::Time>;
+}
+
+impl Delay for timely::dataflow::operators::InputCapability<crate::Time> {
+    fn at(
+        &self,
+        t: &crate::Time,
+        port: usize,
+    ) -> timely::dataflow::operators::Capability<crate::Time> {
+        self.delayed(t, port)
+    }
+}
+
+impl Delay for [timely::dataflow::operators::Capability<crate::Time>; 3] {
+    fn at(
+        &self,
+        t: &crate::Time,
+        port: usize,
+    ) -> timely::dataflow::operators::Capability<crate::Time> {
+        self[port].delayed(t)
+    }
+}
+
 /// Sends `buf` (when it holds anything) on output `port` at the input capability's time `t`,
 /// leaving it empty; returns how many records were sent.
 pub(crate) fn give_at(
     out: &mut RecordOutput,
-    cap: &timely::dataflow::operators::InputCapability<crate::Time>,
+    cap: &(impl Delay + ?Sized),
     t: crate::Time,
     port: usize,
     buf: &mut Vec<crate::schema::Record>,
@@ -241,7 +273,7 @@ pub(crate) fn give_at(
     let n = buf.len() as u64;
     if n > 0 {
         out.activate()
-            .session(&cap.delayed(&t, port))
+            .session(&cap.at(&t, port))
             .give_container(buf);
         buf.clear();
     }

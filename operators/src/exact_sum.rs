@@ -26,8 +26,9 @@ const CHUNKS: usize = 68;
 const CARRY_EVERY: u32 = 1 << 30;
 
 /// An exact sum of `f64` values.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExactSum {
+    #[serde(with = "crate::checkpoint::serde_array")]
     chunks: [i64; CHUNKS],
     /// Additions since the last carry propagation (merged sums count all of theirs).
     pending: u32,
@@ -234,7 +235,7 @@ impl ExactSum {
 /// assert_eq!(s.value(), 1.1);
 /// assert_eq!(std::mem::size_of::<SmallSum>(), 24);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SmallSum {
     /// `(hi * 2^64 + lo) * 2^exp`, plus the non-finite inputs seen.
     Fixed {

@@ -69,6 +69,8 @@ enum Open {
 /// An open CSV file's reading state.
 struct CsvFile {
     records: CsvRecords<BufReader<File>>,
+    /// Items (rows, blank and bad lines) read.
+    items: u64,
     /// Schema position of each column.
     columns: Vec<Option<usize>>,
     row: csv::StringRecord,
@@ -94,22 +96,36 @@ pub fn file_source<'s>(
             .collect::<Vec<_>>()
             .into_iter();
         let mut current: Option<(String, Open)> = None;
+        // Files of `mine` taken so far (the current one among them).
+        let mut taken = 0usize;
         move |batch: &mut Batch| {
-            let mut budget = LINES_PER_STEP;
-            while budget > 0 {
-                if current.is_none() {
+            if let Some(p) = batch.take_restore() {
+                // Resume where a checkpoint left off: skip the files read, reopen the current
+                // one at its position.
+                let file = p["file"].as_u64().unwrap_or(0) as usize;
+                for _ in 0..file {
+                    mine.next();
+                }
+                taken = file;
+                if p["open"].as_bool() == Some(true) {
+                    let (max_seen, idle_floor) = (batch.max_seen, batch.idle_floor);
                     let Some((path, shown)) = mine.next() else {
                         return Progress::Done;
                     };
-                    match open(&spec, &path, &mut batch.blank) {
+                    taken += 1;
+                    let resumed = open(&spec, &path, &mut batch.blank).and_then(|mut o| {
+                        resume(&mut o, &p).map_err(|e| e.to_string())?;
+                        Ok(o)
+                    });
+                    match resumed {
                         Ok(o) => {
-                            batch.start_partition();
                             batch.later_partitions = mine.len() > 0;
+                            batch.enter_partition(max_seen, idle_floor);
                             current = Some((shown, o));
                         }
                         Err(e) => {
                             batch.failure = Some(format!(
-                                "source `{}`: cannot read {}: {e}",
+                                "source `{}`: cannot resume reading {}: {e}",
                                 spec.decode.source,
                                 path.display()
                             ));
@@ -117,39 +133,129 @@ pub fn file_source<'s>(
                         }
                     }
                 }
-                let (shown, open) = current.as_mut().expect("opened above");
-                let finished = match open {
-                    Open::Jsonl {
-                        reader,
-                        line_no,
-                        buf,
-                    } => read_jsonl(
-                        &spec.decode,
-                        reader,
-                        line_no,
-                        buf,
-                        shown,
-                        batch,
-                        &mut budget,
-                    ),
-                    Open::Csv(csv) => read_csv(&spec.decode, csv, shown, batch, &mut budget),
-                    Open::Parquet(p) => read_parquet(&spec.decode, p, shown, batch, &mut budget),
-                };
-                match finished {
-                    Ok(true) => current = None,
-                    Ok(false) => {}
-                    Err(e) => {
-                        batch.failure = Some(format!(
-                            "source `{}`: cannot read {shown}: {e}",
-                            spec.decode.source
-                        ));
-                        return Progress::Done;
-                    }
-                }
             }
-            Progress::More
+            let progress = read_some(&spec, &mut mine, &mut current, &mut taken, batch);
+            if batch.track {
+                batch.position = position(&mut current, taken);
+            }
+            progress
         }
     })
+}
+
+/// Where the reading is: files taken, and within the open one (the last taken) its byte offset
+/// and line (JSON lines) or the CSV items read.
+fn position(current: &mut Option<(String, Open)>, taken: usize) -> serde_json::Value {
+    use std::io::Seek;
+    match current.as_mut().map(|(_, o)| o) {
+        None => serde_json::json!({ "file": taken, "open": false }),
+        Some(Open::Jsonl {
+            reader, line_no, ..
+        }) => serde_json::json!({
+            "file": taken - 1,
+            "open": true,
+            "offset": reader.stream_position().unwrap_or(0),
+            "line": *line_no,
+        }),
+        Some(Open::Csv(c)) => serde_json::json!({
+            "file": taken - 1,
+            "open": true,
+            "items": c.items,
+        }),
+        Some(Open::Parquet(_)) => serde_json::json!({ "file": taken - 1, "open": true }),
+    }
+}
+
+/// Moves a just-opened file to the position `p` (see [`position`]).
+fn resume(o: &mut Open, p: &serde_json::Value) -> std::io::Result<()> {
+    use std::io::Seek;
+    match o {
+        Open::Jsonl {
+            reader, line_no, ..
+        } => {
+            reader.seek(std::io::SeekFrom::Start(p["offset"].as_u64().unwrap_or(0)))?;
+            *line_no = p["line"].as_u64().unwrap_or(0);
+        }
+        Open::Csv(c) => {
+            let items = p["items"].as_u64().unwrap_or(0);
+            while c.items < items {
+                if c.records.next(&mut c.row)?.is_none() {
+                    break;
+                }
+                c.items += 1;
+            }
+        }
+        Open::Parquet(_) => {
+            return Err(std::io::Error::other(
+                "Parquet files cannot resume from a checkpoint",
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// One step of reading: up to [`LINES_PER_STEP`] records from this worker's files.
+fn read_some(
+    spec: &FileSourceSpec,
+    mine: &mut std::vec::IntoIter<(PathBuf, String)>,
+    current: &mut Option<(String, Open)>,
+    taken: &mut usize,
+    batch: &mut Batch,
+) -> Progress {
+    let mut budget = LINES_PER_STEP;
+    while budget > 0 {
+        if current.is_none() {
+            let Some((path, shown)) = mine.next() else {
+                return Progress::Done;
+            };
+            *taken += 1;
+            match open(spec, &path, &mut batch.blank) {
+                Ok(o) => {
+                    batch.start_partition();
+                    batch.later_partitions = mine.len() > 0;
+                    *current = Some((shown, o));
+                }
+                Err(e) => {
+                    batch.failure = Some(format!(
+                        "source `{}`: cannot read {}: {e}",
+                        spec.decode.source,
+                        path.display()
+                    ));
+                    return Progress::Done;
+                }
+            }
+        }
+        let (shown, open) = current.as_mut().expect("opened above");
+        let finished = match open {
+            Open::Jsonl {
+                reader,
+                line_no,
+                buf,
+            } => read_jsonl(
+                &spec.decode,
+                reader,
+                line_no,
+                buf,
+                shown,
+                batch,
+                &mut budget,
+            ),
+            Open::Csv(csv) => read_csv(&spec.decode, csv, shown, batch, &mut budget),
+            Open::Parquet(p) => read_parquet(&spec.decode, p, shown, batch, &mut budget),
+        };
+        match finished {
+            Ok(true) => *current = None,
+            Ok(false) => {}
+            Err(e) => {
+                batch.failure = Some(format!(
+                    "source `{}`: cannot read {shown}: {e}",
+                    spec.decode.source
+                ));
+                return Progress::Done;
+            }
+        }
+    }
+    Progress::More
 }
 
 fn open(spec: &FileSourceSpec, path: &PathBuf, blank: &mut u64) -> Result<Open, String> {
@@ -188,6 +294,7 @@ fn open(spec: &FileSourceSpec, path: &PathBuf, blank: &mut u64) -> Result<Open, 
             }
             let columns = spec.decode.csv_columns(&header)?;
             Open::Csv(Box::new(CsvFile {
+                items: 0,
                 records,
                 columns,
                 row: csv::StringRecord::new(),
@@ -274,9 +381,14 @@ fn read_csv(
         records,
         columns,
         row,
+        items,
     } = csv;
     while *budget > 0 {
-        match records.next(row)? {
+        let item = records.next(row)?;
+        if item.is_some() {
+            *items += 1;
+        }
+        match item {
             None => return Ok(true),
             Some(CsvItem::Blank { .. }) => batch.blank += 1,
             Some(CsvItem::Row { line }) => {

@@ -169,6 +169,12 @@ pub struct SourceEnv {
     pub ctl: RunControl,
     /// Backpressure.
     pub flow: Flow,
+    /// With checkpoints: the run's checkpoint spec and this worker's sources' position logs
+    /// (a reading source registers its own).
+    pub positions: Option<(
+        Arc<crate::checkpoint::CheckpointSpec>,
+        crate::checkpoint::coordinator::Positions,
+    )>,
 }
 
 impl SourceEnv {
@@ -179,6 +185,7 @@ impl SourceEnv {
             clock,
             ctl,
             flow: Flow::new(0),
+            positions: None,
         }
     }
 }

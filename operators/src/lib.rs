@@ -17,6 +17,7 @@ pub mod value;
 pub mod watermark;
 
 pub mod batch;
+pub mod checkpoint;
 pub mod chunk;
 pub mod clock;
 pub mod control;
@@ -48,6 +49,7 @@ pub mod onnx;
 pub mod ordered;
 pub mod parquet_sink;
 pub mod parquet_source;
+pub mod pending_sink;
 pub mod predict;
 pub mod reading;
 pub mod side_store;

@@ -21,6 +21,7 @@
 //! values and appended from it to column builders ([`ChunkBuilder`]): a record costs no
 //! allocation of its own, and each activation sends one chunk.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 
+use crate::checkpoint::coordinator::PositionLog;
 use crate::chunk::{arrow_schema, Chunk, ChunkBuilder};
 use crate::decode::{dead_letter_schema, DecodeSpec, OnError};
 use crate::epochs::Epochs;
@@ -69,6 +71,13 @@ pub struct Batch {
     pub later_partitions: bool,
     /// The ingest time stamped on records read in this step.
     pub ingest: Micros,
+    /// With checkpoints: the position to resume from (set before the first step; the step
+    /// takes it), JSON the source itself wrote as its `position`.
+    pub restore: Option<serde_json::Value>,
+    /// With checkpoints: whether the step keeps `position` up to date.
+    pub track: bool,
+    /// With checkpoints: where the source is, as JSON its step can resume from.
+    pub position: serde_json::Value,
 }
 
 impl Batch {
@@ -87,7 +96,32 @@ impl Batch {
             idle_floor: Micros::MIN,
             later_partitions: false,
             ingest: 0,
+            restore: None,
+            track: false,
+            position: serde_json::Value::Null,
         }
+    }
+
+    /// The position a checkpoint keeps: the step's `position` and the partition's watermark
+    /// state.
+    pub fn checkpoint_position(&self) -> serde_json::Value {
+        serde_json::json!({
+            "source": self.position,
+            "max_seen": self.max_seen,
+            "idle_floor": self.idle_floor,
+        })
+    }
+
+    /// Takes the position to resume from, if any (the step's own `position`), restoring the
+    /// watermark state the position was taken with.
+    pub fn take_restore(&mut self) -> Option<serde_json::Value> {
+        let r = self.restore.take()?;
+        if r.is_null() {
+            return None;
+        }
+        self.max_seen = r["max_seen"].as_i64().unwrap_or(Micros::MIN);
+        self.idle_floor = r["idle_floor"].as_i64().unwrap_or(Micros::MIN);
+        Some(r["source"].clone())
     }
 
     /// Starts reading a new partition: its watermark starts from nothing.
@@ -342,7 +376,10 @@ where
         clock,
         ctl,
         flow,
+        positions,
     } = env;
+    let worker = scope.index();
+    let source_name = name.to_owned();
     let mut builder = OperatorBuilder::new(name.to_owned(), scope);
     let address = builder.operator_info().address;
     let (records_out, records) = builder.new_output::<Vec<Chunk>>();
@@ -360,6 +397,21 @@ where
         let mut dead_cap = caps.pop();
         let mut rec_cap = caps.pop();
         let mut batch = Batch::new(&schema);
+        // With checkpoints: the source's positions at candidate times, and where to resume.
+        let log = positions.as_ref().map(|(spec, logs)| {
+            let log: Rc<RefCell<PositionLog>> = Rc::default();
+            logs.borrow_mut()
+                .push((source_name.clone(), Rc::clone(&log)));
+            let restored = spec
+                .restored(&source_name, worker)
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                .map(|p| p["position"].clone())
+                .unwrap_or(serde_json::Value::Null);
+            batch.track = true;
+            batch.restore = Some(restored.clone());
+            log.borrow_mut().start(0, restored);
+            (spec.grid, log)
+        });
         let mut chunks: Vec<Chunk> = Vec::with_capacity(1);
         // When this worker last read input (processing time), for idleness.
         let mut last_input = clock.instant.elapsed();
@@ -395,6 +447,7 @@ where
             }
             batch.ingest = clock.now_micros();
             let progress = step(&mut batch);
+            crate::checkpoint::fault::read(batch.read);
             if batch.read > 0 {
                 last_input = clock.instant.elapsed();
             } else if let Some(idle) = watermark.idle_timeout {
@@ -463,6 +516,10 @@ where
             backlog = full && progress == Progress::More;
             admission.sent(*rc.time(), records);
             if progress == Progress::Done {
+                if let Some((grid, log)) = &log {
+                    let p = batch.checkpoint_position();
+                    log.borrow_mut().moved(*grid, *rc.time(), Time::MAX, || p);
+                }
                 rec_cap = None;
                 dead_cap = None;
                 admission.release();
@@ -471,6 +528,10 @@ where
             if !batch.later_partitions {
                 let t = batch.watermark(&watermark).max(0) as Time;
                 if *rc.time() < t {
+                    if let Some((grid, log)) = &log {
+                        log.borrow_mut()
+                            .moved(*grid, *rc.time(), t, || batch.checkpoint_position());
+                    }
                     rc.downgrade(&t);
                     dc.downgrade(&t);
                 }

@@ -37,7 +37,7 @@ const REGISTERS: usize = 1 << P;
 
 /// A mergeable, order-independent quantile sketch with relative accuracy
 /// [`QUANTILE_ACCURACY`]. NaN values are ignored; infinities sort at the ends.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Quantiles {
     positive: BTreeMap<i32, u64>,
     negative: BTreeMap<i32, u64>,
@@ -136,11 +136,12 @@ impl Quantiles {
 
 /// A mergeable, order-independent distinct-count sketch over 64-bit hashes: exact up to
 /// [`EXACT_DISTINCT`] distinct hashes, a HyperLogLog beyond.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Distinct {
     /// Sorted distinct hashes, while there are few.
     exact: Vec<u64>,
     /// The registers, once there are many.
+    #[serde(with = "crate::checkpoint::serde_registers")]
     registers: Option<Box<[u8; REGISTERS]>>,
 }
 

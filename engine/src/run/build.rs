@@ -119,7 +119,8 @@ pub(super) fn build<'s>(
     writers: &[Option<SharedWriter>],
     measured: &[Option<(Arc<SinkLatency>, Option<usize>)>],
     taps: &[(PortRef, Arc<weir_operators::tap::Tap>)],
-) -> Vec<usize> {
+    tracker: Option<&weir_operators::checkpoint::coordinator::Tracker>,
+) -> Vec<(usize, usize)> {
     let (clock, ctl) = (env.clock, &env.ctl);
     let mut streams: HashMap<PortRef, Batches<'s>> = HashMap::new();
     // Arrow schemas of the ports, made once each.
@@ -146,10 +147,44 @@ pub(super) fn build<'s>(
     // Streams already exchanged by a key (by the chain that makes them), with that key.
     let mut partitioned: HashMap<PortRef, Vec<usize>> = HashMap::new();
     let mut pending: HashMap<PortRef, (Batches<'s>, Vec<Stage>)> = HashMap::new();
-    // The first operator identifier of each node's operators (see `run::busy_logger`).
-    let mut first_ids = Vec::with_capacity(plan.nodes.len() + 1);
-    for (i, node) in plan.nodes.iter().enumerate() {
-        first_ids.push(scope.worker().peek_identifier());
+    // The first operator identifier of each node's operators, with the node (see
+    // `run::busy_logger`; `usize::MAX` for operators of no node).
+    let mut first_ids = Vec::with_capacity(plan.nodes.len() + 2);
+    // With checkpoints, the sources come first: the coordinator reads them all, and the
+    // operators with state read its control stream.
+    let checkpointing = env.positions.clone().zip(tracker.cloned());
+    let mut order: Vec<usize> = (0..plan.nodes.len()).collect();
+    if checkpointing.is_some() {
+        order.sort_by_key(|&i| plan.nodes[i].kind != crate::components::Kind::Source);
+    }
+    let mut control: Option<weir_operators::checkpoint::Control<'s>> = None;
+    for &i in &order {
+        let node = &plan.nodes[i];
+        if let (None, Some(((spec, logs), tracker))) = (&control, &checkpointing) {
+            if node.kind != crate::components::Kind::Source {
+                first_ids.push((scope.worker().peek_identifier(), usize::MAX));
+                let sources: Vec<Batches<'s>> = streams.values().cloned().collect();
+                let c = weir_operators::checkpoint::coordinator::coordinator(
+                    scope,
+                    sources,
+                    Arc::clone(spec),
+                    Arc::clone(tracker),
+                    ctl.clone(),
+                );
+                weir_operators::checkpoint::coordinator::position_writer(
+                    &c,
+                    Arc::clone(spec),
+                    logs.clone(),
+                );
+                control = Some(c);
+            }
+        }
+        let checkpoint = || {
+            control
+                .clone()
+                .zip(checkpointing.as_ref().map(|((s, _), _)| Arc::clone(s)))
+        };
+        first_ids.push((scope.worker().peek_identifier(), i));
         let m = Arc::clone(&metrics[i]);
         let name = node.id.as_str();
         let input = || -> Batches<'s> {
@@ -269,7 +304,8 @@ pub(super) fn build<'s>(
                     true => input(),
                     false => exchange_by_key(input(), spec.group_by.clone()),
                 };
-                let w = window::window_batches(keyed, Arc::clone(spec), m, ctl.clone());
+                let w =
+                    window::window_batches(keyed, Arc::clone(spec), m, ctl.clone(), checkpoint());
                 put(main, w.results);
                 put(dead, w.dead);
                 put(late, w.late);
@@ -361,6 +397,25 @@ pub(super) fn build<'s>(
                     env.flow.watch(written);
                     continue;
                 }
+                if let (Some((control, ck)), true) =
+                    (checkpoint(), crate::checkpoints::exactly_once(&spec.target))
+                {
+                    if gather {
+                        stream = stream.exchange(|_| 0);
+                    }
+                    let written = weir_operators::pending_sink::pending_sink(
+                        stream,
+                        control,
+                        name,
+                        Arc::clone(&spec.encoder),
+                        ck,
+                        measure,
+                        ctl.clone(),
+                        m,
+                    );
+                    env.flow.watch(written);
+                    continue;
+                }
                 if gather && spec.target != SinkTarget::Null {
                     // In a cluster, the first worker of process 0 writes every sink's output,
                     // so it is the same as a single process's.
@@ -383,7 +438,8 @@ pub(super) fn build<'s>(
             streams.insert(port, s);
         }
     }
-    first_ids.push(scope.worker().peek_identifier());
+    first_ids.push((scope.worker().peek_identifier(), usize::MAX));
+    first_ids.sort_unstable();
     for (r, t) in taps {
         if let Some(s) = streams.get(r) {
             weir_operators::tap::tap(s, Arc::clone(t));

@@ -81,6 +81,19 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         }
     }
     let plan = &prepared;
+    let checkpoints =
+        crate::checkpoints::prepare(plan, workers, processes, process, opts.from_scratch)?;
+    if let Some(p) = checkpoints.as_ref().and_then(|c| c.resumed) {
+        eprintln!(
+            "weir: resuming from checkpoint {p} in {} (--from-scratch starts over)",
+            plan.checkpoint
+                .as_ref()
+                .map_or(String::new(), |c| c.1.display().to_string())
+        );
+    }
+    let ck_parts = checkpoints
+        .as_ref()
+        .map(|c| (Arc::clone(&c.spec), Arc::clone(&c.tracker)));
     let writers = outputs::open_writers(plan, process)?;
     let metrics: Vec<Arc<ComponentMetrics>> = plan.nodes.iter().map(|_| Arc::default()).collect();
     let measured = measured_sinks(plan, workers);
@@ -147,6 +160,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         std::thread::spawn(move || crate::monitor::monitor(&live, &opts, &ctl, finished))
     };
     let result = {
+        let ck_parts = ck_parts.clone();
         let (metrics, writers, ctl, measured, taps, busy) = (
             metrics.clone(),
             writers.clone(),
@@ -198,15 +212,26 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
                     clock,
                     ctl: ctl.clone(),
                     flow: Flow::shared(plan.max_in_flight, Arc::clone(&frontier)),
+                    positions: ck_parts
+                        .as_ref()
+                        .map(|(spec, _)| (Arc::clone(spec), Default::default())),
                 };
                 // Operators take the worker's loggers when they are built: register first.
-                let ids: Rc<OnceCell<Vec<usize>>> = Rc::default();
+                let ids: Rc<OnceCell<Vec<(usize, usize)>>> = Rc::default();
                 if let Some(busy) = &busy {
                     busy_logger(worker, Rc::clone(&ids), Arc::clone(busy));
                 }
                 let first_ids = worker.dataflow::<Time, _, _>(|scope| {
                     build::build(
-                        scope, &plan, &env, gather, &metrics, &writers, &measured, &taps,
+                        scope,
+                        &plan,
+                        &env,
+                        gather,
+                        &metrics,
+                        &writers,
+                        &measured,
+                        &taps,
+                        ck_parts.as_ref().map(|(_, t)| t),
                     )
                 });
                 let _ = ids.set(first_ids);
@@ -228,6 +253,14 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         .join()
         .map_err(|_| "the monitor thread failed".to_string())?;
     result?;
+    if let Some(c) = &checkpoints {
+        if process == 0 {
+            if let Err(e) = crate::checkpoints::finish(c, ctl.stopped() || ctl.failure().is_some())
+            {
+                ctl.fail(format!("checkpoint: {e}"));
+            }
+        }
+    }
     for (n, w) in plan.nodes.iter().zip(&writers) {
         if let Some(w) = w {
             if let Err(e) = w.flush() {
@@ -354,7 +387,7 @@ pub(crate) fn report_so_far(live: &crate::monitor::Live) -> RunReport {
 /// maps is one operator, counted at its last node).
 fn busy_logger(
     worker: &mut timely::worker::Worker,
-    first_ids: Rc<OnceCell<Vec<usize>>>,
+    first_ids: Rc<OnceCell<Vec<(usize, usize)>>>,
     busy: Arc<[std::sync::atomic::AtomicU64]>,
 ) {
     use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
@@ -378,12 +411,15 @@ fn busy_logger(
                         continue;
                     };
                     // The node whose range holds the operator's identifier.
-                    let node = first_ids.partition_point(|&f| f <= s.id);
-                    if node == 0 || node >= first_ids.len() {
+                    let k = first_ids.partition_point(|&(f, _)| f <= s.id);
+                    let Some(&(_, node)) = k.checked_sub(1).and_then(|k| first_ids.get(k)) else {
+                        continue;
+                    };
+                    if node >= busy.len() {
                         continue;
                     }
                     let ns = at.saturating_sub(from).as_nanos() as u64;
-                    busy[node - 1].fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+                    busy[node].fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }

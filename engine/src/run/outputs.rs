@@ -72,6 +72,10 @@ pub(super) fn open_writers(
         .iter()
         .map(|n| match &n.op {
             Op::Sink(_) if process > 0 => Ok(None),
+            // Under checkpoints a file sink writes pending files, published per checkpoint.
+            Op::Sink(s) if plan.checkpoint.is_some() && crate::checkpoints::exactly_once(&s.target) => {
+                Ok(None)
+            }
             Op::Sink(s) => {
                 let w = match &s.target {
                     SinkTarget::Null | SinkTarget::Parquet(_) => return Ok(None),

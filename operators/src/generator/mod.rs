@@ -564,6 +564,7 @@ pub fn generator<'s>(
         clock,
         ctl,
         flow,
+        ..
     } = env;
     let worker = scope.index() as u64;
     let peers = scope.peers() as u64;

@@ -78,6 +78,7 @@ use crate::{Batches, Records, Time};
 
 mod groups;
 pub(crate) mod key;
+mod snapshot;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -366,67 +367,165 @@ pub fn window<'s>(
         }
         crate::exchange::Routing::Partitioned => chunks,
     };
-    window_batches(chunks, spec, metrics, crate::control::RunControl::default())
+    window_batches(
+        chunks,
+        spec,
+        metrics,
+        crate::control::RunControl::default(),
+        None,
+    )
 }
 
-/// Builds a window over batches already on the worker that holds their keys' state.
+/// A window's checkpointing: the control stream and the run's checkpoint spec.
+pub type Checkpointing<'s> = (
+    crate::checkpoint::Control<'s>,
+    Arc<crate::checkpoint::CheckpointSpec>,
+);
+
+/// Builds a window over batches already on the worker that holds their keys' state. With
+/// `checkpoint`, the window reads the control stream through a
+/// [`Barrier`](crate::checkpoint::Barrier), writes its state into each checkpoint and starts
+/// from the state of the checkpoint restored.
 pub fn window_batches<'s>(
     input: Batches<'s>,
     spec: Arc<WindowSpec>,
     metrics: Arc<ComponentMetrics>,
     ctl: crate::control::RunControl,
+    checkpoint: Option<Checkpointing<'s>>,
 ) -> WindowStreams<'s> {
+    use crate::checkpoint::{Barrier, Decision};
+    use timely::dataflow::operators::Capability;
+    let worker = input.scope().index();
     let mut builder = OperatorBuilder::new(spec.id.to_string(), input.scope());
     let mut input = builder.new_input(input, Pipeline);
     let (out, results) = builder.new_output::<Vec<Record>>();
     let (dead_out, dead) = builder.new_output::<Vec<Record>>();
     let (late_out, late) = builder.new_output::<Vec<Record>>();
+    let (mut control, ck) = match checkpoint {
+        Some((c, ck)) => (Some(builder.new_input(c, Pipeline)), Some(ck)),
+        None => (None, None),
+    };
     let mut out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(out);
     let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(dead_out);
     let mut late_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(late_out);
-    builder.build(move |_initial_caps| {
+    builder.build(move |mut initial_caps| {
         let spec = spec;
-        let mut state = State::new(&spec);
+        let restored = ck
+            .as_ref()
+            .and_then(|ck| ck.restored(&spec.id, worker))
+            .map(|bytes| snapshot::restore(&spec, bytes));
+        let mut state = match restored {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                ctl.fail(format!(
+                    "window `{}`: its state in the checkpoint cannot be read: {e}; run with --from-scratch to start over",
+                    spec.id
+                ));
+                State::new(&spec)
+            }
+            None => State::new(&spec),
+        };
+        // The restored state's results are sent from the first capability.
+        let mut first: Option<Capability<Time>> = initial_caps.drain(..).next();
         let mut outs = Outs::default();
         let mut gauge = crate::metrics::StateGauge::default();
+        let mut barrier: Barrier<([Capability<Time>; 3], Chunk)> = Barrier::default();
         move |frontiers| {
             let spec = &*spec;
             let mut n = Counts::default();
+            if let Some(c) = first.take() {
+                let entries = state.entries();
+                if entries > 0 {
+                    state.held = Some(c);
+                    state.release(spec);
+                    n.state += entries as i64;
+                }
+            }
+            let add = |state: &mut State, cap: &dyn crate::batch::Delay, t: Time, chunk: &Chunk, n: &mut Counts, outs: &mut Outs| {
+                n.input += chunk.len() as u64;
+                let b = Batch::new(spec, chunk);
+                match spec.shape {
+                    Shape::Session { .. } => state.add_to_sessions(spec, &b, cap, t, n, outs),
+                    _ => state.add_to_panes(spec, &b, cap, t, n, outs),
+                }
+            };
+            if let Some(control) = control.as_mut() {
+                control.for_each(|_, data: &mut Vec<Decision>| {
+                    for d in data.drain(..) {
+                        barrier.decide(d.at, d.seq);
+                    }
+                });
+                barrier.set_control(frontiers[1].frontier().iter().next().copied());
+            }
             input.for_each(|cap, data: &mut Vec<Chunk>| {
                 let Some(&t) = cap.least() else {
                     // Weir's operators always send with a capability; nothing to hold.
                     return;
                 };
-                for chunk in data.iter() {
-                    n.input += chunk.len() as u64;
-                    let b = Batch::new(spec, chunk);
-                    match spec.shape {
-                        Shape::Session { .. } => {
-                            state.add_to_sessions(spec, &b, &cap, t, &mut n, &mut outs)
-                        }
-                        _ => state.add_to_panes(spec, &b, &cap, t, &mut n, &mut outs),
+                if control.is_some() && !barrier.admits(t) {
+                    for chunk in data.drain(..) {
+                        let caps = [cap.delayed(&t, 0), cap.delayed(&t, 1), cap.delayed(&t, 2)];
+                        barrier.hold(t, (caps, chunk));
                     }
+                    return;
+                }
+                for chunk in data.iter() {
+                    add(&mut state, &cap, t, chunk, &mut n, &mut outs);
                 }
                 n.out += give_at(&mut out, &cap, t, 0, &mut outs.updates);
                 give_at(&mut dead_out, &cap, t, 1, &mut outs.dead);
                 give_at(&mut late_out, &cap, t, 2, &mut outs.late);
             });
+            let data_frontier = frontiers[0].frontier().iter().next().copied();
             let mut emitted = Vec::new();
-            match spec.shape {
-                Shape::Session { .. } => {
-                    state.fire_sessions(spec, &frontiers[0], &mut emitted, &mut n)
+            let fire = |state: &mut State, f: Option<Time>, n: &mut Counts, emitted: &mut Vec<(Time, Vec<Record>)>| match spec.shape {
+                Shape::Session { .. } => state.fire_sessions(spec, f, emitted, n),
+                _ => state.fire_panes(spec, f, emitted, n),
+            };
+            // Sends fired results at their times (at or after the held capability's).
+            let send = |state: &mut State, out: &mut OutputBuilder<_, CapacityContainerBuilder<Vec<Record>>>, emitted: &mut Vec<(Time, Vec<Record>)>| -> u64 {
+                let mut sent = 0;
+                for (time, mut batch) in emitted.drain(..) {
+                    let held = state
+                        .held
+                        .as_ref()
+                        .expect("a capability is held while results are pending");
+                    let c = held.delayed(&time.max(*held.time()));
+                    sent += batch.len() as u64;
+                    out.activate().session(&c).give_container(&mut batch);
                 }
-                _ => state.fire_panes(spec, &frontiers[0], &mut emitted, &mut n),
+                sent
+            };
+            if let Some(ck) = ck.as_ref() {
+                loop {
+                    for (t, (caps, chunk)) in barrier.release() {
+                        add(&mut state, &caps, t, &chunk, &mut n, &mut outs);
+                        n.out += give_at(&mut out, &caps, t, 0, &mut outs.updates);
+                        give_at(&mut dead_out, &caps, t, 1, &mut outs.dead);
+                        give_at(&mut late_out, &caps, t, 2, &mut outs.late);
+                    }
+                    let Some((at, seq)) = barrier.due(data_frontier) else {
+                        break;
+                    };
+                    let started = crate::checkpoint::wall_micros();
+                    fire(&mut state, (at != crate::checkpoint::END).then_some(at), &mut n, &mut emitted);
+                    // What fired belongs to this checkpoint's output: sent now, below its
+                    // time, before the held capability moves past it.
+                    n.out += send(&mut state, &mut out, &mut emitted);
+                    state.release(spec);
+                    let bytes = snapshot::snapshot(spec, &state);
+                    if let Err(e) =
+                        crate::checkpoint::write_part(ck, seq, &spec.id, worker, started, &bytes)
+                    {
+                        ctl.fail(format!("window `{}`: cannot write checkpoint {seq}: {e}", spec.id));
+                    }
+                    barrier.taken();
+                }
+                fire(&mut state, barrier.frontier(data_frontier), &mut n, &mut emitted);
+            } else {
+                fire(&mut state, data_frontier, &mut n, &mut emitted);
             }
-            for (time, mut batch) in emitted {
-                let held = state
-                    .held
-                    .as_ref()
-                    .expect("a capability is held while results are pending");
-                let c = held.delayed(&time.max(*held.time()));
-                n.out += batch.len() as u64;
-                out.activate().session(&c).give_container(&mut batch);
-            }
+            n.out += send(&mut state, &mut out, &mut emitted);
             state.release(spec);
             metrics.add_in(n.input);
             metrics.add_out(n.out);

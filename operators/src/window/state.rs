@@ -14,7 +14,9 @@ use smallvec::SmallVec;
 /// One key's open sessions: most keys have one at a time, kept inline.
 pub(super) type Sessions = SmallVec<[Session; 1]>;
 
-use timely::dataflow::operators::{Capability, InputCapability};
+use timely::dataflow::operators::Capability;
+
+use crate::batch::Delay;
 
 use super::groups::Groups;
 use super::{closed, Counts, LatePolicy, Shape, WindowSpec};
@@ -141,6 +143,13 @@ impl Accs {
             slots,
             batch.ingest_range,
         );
+    }
+
+    /// Sets the late records slot `i` includes (kept with `late = "update"` only).
+    pub(super) fn set_late(&mut self, i: u32, n: u64) {
+        if self.track_late {
+            self.late[i as usize] = n;
+        }
     }
 
     /// The late records slot `i` includes.
@@ -320,10 +329,22 @@ impl State {
     }
 
     /// Makes sure a capability at or below `time` is held (taken from the input's).
-    pub(super) fn hold(&mut self, cap: &InputCapability<Time>, time: Time) {
+    pub(super) fn hold(&mut self, cap: &(impl Delay + ?Sized), time: Time) {
         if self.held.as_ref().is_none_or(|h| *h.time() > time) {
-            self.held = Some(cap.delayed(&time, 0));
+            self.held = Some(cap.at(&time, 0));
         }
+    }
+
+    /// Entries of state held (groups of panes, queued panes, sessions), for the gauge of a
+    /// restored window.
+    pub(super) fn entries(&self) -> usize {
+        self.panes.values().map(Pane::len).sum::<usize>()
+            + self
+                .queues
+                .iter()
+                .map(|q| q.front.len() + q.back.len())
+                .sum::<usize>()
+            + self.session_ends.len()
     }
 
     /// Bytes of aggregate and key state held.
@@ -358,7 +379,7 @@ impl State {
         &mut self,
         spec: &WindowSpec,
         b: &Batch<'_>,
-        cap: &InputCapability<Time>,
+        cap: &(impl Delay + ?Sized),
         t: Time,
         n: &mut Counts,
         out: &mut Outs,
@@ -424,7 +445,7 @@ impl State {
         b: &Batch<'_>,
         r: usize,
         ts: Micros,
-        cap: &InputCapability<Time>,
+        cap: &(impl Delay + ?Sized),
         t: Time,
         n: &mut Counts,
         out: &mut Outs,
@@ -618,13 +639,13 @@ impl State {
     pub(super) fn fire_panes(
         &mut self,
         spec: &WindowSpec,
-        frontier: &timely::progress::frontier::MutableAntichain<Time>,
+        frontier: Option<Time>,
         emitted: &mut Vec<(Time, Vec<Record>)>,
         n: &mut Counts,
     ) {
         let w = spec.pane();
         while let Some(e) = self.next_window(spec) {
-            if frontier.less_equal(&(e.max(1) as Time - 1)) {
+            if before(frontier, e.max(1) as Time - 1) {
                 break;
             }
             let mut batch = Vec::new();
@@ -675,7 +696,7 @@ impl State {
         while let Some(entry) = self.panes.first_entry() {
             let last = entry.get().start.saturating_add(spec.size);
             let keep_until = last.saturating_add(retain);
-            if last > self.fired_through || frontier.less_equal(&(keep_until.max(1) as Time - 1)) {
+            if last > self.fired_through || before(frontier, keep_until.max(1) as Time - 1) {
                 break;
             }
             n.state -= entry.get().len() as i64;
@@ -688,7 +709,7 @@ impl State {
         &mut self,
         spec: &WindowSpec,
         b: &Batch<'_>,
-        cap: &InputCapability<Time>,
+        cap: &(impl Delay + ?Sized),
         t: Time,
         n: &mut Counts,
         out: &mut Outs,
@@ -772,13 +793,13 @@ impl State {
     pub(super) fn fire_sessions(
         &mut self,
         spec: &WindowSpec,
-        frontier: &timely::progress::frontier::MutableAntichain<Time>,
+        frontier: Option<Time>,
         emitted: &mut Vec<(Time, Vec<Record>)>,
         n: &mut Counts,
     ) {
         let mut batch = Vec::new();
         while let Some(&(end, k, slot)) = self.session_ends.first() {
-            if frontier.less_equal(&(end.max(1) as Time - 1)) {
+            if before(frontier, end.max(1) as Time - 1) {
                 break;
             }
             self.session_ends.pop_first();
@@ -817,6 +838,13 @@ impl State {
             _ => {}
         }
     }
+}
+
+/// Whether the frontier (its least time; `None`: empty) is at or before `t`: results at `t`
+/// may still need input.
+#[inline]
+fn before(frontier: Option<Time>, t: Time) -> bool {
+    frontier.is_some_and(|f| f <= t)
 }
 
 /// Where an activation's late, untimed and re-emitted records go.

@@ -1,0 +1,263 @@
+//! Checkpoints before and after a run (`[pipeline] checkpoint`): finding the checkpoint to
+//! resume from and checking that the pipeline's state still fits it, finishing the publishing
+//! a crash interrupted, or starting afresh; and completing the final checkpoint once the
+//! workers are done. The checkpoints themselves are taken by the operators (see
+//! [`weir_operators::checkpoint`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use weir_operators::checkpoint::{self, coordinator::Tracker, CheckpointSpec, SinkOutput};
+
+use crate::components::{Op, SinkTarget};
+use crate::plan::Plan;
+
+/// Whether a sink's output is exactly-once under checkpoints: a file (published per
+/// checkpoint); other sinks write at once and repeat output after a recovery.
+pub fn exactly_once(target: &SinkTarget) -> bool {
+    matches!(target, SinkTarget::File(_) | SinkTarget::LazyFile(_))
+}
+
+/// What each component's state or position depends on: a checkpoint taken with another
+/// fingerprint cannot be resumed from.
+fn fingerprints(plan: &Plan) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for n in &plan.nodes {
+        let f = match &n.op {
+            Op::Window(w) => {
+                let input = crate::plan::port_schema(plan, n.inputs[0]);
+                let keys: Vec<String> = w
+                    .group_by
+                    .iter()
+                    .map(|&p| format!("{}:{}", input.fields[p].name, input.fields[p].ty))
+                    .collect();
+                let outputs: Vec<String> = n
+                    .schema
+                    .fields
+                    .iter()
+                    .map(|f| format!("{}:{}", f.name, f.ty))
+                    .collect();
+                format!(
+                    "window {:?}, size {}µs, offset {}µs, group_by [{}], late {:?}, results [{}]",
+                    w.shape,
+                    w.size,
+                    w.offset,
+                    keys.join(", "),
+                    w.late,
+                    outputs.join(", ")
+                )
+            }
+            Op::File(f) => {
+                let files: Vec<&str> = f.files.iter().map(|(_, shown)| shown.as_str()).collect();
+                format!("file {:?}, files [{}]", f.format, files.join(", "))
+            }
+            Op::Sink(s) if exactly_once(&s.target) => match &s.target {
+                SinkTarget::File(p) | SinkTarget::LazyFile(p) => format!("file {}", p.display()),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        out.insert(n.id.clone(), f);
+    }
+    out
+}
+
+/// The checkpointing of a run about to start, and its in-progress tracker.
+pub struct Prepared {
+    /// What the operators get.
+    pub spec: Arc<CheckpointSpec>,
+    /// Checkpoints decided and not yet complete.
+    pub tracker: Tracker,
+    /// Whether the run resumes from a checkpoint.
+    pub resumed: Option<u64>,
+}
+
+/// Prepares checkpointing for a run of `plan` on `workers` threads in each of `processes`
+/// processes: resumes from the latest complete checkpoint in the directory (unless
+/// `from_scratch`), after checking it fits; otherwise clears the directory and the file sinks'
+/// outputs. Only process 0 changes files.
+pub fn prepare(
+    plan: &Plan,
+    workers: usize,
+    processes: usize,
+    process: usize,
+    from_scratch: bool,
+) -> Result<Option<Prepared>, String> {
+    let Some((interval, dir)) = &plan.checkpoint else {
+        return Ok(None);
+    };
+    let prints = fingerprints(plan);
+    let base = serde_json::json!({
+        "pipeline": plan.name,
+        "workers": workers,
+        "processes": processes,
+        "components": prints,
+    });
+    let sinks: Vec<SinkOutput> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Sink(s) => match &s.target {
+                SinkTarget::File(p) => Some(SinkOutput {
+                    sink: n.id.clone(),
+                    path: p.clone(),
+                    lazy: false,
+                }),
+                SinkTarget::LazyFile(p) => Some(SinkOutput {
+                    sink: n.id.clone(),
+                    path: p.clone(),
+                    lazy: true,
+                }),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let participants = plan
+        .nodes
+        .iter()
+        .filter(|n| match &n.op {
+            Op::Window(_) | Op::File(_) => true,
+            Op::Sink(s) => exactly_once(&s.target),
+            _ => false,
+        })
+        .count();
+    let shown = dir.display();
+    let latest = match from_scratch {
+        true => None,
+        false => {
+            checkpoint::latest(dir).map_err(|e| format!("checkpoint directory {shown}: {e}"))?
+        }
+    };
+    let mut restored = HashMap::new();
+    let mut restored_seq = 0;
+    if let Some((seq, m)) = &latest {
+        if m.format != checkpoint::FORMAT {
+            return Err(format!(
+                "checkpoint {seq} in {shown} is of format {}, this Weir reads format {}: run with --from-scratch to discard it",
+                m.format,
+                checkpoint::FORMAT
+            ));
+        }
+        for (key, now) in [("workers", workers), ("processes", processes)] {
+            let then = m.taken_with[key].as_u64().unwrap_or(0) as usize;
+            if then != now {
+                return Err(format!(
+                    "checkpoint {seq} in {shown} was taken with {then} {key}, this run has {now}: each worker's state belongs to its share of the keys, so run with {then} {key} to resume, or with --from-scratch to discard the checkpoint"
+                ));
+            }
+        }
+        let old: BTreeMap<String, String> =
+            serde_json::from_value(m.taken_with["components"].clone()).unwrap_or_default();
+        for id in old.keys().chain(prints.keys()) {
+            match (old.get(id), prints.get(id)) {
+                (Some(a), Some(b)) if a == b => {}
+                (Some(a), Some(b)) => {
+                    return Err(format!(
+                        "component `{id}` no longer fits its state in checkpoint {seq} ({shown}): it was taken with `{a}`, and the pipeline now says `{b}`; restore the old setting to resume, or run with --from-scratch to discard the checkpoint"
+                    ))
+                }
+                (Some(a), None) => {
+                    return Err(format!(
+                        "component `{id}` has state in checkpoint {seq} ({shown}) (`{a}`) but is no longer in the pipeline; put it back to resume, or run with --from-scratch to discard the checkpoint"
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(format!(
+                        "component `{id}` is new since checkpoint {seq} ({shown}), which has no state for it; run with --from-scratch to start over with it"
+                    ))
+                }
+                (None, None) => {}
+            }
+        }
+        if process == 0 {
+            // A crash may have cut publishing short, and may have left output of a checkpoint
+            // that never completed.
+            checkpoint::publish(&m.published)
+                .map_err(|e| format!("cannot finish publishing checkpoint {seq}: {e}"))?;
+            checkpoint::discard_after(dir, *seq)
+                .map_err(|e| format!("checkpoint directory {shown}: {e}"))?;
+        }
+        let chk = checkpoint::chk_dir(dir, *seq);
+        let entries =
+            std::fs::read_dir(&chk).map_err(|e| format!("cannot read {}: {e}", chk.display()))?;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if let Some((component, worker, _)) =
+                name.to_str().and_then(checkpoint::parse_part_name)
+            {
+                let bytes = std::fs::read(e.path())
+                    .map_err(|err| format!("cannot read {}: {err}", e.path().display()))?;
+                restored.insert((component, worker), bytes);
+            }
+        }
+        restored_seq = *seq;
+    } else if process == 0 {
+        checkpoint::prune(dir, None).map_err(|e| format!("checkpoint directory {shown}: {e}"))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the checkpoint directory {shown}: {e}"))?;
+        // A fresh run's file outputs start empty, as without checkpoints.
+        for s in &sinks {
+            if s.lazy {
+                let _ = std::fs::remove_file(&s.path);
+                continue;
+            }
+            if let Some(d) = s.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(d).map_err(|e| {
+                    format!("sink `{}`: cannot create {}: {e}", s.sink, d.display())
+                })?;
+            }
+            let header = plan
+                .nodes
+                .iter()
+                .find(|n| n.id == s.sink)
+                .and_then(|n| match &n.op {
+                    Op::Sink(k) => k.encoder.header(),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            std::fs::write(&s.path, header).map_err(|e| {
+                format!("sink `{}`: cannot create {}: {e}", s.sink, s.path.display())
+            })?;
+        }
+    }
+    let spec = CheckpointSpec {
+        interval: *interval,
+        dir: dir.clone(),
+        // Candidates a tenth of the interval apart in event time, at most a second.
+        grid: (interval.as_micros() as u64 / 10).clamp(1_000, 1_000_000),
+        restored_seq,
+        restored: Arc::new(restored),
+        parts: participants * workers * processes,
+        manifest_base: base,
+        sinks,
+        stats: Arc::default(),
+    };
+    Ok(Some(Prepared {
+        spec: Arc::new(spec),
+        tracker: Arc::default(),
+        resumed: latest.map(|(s, _)| s),
+    }))
+}
+
+/// After the workers are done: completes the checkpoints still in progress (the final one
+/// among them), waiting for other processes' parts for up to a minute.
+pub fn finish(p: &Prepared, stopped: bool) -> Result<(), String> {
+    if stopped {
+        // A stopped run took no final checkpoint; one in progress may still complete.
+        let _ = checkpoint::coordinator::complete(&p.spec, &p.tracker);
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if checkpoint::coordinator::complete(&p.spec, &p.tracker)? {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(
+                "the final checkpoint did not complete within a minute: parts are missing".into(),
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
