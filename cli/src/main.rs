@@ -440,7 +440,13 @@ fn main() -> ExitCode {
             if let Some(b) = batch_interval {
                 set.push(format!("pipeline.batch_interval={}", toml_string(&b)));
             }
-            let Some(mut plan) = load_checked(&pipeline, &set, loudness, true) else {
+            let processes = usize::from(cluster.processes);
+            let before = BeforeRun {
+                workers: workers.map(usize::from),
+                processes,
+                from_scratch,
+            };
+            let Some(mut plan) = load_checked(&pipeline, &set, loudness, Some(before)) else {
                 return ExitCode::from(CONFIG_ERROR);
             };
             if let Err(e) = run::override_generators(&mut plan, rate, unbounded) {
@@ -490,7 +496,14 @@ fn main() -> ExitCode {
             if let Some(m) = mode {
                 set.push(format!("pipeline.mode={}", toml_string(&m)));
             }
-            let Some(plan) = load_checked(&pipeline, &set, Loudness::default(), true) else {
+            // A tap ignores the pipeline's checkpoints.
+            let before = BeforeRun {
+                workers: workers.map(usize::from),
+                processes: 1,
+                from_scratch: true,
+            };
+            let Some(plan) = load_checked(&pipeline, &set, Loudness::default(), Some(before))
+            else {
                 return ExitCode::from(CONFIG_ERROR);
             };
             tap(plan, &pipeline, &component, limit, format, workers)
@@ -701,16 +714,25 @@ pub(crate) fn load(path: &PathBuf, set: &[String]) -> Option<Plan> {
 /// [`load`], printing only errors when quiet, and failing on a warning when warnings are
 /// denied.
 fn load_loud(path: &PathBuf, set: &[String], loudness: Loudness) -> Option<Plan> {
-    load_checked(path, set, loudness, false)
+    load_checked(path, set, loudness, None)
+}
+
+/// What a run will be, for the checks [`load_checked`] makes before it.
+#[derive(Clone, Copy)]
+struct BeforeRun {
+    workers: Option<usize>,
+    processes: usize,
+    from_scratch: bool,
 }
 
 /// [`load_loud`]; with `before_run`, also what can only be known from outside the file before
-/// a run: that its Kafka topics exist (see `recovery::missing_topics`).
+/// a run: that its Kafka topics exist (see `recovery::missing_topics`), and that it fits the
+/// checkpoint it would resume from (`checkpoints::misfits`).
 fn load_checked(
     path: &PathBuf,
     set: &[String],
     loudness: Loudness,
-    before_run: bool,
+    before_run: Option<BeforeRun>,
 ) -> Option<Plan> {
     let name = path.display().to_string();
     let text = match std::fs::read(path) {
@@ -729,8 +751,14 @@ fn load_checked(
         }
     };
     let (plan, mut diags, source) = plan::load(&name, &text, set);
-    if let (true, Some(p), false) = (before_run, &plan, has_errors(&diags)) {
+    if let (Some(b), Some(p), false) = (before_run, &plan, has_errors(&diags)) {
         diags.extend(weir_engine::recovery::missing_topics(p));
+        diags.extend(weir_engine::checkpoints::misfits(
+            p,
+            b.workers.unwrap_or(p.workers),
+            b.processes,
+            b.from_scratch,
+        ));
     }
     let warnings = diags
         .iter()
@@ -967,6 +995,8 @@ fn tap(
         }
     };
     let fields = weir_engine::live::port_fields(&plan, port);
+    // A tap neither resumes from checkpoints nor takes any.
+    plan.checkpoint = None;
     // The pipeline's own sinks (and the default dead-letter file) count but write nothing.
     for n in &mut plan.nodes {
         if let Op::Sink(s) = &mut n.op {

@@ -62,6 +62,101 @@ fn fingerprints(plan: &Plan) -> BTreeMap<String, String> {
     out
 }
 
+/// Why the pipeline no longer fits checkpoint `seq` (manifest `m`), for a run on `workers`
+/// threads in each of `processes` processes: a diagnostic at the component (or at
+/// `[pipeline] checkpoint`) for each reason.
+fn misfit(
+    plan: &Plan,
+    m: &checkpoint::Manifest,
+    seq: u64,
+    workers: usize,
+    processes: usize,
+) -> Vec<crate::diag::Diag> {
+    use crate::diag::Diag;
+    let shown = plan
+        .checkpoint
+        .as_ref()
+        .map_or(String::new(), |c| c.1.display().to_string());
+    let at = |id: &str, d: Diag| match plan
+        .spans
+        .get(id)
+        .or(plan.spans.get("[pipeline] checkpoint"))
+    {
+        Some(s) => d.at(s.clone()),
+        None => d,
+    };
+    let mut out = Vec::new();
+    for (key, now) in [("workers", workers), ("processes", processes)] {
+        let then = m.taken_with[key].as_u64().unwrap_or(0) as usize;
+        if then != now {
+            out.push(at(
+                "[pipeline] checkpoint",
+                Diag::error(format!(
+                    "checkpoint {seq} in {shown} was taken with {then} {key}, this run has {now}"
+                ))
+                .component("pipeline")
+                .help(format!(
+                    "each worker's state belongs to its share of the keys: run with {then} {key} to resume, or with --from-scratch to discard the checkpoint"
+                )),
+            ));
+        }
+    }
+    let old: BTreeMap<String, String> =
+        serde_json::from_value(m.taken_with["components"].clone()).unwrap_or_default();
+    let prints = fingerprints(plan);
+    let mut ids: Vec<&String> = old.keys().chain(prints.keys()).collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let (message, help) = match (old.get(id), prints.get(id)) {
+            (Some(a), Some(b)) if a == b => continue,
+            (Some(a), Some(b)) => (
+                format!(
+                    "component `{id}` no longer fits its state in checkpoint {seq} ({shown}): it was taken with `{a}`, and the pipeline now says `{b}`"
+                ),
+                "restore the old setting to resume, or run with --from-scratch to discard the checkpoint",
+            ),
+            (Some(a), None) => (
+                format!(
+                    "component `{id}` has state in checkpoint {seq} ({shown}) (`{a}`) but is no longer in the pipeline"
+                ),
+                "put it back to resume, or run with --from-scratch to discard the checkpoint",
+            ),
+            (None, Some(_)) => (
+                format!("component `{id}` is new since checkpoint {seq} ({shown}), which has no state for it"),
+                "run with --from-scratch to start over with it",
+            ),
+            (None, None) => continue,
+        };
+        let node = plan.nodes.iter().find(|n| &n.id == id);
+        let component = node.map_or(id.clone(), |n| format!("{}.{}", n.kind.section(), n.id));
+        out.push(at(id, Diag::error(message).component(component).help(help)));
+    }
+    out
+}
+
+/// Before a run: why the pipeline cannot resume from the latest checkpoint in its directory,
+/// as diagnostics (none without checkpoints, with `from_scratch`, or when it fits).
+pub fn misfits(
+    plan: &Plan,
+    workers: usize,
+    processes: usize,
+    from_scratch: bool,
+) -> Vec<crate::diag::Diag> {
+    let Some((_, dir)) = &plan.checkpoint else {
+        return Vec::new();
+    };
+    if from_scratch {
+        return Vec::new();
+    }
+    match checkpoint::latest(dir) {
+        Ok(Some((seq, m))) if m.format == checkpoint::FORMAT => {
+            misfit(plan, &m, seq, workers, processes)
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// The checkpointing of a run about to start, and its in-progress tracker.
 pub struct Prepared {
     /// What the operators get.
@@ -139,36 +234,8 @@ pub fn prepare(
                 checkpoint::FORMAT
             ));
         }
-        for (key, now) in [("workers", workers), ("processes", processes)] {
-            let then = m.taken_with[key].as_u64().unwrap_or(0) as usize;
-            if then != now {
-                return Err(format!(
-                    "checkpoint {seq} in {shown} was taken with {then} {key}, this run has {now}: each worker's state belongs to its share of the keys, so run with {then} {key} to resume, or with --from-scratch to discard the checkpoint"
-                ));
-            }
-        }
-        let old: BTreeMap<String, String> =
-            serde_json::from_value(m.taken_with["components"].clone()).unwrap_or_default();
-        for id in old.keys().chain(prints.keys()) {
-            match (old.get(id), prints.get(id)) {
-                (Some(a), Some(b)) if a == b => {}
-                (Some(a), Some(b)) => {
-                    return Err(format!(
-                        "component `{id}` no longer fits its state in checkpoint {seq} ({shown}): it was taken with `{a}`, and the pipeline now says `{b}`; restore the old setting to resume, or run with --from-scratch to discard the checkpoint"
-                    ))
-                }
-                (Some(a), None) => {
-                    return Err(format!(
-                        "component `{id}` has state in checkpoint {seq} ({shown}) (`{a}`) but is no longer in the pipeline; put it back to resume, or run with --from-scratch to discard the checkpoint"
-                    ))
-                }
-                (None, Some(_)) => {
-                    return Err(format!(
-                        "component `{id}` is new since checkpoint {seq} ({shown}), which has no state for it; run with --from-scratch to start over with it"
-                    ))
-                }
-                (None, None) => {}
-            }
+        if let Some(m) = misfit(plan, m, *seq, workers, processes).first() {
+            return Err(m.message.clone());
         }
         if process == 0 {
             // A crash may have cut publishing short, and may have left output of a checkpoint
@@ -259,5 +326,44 @@ pub fn finish(p: &Prepared, stopped: bool) -> Result<(), String> {
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// What the summary and the report say of the run's checkpoints.
+pub fn summary(plan: &Plan, p: &Prepared) -> crate::outcome::CheckpointSummary {
+    let done = p.spec.stats.completed();
+    let median_max = |mut v: Vec<u64>| -> (f64, f64) {
+        v.sort_unstable();
+        match v.len() {
+            0 => (0.0, 0.0),
+            n => (v[n / 2] as f64 / 1e3, v[n - 1] as f64 / 1e3),
+        }
+    };
+    crate::outcome::CheckpointSummary {
+        dir: p.spec.dir.display().to_string(),
+        interval_ms: p.spec.interval.as_secs_f64() * 1e3,
+        resumed_from: p.resumed,
+        taken: done.len(),
+        last: done.last().map(|c| c.seq),
+        last_bytes: done.last().map_or(0, |c| c.bytes),
+        total_bytes: p.spec.stats.part_bytes(),
+        duration_ms: median_max(done.iter().map(|c| c.duration_us).collect()),
+        alignment_ms: median_max(done.iter().map(|c| c.alignment_us).collect()),
+        sinks: plan
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::Sink(s) if s.target == SinkTarget::Null => None,
+                Op::Sink(s) => Some((
+                    n.id.clone(),
+                    match exactly_once(&s.target) {
+                        true => "exactly-once",
+                        false => "at-least-once",
+                    }
+                    .to_string(),
+                )),
+                _ => None,
+            })
+            .collect(),
     }
 }

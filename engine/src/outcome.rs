@@ -98,6 +98,34 @@ pub struct RunReport {
     pub dead_letter_file: Option<PathBuf>,
     /// Per user-declared sink, its latency histograms.
     pub sinks: Vec<SinkReport>,
+    /// With `[pipeline] checkpoint`: the checkpoints taken and each sink's delivery guarantee.
+    pub checkpoints: Option<CheckpointSummary>,
+}
+
+/// The checkpoints of a run (process 0 completes them), for the summary and the report.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointSummary {
+    /// The checkpoint directory.
+    pub dir: String,
+    /// The interval between checkpoint starts, ms.
+    pub interval_ms: f64,
+    /// The checkpoint the run resumed from, if it did.
+    pub resumed_from: Option<u64>,
+    /// Checkpoints completed in this run (the final one included).
+    pub taken: usize,
+    /// The last one's sequence number.
+    pub last: Option<u64>,
+    /// Bytes of the last one's parts.
+    pub last_bytes: u64,
+    /// Bytes of all parts written.
+    pub total_bytes: u64,
+    /// Median and largest time from a checkpoint's decision until it was complete, ms.
+    pub duration_ms: (f64, f64),
+    /// Median and largest time from a decision until the last participant began its part
+    /// (the alignment delay), ms.
+    pub alignment_ms: (f64, f64),
+    /// Each sink and the delivery guarantee it gave: "exactly-once" or "at-least-once".
+    pub sinks: Vec<(String, String)>,
 }
 
 /// One sink's latencies in a [`RunReport`].

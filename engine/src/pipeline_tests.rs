@@ -379,6 +379,8 @@ pub fn run_test(plan: &Plan, test: &Test, config: Config) -> Result<Vec<Mismatch
             s.target = SinkTarget::Null;
         }
     }
+    // A test neither resumes from checkpoints nor takes any.
+    plan.checkpoint = None;
     let ports: Vec<PortRef> = test.outputs.iter().map(|o| o.port).collect();
     let observer = Arc::new(Observer::subscribed_to(ports.clone()));
     let opts = crate::run::RunOptions {

@@ -78,6 +78,9 @@ pub struct Plan {
     pub serve: Option<String>,
     /// Checkpoints (`[pipeline] checkpoint`): the interval and the directory.
     pub checkpoint: Option<(std::time::Duration, std::path::PathBuf)>,
+    /// Where `[pipeline] checkpoint` and each component's id are in the file, for messages
+    /// about a checkpoint the pipeline no longer fits.
+    pub spans: HashMap<String, std::ops::Range<usize>>,
     /// Its tests (`[[tests]]`, run by `weir test`).
     pub tests: Vec<crate::pipeline_tests::Test>,
     /// The nodes, in topological order (every node after its inputs).
@@ -645,6 +648,16 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
             max_in_flight,
             serve,
             checkpoint,
+            spans: comps
+                .iter()
+                .map(|c| (c.id.clone(), c.id_span.clone()))
+                .chain(
+                    spec.pipeline
+                        .checkpoint
+                        .as_ref()
+                        .map(|c| ("[pipeline] checkpoint".to_string(), c.span())),
+                )
+                .collect(),
             tests: Vec::new(),
             nodes,
         }),

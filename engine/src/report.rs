@@ -74,6 +74,9 @@ pub struct Report {
     pub components: Vec<ComponentEntry>,
     /// Per user-declared sink.
     pub sinks: Vec<SinkEntry>,
+    /// With checkpoints: the checkpoints taken and each sink's delivery guarantee.
+    #[serde(default)]
+    pub checkpoints: Option<crate::outcome::CheckpointSummary>,
 }
 
 /// One component's counters.
@@ -227,6 +230,7 @@ impl Report {
                 })
                 .collect(),
             sinks,
+            checkpoints: r.checkpoints.clone(),
         })
     }
 

@@ -171,6 +171,7 @@ pub fn render(r: &RunReport) -> String {
         );
     }
     out.push_str(&flow_lines(r));
+    out.push_str(&checkpoint_lines(r));
     out.push_str(&partition_lines(r));
     for c in r.components.iter().filter(|c| c.metrics.blank_lines > 0) {
         let n = c.metrics.blank_lines;
@@ -305,6 +306,37 @@ pub fn partition_lines(r: &RunReport) -> String {
                 thousands(c.metrics.replayed)
             );
         }
+    }
+    out
+}
+
+/// The checkpoints taken and each sink's delivery guarantee.
+pub fn checkpoint_lines(r: &RunReport) -> String {
+    let Some(c) = &r.checkpoints else {
+        return String::new();
+    };
+    let mut out = format!(
+        "weir: checkpoints: {} taken every {} ms into {}",
+        c.taken, c.interval_ms, c.dir
+    );
+    if let Some(from) = c.resumed_from {
+        let _ = write!(out, " (resumed from checkpoint {from})");
+    }
+    if let Some(last) = c.last {
+        let _ = write!(
+            out,
+            "; last {last}, {:.1} kB; duration median {:.1} ms, max {:.1} ms; alignment median {:.1} ms, max {:.1} ms",
+            c.last_bytes as f64 / 1e3,
+            c.duration_ms.0,
+            c.duration_ms.1,
+            c.alignment_ms.0,
+            c.alignment_ms.1
+        );
+    }
+    out.push('\n');
+    if !c.sinks.is_empty() {
+        let sinks: Vec<String> = c.sinks.iter().map(|(s, g)| format!("{s} {g}")).collect();
+        let _ = writeln!(out, "weir: delivery: {}", sinks.join(", "));
     }
     out
 }

@@ -306,6 +306,9 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         failure,
         warnings,
         dead_letter_file,
+        checkpoints: checkpoints
+            .as_ref()
+            .map(|c| crate::checkpoints::summary(plan, c)),
     });
     let _ = live.ended.set(Arc::clone(&report));
     Ok(Arc::unwrap_or_clone(report))
@@ -378,6 +381,7 @@ pub(crate) fn report_so_far(live: &crate::monitor::Live) -> RunReport {
         failure: live.ctl.failure(),
         warnings: Vec::new(),
         dead_letter_file: None,
+        checkpoints: None,
     }
 }
 

@@ -281,7 +281,7 @@ pub fn position_writer<'s>(control: &Control<'s>, spec: Arc<CheckpointSpec>, log
     builder.build(move |_caps| {
         move |frontiers| {
             let mut decided = Vec::new();
-            input.for_each(|_, data: &mut Vec<Decision>| decided.extend(data.drain(..)));
+            input.for_each(|_, data: &mut Vec<Decision>| decided.append(data));
             for d in decided {
                 let started = wall_micros();
                 for (component, log) in logs.borrow().iter() {

@@ -1,0 +1,516 @@
+//! Checkpoints and recovery: runs crashed on purpose (aborted after a number of records read,
+//! or in the middle of a checkpoint, or killed with SIGKILL) and resumed until they finish give
+//! exactly the results a brute-force reference computes from the input, in both modes and on
+//! one and two workers, and in a cluster of two processes; a resumed run reads from the
+//! checkpoint's positions; a pipeline that no longer fits its checkpoint is refused.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{ok, stderr, weir, write};
+
+const DEVICES: u64 = 12;
+const GAP_US: i64 = 30_000;
+const T0: i64 = 1_700_000_000_000_000;
+
+/// A small deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// One input record: (id, event time, device, value).
+type Event = (u64, i64, u64, i64);
+
+/// `files` files of `per_file` records each, every file in event-time order (so nothing is
+/// late), written under `dir/in/`.
+fn input(dir: &Path, files: usize, per_file: usize, seed: u64) -> Vec<Event> {
+    let mut rng = Rng(seed);
+    let mut all = Vec::new();
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    for f in 0..files {
+        let mut t = T0;
+        let mut text = String::new();
+        for i in 0..per_file {
+            t += (rng.next() % 20_000) as i64;
+            let id = (f * per_file + i) as u64;
+            let device = rng.next() % DEVICES;
+            let v = (rng.next() % 100) as i64;
+            text.push_str(&format!(
+                "{{\"id\":{id},\"ts\":{t},\"device\":\"d{device}\",\"v\":{v}}}\n"
+            ));
+            all.push((id, t, device, v));
+        }
+        std::fs::write(dir.join(format!("in/part-{f}.jsonl")), text).unwrap();
+    }
+    all
+}
+
+fn pipeline(dir: &Path, interval: &str, size: &str) -> String {
+    write(
+        dir,
+        "ck.toml",
+        &format!(
+            r#"[pipeline]
+name = "ck"
+checkpoint = {{ interval = "{interval}", dir = "state/" }}
+
+[sources.readings]
+type = "file"
+path = "in"
+format = "jsonl"
+schema = {{ id = "u64", ts = "timestamp", device = "string", v = "i64" }}
+timestamp_field = "ts"
+timestamp_format = "epoch_us"
+id_field = "id"
+
+[transforms.per_device]
+type = "window"
+inputs = ["readings"]
+size = "{size}"
+group_by = ["device"]
+aggregates = {{ n = "count(*)", total = "sum(v)" }}
+
+[transforms.sessions]
+type = "window"
+inputs = ["readings"]
+kind = "session"
+gap = "30ms"
+group_by = ["device"]
+aggregates = {{ n = "count(*)", top = "max(v)" }}
+
+[sinks.window_out]
+type = "file"
+inputs = ["per_device"]
+path = "out/windows.jsonl"
+
+[sinks.session_out]
+type = "file"
+inputs = ["sessions"]
+path = "out/sessions.jsonl"
+"#
+        ),
+    )
+}
+
+/// A result as a canonical line, its window bounds as microseconds (so the comparison does
+/// not depend on how times are written).
+fn canonical(mut v: serde_json::Value) -> String {
+    for k in ["window_start", "window_end"] {
+        if let Some(t) = v[k].as_str() {
+            let us = chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap_or_else(|e| panic!("{t}: {e}"))
+                .timestamp_micros();
+            v[k] = us.into();
+        }
+    }
+    v.to_string()
+}
+
+fn multiset(lines: impl Iterator<Item = serde_json::Value>) -> Vec<String> {
+    let mut v: Vec<String> = lines.map(canonical).collect();
+    v.sort();
+    v
+}
+
+/// Asserts two multisets of results are equal, showing what differs.
+fn same(got: &[String], want: &[String], what: &str) {
+    if got == want {
+        return;
+    }
+    let missing: Vec<&String> = want.iter().filter(|w| !got.contains(w)).take(5).collect();
+    let extra: Vec<&String> = got.iter().filter(|g| !want.contains(g)).take(5).collect();
+    let mut dup = got.to_vec();
+    dup.dedup();
+    panic!(
+        "{what}: {} results, {} expected, {} repeated; missing {missing:?}; unexpected {extra:?}",
+        got.len(),
+        want.len(),
+        got.len() - dup.len()
+    );
+}
+
+/// The tumbling windows of `size_us` per device, computed from the input directly.
+fn windows_reference(events: &[Event], size_us: i64) -> Vec<String> {
+    let mut w: BTreeMap<(u64, i64), (u64, i64)> = BTreeMap::new();
+    for &(_, t, d, v) in events {
+        let start = t.div_euclid(size_us) * size_us;
+        let e = w.entry((d, start)).or_default();
+        e.0 += 1;
+        e.1 += v;
+    }
+    let lines: Vec<serde_json::Value> = w
+        .iter()
+        .map(|(&(d, start), &(n, total))| {
+            serde_json::json!({
+                "device": format!("d{d}"),
+                "window_start": start,
+                "window_end": start + size_us,
+                "n": n,
+                "total": total,
+            })
+        })
+        .collect();
+    multiset(lines.into_iter())
+}
+
+/// The sessions per device (records closer than the gap share one), from the input directly.
+fn sessions_reference(events: &[Event]) -> Vec<String> {
+    let mut by_device: BTreeMap<u64, Vec<(i64, i64)>> = BTreeMap::new();
+    for &(_, t, d, v) in events {
+        by_device.entry(d).or_default().push((t, v));
+    }
+    let mut lines = Vec::new();
+    for (d, mut rs) in by_device {
+        rs.sort();
+        let mut i = 0;
+        while i < rs.len() {
+            let (start, mut last, mut n, mut top) = (rs[i].0, rs[i].0, 1u64, rs[i].1);
+            i += 1;
+            while i < rs.len() && rs[i].0 < last + GAP_US {
+                last = rs[i].0;
+                n += 1;
+                top = top.max(rs[i].1);
+                i += 1;
+            }
+            lines.push(serde_json::json!({
+                "device": format!("d{d}"),
+                "window_start": start,
+                "window_end": last + GAP_US,
+                "n": n,
+                "top": top,
+            }));
+        }
+    }
+    multiset(lines.into_iter())
+}
+
+fn outputs(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let read = |f: &str| {
+        let text = std::fs::read_to_string(dir.join("out").join(f)).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        multiset(lines.into_iter())
+    };
+    (read("windows.jsonl"), read("sessions.jsonl"))
+}
+
+/// `weir run` with the fault `fault` (if any) and `extra` flags; returns the output.
+fn run(dir: &Path, pipeline: &str, fault: Option<&str>, extra: &[&str]) -> std::process::Output {
+    let mut cmd = assert_cmd::Command::cargo_bin("weir").unwrap();
+    cmd.current_dir(dir)
+        .args(["run", pipeline, "--status-every", "0s"])
+        .args(extra)
+        .timeout(std::time::Duration::from_secs(120));
+    match fault {
+        Some(f) => cmd.env("WEIR_CHECKPOINT_FAULT", f),
+        None => cmd.env_remove("WEIR_CHECKPOINT_FAULT"),
+    };
+    cmd.output().unwrap()
+}
+
+/// How many complete checkpoints the directory holds (0 or 1: older ones are removed).
+fn complete_checkpoints(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("state"))
+        .map(|es| {
+            es.flatten()
+                .filter(|e| e.path().join("MANIFEST.json").exists())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs crashed at each of `faults` in turn, then to the end; asserts each crashed run did
+/// crash and the last one finished.
+fn crash_and_resume(dir: &Path, p: &str, faults: &[String], extra: &[&str]) {
+    for f in faults {
+        let out = run(dir, p, Some(f), extra);
+        // A run that finished before the fault struck is fine too; one that failed otherwise
+        // is not.
+        if !out.status.success() {
+            assert!(
+                stderr(&out).contains("WEIR_CHECKPOINT_FAULT"),
+                "the run failed, not by the fault {f}:\n{}",
+                stderr(&out)
+            );
+        }
+    }
+    let out = run(dir, p, None, extra);
+    ok(&out);
+}
+
+#[test]
+fn crashed_runs_resume_to_exactly_the_reference_in_every_configuration() {
+    let seed = 20_261_205;
+    for (k, config) in [
+        vec!["--workers", "1", "--mode", "continuous"],
+        vec!["--workers", "2", "--mode", "continuous"],
+        vec![
+            "--workers",
+            "2",
+            "--mode",
+            "micro-batch",
+            "--batch-interval",
+            "5ms",
+        ],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let events = input(dir.path(), 3, 12_000, seed + k as u64);
+        let p = pipeline(dir.path(), "15ms", "1s");
+        // Crash points: after a pseudo-random number of records read (each resumed run reads
+        // from the last checkpoint, so each crash lands somewhere new), and twice in the
+        // middle of writing a checkpoint.
+        let mut rng = Rng(seed * 7 + k as u64);
+        let mut faults: Vec<String> = (0..4)
+            .map(|_| format!("read:{}", 2_000 + rng.next() % 12_000))
+            .collect();
+        faults.insert(2, "part:9".into());
+        faults.push("part:3".into());
+        crash_and_resume(dir.path(), &p, &faults, config);
+        let (windows, sessions) = outputs(dir.path());
+        same(&windows, &windows_reference(&events, 1_000_000), "windows");
+        same(&sessions, &sessions_reference(&events), "sessions");
+        assert_eq!(complete_checkpoints(dir.path()), 1);
+        // A run after the end reads nothing more and writes nothing twice.
+        ok(&run(dir.path(), &p, None, config));
+        same(
+            &outputs(dir.path()).0,
+            &windows_reference(&events, 1_000_000),
+            "windows after the end",
+        );
+    }
+}
+
+/// The records the latest checkpoint's source positions cover, on one worker: lines of the
+/// files read through, and of the open file up to its position.
+fn covered(dir: &Path, lines_per_file: usize) -> u64 {
+    let state = dir.join("state");
+    let chk = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().join("MANIFEST.json").exists())
+        .expect("a complete checkpoint");
+    let part = std::fs::read_dir(chk.path())
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("readings."))
+        .expect("the source's part");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(part.path()).unwrap()).unwrap();
+    let s = &v["position"]["source"];
+    if s.is_null() {
+        return 0;
+    }
+    let file = s["file"].as_u64().unwrap();
+    let line = s["line"].as_u64().unwrap_or(0);
+    file * lines_per_file as u64 + if s["open"] == true { line } else { 0 }
+}
+
+#[test]
+fn a_resumed_run_reads_only_what_its_checkpoint_had_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = input(dir.path(), 3, 12_000, 99);
+    let p = pipeline(dir.path(), "15ms", "1s");
+    let config = ["--workers", "1"];
+    // One worker, five participants (the source, two windows, two sinks): the fault after 8
+    // parts strikes in the middle of the second checkpoint, after the first completed.
+    let crashed = run(dir.path(), &p, Some("part:8"), &config);
+    assert!(!crashed.status.success(), "the fault struck");
+    let done = covered(dir.path(), 12_000);
+    assert!(done > 0, "a checkpoint completed before the crash");
+    let report = dir.path().join("r.json");
+    let out = run(
+        dir.path(),
+        &p,
+        None,
+        &["--workers", "1", "--report", report.to_str().unwrap()],
+    );
+    ok(&out);
+    assert!(
+        stderr(&out).contains("resuming from checkpoint"),
+        "{}",
+        stderr(&out)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let source = r["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == "sources.readings")
+        .unwrap();
+    // Exactly the records after the checkpoint's positions are read again, no more.
+    assert_eq!(
+        source["records_in"].as_u64().unwrap(),
+        events.len() as u64 - done
+    );
+    let (windows, sessions) = outputs(dir.path());
+    same(&windows, &windows_reference(&events, 1_000_000), "windows");
+    same(&sessions, &sessions_reference(&events), "sessions");
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = input(dir.path(), 4, 40_000, 5);
+    let p = pipeline(dir.path(), "20ms", "1s");
+    for _ in 0..2 {
+        let mut child = common::spawn_weir(dir.path(), &["run", &p, "--status-every", "0s"]);
+        // Kill it once it has completed a checkpoint (or when it is done).
+        while complete_checkpoints(dir.path()) == 0 && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    ok(&run(dir.path(), &p, None, &[]));
+    let (windows, sessions) = outputs(dir.path());
+    same(&windows, &windows_reference(&events, 1_000_000), "windows");
+    same(&sessions, &sessions_reference(&events), "sessions");
+}
+
+#[test]
+fn a_cluster_of_two_processes_resumes_after_one_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = input(dir.path(), 4, 40_000, 11);
+    let p = pipeline(dir.path(), "15ms", "1s");
+    let hosts = common::hostfile(dir.path(), 2);
+    let process = |id: &str, fault: Option<&str>| {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("weir"));
+        cmd.current_dir(dir.path())
+            .args(["run", &p, "--status-every", "0s", "--workers", "1"])
+            .args(["--processes", "2", "--process-id", id, "--hostfile", &hosts])
+            .env(
+                "WEIR_CLUSTER_SECRET",
+                "a secret for the checkpoint test, 32+",
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        match fault {
+            Some(f) => cmd.env("WEIR_CHECKPOINT_FAULT", f),
+            None => cmd.env_remove("WEIR_CHECKPOINT_FAULT"),
+        };
+        cmd.spawn().unwrap()
+    };
+    // Process 1 aborts in the middle of its third checkpoint (five parts each: the source,
+    // two windows, two sinks); process 0 then fails, its peer gone.
+    let (a, b) = (process("0", None), process("1", Some("part:13")));
+    let (a, b) = (common::finish(a), common::finish(b));
+    assert!(!b.status.success(), "process 1 crashed");
+    assert!(!a.status.success(), "process 0 fails with its peer gone");
+    let resumes = complete_checkpoints(dir.path()) > 0;
+    let (a, b) = (process("0", None), process("1", None));
+    let (a, b) = (common::finish(a), common::finish(b));
+    ok(&b);
+    ok(&a);
+    assert_eq!(
+        stderr(&a).contains("resuming from checkpoint"),
+        resumes,
+        "{}",
+        stderr(&a)
+    );
+    let (windows, sessions) = outputs(dir.path());
+    same(&windows, &windows_reference(&events, 1_000_000), "windows");
+    same(&sessions, &sessions_reference(&events), "sessions");
+}
+
+#[test]
+fn a_pipeline_that_no_longer_fits_its_checkpoint_is_refused_unless_from_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = input(dir.path(), 2, 6_000, 3);
+    let p = pipeline(dir.path(), "15ms", "1s");
+    ok(&run(dir.path(), &p, None, &[]));
+    // Another window size: the state no longer fits.
+    let p = pipeline(dir.path(), "15ms", "2s");
+    let out = run(dir.path(), &p, None, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("component `per_device` no longer fits its state"),
+        "{e}"
+    );
+    assert!(e.contains("--from-scratch"), "{e}");
+    // At the component's place in the file.
+    assert!(e.contains("ck.toml:14:"), "{e}");
+    // Another number of workers.
+    let p = pipeline(dir.path(), "15ms", "1s");
+    let e = stderr(&run(dir.path(), &p, None, &["--workers", "2"]));
+    assert!(
+        e.contains("was taken with 1 workers, this run has 2"),
+        "{e}"
+    );
+    // --from-scratch starts over: the outputs are those of the new pipeline alone.
+    let p = pipeline(dir.path(), "15ms", "2s");
+    ok(&run(dir.path(), &p, None, &["--from-scratch"]));
+    same(
+        &outputs(dir.path()).0,
+        &windows_reference(&events, 2_000_000),
+        "windows from scratch",
+    );
+}
+
+#[test]
+fn components_checkpoints_do_not_cover_are_named_at_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "j.toml",
+        r#"[pipeline]
+name = "j"
+checkpoint = { interval = "1s", dir = "state/" }
+
+[sources.g]
+type = "generator"
+profile = "iot"
+events = 10
+
+[sinks.out]
+type = "file"
+inputs = ["g"]
+path = "out.jsonl"
+"#,
+    );
+    let out = weir(dir.path(), &["validate", &p], "");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("checkpoints do not cover this source's position yet"),
+        "{e}"
+    );
+    assert!(e.contains("j.toml:6:"), "{e}");
+    let bad = write(
+        dir.path(),
+        "i.toml",
+        r#"[pipeline]
+name = "i"
+checkpoint = { interval = "soon", dir = "state/" }
+
+[sources.g]
+type = "file"
+path = "x.jsonl"
+schema = { id = "u64" }
+
+[sinks.out]
+type = "file"
+inputs = ["g"]
+path = "out.jsonl"
+"#,
+    );
+    let e = stderr(&weir(dir.path(), &["validate", &bad], ""));
+    assert!(e.contains("`soon` is not a duration"), "{e}");
+    assert!(e.contains("i.toml:3:"), "{e}");
+}
