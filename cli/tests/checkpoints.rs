@@ -474,9 +474,9 @@ name = "j"
 checkpoint = { interval = "1s", dir = "state/" }
 
 [sources.g]
-type = "generator"
-profile = "iot"
-events = 10
+type = "stdin"
+schema = { id = "u64" }
+event_time = "ingest"
 
 [sinks.out]
 type = "file"
@@ -513,4 +513,96 @@ path = "out.jsonl"
     let e = stderr(&weir(dir.path(), &["validate", &bad], ""));
     assert!(e.contains("`soon` is not a duration"), "{e}");
     assert!(e.contains("i.toml:3:"), "{e}");
+}
+
+const GENERATED: &str = r#"[pipeline]
+name = "gen"
+checkpoint = { interval = "15ms", dir = "state/" }
+
+[sources.sensors]
+type = "generator"
+profile = "iot"
+events = 150_000
+devices = 40
+seed = 3
+start = "2026-01-01T00:00:00Z"
+event_time_interval = "1ms"
+
+[transforms.readings]
+type = "filter"
+inputs = ["sensors"]
+condition = "kind = 'reading'"
+
+[transforms.per_device]
+type = "window"
+inputs = ["readings"]
+size = "2s"
+group_by = ["device_id"]
+aggregates = { n = "count(*)", hottest = "max(temperature)" }
+
+[sinks.out]
+type = "file"
+inputs = ["per_device"]
+path = "out/windows.jsonl"
+"#;
+
+/// The generator's windows, computed from its events directly.
+fn generated_reference() -> Vec<String> {
+    use weir_operators::value::Value;
+    let (spec, start) = common::generator(GENERATED, "sensors", &[]);
+    let schema = spec.profile.schema();
+    let col = |n: &str| schema.index_of(n).unwrap();
+    let (kind, device, temp) = (col("kind"), col("device_id"), col("temperature"));
+    let mut w: BTreeMap<(String, i64), (u64, f64)> = BTreeMap::new();
+    for i in 0..150_000u64 {
+        let ts = start + i as i64 * 1_000;
+        let e = spec.event(i, ts);
+        if !matches!(&e.values[kind], Value::Str(k) if k == "reading") {
+            continue;
+        }
+        let Value::Str(d) = &e.values[device] else {
+            panic!("a device")
+        };
+        let Value::F64(t) = e.values[temp] else {
+            panic!("a temperature")
+        };
+        let s = ts.div_euclid(2_000_000) * 2_000_000;
+        let entry = w.entry((d.to_string(), s)).or_insert((0, f64::MIN));
+        entry.0 += 1;
+        entry.1 = entry.1.max(t);
+    }
+    multiset(w.into_iter().map(|((d, s), (n, hottest))| {
+        serde_json::json!({
+            "device_id": d,
+            "window_start": s,
+            "window_end": s + 2_000_000,
+            "n": n,
+            "hottest": hottest,
+        })
+    }))
+}
+
+#[test]
+fn a_crashed_generator_resumes_at_its_index() {
+    let want = generated_reference();
+    for config in [
+        vec!["--workers", "1"],
+        vec![
+            "--workers",
+            "2",
+            "--mode",
+            "micro-batch",
+            "--batch-interval",
+            "5ms",
+        ],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "gen.toml", GENERATED);
+        let faults: Vec<String> = ["read:30000", "part:7", "read:50000", "read:20000"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        crash_and_resume(dir.path(), &p, &faults, &config);
+        same(&outputs(dir.path()).0, &want, "generated windows");
+    }
 }

@@ -47,6 +47,13 @@ fn fingerprints(plan: &Plan) -> BTreeMap<String, String> {
                     outputs.join(", ")
                 )
             }
+            Op::Generator(g) => {
+                let g = weir_operators::generator::GeneratorSpec {
+                    columns: None,
+                    ..g.clone()
+                };
+                format!("generator {g:?}")
+            }
             Op::File(f) => {
                 let files: Vec<&str> = f.files.iter().map(|(_, shown)| shown.as_str()).collect();
                 format!("file {:?}, files [{}]", f.format, files.join(", "))
@@ -212,7 +219,7 @@ pub fn prepare(
         .nodes
         .iter()
         .filter(|n| match &n.op {
-            Op::Window(_) | Op::File(_) => true,
+            Op::Window(_) | Op::File(_) | Op::Generator(_) => true,
             Op::Sink(s) => exactly_once(&s.target),
             _ => false,
         })

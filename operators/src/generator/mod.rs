@@ -564,16 +564,55 @@ pub fn generator<'s>(
         clock,
         ctl,
         flow,
-        ..
+        positions,
     } = env;
     let worker = scope.index() as u64;
     let peers = scope.peers() as u64;
-    let start_ts = spec.start.unwrap_or(clock.wall);
+    let mut start_ts = spec.start.unwrap_or(clock.wall);
+    // With checkpoints: where to resume (see `position` below), and the log of positions.
+    let restored: Option<serde_json::Value> = positions.as_ref().and_then(|(ck, _)| {
+        ck.restored(name, worker as usize)
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+            .map(|p| p["position"].clone())
+            .filter(|p| !p.is_null())
+    });
+    let log = positions.map(|(ck, logs)| {
+        let log: std::rc::Rc<std::cell::RefCell<crate::checkpoint::coordinator::PositionLog>> =
+            Default::default();
+        logs.borrow_mut()
+            .push((name.to_string(), std::rc::Rc::clone(&log)));
+        log.borrow_mut()
+            .start(0, restored.clone().unwrap_or(serde_json::Value::Null));
+        (ck.grid, log)
+    });
+    if let Some(p) = &restored {
+        start_ts = p["start"].as_i64().unwrap_or(start_ts);
+    }
     source(scope, name, move |cap, info| {
         let activator = scope.activator_for(info.address);
         let mut cap = Some(cap);
         let mut next = worker; // next index this worker generates
         let mut last_ts: Micros = 0;
+        let mut idle_floor = Micros::MIN;
+        let mut pause_over = spec.pause.is_none();
+        if let Some(p) = &restored {
+            next = p["next"].as_u64().unwrap_or(next);
+            last_ts = p["last_ts"].as_i64().unwrap_or(0);
+            idle_floor = p["idle_floor"].as_i64().unwrap_or(Micros::MIN);
+            pause_over = p["pause_over"].as_bool().unwrap_or(pause_over);
+        }
+        // The index this run's schedule starts from: a resumed open-loop generator goes on
+        // at its rate from where it was, not from its first event.
+        let first = next - worker;
+        let position = move |next: u64, last_ts: Micros, idle_floor: Micros, pause_over: bool| {
+            serde_json::json!({
+                "next": next,
+                "last_ts": last_ts,
+                "idle_floor": idle_floor,
+                "pause_over": pause_over,
+                "start": start_ts,
+            })
+        };
         let ns_per_event = spec.rate.map(|r| 1e9 / r);
         let mut epochs = Epochs::new(mode, clock);
         // The open batch: the index it ends before, and how many events it has sent.
@@ -581,10 +620,8 @@ pub fn generator<'s>(
         // Whether the last batch was full, so more input is waiting.
         let mut backlog = false;
         let wm = spec.watermark;
-        let mut idle_floor = Micros::MIN;
-        // When this worker's pause began, and whether it is over.
+        // When this worker's pause began.
         let mut paused_since: Option<Duration> = None;
-        let mut pause_over = spec.pause.is_none();
         let mut admission = flow.admission(Arc::clone(&metrics));
         // This worker's share of the events due and not yet generated, as last published.
         let mut behind: i64 = 0;
@@ -605,6 +642,11 @@ pub fn generator<'s>(
             let Some(c) = cap.as_mut() else { return };
             let limit = spec.events.unwrap_or(u64::MAX);
             if ctl.stopped() || next >= limit {
+                if let (Some((grid, log)), false) = (&log, ctl.stopped()) {
+                    // Resumed after its last event: its position stands for the end.
+                    let p = position(next, last_ts, idle_floor, pause_over);
+                    log.borrow_mut().moved(*grid, *c.time(), Time::MAX, || p);
+                }
                 cap = None;
                 admission.release();
                 metrics.add_backlog(-behind);
@@ -616,6 +658,7 @@ pub fn generator<'s>(
                 Some(ns) => {
                     let due = ((clock.instant.elapsed().as_nanos() as f64 / ns) as u64)
                         .saturating_add(1)
+                        .saturating_add(first)
                         .min(limit);
                     let now_behind = due.saturating_sub(next).div_ceil(peers) as i64;
                     metrics.add_backlog(now_behind - behind);
@@ -683,7 +726,7 @@ pub fn generator<'s>(
                     let ts = spec.disordered(next, base);
                     let ingest = match ns_per_event {
                         // The scheduled send time, so queueing delay is not hidden.
-                        Some(ns) => clock.wall + (next as f64 * ns / 1e3) as Micros,
+                        Some(ns) => clock.wall + ((next - first) as f64 * ns / 1e3) as Micros,
                         None => wall,
                     };
                     let watermark = wm.of(base, idle_floor).max(0) as Time;
@@ -719,6 +762,10 @@ pub fn generator<'s>(
             backlog = full;
             admission.sent(*c.time(), records);
             if finished {
+                if let Some((grid, log)) = &log {
+                    let p = position(next, last_ts, idle_floor, pause_over);
+                    log.borrow_mut().moved(*grid, *c.time(), Time::MAX, || p);
+                }
                 cap = None;
                 admission.release();
                 metrics.add_backlog(-behind);
@@ -731,6 +778,10 @@ pub fn generator<'s>(
                 .max(last_ts);
             let t = wm.of(next_base, idle_floor).max(0) as Time;
             if *c.time() < t {
+                if let Some((grid, log)) = &log {
+                    let p = || position(next, last_ts, idle_floor, pause_over);
+                    log.borrow_mut().moved(*grid, *c.time(), t, p);
+                }
                 c.downgrade(&t);
             }
             let wait = if backlog {
@@ -740,7 +791,7 @@ pub fn generator<'s>(
             } else {
                 // Continuous and throttled: wake when the next event is due.
                 let ns = ns_per_event.unwrap_or(0.0);
-                let due_at = Duration::from_nanos((next as f64 * ns) as u64);
+                let due_at = Duration::from_nanos(((next - first) as f64 * ns) as u64);
                 due_at.saturating_sub(clock.instant.elapsed())
             };
             if wait.is_zero() {
