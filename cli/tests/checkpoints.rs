@@ -326,8 +326,9 @@ fn a_resumed_run_reads_only_what_its_checkpoint_had_not() {
     let events = input(dir.path(), 3, 12_000, 99);
     let p = pipeline(dir.path(), "15ms", "1s");
     let config = ["--workers", "1"];
-    // One worker, five participants (the source, two windows, two sinks): the fault after 8
-    // parts strikes in the middle of the second checkpoint, after the first completed.
+    // One worker, six participants (the source, two windows, two sinks and the dead-letter
+    // file): the fault after 8 parts strikes in the middle of the second checkpoint, which is
+    // decided only once the first is complete.
     let crashed = run(dir.path(), &p, Some("part:8"), &config);
     assert!(!crashed.status.success(), "the fault struck");
     let done = covered(dir.path(), 12_000);
@@ -406,8 +407,8 @@ fn a_cluster_of_two_processes_resumes_after_one_is_killed() {
         };
         cmd.spawn().unwrap()
     };
-    // Process 1 aborts in the middle of its third checkpoint (five parts each: the source,
-    // two windows, two sinks); process 0 then fails, its peer gone.
+    // Process 1 aborts at the start of its third checkpoint (six parts each: the source, two
+    // windows, two sinks, the dead-letter file); process 0 then fails, its peer gone.
     let (a, b) = (process("0", None), process("1", Some("part:13")));
     let (a, b) = (common::finish(a), common::finish(b));
     assert!(!b.status.success(), "process 1 crashed");
@@ -605,4 +606,174 @@ fn a_crashed_generator_resumes_at_its_index() {
         crash_and_resume(dir.path(), &p, &faults, &config);
         same(&outputs(dir.path()).0, &want, "generated windows");
     }
+}
+
+/// The input as Kafka messages keyed by device, in event-time order.
+fn send_events(topic: &str, events: &[Event]) {
+    let mut sorted = events.to_vec();
+    sorted.sort_by_key(|e| (e.1, e.0));
+    let messages: Vec<(String, String)> = sorted
+        .iter()
+        .map(|&(id, t, d, v)| {
+            (
+                format!("d{d}"),
+                format!("{{\"id\":{id},\"ts\":{t},\"device\":\"d{d}\",\"v\":{v}}}"),
+            )
+        })
+        .collect();
+    common::send(topic, &messages);
+}
+
+/// The checkpoint pipeline reading `topic` (bounded) instead of files.
+fn kafka_pipeline(dir: &Path, topic: &str, group: &str) -> String {
+    let text = std::fs::read_to_string(pipeline(dir, "15ms", "1s")).unwrap();
+    let source = format!(
+        "type = \"kafka\"\nbrokers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\nbounded = true\n",
+        common::brokers()
+    );
+    let text = text.replace(
+        "type = \"file\"\npath = \"in\"\nformat = \"jsonl\"\n",
+        &source,
+    );
+    write(dir, "kafka.toml", &text)
+}
+
+/// The offsets the latest complete checkpoint holds for the source, by partition.
+fn checkpoint_offsets(dir: &Path) -> BTreeMap<i32, i64> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir.join("state")).unwrap().flatten() {
+        if !e.path().join("MANIFEST.json").exists() {
+            continue;
+        }
+        for part in std::fs::read_dir(e.path()).unwrap().flatten() {
+            if !part.file_name().to_string_lossy().starts_with("readings.") {
+                continue;
+            }
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(part.path()).unwrap()).unwrap();
+            for p in v["position"]["source"]["partitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                out.insert(
+                    p["partition"].as_i64().unwrap() as i32,
+                    p["next"].as_i64().unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The group's committed offsets of `topic`'s partitions.
+fn committed(topic: &str, group: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut config = weir_operators::kafka::client_config(&common::brokers(), &[]);
+    config.set("group.id", group);
+    let c: BaseConsumer = config.create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    c.committed_offsets(tpl, std::time::Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_crashed_kafka_pipeline_resumes_from_its_checkpoints_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = input(dir.path(), 3, 10_000, 41);
+    let topic = common::topic("checkpoints", 3);
+    let group = common::unique("checkpoints");
+    send_events(&topic, &events);
+    let p = kafka_pipeline(dir.path(), &topic, &group);
+    let one = ["--workers", "1"];
+    // One worker, six participants: part 8 is in the middle of the second checkpoint.
+    let out = run(dir.path(), &p, Some("part:8"), &one);
+    assert!(
+        stderr(&out).contains("WEIR_CHECKPOINT_FAULT"),
+        "the fault struck: {}",
+        stderr(&out)
+    );
+    let at = checkpoint_offsets(dir.path());
+    assert_eq!(at.len(), 3, "the checkpoint holds every partition's offset");
+    // The group's committed offsets are the checkpoint's.
+    assert_eq!(committed(&topic, &group, 3), at);
+    crash_and_resume(dir.path(), &p, &["part:13".to_string()], &one);
+    let (windows, sessions) = outputs(dir.path());
+    same(&windows, &windows_reference(&events, 1_000_000), "windows");
+    same(&sessions, &sessions_reference(&events), "sessions");
+    // The end is committed: every message was read.
+    let ends: BTreeMap<i32, i64> = committed(&topic, &group, 3);
+    assert_eq!(ends.values().sum::<i64>(), events.len() as i64);
+}
+
+#[test]
+fn a_resumed_kafka_source_reads_only_what_its_checkpoint_had_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = input(dir.path(), 2, 10_000, 43);
+    let topic = common::topic("checkpoints-reread", 2);
+    let group = common::unique("checkpoints-reread");
+    send_events(&topic, &events);
+    let p = kafka_pipeline(dir.path(), &topic, &group);
+    let config = ["--workers", "2"];
+    // Two workers, six participants each: part 13 is the first of the second checkpoint,
+    // decided once the first was complete.
+    let out = run(dir.path(), &p, Some("part:13"), &config);
+    assert!(
+        stderr(&out).contains("WEIR_CHECKPOINT_FAULT"),
+        "the fault struck: {}",
+        stderr(&out)
+    );
+    let at = checkpoint_offsets(dir.path());
+    let done: i64 = at.values().sum();
+    let listing: Vec<String> = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .flatten()
+        .flat_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let inner: Vec<String> = std::fs::read_dir(e.path())
+                .map(|d| {
+                    d.flatten()
+                        .map(|f| format!("{name}/{}", f.file_name().to_string_lossy()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            inner
+        })
+        .collect();
+    assert!(
+        done > 0,
+        "a checkpoint completed: {at:?} {listing:?} {}",
+        stderr(&out)
+    );
+    let report = dir.path().join("r.json");
+    let mut args = config.to_vec();
+    args.extend(["--report", report.to_str().unwrap()]);
+    ok(&run(dir.path(), &p, None, &args));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let source = r["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == "sources.readings")
+        .unwrap()
+        .clone();
+    // Exactly the messages after the checkpoint's offsets are read again.
+    assert_eq!(
+        source["records_in"].as_i64().unwrap(),
+        events.len() as i64 - done,
+        "{source}"
+    );
+    let (windows, sessions) = outputs(dir.path());
+    same(&windows, &windows_reference(&events, 1_000_000), "windows");
+    same(&sessions, &sessions_reference(&events), "sessions");
 }

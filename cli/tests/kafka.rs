@@ -9,47 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use weir_operators::kafka::{client_config, create_topic, Messages};
-
-/// The broker every test uses. The tests fail, never skip, without one.
-fn brokers() -> String {
-    std::env::var("WEIR_KAFKA_BROKERS").unwrap_or_else(|_| {
-        panic!(
-            "the Kafka tests need a broker: run the README's test command (scripts/test), which \
-             builds and starts one, or start a Kafka-compatible broker yourself and set \
-             WEIR_KAFKA_BROKERS=host:port"
-        )
-    })
-}
-
-/// A topic or group name no other test or run uses.
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
-
-fn topic(name: &str, partitions: i32) -> String {
-    let t = unique(name);
-    assert!(create_topic(&client_config(&brokers(), &[]), &t, partitions).unwrap());
-    t
-}
-
-/// Sends `(key, line)` messages to `topic`, with librdkafka `options`.
-fn send_with(topic: &str, messages: &[(String, String)], options: &[(String, String)]) {
-    let m = Messages::new(&client_config(&brokers(), options), topic).unwrap();
-    for (k, line) in messages {
-        m.send(Some(k.as_bytes()), line.as_bytes(), None).unwrap();
-    }
-    m.flush().unwrap();
-}
-
-/// Sends `(key, line)` messages to `topic`.
-fn send(topic: &str, messages: &[(String, String)]) {
-    send_with(topic, messages, &[]);
-}
+use weir_operators::kafka::{client_config, Messages};
 
 /// Sensor readings keyed by device, in event-time order (so each partition is in order too),
 /// with a bad record every 500: a wrong type, or not JSON at all.

@@ -47,6 +47,12 @@ fn fingerprints(plan: &Plan) -> BTreeMap<String, String> {
                     outputs.join(", ")
                 )
             }
+            Op::Kafka(k) => format!(
+                "kafka topics [{}], group {}, {}",
+                k.topics.join(", "),
+                k.group_id,
+                if k.csv { "csv" } else { "json" }
+            ),
             Op::Generator(g) => {
                 let g = weir_operators::generator::GeneratorSpec {
                     columns: None,
@@ -219,7 +225,7 @@ pub fn prepare(
         .nodes
         .iter()
         .filter(|n| match &n.op {
-            Op::Window(_) | Op::File(_) | Op::Generator(_) => true,
+            Op::Window(_) | Op::File(_) | Op::Generator(_) | Op::Kafka(_) => true,
             Op::Sink(s) => exactly_once(&s.target),
             _ => false,
         })
@@ -306,6 +312,17 @@ pub fn prepare(
         manifest_base: base,
         sinks,
         stats: Arc::default(),
+        kafka: plan
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::Kafka(k) => Some(Arc::new(checkpoint::KafkaCommit::new(
+                    &n.id,
+                    k.client_config(),
+                ))),
+                _ => None,
+            })
+            .collect(),
     };
     Ok(Some(Prepared {
         spec: Arc::new(spec),

@@ -666,8 +666,8 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
 }
 
 /// With `[pipeline] checkpoint`: an error at each component whose state or position
-/// checkpoints do not cover yet (joins, alerts, predictions; sources other than the generator
-/// and JSON-lines and CSV files).
+/// checkpoints do not cover yet (joins, alerts, predictions; sources other than the generator,
+/// Kafka and JSON-lines and CSV files).
 fn uncheckpointed(
     nodes: &[Node],
     comps: &[crate::spec::Component],
@@ -687,6 +687,7 @@ fn uncheckpointed(
             }
             Op::File(_) => Some("a Parquet source's position"),
             Op::Generator(_)
+            | Op::Kafka(_)
             | Op::Window(_)
             | Op::Filter(_)
             | Op::Map(_)
@@ -707,7 +708,7 @@ fn uncheckpointed(
             n.ty
         ))
         .component(c.map_or(n.id.clone(), |c| c.qualified()))
-        .help("remove `checkpoint` from [pipeline] to run this pipeline without checkpoints, or read the generator or JSON-lines or CSV files with windows, filters and maps only");
+        .help("remove `checkpoint` from [pipeline] to run this pipeline without checkpoints, or read the generator, Kafka, or JSON-lines or CSV files with windows, filters and maps only");
         d = d.at(c.map_or(checkpoint.clone(), |c| c.ty_span.clone()));
         diags.push(d);
     }

@@ -149,6 +149,16 @@ pub fn prepare(plan: &Plan) -> Result<Plan, String> {
         s.replay = replay(&plan, i);
         s.partitions = resolve_partitions(&s.client_config(), &s.topics, s.start)
             .map_err(|e| format!("source `{}`: {e}", plan.nodes[i].id))?;
+        if plan.checkpoint.is_some() {
+            // Checkpoints hold the offsets (and commit them to the group as they complete):
+            // no recovery point of the group's applies.
+            s.checkpointed = true;
+            for p in &mut s.partitions {
+                p.resume = None;
+            }
+            plan.nodes[i].op = Op::Kafka(Arc::new(s));
+            continue;
+        }
         let f = s
             .partitions
             .iter()

@@ -90,6 +90,10 @@ pub struct KafkaSourceSpec {
     pub resume_frontier: Option<Time>,
     /// The partitions' state, for the summary and status lines.
     pub status: Arc<Partitions>,
+    /// Whether the run takes checkpoints: offsets are then committed when a checkpoint
+    /// completes (by the coordinator), not by the source, and a resumed run starts at the
+    /// checkpoint's offsets.
+    pub checkpointed: bool,
 }
 
 impl KafkaSourceSpec {
@@ -165,7 +169,19 @@ pub fn kafka_source<'s>(
                 batch.failure = Some(std::mem::take(e));
                 Progress::Done
             }
-            Some(Ok(r)) => r.step(batch),
+            Some(Ok(r)) => {
+                if let Some(p) = batch.take_restore() {
+                    if let Err(e) = r.restore(&p) {
+                        batch.failure = Some(e);
+                        return Progress::Done;
+                    }
+                }
+                let progress = r.step(batch);
+                if batch.track {
+                    batch.position = r.position();
+                }
+                progress
+            }
         }
     })
 }
@@ -536,6 +552,77 @@ impl Reader {
         progress
     }
 
+    /// Where each partition is: the next offset, its watermark state and whether it is done.
+    fn position(&self) -> serde_json::Value {
+        let parts: Vec<serde_json::Value> = self
+            .parts
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "topic": p.plan.topic,
+                    "partition": p.plan.partition,
+                    "next": p.next,
+                    "max_seen": p.max_seen,
+                    "idle_floor": p.idle_floor,
+                })
+            })
+            .collect();
+        serde_json::json!({ "partitions": parts })
+    }
+
+    /// Resumes each partition at the position a checkpoint recorded (see [`Reader::position`]).
+    fn restore(&mut self, p: &serde_json::Value) -> Result<(), String> {
+        let mut tpl = TopicPartitionList::new();
+        for saved in p["partitions"].as_array().into_iter().flatten() {
+            let (Some(topic), Some(partition), Some(next)) = (
+                saved["topic"].as_str(),
+                saved["partition"].as_i64(),
+                saved["next"].as_i64(),
+            ) else {
+                continue;
+            };
+            let Some(part) = self
+                .parts
+                .iter_mut()
+                .find(|q| q.plan.topic == topic && i64::from(q.plan.partition) == partition)
+            else {
+                continue;
+            };
+            part.next = next;
+            part.max_seen = saved["max_seen"].as_i64().unwrap_or(Micros::MIN);
+            part.idle_floor = saved["idle_floor"].as_i64().unwrap_or(Micros::MIN);
+            part.read_to = i64::MIN;
+            part.finished = self.spec.bounded && next >= part.plan.end;
+            tpl.add_partition_offset(topic, part.plan.partition, Offset::Offset(next))
+                .map_err(|e| format!("source `{}`: {e}", self.source))?;
+        }
+        if tpl.count() > 0 {
+            // Every partition of this worker, at its checkpoint's offset.
+            for q in &self.parts {
+                if tpl
+                    .find_partition(&q.plan.topic, q.plan.partition)
+                    .is_none()
+                {
+                    let _ = tpl.add_partition_offset(
+                        &q.plan.topic,
+                        q.plan.partition,
+                        Offset::Offset(q.next),
+                    );
+                }
+            }
+            self.consumer.assign(&tpl).map_err(|e| {
+                format!(
+                    "source `{}`: cannot resume its partitions: {e}",
+                    self.source
+                )
+            })?;
+        }
+        self.skip_below = None;
+        self.floor = Micros::MIN;
+        self.pause_finished();
+        Ok(())
+    }
+
     fn pause_finished(&self) {
         let mut tpl = TopicPartitionList::new();
         for p in self.parts.iter().filter(|p| p.finished) {
@@ -550,6 +637,10 @@ impl Reader {
     /// or, with `all` at the end of a bounded run, where reading stopped.
     fn commit(&mut self, mode: CommitMode, all: bool) {
         self.last_commit = Instant::now();
+        if self.spec.checkpointed {
+            // Offsets go with checkpoints (see `checkpoint::kafka_commit`).
+            return;
+        }
         let now = self.flow.frontier_now();
         if now != Time::MAX {
             self.frontier = self.frontier.max(now);

@@ -349,3 +349,53 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The broker every test uses. The tests fail, never skip, without one.
+pub fn brokers() -> String {
+    std::env::var("WEIR_KAFKA_BROKERS").unwrap_or_else(|_| {
+        panic!(
+            "the Kafka tests need a broker: run the README's test command (scripts/test), which \
+             builds and starts one, or start a Kafka-compatible broker yourself and set \
+             WEIR_KAFKA_BROKERS=host:port"
+        )
+    })
+}
+
+/// A topic or group name no other test or run uses.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// A new topic of `partitions` partitions, its name unique.
+pub fn topic(name: &str, partitions: i32) -> String {
+    let t = unique(name);
+    assert!(weir_operators::kafka::create_topic(
+        &weir_operators::kafka::client_config(&brokers(), &[]),
+        &t,
+        partitions
+    )
+    .unwrap());
+    t
+}
+
+/// Sends `(key, line)` messages to `topic`, with librdkafka `options`.
+pub fn send_with(topic: &str, messages: &[(String, String)], options: &[(String, String)]) {
+    let m = weir_operators::kafka::Messages::new(
+        &weir_operators::kafka::client_config(&brokers(), options),
+        topic,
+    )
+    .unwrap();
+    for (k, line) in messages {
+        m.send(Some(k.as_bytes()), line.as_bytes(), None).unwrap();
+    }
+    m.flush().unwrap();
+}
+
+/// Sends `(key, line)` messages to `topic`.
+pub fn send(topic: &str, messages: &[(String, String)]) {
+    send_with(topic, messages, &[]);
+}

@@ -412,6 +412,7 @@ impl KafkaSourceConfig {
                 partitions: Vec::new(),
                 resume_frontier: None,
                 status: Arc::default(),
+                checkpointed: false,
             })),
         })
     }

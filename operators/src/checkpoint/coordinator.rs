@@ -112,6 +112,9 @@ pub fn coordinator<'s>(
                 }
             };
             match least {
+                // The final checkpoint follows the ones in progress, as every checkpoint does:
+                // checkpoint n + 1 is decided only once n is complete.
+                None if in_progress => {}
                 None => {
                     decide(END, c);
                     cap = None;
@@ -209,6 +212,15 @@ pub fn complete(spec: &CheckpointSpec, tracker: &Tracker) -> Result<bool, String
         super::write_atomically(&dir.join("MANIFEST.json"), &text)
             .map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
         super::publish(&published).map_err(|e| format!("cannot publish sink output: {e}"))?;
+        for k in &spec.kafka {
+            let positions: Vec<serde_json::Value> = parts
+                .iter()
+                .filter(|((c, _, _), _, _)| *c == k.component)
+                .filter_map(|(_, _, path)| std::fs::read(path).ok())
+                .filter_map(|b| serde_json::from_slice(&b).ok())
+                .collect();
+            k.commit(&positions)?;
+        }
         super::prune(&spec.dir, Some(p.seq)).map_err(|e| format!("cannot prune: {e}"))?;
         let now = wall_micros();
         let aligned = parts

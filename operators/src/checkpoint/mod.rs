@@ -87,6 +87,69 @@ pub struct CheckpointSpec {
     pub sinks: Vec<SinkOutput>,
     /// The run's checkpoint measurements.
     pub stats: Arc<CheckpointStats>,
+    /// The Kafka sources whose offsets are committed to their group as checkpoints complete.
+    pub kafka: Vec<Arc<KafkaCommit>>,
+}
+
+/// A Kafka source's offsets, committed to its consumer group when a checkpoint completes, so
+/// the group's committed offsets are always those of the last complete checkpoint.
+pub struct KafkaCommit {
+    /// The source's component id (its parts hold the offsets).
+    pub component: String,
+    /// Its client settings (brokers, group).
+    pub config: rdkafka::ClientConfig,
+    consumer: Mutex<Option<rdkafka::consumer::BaseConsumer>>,
+}
+
+impl std::fmt::Debug for KafkaCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KafkaCommit({})", self.component)
+    }
+}
+
+impl KafkaCommit {
+    /// Commits for `component` with `config`.
+    pub fn new(component: &str, config: rdkafka::ClientConfig) -> KafkaCommit {
+        KafkaCommit {
+            component: component.to_string(),
+            config,
+            consumer: Mutex::new(None),
+        }
+    }
+
+    /// Commits the offsets the source's parts (JSON) hold.
+    pub fn commit(&self, parts: &[serde_json::Value]) -> Result<(), String> {
+        use rdkafka::consumer::{CommitMode, Consumer};
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for part in parts {
+            let partitions = part["position"]["source"]["partitions"].as_array();
+            for p in partitions.into_iter().flatten() {
+                if let (Some(topic), Some(partition), Some(next)) = (
+                    p["topic"].as_str(),
+                    p["partition"].as_i64(),
+                    p["next"].as_i64(),
+                ) {
+                    tpl.add_partition_offset(
+                        topic,
+                        partition as i32,
+                        rdkafka::Offset::Offset(next),
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let mut c = self.consumer.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_none() {
+            *c = Some(self.config.create().map_err(|e| e.to_string())?);
+        }
+        c.as_ref()
+            .expect("made above")
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| format!("source `{}`: cannot commit offsets: {e}", self.component))
+    }
 }
 
 impl CheckpointSpec {
