@@ -12,6 +12,12 @@ use std::path::Path;
 use common::{ok, stderr, weir, write};
 
 const DEVICES: u64 = 12;
+/// Checkpoint parts per worker of the file pipeline: the source, the two windows, the join,
+/// three file sinks and the dead-letter file. Checkpoint n + 1 is decided only once n is
+/// complete, so a fault at part `PARTS * workers + 1` or later strikes after one completed.
+const PARTS: usize = 8;
+/// The interval join's bounds (µs).
+const PAIR_WITHIN: i64 = 60_000;
 const GAP_US: i64 = 30_000;
 const T0: i64 = 1_700_000_000_000_000;
 
@@ -87,6 +93,30 @@ kind = "session"
 gap = "30ms"
 group_by = ["device"]
 aggregates = {{ n = "count(*)", top = "max(v)" }}
+
+[transforms.low]
+type = "filter"
+inputs = ["readings"]
+condition = "v < 30"
+
+[transforms.high]
+type = "filter"
+inputs = ["readings"]
+condition = "v >= 70"
+
+[transforms.pairs]
+type = "join"
+kind = "interval"
+inputs = ["low", "high"]
+on = ["device"]
+join = "left"
+between = ["0ms", "60ms"]
+select = ["left.id AS low_id", "right.id AS high_id"]
+
+[sinks.pair_out]
+type = "file"
+inputs = ["pairs"]
+path = "out/pairs.jsonl"
 
 [sinks.window_out]
 type = "file"
@@ -194,6 +224,45 @@ fn sessions_reference(events: &[Event]) -> Vec<String> {
     multiset(lines.into_iter())
 }
 
+/// The left outer interval join of low (v < 30) and high (v >= 70) readings of a device, the
+/// high one 0 to 60 ms after the low one, computed from the input directly.
+fn pairs_reference(events: &[Event]) -> Vec<String> {
+    // Each device's high readings by time, searched for each low one.
+    let mut highs: BTreeMap<u64, Vec<(i64, u64)>> = BTreeMap::new();
+    for &(id, t, d, v) in events {
+        if v >= 70 {
+            highs.entry(d).or_default().push((t, id));
+        }
+    }
+    highs.values_mut().for_each(|h| h.sort_unstable());
+    let mut lines = Vec::new();
+    for &(low, lt, ld, _) in events.iter().filter(|e| e.3 < 30) {
+        let h = highs.get(&ld).map_or(&[][..], |h| h.as_slice());
+        let from = h.partition_point(|&(t, _)| t < lt);
+        let within: Vec<u64> = h[from..]
+            .iter()
+            .take_while(|&&(t, _)| t <= lt + PAIR_WITHIN)
+            .map(|&(_, id)| id)
+            .collect();
+        if within.is_empty() {
+            lines.push(serde_json::json!({ "low_id": low, "high_id": null }));
+        }
+        for high in within {
+            lines.push(serde_json::json!({ "low_id": low, "high_id": high }));
+        }
+    }
+    multiset(lines.into_iter())
+}
+
+/// The join's output.
+fn pairs(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("out/pairs.jsonl")).unwrap_or_default();
+    multiset(
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))),
+    )
+}
+
 fn outputs(dir: &Path) -> (Vec<String>, Vec<String>) {
     let read = |f: &str| {
         let text = std::fs::read_to_string(dir.join("out").join(f)).unwrap_or_default();
@@ -284,6 +353,7 @@ fn crashed_runs_resume_to_exactly_the_reference_in_every_configuration() {
         let (windows, sessions) = outputs(dir.path());
         same(&windows, &windows_reference(&events, 1_000_000), "windows");
         same(&sessions, &sessions_reference(&events), "sessions");
+        same(&pairs(dir.path()), &pairs_reference(&events), "pairs");
         assert_eq!(complete_checkpoints(dir.path()), 1);
         // A run after the end reads nothing more and writes nothing twice.
         ok(&run(dir.path(), &p, None, config));
@@ -326,10 +396,13 @@ fn a_resumed_run_reads_only_what_its_checkpoint_had_not() {
     let events = input(dir.path(), 3, 12_000, 99);
     let p = pipeline(dir.path(), "15ms", "1s");
     let config = ["--workers", "1"];
-    // One worker, six participants (the source, two windows, two sinks and the dead-letter
-    // file): the fault after 8 parts strikes in the middle of the second checkpoint, which is
-    // decided only once the first is complete.
-    let crashed = run(dir.path(), &p, Some("part:8"), &config);
+    // In the middle of the second checkpoint: the first is complete.
+    let crashed = run(
+        dir.path(),
+        &p,
+        Some(&format!("part:{}", PARTS + 2)),
+        &config,
+    );
     assert!(!crashed.status.success(), "the fault struck");
     let done = covered(dir.path(), 12_000);
     assert!(done > 0, "a checkpoint completed before the crash");
@@ -361,6 +434,7 @@ fn a_resumed_run_reads_only_what_its_checkpoint_had_not() {
     let (windows, sessions) = outputs(dir.path());
     same(&windows, &windows_reference(&events, 1_000_000), "windows");
     same(&sessions, &sessions_reference(&events), "sessions");
+    same(&pairs(dir.path()), &pairs_reference(&events), "pairs");
 }
 
 #[test]
@@ -381,6 +455,7 @@ fn a_run_killed_with_sigkill_resumes_without_loss_or_duplicates() {
     let (windows, sessions) = outputs(dir.path());
     same(&windows, &windows_reference(&events, 1_000_000), "windows");
     same(&sessions, &sessions_reference(&events), "sessions");
+    same(&pairs(dir.path()), &pairs_reference(&events), "pairs");
 }
 
 #[test]
@@ -406,13 +481,12 @@ fn a_cluster_of_two_processes_resumes_after_one_is_killed() {
         };
         cmd.spawn().unwrap()
     };
-    // Process 1 aborts at the first part of its second checkpoint (six parts each: the
-    // source, two windows, two sinks, the dead-letter file), which is decided only once the
-    // first is complete; process 0 then fails, its peer gone.
+    // Process 1 aborts at the first part of its second checkpoint, decided only once the
+    // first was complete; process 0 then fails, its peer gone.
     let hosts = common::hostfile(dir.path(), 2);
     let (a, b) = (
         process(&hosts, "0", None),
-        process(&hosts, "1", Some("part:7")),
+        process(&hosts, "1", Some(&format!("part:{}", PARTS + 1))),
     );
     let (a, b) = (common::finish(a), common::finish(b));
     assert!(
@@ -436,6 +510,7 @@ fn a_cluster_of_two_processes_resumes_after_one_is_killed() {
     let (windows, sessions) = outputs(dir.path());
     same(&windows, &windows_reference(&events, 1_000_000), "windows");
     same(&sessions, &sessions_reference(&events), "sessions");
+    same(&pairs(dir.path()), &pairs_reference(&events), "pairs");
 }
 
 #[test]
@@ -705,8 +780,8 @@ fn a_crashed_kafka_pipeline_resumes_from_its_checkpoints_offsets() {
     send_events(&topic, &events);
     let p = kafka_pipeline(dir.path(), &topic, &group);
     let one = ["--workers", "1"];
-    // One worker, six participants: part 8 is in the middle of the second checkpoint.
-    let out = run(dir.path(), &p, Some("part:8"), &one);
+    // In the middle of the second checkpoint: the first is complete.
+    let out = run(dir.path(), &p, Some(&format!("part:{}", PARTS + 2)), &one);
     assert!(
         stderr(&out).contains("WEIR_CHECKPOINT_FAULT"),
         "the fault struck: {}",
@@ -716,10 +791,11 @@ fn a_crashed_kafka_pipeline_resumes_from_its_checkpoints_offsets() {
     assert_eq!(at.len(), 3, "the checkpoint holds every partition's offset");
     // The group's committed offsets are the checkpoint's.
     assert_eq!(committed(&topic, &group, 3), at);
-    crash_and_resume(dir.path(), &p, &["part:13".to_string()], &one);
+    crash_and_resume(dir.path(), &p, &[format!("part:{}", 2 * PARTS + 3)], &one);
     let (windows, sessions) = outputs(dir.path());
     same(&windows, &windows_reference(&events, 1_000_000), "windows");
     same(&sessions, &sessions_reference(&events), "sessions");
+    same(&pairs(dir.path()), &pairs_reference(&events), "pairs");
     // The end is committed: every message was read.
     let ends: BTreeMap<i32, i64> = committed(&topic, &group, 3);
     assert_eq!(ends.values().sum::<i64>(), events.len() as i64);
@@ -734,9 +810,13 @@ fn a_resumed_kafka_source_reads_only_what_its_checkpoint_had_not() {
     send_events(&topic, &events);
     let p = kafka_pipeline(dir.path(), &topic, &group);
     let config = ["--workers", "2"];
-    // Two workers, six participants each: part 13 is the first of the second checkpoint,
-    // decided once the first was complete.
-    let out = run(dir.path(), &p, Some("part:13"), &config);
+    // The first part of the second checkpoint, decided once the first was complete.
+    let out = run(
+        dir.path(),
+        &p,
+        Some(&format!("part:{}", 2 * PARTS + 1)),
+        &config,
+    );
     assert!(
         stderr(&out).contains("WEIR_CHECKPOINT_FAULT"),
         "the fault struck: {}",
@@ -785,4 +865,5 @@ fn a_resumed_kafka_source_reads_only_what_its_checkpoint_had_not() {
     let (windows, sessions) = outputs(dir.path());
     same(&windows, &windows_reference(&events, 1_000_000), "windows");
     same(&sessions, &sessions_reference(&events), "sessions");
+    same(&pairs(dir.path()), &pairs_reference(&events), "pairs");
 }

@@ -47,6 +47,31 @@ fn fingerprints(plan: &Plan) -> BTreeMap<String, String> {
                     outputs.join(", ")
                 )
             }
+            Op::IntervalJoin(j) => {
+                let c = &j.common;
+                let side = |s: usize| {
+                    let schema = crate::plan::port_schema(plan, n.inputs[s]);
+                    let names = |ps: &[usize]| -> Vec<String> {
+                        ps.iter()
+                            .map(|&p| format!("{}:{}", schema.fields[p].name, schema.fields[p].ty))
+                            .collect()
+                    };
+                    format!(
+                        "key [{}], time {}, stored [{}]",
+                        names(c.keys(s)).join(", "),
+                        names(&[c.time(s)]).join(""),
+                        names(&c.stored_positions(s)).join(", ")
+                    )
+                };
+                format!(
+                    "interval join [{}, {}]{}, left {}, right {}",
+                    j.lower,
+                    j.upper,
+                    if j.left_outer { " left outer" } else { "" },
+                    side(0),
+                    side(1)
+                )
+            }
             Op::Kafka(k) => format!(
                 "kafka topics [{}], group {}, {}",
                 k.topics.join(", "),
@@ -225,7 +250,9 @@ pub fn prepare(
         .nodes
         .iter()
         .filter(|n| match &n.op {
-            Op::Window(_) | Op::File(_) | Op::Generator(_) | Op::Kafka(_) => true,
+            Op::Window(_) | Op::IntervalJoin(_) | Op::File(_) | Op::Generator(_) | Op::Kafka(_) => {
+                true
+            }
             Op::Sink(s) => exactly_once(&s.target),
             _ => false,
         })

@@ -251,7 +251,7 @@ impl Delay for timely::dataflow::operators::InputCapability<crate::Time> {
     }
 }
 
-impl Delay for [timely::dataflow::operators::Capability<crate::Time>; 3] {
+impl<const N: usize> Delay for [timely::dataflow::operators::Capability<crate::Time>; N] {
     fn at(
         &self,
         t: &crate::Time,

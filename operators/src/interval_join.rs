@@ -52,9 +52,11 @@ use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::batch::give_at;
 use crate::chunk::Chunk;
+use crate::join::{read_join_part, write_join_part, SavedRecord};
 use crate::join::{JoinBatch, JoinCommon, JoinOutputs, JoinStreams, Src};
 use crate::late::LateCounts;
 use crate::metrics::ComponentMetrics;
+use crate::schema::Record;
 use crate::side_store::Stored;
 use crate::value::Micros;
 use crate::window::Groups;
@@ -237,146 +239,256 @@ pub fn interval_join<'s>(
 ) -> JoinStreams<'s> {
     let c = &spec.common;
     let (l, r) = crate::join::keyed_batches(c, left, right, routing);
-    interval_join_batches(l, r, spec, metrics, crate::control::RunControl::default())
+    interval_join_batches(
+        l,
+        r,
+        spec,
+        metrics,
+        crate::control::RunControl::default(),
+        None,
+    )
+}
+
+/// An interval join's state on one worker, and what one activation counts.
+struct Work {
+    sides: [Side; 2],
+    /// Unmatched left records are emitted at `time + upper`: held at or below the earliest.
+    held: Option<Capability<Time>>,
+    buf: Vec<Record>,
+    dead: Vec<Record>,
+    late: Vec<Record>,
+    found: Vec<u32>,
+    n_in: u64,
+    out_n: u64,
+    state: i64,
+    counts: LateCounts,
+}
+
+impl Work {
+    /// Joins a batch of `side` at time `t` against the other side, then stores it.
+    fn apply(
+        &mut self,
+        spec: &IntervalJoinSpec,
+        side: usize,
+        cap: &dyn crate::batch::Delay,
+        t: Time,
+        chunk: &Chunk,
+        outs: &mut JoinOutputs,
+    ) {
+        let c = &spec.common;
+        self.n_in += chunk.len() as u64;
+        let b = JoinBatch::new(c, side, chunk);
+        for r in 0..chunk.len() {
+            let (dead, late) = (&mut self.dead, &mut self.late);
+            let gone = "records it should join may be gone";
+            let Some(ts) = c.on_time(side, &b, r, t, gone, &mut self.counts, dead, late) else {
+                continue;
+            };
+            let wm = b.watermark_at(r, t);
+            let [left_side, right_side] = &mut self.sides;
+            if side == 0 {
+                let lo = ts.saturating_add(spec.lower);
+                let hi = ts.saturating_add(spec.upper);
+                right_side.matches(&b, r, lo, hi, &mut self.found);
+                for &row in &self.found {
+                    self.buf.push(c.joined_src(
+                        Src::Row(chunk, r),
+                        Src::Stored(&right_side.stored, row),
+                        &[],
+                        wm,
+                    ));
+                }
+                let row = left_side.insert(c, &b, r, ts);
+                if !self.found.is_empty() {
+                    left_side.stored.set_matched(row);
+                } else if spec.left_outer {
+                    // Its outer row goes out at `time + upper`: hold for it.
+                    let at = (hi.max(0) as Time).max(t);
+                    if self.held.as_ref().is_none_or(|h| *h.time() > at) {
+                        self.held = Some(cap.at(&at, 0));
+                    }
+                }
+            } else {
+                let lo = ts.saturating_sub(spec.upper);
+                let hi = ts.saturating_sub(spec.lower);
+                left_side.matches(&b, r, lo, hi, &mut self.found);
+                for &row in &self.found {
+                    left_side.stored.set_matched(row);
+                    self.buf.push(c.joined_src(
+                        Src::Stored(&left_side.stored, row),
+                        Src::Row(chunk, r),
+                        &[],
+                        wm,
+                    ));
+                }
+                right_side.insert(c, &b, r, ts);
+            }
+            self.state += 1;
+        }
+        self.out_n += give_at(&mut outs.results, cap, t, 0, &mut self.buf);
+        outs.give_set_aside(cap, t, side, &mut self.dead, &mut self.late);
+    }
+
+    /// Frees what no on-time record can match once both inputs' frontier is `f`; emits
+    /// unmatched left records; holds only what those still need.
+    fn expire(&mut self, spec: &IntervalJoinSpec, f: Option<Time>, outs: &mut JoinOutputs) {
+        let c = &spec.common;
+        let passed = |x: Micros| f.is_none_or(|f| f > x.max(0) as Time);
+        let mut outer = Vec::new();
+        let (left_outer, after) = (spec.left_outer, spec.upper);
+        self.state -= self.sides[0].expire(passed, |st, row| {
+            if left_outer && !st.matched(row) {
+                let exp = st.ts(row).saturating_add(after);
+                outer.push(c.joined_src(
+                    Src::Stored(st, row),
+                    Src::Missing,
+                    &[],
+                    exp.max(0) as Time,
+                ));
+            }
+        });
+        self.state -= self.sides[1].expire(passed, |_, _| {});
+        if !outer.is_empty() {
+            let h = self.held.as_ref().expect("held for unmatched left records");
+            self.out_n += outer.len() as u64;
+            outs.results
+                .activate()
+                .session(h)
+                .give_container(&mut outer);
+        }
+        let next = if spec.left_outer {
+            self.sides[0]
+                .expiry
+                .peek()
+                .map(|Reverse((exp, _))| (*exp).max(0) as Time)
+        } else {
+            None
+        };
+        match (next, self.held.as_mut()) {
+            (None, _) => self.held = None,
+            (Some(t), Some(h)) if *h.time() < t => h.downgrade(&t),
+            _ => {}
+        }
+    }
 }
 
 /// Builds an interval join of batches already on the worker that holds their keys' state.
+/// With `checkpoint`, both inputs go through a [`Barrier`](crate::checkpoint::Barrier), the
+/// stored records of both sides go into each checkpoint, and a restored run starts with them.
 pub fn interval_join_batches<'s>(
     left: Batches<'s>,
     right: Batches<'s>,
     spec: Arc<IntervalJoinSpec>,
     metrics: Arc<ComponentMetrics>,
     ctl: crate::control::RunControl,
+    checkpoint: Option<crate::checkpoint::Checkpointing<'s>>,
 ) -> JoinStreams<'s> {
+    use crate::checkpoint::{Barrier, Decision};
+    let worker = left.scope().index();
     let mut builder = OperatorBuilder::new(spec.common.id.to_string(), left.scope());
     let mut in_left = builder.new_input(left, Pipeline);
     let mut in_right = builder.new_input(right, Pipeline);
+    let (mut control, ck) = match checkpoint {
+        Some((c, ck)) => (Some(builder.new_input(c, Pipeline)), Some(ck)),
+        None => (None, None),
+    };
     let (mut outs, streams) = JoinOutputs::new(&mut builder);
-    builder.build(move |_caps| {
-        let mut sides = [Side::new(&spec, 0), Side::new(&spec, 1)];
-        // Unmatched left records are emitted at `time + upper`: held at or below the earliest.
-        let mut held: Option<Capability<Time>> = None;
-        let mut buf = Vec::new();
-        let mut dead_buf = Vec::new();
-        let mut late_buf = Vec::new();
+    builder.build(move |mut caps| {
+        let mut w = Work {
+            sides: [Side::new(&spec, 0), Side::new(&spec, 1)],
+            held: None,
+            buf: Vec::new(),
+            dead: Vec::new(),
+            late: Vec::new(),
+            found: Vec::new(),
+            n_in: 0,
+            out_n: 0,
+            state: 0,
+            counts: LateCounts::default(),
+        };
+        if let Some(bytes) = ck.as_ref().and_then(|ck| ck.restored(&spec.common.id, worker)) {
+            match restore(&spec, &mut w.sides, bytes) {
+                Ok(n) => w.state = n,
+                Err(e) => ctl.fail(format!(
+                    "join `{}`: its state in the checkpoint cannot be read: {e}; run with --from-scratch to start over",
+                    spec.common.id
+                )),
+            }
+        }
+        // Restored unmatched left records are emitted from the first capability.
+        let mut first: Option<Capability<Time>> = caps.drain(..).next();
         let mut gauge = crate::metrics::StateGauge::default();
-        let mut found: Vec<u32> = Vec::new();
+        let mut barrier: Barrier<(usize, [Capability<Time>; 4], Chunk)> = Barrier::default();
         move |frontiers| {
             let spec = &*spec;
             let c = &spec.common;
-            let (mut n_in, mut out_n, mut state) = (0u64, 0u64, 0i64);
-            let mut counts = LateCounts::default();
-            for side in 0..2 {
-                let mut handle = |cap: InputCapability<Time>, data: &mut Vec<Chunk>| {
-                    let Some(&t) = cap.least() else { return };
-                    for chunk in data.iter() {
-                        n_in += chunk.len() as u64;
-                        let b = JoinBatch::new(c, side, chunk);
-                        for r in 0..chunk.len() {
-                            let (dead, late) = (&mut dead_buf, &mut late_buf);
-                            let gone = "records it should join may be gone";
-                            let Some(ts) = c.on_time(side, &b, r, t, gone, &mut counts, dead, late)
-                            else {
-                                continue;
-                            };
-                            let wm = b.watermark_at(r, t);
-                            let [left_side, right_side] = &mut sides;
-                            if side == 0 {
-                                let lo = ts.saturating_add(spec.lower);
-                                let hi = ts.saturating_add(spec.upper);
-                                right_side.matches(&b, r, lo, hi, &mut found);
-                                for &row in &found {
-                                    buf.push(c.joined_src(
-                                        Src::Row(chunk, r),
-                                        Src::Stored(&right_side.stored, row),
-                                        &[],
-                                        wm,
-                                    ));
-                                }
-                                let row = left_side.insert(c, &b, r, ts);
-                                if !found.is_empty() {
-                                    left_side.stored.set_matched(row);
-                                } else if spec.left_outer {
-                                    // Its outer row goes out at `time + upper`: hold for it.
-                                    let at = (hi.max(0) as Time).max(t);
-                                    if held.as_ref().is_none_or(|h| *h.time() > at) {
-                                        held = Some(cap.delayed(&at, 0));
-                                    }
-                                }
-                            } else {
-                                let lo = ts.saturating_sub(spec.upper);
-                                let hi = ts.saturating_sub(spec.lower);
-                                left_side.matches(&b, r, lo, hi, &mut found);
-                                for &row in &found {
-                                    left_side.stored.set_matched(row);
-                                    buf.push(c.joined_src(
-                                        Src::Stored(&left_side.stored, row),
-                                        Src::Row(chunk, r),
-                                        &[],
-                                        wm,
-                                    ));
-                                }
-                                right_side.insert(c, &b, r, ts);
-                            }
-                            state += 1;
-                        }
+            if let Some(f) = first.take() {
+                if spec.left_outer && !w.sides[0].stored.is_empty() {
+                    w.held = Some(f);
+                }
+            }
+            if let Some(control) = control.as_mut() {
+                control.for_each(|_, data: &mut Vec<Decision>| {
+                    for d in data.drain(..) {
+                        barrier.decide(d.at, d.seq);
                     }
-                    out_n += give_at(&mut outs.results, &cap, t, 0, &mut buf);
-                    outs.give_set_aside(&cap, t, side, &mut dead_buf, &mut late_buf);
+                });
+                barrier.set_control(frontiers[2].frontier().iter().next().copied());
+            }
+            let checkpointing = control.is_some();
+            for side in 0..2 {
+                let mut take = |cap: InputCapability<Time>, data: &mut Vec<Chunk>| {
+                    let Some(&t) = cap.least() else { return };
+                    if checkpointing && !barrier.admits(t) {
+                        for chunk in data.drain(..) {
+                            let caps = [0, 1, 2, 3].map(|p| cap.delayed(&t, p));
+                            barrier.hold(t, (side, caps, chunk));
+                        }
+                        return;
+                    }
+                    for chunk in data.iter() {
+                        w.apply(spec, side, &cap, t, chunk, &mut outs);
+                    }
                 };
                 if side == 0 {
-                    in_left.for_each(|cap, data| handle(cap, data));
+                    in_left.for_each(|cap, data| take(cap, data));
                 } else {
-                    in_right.for_each(|cap, data| handle(cap, data));
+                    in_right.for_each(|cap, data| take(cap, data));
                 }
             }
-            // Free what no on-time record can match any more (both inputs must have passed
-            // it); emit unmatched left records.
-            let passed = |x: Micros| {
-                let t = x.max(0) as Time;
-                !frontiers[0].less_equal(&t) && !frontiers[1].less_equal(&t)
+            let least = |k: usize| frontiers[k].frontier().iter().next().copied();
+            let data_frontier = match (least(0), least(1)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
-            let mut outer = Vec::new();
-            let left_outer = spec.left_outer;
-            let after = spec.upper;
-            state -= sides[0].expire(passed, |st, row| {
-                if left_outer && !st.matched(row) {
-                    let exp = st.ts(row).saturating_add(after);
-                    outer.push(c.joined_src(
-                        Src::Stored(st, row),
-                        Src::Missing,
-                        &[],
-                        exp.max(0) as Time,
-                    ));
+            if let Some(ck) = ck.as_ref() {
+                loop {
+                    for (t, (side, caps, chunk)) in barrier.release() {
+                        w.apply(spec, side, &caps, t, &chunk, &mut outs);
+                    }
+                    let Some((at, seq)) = barrier.due(data_frontier) else {
+                        break;
+                    };
+                    let started = crate::checkpoint::wall_micros();
+                    w.expire(spec, (at != crate::checkpoint::END).then_some(at), &mut outs);
+                    let bytes = snapshot(c, &w.sides);
+                    if let Err(e) =
+                        crate::checkpoint::write_part(ck, seq, &c.id, worker, started, &bytes)
+                    {
+                        ctl.fail(format!("join `{}`: cannot write checkpoint {seq}: {e}", c.id));
+                    }
+                    barrier.taken();
                 }
-            });
-            state -= sides[1].expire(passed, |_, _| {});
-            if !outer.is_empty() {
-                let h = held.as_ref().expect("held for unmatched left records");
-                out_n += outer.len() as u64;
-                outs.results
-                    .activate()
-                    .session(h)
-                    .give_container(&mut outer);
-            }
-            // Hold only what the unmatched left records still need.
-            let next = if spec.left_outer {
-                sides[0]
-                    .expiry
-                    .peek()
-                    .map(|Reverse((exp, _))| (*exp).max(0) as Time)
+                w.expire(spec, barrier.frontier(data_frontier), &mut outs);
             } else {
-                None
-            };
-            match (next, held.as_mut()) {
-                (None, _) => held = None,
-                (Some(t), Some(h)) if *h.time() < t => h.downgrade(&t),
-                _ => {}
+                w.expire(spec, data_frontier, &mut outs);
             }
-            metrics.add_in(n_in);
-            metrics.add_out(out_n);
-            counts.report(&metrics);
+            metrics.add_in(std::mem::take(&mut w.n_in));
+            metrics.add_out(std::mem::take(&mut w.out_n));
+            std::mem::take(&mut w.counts).report(&metrics);
+            let state = std::mem::take(&mut w.state);
             metrics.add_state(state);
+            let sides = &w.sides;
             gauge.changed(&metrics, state, || sides[0].bytes() + sides[1].bytes());
             if state != 0 {
                 gauge.guard(&metrics, &ctl, c.max_state, |h, m| {
@@ -386,4 +498,53 @@ pub fn interval_join_batches<'s>(
         }
     });
     streams
+}
+
+/// Both sides' stored records as a checkpoint part (see [`crate::join::write_join_part`]); the
+/// extra section holds the left records' matched flags, one byte each.
+fn snapshot(c: &JoinCommon, sides: &[Side; 2]) -> Vec<u8> {
+    let mut matched = Vec::new();
+    let chunks = [0, 1].map(|s| {
+        let side = &sides[s];
+        let mut records = Vec::new();
+        for k in side.keys.slots() {
+            let key = side.keys.values(&c.key_kind, k);
+            for &row in &side.index[k as usize] {
+                let st = &side.stored;
+                records.push(SavedRecord {
+                    key: key.clone(),
+                    fields: (0..c.stored[s].len()).map(|f| st.value(row, f)).collect(),
+                    ts: st.ts(row),
+                    ingest: st.ingest(row),
+                });
+                if s == 0 {
+                    matched.push(u8::from(st.matched(row)));
+                }
+            }
+        }
+        c.saved_chunk(s, &records)
+    });
+    write_join_part([&chunks[0], &chunks[1]], &matched)
+}
+
+/// Stores a checkpoint's records into `sides`; returns how many.
+fn restore(spec: &IntervalJoinSpec, sides: &mut [Side; 2], bytes: &[u8]) -> Result<i64, String> {
+    let c = &spec.common;
+    let (left, right, matched) = read_join_part(bytes)?;
+    let mut n = 0;
+    for (s, chunk) in [(0, &left), (1, &right)] {
+        if chunk.is_empty() {
+            continue;
+        }
+        let b = JoinBatch::new(c, s, chunk);
+        for r in 0..chunk.len() {
+            let ts = b.time(r).ok_or("a stored record without its time")?;
+            let row = sides[s].insert(c, &b, r, ts);
+            if s == 0 && matched.get(r) == Some(&1) {
+                sides[s].stored.set_matched(row);
+            }
+            n += 1;
+        }
+    }
+    Ok(n)
 }

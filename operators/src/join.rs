@@ -9,7 +9,6 @@ use crate::schema::{Meta, Record, Schema};
 use crate::time::format_rfc3339;
 use crate::value::{Micros, Value};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::InputCapability;
 
 use crate::batch::{give_at, RecordOutput};
 use crate::{Records, Time};
@@ -114,6 +113,11 @@ impl JoinCommon {
         } else {
             &self.right_key
         }
+    }
+
+    /// The input positions of the fields the join stores of `side` (those it outputs).
+    pub fn stored_positions(&self, side: usize) -> Vec<usize> {
+        self.stored[side].clone()
     }
 
     /// Event-time position of a side.
@@ -393,7 +397,7 @@ impl JoinOutputs {
     /// records (side output), leaving both buffers empty.
     pub(crate) fn give_set_aside(
         &mut self,
-        cap: &InputCapability<Time>,
+        cap: &(impl crate::batch::Delay + ?Sized),
         t: Time,
         side: usize,
         dead: &mut Vec<Record>,
@@ -402,4 +406,91 @@ impl JoinOutputs {
         give_at(&mut self.dead, cap, t, 1, dead);
         give_at(&mut self.late[side], cap, t, 2 + side, late);
     }
+}
+
+/// One stored record of a join side, as a checkpoint keeps it: its key, its stored fields (in
+/// the order of [`JoinCommon`]'s stored positions), its event time and ingest time.
+pub(crate) struct SavedRecord {
+    pub(crate) key: Vec<Value>,
+    pub(crate) fields: Vec<Value>,
+    pub(crate) ts: Micros,
+    pub(crate) ingest: Micros,
+}
+
+impl JoinCommon {
+    /// Stored records of `side` as a chunk of that side's input layout: the key, the stored
+    /// fields and the event time in their places (other fields NULL), the ingest time in the
+    /// record's metadata. A checkpoint holds it; [`JoinBatch::new`] reads it back as input.
+    pub(crate) fn saved_chunk(&self, side: usize, records: &[SavedRecord]) -> crate::chunk::Chunk {
+        use arrow::datatypes::DataType;
+        let schema = &self.schemas[side];
+        let width = schema.fields().len() - 2;
+        let time = self.time(side);
+        let time_value = |ts: Micros| match schema.field(time).data_type() {
+            DataType::Int64 => Value::I64(ts),
+            DataType::UInt64 => Value::U64(ts.max(0) as u64),
+            _ => Value::Ts(ts),
+        };
+        let rows: Vec<Record> = records
+            .iter()
+            .map(|s| {
+                let mut values = vec![Value::Null; width];
+                for (&p, v) in self.keys(side).iter().zip(&s.key) {
+                    values[p] = v.clone();
+                }
+                for (&p, v) in self.stored[side].iter().zip(&s.fields) {
+                    values[p] = v.clone();
+                }
+                values[time] = time_value(s.ts);
+                Record {
+                    values,
+                    meta: crate::schema::Meta {
+                        ingest: s.ingest,
+                        watermark: 0,
+                    },
+                }
+            })
+            .collect();
+        crate::chunk::Chunk::from_rows(schema, &rows)
+    }
+}
+
+/// A join's checkpoint part: `WEIRJOIN` and the format version, then length-prefixed
+/// (little-endian u64) sections: each side's stored records as an Arrow IPC stream (a chunk
+/// of that side's input layout, see [`JoinCommon::saved_chunk`]), then `extra` (operator
+/// specific: the left records' matched flags for the interval join).
+pub(crate) fn write_join_part(sides: [&crate::chunk::Chunk; 2], extra: &[u8]) -> Vec<u8> {
+    let mut out = b"WEIRJOIN".to_vec();
+    out.extend_from_slice(&crate::checkpoint::FORMAT.to_le_bytes());
+    for section in [sides[0].to_ipc(), sides[1].to_ipc(), extra.to_vec()] {
+        out.extend_from_slice(&(section.len() as u64).to_le_bytes());
+        out.extend_from_slice(&section);
+    }
+    out
+}
+
+/// Reads a part written by [`write_join_part`]: the two sides' chunks and the extra bytes.
+pub(crate) fn read_join_part(
+    bytes: &[u8],
+) -> Result<(crate::chunk::Chunk, crate::chunk::Chunk, Vec<u8>), String> {
+    let rest = bytes
+        .strip_prefix(b"WEIRJOIN".as_slice())
+        .ok_or("not a join's checkpoint part")?;
+    let (version, mut rest) = rest.split_at_checked(4).ok_or("a truncated part")?;
+    if u32::from_le_bytes(version.try_into().expect("4 bytes")) != crate::checkpoint::FORMAT {
+        return Err("a part of another checkpoint format".into());
+    }
+    let mut sections = Vec::new();
+    for _ in 0..3 {
+        let (len, r) = rest.split_at_checked(8).ok_or("a truncated part")?;
+        let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+        let (section, r) = r.split_at_checked(len).ok_or("a truncated part")?;
+        sections.push(section);
+        rest = r;
+    }
+    Ok((
+        crate::chunk::Chunk::from_ipc(sections[0])?,
+        crate::chunk::Chunk::from_ipc(sections[1])?,
+        sections[2].to_vec(),
+    ))
 }

@@ -350,6 +350,7 @@ pub(super) fn build<'s>(
                         Arc::clone(spec),
                         m,
                         ctl.clone(),
+                        checkpoint(),
                     ),
                     Op::WindowJoin(spec) => window_join::window_join_batches(
                         keyed(0, &spec.common.left_key),

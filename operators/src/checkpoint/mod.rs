@@ -66,6 +66,10 @@ pub struct Decision {
 /// The control stream: decisions, one copy for each worker.
 pub type Control<'s> = timely::dataflow::Stream<'s, Time, Vec<Decision>>;
 
+/// What an operator with state gets under checkpoints: the control stream and the run's
+/// checkpoint spec.
+pub type Checkpointing<'s> = (Control<'s>, Arc<CheckpointSpec>);
+
 /// A run's checkpointing, as the operators see it.
 #[derive(Clone, Debug)]
 pub struct CheckpointSpec {

@@ -376,11 +376,7 @@ pub fn window<'s>(
     )
 }
 
-/// A window's checkpointing: the control stream and the run's checkpoint spec.
-pub type Checkpointing<'s> = (
-    crate::checkpoint::Control<'s>,
-    Arc<crate::checkpoint::CheckpointSpec>,
-);
+use crate::checkpoint::Checkpointing;
 
 /// Builds a window over batches already on the worker that holds their keys' state. With
 /// `checkpoint`, the window reads the control stream through a
