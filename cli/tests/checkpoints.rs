@@ -12,10 +12,10 @@ use std::path::Path;
 use common::{ok, stderr, weir, write};
 
 const DEVICES: u64 = 12;
-/// Checkpoint parts per worker of the file pipeline: the source, the two windows, the join,
-/// three file sinks and the dead-letter file. Checkpoint n + 1 is decided only once n is
+/// Checkpoint parts per worker of the file pipeline: the source, the two windows, the two
+/// joins, four file sinks and the dead-letter file. Checkpoint n + 1 is decided only once n is
 /// complete, so a fault at part `PARTS * workers + 1` or later strikes after one completed.
-const PARTS: usize = 8;
+const PARTS: usize = 10;
 /// The interval join's bounds (µs).
 const PAIR_WITHIN: i64 = 60_000;
 const GAP_US: i64 = 30_000;
@@ -112,6 +112,31 @@ on = ["device"]
 join = "left"
 between = ["0ms", "60ms"]
 select = ["left.id AS low_id", "right.id AS high_id"]
+
+[transforms.rare_low]
+type = "filter"
+inputs = ["readings"]
+condition = "v < 10"
+
+[transforms.rare_high]
+type = "filter"
+inputs = ["readings"]
+condition = "v >= 90"
+
+[transforms.together]
+type = "join"
+kind = "window"
+inputs = ["rare_low", "rare_high"]
+on = ["device"]
+join = "full"
+size = "100ms"
+slide = "50ms"
+select = ["left.id AS low_id", "right.id AS high_id"]
+
+[sinks.together_out]
+type = "file"
+inputs = ["together"]
+path = "out/together.jsonl"
 
 [sinks.pair_out]
 type = "file"
@@ -254,6 +279,61 @@ fn pairs_reference(events: &[Event]) -> Vec<String> {
     multiset(lines.into_iter())
 }
 
+/// The full outer window join of rare low (v < 10) and rare high (v >= 90) readings of a
+/// device in sliding windows of 100 ms every 50 ms, computed from the input directly.
+fn together_reference(events: &[Event]) -> Vec<String> {
+    // (window end, device) -> (lows, highs)
+    type Sides = (Vec<u64>, Vec<u64>);
+    let mut windows: BTreeMap<(i64, u64), Sides> = BTreeMap::new();
+    for &(id, t, d, v) in events {
+        if (10..90).contains(&v) {
+            continue;
+        }
+        let first_end = t.div_euclid(50_000) * 50_000 + 50_000;
+        for end in [first_end, first_end + 50_000] {
+            let e = windows.entry((end, d)).or_default();
+            if v < 10 {
+                e.0.push(id);
+            } else {
+                e.1.push(id);
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    for ((end, _), (lows, highs)) in windows {
+        let line = |l: Option<u64>, h: Option<u64>| {
+            serde_json::json!({
+                "low_id": l,
+                "high_id": h,
+                "window_start": end - 100_000,
+                "window_end": end,
+            })
+        };
+        match (lows.is_empty(), highs.is_empty()) {
+            (false, false) => {
+                for &l in &lows {
+                    for &h in &highs {
+                        lines.push(line(Some(l), Some(h)));
+                    }
+                }
+            }
+            (false, true) => lines.extend(lows.iter().map(|&l| line(Some(l), None))),
+            (true, false) => lines.extend(highs.iter().map(|&h| line(None, Some(h)))),
+            (true, true) => {}
+        }
+    }
+    multiset(lines.into_iter())
+}
+
+/// A sink's output in `out/`.
+fn output(dir: &Path, file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("out").join(file)).unwrap_or_default();
+    multiset(
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))),
+    )
+}
+
 /// The join's output.
 fn pairs(dir: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(dir.join("out/pairs.jsonl")).unwrap_or_default();
@@ -354,6 +434,11 @@ fn crashed_runs_resume_to_exactly_the_reference_in_every_configuration() {
         same(&windows, &windows_reference(&events, 1_000_000), "windows");
         same(&sessions, &sessions_reference(&events), "sessions");
         same(&pairs(dir.path()), &pairs_reference(&events), "pairs");
+        same(
+            &output(dir.path(), "together.jsonl"),
+            &together_reference(&events),
+            "window join",
+        );
         assert_eq!(complete_checkpoints(dir.path()), 1);
         // A run after the end reads nothing more and writes nothing twice.
         ok(&run(dir.path(), &p, None, config));
@@ -435,6 +520,11 @@ fn a_resumed_run_reads_only_what_its_checkpoint_had_not() {
     same(&windows, &windows_reference(&events, 1_000_000), "windows");
     same(&sessions, &sessions_reference(&events), "sessions");
     same(&pairs(dir.path()), &pairs_reference(&events), "pairs");
+    same(
+        &output(dir.path(), "together.jsonl"),
+        &together_reference(&events),
+        "window join",
+    );
 }
 
 #[test]
@@ -456,6 +546,11 @@ fn a_run_killed_with_sigkill_resumes_without_loss_or_duplicates() {
     same(&windows, &windows_reference(&events, 1_000_000), "windows");
     same(&sessions, &sessions_reference(&events), "sessions");
     same(&pairs(dir.path()), &pairs_reference(&events), "pairs");
+    same(
+        &output(dir.path(), "together.jsonl"),
+        &together_reference(&events),
+        "window join",
+    );
 }
 
 #[test]
@@ -511,6 +606,11 @@ fn a_cluster_of_two_processes_resumes_after_one_is_killed() {
     same(&windows, &windows_reference(&events, 1_000_000), "windows");
     same(&sessions, &sessions_reference(&events), "sessions");
     same(&pairs(dir.path()), &pairs_reference(&events), "pairs");
+    same(
+        &output(dir.path(), "together.jsonl"),
+        &together_reference(&events),
+        "window join",
+    );
 }
 
 #[test]
@@ -796,6 +896,11 @@ fn a_crashed_kafka_pipeline_resumes_from_its_checkpoints_offsets() {
     same(&windows, &windows_reference(&events, 1_000_000), "windows");
     same(&sessions, &sessions_reference(&events), "sessions");
     same(&pairs(dir.path()), &pairs_reference(&events), "pairs");
+    same(
+        &output(dir.path(), "together.jsonl"),
+        &together_reference(&events),
+        "window join",
+    );
     // The end is committed: every message was read.
     let ends: BTreeMap<i32, i64> = committed(&topic, &group, 3);
     assert_eq!(ends.values().sum::<i64>(), events.len() as i64);
@@ -866,4 +971,9 @@ fn a_resumed_kafka_source_reads_only_what_its_checkpoint_had_not() {
     same(&windows, &windows_reference(&events, 1_000_000), "windows");
     same(&sessions, &sessions_reference(&events), "sessions");
     same(&pairs(dir.path()), &pairs_reference(&events), "pairs");
+    same(
+        &output(dir.path(), "together.jsonl"),
+        &together_reference(&events),
+        "window join",
+    );
 }

@@ -47,8 +47,26 @@ fn fingerprints(plan: &Plan) -> BTreeMap<String, String> {
                     outputs.join(", ")
                 )
             }
-            Op::IntervalJoin(j) => {
-                let c = &j.common;
+            Op::IntervalJoin(_) | Op::WindowJoin(_) => {
+                let (c, what) = match &n.op {
+                    Op::IntervalJoin(j) => (
+                        &j.common,
+                        format!(
+                            "interval join [{}, {}]{}",
+                            j.lower,
+                            j.upper,
+                            if j.left_outer { " left outer" } else { "" }
+                        ),
+                    ),
+                    Op::WindowJoin(j) => (
+                        &j.common,
+                        format!(
+                            "window join size {}, slide {}, offset {}, {:?}",
+                            j.size, j.slide, j.offset, j.how
+                        ),
+                    ),
+                    _ => unreachable!("matched above"),
+                };
                 let side = |s: usize| {
                     let schema = crate::plan::port_schema(plan, n.inputs[s]);
                     let names = |ps: &[usize]| -> Vec<String> {
@@ -63,14 +81,7 @@ fn fingerprints(plan: &Plan) -> BTreeMap<String, String> {
                         names(&c.stored_positions(s)).join(", ")
                     )
                 };
-                format!(
-                    "interval join [{}, {}]{}, left {}, right {}",
-                    j.lower,
-                    j.upper,
-                    if j.left_outer { " left outer" } else { "" },
-                    side(0),
-                    side(1)
-                )
+                format!("{what}, left {}, right {}", side(0), side(1))
             }
             Op::Kafka(k) => format!(
                 "kafka topics [{}], group {}, {}",
@@ -246,17 +257,6 @@ pub fn prepare(
             _ => None,
         })
         .collect();
-    let participants = plan
-        .nodes
-        .iter()
-        .filter(|n| match &n.op {
-            Op::Window(_) | Op::IntervalJoin(_) | Op::File(_) | Op::Generator(_) | Op::Kafka(_) => {
-                true
-            }
-            Op::Sink(s) => exactly_once(&s.target),
-            _ => false,
-        })
-        .count();
     let shown = dir.display();
     let latest = match from_scratch {
         true => None,
@@ -335,7 +335,8 @@ pub fn prepare(
         grid: (interval.as_micros() as u64 / 10).clamp(1_000, 1_000_000),
         restored_seq,
         restored: Arc::new(restored),
-        parts: participants * workers * processes,
+        total_workers: workers * processes,
+        registered: Arc::default(),
         manifest_base: base,
         sinks,
         stats: Arc::default(),

@@ -389,7 +389,10 @@ pub fn interval_join_batches<'s>(
     let mut in_left = builder.new_input(left, Pipeline);
     let mut in_right = builder.new_input(right, Pipeline);
     let (mut control, ck) = match checkpoint {
-        Some((c, ck)) => (Some(builder.new_input(c, Pipeline)), Some(ck)),
+        Some((c, ck)) => {
+            ck.register(worker);
+            (Some(builder.new_input(c, Pipeline)), Some(ck))
+        }
         None => (None, None),
     };
     let (mut outs, streams) = JoinOutputs::new(&mut builder);

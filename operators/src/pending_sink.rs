@@ -81,6 +81,7 @@ pub fn pending_sink<'s>(
     metrics: Arc<ComponentMetrics>,
 ) -> Records<'s> {
     let worker = input.scope().index();
+    spec.register(worker);
     let mut builder = OperatorBuilder::new(name.to_string(), input.scope());
     let mut data = builder.new_input(input, Pipeline);
     let mut control = builder.new_input(control, Pipeline);

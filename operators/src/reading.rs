@@ -399,6 +399,7 @@ where
         let mut batch = Batch::new(&schema);
         // With checkpoints: the source's positions at candidate times, and where to resume.
         let log = positions.as_ref().map(|(spec, logs)| {
+            spec.register(worker);
             let log: Rc<RefCell<PositionLog>> = Rc::default();
             logs.borrow_mut()
                 .push((source_name.clone(), Rc::clone(&log)));

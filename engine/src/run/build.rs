@@ -358,6 +358,7 @@ pub(super) fn build<'s>(
                         Arc::clone(spec),
                         m,
                         ctl.clone(),
+                        checkpoint(),
                     ),
                     Op::TemporalJoin(spec) => {
                         let key = (node.inputs[1], spec.table_signature());

@@ -161,7 +161,7 @@ pub fn complete(spec: &CheckpointSpec, tracker: &Tracker) -> Result<bool, String
                 }
             }
         }
-        if parts.len() < spec.parts {
+        if parts.len() < spec.parts() {
             return Ok(false);
         }
         let mut published = Vec::new();

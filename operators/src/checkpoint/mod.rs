@@ -83,8 +83,11 @@ pub struct CheckpointSpec {
     pub restored_seq: u64,
     /// Parts restored, by (component, worker).
     pub restored: Arc<std::collections::HashMap<(String, usize), Vec<u8>>>,
-    /// How many parts make a checkpoint complete.
-    pub parts: usize,
+    /// Workers in all processes: each participant writes one part per worker.
+    pub total_workers: usize,
+    /// Participants registered on worker 0 (every worker builds the same graph), each
+    /// writing one part per worker and checkpoint (see [`CheckpointSpec::register`]).
+    pub registered: Arc<AtomicU64>,
     /// Written into every manifest: what the state was taken with (checked on restore).
     pub manifest_base: serde_json::Value,
     /// The sinks whose output is published when a checkpoint completes.
@@ -157,6 +160,20 @@ impl KafkaCommit {
 }
 
 impl CheckpointSpec {
+    /// Registers a participant — a component instance that writes a part into every
+    /// checkpoint — as it is built on `worker`; the count of worker 0's makes a checkpoint's
+    /// expected parts, so no list of participants is kept apart from the graph.
+    pub fn register(&self, worker: usize) {
+        if worker == 0 {
+            self.registered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many parts make a checkpoint complete.
+    pub fn parts(&self) -> usize {
+        self.registered.load(Ordering::Relaxed) as usize * self.total_workers
+    }
+
     /// The part restored for `component` on `worker`, if any.
     pub fn restored(&self, component: &str, worker: usize) -> Option<&[u8]> {
         self.restored

@@ -577,6 +577,7 @@ pub fn generator<'s>(
             .filter(|p| !p.is_null())
     });
     let log = positions.map(|(ck, logs)| {
+        ck.register(worker as usize);
         let log: std::rc::Rc<std::cell::RefCell<crate::checkpoint::coordinator::PositionLog>> =
             Default::default();
         logs.borrow_mut()

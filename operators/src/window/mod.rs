@@ -398,7 +398,10 @@ pub fn window_batches<'s>(
     let (dead_out, dead) = builder.new_output::<Vec<Record>>();
     let (late_out, late) = builder.new_output::<Vec<Record>>();
     let (mut control, ck) = match checkpoint {
-        Some((c, ck)) => (Some(builder.new_input(c, Pipeline)), Some(ck)),
+        Some((c, ck)) => {
+            ck.register(worker);
+            (Some(builder.new_input(c, Pipeline)), Some(ck))
+        }
         None => (None, None),
     };
     let mut out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(out);
