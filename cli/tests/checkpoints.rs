@@ -68,6 +68,7 @@ fn pipeline(dir: &Path, interval: &str, size: &str) -> String {
         &format!(
             r#"[pipeline]
 name = "ck"
+max_in_flight = 4096
 checkpoint = {{ interval = "{interval}", dir = "state/" }}
 
 [sources.readings]
@@ -380,11 +381,14 @@ fn complete_checkpoints(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Runs crashed at each of `faults` in turn, then to the end; asserts each crashed run did
-/// crash and the last one finished.
+/// Runs crashed at each of `faults` in turn, then to the end; asserts that the faults struck
+/// (a run may finish before its fault, but not all of them), that a run resumed from a
+/// checkpoint, and that the last one finished.
 fn crash_and_resume(dir: &Path, p: &str, faults: &[String], extra: &[&str]) {
+    let (mut crashed, mut resumed) = (0, false);
     for f in faults {
         let out = run(dir, p, Some(f), extra);
+        resumed |= stderr(&out).contains("resuming from checkpoint");
         // A run that finished before the fault struck is fine too; one that failed otherwise
         // is not.
         if !out.status.success() {
@@ -393,10 +397,17 @@ fn crash_and_resume(dir: &Path, p: &str, faults: &[String], extra: &[&str]) {
                 "the run failed, not by the fault {f}:\n{}",
                 stderr(&out)
             );
+            crashed += 1;
         }
     }
     let out = run(dir, p, None, extra);
     ok(&out);
+    resumed |= stderr(&out).contains("resuming from checkpoint");
+    assert!(
+        crashed > 0 && resumed,
+        "{crashed} crashes, resumed: {resumed}; faults {faults:?}, {extra:?}; the last run:\n{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -418,17 +429,24 @@ fn crashed_runs_resume_to_exactly_the_reference_in_every_configuration() {
     .enumerate()
     {
         let dir = tempfile::tempdir().unwrap();
-        let events = input(dir.path(), 3, 12_000, seed + k as u64);
+        // A micro-batch takes what a file has, up to 65,536 records a worker: enough input
+        // for several batches, so the frontier moves (and checkpoints are taken) mid-run.
+        let per_file = if config.contains(&"micro-batch") {
+            50_000
+        } else {
+            12_000
+        };
+        let events = input(dir.path(), 3, per_file, seed + k as u64);
         let p = pipeline(dir.path(), "15ms", "1s");
-        // Crash points: after a pseudo-random number of records read (each resumed run reads
-        // from the last checkpoint, so each crash lands somewhere new), and twice in the
-        // middle of writing a checkpoint.
+        // Crash points: first at the first part of the second checkpoint (the first is then
+        // complete, and every later run resumes), then after a pseudo-random number of
+        // records read (each resumed run reads from the last checkpoint, so each crash lands
+        // somewhere new), and once more in the middle of a checkpoint.
+        let workers: usize = config[1].parse().unwrap();
         let mut rng = Rng(seed * 7 + k as u64);
-        let mut faults: Vec<String> = (0..4)
-            .map(|_| format!("read:{}", 2_000 + rng.next() % 12_000))
-            .collect();
-        faults.insert(2, "part:9".into());
-        faults.push("part:3".into());
+        let mut faults = vec![format!("part:{}", PARTS * workers + 1)];
+        faults.extend((0..4).map(|_| format!("read:{}", 1_000 + rng.next() % 8_000)));
+        faults.insert(3, format!("part:{}", 2 * PARTS * workers + 3));
         crash_and_resume(dir.path(), &p, &faults, config);
         let (windows, sessions) = outputs(dir.path());
         same(&windows, &windows_reference(&events, 1_000_000), "windows");
@@ -630,7 +648,7 @@ fn a_pipeline_that_no_longer_fits_its_checkpoint_is_refused_unless_from_scratch(
     );
     assert!(e.contains("--from-scratch"), "{e}");
     // At the component's place in the file.
-    assert!(e.contains("ck.toml:14:"), "{e}");
+    assert!(e.contains("ck.toml:15:"), "{e}");
     // Another number of workers.
     let p = pipeline(dir.path(), "15ms", "1s");
     let e = stderr(&run(dir.path(), &p, None, &["--workers", "2"]));
@@ -783,10 +801,15 @@ fn a_crashed_generator_resumes_at_its_index() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "gen.toml", GENERATED);
-        let faults: Vec<String> = ["read:30000", "part:7", "read:50000", "read:20000"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        // Four parts a worker and checkpoint (the generator, the window, the file and the
+        // dead-letter file): first after the first checkpoint is complete.
+        let workers: usize = config[1].parse().unwrap();
+        let faults = vec![
+            format!("part:{}", 4 * workers + 1),
+            "read:30000".to_string(),
+            format!("part:{}", 8 * workers + 3),
+            "read:20000".to_string(),
+        ];
         crash_and_resume(dir.path(), &p, &faults, &config);
         same(&outputs(dir.path()).0, &want, "generated windows");
     }
@@ -976,4 +999,88 @@ fn a_resumed_kafka_source_reads_only_what_its_checkpoint_had_not() {
         &together_reference(&events),
         "window join",
     );
+}
+
+/// The bundled generator alerts with a prediction beside them, checkpointed.
+fn alerting_pipeline(dir: &Path) -> String {
+    let mut text = common::bundled_text("iot-device-alerts.toml").replace(
+        "name = \"iot-device-alerts\"\n",
+        "name = \"iot-device-alerts\"\ncheckpoint = { interval = \"15ms\", dir = \"state/\" }\n",
+    );
+    // `[[tests]]` replace sources; keep the pipeline only.
+    if let Some(at) = text.find("[[tests]]") {
+        text.truncate(at);
+    }
+    text.push_str(
+        r#"
+[transforms.forecast]
+type = "predict"
+inputs = ["readings"]
+key = ["device_id"]
+value = "temperature"
+model = "holt"
+alpha = 0.5
+beta = 0.3
+horizon = "5s"
+
+[sinks.forecasts]
+type = "file"
+inputs = ["forecast"]
+path = "out/forecasts.jsonl"
+"#,
+    );
+    write(dir, "alerts.toml", &text)
+}
+
+/// Alerts and predictions keep their state across crashes: a run crashed four times gives the
+/// alerts the generator's anomalies make (each device's firing and resolved counts, as the
+/// bundled pipeline's own test derives them), and the same alerts and forecasts as a run that
+/// was never interrupted (whose results the alert and predict tests check by hand).
+#[test]
+fn alerts_and_predictions_resume_where_they_were() {
+    let whole = tempfile::tempdir().unwrap();
+    let p = alerting_pipeline(whole.path());
+    ok(&run(whole.path(), &p, None, &["--workers", "2"]));
+    let want_alerts = output(whole.path(), "iot-device-alerts.jsonl");
+    let want_forecasts = output(whole.path(), "forecasts.jsonl");
+    assert!(want_forecasts.len() > 100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let p = alerting_pipeline(dir.path());
+    // Eight parts a worker and checkpoint (the generator, three alerts, the prediction, two
+    // files and the dead-letter file), two workers: first after the first checkpoint is
+    // complete.
+    let faults = vec![
+        "part:17".to_string(),
+        "read:60000".to_string(),
+        "part:40".to_string(),
+        "read:40000".to_string(),
+    ];
+    crash_and_resume(dir.path(), &p, &faults, &["--workers", "2"]);
+    let alerts = output(dir.path(), "iot-device-alerts.jsonl");
+    same(&alerts, &want_alerts, "alerts");
+    same(
+        &output(dir.path(), "forecasts.jsonl"),
+        &want_forecasts,
+        "forecasts",
+    );
+    let count = |alert: &str, state: &str, device: &str| {
+        alerts
+            .iter()
+            .filter(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                r["alert"] == alert && r["state"] == state && r["device_id"] == device
+            })
+            .count()
+    };
+    for d in 0..6 {
+        let dev = format!("dev-{d:05}");
+        let (hot, silent) = (d < 3, d >= 3);
+        assert_eq!(count("overheat", "firing", &dev), if hot { 5 } else { 0 });
+        assert_eq!(count("overheat", "resolved", &dev), if hot { 5 } else { 0 });
+        assert_eq!(count("silent", "firing", &dev), if silent { 6 } else { 1 });
+        assert_eq!(
+            count("silent", "resolved", &dev),
+            if silent { 5 } else { 0 }
+        );
+    }
 }

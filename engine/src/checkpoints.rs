@@ -83,6 +83,28 @@ fn fingerprints(plan: &Plan) -> BTreeMap<String, String> {
                 };
                 format!("{what}, left {}, right {}", side(0), side(1))
             }
+            Op::Alert(_) | Op::Predict(_) => {
+                // Its key and what it makes: a rule or model changed within them keeps the state.
+                let fields: Vec<String> = n
+                    .schema
+                    .fields
+                    .iter()
+                    .map(|f| format!("{}:{}", f.name, f.ty))
+                    .collect();
+                let key = match &n.op {
+                    Op::Alert(a) => &a.key,
+                    Op::Predict(p) => &p.key,
+                    _ => unreachable!("matched above"),
+                };
+                let input = crate::plan::port_schema(plan, n.inputs[0]);
+                let key: Vec<&str> = key.iter().map(|&k| input.fields[k].name.as_str()).collect();
+                format!(
+                    "{} key [{}], results [{}]",
+                    n.ty,
+                    key.join(", "),
+                    fields.join(", ")
+                )
+            }
             Op::Kafka(k) => format!(
                 "kafka topics [{}], group {}, {}",
                 k.topics.join(", "),

@@ -190,7 +190,7 @@ impl AlertSpec {
 }
 
 /// Where a key's alert stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 enum Phase {
     /// Quiet.
     #[default]
@@ -204,7 +204,7 @@ enum Phase {
 }
 
 /// One key's alert.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Key {
     values: Vec<Value>,
     phase: Phase,
@@ -225,7 +225,7 @@ struct Key {
 }
 
 /// A worker's alerts: its keys, the records waiting for the watermark, and the timers.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct State {
     keys: Vec<Key>,
     numbers: Keys,
@@ -518,11 +518,14 @@ fn record(spec: &AlertSpec, key: &Key, state: &str, at: Micros) -> Record {
     r
 }
 
-/// Builds an alert over batches already on the worker that holds their keys.
+/// Builds an alert over batches already on the worker that holds their keys (see
+/// [`ordered_operator`] for `checkpoint`).
 pub fn alert_batches<'s>(
     input: Batches<'s>,
     spec: Arc<AlertSpec>,
     metrics: Arc<ComponentMetrics>,
+    checkpoint: Option<crate::checkpoint::Checkpointing<'s>>,
+    ctl: crate::control::RunControl,
 ) -> OrderedStreams<'s> {
     let name = spec.id.to_string();
     ordered_operator(
@@ -533,6 +536,8 @@ pub fn alert_batches<'s>(
             spec,
             state: State::default(),
         },
+        checkpoint,
+        ctl,
     )
 }
 
@@ -564,5 +569,14 @@ impl InOrder for Worker {
 
     fn entries(&self) -> u64 {
         self.state.entries()
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.state).expect("alert state serializes")
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.state = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        Ok(())
     }
 }

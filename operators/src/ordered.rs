@@ -22,9 +22,34 @@ use crate::value::{Micros, Value};
 use crate::{Batches, Records, Time};
 
 /// Each key's number, in the order keys were first seen on this worker.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Vec<(Vec<Value>, usize)>", into = "Vec<(Vec<Value>, usize)>")]
 pub(crate) struct Keys {
     index: HashMap<Vec<Value>, usize>,
+}
+
+impl From<Vec<(Vec<Value>, usize)>> for Keys {
+    fn from(v: Vec<(Vec<Value>, usize)>) -> Keys {
+        Keys {
+            index: v.into_iter().collect(),
+        }
+    }
+}
+
+impl From<Keys> for Vec<(Vec<Value>, usize)> {
+    fn from(k: Keys) -> Self {
+        let mut v: Vec<(Vec<Value>, usize)> = k.index.into_iter().collect();
+        v.sort_by_key(|(_, n)| *n);
+        v
+    }
+}
+
+impl Clone for Keys {
+    fn clone(&self) -> Keys {
+        Keys {
+            index: self.index.clone(),
+        }
+    }
 }
 
 impl Keys {
@@ -43,7 +68,7 @@ impl Keys {
 
 /// Records waiting for the watermark, in the order they will be taken: event time, key
 /// number, then values (identical records in arrival order, which cannot tell them apart).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Waiting {
     records: BTreeMap<(Micros, usize, Vec<Value>, u64), Meta>,
     seq: u64,
@@ -99,6 +124,10 @@ pub(crate) trait InOrder {
     fn advance(&mut self, frontier: Option<Micros>, emit: &mut dyn FnMut(Micros, Record));
     /// Entries of state, for the summary.
     fn entries(&self) -> u64;
+    /// The state as a checkpoint part (postcard: the operator's own state struct).
+    fn snapshot(&self) -> Vec<u8>;
+    /// Takes the state of a checkpoint part made by [`InOrder::snapshot`].
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
 }
 
 /// The results `work` makes of `records`, all at once (event time then ends): for tests and
@@ -127,74 +156,149 @@ pub struct OrderedStreams<'s> {
 
 /// An operator named `name` feeding the chunks of `input` (on the worker that holds their
 /// keys) to `work`, holding a capability at the earliest time a result may still be made at.
+/// With `checkpoint`, the input goes through a [`Barrier`](crate::checkpoint::Barrier), the
+/// work's state goes into each checkpoint, and a restored run starts from it.
 pub(crate) fn ordered_operator<'s, W: InOrder + 'static>(
     input: Batches<'s>,
     name: &str,
     metrics: Arc<ComponentMetrics>,
     mut work: W,
+    checkpoint: Option<crate::checkpoint::Checkpointing<'s>>,
+    ctl: crate::control::RunControl,
 ) -> OrderedStreams<'s> {
+    use crate::checkpoint::{Barrier, Decision};
+    let worker = input.scope().index();
     let mut builder = OperatorBuilder::new(name.to_string(), input.scope());
     let mut input = builder.new_input(input, Pipeline);
+    let (mut control, ck) = match checkpoint {
+        Some((c, ck)) => {
+            ck.register(worker);
+            (Some(builder.new_input(c, Pipeline)), Some(ck))
+        }
+        None => (None, None),
+    };
     let (out, results) = builder.new_output::<Vec<Record>>();
     let (dead_out, dead) = builder.new_output::<Vec<Record>>();
     let (late_out, late) = builder.new_output::<Vec<Record>>();
     let mut out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(out);
     let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(dead_out);
     let mut late_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(late_out);
-    builder.build(move |_initial_caps| {
+    let name = name.to_string();
+    builder.build(move |mut caps| {
+        if let Some(bytes) = ck.as_ref().and_then(|ck| ck.restored(&name, worker)) {
+            if let Err(e) = work.restore(bytes) {
+                ctl.fail(format!(
+                    "`{name}`: its state in the checkpoint cannot be read: {e}; run with --from-scratch to start over"
+                ));
+            }
+        }
+        // A restored state's results are made from the first capability.
+        let mut first: Option<Capability<Time>> = caps.drain(..).next();
         let mut held: Option<Capability<Time>> = None;
         let mut rows = Vec::new();
         let mut last_entries = 0u64;
+        let mut barrier: Barrier<([Capability<Time>; 3], Chunk)> = Barrier::default();
         move |frontiers| {
+            if let Some(f) = first.take() {
+                if let Some(next) = work.next() {
+                    held = Some(f.delayed(&(next.max(0) as Time).max(*f.time())));
+                }
+            }
             let mut n = LateCounts::default();
             let mut records_in = 0;
-            input.for_each(|cap, data: &mut Vec<Chunk>| {
-                let Some(&t) = cap.least() else {
-                    // Weir's operators always send with a capability; nothing to hold.
-                    return;
-                };
-                let (mut dead, mut late) = (Vec::new(), Vec::new());
-                for chunk in data.iter() {
-                    records_in += chunk.len() as u64;
-                    rows.clear();
-                    chunk.push_rows(&mut rows);
-                    for r in rows.drain(..) {
-                        work.add(r, &mut dead, &mut late, &mut n);
+            if let Some(control) = control.as_mut() {
+                control.for_each(|_, data: &mut Vec<Decision>| {
+                    for d in data.drain(..) {
+                        barrier.decide(d.at, d.seq);
                     }
+                });
+                barrier.set_control(frontiers[1].frontier().iter().next().copied());
+            }
+            let checkpointing = control.is_some();
+            let mut apply = |cap: &dyn crate::batch::Delay,
+                             t: Time,
+                             chunk: &Chunk,
+                             work: &mut W,
+                             held: &mut Option<Capability<Time>>| {
+                let (mut dead, mut late) = (Vec::new(), Vec::new());
+                records_in += chunk.len() as u64;
+                rows.clear();
+                chunk.push_rows(&mut rows);
+                for r in rows.drain(..) {
+                    work.add(r, &mut dead, &mut late, &mut n);
                 }
                 // Hold a capability at the earliest time a result may still be made at.
                 if let Some(next) = work.next() {
                     let next = (next.max(0) as Time).max(t);
                     if held.as_ref().is_none_or(|h| *h.time() > next) {
-                        held = Some(cap.delayed(&next, 0));
+                        *held = Some(cap.at(&next, 0));
                     }
                 }
-                give_at(&mut dead_out, &cap, t, 1, &mut dead);
-                give_at(&mut late_out, &cap, t, 2, &mut late);
+                give_at(&mut dead_out, cap, t, 1, &mut dead);
+                give_at(&mut late_out, cap, t, 2, &mut late);
+            };
+            input.for_each(|cap, data: &mut Vec<Chunk>| {
+                let Some(&t) = cap.least() else {
+                    // Weir's operators always send with a capability; nothing to hold.
+                    return;
+                };
+                if checkpointing && !barrier.admits(t) {
+                    for chunk in data.drain(..) {
+                        let caps = [0, 1, 2].map(|p| cap.delayed(&t, p));
+                        barrier.hold(t, (caps, chunk));
+                    }
+                    return;
+                }
+                for chunk in data.iter() {
+                    apply(&cap, t, chunk, &mut work, &mut held);
+                }
             });
-            let frontier = frontiers[0].frontier().iter().min().copied();
+            // Makes the results due before `f`, all in one container at the held time (at or
+            // below each one's event time and watermark), then moves the held capability up.
             let mut made = 0u64;
-            if let Some(h) = held.as_ref() {
-                // All of an activation's results go out in one container at the held time,
-                // which is at or below each one's event time (and watermark): downstream gets
-                // one batch, not one per event time.
-                let mut batch: Vec<Record> = Vec::new();
-                let f = frontier.map(|f| f.min(i64::MAX as Time) as Micros);
-                work.advance(f, &mut |_, r| batch.push(r));
-                made = batch.len() as u64;
-                if !batch.is_empty() {
-                    out.activate().session(h).give_container(&mut batch);
-                }
-            }
-            match (work.next(), held.as_mut()) {
-                (None, _) => held = None,
-                (Some(t), Some(h)) => {
-                    let t = t.max(0) as Time;
-                    if *h.time() < t {
-                        h.downgrade(&t);
+            let mut advance = |f: Option<Time>, work: &mut W, held: &mut Option<Capability<Time>>| {
+                if let Some(h) = held.as_ref() {
+                    let mut batch: Vec<Record> = Vec::new();
+                    let f = f.map(|f| f.min(i64::MAX as Time) as Micros);
+                    work.advance(f, &mut |_, r| batch.push(r));
+                    made += batch.len() as u64;
+                    if !batch.is_empty() {
+                        out.activate().session(h).give_container(&mut batch);
                     }
                 }
-                _ => {}
+                match (work.next(), held.as_mut()) {
+                    (None, _) => *held = None,
+                    (Some(t), Some(h)) => {
+                        let t = t.max(0) as Time;
+                        if *h.time() < t {
+                            h.downgrade(&t);
+                        }
+                    }
+                    _ => {}
+                }
+            };
+            let frontier = frontiers[0].frontier().iter().min().copied();
+            if let Some(ck) = ck.as_ref() {
+                loop {
+                    for (t, (caps, chunk)) in barrier.release() {
+                        apply(&caps, t, &chunk, &mut work, &mut held);
+                    }
+                    let Some((at, seq)) = barrier.due(frontier) else {
+                        break;
+                    };
+                    let started = crate::checkpoint::wall_micros();
+                    advance((at != crate::checkpoint::END).then_some(at), &mut work, &mut held);
+                    let bytes = work.snapshot();
+                    if let Err(e) =
+                        crate::checkpoint::write_part(ck, seq, &name, worker, started, &bytes)
+                    {
+                        ctl.fail(format!("`{name}`: cannot write checkpoint {seq}: {e}"));
+                    }
+                    barrier.taken();
+                }
+                advance(barrier.frontier(frontier), &mut work, &mut held);
+            } else {
+                advance(frontier, &mut work, &mut held);
             }
             metrics.add_in(records_in);
             metrics.add_out(made);

@@ -89,7 +89,7 @@ pub struct PredictSpec {
 }
 
 /// One key's model state.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct State {
     /// Values seen.
     n: u64,
@@ -203,7 +203,7 @@ impl PredictSpec {
 }
 
 /// A worker's models and the records waiting for the watermark.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Worker {
     numbers: Keys,
     states: Vec<State>,
@@ -260,11 +260,14 @@ impl Worker {
     }
 }
 
-/// Builds a `predict` over batches already on the worker that holds their keys.
+/// Builds a `predict` over batches already on the worker that holds their keys (see
+/// [`ordered_operator`] for `checkpoint`).
 pub fn predict_batches<'s>(
     input: Batches<'s>,
     spec: Arc<PredictSpec>,
     metrics: Arc<ComponentMetrics>,
+    checkpoint: Option<crate::checkpoint::Checkpointing<'s>>,
+    ctl: crate::control::RunControl,
 ) -> OrderedStreams<'s> {
     let name = spec.id.to_string();
     ordered_operator(
@@ -275,6 +278,8 @@ pub fn predict_batches<'s>(
             spec,
             worker: Worker::default(),
         },
+        checkpoint,
+        ctl,
     )
 }
 
@@ -306,5 +311,14 @@ impl InOrder for Work {
 
     fn entries(&self) -> u64 {
         (self.worker.states.len() + self.worker.waiting.len()) as u64
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.worker).expect("models serialize")
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.worker = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        Ok(())
     }
 }

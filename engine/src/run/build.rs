@@ -317,7 +317,7 @@ pub(super) fn build<'s>(
                     true => input(),
                     false => exchange_by_key(input(), spec.key.clone()),
                 };
-                let a = alert::alert_batches(keyed, Arc::clone(spec), m);
+                let a = alert::alert_batches(keyed, Arc::clone(spec), m, checkpoint(), ctl.clone());
                 put(main, a.results);
                 put(dead, a.dead);
                 put(late, a.late);
@@ -329,7 +329,8 @@ pub(super) fn build<'s>(
                     true => input(),
                     false => exchange_by_key(input(), spec.key.clone()),
                 };
-                let p = predict::predict_batches(keyed, Arc::clone(spec), m);
+                let p =
+                    predict::predict_batches(keyed, Arc::clone(spec), m, checkpoint(), ctl.clone());
                 put(main, p.results);
                 put(dead, p.dead);
                 put(late, p.late);

@@ -750,6 +750,7 @@ pub fn generator<'s>(
                     .give(chunk.expect("a chunk is sent only with rows"));
                 *sent += produced;
                 metrics.add_out(produced as u64);
+                crate::checkpoint::fault::read(produced as u64);
             }
             let finished = next >= limit;
             let full = *sent >= max;
