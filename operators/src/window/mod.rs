@@ -68,6 +68,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 
 use crate::aggregate::{Aggregate, Output};
 use crate::batch::give_at;
+use crate::checkpoint::Checkpointing;
 use crate::chunk::{arrow_schema, Chunk};
 use crate::encode::{Encoder, Format};
 use crate::metrics::ComponentMetrics;
@@ -375,8 +376,6 @@ pub fn window<'s>(
         None,
     )
 }
-
-use crate::checkpoint::Checkpointing;
 
 /// Builds a window over batches already on the worker that holds their keys' state. With
 /// `checkpoint`, the window reads the control stream through a

@@ -42,10 +42,8 @@ struct Rows {
 }
 
 impl Rows {
-    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
-        spec: &WindowSpec,
         kind: u8,
         a: Micros,
         b: Micros,
@@ -81,7 +79,6 @@ impl Rows {
                 self.state.append_null();
             }
         }
-        let _ = spec;
     }
 }
 
@@ -91,18 +88,11 @@ pub(super) fn snapshot(spec: &WindowSpec, state: &State) -> Vec<u8> {
     let kk = &spec.key_kind;
     let table = |rows: &mut Rows, kind: u8, a: Micros, b: Micros, t: &Table| {
         for g in t.groups.slots() {
-            rows.push(
-                spec,
-                kind,
-                a,
-                b,
-                Some(t.groups.values(kk, g)),
-                Some((&t.accs, g)),
-            );
+            rows.push(kind, a, b, Some(t.groups.values(kk, g)), Some((&t.accs, g)));
         }
     };
     for (&end, pane) in &state.panes {
-        rows.push(spec, 6, end, pane.start, None, None);
+        rows.push(6, end, pane.start, None, None);
         table(&mut rows, 0, end, pane.start, &pane.table);
         for (&late_end, t) in &pane.late {
             table(&mut rows, 1, end, late_end, t);
@@ -114,18 +104,18 @@ pub(super) fn snapshot(spec: &WindowSpec, state: &State) -> Vec<u8> {
         for (kind, entries) in [(2u8, &queue.front), (3u8, &queue.back)] {
             for &(end, slot) in entries {
                 let accs = Some((&state.queue_accs, slot));
-                rows.push(spec, kind, end, 0, Some(key.clone()), accs);
+                rows.push(kind, end, 0, Some(key.clone()), accs);
             }
         }
         if let Some(slot) = queue.back_agg {
-            rows.push(spec, 4, 0, 0, Some(key), Some((&state.queue_accs, slot)));
+            rows.push(4, 0, 0, Some(key), Some((&state.queue_accs, slot)));
         }
     }
     for k in state.keys.slots() {
         let key = state.keys.values(kk, k);
         for s in &state.sessions[k as usize] {
             let accs = Some((&state.session_accs, s.slot));
-            rows.push(spec, 5, s.start, s.end, Some(key.clone()), accs);
+            rows.push(5, s.start, s.end, Some(key.clone()), accs);
         }
     }
     let schema = Schema::new(vec![
