@@ -12,10 +12,11 @@ use std::path::Path;
 use common::{ok, stderr, weir, write};
 
 const DEVICES: u64 = 12;
-/// Checkpoint parts per worker of the file pipeline: the source, the two windows, the two
-/// joins, four file sinks and the dead-letter file. Checkpoint n + 1 is decided only once n is
+/// Checkpoint parts per worker of the file pipeline: the source, the two windows, the three
+/// joins (the temporal join two: its table and its lookups), five file sinks and the
+/// dead-letter file. Checkpoint n + 1 is decided only once n is
 /// complete, so a fault at part `PARTS * workers + 1` or later strikes after one completed.
-const PARTS: usize = 10;
+const PARTS: usize = 13;
 /// The interval join's bounds (µs).
 const PAIR_WITHIN: i64 = 60_000;
 const GAP_US: i64 = 30_000;
@@ -133,6 +134,24 @@ join = "full"
 size = "100ms"
 slide = "50ms"
 select = ["left.id AS low_id", "right.id AS high_id"]
+
+[transforms.versions]
+type = "filter"
+inputs = ["readings"]
+condition = "v >= 50"
+
+[transforms.as_of]
+type = "join"
+kind = "temporal"
+inputs = ["rare_low", "versions"]
+on = ["device"]
+join = "left"
+select = ["left.id AS low_id", "right.id AS version_id"]
+
+[sinks.as_of_out]
+type = "file"
+inputs = ["as_of"]
+path = "out/as-of.jsonl"
 
 [sinks.together_out]
 type = "file"
@@ -339,6 +358,26 @@ fn records_read(report: &Path) -> u64 {
         .unwrap()
 }
 
+/// The left outer temporal join of rare low readings (v < 10) with each device's readings of
+/// v >= 50 as versions: the version with the latest (time, id) at or before the low one's time,
+/// computed from the input directly.
+fn as_of_reference(events: &[Event]) -> Vec<String> {
+    let mut versions: BTreeMap<u64, Vec<(i64, u64)>> = BTreeMap::new();
+    for &(id, t, d, v) in events {
+        if v >= 50 {
+            versions.entry(d).or_default().push((t, id));
+        }
+    }
+    versions.values_mut().for_each(|v| v.sort_unstable());
+    let lines = events.iter().filter(|e| e.3 < 10).map(|&(low, t, d, _)| {
+        let vs = versions.get(&d).map_or(&[][..], |v| v.as_slice());
+        let at = vs.partition_point(|&(vt, _)| vt <= t);
+        let version = at.checked_sub(1).map(|i| vs[i].1);
+        serde_json::json!({ "low_id": low, "version_id": version })
+    });
+    multiset(lines)
+}
+
 /// Asserts that every output of the file pipeline equals its reference.
 fn assert_outputs(dir: &Path, events: &[Event]) {
     let (windows, sessions) = outputs(dir);
@@ -349,6 +388,11 @@ fn assert_outputs(dir: &Path, events: &[Event]) {
         &output(dir, "together.jsonl"),
         &together_reference(events),
         "window join",
+    );
+    same(
+        &output(dir, "as-of.jsonl"),
+        &as_of_reference(events),
+        "temporal join",
     );
 }
 

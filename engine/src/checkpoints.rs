@@ -47,7 +47,7 @@ fn fingerprints(plan: &Plan) -> BTreeMap<String, String> {
                     outputs.join(", ")
                 )
             }
-            Op::IntervalJoin(_) | Op::WindowJoin(_) => {
+            Op::IntervalJoin(_) | Op::WindowJoin(_) | Op::TemporalJoin(_) => {
                 let (c, what) = match &n.op {
                     Op::IntervalJoin(j) => (
                         &j.common,
@@ -55,6 +55,13 @@ fn fingerprints(plan: &Plan) -> BTreeMap<String, String> {
                             "interval join [{}, {}]{}",
                             j.lower,
                             j.upper,
+                            if j.left_outer { " left outer" } else { "" }
+                        ),
+                    ),
+                    Op::TemporalJoin(j) => (
+                        &j.common,
+                        format!(
+                            "temporal join{}",
                             if j.left_outer { " left outer" } else { "" }
                         ),
                     ),

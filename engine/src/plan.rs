@@ -666,8 +666,8 @@ pub fn plan(spec: &PipelineSpec, file_stem: &str) -> (Option<Plan>, Vec<Diag>) {
 }
 
 /// With `[pipeline] checkpoint`: an error at each component whose state or position
-/// checkpoints do not cover yet (temporal joins, ONNX models; sources other than the
-/// generator, Kafka and JSON-lines and CSV files).
+/// checkpoints do not cover yet (ONNX models; sources other than the generator, Kafka and
+/// JSON-lines and CSV files).
 fn uncheckpointed(
     nodes: &[Node],
     comps: &[crate::spec::Component],
@@ -693,8 +693,11 @@ fn uncheckpointed(
             | Op::Map(_)
             | Op::Unnest(_)
             | Op::Sink(_) => None,
-            Op::IntervalJoin(_) | Op::WindowJoin(_) | Op::Alert(_) | Op::Predict(_) => None,
-            Op::TemporalJoin(_) => Some("a temporal join's state"),
+            Op::IntervalJoin(_)
+            | Op::WindowJoin(_)
+            | Op::TemporalJoin(_)
+            | Op::Alert(_)
+            | Op::Predict(_) => None,
             _ if n.kind == Kind::Source => Some("this source's position"),
             _ => Some("this component's state"),
         };
@@ -707,7 +710,7 @@ fn uncheckpointed(
             n.ty
         ))
         .component(c.map_or(n.id.clone(), |c| c.qualified()))
-        .help("remove `checkpoint` from [pipeline] to run this pipeline without checkpoints, or read the generator, Kafka, or JSON-lines or CSV files with windows, interval and window joins, alerts, predictions, filters and maps only");
+        .help("remove `checkpoint` from [pipeline] to run this pipeline without checkpoints, or read the generator, Kafka, or JSON-lines or CSV files with windows, joins, alerts, predictions, filters and maps only");
         d = d.at(c.map_or(checkpoint.clone(), |c| c.ty_span.clone()));
         diags.push(d);
     }

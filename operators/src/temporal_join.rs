@@ -286,9 +286,19 @@ fn versions<'s>(
     spec: &Arc<TemporalJoinSpec>,
     metrics: &Arc<ComponentMetrics>,
     ctl: crate::control::RunControl,
+    checkpoint: Option<crate::checkpoint::Checkpointing<'s>>,
 ) -> (Updates<'s>, Records<'s>, Records<'s>) {
+    use crate::checkpoint::{Barrier, Decision};
+    let worker = right.scope().index();
     let mut builder = OperatorBuilder::new(format!("{} (versions)", spec.common.id), right.scope());
     let mut input = builder.new_input(right, Pipeline);
+    let (mut control, ck) = match checkpoint {
+        Some((c, ck)) => {
+            ck.register(worker);
+            (Some(builder.new_input(c, Pipeline)), Some(ck))
+        }
+        None => (None, None),
+    };
     let (updates_out, updates) = builder.new_output::<Vec<Update<(VersionKey, Version)>>>();
     let (dead_out, dead) = builder.new_output::<Vec<Record>>();
     let (late_out, late) = builder.new_output::<Vec<Record>>();
@@ -296,7 +306,8 @@ fn versions<'s>(
         OutputBuilder::from(updates_out);
     let (mut dead_out, mut late_out) = (RecordOutput::from(dead_out), RecordOutput::from(late_out));
     let (spec, metrics) = (Arc::clone(spec), Arc::clone(metrics));
-    builder.build(move |_| {
+    let part_name = format!("{}.versions", spec.common.id);
+    builder.build(move |mut caps| {
         let rcols = spec.right_cols();
         let rows = Rows::new(
             rcols
@@ -306,81 +317,149 @@ fn versions<'s>(
         );
         // Per key, the versions that may still be the predecessor of an on-time version, in
         // order.
-        let mut live: HashMap<
-            VersionKey,
-            SmallVec<[Version; 2]>,
-            BuildHasherDefault<crate::window::KeyHasher>,
-        > = HashMap::default();
+        let mut live: Live = HashMap::default();
+        if let Some(bytes) = ck.as_ref().and_then(|ck| ck.restored(&part_name, worker)) {
+            match restore_versions(bytes) {
+                Ok(l) => live = l,
+                Err(e) => ctl.fail(format!(
+                    "join `{}`: its table in the checkpoint cannot be read: {e}; run with --from-scratch to start over",
+                    spec.common.id
+                )),
+            }
+        }
+        // The restored versions go into the arrangement from the first capability.
+        let mut first: Option<Capability<Time>> = caps.drain(..).next();
         let (mut dead_buf, mut late_buf) = (Vec::new(), Vec::new());
         let mut gauge = crate::metrics::StateGauge::default();
+        let mut barrier: Barrier<([Capability<Time>; 3], Chunk)> = Barrier::default();
         move |frontiers| {
             let c = &spec.common;
             let (mut n, mut state) = (0u64, 0i64);
-            let mut counts = LateCounts::default();
-            let horizon = frontiers[0].frontier().iter().min().copied();
-            let horizon = horizon.unwrap_or(Time::MAX);
             let t_of = |x: Micros| x.max(0) as Time;
-            input.for_each(|cap: InputCapability<Time>, data: &mut Vec<Chunk>| {
-                let Some(&t) = cap.least() else { return };
+            if let Some(cap) = first.take() {
                 let mut out = updates_out.activate();
                 let mut session = out.session(&cap);
-                for chunk in data.iter() {
-                    n += chunk.len() as u64;
-                    let b = JoinBatch::new(c, 1, chunk);
-                    let cols = chunk.columns();
-                    let kept: Vec<&ArrayRef> = rcols.iter().map(|&p| &cols[p]).collect();
-                    let encoded = rows.convert(&kept);
-                    for r in 0..chunk.len() {
-                        let (dead, late) = (&mut dead_buf, &mut late_buf);
-                        let Some(ts) = c.on_time(1, &b, r, t, GONE, &mut counts, dead, late) else {
-                            continue;
-                        };
-                        if b.key_is_null(r) {
-                            continue; // A NULL key equals no key: no left record meets it.
+                for (key, vs) in live.iter() {
+                    for (i, v) in vs.iter().enumerate() {
+                        session.give(((key.clone(), v.clone()), t_of(v.ts), 1));
+                        if let Some(s) = vs.get(i + 1) {
+                            session.give(((key.clone(), v.clone()), t_of(s.ts), -1));
                         }
-                        let key = VersionKey::of(&b, r);
-                        let me = Version {
-                            ts,
-                            row: encoded
-                                .as_ref()
-                                .map(|e| Packed::new(e.row(r).data()))
-                                .unwrap_or_default(),
-                            ingest: b.ingest[r],
-                        };
-                        let vs = live.entry(key.clone()).or_default();
-                        let at = vs.partition_point(|v| *v < me);
-                        let before = at.checked_sub(1).map(|i| vs[i].clone());
-                        let after = vs.get(at).map(|v| v.ts);
-                        // It is valid from its time until its successor's.
-                        session.give(((key.clone(), me.clone()), t_of(ts), 1));
+                    }
+                    state += vs.len() as i64;
+                }
+            }
+            let mut counts = LateCounts::default();
+            if let Some(control) = control.as_mut() {
+                control.for_each(|_, data: &mut Vec<Decision>| {
+                    for d in data.drain(..) {
+                        barrier.decide(d.at, d.seq);
+                    }
+                });
+                barrier.set_control(frontiers[1].frontier().iter().next().copied());
+            }
+            let data_frontier = frontiers[0].frontier().iter().min().copied();
+            // Versions are forgotten only below what every checkpoint still to be taken holds.
+            let horizon = match control {
+                Some(_) => barrier.frontier(data_frontier),
+                None => data_frontier,
+            }
+            .unwrap_or(Time::MAX);
+            let mut apply = |cap: &dyn crate::batch::Delay,
+                             t: Time,
+                             chunk: &Chunk,
+                             live: &mut Live| {
+                let mut out = updates_out.activate();
+                let at_t = cap.at(&t, 0);
+                let mut session = out.session(&at_t);
+                n += chunk.len() as u64;
+                let b = JoinBatch::new(c, 1, chunk);
+                let cols = chunk.columns();
+                let kept: Vec<&ArrayRef> = rcols.iter().map(|&p| &cols[p]).collect();
+                let encoded = rows.convert(&kept);
+                for r in 0..chunk.len() {
+                    let (dead, late) = (&mut dead_buf, &mut late_buf);
+                    let Some(ts) = c.on_time(1, &b, r, t, GONE, &mut counts, dead, late) else {
+                        continue;
+                    };
+                    if b.key_is_null(r) {
+                        continue; // A NULL key equals no key: no left record meets it.
+                    }
+                    let key = VersionKey::of(&b, r);
+                    let me = Version {
+                        ts,
+                        row: encoded
+                            .as_ref()
+                            .map(|e| Packed::new(e.row(r).data()))
+                            .unwrap_or_default(),
+                        ingest: b.ingest[r],
+                    };
+                    let vs = live.entry(key.clone()).or_default();
+                    let at = vs.partition_point(|v| *v < me);
+                    let before = at.checked_sub(1).map(|i| vs[i].clone());
+                    let after = vs.get(at).map(|v| v.ts);
+                    // It is valid from its time until its successor's.
+                    session.give(((key.clone(), me.clone()), t_of(ts), 1));
+                    if let Some(s) = after {
+                        session.give(((key.clone(), me.clone()), t_of(s), -1));
+                    }
+                    // Its predecessor now ends here, not at the successor.
+                    if let Some(p) = before {
                         if let Some(s) = after {
-                            session.give(((key.clone(), me.clone()), t_of(s), -1));
+                            session.give(((key.clone(), p.clone()), t_of(s), 1));
                         }
-                        // Its predecessor now ends here, not at the successor.
-                        if let Some(p) = before {
-                            if let Some(s) = after {
-                                session.give(((key.clone(), p.clone()), t_of(s), 1));
-                            }
-                            session.give(((key, p), t_of(ts), -1));
-                        }
-                        if vs.get(at) != Some(&me) {
-                            vs.insert(at, me);
-                            state += 1;
-                        }
-                        // Forget versions whose successor the frontier has passed: no on-time
-                        // version can come between them any more.
-                        while vs.len() > 1 && t_of(vs[1].ts) < horizon {
-                            vs.remove(0);
-                            state -= 1;
-                        }
+                        session.give(((key, p), t_of(ts), -1));
+                    }
+                    if vs.get(at) != Some(&me) {
+                        vs.insert(at, me);
+                        state += 1;
+                    }
+                    // Forget versions whose successor the frontier has passed: no on-time
+                    // version can come between them any more.
+                    while vs.len() > 1 && t_of(vs[1].ts) < horizon {
+                        vs.remove(0);
+                        state -= 1;
                     }
                 }
                 drop(session);
-                give_at(&mut dead_out, &cap, t, 1, &mut dead_buf);
-                give_at(&mut late_out, &cap, t, 2, &mut late_buf);
+                give_at(&mut dead_out, cap, t, 1, &mut dead_buf);
+                give_at(&mut late_out, cap, t, 2, &mut late_buf);
+            };
+            let checkpointing = control.is_some();
+            input.for_each(|cap: InputCapability<Time>, data: &mut Vec<Chunk>| {
+                let Some(&t) = cap.least() else { return };
+                if checkpointing && !barrier.admits(t) {
+                    for chunk in data.drain(..) {
+                        let caps = [0, 1, 2].map(|p| cap.delayed(&t, p));
+                        barrier.hold(t, (caps, chunk));
+                    }
+                    return;
+                }
+                for chunk in data.iter() {
+                    apply(&cap, t, chunk, &mut live);
+                }
             });
-            if frontiers[0].is_empty() {
-                // The input has ended: no version will be asked for again.
+            if let Some(ck) = ck.as_ref() {
+                loop {
+                    for (t, (caps, chunk)) in barrier.release() {
+                        apply(&caps, t, &chunk, &mut live);
+                    }
+                    let Some((_, seq)) = barrier.due(data_frontier) else {
+                        break;
+                    };
+                    let started = crate::checkpoint::wall_micros();
+                    let bytes = snapshot_versions(&live);
+                    if let Err(e) =
+                        crate::checkpoint::write_part(ck, seq, &part_name, worker, started, &bytes)
+                    {
+                        ctl.fail(format!("join `{}`: cannot write checkpoint {seq}: {e}", c.id));
+                    }
+                    barrier.taken();
+                }
+            }
+            if frontiers[0].is_empty() && control.is_none() {
+                // The input has ended: no version will be asked for again. (Under checkpoints
+                // the live versions are the table a restored run is rebuilt from: kept.)
                 state -= live.values().map(|v| v.len() as i64).sum::<i64>();
                 live.clear();
             }
@@ -395,6 +474,107 @@ fn versions<'s>(
         }
     });
     (updates, dead, late)
+}
+
+/// Each key's live versions (see [`versions`]).
+type Live =
+    HashMap<VersionKey, SmallVec<[Version; 2]>, BuildHasherDefault<crate::window::KeyHasher>>;
+
+/// The live versions as a checkpoint part: an Arrow IPC file of one batch, a row per version —
+/// `hash` (UInt64), `key` (Binary: a tag and the key's value, as the arrangement keys it),
+/// `ts` and `ingest` (Int64), `row` (Binary: the kept right fields in Arrow's row format) —
+/// and `weir.format` in the schema's metadata.
+fn snapshot_versions(live: &Live) -> Vec<u8> {
+    use arrow::array::{BinaryBuilder, Int64Builder, UInt64Builder};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let (mut hash, mut key, mut ts, mut ingest, mut row) = (
+        UInt64Builder::new(),
+        BinaryBuilder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+        BinaryBuilder::new(),
+    );
+    for (k, vs) in live {
+        for v in vs {
+            hash.append_value(k.hash);
+            key.append_value(k.bytes.as_slice());
+            ts.append_value(v.ts);
+            ingest.append_value(v.ingest);
+            row.append_value(v.row.as_slice());
+        }
+    }
+    let schema = Schema::new(vec![
+        Field::new("hash", DataType::UInt64, false),
+        Field::new("key", DataType::Binary, false),
+        Field::new("ts", DataType::Int64, false),
+        Field::new("ingest", DataType::Int64, false),
+        Field::new("row", DataType::Binary, false),
+    ])
+    .with_metadata(std::collections::HashMap::from([(
+        "weir.format".to_string(),
+        crate::checkpoint::FORMAT.to_string(),
+    )]));
+    let batch = arrow::array::RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(hash.finish()),
+            Arc::new(key.finish()),
+            Arc::new(ts.finish()),
+            Arc::new(ingest.finish()),
+            Arc::new(row.finish()),
+        ],
+    )
+    .expect("columns match the schema");
+    let mut out = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::FileWriter::try_new(&mut out, &batch.schema())
+            .expect("an IPC writer over memory");
+        w.write(&batch).expect("writing to memory");
+        w.finish().expect("writing to memory");
+    }
+    out
+}
+
+/// Live versions read back from a part made by [`snapshot_versions`].
+fn restore_versions(bytes: &[u8]) -> Result<Live, String> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Int64Type, UInt64Type};
+    let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| format!("not an Arrow IPC file: {e}"))?;
+    if reader
+        .schema()
+        .metadata()
+        .get("weir.format")
+        .map(String::as_str)
+        != Some(crate::checkpoint::FORMAT.to_string().as_str())
+    {
+        return Err("the part is of another checkpoint format".into());
+    }
+    let mut live: Live = HashMap::default();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let hash = batch.column(0).as_primitive::<UInt64Type>();
+        let key = batch.column(1).as_binary::<i32>();
+        let ts = batch.column(2).as_primitive::<Int64Type>();
+        let ingest = batch.column(3).as_primitive::<Int64Type>();
+        let row = batch.column(4).as_binary::<i32>();
+        for r in 0..batch.num_rows() {
+            let k = VersionKey {
+                hash: hash.value(r),
+                bytes: Packed::new(key.value(r)),
+            };
+            let v = Version {
+                ts: ts.value(r),
+                row: Packed::new(row.value(r)),
+                ingest: ingest.value(r),
+            };
+            live.entry(k).or_default().push(v);
+        }
+    }
+    for vs in live.values_mut() {
+        vs.sort();
+    }
+    Ok(live)
 }
 
 /// A versioned table, arranged by key: what several temporal joins on the same table (with the
@@ -415,8 +595,9 @@ pub fn arrange_table<'s>(
     spec: &Arc<TemporalJoinSpec>,
     metrics: &Arc<ComponentMetrics>,
     ctl: crate::control::RunControl,
+    checkpoint: Option<crate::checkpoint::Checkpointing<'s>>,
 ) -> Table<'s> {
-    let (updates, dead, late) = versions(right, spec, metrics, ctl);
+    let (updates, dead, late) = versions(right, spec, metrics, ctl, checkpoint);
     let arranged = arrange_core::<_, _, ValBatcher<VersionKey, Version, Time, isize>, Spine>(
         updates,
         Pipeline,
@@ -441,8 +622,29 @@ pub fn temporal_join<'s>(
     let (l, r) =
         crate::join::keyed_batches(&spec.common, left, right, crate::exchange::Routing::ByKey);
     let ctl = crate::control::RunControl::default();
-    let table = arrange_table(r, &spec, &metrics, ctl.clone());
-    join_table(l, &table, true, spec, metrics, ctl)
+    let table = arrange_table(r, &spec, &metrics, ctl.clone(), None);
+    join_table(l, &table, true, spec, metrics, ctl, None)
+}
+
+/// The left records waiting for the table, as a checkpoint part: an Arrow IPC stream of one
+/// chunk in the left input's layout (see [`Chunk::to_ipc`]).
+fn snapshot_waiting(waiting: &Waiting, schema: &arrow::datatypes::SchemaRef) -> Vec<u8> {
+    let mut records = Vec::new();
+    let entries = waiting
+        .in_order
+        .iter()
+        .chain(waiting.out_of_order.iter().map(|e| &e.0));
+    for e in entries {
+        let chunk = waiting.chunk(e);
+        let row = e.row as usize;
+        records.push(Record {
+            values: (0..chunk.num_fields())
+                .map(|f| chunk.value(f, row))
+                .collect(),
+            meta: chunk.meta(row),
+        });
+    }
+    Chunk::from_rows(schema, &records).to_ipc()
 }
 
 /// A left record waiting for the table to be complete through its event time.
@@ -559,7 +761,11 @@ impl Waiting {
 
 /// Builds a temporal join of `left` (batches already on the worker that holds their keys) with
 /// an arranged table. The first join of a table passes `owner = true` and carries the table's
-/// dead letters.
+/// dead letters. With `checkpoint`, the left input goes through a
+/// [`Barrier`](crate::checkpoint::Barrier), the left records waiting for the table go into each
+/// checkpoint (once the table is complete through its time), and a restored run starts with
+/// them.
+#[allow(clippy::too_many_arguments)]
 pub fn join_table<'s>(
     left: Batches<'s>,
     table: &Table<'s>,
@@ -567,13 +773,23 @@ pub fn join_table<'s>(
     spec: Arc<TemporalJoinSpec>,
     metrics: Arc<ComponentMetrics>,
     ctl: crate::control::RunControl,
+    checkpoint: Option<crate::checkpoint::Checkpointing<'s>>,
 ) -> JoinStreams<'s> {
+    use crate::checkpoint::{Barrier, Decision};
+    let worker = left.scope().index();
     let mut builder = OperatorBuilder::new(spec.common.id.to_string(), left.scope());
     let mut in_left = builder.new_input(left, Pipeline);
     let mut in_table = builder.new_input(table.arranged.stream.clone(), Pipeline);
+    let (mut control, ck) = match checkpoint {
+        Some((c, ck)) => {
+            ck.register(worker);
+            (Some(builder.new_input(c, Pipeline)), Some(ck))
+        }
+        None => (None, None),
+    };
     let (mut outs, streams) = JoinOutputs::new(&mut builder);
     let mut trace = table.arranged.trace.clone();
-    builder.build(move |_| {
+    builder.build(move |mut caps| {
         let c = &spec.common;
         let rcols = spec.right_cols();
         let rows = Rows::new(
@@ -593,6 +809,31 @@ pub fn join_table<'s>(
             })
             .collect();
         let mut waiting = Waiting::default();
+        let mut state = 0i64;
+        if let Some(bytes) = ck.as_ref().and_then(|ck| ck.restored(&c.id, worker)) {
+            match Chunk::from_ipc(bytes) {
+                Ok(chunk) if !chunk.is_empty() => {
+                    let b = JoinBatch::new(c, 0, &chunk);
+                    let slot = waiting.keep(&chunk, chunk.len() as u32);
+                    for r in 0..chunk.len() {
+                        waiting.push(Entry {
+                            ts: b.time(r).unwrap_or(0),
+                            key: VersionKey::of(&b, r),
+                            chunk: slot,
+                            row: r as u32,
+                        });
+                    }
+                    state = chunk.len() as i64;
+                }
+                Ok(_) => {}
+                Err(e) => ctl.fail(format!(
+                    "join `{}`: its waiting records in the checkpoint cannot be read: {e}; run with --from-scratch to start over",
+                    c.id
+                )),
+            }
+        }
+        // Restored waiting records are looked up from the first capability.
+        let mut first: Option<Capability<Time>> = caps.drain(..).next();
         // One capability, at or below every waiting record's time.
         let mut held: Option<Capability<Time>> = None;
         let mut upper = Antichain::from_elem(0);
@@ -602,186 +843,251 @@ pub fn join_table<'s>(
         let mut met: Vec<(usize, Option<Version>)> = Vec::new();
         let (mut dead_buf, mut late_buf, mut unmet) = (Vec::new(), Vec::new(), Vec::new());
         let mut gauge = crate::metrics::StateGauge::default();
+        let mut barrier: Barrier<([Capability<Time>; 4], Chunk)> = Barrier::default();
         move |frontiers| {
             let spec = &*spec;
             let c = &spec.common;
-            let (mut n_in, mut n_out, mut state) = (0u64, 0u64, 0i64);
+            let (mut n_in, mut n_out) = (0u64, 0u64);
             let mut counts = LateCounts::default();
+            if let Some(f) = first.take() {
+                if let Some(ts) = waiting.earliest() {
+                    held = Some(f.delayed(&(ts.max(0) as Time).max(*f.time())));
+                }
+            }
+            if let Some(control) = control.as_mut() {
+                control.for_each(|_, data: &mut Vec<Decision>| {
+                    for d in data.drain(..) {
+                        barrier.decide(d.at, d.seq);
+                    }
+                });
+                barrier.set_control(frontiers[2].frontier().iter().next().copied());
+            }
             // The table's batches are read through its trace.
             in_table.for_each(|_, _| {});
+            // Takes a batch of left records at time `t`: each waits for the table.
+            let mut take = |cap: &dyn crate::batch::Delay,
+                            t: Time,
+                            chunk: &Chunk,
+                            waiting: &mut Waiting,
+                            held: &mut Option<Capability<Time>>,
+                            outs: &mut JoinOutputs|
+             -> (u64, i64) {
+                n_in += chunk.len() as u64;
+                let b = JoinBatch::new(c, 0, chunk);
+                let slot = waiting.keep(chunk, 0);
+                let mut kept = 0;
+                for r in 0..chunk.len() {
+                    let (dead, late) = (&mut dead_buf, &mut late_buf);
+                    let Some(ts) = c.on_time(0, &b, r, t, GONE, &mut counts, dead, late) else {
+                        continue;
+                    };
+                    let tt = ts.max(0) as Time;
+                    if b.key_is_null(r) {
+                        // A NULL key equals no key: no version, now or later.
+                        if spec.left_outer {
+                            unmet.push(c.joined_src(Src::Row(chunk, r), Src::Missing, &[], tt));
+                        }
+                        continue;
+                    }
+                    let key = VersionKey::of(&b, r);
+                    waiting.push(Entry {
+                        ts,
+                        key,
+                        chunk: slot,
+                        row: r as u32,
+                    });
+                    kept += 1;
+                    if held.as_ref().is_none_or(|h| *h.time() > tt) {
+                        *held = Some(cap.at(&tt, 0));
+                    }
+                }
+                waiting.waits(slot, kept);
+                let out = give_at(&mut outs.results, cap, t, 0, &mut unmet);
+                outs.give_set_aside(cap, t, 0, &mut dead_buf, &mut late_buf);
+                (out, kept as i64)
+            };
+            let checkpointing = control.is_some();
             in_left.for_each(|cap: InputCapability<Time>, data: &mut Vec<Chunk>| {
                 let Some(&t) = cap.least() else { return };
+                if checkpointing && !barrier.admits(t) {
+                    for chunk in data.drain(..) {
+                        let caps = [0, 1, 2, 3].map(|p| cap.delayed(&t, p));
+                        barrier.hold(t, (caps, chunk));
+                    }
+                    return;
+                }
                 for chunk in data.iter() {
-                    n_in += chunk.len() as u64;
-                    let b = JoinBatch::new(c, 0, chunk);
-                    let slot = waiting.keep(chunk, 0);
-                    let mut kept = 0;
-                    for r in 0..chunk.len() {
-                        let (dead, late) = (&mut dead_buf, &mut late_buf);
-                        let Some(ts) = c.on_time(0, &b, r, t, GONE, &mut counts, dead, late) else {
-                            continue;
-                        };
-                        let tt = ts.max(0) as Time;
-                        if b.key_is_null(r) {
-                            // A NULL key equals no key: no version, now or later.
-                            if spec.left_outer {
-                                unmet.push(c.joined_src(Src::Row(chunk, r), Src::Missing, &[], tt));
-                            }
-                            continue;
-                        }
-                        let key = VersionKey::of(&b, r);
-                        waiting.push(Entry {
-                            ts,
-                            key,
-                            chunk: slot,
-                            row: r as u32,
-                        });
-                        kept += 1;
-                        if held.as_ref().is_none_or(|h| *h.time() > tt) {
-                            held = Some(cap.delayed(&tt, 0));
-                        }
-                    }
-                    state += kept as i64;
-                    waiting.waits(slot, kept);
+                    let (out, kept) = take(&cap, t, chunk, &mut waiting, &mut held, &mut outs);
+                    n_out += out;
+                    state += kept;
                 }
-                n_out += give_at(&mut outs.results, &cap, t, 0, &mut unmet);
-                outs.give_set_aside(&cap, t, 0, &mut dead_buf, &mut late_buf);
             });
-            // Look up the records the table is complete for, in key order.
-            trace.read_upper(&mut upper);
-            waiting.ready(&upper, &mut ready);
-            if !ready.is_empty() {
-                // In key order (the cursor only moves forward), then time: by hash, and by
-                // bytes where two keys' hashes collide.
-                order.clear();
-                order.extend(
-                    ready
-                        .iter()
-                        .enumerate()
-                        .map(|(i, e)| (e.key.hash, e.ts, i as u32)),
-                );
-                order.sort_unstable();
-                let mut i = 0;
-                while i < order.len() {
-                    let h = order[i].0;
-                    let j = i + order[i..].partition_point(|o| o.0 == h);
-                    let first = &ready[order[i].2 as usize].key;
-                    if order[i..j]
-                        .iter()
-                        .any(|o| ready[o.2 as usize].key != *first)
-                    {
-                        order[i..j].sort_by(|a, b| {
-                            let (x, y) = (&ready[a.2 as usize], &ready[b.2 as usize]);
-                            (&x.key, x.ts).cmp(&(&y.key, y.ts))
+            loop {
+                for (t, (caps, chunk)) in barrier.release() {
+                    let (out, kept) = take(&caps, t, &chunk, &mut waiting, &mut held, &mut outs);
+                    n_out += out;
+                    state += kept;
+                }
+                // Look up the records the table is complete for, in key order.
+                trace.read_upper(&mut upper);
+                waiting.ready(&upper, &mut ready);
+                if !ready.is_empty() {
+                    // In key order (the cursor only moves forward), then time: by hash, and by
+                    // bytes where two keys' hashes collide.
+                    order.clear();
+                    order.extend(
+                        ready
+                            .iter()
+                            .enumerate()
+                            .map(|(i, e)| (e.key.hash, e.ts, i as u32)),
+                    );
+                    order.sort_unstable();
+                    let mut i = 0;
+                    while i < order.len() {
+                        let h = order[i].0;
+                        let j = i + order[i..].partition_point(|o| o.0 == h);
+                        let first = &ready[order[i].2 as usize].key;
+                        if order[i..j]
+                            .iter()
+                            .any(|o| ready[o.2 as usize].key != *first)
+                        {
+                            order[i..j].sort_by(|a, b| {
+                                let (x, y) = (&ready[a.2 as usize], &ready[b.2 as usize]);
+                                (&x.key, x.ts).cmp(&(&y.key, y.ts))
+                            });
+                        }
+                        i = j;
+                    }
+                    let batches = trace
+                        .batches_through(upper.borrow())
+                        .expect("the table's trace holds its upper");
+                    // A cursor per batch (keys are sought in order in each); a key's versions
+                    // and their updates at or before the lookup time are summed across batches.
+                    let mut cursors: Vec<_> = batches.iter().map(|b| b.cursor()).collect();
+                    let mut found: Vec<(&Version, isize)> = Vec::new();
+                    for &(_, _, n) in &order {
+                        let (n, e) = (n as usize, &ready[n as usize]);
+                        let t = e.ts.max(0) as Time;
+                        found.clear();
+                        for (cursor, b) in cursors.iter_mut().zip(&batches) {
+                            cursor.seek_key(b, &e.key);
+                            if cursor.get_key(b) != Some(&e.key) {
+                                continue;
+                            }
+                            cursor.rewind_vals(b);
+                            while let Some(v) = cursor.get_val(b) {
+                                if v.ts > e.ts {
+                                    break;
+                                }
+                                let mut sum = 0;
+                                cursor.map_times(b, |time, diff| {
+                                    if *time <= t {
+                                        sum += *diff;
+                                    }
+                                });
+                                if sum != 0 {
+                                    found.push((v, sum));
+                                }
+                                cursor.step_val(b);
+                            }
+                        }
+                        // Valid at `t`: the version whose updates at or before `t` add up to one
+                        // (the latest, should superseded ones not have cancelled out yet).
+                        if found.len() > 1 {
+                            found.sort_by(|a, b| a.0.cmp(b.0));
+                        }
+                        let mut best: Option<&Version> = None;
+                        let mut i = 0;
+                        while i < found.len() {
+                            let (v, mut sum) = found[i];
+                            i += 1;
+                            while i < found.len() && found[i].0 == v {
+                                sum += found[i].1;
+                                i += 1;
+                            }
+                            if sum > 0 {
+                                best = Some(v);
+                            }
+                        }
+                        if best.is_some() || spec.left_outer {
+                            met.push((n, best.cloned()));
+                        }
+                    }
+                    // Decode the versions' fields together, then build the results.
+                    let cols = rows.columns(
+                        met.iter()
+                            .filter_map(|(_, v)| v.as_ref())
+                            .map(|v| v.row.as_slice()),
+                    );
+                    let mut buf = Vec::with_capacity(met.len());
+                    let mut next = 0;
+                    for (n, v) in met.drain(..) {
+                        let e = &ready[n];
+                        let (chunk, row) = (waiting.chunk(e), e.row as usize);
+                        let i = next;
+                        if v.is_some() {
+                            next += 1;
+                        }
+                        let values = at
+                            .iter()
+                            .map(|&(side, k)| match (side, &v) {
+                                (0, _) => chunk.value(k, row),
+                                (_, Some(_)) => value_at(&cols[k], i),
+                                (_, None) => Value::Null,
+                            })
+                            .collect();
+                        let left_ingest = chunk.meta(row).ingest;
+                        let ingest = left_ingest.max(v.as_ref().map_or(Micros::MIN, |v| v.ingest));
+                        buf.push(Record {
+                            values,
+                            meta: Meta {
+                                ingest,
+                                watermark: e.ts.max(0) as Time,
+                            },
                         });
                     }
-                    i = j;
+                    n_out += buf.len() as u64;
+                    if !buf.is_empty() {
+                        let h = held.as_ref().expect("held for waiting records");
+                        outs.results.activate().session(h).give_container(&mut buf);
+                    }
+                    state -= ready.len() as i64;
+                    waiting.release(&ready);
+                    ready.clear();
                 }
-                let batches = trace
-                    .batches_through(upper.borrow())
-                    .expect("the table's trace holds its upper");
-                // A cursor per batch (keys are sought in order in each); a key's versions
-                // and their updates at or before the lookup time are summed across batches.
-                let mut cursors: Vec<_> = batches.iter().map(|b| b.cursor()).collect();
-                let mut found: Vec<(&Version, isize)> = Vec::new();
-                for &(_, _, n) in &order {
-                    let (n, e) = (n as usize, &ready[n as usize]);
-                    let t = e.ts.max(0) as Time;
-                    found.clear();
-                    for (cursor, b) in cursors.iter_mut().zip(&batches) {
-                        cursor.seek_key(b, &e.key);
-                        if cursor.get_key(b) != Some(&e.key) {
-                            continue;
-                        }
-                        cursor.rewind_vals(b);
-                        while let Some(v) = cursor.get_val(b) {
-                            if v.ts > e.ts {
-                                break;
-                            }
-                            let mut sum = 0;
-                            cursor.map_times(b, |time, diff| {
-                                if *time <= t {
-                                    sum += *diff;
-                                }
-                            });
-                            if sum != 0 {
-                                found.push((v, sum));
-                            }
-                            cursor.step_val(b);
-                        }
-                    }
-                    // Valid at `t`: the version whose updates at or before `t` add up to one
-                    // (the latest, should superseded ones not have cancelled out yet).
-                    if found.len() > 1 {
-                        found.sort_by(|a, b| a.0.cmp(b.0));
-                    }
-                    let mut best: Option<&Version> = None;
-                    let mut i = 0;
-                    while i < found.len() {
-                        let (v, mut sum) = found[i];
-                        i += 1;
-                        while i < found.len() && found[i].0 == v {
-                            sum += found[i].1;
-                            i += 1;
-                        }
-                        if sum > 0 {
-                            best = Some(v);
-                        }
-                    }
-                    if best.is_some() || spec.left_outer {
-                        met.push((n, best.cloned()));
-                    }
+
+                // Hold only what the waiting records need.
+                let next = waiting.earliest().map(|ts| ts.max(0) as Time);
+                match (next, held.as_mut()) {
+                    (None, _) => held = None,
+                    (Some(t), Some(h)) if *h.time() < t => h.downgrade(&t),
+                    _ => {}
                 }
-                // Decode the versions' fields together, then build the results.
-                let cols = rows.columns(
-                    met.iter()
-                        .filter_map(|(_, v)| v.as_ref())
-                        .map(|v| v.row.as_slice()),
-                );
-                let mut buf = Vec::with_capacity(met.len());
-                let mut next = 0;
-                for (n, v) in met.drain(..) {
-                    let e = &ready[n];
-                    let (chunk, row) = (waiting.chunk(e), e.row as usize);
-                    let i = next;
-                    if v.is_some() {
-                        next += 1;
-                    }
-                    let values = at
-                        .iter()
-                        .map(|&(side, k)| match (side, &v) {
-                            (0, _) => chunk.value(k, row),
-                            (_, Some(_)) => value_at(&cols[k], i),
-                            (_, None) => Value::Null,
-                        })
-                        .collect();
-                    let left_ingest = chunk.meta(row).ingest;
-                    let ingest = left_ingest.max(v.as_ref().map_or(Micros::MIN, |v| v.ingest));
-                    buf.push(Record {
-                        values,
-                        meta: Meta {
-                            ingest,
-                            watermark: e.ts.max(0) as Time,
-                        },
-                    });
+                // A checkpoint is taken once the table is complete through its time: then
+                // every record still waiting is at or after it.
+                let complete = match (frontiers[0].frontier().iter().min(), upper.iter().min()) {
+                    (Some(&l), Some(&u)) => Some(l.min(u)),
+                    (Some(&l), None) => Some(l),
+                    (None, u) => u.copied(),
+                };
+                let (Some(ck), Some((_, seq))) = (ck.as_ref(), barrier.due(complete)) else {
+                    break;
+                };
+                let started = crate::checkpoint::wall_micros();
+                let bytes = snapshot_waiting(&waiting, &c.schemas[0]);
+                if let Err(e) = crate::checkpoint::write_part(ck, seq, &c.id, worker, started, &bytes)
+                {
+                    ctl.fail(format!("join `{}`: cannot write checkpoint {seq}: {e}", c.id));
                 }
-                n_out += buf.len() as u64;
-                if !buf.is_empty() {
-                    let h = held.as_ref().expect("held for waiting records");
-                    outs.results.activate().session(h).give_container(&mut buf);
-                }
-                state -= ready.len() as i64;
-                waiting.release(&ready);
-                ready.clear();
+                barrier.taken();
             }
-            // Hold only what the waiting records need; let the table compact up to the
-            // earliest time a lookup may still ask for.
-            let next = waiting.earliest().map(|ts| ts.max(0) as Time);
-            match (next, held.as_mut()) {
-                (None, _) => held = None,
-                (Some(t), Some(h)) if *h.time() < t => h.downgrade(&t),
-                _ => {}
-            }
+            // Let the table compact up to the earliest time a lookup may still ask for.
+            let next = waiting
+                .earliest()
+                .map(|ts| ts.max(0) as Time)
+                .into_iter()
+                .chain(barrier.earliest_held())
+                .min();
             let mut limit: Antichain<Time> = frontiers[0].frontier().to_owned();
             if let Some(t) = next {
                 limit = limit.iter().map(|&l| l.min(t)).collect();

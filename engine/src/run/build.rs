@@ -366,11 +366,19 @@ pub(super) fn build<'s>(
                         let owner = !tables.contains_key(&key);
                         let table = tables.entry(key).or_insert_with(|| {
                             let right = keyed(1, &spec.common.right_key);
-                            temporal_join::arrange_table(right, spec, &m, ctl.clone())
+                            temporal_join::arrange_table(right, spec, &m, ctl.clone(), checkpoint())
                         });
                         let left = keyed(0, &spec.common.left_key);
                         let spec = Arc::clone(spec);
-                        temporal_join::join_table(left, table, owner, spec, m, ctl.clone())
+                        temporal_join::join_table(
+                            left,
+                            table,
+                            owner,
+                            spec,
+                            m,
+                            ctl.clone(),
+                            checkpoint(),
+                        )
                     }
                     _ => unreachable!("matched above"),
                 };
