@@ -440,6 +440,24 @@ fn run(dir: &Path, pipeline: &str, fault: Option<&str>, extra: &[&str]) -> std::
     cmd.output().unwrap()
 }
 
+/// The sequence number of the latest complete checkpoint (0: none).
+fn latest_seq(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("state"))
+        .map(|es| {
+            es.flatten()
+                .filter(|e| e.path().join("MANIFEST.json").exists())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix("chk-"))
+                        .and_then(|n| n.parse().ok())
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
 /// How many complete checkpoints the directory holds (0 or 1: older ones are removed).
 fn complete_checkpoints(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("state"))
@@ -942,7 +960,21 @@ fn a_crashed_kafka_pipeline_resumes_from_its_checkpoints_offsets() {
     assert_eq!(at.len(), 3, "the checkpoint holds every partition's offset");
     // The group's committed offsets are the checkpoint's.
     assert_eq!(committed(&topic, &group, 3), at);
-    crash_and_resume(dir.path(), &p, &[format!("part:{}", 2 * PARTS + 3)], &one);
+    // Killed with SIGKILL once it has completed a checkpoint of its own (or ended).
+    let before = latest_seq(dir.path());
+    let mut child = common::spawn_weir(dir.path(), &["run", &p, "--status-every", "0s"]);
+    while latest_seq(dir.path()) == before && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Then crashed after some messages read, in the middle of a checkpoint, and again.
+    let faults = [
+        "read:4000".to_string(),
+        format!("part:{}", 2 * PARTS + 3),
+        "read:2500".to_string(),
+    ];
+    crash_and_resume(dir.path(), &p, &faults, &one);
     assert_outputs(dir.path(), &events);
     // The end is committed: every message was read.
     let ends: BTreeMap<i32, i64> = committed(&topic, &group, 3);

@@ -1105,6 +1105,8 @@ pub fn join_table<'s>(
             metrics.add_in(n_in);
             metrics.add_out(n_out);
             counts.report(&metrics);
+            // What this activation changed (the state restored counts in the first).
+            let state = std::mem::take(&mut state);
             metrics.add_state(state);
             if state > 0 {
                 gauge.guard(&metrics, &ctl, c.max_state, |h, m| {
