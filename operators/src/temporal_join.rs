@@ -525,34 +525,16 @@ fn snapshot_versions(live: &Live) -> Vec<u8> {
         ],
     )
     .expect("columns match the schema");
-    let mut out = Vec::new();
-    {
-        let mut w = arrow::ipc::writer::FileWriter::try_new(&mut out, &batch.schema())
-            .expect("an IPC writer over memory");
-        w.write(&batch).expect("writing to memory");
-        w.finish().expect("writing to memory");
-    }
-    out
+    crate::checkpoint::ipc_file(&batch)
 }
 
 /// Live versions read back from a part made by [`snapshot_versions`].
 fn restore_versions(bytes: &[u8]) -> Result<Live, String> {
     use arrow::array::AsArray;
     use arrow::datatypes::{Int64Type, UInt64Type};
-    let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
-        .map_err(|e| format!("not an Arrow IPC file: {e}"))?;
-    if reader
-        .schema()
-        .metadata()
-        .get("weir.format")
-        .map(String::as_str)
-        != Some(crate::checkpoint::FORMAT.to_string().as_str())
-    {
-        return Err("the part is of another checkpoint format".into());
-    }
+    let (_, batches) = crate::checkpoint::read_ipc_file(bytes)?;
     let mut live: Live = HashMap::default();
-    for batch in reader {
-        let batch = batch.map_err(|e| e.to_string())?;
+    for batch in batches {
         let hash = batch.column(0).as_primitive::<UInt64Type>();
         let key = batch.column(1).as_binary::<i32>();
         let ts = batch.column(2).as_primitive::<Int64Type>();

@@ -387,50 +387,48 @@ pub fn latest(dir: &Path) -> std::io::Result<Option<(u64, Manifest)>> {
 /// Removes the checkpoints under `dir` older than `keep` and their pending files (`None`:
 /// everything).
 pub fn prune(dir: &Path, keep: Option<u64>) -> std::io::Result<()> {
+    // Older checkpoints go; later ones may be in progress.
+    remove_checkpoints(dir, |seq| keep.is_none_or(|k| seq < k))?;
+    // Pending files of older checkpoints are published; the kept one's stay (a recovery may
+    // publish them again), and so do later ones and the current files being written.
+    remove_pending(dir, |seq| match (seq, keep) {
+        (Some(s), Some(k)) => s < k,
+        (_, None) => true,
+        (None, Some(_)) => false,
+    })
+}
+
+/// Removes pending output written after checkpoint `keep` (by a run that did not complete its
+/// next checkpoint), and the checkpoints after it: a resumed run writes them again.
+pub fn discard_after(dir: &Path, keep: u64) -> std::io::Result<()> {
+    remove_pending(dir, |seq| seq.is_none_or(|s| s > keep))?;
+    remove_checkpoints(dir, |seq| seq > keep)
+}
+
+/// Removes the checkpoint directories under `dir` whose sequence number `gone` says.
+fn remove_checkpoints(dir: &Path, gone: impl Fn(u64) -> bool) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
     for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(n) = name.to_str() else { continue };
-        if let Some(seq) = n.strip_prefix("chk-").and_then(|s| s.parse::<u64>().ok()) {
-            // Older checkpoints go; later ones may be in progress.
-            if keep.is_none_or(|k| seq < k) {
-                std::fs::remove_dir_all(e.path())?;
-            }
-        } else if n == "pending" {
-            for sink in std::fs::read_dir(e.path())?.flatten() {
-                for f in std::fs::read_dir(sink.path())?.flatten() {
-                    let seq = f
-                        .file_name()
-                        .to_str()
-                        .and_then(|s| s.split('-').next())
-                        .and_then(|s| s.parse::<u64>().ok());
-                    // Pending files of older checkpoints are published; the kept one's stay
-                    // (a recovery may publish them again), and so do later ones and the
-                    // current files being written.
-                    let stale = match (seq, keep) {
-                        (Some(s), Some(k)) => s < k,
-                        (_, None) => true,
-                        (None, Some(_)) => false,
-                    };
-                    if stale {
-                        std::fs::remove_file(f.path())?;
-                    }
-                }
-            }
+        let seq = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("chk-"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if seq.is_some_and(&gone) {
+            std::fs::remove_dir_all(e.path())?;
         }
     }
     Ok(())
 }
 
-/// Removes pending output written after checkpoint `keep` (by a run that did not complete its
-/// next checkpoint): a resumed run writes it again.
-pub fn discard_after(dir: &Path, keep: u64) -> std::io::Result<()> {
-    let pending = dir.join("pending");
-    let Ok(sinks) = std::fs::read_dir(&pending) else {
+/// Removes the pending files under `dir` whose checkpoint (`None`: a file being written)
+/// `gone` says.
+fn remove_pending(dir: &Path, gone: impl Fn(Option<u64>) -> bool) -> std::io::Result<()> {
+    let Ok(sinks) = std::fs::read_dir(dir.join("pending")) else {
         return Ok(());
     };
     for sink in sinks.flatten() {
@@ -440,25 +438,46 @@ pub fn discard_after(dir: &Path, keep: u64) -> std::io::Result<()> {
                 .to_str()
                 .and_then(|s| s.split('-').next())
                 .and_then(|s| s.parse::<u64>().ok());
-            if seq.is_none_or(|s| s > keep) {
+            if gone(seq) {
                 std::fs::remove_file(f.path())?;
             }
         }
     }
-    let entries = std::fs::read_dir(dir)?;
-    for e in entries.flatten() {
-        if let Some(seq) = e
-            .file_name()
-            .to_str()
-            .and_then(|n| n.strip_prefix("chk-"))
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            if seq > keep {
-                std::fs::remove_dir_all(e.path())?;
-            }
-        }
-    }
     Ok(())
+}
+
+/// A record batch as an Arrow IPC file (the layout of window and temporal-join parts).
+pub(crate) fn ipc_file(batch: &arrow::array::RecordBatch) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut w = arrow::ipc::writer::FileWriter::try_new(&mut out, &batch.schema())
+        .expect("an IPC writer over memory");
+    w.write(batch).expect("writing to memory");
+    w.finish().expect("writing to memory");
+    drop(w);
+    out
+}
+
+/// Reads an Arrow IPC file made by [`ipc_file`]: its schema's metadata (checked for
+/// [`FORMAT`]) and its batches.
+pub(crate) fn read_ipc_file(
+    bytes: &[u8],
+) -> Result<
+    (
+        std::collections::HashMap<String, String>,
+        Vec<arrow::array::RecordBatch>,
+    ),
+    String,
+> {
+    let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| format!("not an Arrow IPC file: {e}"))?;
+    let meta = reader.schema().metadata().clone();
+    if meta.get("weir.format") != Some(&FORMAT.to_string()) {
+        return Err("the part is of another checkpoint format".into());
+    }
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok((meta, batches))
 }
 
 /// A run's checkpoint measurements, for the summary and the report.

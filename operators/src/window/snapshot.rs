@@ -149,34 +149,21 @@ pub(super) fn snapshot(spec: &WindowSpec, state: &State) -> Vec<u8> {
         ],
     )
     .expect("columns match the schema");
-    let mut out = Vec::new();
-    {
-        let mut w = arrow::ipc::writer::FileWriter::try_new(&mut out, &batch.schema())
-            .expect("an IPC writer over memory");
-        w.write(&batch).expect("writing to memory");
-        w.finish().expect("writing to memory");
-    }
-    out
+    crate::checkpoint::ipc_file(&batch)
 }
 
 /// A window's state read back from a checkpoint part.
 pub(super) fn restore(spec: &WindowSpec, bytes: &[u8]) -> Result<State, String> {
-    let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
-        .map_err(|e| format!("not an Arrow IPC file: {e}"))?;
-    let meta = reader.schema().metadata().clone();
+    let (meta, batches) = crate::checkpoint::read_ipc_file(bytes)?;
     let num = |k: &str| -> Result<i64, String> {
         meta.get(k)
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| format!("the part has no `{k}`"))
     };
-    if num("weir.format")? != crate::checkpoint::FORMAT as i64 {
-        return Err("the part is of another checkpoint format".into());
-    }
     let mut state = State::new(spec);
     state.fired_through = num("fired_through")?;
     state.pane_size = (num("pane_keys")? as usize, num("pane_bytes")? as usize);
-    for batch in reader {
-        let batch = batch.map_err(|e| e.to_string())?;
+    for batch in batches {
         let col = |i: usize| batch.column(i);
         let kind = col(0).as_primitive::<UInt8Type>();
         let a = col(1).as_primitive::<Int64Type>();
