@@ -384,15 +384,20 @@ fn a_timed_run_measures_after_its_warmup_and_shows_its_status() {
     let r = report(&dir.path().join("r.json"));
     let m = &r["measurement"];
     let secs = m["seconds"].as_f64().unwrap();
-    assert!((0.95..2.0).contains(&secs), "{secs}");
+    // A busy machine may stretch the run or fall behind; it never measures less than asked
+    // nor generates faster than offered.
+    assert!(secs >= 0.95, "{secs}");
     let rate = m["events"].as_f64().unwrap() / secs;
-    assert!((5_000.0..12_000.0).contains(&rate), "{rate}/s");
+    assert!(rate > 0.0 && rate < 12_000.0, "{rate}/s");
     // The --rate override is the offered rate; the pipeline's own `events` bound was lifted
     // (it would have stopped at 100,000 events only after 10s).
     assert_eq!(r["offered_rate"].as_f64(), Some(10_000.0));
     assert_eq!(r["stopped"].as_bool(), Some(false));
-    assert_eq!(r["kept_up"].as_bool(), Some(true), "{err}");
-    assert!(err.contains("; kept up"), "{err}");
+    // Whether 10,000/s is kept up depends on how busy the machine is; the verdict is stated
+    // the same way in the summary and the report.
+    let kept_up = r["kept_up"].as_bool().unwrap();
+    assert_eq!(err.contains("; kept up"), kept_up, "{err}");
+    assert_eq!(err.contains("FELL BEHIND"), !kept_up, "{err}");
 }
 
 /// Runs `pipeline` on two processes of one worker each (with `mode`'s flags), its sink `out`
@@ -585,16 +590,37 @@ fn find_sustainable_searches_the_highest_rate_kept_up() {
     let rows = table_rows(&table);
     assert_eq!(rows[0][..2], ["configuration", "sustainable/s"]);
     assert_eq!(rows[1][0], "continuous, 1w");
-    // Rates double from 20k until one is not sustainable; the answer is one that was. (A
-    // stateless pipeline: every hot reading is a latency sample, so p99 is not one window's.)
-    assert!(err.contains("20,000/s: sustainable"), "{err}");
-    assert!(err.contains("not sustainable"), "{err}");
-    let best: u64 = rows[1][1].replace(',', "").parse().unwrap();
+    // Which rates this machine sustains depends on how busy it is; the search's shape does not.
+    // Every rate tried is reported in order with its verdict: rates double from 20k while they
+    // are sustainable, the first that is not ends the doubling, one bisection step follows, and
+    // the answer is the highest sustainable rate tried ("below the start" when none was).
+    let tried: Vec<(u64, bool)> = err
+        .lines()
+        .filter_map(|l| {
+            let (rate, verdict) = l.strip_prefix("weir compare:   ")?.split_once("/s: ")?;
+            Some((
+                rate.replace(',', "").parse().unwrap(),
+                verdict.starts_with("sustainable"),
+            ))
+        })
+        .collect();
+    assert_eq!(tried[0].0, 20_000, "{err}");
+    let first_bad = tried.iter().position(|t| !t.1).expect(&err);
+    for i in 1..=first_bad {
+        assert_eq!(tried[i].0, 2 * tried[i - 1].0, "{err}");
+    }
+    assert_eq!(tried.len(), first_bad + 2, "one bisection step: {err}");
+    let (bad, after) = (tried[first_bad].0, tried[first_bad + 1].0);
+    let lo = if first_bad == 0 { bad / 4 } else { bad / 2 };
     assert!(
-        err.contains(&format!("{}/s: sustainable", rows[1][1])),
-        "{err}"
+        lo < after && after < bad,
+        "bisects between {lo} and {bad}: {err}"
     );
-    assert!(best >= 20_000);
+    match tried.iter().filter(|t| t.1).map(|t| t.0).max() {
+        Some(best) => assert_eq!(rows[1][1].replace(',', ""), best.to_string(), "{table}"),
+        None => assert_eq!(rows[1][1], "below the start", "{table}"),
+    }
+    assert_eq!(rows[1].last().unwrap(), &tried.len().to_string(), "{table}");
     assert!(dir.path().join("s/sustainable.txt").exists());
     assert!(dir.path().join("s/latency.svg").exists());
 }
