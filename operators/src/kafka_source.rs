@@ -44,7 +44,6 @@ use crate::clock::RunClock;
 use crate::control::RunControl;
 use crate::decode::DecodeSpec;
 use crate::flow::{Flow, SourceEnv};
-use crate::framing::NOT_UTF8;
 use crate::kafka::{
     client_config, CommitPoint, PartitionPlan, PartitionStatus, Partitions, RecoveryLog, Replay,
     Start,
@@ -450,34 +449,11 @@ impl Reader {
                 .map(|ms| ms.saturating_mul(1000));
             let payload = message.payload().unwrap_or_default();
             let line = offset.max(0) as u64;
-            let (decoded, raw) = match std::str::from_utf8(payload) {
-                Ok(text) => {
-                    let text = text.trim_end_matches(['\n', '\r']);
-                    let d = if spec.csv {
-                        let mut rows = csv::ReaderBuilder::new()
-                            .has_headers(false)
-                            .buffer_capacity(text.len() + 1)
-                            .from_reader(text.as_bytes());
-                        let row = &mut self.csv_row;
-                        match rows.read_record(row) {
-                            Ok(true) => batch.decode_csv(
-                                &spec.decode,
-                                row,
-                                &self.csv_columns,
-                                &p.name,
-                                line,
-                                time,
-                            ),
-                            Ok(false) => Err("empty message".to_string()),
-                            Err(e) => Err(format!("malformed CSV: {e}")),
-                        }
-                    } else {
-                        batch.decode_json(&spec.decode, text, &p.name, line, time)
-                    };
-                    (d, std::borrow::Cow::Borrowed(text))
-                }
-                Err(_) => (Err(NOT_UTF8.to_string()), String::from_utf8_lossy(payload)),
-            };
+            let csv = spec
+                .csv
+                .then_some((&mut self.csv_row, &self.csv_columns[..]));
+            let (decoded, raw) =
+                batch.decode_message(&spec.decode, csv, payload, &p.name, line, time);
             let ts = decoded
                 .as_ref()
                 .ok()

@@ -205,6 +205,39 @@ impl Batch {
         spec.decode_csv_into(row, columns, file, line, time, &mut self.values)
     }
 
+    /// Decodes one message of a message queue: its payload is a JSON object, or with `csv` (the
+    /// row to reuse and the schema's columns) one CSV row. Returns the result for
+    /// [`accept`](Self::accept) and the payload as text for a dead letter.
+    pub fn decode_message<'p>(
+        &mut self,
+        spec: &DecodeSpec,
+        csv: Option<(&mut csv::StringRecord, &[Option<usize>])>,
+        payload: &'p [u8],
+        place: &str,
+        line: u64,
+        time: Option<Micros>,
+    ) -> (Result<(), String>, std::borrow::Cow<'p, str>) {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return (Err(NOT_UTF8.to_string()), String::from_utf8_lossy(payload));
+        };
+        let text = text.trim_end_matches(['\n', '\r']);
+        let decoded = match csv {
+            Some((row, columns)) => {
+                let mut rows = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .buffer_capacity(text.len() + 1)
+                    .from_reader(text.as_bytes());
+                match rows.read_record(row) {
+                    Ok(true) => self.decode_csv(spec, row, columns, place, line, time),
+                    Ok(false) => Err("empty message".to_string()),
+                    Err(e) => Err(format!("malformed CSV: {e}")),
+                }
+            }
+            None => self.decode_json(spec, text, place, line, time),
+        };
+        (decoded, std::borrow::Cow::Borrowed(text))
+    }
+
     /// The event time of the record last decoded into [`values`](Self::values).
     pub fn event_time(&self, spec: &DecodeSpec) -> Option<Micros> {
         if spec.ingest_time {

@@ -65,7 +65,55 @@ use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 pub struct SharedWriter {
     inner: Arc<Mutex<Box<dyn Write + Send>>>,
     is_stdout: bool,
-    messages: Option<(Arc<Messages>, Arc<[usize]>)>,
+    messages: Option<Arc<dyn MessageOut>>,
+}
+
+/// A destination of one message per record whose deliveries are confirmed later: a Kafka
+/// topic, a Kinesis stream, a Pub/Sub topic. The message sink sends each batch's records under
+/// a ticket and holds the batch's time until all of them are confirmed.
+pub trait MessageOut: Send + Sync {
+    /// Queues `record`, encoded as `payload`, counted under `ticket` once delivered (the
+    /// destination takes its key, attributes or ordering key from the record's fields).
+    fn send(&self, record: &Record, payload: &[u8], ticket: usize) -> Result<(), String>;
+    /// Serves deliveries without waiting.
+    fn poll(&self);
+    /// Whether `records` messages of `ticket` are delivered; forgets the ticket if so.
+    fn confirmed(&self, ticket: usize, records: u64) -> bool;
+    /// The first delivery that failed for good, if any.
+    fn failure(&self) -> Option<String>;
+    /// Waits until every queued message is delivered; fails if any was not.
+    fn flush(&self) -> Result<(), String>;
+}
+
+/// A Kafka topic as a [`MessageOut`]: messages keyed by the fields at `key` (their values as
+/// text, joined by `,`; no key when empty).
+struct KafkaOut {
+    messages: Messages,
+    key: Vec<usize>,
+}
+
+impl MessageOut for KafkaOut {
+    fn send(&self, record: &Record, payload: &[u8], ticket: usize) -> Result<(), String> {
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        KEY.with_borrow_mut(|k| {
+            let key = crate::kafka::message_key(record, &self.key, k);
+            self.messages.send_ticket(key, payload, ticket)
+        })
+    }
+    fn poll(&self) {
+        self.messages.poll()
+    }
+    fn confirmed(&self, ticket: usize, records: u64) -> bool {
+        self.messages.confirmed(ticket, records)
+    }
+    fn failure(&self) -> Option<String> {
+        self.messages.failure()
+    }
+    fn flush(&self) -> Result<(), String> {
+        self.messages.flush()
+    }
 }
 
 impl SharedWriter {
@@ -90,10 +138,15 @@ impl SharedWriter {
     /// Shares a Kafka producer: one message per record, keyed by the fields at `key` (their
     /// values as text, joined by `,`; no key when empty).
     pub fn messages(m: Messages, key: Vec<usize>) -> SharedWriter {
+        Self::message_out(Arc::new(KafkaOut { messages: m, key }))
+    }
+
+    /// Shares a destination of one message per record.
+    pub fn message_out(m: Arc<dyn MessageOut>) -> SharedWriter {
         SharedWriter {
             inner: Arc::new(Mutex::new(Box::new(std::io::sink()))),
             is_stdout: false,
-            messages: Some((Arc::new(m), key.into())),
+            messages: Some(m),
         }
     }
 
@@ -117,7 +170,7 @@ impl SharedWriter {
 
     /// Flushes the writer.
     pub fn flush(&self) -> std::io::Result<()> {
-        if let Some((m, _)) = &self.messages {
+        if let Some(m) = &self.messages {
             return m.flush().map_err(std::io::Error::other);
         }
         let mut w = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -148,8 +201,8 @@ pub fn sink<'s>(
     ctl: RunControl,
     metrics: Arc<ComponentMetrics>,
 ) -> Records<'s> {
-    if let Some((m, key)) = writer.as_ref().and_then(|w| w.messages.clone()) {
-        return message_sink(input, name, encoder, m, key, measure, ctl, metrics);
+    if let Some(m) = writer.as_ref().and_then(|w| w.messages.clone()) {
+        return message_sink(input, name, encoder, m, measure, ctl, metrics);
     }
     let mut buf = Vec::new();
     let id = name.to_string();
@@ -320,16 +373,15 @@ struct InFlight {
     times: Times,
 }
 
-/// The Kafka sink: sends each record as a message tagged with its batch's ticket, and holds
-/// the batch's time until the brokers have confirmed every message of it, so its output
-/// frontier means *written* without waiting for the brokers in every activation.
+/// The message sink: sends each record as a message tagged with its batch's ticket, and holds
+/// the batch's time until the destination has confirmed every message of it, so its output
+/// frontier means *written* without waiting for the destination in every activation.
 #[allow(clippy::too_many_arguments)]
 fn message_sink<'s>(
     input: Batches<'s>,
     name: &str,
     encoder: Arc<Encoder>,
-    messages: Arc<Messages>,
-    key: Arc<[usize]>,
+    messages: Arc<dyn MessageOut>,
     measure: Option<Measure>,
     ctl: RunControl,
     metrics: Arc<ComponentMetrics>,
@@ -338,7 +390,6 @@ fn message_sink<'s>(
     let scope = input.scope();
     let worker = scope.index();
     let mut buf = Vec::new();
-    let mut k = String::new();
     let mut rows: Vec<Record> = Vec::new();
     // Tickets are unique over the workers sharing the producer.
     let mut next_ticket = (worker << 40) + 1;
@@ -372,8 +423,7 @@ fn message_sink<'s>(
                         while buf.last() == Some(&b'\n') {
                             buf.pop();
                         }
-                        let key = crate::kafka::message_key(r, &key, &mut k);
-                        if let Err(e) = messages.send_ticket(key, &buf, ticket) {
+                        if let Err(e) = messages.send(r, &buf, ticket) {
                             broken = true;
                             ctl.fail(format!("sink `{id}` cannot write: {e}"));
                             return;
