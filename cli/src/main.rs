@@ -144,8 +144,8 @@ enum Command {
     /// throughput and latency in a table and a percentile plot; or redraw saved reports.
     Compare(compare_cli::Args),
     /// Write the generator's events as a producer would, on an open-loop schedule: JSON lines to
-    /// a pipeline's TCP source (blocking when it pushes back), or JSON messages to a Kafka topic
-    /// or an MQTT broker.
+    /// a pipeline's TCP source (blocking when it pushes back), or JSON messages to a Kafka topic,
+    /// a Kinesis stream or an MQTT broker.
     Produce {
         /// Which events: iot, clickstream or nexmark.
         #[arg(long, default_value = "iot")]
@@ -163,10 +163,23 @@ enum Command {
         #[arg(
             long,
             value_name = "HOST:PORT",
-            required_unless_present_any = ["topic", "mqtt"],
-            conflicts_with_all = ["topic", "mqtt"]
+            required_unless_present_any = ["topic", "mqtt", "kinesis"],
+            conflicts_with_all = ["topic", "mqtt", "kinesis"]
         )]
         tcp: Option<String>,
+        /// A Kinesis stream to write (created with --shards if it does not exist); credentials
+        /// and, without --region, the region come from the standard AWS chain.
+        #[arg(long, value_name = "STREAM", conflicts_with_all = ["topic", "mqtt"])]
+        kinesis: Option<String>,
+        /// The AWS region of --kinesis, such as us-east-1.
+        #[arg(long, requires = "kinesis")]
+        region: Option<String>,
+        /// Another endpoint than AWS's for --kinesis, such as http://127.0.0.1:4567.
+        #[arg(long, value_name = "URL", requires = "kinesis")]
+        endpoint: Option<String>,
+        /// Shards of a Kinesis stream that does not exist yet.
+        #[arg(long, default_value = "2", value_parser = clap::value_parser!(i32).range(1..=10000))]
+        shards: i32,
         /// An MQTT broker to publish to, such as 127.0.0.1:1883 (one message per event).
         #[arg(long, value_name = "HOST:PORT", conflicts_with = "topic")]
         mqtt: Option<String>,
@@ -189,8 +202,8 @@ enum Command {
         /// Partitions of a topic that does not exist yet.
         #[arg(long, default_value = "3", value_parser = clap::value_parser!(i32).range(1..=10000))]
         partitions: i32,
-        /// The field whose value keys each Kafka message, such as device_id (default: no key,
-        /// messages spread over the partitions).
+        /// The field whose value keys each Kafka message or Kinesis record, such as device_id
+        /// (default: no key, messages spread over the partitions or shards).
         #[arg(long, value_name = "FIELD")]
         key: Option<String>,
         /// A librdkafka setting for the producer, such as security.protocol=SASL_SSL (repeat
@@ -517,6 +530,10 @@ fn main() -> ExitCode {
             rate,
             seed,
             tcp,
+            kinesis,
+            region,
+            endpoint,
+            shards,
             mqtt,
             mqtt_topic,
             qos,
@@ -540,6 +557,15 @@ fn main() -> ExitCode {
             use weir_engine::produce::Destination;
             let to = match (tcp, topic, brokers) {
                 (Some(a), _, _) => Destination::Tcp(a),
+                (None, None, _) if kinesis.is_some() => Destination::Kinesis {
+                    conn: weir_cloud::kinesis::Connection {
+                        stream: kinesis.expect("matched"),
+                        region,
+                        endpoint,
+                    },
+                    shards,
+                    key,
+                },
                 (None, None, _) if mqtt.is_some() => {
                     let address = mqtt.expect("matched");
                     let id = format!("weir-produce-{}", std::process::id());

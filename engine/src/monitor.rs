@@ -158,6 +158,19 @@ impl Live {
                     let _ = write!(s, " ({})", shown.join(" / "));
                 }
             }
+            if let Op::Kinesis(k) = &n.op {
+                // Milliseconds behind the tip: the furthest shard's, and each when few.
+                let shards = k.status.snapshot();
+                let most = shards.iter().map(|p| p.behind_ms).max().unwrap_or(0);
+                let _ = write!(s, ", {} behind {} ms", n.id, thousands(most.max(0) as u64));
+                if !compact && (2..=4).contains(&shards.len()) {
+                    let each: Vec<String> = shards
+                        .iter()
+                        .map(|p| thousands(p.behind_ms.max(0) as u64))
+                        .collect();
+                    let _ = write!(s, " ({})", each.join(" / "));
+                }
+            }
         }
         if let Some(lag) = self.watermark_lag() {
             let _ = write!(

@@ -156,6 +156,8 @@ pub struct ComponentReport {
     pub metrics: MetricsSnapshot,
     /// Kafka sources: each partition's offset, lag, committed offset and watermark.
     pub partitions: Vec<kafka::PartitionStatus>,
+    /// Kinesis sources: each shard's state, last sequence number read, lag and watermark.
+    pub shards: Vec<weir_cloud::kinesis::source::ShardStatus>,
     /// Sources: why records were bad.
     pub reasons: weir_operators::metrics::Reasons,
 }

@@ -1,6 +1,6 @@
 //! `weir produce`: writes the generator's events as a producer would, on an open-loop schedule
 //! — JSON lines over TCP straight to a pipeline's `tcp` source, or JSON messages to a Kafka
-//! topic or an MQTT broker — so a user can feed a pipeline from outside and measure end to end (with
+//! topic, a Kinesis stream or an MQTT broker — so a user can feed a pipeline from outside and measure end to end (with
 //! `latency_from = "event_time"`: each event's time is when it was due). Over TCP, backpressure
 //! reaches the producer: when Weir falls behind, its TCP source stops reading, the producer's
 //! writes block, and it falls behind its schedule. Through Kafka, the queue absorbs the
@@ -41,6 +41,16 @@ pub enum Destination {
         /// More librdkafka settings (security), values with `${NAME}` already expanded.
         options: Vec<(String, String)>,
     },
+    /// A Kinesis stream, created with `shards` shards if it does not exist.
+    Kinesis {
+        /// The stream and the service.
+        conn: weir_cloud::kinesis::Connection,
+        /// Shards of a stream Weir creates.
+        shards: i32,
+        /// The field whose value is each record's partition key (default: none, spread over
+        /// the shards).
+        key: Option<String>,
+    },
     /// An MQTT broker: one message per event, to a topic that may name fields.
     Mqtt {
         /// The broker.
@@ -57,6 +67,9 @@ impl std::fmt::Display for Destination {
         match self {
             Destination::Tcp(a) => f.write_str(a),
             Destination::Kafka { brokers, topic, .. } => write!(f, "topic `{topic}` on {brokers}"),
+            Destination::Kinesis { conn, .. } => {
+                write!(f, "Kinesis stream `{}` at {}", conn.stream, conn.place())
+            }
             Destination::Mqtt { broker, topic, .. } => {
                 write!(f, "MQTT topic `{topic}` on {}", broker.address())
             }
@@ -92,6 +105,23 @@ enum Out {
     Tcp(std::io::BufWriter<TcpStream>),
     Mqtt(Box<weir_operators::mqtt::MqttWriter>),
     Kafka(kafka::Messages, Vec<usize>),
+    Kinesis(weir_cloud::kinesis::sink::KinesisOut),
+}
+
+/// The position of `key` among the events' fields, if given.
+fn key_position(
+    key: &Option<String>,
+    schema: &weir_operators::schema::Schema,
+) -> Result<Vec<usize>, String> {
+    match key {
+        None => Ok(Vec::new()),
+        Some(k) => Ok(vec![schema.index_of(k).ok_or_else(|| {
+            format!(
+                "the events have no field `{k}` to key by (they have: {})",
+                schema.names().collect::<Vec<_>>().join(", ")
+            )
+        })?]),
+    }
 }
 
 impl Out {
@@ -128,20 +158,32 @@ impl Out {
                 key,
                 options,
             } => {
-                let key = match key {
-                    None => Vec::new(),
-                    Some(k) => vec![encoder_schema.index_of(k).ok_or_else(|| {
-                        format!(
-                            "the events have no field `{k}` to key by (they have: {})",
-                            encoder_schema.names().collect::<Vec<_>>().join(", ")
-                        )
-                    })?],
-                };
+                let key = key_position(key, encoder_schema)?;
                 let config = kafka::client_config(brokers, options);
                 if kafka::create_topic(&config, topic, *partitions)? {
                     eprintln!("weir produce: created topic `{topic}` with {partitions} partitions");
                 }
                 Ok(Out::Kafka(kafka::Messages::new(&config, topic)?, key))
+            }
+            Destination::Kinesis { conn, shards, key } => {
+                let key = key_position(key, encoder_schema)?;
+                let (c, n) = (conn.clone(), *shards);
+                let created = weir_cloud::kinesis::block_on(
+                    weir_cloud::kinesis::SERVICE_TIMEOUT,
+                    async move {
+                        let client = c.client().await?;
+                        weir_cloud::kinesis::create_stream(&client, &c, n).await
+                    },
+                )?;
+                if created {
+                    eprintln!(
+                        "weir produce: created Kinesis stream `{}` with {shards} shards",
+                        conn.stream
+                    );
+                }
+                Ok(Out::Kinesis(weir_cloud::kinesis::sink::KinesisOut::open(
+                    conn, key,
+                )?))
             }
         }
     }
@@ -194,6 +236,12 @@ pub fn produce(p: &Produce) -> Result<Produced, String> {
                     let k = kafka::message_key(&event, k, &mut key);
                     m.send(k, &buf, Some(ts.div_euclid(1000)))?;
                 }
+                Out::Kinesis(w) => {
+                    buf.clear();
+                    encoder.encode(&event, &mut buf);
+                    buf.pop();
+                    weir_operators::sink::MessageOut::send(w, &event, &buf, 0)?;
+                }
             }
             next += 1;
         }
@@ -214,6 +262,7 @@ pub fn produce(p: &Produce) -> Result<Produced, String> {
         Out::Tcp(w) => w.flush().map_err(|e| failed(&e))?,
         Out::Mqtt(w) => w.flush().map_err(|e| failed(&e))?,
         Out::Kafka(m, _) => m.flush()?,
+        Out::Kinesis(w) => weir_operators::sink::MessageOut::flush(w)?,
     }
     Ok(Produced {
         events: next,

@@ -136,12 +136,38 @@ pub fn missing_topics(plan: &Plan) -> Vec<crate::diag::Diag> {
 }
 
 /// Resolves every Kafka source's partitions and start offsets, and its done times, before the
-/// run; when resuming from Weir's own commits, sets the frontier below which every output was
-/// written. Fails, naming the source, when the brokers or a topic are missing.
-pub fn prepare(plan: &Plan) -> Result<Plan, String> {
+/// run, and reads every Kinesis source's positions (this is process `process`); when resuming
+/// from Weir's own commits, sets the frontier below which every output was written. Fails,
+/// naming the source, when the brokers, a topic or a stream are missing.
+pub fn prepare(plan: &Plan, process: usize) -> Result<Plan, String> {
     let mut plan = plan.clone();
     let mut resume: Option<Time> = None;
     for i in 0..plan.nodes.len() {
+        if let Op::Kinesis(spec) = &plan.nodes[i].op {
+            let id = plan.nodes[i].id.clone();
+            let mut s = (**spec).clone();
+            s.replay = replay(&plan, i);
+            let conn = s.conn.clone();
+            weir_cloud::kinesis::block_on(weir_cloud::kinesis::SERVICE_TIMEOUT, async move {
+                let client = conn.client().await?;
+                weir_cloud::kinesis::check_stream(&client, &conn).await
+            })
+            .map_err(|e| format!("source `{id}`: {e}"))?;
+            match (&s.positions, plan.checkpoint.is_some()) {
+                (Some(dir), false) => {
+                    s.resume = weir_cloud::kinesis::positions::Positions::read(dir)
+                        .map_err(|e| format!("source `{id}`: {e}"))?;
+                    resume = resume.max(s.resume.values().map(|p| p.frontier).max());
+                    s.store = Some(Arc::new(weir_cloud::kinesis::positions::Positions::new(
+                        dir, process,
+                    )));
+                }
+                // Checkpoints hold the positions.
+                _ => s.positions = None,
+            }
+            plan.nodes[i].op = Op::Kinesis(Arc::new(s));
+            continue;
+        }
         let Op::Kafka(spec) = &plan.nodes[i].op else {
             continue;
         };
@@ -173,6 +199,11 @@ pub fn prepare(plan: &Plan) -> Result<Plan, String> {
             let mut s = (**spec).clone();
             s.resume_frontier = resume;
             n.op = Op::Kafka(Arc::new(s));
+        }
+        if let Op::Kinesis(spec) = &n.op {
+            let mut s = (**spec).clone();
+            s.resume_frontier = resume;
+            n.op = Op::Kinesis(Arc::new(s));
         }
     }
     Ok(plan)

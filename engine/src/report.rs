@@ -94,6 +94,10 @@ pub struct ComponentEntry {
     /// watermark.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<weir_operators::kafka::PartitionStatus>,
+    /// Kinesis sources: each shard's state, records read, last sequence number, milliseconds
+    /// behind its tip and watermark.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<weir_cloud::kinesis::source::ShardStatus>,
 }
 
 /// One sink's latencies.
@@ -227,6 +231,7 @@ impl Report {
                     ty: c.ty.clone(),
                     metrics: c.metrics,
                     partitions: c.partitions.clone(),
+                    shards: c.shards.clone(),
                 })
                 .collect(),
             sinks,

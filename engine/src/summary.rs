@@ -173,6 +173,7 @@ pub fn render(r: &RunReport) -> String {
     out.push_str(&flow_lines(r));
     out.push_str(&checkpoint_lines(r));
     out.push_str(&partition_lines(r));
+    out.push_str(&shard_lines(r));
     for c in r.components.iter().filter(|c| c.metrics.blank_lines > 0) {
         let n = c.metrics.blank_lines;
         let _ = writeln!(
@@ -296,6 +297,62 @@ pub fn partition_lines(r: &RunReport) -> String {
             .collect();
         let header =
             ["partition", "next offset", "lag", "committed", "watermark"].map(String::from);
+        out.push_str(&aligned(&header, &rows, 1, "    ", " "));
+        if c.metrics.replayed > 0 {
+            let _ = writeln!(
+                out,
+                "weir: {}.{}: {} records read again after a restart were skipped: their outputs had been written",
+                c.kind.section(),
+                c.id,
+                thousands(c.metrics.replayed)
+            );
+        }
+    }
+    out
+}
+
+/// Kinesis sources: each shard's state, records read, lag (milliseconds behind its tip),
+/// watermark and last sequence number.
+pub fn shard_lines(r: &RunReport) -> String {
+    let mut out = String::new();
+    for c in r.components.iter().filter(|c| !c.shards.is_empty()) {
+        let behind = c.shards.iter().map(|s| s.behind_ms).max().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "weir: {}.{}: {} shard{}, most behind its tip {} ms",
+            c.kind.section(),
+            c.id,
+            c.shards.len(),
+            if c.shards.len() == 1 { "" } else { "s" },
+            thousands(behind.max(0) as u64)
+        );
+        let rows: Vec<Vec<String>> = c
+            .shards
+            .iter()
+            .map(|s| {
+                vec![
+                    s.shard.clone(),
+                    s.state.clone(),
+                    thousands(s.records),
+                    thousands(s.behind_ms.max(0) as u64),
+                    if s.watermark == i64::MIN {
+                        "-".to_string()
+                    } else {
+                        weir_operators::time::format_rfc3339(s.watermark)
+                    },
+                    s.last.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        let header = [
+            "shard",
+            "state",
+            "records",
+            "behind ms",
+            "watermark",
+            "last sequence number",
+        ]
+        .map(String::from);
         out.push_str(&aligned(&header, &rows, 1, "    ", " "));
         if c.metrics.replayed > 0 {
             let _ = writeln!(

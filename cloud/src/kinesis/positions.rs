@@ -106,6 +106,7 @@ struct File {
 }
 
 /// The positions of the shards a process reads, written to its file on each update.
+#[derive(Debug)]
 pub struct Positions {
     dir: PathBuf,
     process: usize,

@@ -47,7 +47,7 @@ use super::Connection;
 
 /// A validated Kinesis source. The engine fills in `resume`, `resume_frontier` and `store`
 /// before the run.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct KinesisSourceSpec {
     /// How records are decoded.
     pub decode: Arc<DecodeSpec>,
@@ -577,7 +577,13 @@ impl Reader {
         if now != Time::MAX {
             self.frontier = self.frontier.max(now);
         }
-        let f = self.frontier;
+        let mut f = self.frontier;
+        if all {
+            // The end of a bounded run flushes every window: what a later run reads is judged
+            // from the largest event time read, not from the end of time.
+            let seen = self.parts.iter().map(|p| p.max_seen).max().unwrap_or(0);
+            f = f.min(seen.max(0) as Time);
+        }
         let known = matches!(self.spec.replay, Replay::Windows(_));
         let mut changed = Vec::new();
         for p in &mut self.parts {

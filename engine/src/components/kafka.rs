@@ -426,34 +426,7 @@ impl KafkaSinkConfig {
         let b = brokers(ctx, &self.brokers).map_err(|d| diags.push(d));
         let t = topic(ctx, &self.topic).map_err(|d| diags.push(d));
         let options = options(ctx, &self.librdkafka_options, &mut diags);
-        let mut key = Vec::new();
-        for k in self.key.iter().flat_map(|k| k.get_ref()) {
-            match input.index_of(k.get_ref()) {
-                Some(p) => key.push(p),
-                None => {
-                    let names = input.fields.iter().map(|f| f.name.as_str());
-                    diags.push(
-                        ctx.error(format!(
-                            "the input has no field `{}` to key by",
-                            k.get_ref()
-                        ))
-                        .at(k.span())
-                        .help(match did_you_mean(k.get_ref(), names) {
-                            Some(s) => format!("did you mean `{s}`?"),
-                            None => format!(
-                                "the input's fields are: {}",
-                                input
-                                    .fields
-                                    .iter()
-                                    .map(|f| f.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        }),
-                    )
-                }
-            }
-        }
+        let key = key_fields(ctx, input, self.key.as_ref(), &mut diags);
         match (f, b, t, diags.is_empty()) {
             (Ok(format), Ok(brokers), Ok(topic), true) => Ok(Planned {
                 op: Op::Sink(SinkSpec {
@@ -474,6 +447,45 @@ impl KafkaSinkConfig {
             _ => Err(diags),
         }
     }
+}
+
+/// The input positions of the fields named by a sink's `key` (a diagnostic for each the input
+/// lacks).
+pub fn key_fields(
+    ctx: &Ctx,
+    input: &Schema,
+    names: Option<&Spanned<Vec<Spanned<String>>>>,
+    diags: &mut Vec<Diag>,
+) -> Vec<usize> {
+    let mut key = Vec::new();
+    for k in names.iter().flat_map(|k| k.get_ref()) {
+        match input.index_of(k.get_ref()) {
+            Some(p) => key.push(p),
+            None => {
+                let names = input.fields.iter().map(|f| f.name.as_str());
+                diags.push(
+                    ctx.error(format!(
+                        "the input has no field `{}` to key by",
+                        k.get_ref()
+                    ))
+                    .at(k.span())
+                    .help(match did_you_mean(k.get_ref(), names) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!(
+                            "the input's fields are: {}",
+                            input
+                                .fields
+                                .iter()
+                                .map(|f| f.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }),
+                )
+            }
+        }
+    }
+    key
 }
 
 /// A Kafka source's `start`: a name (`"earliest"`), or `{ at = "RFC 3339 time" }`.

@@ -34,6 +34,7 @@ pub mod filter;
 pub mod generator;
 pub mod join;
 pub mod kafka;
+pub mod kinesis;
 pub mod map;
 pub mod mqtt;
 pub mod parquet;
@@ -131,6 +132,14 @@ pub static COMPONENTS: &[Descriptor] = &[
         name: "kafka",
         outputs: SOURCE_OUTPUTS,
         parse: |b, w, d| Some(ComponentConfig::KafkaSource(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Source,
+        name: "kinesis",
+        outputs: SOURCE_OUTPUTS,
+        parse: |b, w, d| Some(ComponentConfig::KinesisSource(typed(b, w, d)?)),
         generates: false,
         stateful: false,
     },
@@ -270,6 +279,14 @@ pub static COMPONENTS: &[Descriptor] = &[
         generates: false,
         stateful: false,
     },
+    Descriptor {
+        kind: Kind::Sink,
+        name: "kinesis",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::KinesisSink(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
 ];
 
 /// The descriptor of a component type.
@@ -299,6 +316,8 @@ pub enum ComponentConfig {
     TcpSource(tcp::TcpSourceConfig),
     /// `[sources.ID] type = "kafka"`
     KafkaSource(Box<kafka::KafkaSourceConfig>),
+    /// `[sources.ID] type = "kinesis"`
+    KinesisSource(Box<kinesis::KinesisSourceConfig>),
     /// `[sources.ID] type = "mqtt"`
     MqttSource(mqtt::MqttSourceConfig),
     /// `[sources.ID] type = "parquet"`
@@ -333,6 +352,8 @@ pub enum ComponentConfig {
     ParquetSink(parquet::ParquetSinkConfig),
     /// `[sinks.ID] type = "kafka"`
     KafkaSink(kafka::KafkaSinkConfig),
+    /// `[sinks.ID] type = "kinesis"`
+    KinesisSink(kinesis::KinesisSinkConfig),
 }
 
 /// Deserializes a component body by its section and type.
@@ -359,6 +380,8 @@ pub enum Op {
     Tcp(Arc<weir_operators::tcp_source::TcpSourceSpec>),
     /// The Kafka source.
     Kafka(Arc<weir_operators::kafka_source::KafkaSourceSpec>),
+    /// The Kinesis source.
+    Kinesis(Arc<weir_cloud::kinesis::source::KinesisSourceSpec>),
     /// The MQTT source.
     Mqtt(Arc<weir_operators::mqtt::MqttSourceSpec>),
     /// A pipeline test's input, standing in for a source (`weir test`).
@@ -396,6 +419,7 @@ impl Op {
             Op::Stdin(d) => Some(d),
             Op::Tcp(s) => Some(&s.decode),
             Op::Kafka(s) => Some(&s.decode),
+            Op::Kinesis(s) => Some(&s.decode),
             Op::Mqtt(s) => Some(&s.decode),
             Op::Test(t) => Some(&t.decode),
             _ => None,
@@ -452,6 +476,15 @@ pub enum SinkTarget {
         options: Vec<(String, String)>,
         /// Where the topic is named in the pipeline file.
         topic_span: std::ops::Range<usize>,
+    },
+    /// A Kinesis stream.
+    Kinesis {
+        /// The stream and the service.
+        conn: weir_cloud::kinesis::Connection,
+        /// Input positions of the partition-key fields.
+        key: Vec<usize>,
+        /// Where the stream is named in the pipeline file.
+        stream_span: std::ops::Range<usize>,
     },
 }
 

@@ -275,6 +275,17 @@ pub(super) fn build<'s>(
                 streams.insert(main, r);
                 streams.insert(dead, d);
             }
+            Op::Kinesis(spec) => {
+                let (r, d) = weir_cloud::kinesis::source::kinesis_source(
+                    scope,
+                    name,
+                    Arc::clone(spec),
+                    env.clone(),
+                    m,
+                );
+                streams.insert(main, r);
+                streams.insert(dead, d);
+            }
             Op::Filter(_) | Op::Map(_) | Op::Unnest(_) => {
                 let stage = match &node.op {
                     Op::Filter(e) => filter::stage(name, Arc::clone(e), node.read.clone(), m),

@@ -30,6 +30,7 @@ pub use crate::outcome::*;
 pub fn resumes(plan: &Plan) -> bool {
     plan.nodes.iter().any(|n| match &n.op {
         Op::Kafka(s) => s.partitions.iter().any(|p| p.resume.is_some()),
+        Op::Kinesis(s) => !s.resume.is_empty(),
         _ => false,
     })
 }
@@ -73,7 +74,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, ctl: RunControl) -> Result<RunReport,
         .cluster
         .as_ref()
         .map_or((1, 0), |c| (c.addresses.len().max(1), c.process));
-    let mut prepared = crate::recovery::prepare(plan)?;
+    let mut prepared = crate::recovery::prepare(plan, process)?;
     if opts.observer.as_ref().is_some_and(|o| o.whole_records()) {
         // What is tapped shows every field: no field is left out as unread downstream.
         for n in &mut prepared.nodes {
@@ -326,6 +327,10 @@ fn component_reports(plan: &Plan, metrics: &[Arc<ComponentMetrics>]) -> Vec<Comp
             metrics: m.snapshot(),
             partitions: match &n.op {
                 Op::Kafka(k) => k.status.snapshot(),
+                _ => Vec::new(),
+            },
+            shards: match &n.op {
+                Op::Kinesis(k) => k.status.snapshot(),
                 _ => Vec::new(),
             },
             reasons: m.reasons(),

@@ -64,8 +64,9 @@ pub(super) fn open_writers(
     let append = resumes(plan);
     if append && process == 0 {
         eprintln!(
-            "weir: resuming from committed Kafka offsets: file sinks append to their output \
-             (delete the output files and the consumer group to start over)"
+            "weir: resuming from where an earlier run left off (Kafka offsets committed, Kinesis \
+             positions kept): file sinks append to their output (delete the output files, and the \
+             consumer group or positions directory, to start over)"
         );
     }
     plan.nodes
@@ -126,6 +127,10 @@ pub(super) fn open_writers(
                             .map_err(|e| format!("sink `{}`: {e}", n.id))?;
                         SharedWriter::messages(m, key.clone())
                     }
+                    SinkTarget::Kinesis { conn, key, .. } => SharedWriter::message_out(std::sync::Arc::new(
+                        weir_cloud::kinesis::sink::KinesisOut::open(conn, key.clone())
+                            .map_err(|e| format!("sink `{}`: {e}", n.id))?,
+                    )),
                     SinkTarget::View {
                         path,
                         table,
