@@ -89,6 +89,44 @@ fn every_bundled_pipeline_validates_and_runs() {
                         args.push(set);
                     }
                 }
+                Some("kinesis") => {
+                    // A stream of its own on the test server, filled before the run, read from
+                    // the start to its tip.
+                    let endpoint = std::env::var("WEIR_KINESIS_ENDPOINT").expect(
+                        "the Kinesis pipelines need WEIR_KINESIS_ENDPOINT: run scripts/test",
+                    );
+                    let stream = format!(
+                        "bundled-{}-{id}-{}",
+                        std::process::id(),
+                        p.replace('.', "-")
+                    );
+                    let o = weir(
+                        dir.path(),
+                        &[
+                            "produce",
+                            "--events",
+                            "20000",
+                            "--kinesis",
+                            &stream,
+                            "--endpoint",
+                            &endpoint,
+                            "--key",
+                            "device_id",
+                        ],
+                        "",
+                    );
+                    ok(&o);
+                    for set in [
+                        format!("sources.{id}.endpoint=\"{endpoint}\""),
+                        format!("sources.{id}.stream=\"{stream}\""),
+                        format!("sources.{id}.positions=\"state/{stream}\""),
+                        format!("sources.{id}.start=\"trim_horizon\""),
+                        format!("sources.{id}.bounded=true"),
+                    ] {
+                        args.push("--set".into());
+                        args.push(set);
+                    }
+                }
                 _ => {}
             }
         }
