@@ -487,6 +487,14 @@ fn a_shard_split_during_a_run_is_read_after_its_parent_in_order() {
             assert!(mine.windows(2).all(|w| w[0] < w[1]), "k{k}: {mine:?}");
         }
         assert!(err.contains("sources.s: 3 shards"), "{err}");
+        // The README's example of this table has its columns and rows' shape.
+        let example = readme_block("weir: sources.sensors: 3 shards, most behind its tip 0 ms");
+        for l in example.lines().skip(1) {
+            assert!(
+                err.lines().any(|e| shape(e) == shape(l)),
+                "the README's `{l}` is not the shape of a line of\n{err}"
+            );
+        }
         assert!(
             err.lines()
                 .any(|l| l.contains("shardId-000000000000") && l.contains("ended")),

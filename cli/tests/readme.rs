@@ -252,10 +252,11 @@ fn every_command_and_output_example_in_the_readme_is_checked() {
             );
             assert!(table.contains("continuous, 2w, 100k/s"), "{table}");
         } else if first.starts_with("weir: sources.sensors: 3 partitions")
+            || first.starts_with("weir: sources.sensors: 3 shards")
             || first.starts_with("configuration                        offered/s")
         {
-            // Kafka's partition table and the Kafka/TCP comparison: the Kafka tests check
-            // these against real runs (they need the test broker).
+            // Kafka's partition table, Kinesis's shard table and the Kafka/TCP comparison: the
+            // Kafka and Kinesis tests check these against real runs (they need the servers).
         } else if first.starts_with("  × transforms.m: `split_part` does not take (string)") {
             let dir = workspace();
             let p = write(

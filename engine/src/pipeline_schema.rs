@@ -28,6 +28,7 @@ pub const CONFIG_STRUCTS: &[(Kind, &str, &str)] = &[
     (Kind::Source, "stdin", "StdinConfig"),
     (Kind::Source, "tcp", "TcpSourceConfig"),
     (Kind::Source, "kafka", "KafkaSourceConfig"),
+    (Kind::Source, "kinesis", "KinesisSourceConfig"),
     (Kind::Source, "mqtt", "MqttSourceConfig"),
     (Kind::Source, "parquet", "ParquetSourceConfig"),
     (Kind::Transform, "filter", "FilterConfig"),
@@ -45,6 +46,7 @@ pub const CONFIG_STRUCTS: &[(Kind, &str, &str)] = &[
     (Kind::Sink, "mqtt", "MqttSinkConfig"),
     (Kind::Sink, "parquet", "ParquetSinkConfig"),
     (Kind::Sink, "kafka", "KafkaSinkConfig"),
+    (Kind::Sink, "kinesis", "KinesisSinkConfig"),
 ];
 
 fn docs(name: &str) -> Option<&'static ConfigDoc> {
@@ -72,6 +74,10 @@ fn of_type(ty: &str) -> Value {
         "bool" => json!({ "type": "boolean" }),
         "StartDecl" => json!({ "oneOf": [
             { "enum": ["committed", "earliest", "latest"] },
+            { "type": "object", "properties": { "at": { "type": "string" } }, "required": ["at"], "additionalProperties": false }
+        ] }),
+        "KinesisStartDecl" => json!({ "oneOf": [
+            { "enum": ["trim_horizon", "latest"] },
             { "type": "object", "properties": { "at": { "type": "string" } }, "required": ["at"], "additionalProperties": false }
         ] }),
         "SchemaDecl" => json!({ "oneOf": [
@@ -153,7 +159,7 @@ fn type_words(ty: &str) -> String {
         "f64" => "number".into(),
         "bool" => "boolean".into(),
         "SchemaDecl" => "table of strings, or `\"infer\"`".into(),
-        "StartDecl" => "string, or `{ at = TIME }`".into(),
+        "StartDecl" | "KinesisStartDecl" => "string, or `{ at = TIME }`".into(),
         _ => "table".into(),
     }
 }

@@ -45,7 +45,7 @@ pub struct KinesisSourceConfig {
     /// Where to start in shards without a kept position: "trim_horizon" (default: the oldest
     /// record kept), "latest" (records written from now on), or a point in time,
     /// `{ at = "2026-03-01T10:00:00Z" }` (the first record that arrived at or after it).
-    pub start: Option<Spanned<StartDecl>>,
+    pub start: Option<Spanned<KinesisStartDecl>>,
     /// Stop once every shard is read to its tip (default false: read until stopped). A bounded
     /// run over a stream no one is writing gives exactly the results a live one does.
     pub bounded: Option<bool>,
@@ -60,7 +60,8 @@ pub struct KinesisSourceConfig {
     /// Where event time comes from: "field" (default: the timestamp field) or "arrival" (when
     /// the stream received the record, stored in the timestamp field).
     pub timestamp_from: Option<Spanned<String>>,
-    /// The fields to read and their types, as in the file source.
+    /// The fields to read and their types, as in the file source (a Kinesis source does not
+    /// infer them).
     pub schema: Spanned<SchemaDecl>,
     /// The event-time field (default "ts").
     pub timestamp_field: Option<Spanned<String>>,
@@ -104,6 +105,11 @@ pub struct KinesisSinkConfig {
     /// "jsonl" (default) or "csv".
     pub format: Option<Spanned<String>>,
 }
+
+/// A Kinesis source's `start`: "trim_horizon", "latest", or `{ at = "RFC 3339 time" }`.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct KinesisStartDecl(pub StartDecl);
 
 /// Checks a stream name as Kinesis does: 1 to 128 of letters, digits, `.`, `_` and `-`.
 fn stream(ctx: &Ctx, s: &Spanned<String>) -> Result<String, Diag> {
@@ -206,7 +212,7 @@ impl KinesisSourceConfig {
         );
         let start = match &self.start {
             None => Some(Start::TrimHorizon),
-            Some(s) => match s.get_ref() {
+            Some(s) => match &s.get_ref().0 {
                 StartDecl::Named(name) => {
                     let named = Spanned::new(s.span(), name.clone());
                     ctx.optional_choice(
