@@ -145,7 +145,7 @@ enum Command {
     Compare(compare_cli::Args),
     /// Write the generator's events as a producer would, on an open-loop schedule: JSON lines to
     /// a pipeline's TCP source (blocking when it pushes back), or JSON messages to a Kafka topic,
-    /// a Kinesis stream or an MQTT broker.
+    /// a Kinesis stream, a Pub/Sub topic or an MQTT broker.
     Produce {
         /// Which events: iot, clickstream or nexmark.
         #[arg(long, default_value = "iot")]
@@ -163,10 +163,20 @@ enum Command {
         #[arg(
             long,
             value_name = "HOST:PORT",
-            required_unless_present_any = ["topic", "mqtt", "kinesis"],
-            conflicts_with_all = ["topic", "mqtt", "kinesis"]
+            required_unless_present_any = ["topic", "mqtt", "kinesis", "pubsub"],
+            conflicts_with_all = ["topic", "mqtt", "kinesis", "pubsub"]
         )]
         tcp: Option<String>,
+        /// A Pub/Sub topic to publish to (created if it does not exist); needs --project.
+        #[arg(long, value_name = "TOPIC", requires = "project", conflicts_with_all = ["topic", "mqtt", "kinesis"])]
+        pubsub: Option<String>,
+        /// The Google Cloud project of --pubsub.
+        #[arg(long)]
+        project: Option<String>,
+        /// A subscription to --pubsub's topic to create (ordered by ordering key) if it does not
+        /// exist.
+        #[arg(long, value_name = "NAME", requires = "pubsub")]
+        subscription: Option<String>,
         /// A Kinesis stream to write (created with --shards if it does not exist); credentials
         /// and, without --region, the region come from the standard AWS chain.
         #[arg(long, value_name = "STREAM", conflicts_with_all = ["topic", "mqtt"])]
@@ -174,8 +184,9 @@ enum Command {
         /// The AWS region of --kinesis, such as us-east-1.
         #[arg(long, requires = "kinesis")]
         region: Option<String>,
-        /// Another endpoint than AWS's for --kinesis, such as http://127.0.0.1:4567.
-        #[arg(long, value_name = "URL", requires = "kinesis")]
+        /// Another endpoint than the service's for --kinesis or --pubsub, such as
+        /// http://127.0.0.1:4567 (kinesalite) or http://127.0.0.1:8085 (the Pub/Sub emulator).
+        #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
         /// Shards of a Kinesis stream that does not exist yet.
         #[arg(long, default_value = "2", value_parser = clap::value_parser!(i32).range(1..=10000))]
@@ -202,8 +213,9 @@ enum Command {
         /// Partitions of a topic that does not exist yet.
         #[arg(long, default_value = "3", value_parser = clap::value_parser!(i32).range(1..=10000))]
         partitions: i32,
-        /// The field whose value keys each Kafka message or Kinesis record, such as device_id
-        /// (default: no key, messages spread over the partitions or shards).
+        /// The field whose value keys each Kafka message, Kinesis record or Pub/Sub message
+        /// (its ordering key), such as device_id (default: no key, messages spread over the
+        /// partitions or shards).
         #[arg(long, value_name = "FIELD")]
         key: Option<String>,
         /// A librdkafka setting for the producer, such as security.protocol=SASL_SSL (repeat
@@ -530,6 +542,9 @@ fn main() -> ExitCode {
             rate,
             seed,
             tcp,
+            pubsub,
+            project,
+            subscription,
             kinesis,
             region,
             endpoint,
@@ -557,6 +572,15 @@ fn main() -> ExitCode {
             use weir_engine::produce::Destination;
             let to = match (tcp, topic, brokers) {
                 (Some(a), _, _) => Destination::Tcp(a),
+                (None, None, _) if pubsub.is_some() => Destination::PubSub {
+                    conn: weir_cloud::pubsub::Connection {
+                        project: project.expect("clap requires --project"),
+                        endpoint,
+                    },
+                    topic: pubsub.expect("matched"),
+                    subscription,
+                    key,
+                },
                 (None, None, _) if kinesis.is_some() => Destination::Kinesis {
                     conn: weir_cloud::kinesis::Connection {
                         stream: kinesis.expect("matched"),

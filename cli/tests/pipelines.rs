@@ -89,6 +89,48 @@ fn every_bundled_pipeline_validates_and_runs() {
                         args.push(set);
                     }
                 }
+                Some("pubsub") => {
+                    // A topic and subscription of their own on the emulator, filled before the
+                    // run, read until every message has come.
+                    let endpoint = std::env::var("WEIR_PUBSUB_ENDPOINT").expect(
+                        "the Pub/Sub pipelines need WEIR_PUBSUB_ENDPOINT: run scripts/test",
+                    );
+                    let topic = format!(
+                        "bundled-{}-{id}-{}",
+                        std::process::id(),
+                        p.replace('.', "-")
+                    );
+                    let sub = format!("{topic}-sub");
+                    let project = source["project"].as_str().unwrap().to_string();
+                    let o = weir(
+                        dir.path(),
+                        &[
+                            "produce",
+                            "--events",
+                            "20000",
+                            "--pubsub",
+                            &topic,
+                            "--subscription",
+                            &sub,
+                            "--project",
+                            &project,
+                            "--endpoint",
+                            &endpoint,
+                            "--key",
+                            "device_id",
+                        ],
+                        "",
+                    );
+                    ok(&o);
+                    for set in [
+                        format!("sources.{id}.endpoint=\"{endpoint}\""),
+                        format!("sources.{id}.subscription=\"{sub}\""),
+                        format!("sources.{id}.max_messages=20000"),
+                    ] {
+                        args.push("--set".into());
+                        args.push(set);
+                    }
+                }
                 Some("kinesis") => {
                     // A stream of its own on the test server, filled before the run, read from
                     // the start to its tip.

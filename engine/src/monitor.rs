@@ -158,6 +158,14 @@ impl Live {
                     let _ = write!(s, " ({})", shown.join(" / "));
                 }
             }
+            if let Op::PubSub(p) = &n.op {
+                let u = p
+                    .status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unacknowledged;
+                let _ = write!(s, ", {} unacked {}", n.id, thousands(u));
+            }
             if let Op::Kinesis(k) = &n.op {
                 // Milliseconds behind the tip: the furthest shard's, and each when few.
                 let shards = k.status.snapshot();

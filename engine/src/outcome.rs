@@ -158,6 +158,8 @@ pub struct ComponentReport {
     pub partitions: Vec<kafka::PartitionStatus>,
     /// Kinesis sources: each shard's state, last sequence number read, lag and watermark.
     pub shards: Vec<weir_cloud::kinesis::source::ShardStatus>,
+    /// Pub/Sub sources: messages received, acknowledged and waiting for their outputs.
+    pub pubsub: Option<weir_cloud::pubsub::source::PubSubStatus>,
     /// Sources: why records were bad.
     pub reasons: weir_operators::metrics::Reasons,
 }

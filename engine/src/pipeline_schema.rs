@@ -29,6 +29,7 @@ pub const CONFIG_STRUCTS: &[(Kind, &str, &str)] = &[
     (Kind::Source, "tcp", "TcpSourceConfig"),
     (Kind::Source, "kafka", "KafkaSourceConfig"),
     (Kind::Source, "kinesis", "KinesisSourceConfig"),
+    (Kind::Source, "pubsub", "PubSubSourceConfig"),
     (Kind::Source, "mqtt", "MqttSourceConfig"),
     (Kind::Source, "parquet", "ParquetSourceConfig"),
     (Kind::Transform, "filter", "FilterConfig"),
@@ -47,6 +48,7 @@ pub const CONFIG_STRUCTS: &[(Kind, &str, &str)] = &[
     (Kind::Sink, "parquet", "ParquetSinkConfig"),
     (Kind::Sink, "kafka", "KafkaSinkConfig"),
     (Kind::Sink, "kinesis", "KinesisSinkConfig"),
+    (Kind::Sink, "pubsub", "PubSubSinkConfig"),
 ];
 
 fn docs(name: &str) -> Option<&'static ConfigDoc> {

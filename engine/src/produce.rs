@@ -1,6 +1,6 @@
 //! `weir produce`: writes the generator's events as a producer would, on an open-loop schedule
 //! — JSON lines over TCP straight to a pipeline's `tcp` source, or JSON messages to a Kafka
-//! topic, a Kinesis stream or an MQTT broker — so a user can feed a pipeline from outside and measure end to end (with
+//! topic, a Kinesis stream, a Pub/Sub topic or an MQTT broker — so a user can feed a pipeline from outside and measure end to end (with
 //! `latency_from = "event_time"`: each event's time is when it was due). Over TCP, backpressure
 //! reaches the producer: when Weir falls behind, its TCP source stops reading, the producer's
 //! writes block, and it falls behind its schedule. Through Kafka, the queue absorbs the
@@ -51,6 +51,17 @@ pub enum Destination {
         /// the shards).
         key: Option<String>,
     },
+    /// A Pub/Sub topic, created if it does not exist (with a subscription, if named).
+    PubSub {
+        /// The project and the service.
+        conn: weir_cloud::pubsub::Connection,
+        /// The topic.
+        topic: String,
+        /// A subscription to create on it (with ordering) if it does not exist.
+        subscription: Option<String>,
+        /// The field whose value is each message's ordering key (default: none).
+        key: Option<String>,
+    },
     /// An MQTT broker: one message per event, to a topic that may name fields.
     Mqtt {
         /// The broker.
@@ -69,6 +80,14 @@ impl std::fmt::Display for Destination {
             Destination::Kafka { brokers, topic, .. } => write!(f, "topic `{topic}` on {brokers}"),
             Destination::Kinesis { conn, .. } => {
                 write!(f, "Kinesis stream `{}` at {}", conn.stream, conn.place())
+            }
+            Destination::PubSub { conn, topic, .. } => {
+                write!(
+                    f,
+                    "Pub/Sub topic `{}` at {}",
+                    conn.path("topics", topic),
+                    conn.place()
+                )
             }
             Destination::Mqtt { broker, topic, .. } => {
                 write!(f, "MQTT topic `{topic}` on {}", broker.address())
@@ -106,6 +125,7 @@ enum Out {
     Mqtt(Box<weir_operators::mqtt::MqttWriter>),
     Kafka(kafka::Messages, Vec<usize>),
     Kinesis(weir_cloud::kinesis::sink::KinesisOut),
+    PubSub(weir_cloud::pubsub::sink::PubSubOut),
 }
 
 /// The position of `key` among the events' fields, if given.
@@ -185,6 +205,44 @@ impl Out {
                     conn, key,
                 )?))
             }
+            Destination::PubSub {
+                conn,
+                topic,
+                subscription,
+                key,
+            } => {
+                let key = key_position(key, encoder_schema)?;
+                let (c, t, sub) = (conn.clone(), topic.clone(), subscription.clone());
+                let (topic_made, sub_made) = weir_cloud::kinesis::block_on(
+                    weir_cloud::pubsub::SERVICE_TIMEOUT,
+                    async move {
+                        let made = c.create_topic(&t).await?;
+                        let sub = match sub {
+                            Some(s) => c.create_subscription(&s, &t, true).await?,
+                            None => false,
+                        };
+                        Ok((made, sub))
+                    },
+                )?;
+                if topic_made {
+                    eprintln!(
+                        "weir produce: created Pub/Sub topic `{}`",
+                        conn.path("topics", topic)
+                    );
+                }
+                if sub_made {
+                    eprintln!(
+                        "weir produce: created Pub/Sub subscription `{}` (ordered by ordering key)",
+                        conn.path("subscriptions", subscription.as_deref().unwrap_or(""))
+                    );
+                }
+                Ok(Out::PubSub(weir_cloud::pubsub::sink::PubSubOut::open(
+                    conn,
+                    topic,
+                    key,
+                    Vec::new(),
+                )?))
+            }
         }
     }
 }
@@ -236,6 +294,12 @@ pub fn produce(p: &Produce) -> Result<Produced, String> {
                     let k = kafka::message_key(&event, k, &mut key);
                     m.send(k, &buf, Some(ts.div_euclid(1000)))?;
                 }
+                Out::PubSub(w) => {
+                    buf.clear();
+                    encoder.encode(&event, &mut buf);
+                    buf.pop();
+                    weir_operators::sink::MessageOut::send(w, &event, &buf, 0)?;
+                }
                 Out::Kinesis(w) => {
                     buf.clear();
                     encoder.encode(&event, &mut buf);
@@ -263,6 +327,7 @@ pub fn produce(p: &Produce) -> Result<Produced, String> {
         Out::Mqtt(w) => w.flush().map_err(|e| failed(&e))?,
         Out::Kafka(m, _) => m.flush()?,
         Out::Kinesis(w) => weir_operators::sink::MessageOut::flush(w)?,
+        Out::PubSub(w) => weir_operators::sink::MessageOut::flush(w)?,
     }
     Ok(Produced {
         events: next,

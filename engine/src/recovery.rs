@@ -168,6 +168,25 @@ pub fn prepare(plan: &Plan, process: usize) -> Result<Plan, String> {
             plan.nodes[i].op = Op::Kinesis(Arc::new(s));
             continue;
         }
+        if let Op::PubSub(spec) = &plan.nodes[i].op {
+            let id = plan.nodes[i].id.clone();
+            let mut s = (**spec).clone();
+            s.replay = replay(&plan, i);
+            let (conn, sub) = (s.conn.clone(), s.subscription.clone());
+            let ordered =
+                weir_cloud::kinesis::block_on(weir_cloud::pubsub::SERVICE_TIMEOUT, async move {
+                    conn.check_subscription(&sub).await
+                })
+                .map_err(|e| format!("source `{id}`: {e}"))?;
+            s.status = Arc::new(std::sync::Mutex::new(
+                weir_cloud::pubsub::source::PubSubStatus {
+                    ordered,
+                    ..Default::default()
+                },
+            ));
+            plan.nodes[i].op = Op::PubSub(Arc::new(s));
+            continue;
+        }
         let Op::Kafka(spec) = &plan.nodes[i].op else {
             continue;
         };

@@ -98,6 +98,10 @@ pub struct ComponentEntry {
     /// behind its tip and watermark.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<weir_cloud::kinesis::source::ShardStatus>,
+    /// Pub/Sub sources: messages received, acknowledged, and not acknowledged when the run
+    /// ended (returned for redelivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pubsub: Option<weir_cloud::pubsub::source::PubSubStatus>,
 }
 
 /// One sink's latencies.
@@ -232,6 +236,7 @@ impl Report {
                     metrics: c.metrics,
                     partitions: c.partitions.clone(),
                     shards: c.shards.clone(),
+                    pubsub: c.pubsub.clone(),
                 })
                 .collect(),
             sinks,

@@ -174,6 +174,20 @@ pub fn render(r: &RunReport) -> String {
     out.push_str(&checkpoint_lines(r));
     out.push_str(&partition_lines(r));
     out.push_str(&shard_lines(r));
+    for c in r.components.iter() {
+        if let Some(p) = &c.pubsub {
+            let _ = writeln!(
+                out,
+                "weir: {}.{}: {} messages received, {} acknowledged, {} not acknowledged (returned for redelivery){}",
+                c.kind.section(),
+                c.id,
+                thousands(p.received),
+                thousands(p.acknowledged),
+                thousands(p.unacknowledged),
+                if p.ordered { "; the subscription orders by ordering key" } else { "" }
+            );
+        }
+    }
     for c in r.components.iter().filter(|c| c.metrics.blank_lines > 0) {
         let n = c.metrics.blank_lines;
         let _ = writeln!(

@@ -39,6 +39,7 @@ pub mod map;
 pub mod mqtt;
 pub mod parquet;
 pub mod predict;
+pub mod pubsub;
 pub mod sinks;
 pub mod stdin;
 pub mod tcp;
@@ -140,6 +141,14 @@ pub static COMPONENTS: &[Descriptor] = &[
         name: "kinesis",
         outputs: SOURCE_OUTPUTS,
         parse: |b, w, d| Some(ComponentConfig::KinesisSource(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
+    Descriptor {
+        kind: Kind::Source,
+        name: "pubsub",
+        outputs: SOURCE_OUTPUTS,
+        parse: |b, w, d| Some(ComponentConfig::PubSubSource(typed(b, w, d)?)),
         generates: false,
         stateful: false,
     },
@@ -287,6 +296,14 @@ pub static COMPONENTS: &[Descriptor] = &[
         generates: false,
         stateful: false,
     },
+    Descriptor {
+        kind: Kind::Sink,
+        name: "pubsub",
+        outputs: &[],
+        parse: |b, w, d| Some(ComponentConfig::PubSubSink(typed(b, w, d)?)),
+        generates: false,
+        stateful: false,
+    },
 ];
 
 /// The descriptor of a component type.
@@ -318,6 +335,8 @@ pub enum ComponentConfig {
     KafkaSource(Box<kafka::KafkaSourceConfig>),
     /// `[sources.ID] type = "kinesis"`
     KinesisSource(Box<kinesis::KinesisSourceConfig>),
+    /// `[sources.ID] type = "pubsub"`
+    PubSubSource(Box<pubsub::PubSubSourceConfig>),
     /// `[sources.ID] type = "mqtt"`
     MqttSource(mqtt::MqttSourceConfig),
     /// `[sources.ID] type = "parquet"`
@@ -354,6 +373,8 @@ pub enum ComponentConfig {
     KafkaSink(kafka::KafkaSinkConfig),
     /// `[sinks.ID] type = "kinesis"`
     KinesisSink(kinesis::KinesisSinkConfig),
+    /// `[sinks.ID] type = "pubsub"`
+    PubSubSink(pubsub::PubSubSinkConfig),
 }
 
 /// Deserializes a component body by its section and type.
@@ -382,6 +403,8 @@ pub enum Op {
     Kafka(Arc<weir_operators::kafka_source::KafkaSourceSpec>),
     /// The Kinesis source.
     Kinesis(Arc<weir_cloud::kinesis::source::KinesisSourceSpec>),
+    /// The Pub/Sub source.
+    PubSub(Arc<weir_cloud::pubsub::source::PubSubSourceSpec>),
     /// The MQTT source.
     Mqtt(Arc<weir_operators::mqtt::MqttSourceSpec>),
     /// A pipeline test's input, standing in for a source (`weir test`).
@@ -420,6 +443,7 @@ impl Op {
             Op::Tcp(s) => Some(&s.decode),
             Op::Kafka(s) => Some(&s.decode),
             Op::Kinesis(s) => Some(&s.decode),
+            Op::PubSub(s) => Some(&s.decode),
             Op::Mqtt(s) => Some(&s.decode),
             Op::Test(t) => Some(&t.decode),
             _ => None,
@@ -485,6 +509,17 @@ pub enum SinkTarget {
         key: Vec<usize>,
         /// Where the stream is named in the pipeline file.
         stream_span: std::ops::Range<usize>,
+    },
+    /// A Pub/Sub topic.
+    PubSub {
+        /// The project and the service.
+        conn: weir_cloud::pubsub::Connection,
+        /// The topic's full name.
+        topic: String,
+        /// Input positions of the ordering-key fields.
+        ordering_key: Vec<usize>,
+        /// Attributes: each name and its field's input position.
+        attributes: Vec<(String, usize)>,
     },
 }
 

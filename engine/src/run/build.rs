@@ -275,6 +275,17 @@ pub(super) fn build<'s>(
                 streams.insert(main, r);
                 streams.insert(dead, d);
             }
+            Op::PubSub(spec) => {
+                let (r, d) = weir_cloud::pubsub::source::pubsub_source(
+                    scope,
+                    name,
+                    Arc::clone(spec),
+                    env.clone(),
+                    m,
+                );
+                streams.insert(main, r);
+                streams.insert(dead, d);
+            }
             Op::Kinesis(spec) => {
                 let (r, d) = weir_cloud::kinesis::source::kinesis_source(
                     scope,

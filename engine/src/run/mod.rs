@@ -333,6 +333,10 @@ fn component_reports(plan: &Plan, metrics: &[Arc<ComponentMetrics>]) -> Vec<Comp
                 Op::Kinesis(k) => k.status.snapshot(),
                 _ => Vec::new(),
             },
+            pubsub: match &n.op {
+                Op::PubSub(p) => Some(p.status.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+                _ => None,
+            },
             reasons: m.reasons(),
         })
         .collect()

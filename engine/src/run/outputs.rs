@@ -131,6 +131,20 @@ pub(super) fn open_writers(
                         weir_cloud::kinesis::sink::KinesisOut::open(conn, key.clone())
                             .map_err(|e| format!("sink `{}`: {e}", n.id))?,
                     )),
+                    SinkTarget::PubSub {
+                        conn,
+                        topic,
+                        ordering_key,
+                        attributes,
+                    } => SharedWriter::message_out(std::sync::Arc::new(
+                        weir_cloud::pubsub::sink::PubSubOut::open(
+                            conn,
+                            topic,
+                            ordering_key.clone(),
+                            attributes.clone(),
+                        )
+                        .map_err(|e| format!("sink `{}`: {e}", n.id))?,
+                    )),
                     SinkTarget::View {
                         path,
                         table,
