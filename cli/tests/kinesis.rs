@@ -503,6 +503,87 @@ fn a_shard_split_during_a_run_is_read_after_its_parent_in_order() {
     }
 }
 
+/// Every record of a one-shard stream with its arrival time (ms), read here from the start.
+fn arrivals(conn: &Connection) -> Vec<(i64, String)> {
+    let plan = FetchPlan {
+        conn: conn.clone(),
+        worker: 0,
+        peers: 1,
+        start: Start::TrimHorizon,
+        resume: BTreeMap::new(),
+        bounded: true,
+        poll_interval: Duration::from_millis(20),
+        limit: 1000,
+        ended: Default::default(),
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    let t = std::thread::spawn(move || fetcher::run(plan, tx, || {}, Default::default()));
+    let mut out = Vec::new();
+    for m in rx {
+        match m {
+            Fetched::Records { records, .. } => out.extend(records.into_iter().map(|r| {
+                (
+                    r.arrival_ms.expect("an arrival time"),
+                    String::from_utf8(r.data).unwrap(),
+                )
+            })),
+            Fetched::Error(e) => panic!("{e}"),
+            Fetched::AllDone => break,
+            _ => {}
+        }
+    }
+    t.join().unwrap();
+    out
+}
+
+#[test]
+fn csv_records_are_read_from_a_point_in_time() {
+    let dir = workspace();
+    let input = stream("csv", 1);
+    // Written in three puts, so that arrival times differ.
+    for part in 0..3u64 {
+        let rows: Vec<(String, String)> = (part * 100..part * 100 + 100)
+            .map(|i| {
+                (
+                    format!("k{}", i % 3),
+                    format!("{i},{},k{}", 1_700_000_000_000 + i, i % 3),
+                )
+            })
+            .collect();
+        put(&input, &rows);
+    }
+    let stored = arrivals(&input);
+    assert_eq!(stored.len(), 300);
+    // From the arrival time of the 151st record: every record that arrived then or later.
+    let at = stored[150].0;
+    let expected: BTreeSet<u64> = stored
+        .iter()
+        .filter(|(t, _)| *t >= at)
+        .map(|(_, row)| row.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    let text = format!(
+        "[pipeline]\nname = \"csv\"\n[sources.s]\n{}\nschema = {{ id = \"u64\", ts = \"timestamp\", key = \"string\" }}\ntimestamp_format = \"epoch_ms\"\n{}",
+        kinesis_source(
+            &input,
+            &format!(
+                "bounded = true\nformat = \"csv\"\nstart = {{ at = \"{}\" }}",
+                weir_operators::time::format_rfc3339(at * 1000)
+            )
+        ),
+        file_sink("out", "s", "out.jsonl")
+    );
+    write(dir.path(), "csv.toml", &text);
+    for workers in ["1", "2"] {
+        run_ok(dir.path(), "csv.toml", &["--workers", workers]);
+        let got: BTreeSet<u64> = json_lines(&dir.path().join("out.jsonl"))
+            .iter()
+            .map(|v| v["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, expected, "{workers} workers");
+        assert!(got.len() < 300 && got.contains(&299));
+    }
+}
+
 #[test]
 fn mistakes_are_reported_at_their_place() {
     let dir = workspace();
@@ -549,6 +630,18 @@ fn mistakes_are_reported_at_their_place() {
         );
         assert!(err.contains("sources.s"), "{source}: {err}");
     }
+    // Checkpoints do not keep a Kinesis source's positions: refused at the source.
+    let p = write(
+        dir.path(),
+        "ck.toml",
+        &base("stream = \"s\"").replace(
+            "name = \"bad\"",
+            "name = \"bad\"\ncheckpoint = { interval = \"1s\", dir = \"state/ck\" }",
+        ),
+    );
+    let err = weir_fails(dir.path(), &["validate", &p]);
+    assert!(err.contains("checkpoints do not cover"), "{err}");
+    assert!(err.contains("ck.toml:5:"), "{err}");
     // A stream that does not exist, and a service that cannot be reached: said before the run.
     let missing = base(&format!(
         "stream = \"{}\"\nendpoint = \"{}\"",

@@ -285,6 +285,12 @@ pub fn run(
     });
 }
 
+/// An arrival time in whole milliseconds, rounded: the service sends seconds with a decimal
+/// fraction, which can arrive a hair below the millisecond it names.
+pub fn arrival_ms(t: &DateTime) -> i64 {
+    t.secs() * 1000 + i64::from((t.subsec_nanos() + 500_000) / 1_000_000)
+}
+
 /// How often the stream's shards are listed again (besides whenever a shard ends).
 const LIST_EVERY: Duration = Duration::from_secs(5);
 
@@ -471,9 +477,7 @@ impl Fetcher<'_> {
             .iter()
             .map(|r| ShardRecord {
                 seq: r.sequence_number().to_string(),
-                arrival_ms: r
-                    .approximate_arrival_timestamp()
-                    .and_then(|t| t.to_millis().ok()),
+                arrival_ms: r.approximate_arrival_timestamp().map(arrival_ms),
                 data: r.data().as_ref().to_vec(),
             })
             .collect();
@@ -513,5 +517,19 @@ impl Fetcher<'_> {
         let id = Arc::clone(&s.id);
         self.mark_ended(&id);
         vec![Fetched::Ended { shard: id }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrival_times_keep_the_millisecond_the_service_named() {
+        // 1796467214.123 as a double is 1796467214.12299990654...: truncated, it would be
+        // ...122, and a start at its time would begin a millisecond early.
+        let t = DateTime::from_secs_f64(1_796_467_214.123);
+        assert_eq!(arrival_ms(&t), 1_796_467_214_123);
+        assert_eq!(arrival_ms(&DateTime::from_millis(5)), 5);
     }
 }

@@ -15,8 +15,8 @@
 //! its recovery point, to the positions directory ([`positions`](super::positions)); a
 //! restarted source resumes there with the shard's watermark restored, and skips the records
 //! read again whose outputs were all written (as the Kafka source does with its commits). A
-//! bounded source that reaches its end writes where it stopped. With checkpoints, positions go
-//! with each checkpoint instead.
+//! bounded source that reaches its end writes where it stopped. (Pipelines with checkpoints
+//! refuse Kinesis sources: their positions are kept only this way.)
 //!
 //! **Lag.** Each read says how many milliseconds the shard's reader is behind its tip; the
 //! source shows it per shard in the status lines and the summary.
@@ -146,21 +146,13 @@ pub fn kinesis_source<'s>(
         });
         move |batch: &mut Batch| {
             if let Some(w) = wake.take() {
-                // The first step: a checkpoint's positions are known now.
-                if let Some(p) = batch.take_restore() {
-                    reader.restore(&p);
-                }
                 reader.start(w);
             }
             if let Some(e) = reader.failure.take() {
                 batch.failure = Some(e);
                 return Progress::Done;
             }
-            let progress = reader.step(batch);
-            if batch.track {
-                batch.position = reader.position();
-            }
-            progress
+            reader.step(batch)
         }
     })
 }
@@ -239,8 +231,6 @@ struct Reader {
     ended: bool,
     failure: Option<String>,
     shown_error: Option<String>,
-    /// Positions restored from a checkpoint, overriding `spec.resume`.
-    restored: Option<BTreeMap<String, ShardPosition>>,
 }
 
 impl Reader {
@@ -291,16 +281,12 @@ impl Reader {
             ended: false,
             failure,
             shown_error: None,
-            restored: None,
         }
     }
 
     /// Starts the fetching thread.
     fn start(&mut self, wake: impl Fn() + Send + 'static) {
-        let resume = self
-            .restored
-            .clone()
-            .unwrap_or_else(|| self.spec.resume.clone());
+        let resume = self.spec.resume.clone();
         let plan = FetchPlan {
             conn: self.spec.conn.clone(),
             worker: self.worker,
@@ -377,12 +363,7 @@ impl Reader {
                         .map(|p| p.max_seen)
                         .max()
                         .unwrap_or(Micros::MIN);
-                    let before = self
-                        .restored
-                        .as_ref()
-                        .unwrap_or(&spec.resume)
-                        .get(&*id)
-                        .cloned();
+                    let before = spec.resume.get(&*id).cloned();
                     let (max_seen, idle_floor) = before
                         .as_ref()
                         .map_or((inherited, Micros::MIN), |r| (r.max_seen, r.idle_floor));
@@ -529,41 +510,6 @@ impl Reader {
             ));
         }
         progress
-    }
-
-    /// Where each shard is, for a checkpoint.
-    fn position(&self) -> serde_json::Value {
-        let shards: BTreeMap<&str, ShardPosition> = self
-            .parts
-            .iter()
-            .map(|p| {
-                (
-                    &*p.id,
-                    ShardPosition {
-                        seq: p.last.clone(),
-                        after: true,
-                        finished: p.ended,
-                        max_seen: p.max_seen,
-                        idle_floor: p.idle_floor,
-                        frontier: 0,
-                        read_to: None,
-                        idle_now: p.idle_floor,
-                    },
-                )
-            })
-            .collect();
-        serde_json::json!({ "shards": shards })
-    }
-
-    /// Takes the positions a checkpoint recorded (see [`Reader::position`]).
-    fn restore(&mut self, p: &serde_json::Value) {
-        let shards: BTreeMap<String, ShardPosition> =
-            serde_json::from_value(p["shards"].clone()).unwrap_or_default();
-        let mut all = self.spec.resume.clone();
-        all.extend(shards);
-        self.restored = Some(all);
-        self.skip_below = None;
-        self.floor = Micros::MIN;
     }
 
     /// Writes, for each shard, the oldest record whose outputs may not all be written — or,
