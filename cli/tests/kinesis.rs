@@ -651,6 +651,9 @@ fn mistakes_are_reported_at_their_place() {
     let p = write(dir.path(), "missing.toml", &missing);
     let err = weir_fails(dir.path(), &["run", &p]);
     assert!(err.contains("create the stream"), "{err}");
+    // The service's own words, not the client's debug dump.
+    assert!(err.contains("ResourceNotFoundException"), "{err}");
+    assert!(!err.contains("SdkBody"), "{err}");
     let port = free_ports(1)[0];
     let nowhere = base(&format!(
         "stream = \"s\"\nendpoint = \"http://127.0.0.1:{port}\""

@@ -716,7 +716,7 @@ fn the_pipeline_json_schema_describes_every_component() {
     let out = weir(dir.path(), &["schema", "--pipeline"], "");
     assert!(out.status.success(), "{}", stderr(&out));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for (section, n) in [("sources", 7), ("transforms", 7), ("sinks", 8)] {
+    for (section, n) in [("sources", 9), ("transforms", 7), ("sinks", 10)] {
         let types = s["properties"][section]["additionalProperties"]["oneOf"]
             .as_array()
             .unwrap();

@@ -1,6 +1,7 @@
 //! The Kinesis writer and fetcher against a Kinesis-compatible server (`scripts/test` starts
 //! one and sets WEIR_KINESIS_ENDPOINT): every record written is read once, each shard in
-//! order, and a shard made by a split is read after its parent.
+//! order, a shard made by a split is read after its parent and one made by a merge after both
+//! (also when two workers read the parents), and `latest` reads only what comes after it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicBool;
@@ -163,4 +164,179 @@ fn a_split_shard_is_read_before_its_children() {
             .expect(child);
         assert!(ended_parent < read, "{events:?}");
     }
+}
+
+/// Runs the fetchers of `peers` workers at once (as a run's workers do), bounded; returns what
+/// they read per shard and the order in which shards were first read and ended.
+fn fetch_together(conn: &Connection, peers: usize) -> (BTreeMap<String, Vec<String>>, Vec<String>) {
+    let ended = Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    for worker in 0..peers {
+        let plan = FetchPlan {
+            conn: conn.clone(),
+            worker,
+            peers,
+            start: Start::TrimHorizon,
+            resume: BTreeMap::new(),
+            bounded: true,
+            poll_interval: Duration::from_millis(20),
+            limit: 7,
+            ended: Arc::clone(&ended),
+        };
+        let (wtx, wrx) = sync_channel(2);
+        let stop = Arc::new(AtomicBool::new(false));
+        threads.push(std::thread::spawn(move || {
+            fetcher::run(plan, wtx, || {}, stop)
+        }));
+        let tx = tx.clone();
+        threads.push(std::thread::spawn(move || {
+            for m in wrx {
+                let done = matches!(m, Fetched::AllDone);
+                if tx.send(m).is_err() || done {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut shards: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut events = Vec::new();
+    for m in rx {
+        match m {
+            Fetched::Records { shard, records, .. } if !records.is_empty() => {
+                if !shards.contains_key(&*shard) {
+                    events.push(format!("read {shard}"));
+                }
+                shards.entry(shard.to_string()).or_default().extend(
+                    records
+                        .into_iter()
+                        .map(|r| String::from_utf8(r.data).unwrap()),
+                );
+            }
+            Fetched::Ended { shard } => events.push(format!("ended {shard}")),
+            Fetched::Error(e) => panic!("{e}"),
+            _ => {}
+        }
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    (shards, events)
+}
+
+#[test]
+fn a_merged_shard_is_read_after_both_parents_even_on_two_workers() {
+    let conn = stream("weir-merge", 2);
+    write(
+        &conn,
+        (0..60).map(|i| (format!("k{}", i % 6), format!("{}:{i}", i % 6))),
+    );
+    let c = conn.clone();
+    block_on(Duration::from_secs(30), async move {
+        let client = c.client().await?;
+        client
+            .merge_shards()
+            .stream_name(&c.stream)
+            .shard_to_merge("shardId-000000000000")
+            .adjacent_shard_to_merge("shardId-000000000001")
+            .send()
+            .await
+            .map_err(|e| c.failure("merging", e))?;
+        weir_cloud::kinesis::create_stream(&client, &c, 1)
+            .await
+            .map(|_| ())
+    })
+    .unwrap();
+    write(
+        &conn,
+        (60..140).map(|i| (format!("k{}", i % 6), format!("{}:{i}", i % 6))),
+    );
+    for peers in [1, 2] {
+        let (shards, events) = fetch_together(&conn, peers);
+        let all: Vec<&String> = shards.values().flatten().collect();
+        assert_eq!(all.len(), 140, "{peers} workers: {shards:?}");
+        assert_eq!(shards["shardId-000000000002"].len(), 80, "{peers} workers");
+        let read_child = events
+            .iter()
+            .position(|e| e == "read shardId-000000000002")
+            .unwrap();
+        for parent in ["shardId-000000000000", "shardId-000000000001"] {
+            let ended = events
+                .iter()
+                .position(|e| *e == format!("ended {parent}"))
+                .unwrap();
+            assert!(ended < read_child, "{peers} workers: {events:?}");
+        }
+    }
+}
+
+#[test]
+fn latest_reads_only_what_is_written_once_reading_has_started() {
+    let conn = stream("weir-latest", 2);
+    write(
+        &conn,
+        (0..30).map(|i| (format!("k{i}"), format!("old {i}"))),
+    );
+    let plan = FetchPlan {
+        conn: conn.clone(),
+        worker: 0,
+        peers: 1,
+        start: Start::Latest,
+        resume: BTreeMap::new(),
+        bounded: false,
+        poll_interval: Duration::from_millis(20),
+        limit: 100,
+        ended: Arc::default(),
+    };
+    let (tx, rx) = sync_channel(4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    let t = std::thread::spawn(move || fetcher::run(plan, tx, || {}, s));
+    // Both shards have been read once (at their tip) before anything new is written.
+    let mut at_tip = HashSet::new();
+    let mut got = Vec::new();
+    while at_tip.len() < 2 {
+        match rx.recv().unwrap() {
+            Fetched::Records {
+                shard,
+                records,
+                caught_up,
+                ..
+            } => {
+                got.extend(
+                    records
+                        .into_iter()
+                        .map(|r| String::from_utf8(r.data).unwrap()),
+                );
+                if caught_up {
+                    at_tip.insert(shard.to_string());
+                }
+            }
+            Fetched::Error(e) => panic!("{e}"),
+            _ => {}
+        }
+    }
+    write(
+        &conn,
+        (0..30).map(|i| (format!("k{i}"), format!("new {i}"))),
+    );
+    while got.len() < 30 {
+        match rx.recv().unwrap() {
+            Fetched::Records { records, .. } => got.extend(
+                records
+                    .into_iter()
+                    .map(|r| String::from_utf8(r.data).unwrap()),
+            ),
+            Fetched::Error(e) => panic!("{e}"),
+            _ => {}
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(rx);
+    t.join().unwrap();
+    got.sort();
+    let mut want: Vec<String> = (0..30).map(|i| format!("new {i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
 }

@@ -33,7 +33,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use aws_sdk_kinesis::error::DisplayErrorContext;
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::Client;
 
 pub mod fetcher;
@@ -87,8 +87,18 @@ impl Connection {
 
     /// A message for a failed request: what failed, the SDK's whole error chain, and what to
     /// do.
-    pub fn failure<E: std::error::Error>(&self, what: &str, e: E) -> String {
-        let text = DisplayErrorContext(&e).to_string();
+    pub fn failure<E, R>(&self, what: &str, e: SdkError<E, R>) -> String
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        // The service's own code and message when it answered; else the whole chain (a
+        // connection refused, a timeout).
+        let text = match (e.code(), e.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_string(),
+            _ => DisplayErrorContext(&e).to_string(),
+        };
         let hint = if text.contains("ResourceNotFound") {
             format!(
                 "create the stream `{}` (aws kinesis create-stream), or fix `stream`",
