@@ -4,75 +4,21 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 use weir_operators::kafka::{client_config, Messages};
 
-/// Sensor readings keyed by device, in event-time order (so each partition is in order too),
-/// with a bad record every 500: a wrong type, or not JSON at all.
+/// The sensor events below `n` (see `common::sensor_events`).
 fn events(n: u64) -> Vec<(String, String)> {
-    (0..n)
-        .map(|i| {
-            let device = format!("d{}", i % 10);
-            let ts = 1_700_000_000_000 + i * 7;
-            let value = (i * 37) % 1000;
-            let line = match i % 1000 {
-                500 => format!(r#"{{"id": {i}, "ts": "soon", "device": "{device}", "value": 1}}"#),
-                999 => "not json {".to_string(),
-                _ => {
-                    format!(r#"{{"id": {i}, "ts": {ts}, "device": "{device}", "value": {value}}}"#)
-                }
-            };
-            (device, line)
-        })
-        .collect()
-}
-
-/// Good events: (id, ts in ms, device, value).
-fn good(n: u64) -> Vec<(u64, u64, String, u64)> {
-    (0..n)
-        .filter(|i| !matches!(i % 1000, 500 | 999))
-        .map(|i| {
-            (
-                i,
-                1_700_000_000_000 + i * 7,
-                format!("d{}", i % 10),
-                (i * 37) % 1000,
-            )
-        })
-        .collect()
+    sensor_events(0, n)
 }
 
 /// The pipeline every test runs, with its source and sinks given.
 fn pipeline(source: &str, sinks: &str) -> String {
-    format!(
-        r#"
-[pipeline]
-name = "kafka-test"
-
-[sources.events]
-{source}
-schema = {{ id = "u64", ts = "timestamp", device = "string", value = "i64" }}
-timestamp_format = "epoch_ms"
-
-[transforms.big]
-type = "filter"
-inputs = ["events"]
-condition = "value >= 100"
-
-[transforms.per_device]
-type = "window"
-inputs = ["big"]
-size = "1s"
-group_by = ["device"]
-aggregates = {{ n = "count(*)", total = "sum(value)", low = "min(value)", high = "max(value)" }}
-
-{sinks}
-"#
-    )
+    sensor_pipeline("kafka-test", source, sinks)
 }
 
 fn kafka_source(topic: &str, group: &str, extra: &str) -> String {
@@ -82,48 +28,15 @@ fn kafka_source(topic: &str, group: &str, extra: &str) -> String {
     )
 }
 
-fn file_sink(id: &str, input: &str, path: &str) -> String {
-    format!("[sinks.{id}]\ntype = \"file\"\ninputs = [\"{input}\"]\npath = \"{path}\"\n")
-}
-
-/// The window results of the good events, computed here: `{"device", "window_start",
-/// "window_end", "n", "total", "low", "high"}` as canonical JSON.
+/// The window results of the good events below `n`, computed here (see
+/// `common::sensor_reference`).
 fn reference(n: u64) -> Vec<String> {
-    reference_from(n, 0)
+    sensor_reference(n, 0)
 }
 
 /// [`reference`] over the good events at or after `from_ms`.
 fn reference_from(n: u64, from_ms: u64) -> Vec<String> {
-    let mut w: BTreeMap<(String, u64), (u64, u64, u64, u64)> = BTreeMap::new();
-    for (_, ts, device, value) in good(n) {
-        if value < 100 || ts < from_ms {
-            continue;
-        }
-        let e = w
-            .entry((device, ts / 1000 * 1000))
-            .or_insert((0, 0, u64::MAX, 0));
-        e.0 += 1;
-        e.1 += value;
-        e.2 = e.2.min(value);
-        e.3 = e.3.max(value);
-    }
-    let rfc = |ms: u64| weir_operators::time::format_rfc3339(ms as i64 * 1000);
-    let mut v: Vec<String> = w
-        .into_iter()
-        .map(|((device, start), (n, total, low, high))| {
-            serde_json::to_string(&serde_json::json!({
-                "device": device, "window_start": rfc(start), "window_end": rfc(start + 1000),
-                "n": n, "total": total, "low": low, "high": high,
-            }))
-            .unwrap()
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-fn read(dir: &std::path::Path, path: &str) -> String {
-    std::fs::read_to_string(dir.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    sensor_reference(n, from_ms)
 }
 
 fn report(dir: &std::path::Path, path: &str) -> Value {
@@ -131,12 +44,7 @@ fn report(dir: &std::path::Path, path: &str) -> Value {
 }
 
 fn component<'a>(r: &'a Value, id: &str) -> &'a Value {
-    r["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["component"] == id)
-        .unwrap_or_else(|| panic!("no {id} in {r}"))
+    report_component(r, id)
 }
 
 #[test]
@@ -411,7 +319,7 @@ fn a_run_killed_at_any_moment_and_restarted_loses_nothing() {
     );
     write(dir.path(), "p.toml", &pipeline(&source, &sinks));
     let expected = reference(n);
-    let expected_alerts: BTreeSet<u64> = good(n)
+    let expected_alerts: BTreeSet<u64> = sensor_good(n)
         .into_iter()
         .filter(|e| e.3 >= 990)
         .map(|e| e.0)

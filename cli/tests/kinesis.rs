@@ -88,88 +88,16 @@ fn everything(conn: &Connection) -> BTreeMap<String, Vec<(String, String)>> {
     out
 }
 
-/// Sensor readings keyed by device, in event-time order, with a bad record every 500: a wrong
-/// type, or not JSON at all.
 fn events(from: u64, to: u64) -> Vec<(String, String)> {
-    (from..to)
-        .map(|i| {
-            let device = format!("d{}", i % 10);
-            let ts = 1_700_000_000_000 + i * 7;
-            let value = (i * 37) % 1000;
-            let line = match i % 1000 {
-                500 => format!(r#"{{"id": {i}, "ts": "soon", "device": "{device}", "value": 1}}"#),
-                999 => "not json {".to_string(),
-                _ => {
-                    format!(r#"{{"id": {i}, "ts": {ts}, "device": "{device}", "value": {value}}}"#)
-                }
-            };
-            (device, line)
-        })
-        .collect()
+    sensor_events(from, to)
 }
 
-/// The window results of the good events below `n`, computed here, as canonical JSON.
 fn reference(n: u64) -> Vec<String> {
-    let mut w: BTreeMap<(String, u64), (u64, u64, u64, u64)> = BTreeMap::new();
-    for i in (0..n).filter(|i| !matches!(i % 1000, 500 | 999)) {
-        let (ts, device, value) = (
-            1_700_000_000_000 + i * 7,
-            format!("d{}", i % 10),
-            (i * 37) % 1000,
-        );
-        if value < 100 {
-            continue;
-        }
-        let e = w
-            .entry((device, ts / 1000 * 1000))
-            .or_insert((0, 0, u64::MAX, 0));
-        e.0 += 1;
-        e.1 += value;
-        e.2 = e.2.min(value);
-        e.3 = e.3.max(value);
-    }
-    let rfc = |ms: u64| weir_operators::time::format_rfc3339(ms as i64 * 1000);
-    let mut v: Vec<String> = w
-        .into_iter()
-        .map(|((device, start), (n, total, low, high))| {
-            serde_json::to_string(&serde_json::json!({
-                "device": device, "window_start": rfc(start), "window_end": rfc(start + 1000),
-                "n": n, "total": total, "low": low, "high": high,
-            }))
-            .unwrap()
-        })
-        .collect();
-    v.sort();
-    v
+    sensor_reference(n, 0)
 }
 
-/// The pipeline the tests run, with its source and sinks given.
 fn pipeline(source: &str, sinks: &str) -> String {
-    format!(
-        r#"
-[pipeline]
-name = "kinesis-test"
-
-[sources.events]
-{source}
-schema = {{ id = "u64", ts = "timestamp", device = "string", value = "i64" }}
-timestamp_format = "epoch_ms"
-
-[transforms.big]
-type = "filter"
-inputs = ["events"]
-condition = "value >= 100"
-
-[transforms.per_device]
-type = "window"
-inputs = ["big"]
-size = "1s"
-group_by = ["device"]
-aggregates = {{ n = "count(*)", total = "sum(value)", low = "min(value)", high = "max(value)" }}
-
-{sinks}
-"#
-    )
+    sensor_pipeline("kinesis-test", source, sinks)
 }
 
 fn kinesis_source(conn: &Connection, extra: &str) -> String {
@@ -178,37 +106,6 @@ fn kinesis_source(conn: &Connection, extra: &str) -> String {
         conn.stream,
         endpoint()
     )
-}
-
-fn file_sink(id: &str, input: &str, path: &str) -> String {
-    format!("[sinks.{id}]\ntype = \"file\"\ninputs = [\"{input}\"]\npath = \"{path}\"\n")
-}
-
-fn read(dir: &std::path::Path, path: &str) -> String {
-    std::fs::read_to_string(dir.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn component<'a>(r: &'a Value, id: &str) -> &'a Value {
-    r["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["component"] == id)
-        .unwrap_or_else(|| panic!("no {id} in {r}"))
-}
-
-/// The records of `path` without their assigned ids, as a set of canonical JSON.
-fn results(dir: &std::path::Path, path: &str) -> Vec<String> {
-    json_multiset(&read(dir, path))
-        .into_iter()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(&l).unwrap();
-            v.as_object_mut().unwrap().remove("id");
-            serde_json::to_string(&v).unwrap()
-        })
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
 }
 
 #[test]
@@ -263,7 +160,7 @@ fn a_stream_of_three_shards_gives_the_results_of_a_file_and_the_sink_keys_by_fie
         args.extend(["--report", "kinesis.json"]);
         let err = run_ok(dir.path(), &name, &args);
         let r: Value = serde_json::from_str(&read(dir.path(), "kinesis.json")).unwrap();
-        let source = component(&r, "sources.events");
+        let source = report_component(&r, "sources.events");
         assert_eq!(source["records_in"], n, "{err}");
         assert_eq!(source["dead_lettered"], 6, "{err}");
         let shards = source["shards"].as_array().unwrap();
@@ -308,17 +205,12 @@ fn a_stream_of_three_shards_gives_the_results_of_a_file_and_the_sink_keys_by_fie
         );
         write(dir.path(), "back.toml", &back);
         run_ok(dir.path(), "back.toml", &[]);
-        assert_eq!(results(dir.path(), "back.jsonl"), from_file, "{flags:?}");
+        assert_eq!(
+            results_without_ids(dir.path(), "back.jsonl"),
+            from_file,
+            "{flags:?}"
+        );
     }
-}
-
-/// Sends SIGKILL or SIGINT to a running weir.
-fn signal(child: &std::process::Child, sig: &str) {
-    let s = std::process::Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(s.success());
 }
 
 /// How many of `stored`'s records are at or after the positions `kept`.
@@ -377,7 +269,7 @@ fn a_run_killed_with_sigkill_resumes_without_loss_and_reads_again_only_what_was_
     signal(&live, "-KILL");
     let _ = live.wait();
     let kept = Positions::read(&dir.path().join("state/positions")).unwrap();
-    let before = results(dir.path(), "out.jsonl");
+    let before = results_without_ids(dir.path(), "out.jsonl");
     put(&input, &events(n / 2, n));
     // What the positions did not cover, counted here from the stream itself.
     let uncovered = uncovered(&everything(&input), &kept);
@@ -394,11 +286,13 @@ fn a_run_killed_with_sigkill_resumes_without_loss_and_reads_again_only_what_was_
         ],
     );
     let r: Value = serde_json::from_str(&read(dir.path(), "r.json")).unwrap();
-    let src = component(&r, "sources.events");
+    let src = report_component(&r, "sources.events");
     let read_again = src["records_in"].as_u64().unwrap() + src["replayed"].as_u64().unwrap_or(0);
     assert_eq!(read_again, uncovered as u64, "{err}");
     // Nothing lost: every window of the reference, written before the kill or after.
-    let all: BTreeSet<String> = results(dir.path(), "out.jsonl").into_iter().collect();
+    let all: BTreeSet<String> = results_without_ids(dir.path(), "out.jsonl")
+        .into_iter()
+        .collect();
     let expected: BTreeSet<String> = reference(n).into_iter().collect();
     let missing: Vec<&String> = expected.difference(&all).take(3).collect();
     let wrong: Vec<&String> = all.difference(&expected).take(3).collect();

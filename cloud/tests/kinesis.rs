@@ -51,50 +51,6 @@ fn write(conn: &Connection, records: impl Iterator<Item = (String, String)>) {
     weir_operators::sink::MessageOut::flush(&out).unwrap();
 }
 
-/// Everything a bounded fetch of `peers` workers reads: per shard, its records in order, and
-/// the order in which shards were first read and ended.
-fn fetch_all(conn: &Connection, peers: usize) -> (BTreeMap<String, Vec<String>>, Vec<String>) {
-    let mut shards: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut events = Vec::new();
-    let ended = Arc::default();
-    for worker in 0..peers {
-        let plan = FetchPlan {
-            conn: conn.clone(),
-            worker,
-            peers,
-            start: Start::TrimHorizon,
-            resume: BTreeMap::new(),
-            bounded: true,
-            poll_interval: Duration::from_millis(50),
-            limit: 7,
-            ended: Arc::clone(&ended),
-        };
-        let (tx, rx) = sync_channel(2);
-        let stop = Arc::new(AtomicBool::new(false));
-        let t = std::thread::spawn(move || fetcher::run(plan, tx, || {}, stop));
-        for m in rx {
-            match m {
-                Fetched::Records { shard, records, .. } if !records.is_empty() => {
-                    if !shards.contains_key(&*shard) {
-                        events.push(format!("read {shard}"));
-                    }
-                    shards.entry(shard.to_string()).or_default().extend(
-                        records
-                            .into_iter()
-                            .map(|r| String::from_utf8(r.data).unwrap()),
-                    );
-                }
-                Fetched::Ended { shard } => events.push(format!("ended {shard}")),
-                Fetched::Error(e) => panic!("{e}"),
-                Fetched::AllDone => break,
-                _ => {}
-            }
-        }
-        t.join().unwrap();
-    }
-    (shards, events)
-}
-
 #[test]
 fn every_record_written_is_read_once_in_order_per_key() {
     let conn = stream("weir-fetch", 3);
@@ -104,7 +60,7 @@ fn every_record_written_is_read_once_in_order_per_key() {
         (0..n).map(|i| (format!("k{}", i % 5), format!("{}:{i}", i % 5))),
     );
     for peers in [1, 2] {
-        let (shards, _) = fetch_all(&conn, peers);
+        let (shards, _) = fetch_together(&conn, peers);
         let all: Vec<&String> = shards.values().flatten().collect();
         assert_eq!(all.len(), n, "{peers} workers");
         let distinct: HashSet<&&String> = all.iter().collect();
@@ -149,7 +105,7 @@ fn a_split_shard_is_read_before_its_children() {
         &conn,
         (50..120).map(|i| (format!("k{}", i % 4), format!("{}:{i}", i % 4))),
     );
-    let (shards, events) = fetch_all(&conn, 1);
+    let (shards, events) = fetch_together(&conn, 1);
     let all: Vec<&String> = shards.values().flatten().collect();
     assert_eq!(all.len(), 120, "{shards:?}");
     assert_eq!(shards["shardId-000000000000"].len(), 50);

@@ -312,17 +312,22 @@ pub fn partition_lines(r: &RunReport) -> String {
         let header =
             ["partition", "next offset", "lag", "committed", "watermark"].map(String::from);
         out.push_str(&aligned(&header, &rows, 1, "    ", " "));
-        if c.metrics.replayed > 0 {
-            let _ = writeln!(
-                out,
-                "weir: {}.{}: {} records read again after a restart were skipped: their outputs had been written",
-                c.kind.section(),
-                c.id,
-                thousands(c.metrics.replayed)
-            );
-        }
+        replayed_line(&mut out, c);
     }
     out
+}
+
+/// How many records a source read again after a restart and skipped, if any.
+fn replayed_line(out: &mut String, c: &crate::outcome::ComponentReport) {
+    if c.metrics.replayed > 0 {
+        let _ = writeln!(
+            out,
+            "weir: {}.{}: {} records read again after a restart were skipped: their outputs had been written",
+            c.kind.section(),
+            c.id,
+            thousands(c.metrics.replayed)
+        );
+    }
 }
 
 /// Kinesis sources: each shard's state, records read, lag (milliseconds behind its tip),
@@ -368,15 +373,7 @@ pub fn shard_lines(r: &RunReport) -> String {
         ]
         .map(String::from);
         out.push_str(&aligned(&header, &rows, 1, "    ", " "));
-        if c.metrics.replayed > 0 {
-            let _ = writeln!(
-                out,
-                "weir: {}.{}: {} records read again after a restart were skipped: their outputs had been written",
-                c.kind.section(),
-                c.id,
-                thousands(c.metrics.replayed)
-            );
-        }
+        replayed_line(&mut out, c);
     }
     out
 }

@@ -399,3 +399,145 @@ pub fn send_with(topic: &str, messages: &[(String, String)], options: &[(String,
 pub fn send(topic: &str, messages: &[(String, String)]) {
     send_with(topic, messages, &[]);
 }
+
+/// Sensor readings `from..to` as message-queue tests write them: (device key, JSON line), in
+/// event-time order, with a bad record every 500 (a wrong type) and 999 (not JSON at all).
+pub fn sensor_events(from: u64, to: u64) -> Vec<(String, String)> {
+    (from..to)
+        .map(|i| {
+            let device = format!("d{}", i % 10);
+            let ts = 1_700_000_000_000 + i * 7;
+            let value = (i * 37) % 1000;
+            let line = match i % 1000 {
+                500 => format!(r#"{{"id": {i}, "ts": "soon", "device": "{device}", "value": 1}}"#),
+                999 => "not json {".to_string(),
+                _ => {
+                    format!(r#"{{"id": {i}, "ts": {ts}, "device": "{device}", "value": {value}}}"#)
+                }
+            };
+            (device, line)
+        })
+        .collect()
+}
+
+/// The good records of [`sensor_events`] below `n`: (id, ts in ms, device, value).
+pub fn sensor_good(n: u64) -> Vec<(u64, u64, String, u64)> {
+    (0..n)
+        .filter(|i| !matches!(i % 1000, 500 | 999))
+        .map(|i| {
+            (
+                i,
+                1_700_000_000_000 + i * 7,
+                format!("d{}", i % 10),
+                (i * 37) % 1000,
+            )
+        })
+        .collect()
+}
+
+/// The results [`sensor_pipeline`] gives for the good events below `n` at or after `from_ms`,
+/// computed here: `{"device", "window_start", "window_end", "n", "total", "low", "high"}` as
+/// canonical JSON, sorted.
+pub fn sensor_reference(n: u64, from_ms: u64) -> Vec<String> {
+    let mut w: std::collections::BTreeMap<(String, u64), (u64, u64, u64, u64)> =
+        std::collections::BTreeMap::new();
+    for (_, ts, device, value) in sensor_good(n) {
+        if value < 100 || ts < from_ms {
+            continue;
+        }
+        let e = w
+            .entry((device, ts / 1000 * 1000))
+            .or_insert((0, 0, u64::MAX, 0));
+        e.0 += 1;
+        e.1 += value;
+        e.2 = e.2.min(value);
+        e.3 = e.3.max(value);
+    }
+    let rfc = |ms: u64| weir_operators::time::format_rfc3339(ms as i64 * 1000);
+    let mut v: Vec<String> = w
+        .into_iter()
+        .map(|((device, start), (n, total, low, high))| {
+            serde_json::to_string(&serde_json::json!({
+                "device": device, "window_start": rfc(start), "window_end": rfc(start + 1000),
+                "n": n, "total": total, "low": low, "high": high,
+            }))
+            .unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The pipeline message-queue tests run over [`sensor_events`]: readings of value 100 or more,
+/// counted, summed and ranged per device and second; named `name` (its dead letters go to
+/// `NAME.deadletter.jsonl`), with its source's keys and its sinks given.
+pub fn sensor_pipeline(name: &str, source: &str, sinks: &str) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "{name}"
+
+[sources.events]
+{source}
+schema = {{ id = "u64", ts = "timestamp", device = "string", value = "i64" }}
+timestamp_format = "epoch_ms"
+
+[transforms.big]
+type = "filter"
+inputs = ["events"]
+condition = "value >= 100"
+
+[transforms.per_device]
+type = "window"
+inputs = ["big"]
+size = "1s"
+group_by = ["device"]
+aggregates = {{ n = "count(*)", total = "sum(value)", low = "min(value)", high = "max(value)" }}
+
+{sinks}
+"#
+    )
+}
+
+/// A file sink `id` of `input`'s records, to `path`.
+pub fn file_sink(id: &str, input: &str, path: &str) -> String {
+    format!("[sinks.{id}]\ntype = \"file\"\ninputs = [\"{input}\"]\npath = \"{path}\"\n")
+}
+
+/// The text of `path` in `dir`.
+pub fn read(dir: &Path, path: &str) -> String {
+    std::fs::read_to_string(dir.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Component `id` (`section.id`) of a report.
+pub fn report_component<'a>(r: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    r["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {r}"))
+}
+
+/// The records of `path` without their assigned ids, as a sorted set of canonical JSON.
+pub fn results_without_ids(dir: &Path, path: &str) -> Vec<String> {
+    json_multiset(&read(dir, path))
+        .into_iter()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            v.as_object_mut().unwrap().remove("id");
+            serde_json::to_string(&v).unwrap()
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Sends a signal (`-KILL`, `-INT`) to a running weir.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let s = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(s.success());
+}

@@ -469,3 +469,65 @@ pub fn max_line_bytes(ctx: &Ctx, v: Option<&Spanned<i64>>, diags: &mut Vec<Diag>
         }
     }
 }
+
+/// The decoding keys every message-queue source (Kafka, Kinesis, Pub/Sub) has, beside its own.
+pub struct MessageKeys<'a> {
+    /// `schema`
+    pub schema: &'a Spanned<SchemaDecl>,
+    /// `timestamp_field`, `timestamp_format` and `event_time`
+    pub time: TimeKeys<'a>,
+    /// `timezone`
+    pub timezone: Option<&'a Spanned<String>>,
+    /// `max_error_rate`
+    pub max_error_rate: Option<&'a Spanned<f64>>,
+    /// `id_field`
+    pub id_field: Option<&'a Spanned<String>>,
+    /// `on_error`
+    pub on_error: Option<&'a Spanned<String>>,
+    /// `latency_from`: "read" or "event_time"
+    pub latency_from: Option<&'a Spanned<String>>,
+}
+
+impl MessageKeys<'_> {
+    /// Plans the decoding (the schema from `sample()` when it is `"infer"`): the spec, with
+    /// where latency counts from, and for an inferred schema what was found in `what`. `None`
+    /// when a key is wrong (said in `diags`).
+    pub fn plan(
+        &self,
+        ctx: &Ctx,
+        what: &str,
+        sample: impl FnOnce() -> Result<weir_operators::infer::Inferred, String>,
+        diags: &mut Vec<Diag>,
+    ) -> Option<(DecodeSpec, Option<String>)> {
+        let latency_from = ctx
+            .optional_choice(
+                "latency_from",
+                self.latency_from,
+                &["read", "event_time"],
+                diags,
+            )
+            .map(|i| i == 1);
+        let time = || TimeKeys { ..self.time };
+        let schema_keys = SchemaKeys::new(ctx, self.schema, &time(), sample, diags)?;
+        let inferred = schema_keys.describe(what);
+        match decode_spec(
+            ctx,
+            schema_keys.keys(
+                time(),
+                self.timezone,
+                self.max_error_rate,
+                self.id_field,
+                self.on_error,
+            ),
+        ) {
+            Ok(mut d) => {
+                d.latency_from_event_time = latency_from?;
+                Some((d, inferred))
+            }
+            Err(mut d) => {
+                diags.append(&mut d);
+                None
+            }
+        }
+    }
+}

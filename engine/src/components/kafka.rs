@@ -13,7 +13,7 @@ use weir_operators::kafka_source::KafkaSourceSpec;
 use weir_operators::schema::Schema;
 use weir_operators::suggest::did_you_mean;
 
-use super::decoding::{decode_spec, SchemaDecl, SchemaKeys, TimeKeys};
+use super::decoding::{MessageKeys, SchemaDecl, TimeKeys};
 use super::sinks::format;
 use super::watermark::WatermarkConfig;
 use super::{Ctx, Op, Planned, SinkSpec, SinkTarget};
@@ -309,20 +309,7 @@ impl KafkaSourceConfig {
                 &mut diags,
             )
             .map(|i| i == 1);
-        let latency_from = ctx
-            .optional_choice(
-                "latency_from",
-                self.latency_from.as_ref(),
-                &["read", "event_time"],
-                &mut diags,
-            )
-            .map(|i| i == 1);
         let options = options(ctx, &self.librdkafka_options, &mut diags);
-        let user = || TimeKeys {
-            timestamp_field: self.timestamp_field.as_ref(),
-            timestamp_format: self.timestamp_format.as_ref(),
-            event_time: self.event_time.as_ref(),
-        };
         let sample = || -> Result<weir_operators::infer::Inferred, String> {
             if csv == Some(true) {
                 return Err("CSV messages have no header to name their fields: declare the schema, in column order".into());
@@ -345,26 +332,22 @@ impl KafkaSourceConfig {
             }
             Ok(i)
         };
-        let schema_keys = SchemaKeys::new(ctx, &self.schema, &user(), sample, &mut diags);
-        let Some(schema_keys) = schema_keys else {
-            return Err(diags);
+        let keys = MessageKeys {
+            schema: &self.schema,
+            time: TimeKeys {
+                timestamp_field: self.timestamp_field.as_ref(),
+                timestamp_format: self.timestamp_format.as_ref(),
+                event_time: self.event_time.as_ref(),
+            },
+            timezone: self.timezone.as_ref(),
+            max_error_rate: self.max_error_rate.as_ref(),
+            id_field: self.id_field.as_ref(),
+            on_error: self.on_error.as_ref(),
+            latency_from: self.latency_from.as_ref(),
         };
-        let inferred = schema_keys.describe(&format!("topics {}", topics.join(", ")));
-        let mut decode = match decode_spec(
-            ctx,
-            schema_keys.keys(
-                user(),
-                self.timezone.as_ref(),
-                self.max_error_rate.as_ref(),
-                self.id_field.as_ref(),
-                self.on_error.as_ref(),
-            ),
-        ) {
-            Ok(d) => d,
-            Err(mut d) => {
-                diags.append(&mut d);
-                return Err(diags);
-            }
+        let what = format!("topics {}", topics.join(", "));
+        let Some((mut decode, inferred)) = keys.plan(ctx, &what, sample, &mut diags) else {
+            return Err(diags);
         };
         let (
             Some(brokers),
@@ -372,7 +355,6 @@ impl KafkaSourceConfig {
             Some(commit_interval),
             Some(csv),
             Some(from_message),
-            Some(latency_from),
             true,
         ) = (
             brokers,
@@ -380,14 +362,12 @@ impl KafkaSourceConfig {
             commit_interval,
             csv,
             from_message,
-            latency_from,
             diags.is_empty(),
         )
         else {
             return Err(diags);
         };
         decode.watermark = watermark;
-        decode.latency_from_event_time = latency_from;
         if from_message {
             decode = decode.with_assigned_time();
         }

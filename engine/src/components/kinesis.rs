@@ -13,7 +13,7 @@ use weir_operators::encode::Format;
 use weir_operators::kafka::Replay;
 use weir_operators::schema::Schema;
 
-use super::decoding::{decode_spec, SchemaDecl, SchemaKeys, TimeKeys};
+use super::decoding::{MessageKeys, SchemaDecl, TimeKeys};
 use super::kafka::{key_fields, StartDecl};
 use super::sinks::format;
 use super::watermark::WatermarkConfig;
@@ -129,6 +129,20 @@ fn stream(ctx: &Ctx, s: &Spanned<String>) -> Result<String, Diag> {
     }
 }
 
+/// Checks an `endpoint`: an http or https URL with a host (`example` shows one).
+pub(super) fn endpoint_url(ctx: &Ctx, e: &Spanned<String>, example: &str, diags: &mut Vec<Diag>) {
+    let t = e.get_ref();
+    let ok = (t.starts_with("http://") || t.starts_with("https://"))
+        && t.split("://").nth(1).is_some_and(|h| !h.is_empty());
+    if !ok {
+        diags.push(
+            ctx.error(format!("`{t}` is not an endpoint URL"))
+                .at(e.span())
+                .help(format!("write the URL of the service, such as {example}")),
+        );
+    }
+}
+
 /// The connection keys shared by the source and the sink.
 fn connection(
     ctx: &Ctx,
@@ -152,16 +166,12 @@ fn connection(
         }
     }
     if let Some(e) = endpoint {
-        let t = e.get_ref();
-        let ok = (t.starts_with("http://") || t.starts_with("https://"))
-            && t.split("://").nth(1).is_some_and(|h| !h.is_empty());
-        if !ok {
-            diags.push(
-                ctx.error(format!("`{t}` is not an endpoint URL"))
-                    .at(e.span())
-                    .help("write the URL of the service, such as \"http://127.0.0.1:4567\" for a local server"),
-            );
-        }
+        endpoint_url(
+            ctx,
+            e,
+            "\"http://127.0.0.1:4567\" for a local server",
+            diags,
+        );
     }
     Some(Connection {
         stream: stream?,
@@ -273,41 +283,24 @@ impl KinesisSourceConfig {
                 &mut diags,
             )
             .map(|i| i == 1);
-        let latency_from = ctx
-            .optional_choice(
-                "latency_from",
-                self.latency_from.as_ref(),
-                &["read", "event_time"],
-                &mut diags,
-            )
-            .map(|i| i == 1);
-        let user = || TimeKeys {
-            timestamp_field: self.timestamp_field.as_ref(),
-            timestamp_format: self.timestamp_format.as_ref(),
-            event_time: self.event_time.as_ref(),
+        let keys = MessageKeys {
+            schema: &self.schema,
+            time: TimeKeys {
+                timestamp_field: self.timestamp_field.as_ref(),
+                timestamp_format: self.timestamp_format.as_ref(),
+                event_time: self.event_time.as_ref(),
+            },
+            timezone: self.timezone.as_ref(),
+            max_error_rate: self.max_error_rate.as_ref(),
+            id_field: self.id_field.as_ref(),
+            on_error: self.on_error.as_ref(),
+            latency_from: self.latency_from.as_ref(),
         };
         let sample = || -> Result<weir_operators::infer::Inferred, String> {
             Err("a Kinesis source does not infer its schema: declare its fields, such as schema = { ts = \"timestamp\", device = \"string\" }".into())
         };
-        let Some(schema_keys) = SchemaKeys::new(ctx, &self.schema, &user(), sample, &mut diags)
-        else {
+        let Some((mut decode, _)) = keys.plan(ctx, "", sample, &mut diags) else {
             return Err(diags);
-        };
-        let mut decode = match decode_spec(
-            ctx,
-            schema_keys.keys(
-                user(),
-                self.timezone.as_ref(),
-                self.max_error_rate.as_ref(),
-                self.id_field.as_ref(),
-                self.on_error.as_ref(),
-            ),
-        ) {
-            Ok(d) => d,
-            Err(mut d) => {
-                diags.append(&mut d);
-                return Err(diags);
-            }
         };
         let (
             Some(conn),
@@ -317,7 +310,6 @@ impl KinesisSourceConfig {
             Some(positions),
             Some(csv),
             Some(from_arrival),
-            Some(latency_from),
             true,
         ) = (
             conn,
@@ -327,14 +319,12 @@ impl KinesisSourceConfig {
             positions,
             csv,
             from_arrival,
-            latency_from,
             diags.is_empty(),
         )
         else {
             return Err(diags);
         };
         decode.watermark = watermark;
-        decode.latency_from_event_time = latency_from;
         if from_arrival {
             decode = decode.with_assigned_time();
         }

@@ -12,7 +12,7 @@ use weir_operators::encode::Format;
 use weir_operators::kafka::Replay;
 use weir_operators::schema::Schema;
 
-use super::decoding::{decode_spec, SchemaDecl, SchemaKeys, TimeKeys};
+use super::decoding::{MessageKeys, SchemaDecl, TimeKeys};
 use super::kafka::key_fields;
 use super::sinks::format;
 use super::watermark::WatermarkConfig;
@@ -142,16 +142,7 @@ fn names(
         );
     }
     if let Some(e) = endpoint {
-        let t = e.get_ref();
-        if !(t.starts_with("http://") || t.starts_with("https://"))
-            || t.split("://").nth(1).is_none_or(str::is_empty)
-        {
-            diags.push(
-                ctx.error(format!("`{t}` is not an endpoint URL"))
-                    .at(e.span())
-                    .help("write the URL of the service, such as \"http://127.0.0.1:8085\" for the emulator"),
-            );
-        }
+        super::kinesis::endpoint_url(ctx, e, "\"http://127.0.0.1:8085\" for the emulator", diags);
     }
     Some(Connection {
         project: p.clone(),
@@ -264,41 +255,24 @@ impl PubSubSourceConfig {
             .map(|f| f == Format::Csv)
             .map_err(|d| diags.push(d))
             .ok();
-        let latency_from = ctx
-            .optional_choice(
-                "latency_from",
-                self.latency_from.as_ref(),
-                &["read", "event_time"],
-                &mut diags,
-            )
-            .map(|i| i == 1);
-        let user = || TimeKeys {
-            timestamp_field: self.timestamp_field.as_ref(),
-            timestamp_format: self.timestamp_format.as_ref(),
-            event_time: self.event_time.as_ref(),
+        let keys = MessageKeys {
+            schema: &self.schema,
+            time: TimeKeys {
+                timestamp_field: self.timestamp_field.as_ref(),
+                timestamp_format: self.timestamp_format.as_ref(),
+                event_time: self.event_time.as_ref(),
+            },
+            timezone: self.timezone.as_ref(),
+            max_error_rate: self.max_error_rate.as_ref(),
+            id_field: self.id_field.as_ref(),
+            on_error: self.on_error.as_ref(),
+            latency_from: self.latency_from.as_ref(),
         };
         let sample = || -> Result<weir_operators::infer::Inferred, String> {
             Err("a Pub/Sub source does not infer its schema: declare its fields, such as schema = { ts = \"timestamp\", device = \"string\" }".into())
         };
-        let Some(schema_keys) = SchemaKeys::new(ctx, &self.schema, &user(), sample, &mut diags)
-        else {
+        let Some((mut decode, _)) = keys.plan(ctx, "", sample, &mut diags) else {
             return Err(diags);
-        };
-        let mut decode = match decode_spec(
-            ctx,
-            schema_keys.keys(
-                user(),
-                self.timezone.as_ref(),
-                self.max_error_rate.as_ref(),
-                self.id_field.as_ref(),
-                self.on_error.as_ref(),
-            ),
-        ) {
-            Ok(d) => d,
-            Err(mut d) => {
-                diags.append(&mut d);
-                return Err(diags);
-            }
         };
         let (
             Some(conn),
@@ -308,7 +282,6 @@ impl PubSubSourceConfig {
             Some(lease_extension),
             Some(time_from),
             Some(csv),
-            Some(latency_from),
             true,
         ) = (
             conn,
@@ -318,14 +291,12 @@ impl PubSubSourceConfig {
             lease_extension,
             time_from,
             csv,
-            latency_from,
             diags.is_empty(),
         )
         else {
             return Err(diags);
         };
         decode.watermark = watermark;
-        decode.latency_from_event_time = latency_from;
         if time_from != TimeFrom::Field {
             decode = decode.with_assigned_time();
         }
