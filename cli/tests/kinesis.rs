@@ -479,6 +479,96 @@ fn csv_records_are_read_from_a_point_in_time() {
 }
 
 #[test]
+fn two_processes_share_the_shards_and_keep_their_positions_apart() {
+    let dir = workspace();
+    let n = 3000;
+    let input = stream("cluster", 4);
+    put(&input, &events(0, n));
+    let source = kinesis_source(&input, "bounded = true\npositions = \"state/cluster\"");
+    write(
+        dir.path(),
+        "cluster.toml",
+        &pipeline(&source, &file_sink("out", "per_device", "cluster.jsonl")),
+    );
+    let hosts = hostfile(dir.path(), 2);
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            let id = p.to_string();
+            spawn_weir(
+                dir.path(),
+                &[
+                    "run",
+                    "cluster.toml",
+                    "--workers",
+                    "2",
+                    "--status-every",
+                    "0s",
+                    "--processes",
+                    "2",
+                    "--process-id",
+                    &id,
+                    "--hostfile",
+                    &hosts,
+                    "--report",
+                    &format!("r{p}.json"),
+                ],
+            )
+        })
+        .collect();
+    for c in children {
+        ok(&finish(c));
+    }
+    // Process 0 writes every sink's output: the reference, whole.
+    assert_eq!(
+        json_multiset(&read(dir.path(), "cluster.jsonl")),
+        reference(n)
+    );
+    // Each process read the shards of its own workers, and all were read once.
+    let mut read_by: BTreeMap<String, usize> = BTreeMap::new();
+    let mut total = 0;
+    for p in 0..2 {
+        let r: Value = serde_json::from_str(&read(dir.path(), &format!("r{p}.json"))).unwrap();
+        let src = report_component(&r, "sources.events");
+        for s in src["shards"].as_array().unwrap() {
+            let records = s["records"].as_u64().unwrap();
+            if records > 0 {
+                *read_by
+                    .entry(s["shard"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+                total += records;
+            }
+        }
+        // Positions are kept per process, each for the shards it read.
+        let file = dir.path().join(format!("state/cluster/process-{p}.json"));
+        assert!(file.exists(), "{}", file.display());
+    }
+    assert_eq!(total, n, "{read_by:?}");
+    assert_eq!(read_by.len(), 4, "{read_by:?}");
+    assert!(
+        read_by.values().all(|&k| k == 1),
+        "a shard read twice: {read_by:?}"
+    );
+    let kept = Positions::read(&dir.path().join("state/cluster")).unwrap();
+    assert_eq!(kept.len(), 4);
+    // A second run reads nothing again.
+    let again = weir(
+        dir.path(),
+        &[
+            "run",
+            "cluster.toml",
+            "--status-every",
+            "0s",
+            "--report",
+            "again.json",
+        ],
+        "",
+    );
+    ok(&again);
+    let r: Value = serde_json::from_str(&read(dir.path(), "again.json")).unwrap();
+    assert_eq!(report_component(&r, "sources.events")["records_in"], 0);
+}
+
+#[test]
 fn mistakes_are_reported_at_their_place() {
     let dir = workspace();
     let base = |source: &str| {
