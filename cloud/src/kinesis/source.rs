@@ -22,6 +22,7 @@
 //! source shows it per shard in the status lines and the summary.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
@@ -218,6 +219,8 @@ struct Reader {
     parts: Vec<Part>,
     csv_columns: Vec<Option<usize>>,
     csv_row: csv::StringRecord,
+    /// The place of the record being read, `SHARD/SEQUENCE` (reused).
+    place: String,
     floor: Micros,
     skip_below: Option<Time>,
     flow: Flow,
@@ -268,6 +271,7 @@ impl Reader {
             parts: Vec::new(),
             csv_columns,
             csv_row: csv::StringRecord::new(),
+            place: String::new(),
             floor: skip_below.map_or(Micros::MIN, |f| f.min(Micros::MAX as Time) as Micros),
             skip_below,
             flow,
@@ -401,19 +405,23 @@ impl Reader {
                     }
                     progress = Progress::More;
                     p.last_input = Instant::now();
+                    p.records += records.len() as u64;
+                    p.last = records.last().map(|r| r.seq.clone());
                     for r in records {
-                        p.records += 1;
-                        p.last = Some(r.seq.clone());
                         let time = r
                             .arrival_ms
                             .filter(|_| spec.decode.assign_time)
                             .map(|ms| ms.saturating_mul(1000));
-                        let place = format!("{}/{}", p.id, r.seq);
+                        // The record's place (its id in the stream), in a buffer reused.
+                        let place = &mut self.place;
+                        place.clear();
+                        let _ = write!(place, "{}/{}", p.id, r.seq);
+                        let place = &self.place;
                         let csv = spec
                             .csv
                             .then_some((&mut self.csv_row, &self.csv_columns[..]));
                         let (decoded, raw) =
-                            batch.decode_message(&spec.decode, csv, &r.data, &place, 0, time);
+                            batch.decode_message(&spec.decode, csv, &r.data, place, 0, time);
                         let ts = decoded
                             .as_ref()
                             .ok()
@@ -433,7 +441,7 @@ impl Reader {
                             }
                         }
                         batch.enter_partition(p.max_seen, p.idle_floor.max(self.floor));
-                        batch.accept(&spec.decode, decoded, &place, 0, &raw);
+                        batch.accept(&spec.decode, decoded, place, 0, &raw);
                         p.max_seen = batch.max_seen;
                         let done = spec
                             .replay
