@@ -255,9 +255,16 @@ fn a_run_killed_with_sigkill_resumes_without_loss_and_reads_again_only_what_was_
     let text = pipeline(&source, &file_sink("out", "per_device", "out.jsonl"));
     write(dir.path(), "live.toml", &text);
     let first = everything(&input);
-    let mut live = spawn_weir(
+    let live = spawn_weir(
         dir.path(),
-        &["run", "live.toml", "--workers", "2", "--status-every", "0s"],
+        &[
+            "run",
+            "live.toml",
+            "--workers",
+            "2",
+            "--status-every",
+            "50ms",
+        ],
     );
     // Killed once results are written and the positions cover some of them (they follow what
     // is written).
@@ -267,7 +274,12 @@ fn a_run_killed_with_sigkill_resumes_without_loss_and_reads_again_only_what_was_
             .then_some(())
     });
     signal(&live, "-KILL");
-    let _ = live.wait();
+    // Its status lines showed how far its shards were behind their tips.
+    let status = stderr(&finish(live));
+    assert!(
+        status.lines().any(|l| l.contains("events behind 0 ms")),
+        "{status}"
+    );
     let kept = Positions::read(&dir.path().join("state/positions")).unwrap();
     let before = results_without_ids(dir.path(), "out.jsonl");
     put(&input, &events(n / 2, n));

@@ -391,6 +391,15 @@ fn a_run_killed_with_sigkill_loses_nothing_its_unacknowledged_messages_come_agai
     ];
     let (mut live, status) = spawn_watched(dir.path(), &args);
     received(&status, half);
+    // Nothing is written yet, so nothing is acknowledged: the status lines show them all held.
+    let held = format!("events unacked {}", weir_engine::summary::thousands(half));
+    let shown = status
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_default();
+    assert!(
+        shown.contains(&held) || status.iter().take(50).any(|l| l.contains(&held)),
+        "{shown}"
+    );
     signal(&live, "-KILL");
     let _ = live.wait();
     assert!(!dir.path().join("out.jsonl").exists() || read(dir.path(), "out.jsonl").is_empty());
