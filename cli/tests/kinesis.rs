@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
+use weir_cloud::block_on;
 use weir_cloud::kinesis::fetcher::{self, FetchPlan, Fetched, Start};
 use weir_cloud::kinesis::positions::Positions;
 use weir_cloud::kinesis::sink::KinesisOut;
-use weir_cloud::kinesis::{block_on, create_stream, seq_cmp, Connection};
+use weir_cloud::kinesis::{create_stream, seq_cmp, Connection};
 
 fn endpoint() -> String {
     std::env::var("WEIR_KINESIS_ENDPOINT").unwrap_or_else(|_| {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use weir_cloud::kinesis::block_on;
+use weir_cloud::block_on;
 use weir_cloud::pubsub::sink::PubSubOut;
 use weir_cloud::pubsub::Connection;
 

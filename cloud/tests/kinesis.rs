@@ -9,9 +9,10 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Duration;
 
+use weir_cloud::block_on;
 use weir_cloud::kinesis::fetcher::{self, FetchPlan, Fetched, Start};
 use weir_cloud::kinesis::sink::KinesisOut;
-use weir_cloud::kinesis::{block_on, create_stream, Connection};
+use weir_cloud::kinesis::{create_stream, Connection};
 
 fn endpoint() -> String {
     std::env::var("WEIR_KINESIS_ENDPOINT").unwrap_or_else(|_| {

@@ -188,13 +188,11 @@ impl Out {
             Destination::Kinesis { conn, shards, key } => {
                 let key = key_position(key, encoder_schema)?;
                 let (c, n) = (conn.clone(), *shards);
-                let created = weir_cloud::kinesis::block_on(
-                    weir_cloud::kinesis::SERVICE_TIMEOUT,
-                    async move {
+                let created =
+                    weir_cloud::block_on(weir_cloud::kinesis::SERVICE_TIMEOUT, async move {
                         let client = c.client().await?;
                         weir_cloud::kinesis::create_stream(&client, &c, n).await
-                    },
-                )?;
+                    })?;
                 if created {
                     eprintln!(
                         "weir produce: created Kinesis stream `{}` with {shards} shards",
@@ -213,17 +211,15 @@ impl Out {
             } => {
                 let key = key_position(key, encoder_schema)?;
                 let (c, t, sub) = (conn.clone(), topic.clone(), subscription.clone());
-                let (topic_made, sub_made) = weir_cloud::kinesis::block_on(
-                    weir_cloud::pubsub::SERVICE_TIMEOUT,
-                    async move {
+                let (topic_made, sub_made) =
+                    weir_cloud::block_on(weir_cloud::pubsub::SERVICE_TIMEOUT, async move {
                         let made = c.create_topic(&t).await?;
                         let sub = match sub {
                             Some(s) => c.create_subscription(&s, &t, true).await?,
                             None => false,
                         };
                         Ok((made, sub))
-                    },
-                )?;
+                    })?;
                 if topic_made {
                     eprintln!(
                         "weir produce: created Pub/Sub topic `{}`",

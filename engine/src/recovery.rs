@@ -148,22 +148,19 @@ pub fn prepare(plan: &Plan, process: usize) -> Result<Plan, String> {
             let mut s = (**spec).clone();
             s.replay = replay(&plan, i);
             let conn = s.conn.clone();
-            weir_cloud::kinesis::block_on(weir_cloud::kinesis::SERVICE_TIMEOUT, async move {
+            weir_cloud::block_on(weir_cloud::kinesis::SERVICE_TIMEOUT, async move {
                 let client = conn.client().await?;
                 weir_cloud::kinesis::check_stream(&client, &conn).await
             })
             .map_err(|e| format!("source `{id}`: {e}"))?;
-            match (&s.positions, plan.checkpoint.is_some()) {
-                (Some(dir), false) => {
-                    s.resume = weir_cloud::kinesis::positions::Positions::read(dir)
-                        .map_err(|e| format!("source `{id}`: {e}"))?;
-                    resume = resume.max(s.resume.values().map(|p| p.frontier).max());
-                    s.store = Some(Arc::new(weir_cloud::kinesis::positions::Positions::new(
-                        dir, process,
-                    )));
-                }
-                // Checkpoints hold the positions.
-                _ => s.positions = None,
+            // (Pipelines with checkpoints refuse Kinesis sources: positions are kept here only.)
+            if let Some(dir) = &s.positions {
+                s.resume = weir_cloud::kinesis::positions::Positions::read(dir)
+                    .map_err(|e| format!("source `{id}`: {e}"))?;
+                resume = resume.max(s.resume.values().map(|p| p.frontier).max());
+                s.store = Some(Arc::new(weir_cloud::kinesis::positions::Positions::new(
+                    dir, process,
+                )));
             }
             plan.nodes[i].op = Op::Kinesis(Arc::new(s));
             continue;
@@ -173,11 +170,10 @@ pub fn prepare(plan: &Plan, process: usize) -> Result<Plan, String> {
             let mut s = (**spec).clone();
             s.replay = replay(&plan, i);
             let (conn, sub) = (s.conn.clone(), s.subscription.clone());
-            let ordered =
-                weir_cloud::kinesis::block_on(weir_cloud::pubsub::SERVICE_TIMEOUT, async move {
-                    conn.check_subscription(&sub).await
-                })
-                .map_err(|e| format!("source `{id}`: {e}"))?;
+            let ordered = weir_cloud::block_on(weir_cloud::pubsub::SERVICE_TIMEOUT, async move {
+                conn.check_subscription(&sub).await
+            })
+            .map_err(|e| format!("source `{id}`: {e}"))?;
             s.status = Arc::new(std::sync::Mutex::new(
                 weir_cloud::pubsub::source::PubSubStatus {
                     ordered,

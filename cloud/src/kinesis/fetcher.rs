@@ -133,7 +133,7 @@ pub fn run(
     wake: impl Fn() + Send + 'static,
     stop: Arc<AtomicBool>,
 ) {
-    let rt = match super::runtime() {
+    let rt = match crate::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             let _ = tx.send(Fetched::Error(e));
@@ -472,27 +472,29 @@ impl Fetcher<'_> {
         };
         let s = &mut self.shards[k];
         s.backoff = Duration::ZERO;
+        let behind = out.millis_behind_latest();
+        let next = out.next_shard_iterator().map(String::from);
+        // The records taken, their payloads without a copy.
         let records: Vec<ShardRecord> = out
-            .records()
-            .iter()
+            .records
+            .into_iter()
             .map(|r| ShardRecord {
-                seq: r.sequence_number().to_string(),
-                arrival_ms: r.approximate_arrival_timestamp().map(arrival_ms),
-                data: r.data().as_ref().to_vec(),
+                arrival_ms: r.approximate_arrival_timestamp.as_ref().map(arrival_ms),
+                seq: r.sequence_number,
+                data: r.data.into_inner(),
             })
             .collect();
         if let Some(r) = records.last() {
             s.last = Some(r.seq.clone());
         }
-        let behind = out.millis_behind_latest();
         let caught_up = records.is_empty() && behind.unwrap_or(0) == 0;
-        let full = records.len() as i32 >= self.plan.limit;
-        s.next_poll = if full || !records.is_empty() && !caught_up {
+        // More may be there at once after records; after nothing, wait a poll interval.
+        s.next_poll = if !records.is_empty() {
             Instant::now()
         } else {
             Instant::now() + self.plan.poll_interval
         };
-        s.iterator = out.next_shard_iterator().map(String::from);
+        s.iterator = next;
         let mut msgs = vec![Fetched::Records {
             shard: Arc::clone(&s.id),
             records,

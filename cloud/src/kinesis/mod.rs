@@ -30,7 +30,6 @@
 //! assert_eq!(owner(&shards, "shardId-000000000003", 2), 1);
 //! ```
 
-use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -123,27 +122,6 @@ impl Connection {
             self.stream
         )
     }
-}
-
-/// Runs `f` to completion on a Tokio runtime of this thread's own, giving up after `timeout`.
-pub fn block_on<T>(
-    timeout: Duration,
-    f: impl Future<Output = Result<T, String>>,
-) -> Result<T, String> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        tokio::time::timeout(timeout, f)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs())))
-    })
-}
-
-/// A single-threaded Tokio runtime for the SDK's requests.
-pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start an I/O runtime: {e}"))
 }
 
 /// One shard of a stream, as the service lists it.

@@ -59,7 +59,7 @@ impl KinesisOut {
     /// the stream exists.
     pub fn open(conn: &Connection, key: Vec<usize>) -> Result<KinesisOut, String> {
         let c = conn.clone();
-        super::block_on(super::SERVICE_TIMEOUT, async move {
+        crate::block_on(super::SERVICE_TIMEOUT, async move {
             let client = c.client().await?;
             super::check_stream(&client, &c).await
         })?;
@@ -187,7 +187,7 @@ fn put_loop(conn: Connection, shared: Arc<(Mutex<Shared>, Condvar)>, retried: Ar
         s.in_flight = 0;
         cv.notify_all();
     };
-    let rt = match super::runtime() {
+    let rt = match crate::runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(e),
     };

@@ -64,7 +64,7 @@ pub struct KinesisSourceSpec {
     pub poll_interval: Duration,
     /// How often positions are written.
     pub commit_interval: Duration,
-    /// Where positions are kept (`None` under checkpoints).
+    /// Where positions are kept (`None`: nowhere; each run starts at `start`).
     pub positions: Option<PathBuf>,
     /// When records' outputs are all written (from the plan).
     pub replay: Replay,
@@ -195,16 +195,16 @@ impl Part {
         spec.of(self.max_seen, self.idle_floor).max(floor)
     }
 
+    /// "ended", "reading" (records read, or a read reached its tip) or "waiting" (for its
+    /// parents).
     fn state(&self) -> &'static str {
-        match (self.ended, self.records > 0 || self.last_input_known()) {
-            (true, _) => "ended",
-            (false, true) => "reading",
-            (false, false) => "waiting",
+        if self.ended {
+            "ended"
+        } else if self.records > 0 || self.caught_up {
+            "reading"
+        } else {
+            "waiting"
         }
-    }
-
-    fn last_input_known(&self) -> bool {
-        self.caught_up || self.behind_ms > 0
     }
 }
 
@@ -482,20 +482,17 @@ impl Reader {
             .filter(|p| !p.ended && !p.done)
             .map(|p| p.watermark(w, floor))
             .min();
-        // Until the fetcher has listed the shards, nothing is known to be read: hold still.
-        let started = self.all_done || !self.parts.is_empty();
         let hold = match least {
             Some(l) => l,
-            None if !started || !self.all_done && !self.spec.bounded => {
-                // Shards may still come (from a listing, or a split): hold at the least
-                // watermark any could start from.
-                self.parts
-                    .iter()
-                    .map(|p| p.watermark(w, floor))
-                    .max()
-                    .unwrap_or(Micros::MIN)
-                    .max(floor)
-            }
+            // Shards may still come (the first listing, a split): hold at the largest
+            // watermark any could start from.
+            None if !self.all_done => self
+                .parts
+                .iter()
+                .map(|p| p.watermark(w, floor))
+                .max()
+                .unwrap_or(Micros::MIN)
+                .max(floor),
             None => Micros::MAX,
         };
         batch.hold_at(hold);

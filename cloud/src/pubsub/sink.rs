@@ -54,7 +54,7 @@ impl PubSubOut {
     ) -> Result<PubSubOut, String> {
         let path = conn.path("topics", topic);
         let (c, t) = (conn.clone(), topic.to_string());
-        crate::kinesis::block_on(
+        crate::block_on(
             super::SERVICE_TIMEOUT,
             async move { c.check_topic(&t).await },
         )?;
@@ -70,7 +70,7 @@ impl PubSubOut {
                     g.failure.get_or_insert(e);
                     cv.notify_all();
                 };
-                let rt = match crate::kinesis::runtime() {
+                let rt = match crate::runtime() {
                     Ok(rt) => rt,
                     Err(e) => return fail(e),
                 };

@@ -20,6 +20,7 @@
 //! the service. Messages not acknowledged when a run stops are returned for redelivery.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -135,7 +136,11 @@ struct Reader {
     pending: VecDeque<(Time, Handler)>,
     csv_columns: Vec<Option<usize>>,
     csv_row: csv::StringRecord,
+    /// Messages taken, and acknowledged.
     taken: u64,
+    acknowledged: u64,
+    /// The place of the message being read, `SUBSCRIPTION/MESSAGE_ID` (reused).
+    place: String,
     flow: Flow,
     ctl: RunControl,
     metrics: Arc<ComponentMetrics>,
@@ -181,6 +186,8 @@ impl Reader {
             csv_columns,
             csv_row: csv::StringRecord::new(),
             taken: 0,
+            acknowledged: 0,
+            place: String::new(),
             flow,
             ctl,
             metrics,
@@ -226,11 +233,15 @@ impl Reader {
 
     fn take(&mut self, batch: &mut Batch, m: &Message, h: Handler) {
         let spec = &self.spec;
-        let place = format!(
+        // The message's place (its id), in a buffer reused.
+        self.place.clear();
+        let _ = write!(
+            self.place,
             "{}/{}",
             spec.subscription.rsplit('/').next().unwrap_or(""),
             m.message_id
         );
+        let place = &self.place;
         let time = match &spec.time_from {
             TimeFrom::Field => Ok(None),
             TimeFrom::Publish => Ok(m
@@ -249,7 +260,7 @@ impl Reader {
                 let csv = spec
                     .csv
                     .then_some((&mut self.csv_row, &self.csv_columns[..]));
-                batch.decode_message(&spec.decode, csv, &m.data, &place, 0, time)
+                batch.decode_message(&spec.decode, csv, &m.data, place, 0, time)
             }
             Err(e) => (Err(e), String::from_utf8_lossy(&m.data)),
         };
@@ -257,37 +268,42 @@ impl Reader {
             .as_ref()
             .ok()
             .and_then(|()| batch.event_time(&spec.decode));
-        let raw = raw.into_owned();
-        batch.accept(&spec.decode, decoded, &place, 0, &raw);
+        batch.accept(&spec.decode, decoded, place, 0, &raw);
         let wm = batch.watermark(&spec.decode.watermark).max(0);
         let done = spec.replay.done_time(ts, wm).unwrap_or(wm as Time);
         self.pending.push_back((done, h));
-        let mut s = self.spec.status.lock().unwrap_or_else(|p| p.into_inner());
-        s.received += 1;
-        s.unacknowledged = self.pending.len() as u64;
     }
 
-    /// Acknowledges the messages whose outputs are all written.
+    /// Acknowledges the messages whose outputs are all written, and publishes the counts.
     fn acknowledge(&mut self) {
         let f = self.flow.frontier_now();
-        let mut n = 0u64;
         // Messages are acknowledged in any order; those read first are usually done first.
-        let mut keep = VecDeque::with_capacity(self.pending.len());
-        for (done, h) in self.pending.drain(..) {
-            if done < f {
-                h.ack();
-                n += 1;
-            } else {
-                keep.push_back((done, h));
+        if self.pending.iter().any(|(done, _)| *done < f) {
+            let before = self.pending.len();
+            let mut keep = VecDeque::with_capacity(before);
+            for (done, h) in self.pending.drain(..) {
+                if done < f {
+                    h.ack();
+                } else {
+                    keep.push_back((done, h));
+                }
             }
+            self.pending = keep;
+            self.acknowledged += (before - self.pending.len()) as u64;
         }
-        self.pending = keep;
+        self.publish();
+    }
+
+    /// Publishes the counts to the status and the backlog gauge (messages held).
+    fn publish(&mut self) {
+        let held = self.pending.len();
         let mut s = self.spec.status.lock().unwrap_or_else(|p| p.into_inner());
-        s.acknowledged += n;
-        s.unacknowledged = self.pending.len() as u64;
-        let now = self.pending.len() as i64;
-        self.metrics.add_backlog(now - self.backlog);
-        self.backlog = now;
+        s.received = self.taken;
+        s.acknowledged = self.acknowledged;
+        s.unacknowledged = held as u64;
+        drop(s);
+        self.metrics.add_backlog(held as i64 - self.backlog);
+        self.backlog = held as i64;
     }
 }
 
@@ -306,13 +322,11 @@ impl Drop for Reader {
         // what the sinks were last seen to have written is acknowledged, and the rest goes
         // back for redelivery.
         if self.ended && !self.ctl.stopped() && self.ctl.failure().is_none() {
-            let n = self.pending.len() as u64;
+            self.acknowledged += self.pending.len() as u64;
             for (_, h) in self.pending.drain(..) {
                 h.ack();
             }
-            let mut s = self.spec.status.lock().unwrap_or_else(|p| p.into_inner());
-            s.acknowledged += n;
-            s.unacknowledged = 0;
+            self.publish();
         } else {
             self.acknowledge();
             self.pending.clear();
@@ -323,7 +337,7 @@ impl Drop for Reader {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let (Some(t), Ok(rt)) = (token, crate::kinesis::runtime()) {
+        if let (Some(t), Ok(rt)) = (token, crate::runtime()) {
             rt.block_on(async {
                 let _ = tokio::time::timeout(Duration::from_secs(10), t.shutdown()).await;
             });
@@ -348,7 +362,7 @@ fn pull(
         let _ = tx.send(Pulled::Failed(e));
         wake();
     };
-    let rt = match crate::kinesis::runtime() {
+    let rt = match crate::runtime() {
         Ok(rt) => rt,
         Err(e) => return failed(e),
     };
